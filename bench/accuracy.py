@@ -1,0 +1,189 @@
+"""LFW accuracy, size and latency benchmark for the celebmatch bundle.
+
+    make bench-accuracy        (or: .venv/bin/python bench/accuracy.py [--epochs N])
+
+Trains on the 47 people with >= 20 photos (a fixed, seeded 70/10/20 split), exports the bundle
+and measures, in one run and on the same split: fp32 and int8 test accuracy, the eigenfaces
+baseline (PCA + RBF SVC, as in scikit-learn's face recognition example), enrolment-only top-1 on
+people the network never saw, file sizes, ONNX/torch parity, and ONNX Runtime latency. A run
+folder left by an interrupted benchmark is resumed. Writes bench/results/accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tandem.bundle import Bundle
+from tandem.data.lfw import load_lfw
+from tandem.data.pixels import load_pixels
+from tandem.export.exporter import ExportOptions, export_run
+from tandem.metrics import topk_accuracy
+from tandem.runtime import OnnxModel
+from tandem.settings import get_settings
+from tandem.training import checkpoint
+from tandem.training.run import TrainConfig, load_run
+from tandem.training.trainer import train
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work" / "accuracy"
+RESULTS = HERE / "results"
+console = Console()
+
+
+def eigenfaces(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int) -> float:
+    from scipy.stats import loguniform
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import RandomizedSearchCV
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    def gray(x: np.ndarray) -> np.ndarray:
+        g = x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return g.reshape(len(x), -1) / 255.0
+
+    scaler = StandardScaler().fit(gray(train_x))
+    xtr, xte = scaler.transform(gray(train_x)), scaler.transform(gray(test_x))
+    pca = PCA(n_components=150, svd_solver="randomized", whiten=True, random_state=seed).fit(xtr)
+    search = RandomizedSearchCV(
+        SVC(kernel="rbf", class_weight="balanced"),
+        {"C": loguniform(1e3, 1e5), "gamma": loguniform(1e-4, 1e-1)},
+        n_iter=10, random_state=seed,
+    ).fit(pca.transform(xtr), train_y)
+    return float((search.predict(pca.transform(xte)) == test_y).mean())
+
+
+def enrolment_unseen(bundle: Bundle, seed: int) -> tuple[float, int, int]:
+    """People with 10–19 photos (none of them trained on): gallery from half, queries from the rest."""
+    unseen = load_lfw(get_settings().require_data_home(), min_faces=10, max_faces=20)
+    model = OnnxModel(bundle)
+    pixels, labels, _ = load_pixels(unseen, bundle.manifest.preprocessing.model_copy(update={"crop": unseen.crop}))
+    emb = model.run(pixels)["embedding"]
+    rng = np.random.default_rng(seed)
+    gallery, queries, query_labels = [], [], []
+    for c in range(len(unseen.classes)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        half = len(idx) // 2
+        g = emb[idx[:half]].mean(0)
+        gallery.append(g / np.linalg.norm(g))
+        queries.append(emb[idx[half:]])
+        query_labels += [c] * (len(idx) - half)
+    sims = np.concatenate(queries) @ np.stack(gallery).T
+    return topk_accuracy(sims, np.array(query_labels), 1), len(unseen.classes), len(query_labels)
+
+
+def latency_ms(model: OnnxModel, pixels: np.ndarray, batch: int, repeats: int) -> float:
+    """Median milliseconds per image at this batch size."""
+    x = np.ascontiguousarray(pixels[:batch])
+    for _ in range(5):
+        model.session.run(None, {model.input_name: x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.session.run(None, {model.input_name: x})
+        times.append((time.perf_counter() - t0) * 1000 / batch)
+    return statistics.median(times)
+
+
+def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tandem", "predict", str(bundle_dir), str(photo), "--json"],
+                       check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fresh", action="store_true", help="discard an earlier run folder and train anew")
+    args = ap.parse_args()
+
+    run_dir, bundle_dir = WORK / "run", WORK / "bundle"
+    if args.fresh and WORK.exists():
+        shutil.rmtree(WORK)
+    cfg = TrainConfig(data="lfw", name="celebmatch", out=run_dir, min_faces=20, epochs=args.epochs,
+                      seed=args.seed, device=args.device)
+    resume = (run_dir / checkpoint.LAST).exists()
+    console.print(f"[bold]training[/] {args.epochs} epochs on LFW ≥ 20 photos{' (resuming)' if resume else ''}")
+    train(cfg, resume=resume)
+    history = json.loads((run_dir / "history.json").read_text())
+    train_seconds = sum(h["seconds"] for h in history)
+
+    console.print("[bold]exporting[/] fp32 + int8 and measuring on the test split")
+    bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"))
+    m = bundle.manifest.metrics
+
+    console.print("[bold]eigenfaces[/] baseline on the same split")
+    _, data = load_run(run_dir)
+    spec = bundle.manifest.preprocessing
+    fit_cat = data.catalog().subset(data.split["train"] + data.split["val"])
+    fit_x, fit_y, _ = load_pixels(fit_cat, spec)
+    test_x, test_y, _ = load_pixels(data.part("test"), spec)
+    eigen = eigenfaces(fit_x, fit_y, test_x, test_y, args.seed)
+
+    console.print("[bold]enrolment[/] on people never trained on")
+    enrol_top1, enrol_ids, enrol_queries = enrolment_unseen(bundle, args.seed)
+
+    console.print("[bold]latency[/] with ONNX Runtime")
+    fp32, int8 = OnnxModel(bundle, "fp32"), OnnxModel(bundle, "int8")
+    lat = {f"{tag}_b{b}_ms": latency_ms(model, test_x, b, 200 if b == 1 else 30)
+           for tag, model in (("fp32", fp32), ("int8", int8)) for b in (1, 32)}
+    cli_s = predict_cli_seconds(bundle_dir, data.part("test").records[0].path)
+
+    fp32_bytes = bundle.manifest.files["model.onnx"].size
+    int8_bytes = bundle.manifest.files["model.int8.onnx"].size
+    results = {
+        "eigenfaces_top1": eigen,
+        "fp32_top1": m["test_top1_fp32"], "fp32_top5": m["test_top5_fp32"], "fp32_balanced": m["test_balanced_fp32"],
+        "int8_top1": m["test_top1_int8"], "int8_top5": m["test_top5_int8"], "int8_balanced": m["test_balanced_int8"],
+        "enrol_unseen_top1": enrol_top1, "enrol_unseen_identities": enrol_ids, "enrol_unseen_queries": enrol_queries,
+        "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_size_ratio": int8_bytes / fp32_bytes,
+        **lat, "int8_b1_latency_ratio": lat["int8_b1_ms"] / lat["fp32_b1_ms"],
+        "max_abs_onnx_torch": m["max_abs_onnx_torch"],
+        "train_seconds": train_seconds, "epochs": args.epochs, "device": args.device,
+        "predict_cli_seconds": cli_s,
+        "classes": len(data.classes), "train_images": len(data.split["train"]), "val_images": len(data.split["val"]),
+        "test_images": len(test_y), "parameters": int(sum(np.prod(v.shape) for v in
+                                                          checkpoint.load(run_dir / checkpoint.BEST)["model"].values()
+                                                          if v.dtype.is_floating_point)),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+    for png in ("curves.png", "confusion.png"):
+        shutil.copy(run_dir / png, RESULTS / f"accuracy_{png}")
+
+    targets = {
+        "fp32_top1": ("≥ 0.93", results["fp32_top1"] >= 0.93),
+        "int8_top1": ("within 1 pt of fp32", results["fp32_top1"] - results["int8_top1"] <= 0.01),
+        "int8_size_ratio": ("≤ 0.3", results["int8_size_ratio"] <= 0.3),
+        "int8_b1_latency_ratio": ("≤ 0.8", results["int8_b1_latency_ratio"] <= 0.8),
+        "max_abs_onnx_torch": ("≤ 1e-4", results["max_abs_onnx_torch"] <= 1e-4),
+    }
+    table = Table(title=f"LFW ≥ 20 photos: {results['classes']} identities, {results['test_images']} test images")
+    for col in ("measure", "value", "target", "met"):
+        table.add_column(col)
+    for key, value in results.items():
+        target, met = targets.get(key, ("", None))
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown, target, "" if met is None else ("[green]yes[/]" if met else "[red]no[/]"))
+    console.print(table)
+    console.print(f"wrote {RESULTS / 'accuracy.json'}")
+
+
+if __name__ == "__main__":
+    main()

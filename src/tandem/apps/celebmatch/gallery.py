@@ -1,0 +1,145 @@
+"""The enrolled identities: one unit-length mean embedding per identity and face region."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tandem import atomic
+from tandem.bundle import Bundle, editing, write_manifest
+from tandem.data.catalog import ImageCatalog
+from tandem.errors import BundleError, DataError, ImageError
+from tandem.preprocess import PreprocessSpec, decode_image, to_input
+from tandem.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+APP = "celebmatch"
+GALLERY_FILE = "gallery.npz"
+# Regions of the model's input, as fractions (x0, y0, x1, y1), read off aligned LFW crops.
+REGIONS: dict[str, tuple[float, float, float, float]] = {
+    "eyes": (0.0, 0.22, 1.0, 0.46),
+    "nose": (0.27, 0.38, 0.73, 0.66),
+    "mouth": (0.17, 0.60, 0.83, 0.84),
+}
+VIEWS = ("face", *REGIONS)
+
+
+def region_views(pixels: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """The whole face, and one copy per region with everything else set to the training mean
+    colour (which the graph's normalisation turns into zeros)."""
+    n, h, w, _ = pixels.shape
+    fill = np.round(np.array(spec.normalize_in_graph.mean) * 255).astype(np.uint8)
+    views = {"face": pixels}
+    for name, (x0, y0, x1, y1) in REGIONS.items():
+        masked = np.empty_like(pixels)
+        masked[:] = fill
+        r0, r1, c0, c1 = round(y0 * h), round(y1 * h), round(x0 * w), round(x1 * w)
+        masked[:, r0:r1, c0:c1] = pixels[:, r0:r1, c0:c1]
+        views[name] = masked
+    return views
+
+
+def embed_views(model: OnnxModel, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: model.run(v)["embedding"] for name, v in region_views(pixels, model.spec).items()}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Gallery:
+    names: list[str]
+    counts: np.ndarray
+    vectors: dict[str, np.ndarray]
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, names=np.array(self.names, dtype=str), counts=self.counts,
+                 **{f"view_{k}": v.astype(np.float32) for k, v in self.vectors.items()})
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> Gallery:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = [str(s) for s in z["names"]]
+                vectors = {k: z[f"view_{k}"] for k in VIEWS}
+                counts = z["counts"]
+        except (OSError, KeyError, ValueError) as e:
+            raise BundleError(f"{path}: unreadable celebmatch gallery ({e}); enrol again") from e
+        return cls(names, counts, vectors)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> Gallery:
+        app = bundle.manifest.apps.get(APP)
+        if not app:
+            raise BundleError(
+                f"{bundle.root}: no celebmatch gallery in this bundle; run "
+                f"`tandem celebmatch enroll {bundle.root} --data lfw` first"
+            )
+        return cls.load(bundle.path(app["gallery"]))
+
+
+def build_gallery(
+    model: OnnxModel,
+    catalog: ImageCatalog,
+    boxes: Callable[[object], tuple[int, int, int, int] | None] | None = None,
+    max_per_identity: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Gallery:
+    """Mean embedding per class of ``catalog`` (the catalog's crop, or ``boxes(image)`` if given)."""
+    sums = {v: np.zeros((len(catalog.classes), model.session.get_outputs()[1].shape[1]), np.float64) for v in VIEWS}
+    counts = np.zeros(len(catalog.classes), np.int64)
+    spec = model.spec.model_copy(update={"crop": catalog.crop})
+    per_class: dict[int, list[Path]] = {}
+    for r in catalog.records:
+        per_class.setdefault(r.label, []).append(r.path)
+    skipped = 0
+    for label, paths in sorted(per_class.items()):
+        pixels = []
+        for p in paths[:max_per_identity]:
+            try:
+                img = decode_image(p)
+                box = boxes(img) if boxes else None
+                if boxes and box is None:
+                    skipped += 1
+                    continue
+                pixels.append(to_input(img, spec, box))
+            except ImageError as e:
+                log.warning("skipping %s", e)
+                skipped += 1
+        if progress:
+            progress(1)
+        if not pixels:
+            continue
+        views = embed_views(model, np.stack(pixels))
+        for v in VIEWS:
+            sums[v][label] = _unit(views[v]).sum(0)
+        counts[label] = len(pixels)
+    if skipped:
+        log.warning("enrolment skipped %d image(s) (unreadable or no face found)", skipped)
+    keep = np.flatnonzero(counts > 0)
+    if len(keep) == 0:
+        raise DataError(f"{catalog.root}: no usable image to enrol")
+    return Gallery([catalog.classes[i] for i in keep], counts[keep],
+                   {v: _unit(sums[v][keep]).astype(np.float32) for v in VIEWS})
+
+
+def enroll(bundle: Bundle, gallery: Gallery, source: str) -> Bundle:
+    """Store ``gallery`` in the bundle (replacing any earlier one) and re-hash the manifest."""
+    manifest = bundle.manifest.model_copy(deep=True)
+    manifest.apps[APP] = {
+        "gallery": GALLERY_FILE, "identities": len(gallery.names), "images": int(gallery.counts.sum()),
+        "source": source, "regions": {k: list(v) for k, v in REGIONS.items()}, "precision": "fp32",
+    }
+    with editing(bundle) as stage:
+        atomic.write_bytes(stage / GALLERY_FILE, gallery.to_bytes())
+        write_manifest(stage, manifest)
+    return Bundle.load(bundle.root)

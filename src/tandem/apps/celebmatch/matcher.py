@@ -1,0 +1,102 @@
+"""Match a photo against the enrolled gallery: overall top-k, plus the best match per region."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tandem.apps.celebmatch.face import FaceFinder
+from tandem.apps.celebmatch.gallery import REGIONS, Gallery, embed_views
+from tandem.bundle import Bundle, Precision
+from tandem.errors import NoFaceFound
+from tandem.preprocess import decode_image, to_input
+from tandem.runtime import OnnxModel
+
+
+def display_name(label: str) -> str:
+    return label.replace("_", " ")
+
+
+def percent(similarity: float) -> int:
+    """Cosine similarity shown as a percentage; opposite directions read as 0%."""
+    return int(round(max(0.0, similarity) * 100))
+
+
+@dataclass(frozen=True)
+class Likeness:
+    name: str
+    similarity: float
+
+    @property
+    def percent(self) -> int:
+        return percent(self.similarity)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    top: list[Likeness]
+    parts: dict[str, Likeness]
+    face_box: tuple[int, int, int, int] | None
+    crop_window: tuple[int, int, int, int]
+
+    @property
+    def sentence(self) -> str:
+        best = self.top[0]
+        head = f"You look {best.percent}% like {display_name(best.name)}"
+        others = [(part, lk) for part, lk in self.parts.items() if lk.name != best.name]
+        if not others:
+            return f"{head} — {', '.join(self.parts)} included."
+        part, lk = max(others, key=lambda item: item[1].similarity)
+        return f"{head} — but you have {display_name(lk.name)}'s {part} ({lk.percent}%)"
+
+    def to_json(self) -> dict:
+        return {
+            "sentence": self.sentence,
+            "top": [{**asdict(t), "name": display_name(t.name), "label": t.name, "percent": t.percent} for t in self.top],
+            "parts": {k: {**asdict(v), "name": display_name(v.name), "label": v.name, "percent": v.percent}
+                      for k, v in self.parts.items()},
+            "face_box": self.face_box,
+            "crop_window": self.crop_window,
+        }
+
+
+class CelebMatcher:
+    def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None):
+        self.bundle = bundle
+        self.gallery = Gallery.from_bundle(bundle)
+        self.model = OnnxModel(bundle, precision, threads)
+        self._finder: FaceFinder | None = None
+
+    def match(self, photo: bytes | Path | str | Image.Image, detect: bool = True, top_k: int = 3) -> MatchResult:
+        """``detect``: find the face first (any photo); without, crop as the training data was
+        cropped (for aligned LFW-style images)."""
+        img = photo if isinstance(photo, Image.Image) else decode_image(photo)
+        face_box = None
+        if detect:
+            self._finder = self._finder or FaceFinder()
+            faces = self._finder.find(img)
+            if not faces:
+                raise NoFaceFound(
+                    "no face found in the photo: use a well-lit, frontal photo where the face fills "
+                    "at least an eighth of the picture (or --no-detect for an already cropped, aligned face)"
+                )
+            f = faces[0]
+            face_box = (f.x, f.y, f.x + f.w, f.y + f.h)
+            window = f.crop_window()
+        else:
+            window = self.model.spec.crop_pixels(img.width, img.height)
+        pixels = to_input(img, self.model.spec, window)[None]
+        views = embed_views(self.model, pixels)
+        g = self.gallery
+        face_sims = g.vectors["face"] @ views["face"][0]
+        order = np.argsort(-face_sims)[:top_k]
+        top = [Likeness(g.names[i], float(face_sims[i])) for i in order]
+        parts = {}
+        for part in REGIONS:
+            sims = g.vectors[part] @ views[part][0]
+            j = int(np.argmax(sims))
+            parts[part] = Likeness(g.names[j], float(sims[j]))
+        return MatchResult(top, parts, face_box, window)

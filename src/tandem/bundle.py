@@ -1,0 +1,186 @@
+"""The bundle: a folder holding a model in open formats plus the manifest that describes it.
+
+docs/bundle.md is the specification; this module reads, writes and verifies it. Loading a bundle
+verifies it: a missing file, a size or sha256 mismatch, or another schema version is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tandem import atomic
+from tandem.errors import BundleError
+from tandem.preprocess import PreprocessSpec
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+# Files that are not covered by the manifest's own hash list.
+UNHASHED = {MANIFEST, "signature"}
+
+Precision = Literal["fp32", "int8"]
+
+
+class TensorSpec(BaseModel):
+    name: str
+    dtype: Literal["uint8", "float32", "int64"]
+    # -1 marks a dynamic axis (the batch).
+    shape: list[int]
+
+
+class FileEntry(BaseModel):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Fingerprint(BaseModel):
+    data: str = Field(description="sha256 over the sorted (relative path, size, label) of the training data")
+    config: str = Field(description="sha256 over the training configuration JSON")
+
+
+class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    version: int | None = Field(default=None, description="set by the registry on push")
+    parent_version: int | None = None
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    task: Literal["image-classification"] = "image-classification"
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: PreprocessSpec
+    labels: list[str]
+    models: dict[Precision, str]
+    metrics: dict[str, float | int] = Field(default_factory=dict)
+    fingerprint: Fingerprint | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    apps: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+
+
+class Bundle:
+    """A verified bundle on disk. Build one with :func:`write_manifest`, open one with :meth:`load`."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: Path | str, verify: bool = True) -> Bundle:
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"{root}: no such bundle folder; create one with `tandem export RUN_DIR --out {root}`")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{root}: no {MANIFEST}; this is not a bundle (re-export it)")
+        try:
+            raw = json.loads(manifest_path.read_text("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{manifest_path}: not valid JSON ({e}); re-export the bundle") from e
+        if not isinstance(raw, dict):
+            raise BundleError(f"{manifest_path}: expected a JSON object")
+        found = raw.get("schema_version")
+        if found != SCHEMA_VERSION:
+            raise BundleError(
+                f"{manifest_path}: schema_version {found!r}, but this Tandem reads schema_version "
+                f"{SCHEMA_VERSION}; use the Tandem release that wrote it, or re-export the bundle"
+            )
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as e:
+            raise BundleError(f"{manifest_path}: invalid manifest:\n{e}") from e
+        bundle = cls(root, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check every listed file's presence, size and sha256, and that required files are listed."""
+        m = self.manifest
+        for rel in m.models.values():
+            if rel not in m.files:
+                raise BundleError(f"{self.root}: model file {rel} is not listed in the manifest's files")
+        for rel, entry in m.files.items():
+            path = self.path(rel)
+            if not path.is_file():
+                raise BundleError(f"{self.root}: {rel} is missing (listed in the manifest); re-export or re-copy the bundle")
+            size = path.stat().st_size
+            if size != entry.size:
+                raise BundleError(
+                    f"{self.root}: {rel} is {size} bytes, the manifest says {entry.size}: "
+                    "the file is truncated or was changed; re-copy the bundle"
+                )
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                raise BundleError(
+                    f"{self.root}: {rel} has sha256 {digest[:12]}…, the manifest says "
+                    f"{entry.sha256[:12]}…: the file was changed; re-copy the bundle"
+                )
+
+    def path(self, rel: str) -> Path:
+        p = (self.root / rel).resolve()
+        if self.root.resolve() not in p.parents:
+            raise BundleError(f"{self.root}: file name {rel!r} points outside the bundle")
+        return p
+
+    def model_path(self, precision: Precision = "fp32") -> Path:
+        rel = self.manifest.models.get(precision)
+        if rel is None:
+            have = ", ".join(self.manifest.models) or "none"
+            raise BundleError(f"{self.root}: no {precision} model in this bundle (it has: {have})")
+        return self.path(rel)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.manifest.files.values())
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Hash every file under ``root`` into ``manifest.files`` and write manifest.json atomically."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in UNHASHED or path.name.startswith("."):
+            continue
+        files[rel] = file_entry(path)
+    manifest = manifest.model_copy(update={"files": files})
+    atomic.write_text(root / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+@contextlib.contextmanager
+def editing(bundle: Bundle) -> Iterator[Path]:
+    """A staged copy of ``bundle`` to change; it replaces the bundle only if the block succeeds.
+
+    Files are hard-linked where possible, so writers must replace files (atomic.write_*), never
+    modify them in place. Call :func:`write_manifest` on the staged folder before leaving.
+    """
+    with atomic.staged_dir(bundle.root) as stage:
+        for rel in bundle.manifest.files:
+            dst = stage / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(bundle.path(rel), dst)
+            except OSError:
+                shutil.copy2(bundle.path(rel), dst)
+        yield stage

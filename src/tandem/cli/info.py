@@ -1,0 +1,50 @@
+"""`tandem info`: a bundle's manifest as a person reads it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from tandem.bundle import Bundle
+from tandem.cli.output import console
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def show_bundle(b: Bundle) -> None:
+    m = b.manifest
+    console.print(f"[bold]{m.name}[/]  version {m.version if m.version is not None else '(not pushed)'}  "
+                  f"schema {m.schema_version}  created {m.created:%Y-%m-%d %H:%M} UTC  [green]verified[/]")
+    console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}")
+    io = Table(title="tensors", show_edge=False)
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind, specs in (("input", m.inputs), ("output", m.outputs)):
+        for t in specs:
+            io.add_row(kind, t.name, t.dtype, "×".join("N" if d < 0 else str(d) for d in t.shape))
+    console.print(io)
+    p = m.preprocessing
+    crop = p.crop.mode if p.crop.box is None else f"box {tuple(round(v, 3) for v in p.crop.box)}"
+    console.print(f"preprocessing: decode → {p.color}, crop {crop}, resize {p.height}×{p.width} {p.interpolation}, "
+                  f"{p.dtype} {p.layout}; in graph: /255, mean {tuple(round(v, 3) for v in p.normalize_in_graph.mean)}, "
+                  f"std {tuple(round(v, 3) for v in p.normalize_in_graph.std)}")
+    if m.metrics:
+        mt = Table(title="metrics measured at export", show_edge=False)
+        mt.add_column("metric")
+        mt.add_column("value", justify="right")
+        for k, v in m.metrics.items():
+            mt.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        console.print(mt)
+    ft = Table(title="files", show_edge=False)
+    for col in ("file", "size", "sha256"):
+        ft.add_column(col)
+    for rel, e in m.files.items():
+        ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
+    console.print(ft)
+    for app, spec in m.apps.items():
+        console.print(f"app [bold]{app}[/]: " + ", ".join(f"{k}={v}" for k, v in spec.items() if k != "regions"))

@@ -1,0 +1,145 @@
+"""`tandem`: train, export, inspect and run your own models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tandem.cli.celebmatch import app as celebmatch_app
+from tandem.cli.output import console, err_console, print_json, setup_logging
+from tandem.errors import TandemError
+
+app = typer.Typer(
+    name="tandem",
+    help="Own your model end to end: train it, export a bundle, run it on the device or in the cloud.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(celebmatch_app, name="celebmatch")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    setup_logging(verbose)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="A folder with one sub-folder per class, or 'lfw' (TANDEM_DATA_HOME).")],
+    out: Annotated[Path, typer.Option(help="Run folder for checkpoints, plots and metrics.")],
+    min_faces: Annotated[int, typer.Option(help="Keep only classes with at least this many images.")] = 20,
+    subset: Annotated[float, typer.Option(help="Use this fraction of each class (try the pipeline small first).")] = 1.0,
+    epochs: Annotated[int, typer.Option()] = 30,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train an image classifier / face-embedding network on your data."""
+    from tandem.training.run import TrainConfig
+    from tandem.training.trainer import train as run_train
+
+    cfg = TrainConfig(data=data, out=out, name=name, min_faces=min_faces, subset=subset, epochs=epochs,
+                      batch_size=batch_size, lr=lr, device=device, seed=seed)
+    result = run_train(cfg, resume=resume, show_progress=not no_progress and not json_out)
+    summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
+               "best_val_top1": result.best_val_acc, "train_images": result.train_images,
+               "classes": result.classes, "seconds": round(result.seconds, 1)}
+    if json_out:
+        print_json(summary)
+        return
+    console.print(f"[bold green]trained[/] {result.classes} classes on {result.train_images} images in "
+                  f"{result.seconds:.0f}s; best validation top-1 {result.best_val_acc:.3f} (epoch {result.best_epoch})")
+    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `tandem train`.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced atomically).")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: the run's).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, manifest with metrics."""
+    from tandem.export.exporter import ExportOptions, export_run
+
+    with console.status("exporting, quantizing and measuring on the test images…", spinner="dots"):
+        bundle = export_run(run_dir, out, ExportOptions(name=name))
+    if json_out:
+        print_json(bundle.manifest.model_dump(mode="json"))
+        return
+    from tandem.cli.info import show_bundle
+
+    show_bundle(bundle)
+
+
+@app.command()
+def info(bundle: Annotated[Path, typer.Argument()], json_out: JsonOpt = False) -> None:
+    """Verify a bundle and print its manifest readably."""
+    from tandem.bundle import Bundle
+    from tandem.cli.info import show_bundle
+
+    b = Bundle.load(bundle)
+    if json_out:
+        print_json(b.manifest.model_dump(mode="json"))
+    else:
+        show_bundle(b)
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument()],
+    images: Annotated[list[Path], typer.Argument(help="JPEG/PNG files.")],
+    int8: Annotated[bool, typer.Option("--int8", help="Use the int8 model.")] = False,
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images on this device with ONNX Runtime alone (no torch)."""
+    import time
+
+    from tandem.bundle import Bundle
+    from tandem.runtime import OnnxModel
+
+    model = OnnxModel(Bundle.load(bundle), "int8" if int8 else "fp32")
+    t0 = time.perf_counter()
+    probs = model.run(model.pixels_from_files(images))["probabilities"]
+    ms = (time.perf_counter() - t0) * 1000
+    guesses = model.top_k(probs, top_k)
+    if json_out:
+        print_json({"model": model.bundle.manifest.name, "precision": model.precision, "milliseconds": round(ms, 2),
+                    "predictions": [{"image": str(p), "top": [g.__dict__ for g in gs]} for p, gs in zip(images, guesses, strict=True)]})
+        return
+    for path, gs in zip(images, guesses, strict=True):
+        console.print(f"[bold]{path}[/]")
+        for g in gs:
+            console.print(f"  {g.probability:6.1%}  {g.label}")
+    console.print(f"[dim]{len(images)} image(s), {model.precision}, {ms:.1f} ms[/]")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo's run and bundle go.")] = Path("tandem-demo"),
+    epochs: Annotated[int, typer.Option()] = 12,
+) -> None:
+    """Train celebmatch on LFW (a few minutes on 2 cores), export, enrol and match held-out photos."""
+    from tandem.demo import run_demo
+
+    run_demo(out, epochs=epochs)
+
+
+def main() -> None:
+    try:
+        app()
+    except TandemError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)

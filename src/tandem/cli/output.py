@@ -1,0 +1,30 @@
+"""Printing for the CLI: rich text for people, JSON for machines, errors to stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+        force=True,
+    )
+    for noisy in ("torch", "onnxruntime", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+def print_json(obj: Any) -> None:
+    # Plain print: rich would wrap long lines and break the JSON for a machine reader.
+    print(json.dumps(obj, indent=2, default=str))

@@ -1,0 +1,1 @@
+"""Network definitions (torch). Imported only by training and export, never by the device path."""

@@ -1,0 +1,69 @@
+"""On-device inference with ONNX Runtime alone: no torch import anywhere on this path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tandem.bundle import Bundle, Precision
+from tandem.errors import ModelError
+from tandem.preprocess import check_pixels, decode_image, to_input
+from tandem.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Guess:
+    label: str
+    probability: float
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = get_settings().ort_threads if threads is None else threads
+    # One model call at a time per session; parallelism comes from intra-op threads.
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def load_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ONNX Runtime raises its own unexported exception types
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model ({e}); re-export the bundle") from e
+
+
+class OnnxModel:
+    """One precision of a bundle's model, ready to run on uint8 pixels or image files."""
+
+    def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None):
+        self.bundle = bundle
+        self.precision = precision
+        self.spec = bundle.manifest.preprocessing
+        self.labels = bundle.manifest.labels
+        self.session = load_session(bundle.model_path(precision), threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+        x = check_pixels(pixels, self.spec)
+        parts: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        for i in range(0, len(x), batch):
+            try:
+                outs = self.session.run(self.output_names, {self.input_name: x[i : i + batch]})
+            except Exception as e:
+                raise ModelError(f"ONNX Runtime failed on a batch of shape {x[i:i+batch].shape}: {e}") from e
+            for p, o in zip(parts, outs, strict=True):
+                p.append(o)
+        return {n: np.concatenate(p) for n, p in zip(self.output_names, parts, strict=True)}
+
+    def pixels_from_files(self, paths: list[Path]) -> np.ndarray:
+        return np.stack([to_input(decode_image(p), self.spec) for p in paths])
+
+    def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[list[Guess]]:
+        k = max(1, min(k, probabilities.shape[1]))
+        order = np.argsort(-probabilities, axis=1)[:, :k]
+        return [[Guess(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probabilities, order, strict=True)]

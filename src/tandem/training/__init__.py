@@ -1,0 +1,1 @@
+"""Training: the local PyTorch trainer, its checkpoints and plots."""

@@ -1,0 +1,48 @@
+"""The training progress bar: epoch, loss, accuracy, validation accuracy and ETA."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    def __init__(self, epochs: int, steps_per_epoch: int, start_epoch: int, enabled: bool = True):
+        self.epochs = epochs
+        self.steps = steps_per_epoch
+        self.enabled = enabled
+        self.val = "—"
+        self._progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.3f}  val {task.fields[val]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task(
+            "train", total=epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch,
+            epoch=start_epoch + 1, epochs=epochs, loss=0.0, acc=0.0, val=self.val,
+        )
+
+    def __enter__(self) -> TrainProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def step(self, epoch: int, loss: float, acc: float) -> None:
+        self._progress.update(self._task, advance=1, epoch=epoch + 1, loss=loss, acc=acc)
+
+    def epoch_done(self, epoch: int, row: dict) -> None:
+        self.val = f"{row['val_acc']:.3f}" if row["val_acc"] == row["val_acc"] else "—"
+        self._progress.update(self._task, val=self.val)
+        if self.enabled:
+            self._progress.console.print(
+                f"epoch {epoch + 1}/{self.epochs}: loss {row['train_loss']:.3f}  acc {row['train_acc']:.3f}  "
+                f"val loss {row['val_loss']:.3f}  val acc {self.val}  ({row['seconds']:.1f}s)"
+            )

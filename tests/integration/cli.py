@@ -1,0 +1,24 @@
+"""Run the real `tandem` command line in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+
+def tandem(*args: object, env: dict[str, str] | None = None, ok: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout,
+    )
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"tandem {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def tandem_json(*args: object, **kw: Any) -> Any:
+    return json.loads(tandem(*args, "--json", **kw).stdout)

@@ -1,0 +1,178 @@
+"""train → export → info → predict → celebmatch, through the real CLI on real LFW photos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tandem.bundle import Bundle
+from tests.conftest import make_folder_dataset, write_png
+from tests.integration.cli import tandem, tandem_json
+
+pytestmark = pytest.mark.integration
+PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
+TRAIN_ARGS = ["--min-faces", "1", "--batch-size", "16", "--no-progress", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, lfw_people) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    make_folder_dataset(root / "faces", lfw_people, PEOPLE, 15)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(work) -> Path:
+    tandem("train", "--data", work / "faces", "--out", work / "run", "--epochs", "2", "--name", "faces", *TRAIN_ARGS)
+    return work / "run"
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(run_dir, work) -> Path:
+    tandem("export", run_dir, "--out", work / "bundle")
+    return work / "bundle"
+
+
+def test_train_writes_checkpoints_history_and_plots(run_dir):
+    for name in ("checkpoint.pt", "best.pt", "config.json", "dataset.json"):
+        assert (run_dir / name).is_file()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    for png in ("curves.png", "confusion.png"):
+        with Image.open(run_dir / png) as im:
+            assert im.format == "PNG" and im.width > 300
+    split = json.loads((run_dir / "dataset.json").read_text())["split"]
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 60
+
+
+def test_export_writes_a_verified_bundle_with_measured_metrics(bundle_dir):
+    b = Bundle.load(bundle_dir)
+    m = b.manifest
+    assert m.name == "faces" and m.labels == sorted(PEOPLE)
+    assert set(m.files) == {"model.onnx", "model.int8.onnx"}
+    assert m.metrics["max_abs_onnx_torch"] <= 1e-4
+    for key in ("test_top1_fp32", "test_top1_int8", "test_top5_fp32", "test_balanced_fp32"):
+        assert 0 <= m.metrics[key] <= 1
+    assert m.metrics["test_images"] == 12
+    assert m.files["model.int8.onnx"].size < 0.4 * m.files["model.onnx"].size
+    assert m.inputs[0].dtype == "uint8" and m.inputs[0].shape == [-1, 100, 75, 3]
+    assert m.fingerprint is not None and len(m.fingerprint.data) == 64
+
+
+def test_info_prints_readably_and_as_json(bundle_dir):
+    out = tandem("info", bundle_dir).stdout
+    assert "verified" in out and "model.int8.onnx" in out and "test_top1_fp32" in out
+    assert tandem_json("info", bundle_dir)["schema_version"] == 1
+
+
+def test_predict_runs_on_onnx_runtime_alone(bundle_dir, lfw_people):
+    photo = sorted((lfw_people / "Hugo_Chavez").glob("*.jpg"))[-1]
+    code = (
+        "import sys, json; from tandem.cli.main import main\n"
+        f"sys.argv = ['tandem', 'predict', {str(bundle_dir)!r}, {str(photo)!r}, '--json', '--top-k', '3']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH_LOADED', 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    body, marker = proc.stdout.rsplit("TORCH_LOADED", 1)
+    assert marker.strip() == "False"
+    result = json.loads(body)
+    top = result["predictions"][0]["top"]
+    assert len(top) == 3 and {t["label"] for t in top} <= set(PEOPLE)
+    assert abs(sum(t["probability"] for t in top) - 1) < 0.5 or top[0]["probability"] >= top[1]["probability"]
+
+
+def test_predict_int8_and_fp32_agree_on_most_images(bundle_dir, lfw_people):
+    photos = [sorted((lfw_people / p).glob("*.jpg"))[-1] for p in PEOPLE]
+    a = tandem_json("predict", bundle_dir, *photos)
+    b = tandem_json("predict", bundle_dir, *photos, "--int8")
+    assert b["precision"] == "int8" and len(b["predictions"]) == 4
+    agree = sum(x["top"][0]["label"] == y["top"][0]["label"] for x, y in zip(a["predictions"], b["predictions"]))
+    assert agree >= 3
+
+
+def test_celebmatch_enroll_then_match_a_photo(bundle_dir, work, lfw_people):
+    enrolled = tandem_json("celebmatch", "enroll", bundle_dir, "--data", work / "faces", "--min-faces", "1",
+                           "--max-per-identity", "6")
+    assert enrolled["identities"] == 4 and enrolled["images"] >= 20
+    b = Bundle.load(bundle_dir)  # re-verified after the gallery was added
+    assert "gallery.npz" in b.manifest.files and b.manifest.apps["celebmatch"]["identities"] == 4
+    photo = sorted((lfw_people / "Tony_Blair").glob("*.jpg"))[-1]
+    result = tandem_json("celebmatch", "match", bundle_dir, photo)
+    assert result["sentence"].startswith("You look ")
+    assert len(result["top"]) == 3 and set(result["parts"]) == {"eyes", "nose", "mouth"}
+    assert result["face_box"] is not None
+    text = tandem("celebmatch", "match", bundle_dir, photo).stdout
+    assert "You look" in text and "eyes" in text
+
+
+def test_celebmatch_says_clearly_when_no_face_is_found(bundle_dir, work):
+    proc = tandem("celebmatch", "match", bundle_dir, write_png(work / "noise.png", 300, 300), ok=False)
+    assert proc.returncode != 0 and "no face found" in proc.stderr
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(work, run_dir):
+    half = work / "half"
+    tandem("train", "--data", work / "faces", "--out", half, "--epochs", "1", "--name", "faces", *TRAIN_ARGS)
+    tandem("train", "--data", work / "faces", "--out", half, "--epochs", "2", "--name", "faces", "--resume", *TRAIN_ARGS)
+    a = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    b = torch.load(half / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+
+
+def test_resume_refuses_changed_settings_and_train_refuses_to_overwrite(work, run_dir):
+    proc = tandem("train", "--data", work / "faces", "--out", run_dir, "--epochs", "3", "--resume",
+                  *TRAIN_ARGS[:-1], "4", ok=False)
+    assert proc.returncode == 4 and "different settings (seed)" in proc.stderr
+    proc = tandem("train", "--data", work / "faces", "--out", run_dir, "--epochs", "2", *TRAIN_ARGS, ok=False)
+    assert proc.returncode == 4 and "--resume" in proc.stderr
+
+
+def test_bad_inputs_get_clear_errors_and_nonzero_exits(work, bundle_dir, tmp_path):
+    one = tmp_path / "one"
+    (one / "only").mkdir(parents=True)
+    write_png(one / "only" / "a.png")
+    proc = tandem("train", "--data", one, "--out", tmp_path / "r", *TRAIN_ARGS, ok=False)
+    assert proc.returncode == 3 and "at least 2 classes" in proc.stderr
+
+    proc = tandem("train", "--data", "lfw", "--out", tmp_path / "r", env={"TANDEM_DATA_HOME": str(tmp_path / "void")}, ok=False)
+    assert proc.returncode == 2 and "lfw_home" in proc.stderr
+
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    for name in ("config.json", "dataset.json"):
+        (broken / name).write_bytes((work / "run" / name).read_bytes())
+    (broken / "best.pt").write_bytes((work / "run" / "best.pt").read_bytes()[:1000])
+    proc = tandem("export", broken, "--out", tmp_path / "b", ok=False)
+    assert proc.returncode == 4 and "corrupt or truncated" in proc.stderr
+    assert not (tmp_path / "b").exists()
+
+    cut = tmp_path / "cut-bundle"
+    cut.mkdir()
+    for f in bundle_dir.iterdir():
+        (cut / f.name).write_bytes(f.read_bytes())
+    (cut / "model.onnx").write_bytes((bundle_dir / "model.onnx").read_bytes()[:5000])
+    proc = tandem("predict", cut, work / "noise.png", ok=False)
+    assert proc.returncode == 5 and "model.onnx" in proc.stderr and "truncated" in proc.stderr
+
+    proc = tandem("predict", bundle_dir, tmp_path / "missing.jpg", ok=False)
+    assert proc.returncode == 3 and "no such file" in proc.stderr
+
+
+def test_runtime_refuses_pixels_of_the_wrong_size(bundle_dir):
+    from tandem.errors import ImageError
+    from tandem.runtime import OnnxModel
+
+    model = OnnxModel(Bundle.load(bundle_dir))
+    with pytest.raises(ImageError, match="expected"):
+        model.run(np.zeros((1, 64, 64, 3), np.uint8))

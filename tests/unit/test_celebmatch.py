@@ -1,0 +1,62 @@
+import numpy as np
+from PIL import Image
+
+from tandem.apps.celebmatch.face import FaceFinder
+from tandem.apps.celebmatch.gallery import REGIONS, Gallery, region_views
+from tandem.apps.celebmatch.matcher import Likeness, MatchResult, percent
+from tandem.data.lfw import LFW_CROP
+from tandem.preprocess import NormalizeSpec, PreprocessSpec
+
+SPEC = PreprocessSpec(height=100, width=75, normalize_in_graph=NormalizeSpec(mean=(0.4, 0.5, 0.6), std=(0.2,) * 3))
+
+
+def test_region_views_keep_only_the_region_and_fill_with_the_mean_colour():
+    pixels = np.full((2, 100, 75, 3), 200, np.uint8)
+    views = region_views(pixels, SPEC)
+    assert set(views) == {"face", *REGIONS}
+    assert views["face"] is pixels
+    eyes = views["eyes"]
+    assert (eyes[:, 30, 10] == 200).all()  # inside the eye band
+    assert (eyes[:, 90, 10] == [102, 128, 153]).all()  # below it: the mean colour
+    mouth = views["mouth"]
+    assert (mouth[:, 75, 37] == 200).all() and (mouth[:, 30, 37] == [102, 128, 153]).all()
+
+
+def test_sentence_names_the_part_that_differs_most():
+    top = [Likeness("George_W_Bush", 0.853), Likeness("Tony_Blair", 0.6)]
+    parts = {"eyes": Likeness("Colin_Powell", 0.71), "nose": Likeness("George_W_Bush", 0.9),
+             "mouth": Likeness("Tony_Blair", 0.5)}
+    r = MatchResult(top, parts, (0, 0, 10, 10), (0, 0, 10, 10))
+    assert r.sentence == "You look 85% like George W Bush — but you have Colin Powell's eyes (71%)"
+    same = MatchResult(top, {k: Likeness("George_W_Bush", 0.8) for k in parts}, None, (0, 0, 1, 1))
+    assert same.sentence == "You look 85% like George W Bush — eyes, nose, mouth included."
+    assert r.to_json()["parts"]["eyes"]["name"] == "Colin Powell"
+    assert percent(-0.2) == 0 and percent(1.0) == 100
+
+
+def test_gallery_round_trips_without_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    g = Gallery(["a_b", "c"], np.array([3, 4]), {k: rng.normal(size=(2, 8)).astype(np.float32) for k in ("face", *REGIONS)})
+    path = tmp_path / "g.npz"
+    path.write_bytes(g.to_bytes())
+    back = Gallery.load(path)
+    assert back.names == ["a_b", "c"] and back.counts.tolist() == [3, 4]
+    assert np.array_equal(back.vectors["nose"], g.vectors["nose"])
+
+
+def test_face_finder_maps_lfw_faces_to_the_training_crop(lfw_people):
+    """On aligned LFW photos, detection + the measured mapping should land near the fixed crop."""
+    finder = FaceFinder()
+    expected = np.array([v * 250 for v in LFW_CROP.box])
+    errors = []
+    for path in sorted((lfw_people / "Tony_Blair").glob("*.jpg"))[:12]:
+        faces = finder.find(Image.open(path).convert("RGB"))
+        assert faces, f"no face found in {path.name}"
+        errors.append(np.abs(np.array(faces[0].crop_window()) - expected).max())
+    # Typical error a few pixels on a 94×125 window; allow for detector jitter on a few photos.
+    assert np.median(errors) < 12
+
+
+def test_face_finder_finds_nothing_in_noise():
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8))
+    assert FaceFinder().find(noise) == []
