@@ -66,7 +66,7 @@ def eigenfaces(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, tes
 def enrolment_unseen(bundle: Bundle, seed: int) -> tuple[float, int, int]:
     """People with 10–19 photos (none of them trained on): gallery from half, queries from the rest."""
     unseen = load_lfw(get_settings().require_data_home(), min_faces=10, max_faces=20)
-    model = OnnxModel(bundle)
+    model = OnnxModel.open(bundle)
     pixels, labels, _ = load_pixels(unseen, bundle.manifest.preprocessing.model_copy(update={"crop": unseen.crop}))
     emb = model.run(pixels)["embedding"]
     rng = np.random.default_rng(seed)
@@ -107,7 +107,7 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fresh", action="store_true", help="discard an earlier run folder and train anew")
@@ -140,7 +140,7 @@ def main() -> None:
     enrol_top1, enrol_ids, enrol_queries = enrolment_unseen(bundle, args.seed)
 
     console.print("[bold]latency[/] with ONNX Runtime")
-    fp32, int8 = OnnxModel(bundle, "fp32"), OnnxModel(bundle, "int8")
+    fp32, int8 = OnnxModel.open(bundle, "fp32"), OnnxModel.open(bundle, "int8")
     lat = {f"{tag}_b{b}_ms": latency_ms(model, test_x, b, 200 if b == 1 else 30)
            for tag, model in (("fp32", fp32), ("int8", int8)) for b in (1, 32)}
     cli_s = predict_cli_seconds(bundle_dir, data.part("test").records[0].path)

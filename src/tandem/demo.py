@@ -14,7 +14,7 @@ from rich.table import Table
 from tandem.cli.output import console
 
 
-def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dict:
+def run_demo(out: Path, epochs: int = 20, photos: int = 6, seed: int = 0) -> dict:
     from tandem.apps.celebmatch.gallery import build_gallery, enroll
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
     from tandem.bundle import Bundle
@@ -27,12 +27,14 @@ def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dic
 
     t0 = time.perf_counter()
     run_dir, bundle_dir = out / "run", out / "bundle"
-    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=20, epochs=epochs, seed=seed)
+    # A stride-2 stem does 3.7× less work, so the demo fits in minutes; `make bench-accuracy`
+    # trains the full-resolution network that reaches the accuracy targets.
+    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=20, epochs=epochs, seed=seed, stem_stride=2)
     resume = (run_dir / checkpoint.LAST).exists()
     console.rule("[bold]1. train[/] celebmatch on LFW (people with ≥ 20 photos)")
     if resume:
         console.print(f"continuing the run in {run_dir}")
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, show_progress=not console.quiet)
     console.print(f"best validation top-1 {result.best_val_acc:.3f} after {result.epochs} epochs")
 
     console.rule("[bold]2. export[/] fp32 + int8 ONNX bundle")
@@ -44,7 +46,7 @@ def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dic
 
     console.rule("[bold]3. enrol[/] identities from their training photos")
     _, data = load_run(run_dir)
-    gallery = build_gallery(OnnxModel(bundle), data.part("train"))
+    gallery = build_gallery(OnnxModel.open(bundle), data.part("train"))
     bundle = enroll(bundle, gallery, source="lfw train split, min_faces=20")
     console.print(f"{len(gallery.names)} identities enrolled into {bundle_dir}/gallery.npz")
 
@@ -56,6 +58,7 @@ def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dic
     for col in ("photo", "answer", "right?"):
         table.add_column(col)
     hits = tried = 0
+    matches = []
     for rec in test.records:
         if rec.label in seen or tried >= photos:
             continue
@@ -70,6 +73,7 @@ def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dic
         ok = res.top[0].name == truth
         hits += ok
         table.add_row(rec.path.name, res.sentence, "[green]yes[/]" if ok else f"[red]no[/] ({display_name(truth)})")
+        matches.append({"photo": str(rec.path), "truth": truth, "correct": ok, **res.to_json()})
     console.print(table)
     elapsed = time.perf_counter() - t0
     console.rule("[bold]done[/]")
@@ -77,4 +81,5 @@ def run_demo(out: Path, epochs: int = 12, photos: int = 6, seed: int = 0) -> dic
     console.print(f"run folder:  {run_dir}  (curves.png, confusion.png, checkpoints)")
     console.print(f"bundle:      {bundle_dir}  (try: tandem info {bundle_dir}; "
                   f"tandem celebmatch match {bundle_dir} PHOTO.jpg)")
-    return {"seconds": elapsed, "matched": hits, "tried": tried, "bundle": str(bundle_dir)}
+    return {"seconds": round(elapsed, 1), "matched": hits, "tried": tried, "run": str(run_dir),
+            "bundle": str(bundle_dir), "metrics": bundle.manifest.metrics, "matches": matches}

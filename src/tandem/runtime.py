@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from tandem.bundle import Bundle, Precision
 from tandem.errors import ModelError
-from tandem.preprocess import check_pixels, decode_image, to_input
+from tandem.preprocess import PreprocessSpec, check_pixels, decode_image, to_input
 from tandem.settings import get_settings
 
 
@@ -37,16 +37,22 @@ def load_session(path: Path, threads: int | None = None) -> ort.InferenceSession
 
 
 class OnnxModel:
-    """One precision of a bundle's model, ready to run on uint8 pixels or image files."""
+    """One ONNX model file with its preprocessing and labels, ready to run on pixels or files."""
 
-    def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None):
-        self.bundle = bundle
+    def __init__(self, path: Path, spec: PreprocessSpec, labels: list[str], precision: Precision = "fp32",
+                 threads: int | None = None):
+        self.path = path
         self.precision = precision
-        self.spec = bundle.manifest.preprocessing
-        self.labels = bundle.manifest.labels
-        self.session = load_session(bundle.model_path(precision), threads)
+        self.spec = spec
+        self.labels = labels
+        self.session = load_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @classmethod
+    def open(cls, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None) -> OnnxModel:
+        m = bundle.manifest
+        return cls(bundle.model_path(precision), m.preprocessing, m.labels, precision, threads)
 
     def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
         x = check_pixels(pixels, self.spec)

@@ -18,7 +18,7 @@ from tests.integration.cli import tandem, tandem_json
 
 pytestmark = pytest.mark.integration
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
-TRAIN_ARGS = ["--min-faces", "1", "--batch-size", "16", "--no-progress", "--seed", "3"]
+TRAIN_ARGS = ["--min-faces", "1", "--batch-size", "16", "--stem-stride", "2", "--no-progress", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +173,6 @@ def test_runtime_refuses_pixels_of_the_wrong_size(bundle_dir):
     from tandem.errors import ImageError
     from tandem.runtime import OnnxModel
 
-    model = OnnxModel(Bundle.load(bundle_dir))
+    model = OnnxModel.open(Bundle.load(bundle_dir))
     with pytest.raises(ImageError, match="expected"):
         model.run(np.zeros((1, 64, 64, 3), np.uint8))

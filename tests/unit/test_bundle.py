@@ -98,3 +98,21 @@ def test_model_not_listed_and_paths_outside_are_refused(bundle_dir):
     (bundle_dir / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="outside the bundle"):
         Bundle.load(bundle_dir)
+
+
+def test_editing_replaces_the_bundle_only_when_the_edit_completes(bundle_dir):
+    from tandem import atomic
+    from tandem.bundle import editing
+
+    b = Bundle.load(bundle_dir)
+    with pytest.raises(RuntimeError), editing(b) as stage:
+        atomic.write_bytes(stage / "model.onnx", b"half-written")
+        raise RuntimeError("crash before the manifest")
+    assert Bundle.load(bundle_dir).manifest.files == b.manifest.files  # untouched, still verifies
+
+    with editing(b) as stage:
+        atomic.write_bytes(stage / "notes.txt", b"hello")
+        write_manifest(stage, b.manifest)
+    b2 = Bundle.load(bundle_dir)
+    assert "notes.txt" in b2.manifest.files
+    assert (bundle_dir / "model.onnx").read_bytes() == b"fp32 model bytes" * 100

@@ -41,7 +41,7 @@ def enroll(
 
     with Progress(console=console, disable=json_out) as progress:
         task = progress.add_task("enrolling", total=len(catalog.classes))
-        gallery = build_gallery(OnnxModel(b), catalog, boxes if finder else None, max_per_identity,
+        gallery = build_gallery(OnnxModel.open(b), catalog, boxes if finder else None, max_per_identity,
                                 lambda n: progress.advance(task, n))
     b = store(b, gallery, source=f"{catalog.source} min_faces={min_faces}")
     summary = {"bundle": str(b.root), "identities": len(gallery.names), "images": int(gallery.counts.sum())}

@@ -40,6 +40,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
+    stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
     name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
@@ -50,7 +51,7 @@ def train(
     from tandem.training.trainer import train as run_train
 
     cfg = TrainConfig(data=data, out=out, name=name, min_faces=min_faces, subset=subset, epochs=epochs,
-                      batch_size=batch_size, lr=lr, device=device, seed=seed)
+                      batch_size=batch_size, lr=lr, device=device, seed=seed, stem_stride=stem_stride)
     result = run_train(cfg, resume=resume, show_progress=not no_progress and not json_out)
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
                "best_val_top1": result.best_val_acc, "train_images": result.train_images,
@@ -110,13 +111,14 @@ def predict(
     from tandem.bundle import Bundle
     from tandem.runtime import OnnxModel
 
-    model = OnnxModel(Bundle.load(bundle), "int8" if int8 else "fp32")
+    b = Bundle.load(bundle)
+    model = OnnxModel.open(b, "int8" if int8 else "fp32")
     t0 = time.perf_counter()
     probs = model.run(model.pixels_from_files(images))["probabilities"]
     ms = (time.perf_counter() - t0) * 1000
     guesses = model.top_k(probs, top_k)
     if json_out:
-        print_json({"model": model.bundle.manifest.name, "precision": model.precision, "milliseconds": round(ms, 2),
+        print_json({"model": b.manifest.name, "precision": model.precision, "milliseconds": round(ms, 2),
                     "predictions": [{"image": str(p), "top": [g.__dict__ for g in gs]} for p, gs in zip(images, guesses, strict=True)]})
         return
     for path, gs in zip(images, guesses, strict=True):
@@ -129,12 +131,17 @@ def predict(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo's run and bundle go.")] = Path("tandem-demo"),
-    epochs: Annotated[int, typer.Option()] = 12,
+    epochs: Annotated[int, typer.Option()] = 20,
+    json_out: JsonOpt = False,
 ) -> None:
     """Train celebmatch on LFW (a few minutes on 2 cores), export, enrol and match held-out photos."""
     from tandem.demo import run_demo
 
-    run_demo(out, epochs=epochs)
+    if json_out:
+        console.quiet = True
+    summary = run_demo(out, epochs=epochs)
+    if json_out:
+        print_json(summary)
 
 
 def main() -> None:

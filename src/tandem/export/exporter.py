@@ -71,10 +71,9 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
         export_onnx(net, stage / FP32_FILE, spec.height, spec.width)
         quantize_int8(stage / FP32_FILE, stage / INT8_FILE, _calibration_pixels(train_x, train_y, options.calibration_images, options.seed))
 
-        staged = Bundle(stage, Manifest(name="staging", inputs=[], outputs=[], preprocessing=spec, labels=data.classes,
-                                        models={"fp32": FP32_FILE, "int8": INT8_FILE}))
         parity_x = test_x if len(test_x) else train_x[:64]
-        fp32, int8 = OnnxModel(staged, "fp32"), OnnxModel(staged, "int8")
+        fp32 = OnnxModel(stage / FP32_FILE, spec, data.classes, "fp32")
+        int8 = OnnxModel(stage / INT8_FILE, spec, data.classes, "int8")
         out32 = fp32.run(parity_x)
         with torch.no_grad():
             ref = PixelModel(net)(torch.from_numpy(parity_x))

@@ -26,7 +26,8 @@ def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here; train first with `tandem train ... --out {path.parent}`")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint from elsewhere must not be able to run code when loaded.
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
             f"{path}: checkpoint is corrupt or truncated ({type(e).__name__}: {e}); "

@@ -46,6 +46,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     width_mult: float = 1.0
+    stem_stride: int = 1
     embedding_dim: int = 128
     augment: bool = True
 
@@ -61,9 +62,9 @@ class TrainConfig:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that must not change between a run and its --resume (epochs may grow)."""
+        """The fields that must not change between a run and its --resume (--epochs may grow; --name and --device may change)."""
         d = self.to_json()
-        for k in ("epochs", "out", "device"):
+        for k in ("epochs", "out", "device", "name"):
             d.pop(k)
         return d
 

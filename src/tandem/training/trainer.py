@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
         std = tuple(float(v) for v in (train_x.reshape(-1, 3).std(0) / 255.0 + 1e-3))
         net_cfg = NetConfig(
             num_classes=len(data.classes), embedding_dim=cfg.embedding_dim, width=cfg.width_mult,
-            mean=mean, std=std,
+            stem_stride=cfg.stem_stride, mean=mean, std=std,
         )
         write_json(out / CONFIG, cfg.to_json())
         write_json(out / DATASET, data.__dict__)

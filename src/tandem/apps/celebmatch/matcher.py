@@ -67,7 +67,7 @@ class CelebMatcher:
     def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None):
         self.bundle = bundle
         self.gallery = Gallery.from_bundle(bundle)
-        self.model = OnnxModel(bundle, precision, threads)
+        self.model = OnnxModel.open(bundle, precision, threads)
         self._finder: FaceFinder | None = None
 
     def match(self, photo: bytes | Path | str | Image.Image, detect: bool = True, top_k: int = 3) -> MatchResult:
