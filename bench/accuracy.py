@@ -27,8 +27,9 @@ from rich.table import Table
 from tandem.bundle import Bundle
 from tandem.data.lfw import load_lfw
 from tandem.data.pixels import load_pixels
-from tandem.export.exporter import ExportOptions, export_run
+from tandem.export.exporter import ExportOptions, export_run, load_net
 from tandem.metrics import topk_accuracy
+from tandem.models.mobilenet import count_parameters
 from tandem.runtime import OnnxModel
 from tandem.settings import get_settings
 from tandem.training import checkpoint
@@ -85,6 +86,7 @@ def enrolment_unseen(bundle: Bundle, seed: int) -> tuple[float, int, int]:
 def latency_ms(model: OnnxModel, pixels: np.ndarray, batch: int, repeats: int) -> float:
     """Median milliseconds per image at this batch size."""
     x = np.ascontiguousarray(pixels[:batch])
+    batch = len(x)
     for _ in range(5):
         model.session.run(None, {model.input_name: x})
     times = []
@@ -158,9 +160,7 @@ def main() -> None:
         "train_seconds": train_seconds, "epochs": args.epochs, "device": args.device,
         "predict_cli_seconds": cli_s,
         "classes": len(data.classes), "train_images": len(data.split["train"]), "val_images": len(data.split["val"]),
-        "test_images": len(test_y), "parameters": int(sum(np.prod(v.shape) for v in
-                                                          checkpoint.load(run_dir / checkpoint.BEST)["model"].values()
-                                                          if v.dtype.is_floating_point)),
+        "test_images": len(test_y), "parameters": count_parameters(load_net(run_dir)[0]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")

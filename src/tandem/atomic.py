@@ -10,6 +10,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool = False) -> None:
+    # mkstemp/mkdtemp create private (0600/0700) entries; what we publish should read like any
+    # other file the user creates (a server running as another user must be able to read bundles).
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,6 +38,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _publish_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -38,6 +59,8 @@ def temp_path_for(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
+        _publish_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -50,18 +73,25 @@ def staged_dir(target: Path) -> Iterator[Path]:
 
     A crash before the swap leaves ``target`` as it was. The swap renames the old folder away
     first, so there is a moment with no ``target``; readers then fail to find it rather than
-    read a mix of old and new files.
+    read a mix of old and new files. If the second rename fails, the old folder is put back.
     """
+    target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".staging"))
     try:
         yield stage
+        _publish_mode(stage, directory=True)
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
             os.rmdir(old)
             os.replace(target, old)
-        os.replace(stage, target)
+        try:
+            os.replace(stage, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old, target)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

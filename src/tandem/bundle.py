@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+import math
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from tandem import atomic
 from tandem.errors import BundleError
@@ -64,6 +66,20 @@ class Manifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     apps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _follows_the_spec(self) -> Manifest:
+        if "fp32" not in self.models:
+            raise ValueError("models must name an fp32 model")
+        if [t.name for t in self.inputs] != ["pixels"] or self.inputs[0].dtype != "uint8":
+            raise ValueError("an image-classification bundle takes exactly one input: uint8 'pixels'")
+        names = {t.name for t in self.outputs}
+        if not {"probabilities", "embedding"} <= names:
+            raise ValueError(f"outputs must include 'probabilities' and 'embedding', found {sorted(names)}")
+        bad = [k for k, v in self.metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"metrics must be finite numbers: {', '.join(bad)}")
+        return self
 
 
 def sha256_file(path: Path) -> str:

@@ -9,17 +9,17 @@ one written down in docs/bundle.md.
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, Field, model_validator
 
 from tandem.errors import ImageError
 
-# Pillow refuses larger images with DecompressionBombError; set explicitly rather than inherited.
+# Images with more pixels are refused from their header, before any pixel is decoded. Pillow's
+# own guard (a warning above this, an error above twice this) stays on behind ours.
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -66,40 +66,56 @@ class PreprocessSpec(BaseModel):
     normalize_in_graph: NormalizeSpec
 
     def crop_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """The crop window in pixels (x0, y0, x1, y1) for an image of this size."""
+        """The crop window in pixels (x0, y0, x1, y1) for an image of this size.
+
+        Integer arithmetic and round-half-up, exactly as docs/bundle.md states, so that every
+        runtime (JavaScript's Math.round included) finds the same window.
+        """
         if self.crop.mode == "none":
             return 0, 0, width, height
         if self.crop.mode == "box":
             assert self.crop.box is not None
             x0, y0, x1, y1 = self.crop.box
-            return round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
-        target = self.width / self.height
-        if width / height > target:
-            w = round(height * target)
+            return (_round_half_up(x0 * width), _round_half_up(y0 * height),
+                    _round_half_up(x1 * width), _round_half_up(y1 * height))
+        if width * self.height > height * self.width:  # wider than the model input: trim the sides
+            w = (2 * height * self.width + self.height) // (2 * self.height)
             x0 = (width - w) // 2
             return x0, 0, x0 + w, height
-        h = round(width / target)
+        h = (2 * width * self.height + self.width) // (2 * self.width)
         y0 = (height - h) // 2
         return 0, y0, width, y0 + h
 
 
+def _round_half_up(v: float) -> int:
+    return int(np.floor(v + 0.5))
+
+
 def decode_image(source: bytes | Path | str) -> Image.Image:
-    """Decode JPEG/PNG/... bytes or a file into an RGB image, or raise ImageError saying why."""
+    """Decode JPEG/PNG/... bytes or a file into an upright RGB image, or raise ImageError saying why.
+
+    EXIF orientation is applied (phones store portraits sideways and flag it), as browsers do.
+    """
     name = str(source) if not isinstance(source, bytes) else "image bytes"
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            img.load()
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageError(
+                f"{name}: image too large ({img.width}×{img.height}, over {MAX_IMAGE_PIXELS:,} pixels); "
+                "send a smaller photo"
+            )
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
     except FileNotFoundError as e:
         raise ImageError(f"{name}: no such file") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(
-            f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels); send a smaller photo"
-        ) from e
+        raise ImageError(f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels); send a smaller photo") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e}); send a JPEG or PNG file") from e
+    except Exception as e:  # a malformed file can make a decoder fail in its own way
+        raise ImageError(f"{name}: the decoder failed ({type(e).__name__}: {e}); send a JPEG or PNG file") from e
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
@@ -107,6 +123,8 @@ def decode_image(source: bytes | Path | str) -> Image.Image:
 
 def resize_crop(img: Image.Image, box: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
     """Crop ``box`` (pixels; may reach outside the image, which reads as black) and resize."""
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ImageError(f"the crop window {box} of a {img.width}×{img.height} image is empty; the image is too small")
     return np.asarray(img.crop(box).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 

@@ -30,13 +30,15 @@ def work(tmp_path_factory, lfw_people) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(work) -> Path:
-    tandem("train", "--data", work / "faces", "--out", work / "run", "--epochs", "2", "--name", "faces", *TRAIN_ARGS)
+    summary = tandem_json("train", "--data", work / "faces", "--out", work / "run", "--epochs", "2", "--name", "faces", *TRAIN_ARGS)
+    assert summary["epochs"] == 2 and summary["classes"] == 4 and summary["train_images"] == 4 * 11
     return work / "run"
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(run_dir, work) -> Path:
-    tandem("export", run_dir, "--out", work / "bundle")
+    manifest = tandem_json("export", run_dir, "--out", work / "bundle")
+    assert manifest["name"] == "faces" and "model.int8.onnx" in manifest["files"]
     return work / "bundle"
 
 
@@ -85,8 +87,9 @@ def test_predict_runs_on_onnx_runtime_alone(bundle_dir, lfw_people):
     assert marker.strip() == "False"
     result = json.loads(body)
     top = result["predictions"][0]["top"]
-    assert len(top) == 3 and {t["label"] for t in top} <= set(PEOPLE)
-    assert abs(sum(t["probability"] for t in top) - 1) < 0.5 or top[0]["probability"] >= top[1]["probability"]
+    assert len(top) == 3 and len({t["label"] for t in top}) == 3 and {t["label"] for t in top} <= set(PEOPLE)
+    probs = [t["probability"] for t in top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-5 and probs[-1] > 0
 
 
 def test_predict_int8_and_fp32_agree_on_most_images(bundle_dir, lfw_people):
@@ -118,16 +121,28 @@ def test_celebmatch_says_clearly_when_no_face_is_found(bundle_dir, work):
     assert proc.returncode != 0 and "no face found" in proc.stderr
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(work, run_dir):
-    half = work / "half"
-    tandem("train", "--data", work / "faces", "--out", half, "--epochs", "1", "--name", "faces", *TRAIN_ARGS)
-    tandem("train", "--data", work / "faces", "--out", half, "--epochs", "2", "--name", "faces", "--resume", *TRAIN_ARGS)
-    a = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    b = torch.load(half / "checkpoint.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"] == 2
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(work):
+    """Interrupted mid-schedule (after 2 of 3 epochs, where the cosine decay is under way) and
+    resumed, a run must end bit-identical to one that never stopped."""
+    args = ["--data", work / "faces", "--epochs", "3", "--subset", "0.7", *TRAIN_ARGS]
+    whole, cut = work / "whole", work / "cut"
+    tandem("train", "--out", whole, *args)
+    tandem("train", "--out", cut, "--stop-after", "2", *args)
+    assert json.loads((cut / "history.json").read_text())[-1]["epoch"] == 2
+    tandem("train", "--out", cut, "--resume", *args)
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(cut / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert a["best_epoch"] == b["best_epoch"]
+    assert torch.load(cut / "best.pt", weights_only=True)["epoch"] == b["best_epoch"]
+    # --subset 0.7 of 15 photos each: 11 per person, split 7/1/3 (asserted through the split file)
+    split = json.loads((cut / "dataset.json").read_text())["split"]
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (4 * 7, 4 * 1, 4 * 3)
+    proc = tandem("train", "--out", cut, "--resume", *args[:2], "2", *args[3:], ok=False)
+    assert proc.returncode == 4 and "would go backwards" in proc.stderr
 
 
 def test_resume_refuses_changed_settings_and_train_refuses_to_overwrite(work, run_dir):
@@ -136,6 +151,50 @@ def test_resume_refuses_changed_settings_and_train_refuses_to_overwrite(work, ru
     assert proc.returncode == 4 and "different settings (seed)" in proc.stderr
     proc = tandem("train", "--data", work / "faces", "--out", run_dir, "--epochs", "2", *TRAIN_ARGS, ok=False)
     assert proc.returncode == 4 and "--resume" in proc.stderr
+
+
+def test_celebmatch_match_runs_without_torch(bundle_dir, lfw_people):
+    photo = sorted((lfw_people / "Gerhard_Schroeder").glob("*.jpg"))[-1]
+    code = (
+        "import sys; from tandem.cli.main import main\n"
+        f"sys.argv = ['tandem', 'celebmatch', 'match', {str(bundle_dir)!r}, {str(photo)!r}, '--json']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH_LOADED', 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.rsplit("TORCH_LOADED", 1)[1].strip() == "False"
+
+
+def test_export_never_overwrites_something_that_is_not_a_bundle(run_dir, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    proc = tandem("export", run_dir, "--out", precious, ok=False)
+    assert proc.returncode == 5 and "is not a bundle" in proc.stderr
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    proc = tandem("export", run_dir, "--out", run_dir.parent, ok=False)
+    assert proc.returncode == 5 and "overlaps the run folder" in proc.stderr
+
+
+def test_folder_problems_are_reported_not_crashed_on(work, tmp_path):
+    data = make_folder_dataset(tmp_path / "d", work / "faces", PEOPLE[:2], 6)
+    (data / PEOPLE[0] / "readme.txt").write_text("not a photo")
+    (data / PEOPLE[1] / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    summary = tandem_json("train", "--data", data, "--out", tmp_path / "r", "--epochs", "1", *TRAIN_ARGS)
+    assert summary["classes"] == 2
+    run = json.loads((tmp_path / "r" / "dataset.json").read_text())
+    assert run["skipped_files"] == 1  # readme.txt
+    where = next(part for part, idx in run["split"].items() if run["files"].index(f"{PEOPLE[1]}/broken.jpg") in idx)
+    if where in ("train", "val"):
+        assert run["notes"] == [f"{where}: skipped 1 unreadable image file(s)"]
+    else:  # a test image: export skips it and measures on the rest
+        manifest = tandem_json("export", tmp_path / "r", "--out", tmp_path / "b")
+        assert manifest["metrics"]["test_images"] == len(run["split"]["test"]) - 1
+    (data / "Nobody").mkdir()
+    proc = tandem("train", "--data", data, "--out", tmp_path / "r2", *TRAIN_ARGS, ok=False)
+    assert proc.returncode == 3 and "no images: Nobody" in proc.stderr
+    proc = tandem("train", "--data", data, "--out", tmp_path / "r3", "--name", "my model", *TRAIN_ARGS, ok=False)
+    assert proc.returncode == 2 and "--name 'my model'" in proc.stderr
 
 
 def test_bad_inputs_get_clear_errors_and_nonzero_exits(work, bundle_dir, tmp_path):

@@ -11,7 +11,8 @@ def manifest(**kw) -> Manifest:
     base = dict(
         name="faces",
         inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, 100, 75, 3])],
-        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2])],
+        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2]),
+                 TensorSpec(name="embedding", dtype="float32", shape=[-1, 8])],
         preprocessing=PreprocessSpec(height=100, width=75, normalize_in_graph=NormalizeSpec(mean=(0.5,) * 3, std=(0.2,) * 3)),
         labels=["a", "b"],
         models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
@@ -116,3 +117,14 @@ def test_editing_replaces_the_bundle_only_when_the_edit_completes(bundle_dir):
     b2 = Bundle.load(bundle_dir)
     assert "notes.txt" in b2.manifest.files
     assert (bundle_dir / "model.onnx").read_bytes() == b"fp32 model bytes" * 100
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": {"int8": "model.int8.onnx"}}, "fp32 model"),
+    ({"inputs": []}, "exactly one input"),
+    ({"outputs": []}, "must include 'probabilities' and 'embedding'"),
+    ({"metrics": {"test_top1_fp32": float("nan")}}, "finite"),
+])
+def test_manifest_enforces_the_specs_musts(change, message):
+    with pytest.raises(ValueError, match=message):
+        manifest(**change)

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ def test_center_crop_keeps_target_aspect():
     s = spec(crop=CropSpec(mode="center"))
     assert s.crop_pixels(300, 100) == (112, 0, 187, 100)  # too wide: trim the sides
     assert s.crop_pixels(75, 300) == (0, 100, 75, 200)  # too tall: trim top and bottom
+    # 150 × 0.75 = 112.5: halves round up, as in JavaScript (Python's round() would give 112).
+    assert s.crop_pixels(150, 150) == (18, 0, 131, 150)
 
 
 def test_box_crop_is_fractional():
@@ -49,12 +52,17 @@ def test_to_input_gives_uint8_rgb_of_model_size_from_gray_and_rgba():
     assert to_input(decode_image(png_bytes(rgba, "RGBA")), spec()).shape == (100, 75, 3)
 
 
-def test_resize_matches_pillow_bilinear():
-    rng = np.random.default_rng(0)
-    arr = rng.integers(0, 256, (250, 250, 3), dtype=np.uint8)
-    s = spec(crop=CropSpec(mode="none"))
-    expected = np.asarray(Image.fromarray(arr).resize((75, 100), Image.Resampling.BILINEAR))
-    assert np.array_equal(to_input(Image.fromarray(arr), s), expected)
+def test_resize_is_the_documented_antialiased_bilinear():
+    """Golden values pin the filter the spec names, for other runtimes to match. A 2× downscale
+    uses a triangle of support 2: output i is centred on source 2i+1 and weighs sources 2i-1..2i+2
+    by 1/4, 3/4, 3/4, 1/4, dropping those outside the image and renormalising."""
+    row = np.array([0, 80, 160, 240, 0, 80, 160, 240], np.uint8)
+    arr = np.repeat(np.tile(row, (8, 1))[:, :, None], 3, axis=2)
+    s = PreprocessSpec(height=4, width=4, normalize_in_graph=NORM, crop=CropSpec(mode="none"))
+    out = to_input(Image.fromarray(arr), s)[0, :, 0]
+    # (0·¾ + 80·¾ + 160·¼)/1.75 = 57.1;  (80·¼ + 160·¾ + 240·¾ + 0·¼)/2 = 160;
+    # (240·¼ + 0·¾ + 80·¾ + 160·¼)/2 = 80;  (80·¼ + 160·¾ + 240·¾)/1.75 = 182.9
+    assert out.tolist() == [57, 160, 80, 183]
 
 
 def test_decode_rejects_non_images_and_truncated_files(tmp_path):
@@ -68,14 +76,32 @@ def test_decode_rejects_non_images_and_truncated_files(tmp_path):
         decode_image(tmp_path / "missing.jpg")
 
 
-def test_decompression_bomb_guard_is_set():
+def test_decompression_bomb_guard_is_our_own_and_explicit():
     assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
-    # A tiny PNG that claims a huge size is refused before its pixels are read.
-    big = Image.new("1", (8000, 8000))
+    # A small PNG that claims 50M pixels: above our limit, below Pillow's hard error (2x). Pillow
+    # only warns there, so with warnings silenced it is our check that must refuse it.
+    big = Image.new("1", (7100, 7100))
     buf = io.BytesIO()
     big.save(buf, format="PNG")
-    with pytest.raises(ImageError, match="too large"):
-        decode_image(buf.getvalue())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ImageError, match="too large"):
+            decode_image(buf.getvalue())
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (60, 20), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    assert decode_image(buf.getvalue()).size == (20, 60)
+
+
+def test_a_crop_window_of_nothing_is_an_image_error():
+    s = spec(crop=CropSpec(mode="box", box=(0.5, 0.5, 0.501, 0.9)))
+    with pytest.raises(ImageError, match="too small"):
+        to_input(Image.new("RGB", (10, 10)), s)
 
 
 def test_check_pixels_names_the_expected_shape_and_dtype():

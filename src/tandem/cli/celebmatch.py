@@ -16,7 +16,7 @@ app = typer.Typer(help="Which celebrity do you look like — and whose eyes do y
 def enroll(
     bundle: Annotated[Path, typer.Argument()],
     data: Annotated[str, typer.Option(help="A folder with one sub-folder per identity, or 'lfw'.")] = "lfw",
-    min_faces: Annotated[int, typer.Option(help="Enrol identities with at least this many images.")] = 20,
+    min_faces: Annotated[int | None, typer.Option(help="Enrol identities with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many images per identity.")] = None,
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Find faces first (default: yes for folders, no for aligned LFW).")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -28,9 +28,11 @@ def enroll(
     from tandem.apps.celebmatch.gallery import build_gallery, enroll as store
     from tandem.bundle import Bundle
     from tandem.data import load_catalog
+    from tandem.data.resolve import default_min_faces
     from tandem.runtime import OnnxModel
 
     b = Bundle.load(bundle)
+    min_faces = default_min_faces(data, min_faces)
     catalog = load_catalog(data, min_faces)
     use_detect = (data != "lfw") if detect is None else detect
     finder = FaceFinder() if use_detect else None

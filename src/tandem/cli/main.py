@@ -33,13 +33,14 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 def train(
     data: Annotated[str, typer.Option(help="A folder with one sub-folder per class, or 'lfw' (TANDEM_DATA_HOME).")],
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints, plots and metrics.")],
-    min_faces: Annotated[int, typer.Option(help="Keep only classes with at least this many images.")] = 20,
+    min_faces: Annotated[int | None, typer.Option(help="Keep only classes with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     subset: Annotated[float, typer.Option(help="Use this fraction of each class (try the pipeline small first).")] = 1.0,
-    epochs: Annotated[int, typer.Option()] = 30,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    stop_after: Annotated[int | None, typer.Option(help="Stop after this many epochs of the schedule; continue later with --resume.")] = None,
     stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
     name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -50,8 +51,11 @@ def train(
     from tandem.training.run import TrainConfig
     from tandem.training.trainer import train as run_train
 
-    cfg = TrainConfig(data=data, out=out, name=name, min_faces=min_faces, subset=subset, epochs=epochs,
-                      batch_size=batch_size, lr=lr, device=device, seed=seed, stem_stride=stem_stride)
+    from tandem.data.resolve import default_min_faces
+
+    cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces), subset=subset,
+                      epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                      stem_stride=stem_stride, stop_after=stop_after)
     result = run_train(cfg, resume=resume, show_progress=not no_progress and not json_out)
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
                "best_val_top1": result.best_val_acc, "train_images": result.train_images,

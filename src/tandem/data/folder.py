@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tandem.data.catalog import IMAGE_SUFFIXES, ImageCatalog, ImageRecord
 from tandem.errors import DataError
 from tandem.preprocess import CropSpec
+
+log = logging.getLogger(__name__)
 
 
 def scan_class_folders(root: Path, min_images: int = 1) -> ImageCatalog:
@@ -28,22 +31,33 @@ def scan_class_folders(root: Path, min_images: int = 1) -> ImageCatalog:
     records: list[ImageRecord] = []
     skipped = 0
     empty: list[str] = []
+    dropped: list[str] = []
     for d in class_dirs:
         files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         skipped += len(files) - len(images)
+        if not images:
+            empty.append(d.name)
+            continue
         if len(images) < min_images:
-            if min_images <= 1:
-                empty.append(d.name)
+            dropped.append(d.name)
             continue
         label = len(classes)
         classes.append(d.name)
         records.extend(ImageRecord(p, label) for p in images)
-    if empty:
+    if empty and min_images <= 1:
         raise DataError(
             f"{root}: class folder(s) with no images: {', '.join(empty[:10])}; "
             "add images or remove the folder(s)"
         )
+    if min_images > 1:
+        dropped = sorted(dropped + empty)
+    if skipped:
+        log.warning("%s: skipped %d file(s) that are not images (%s)", root, skipped, ", ".join(sorted(IMAGE_SUFFIXES)))
+    if dropped and len(dropped) <= 20:
+        log.info("%s: left out %d class(es) with fewer than %d images: %s", root, len(dropped), min_images, ", ".join(dropped))
+    elif dropped:
+        log.info("%s: left out %d classes with fewer than %d images", root, len(dropped), min_images)
     check_classes(root, classes, min_images)
     return ImageCatalog(root, classes, records, CropSpec(mode="center"), f"folder:{root}", skipped)
 

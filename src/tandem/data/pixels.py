@@ -32,6 +32,8 @@ def load_pixels(
             if progress:
                 progress(1)
 
+    if not catalog.records:
+        raise DataError(f"{catalog.root}: no images to read")
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(len(catalog.records))))
     kept = [i for i, r in enumerate(results) if r is not None]

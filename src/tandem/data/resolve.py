@@ -10,6 +10,16 @@ from tandem.data.lfw import load_lfw
 from tandem.settings import Settings, get_settings
 
 
+LFW_MIN_FACES = 20
+
+
+def default_min_faces(data: str, min_faces: int | None) -> int:
+    """LFW's long tail of one-photo people is useless for training; a user's folder is taken whole."""
+    if min_faces is not None:
+        return min_faces
+    return LFW_MIN_FACES if data == "lfw" else 1
+
+
 def load_catalog(data: str, min_faces: int = 1, settings: Settings | None = None) -> ImageCatalog:
     if data == "lfw":
         settings = settings or get_settings()

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
 from tandem.data.pixels import load_pixels
-from tandem.errors import BundleError
+from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.metrics import balanced_accuracy, topk_accuracy
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.runtime import OnnxModel
 from tandem.training import checkpoint
-from tandem.training.run import load_run
+from tandem.training.run import load_history, load_run
 from tandem.training.trainer import preprocess_spec
 
 log = logging.getLogger(__name__)
@@ -51,35 +52,64 @@ def _calibration_pixels(train_x: np.ndarray, train_y: np.ndarray, n: int, seed: 
 
 def load_net(run_dir: Path) -> tuple[EmbeddingNet, dict]:
     path = run_dir / checkpoint.BEST
-    state = checkpoint.load(path if path.exists() else run_dir / checkpoint.LAST)
-    net = EmbeddingNet(NetConfig.from_dict(state["net"]))
-    net.load_state_dict(state["model"])
+    path = path if path.exists() else run_dir / checkpoint.LAST
+    state = checkpoint.load(path)
+    try:
+        net = EmbeddingNet(NetConfig.from_dict(state["net"]))
+        net.load_state_dict(state["model"])
+        state["epoch"], state["best_epoch"], state["best_val_acc"]  # noqa: B018 - fail here, not later
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the checkpoint does not fit this Tandem's network ({e}); train again") from e
     return net.eval(), state
 
 
+def _check_out(run_dir: Path, out: Path) -> None:
+    run, target = run_dir.resolve(), out.resolve()
+    if target == run or target in run.parents or run in target.parents:
+        raise BundleError(f"--out {out} overlaps the run folder {run_dir}; export to a folder of its own, e.g. bundles/NAME")
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / "manifest.json").exists())):
+        raise BundleError(
+            f"--out {out} exists and is not a bundle; Tandem replaces only earlier bundles. "
+            "Choose a new folder or remove it"
+        )
+
+
+@torch.no_grad()
+def _torch_outputs(net: EmbeddingNet, pixels: np.ndarray, batch: int = 128) -> list[np.ndarray]:
+    model = PixelModel(net).eval()
+    parts = [model(torch.from_numpy(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
+    return [torch.cat([p[k] for p in parts]).numpy() for k in range(len(OUTPUTS))]
+
+
 def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> Bundle:
+    _check_out(run_dir, out)
     cfg, data = load_run(run_dir)
+    name = options.name or cfg.name
     net, state = load_net(run_dir)
     spec = preprocess_spec(cfg, data, net.cfg)
     train_x, train_y, _ = load_pixels(data.part("train"), spec)
     test_cat = data.part("test")
     test_x, test_y = (load_pixels(test_cat, spec)[:2]) if test_cat.records else (train_x[:0], train_y[:0])
-    if out.resolve() == run_dir.resolve():
-        raise BundleError("--out must be a new folder, not the run folder")
+    history = load_history(run_dir)
 
     with staged_dir(out) as stage:
         export_onnx(net, stage / FP32_FILE, spec.height, spec.width)
         quantize_int8(stage / FP32_FILE, stage / INT8_FILE, _calibration_pixels(train_x, train_y, options.calibration_images, options.seed))
 
+        parity_split = "test" if len(test_x) else "train"
         parity_x = test_x if len(test_x) else train_x[:64]
         fp32 = OnnxModel(stage / FP32_FILE, spec, data.classes, "fp32")
         int8 = OnnxModel(stage / INT8_FILE, spec, data.classes, "int8")
         out32 = fp32.run(parity_x)
-        with torch.no_grad():
-            ref = PixelModel(net)(torch.from_numpy(parity_x))
-        max_abs = max(float(np.abs(out32[n] - r.numpy()).max()) for n, r in zip(OUTPUTS, ref, strict=True))
-        metrics: dict[str, float | int] = {"max_abs_onnx_torch": max_abs, "test_images": int(len(test_y)),
-                                           "best_epoch": int(state["best_epoch"]), "val_top1": float(state["best_val_acc"])}
+        ref = _torch_outputs(net, parity_x)
+        max_abs = max(float(np.abs(out32[n] - r).max()) for n, r in zip(OUTPUTS, ref, strict=True))
+        if not np.isfinite(max_abs) or not np.isfinite(out32["probabilities"]).all():
+            raise BundleError(f"{run_dir}: the model outputs NaN or infinity; training diverged — train again with a lower --lr")
+        selection = "val" if data.split["val"] else "train"
+        metrics: dict[str, float | int] = {
+            "max_abs_onnx_torch": max_abs, "test_images": int(len(test_y)), "best_epoch": int(state["best_epoch"]),
+            f"{selection}_top1": float(state["best_val_acc"]),
+        }
         if len(test_y):
             out8 = int8.run(test_x)
             for tag, out_p in (("fp32", out32), ("int8", out8)):
@@ -89,20 +119,27 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                 metrics[f"test_balanced_{tag}"] = balanced_accuracy(p.argmax(1), test_y)
 
         n_cls = len(data.classes)
-        manifest = Manifest(
-            name=options.name or cfg.name,
-            inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])],
-            outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, n_cls]),
-                     TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])],
-            preprocessing=spec,
-            labels=data.classes,
-            models={"fp32": FP32_FILE, "int8": INT8_FILE},
-            metrics=metrics,
-            fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
-            training={"data": data.source, "epochs": state["epoch"], "seed": cfg.seed, "subset": cfg.subset,
-                      "min_faces": cfg.min_faces, "train_images": int(len(train_y)), "network": net.cfg.to_dict()},
-        )
+        source = "lfw" if data.source == "lfw" else f"folder:{Path(data.root).name}"
+        try:
+            manifest = Manifest(
+                name=name,
+                inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])],
+                outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, n_cls]),
+                         TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])],
+                preprocessing=spec,
+                labels=data.classes,
+                models={"fp32": FP32_FILE, "int8": INT8_FILE},
+                metrics=metrics,
+                fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
+                training={"data": source, "epochs": len(history), "exported_epoch": state["epoch"],
+                          "selected_on": selection, "parity_on": parity_split, "seed": cfg.seed,
+                          "subset": cfg.subset, "min_faces": cfg.min_faces, "train_images": int(len(train_y)),
+                          "network": net.cfg.to_dict()},
+            )
+        except ValidationError as e:
+            raise BundleError(f"cannot write the manifest: {e}") from e
         write_manifest(stage, manifest)
+        Bundle.load(stage)  # verify what was written before it replaces anything
     return Bundle.load(out)
 
 

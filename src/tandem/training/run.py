@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from tandem import atomic
 from tandem.data.catalog import ImageCatalog, ImageRecord
 from tandem.data.split import Split
-from tandem.errors import CheckpointError, DataError
+from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.preprocess import CropSpec
 
 CONFIG = "config.json"
@@ -24,6 +25,7 @@ DATASET = "dataset.json"
 HISTORY = "history.json"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass
@@ -49,6 +51,28 @@ class TrainConfig:
     stem_stride: int = 1
     embedding_dim: int = 128
     augment: bool = True
+    # Stop after this many epochs of an --epochs long schedule (continue later with --resume).
+    stop_after: int | None = None
+
+    def validate(self) -> None:
+        """Refuse settings that would only fail deep inside torch, with what to use instead."""
+        problems = []
+        if not NAME_RE.match(self.name):
+            problems.append(f"--name {self.name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            problems.append(f"--batch-size must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if self.seed < 0:
+            problems.append(f"--seed must be 0 or more, got {self.seed}")
+        if self.stem_stride not in (1, 2):
+            problems.append(f"--stem-stride must be 1 or 2, got {self.stem_stride}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
+            problems.append(f"--stop-after must be between 1 and --epochs ({self.epochs}), got {self.stop_after}")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -64,7 +88,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that must not change between a run and its --resume (--epochs may grow; --name and --device may change)."""
         d = self.to_json()
-        for k in ("epochs", "out", "device", "name"):
+        for k in ("epochs", "out", "device", "name", "stop_after"):
             d.pop(k)
         return d
 
@@ -102,7 +126,7 @@ class RunData:
     def catalog(self) -> ImageCatalog:
         root = Path(self.root)
         if not root.is_dir():
-            raise DataError(f"the training data at {root} is gone; put it back there to export this run")
+            raise DataError(f"the training data at {root} is gone; put it back there to use this run")
         records = [ImageRecord(root / f, y) for f, y in zip(self.files, self.labels, strict=True)]
         return ImageCatalog(root, self.classes, records, CropSpec.model_validate(self.crop), self.source)
 
@@ -124,6 +148,16 @@ def read_json(path: Path) -> Any:
 
 
 def load_run(run_dir: Path) -> tuple[TrainConfig, RunData]:
-    cfg = TrainConfig.from_json(read_json(run_dir / CONFIG))
-    data = RunData(**read_json(run_dir / DATASET))
+    try:
+        cfg = TrainConfig.from_json(read_json(run_dir / CONFIG))
+        data = RunData(**read_json(run_dir / DATASET))
+    except (TypeError, KeyError) as e:
+        raise CheckpointError(
+            f"{run_dir}: {CONFIG} or {DATASET} does not match this Tandem version ({e}); train the run again"
+        ) from e
     return cfg, data
+
+
+def load_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / HISTORY
+    return read_json(path) if path.exists() else []

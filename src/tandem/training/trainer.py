@@ -121,10 +121,9 @@ def _check_trainable(classes: list[str], labels: np.ndarray, root: str) -> None:
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
     t_start = time.perf_counter()
     out = cfg.out
+    cfg.validate()
     device = resolve_device(cfg.device)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if cfg.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}")
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
     state = None
     if resume:
@@ -136,6 +135,11 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 f"{out}: --resume with different settings ({', '.join(changed)}); "
                 "resume with the same settings (only --epochs may grow) or train into a new --out"
             )
+        if cfg.epochs < state.get("epoch", 0):
+            raise CheckpointError(
+                f"{out} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} would go backwards. "
+                "Export it as it is, or pass a larger --epochs"
+            )
     else:
         if (out / checkpoint.LAST).exists():
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
@@ -145,8 +149,11 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     train_cat, val_cat = data.part("train"), data.part("val")
     train_x, train_y, _ = load_pixels(train_cat, _load_spec(cfg, data))
     _check_trainable(data.classes, train_y, data.root)
+
     val_x, val_y, _ = load_pixels(val_cat, _load_spec(cfg, data)) if len(val_cat.records) else (
         np.zeros((0, cfg.height, cfg.width, 3), np.uint8), np.zeros(0, np.int64), [])
+    for part, cat in (("train", train_cat), ("val", val_cat)):
+        data.notes = sorted(set(data.notes) | {f"{part}: {n}" for n in cat.notes})
 
     if state is None:
         mean = tuple(float(v) for v in (train_x.reshape(-1, 3).mean(0) / 255.0))
@@ -156,10 +163,10 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             stem_stride=cfg.stem_stride, mean=mean, std=std,
         )
         write_json(out / CONFIG, cfg.to_json())
-        write_json(out / DATASET, data.__dict__)
     else:
         net_cfg = NetConfig.from_dict(state["net"])
         write_json(out / CONFIG, cfg.to_json())  # records the grown --epochs
+    write_json(out / DATASET, data.__dict__)
 
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(net_cfg).to(device)
@@ -180,8 +187,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
+    last = cfg.epochs if cfg.stop_after is None else max(start, cfg.stop_after)
     with TrainProgress(cfg.epochs, steps_per_epoch, start, enabled=show_progress) as bar:
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(start, last):
             t0 = time.perf_counter()
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -222,14 +230,16 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
                 "optimizer": opt.state_dict(), "history": history, "best_val_acc": best_val,
                 "best_epoch": best_epoch, "classes": data.classes,
             }
-            checkpoint.save(out / checkpoint.LAST, ckpt)
+            # best.pt first: a crash between the two saves must not leave checkpoint.pt pointing
+            # at a best epoch that best.pt does not hold.
             if improved:
                 checkpoint.save(out / checkpoint.BEST, ckpt)
+            checkpoint.save(out / checkpoint.LAST, ckpt)
             write_json(out / HISTORY, history)
             plots.plot_curves(history, out / CURVES)
             bar.epoch_done(epoch, row)
 
-    best = checkpoint.load(out / checkpoint.BEST)
+    best = checkpoint.load(out / checkpoint.BEST if (out / checkpoint.BEST).exists() else out / checkpoint.LAST)
     model.load_state_dict(best["model"])
     cx, cy = (val_x, val_y) if len(val_y) else (train_x, train_y)
     logits, _ = infer(model, cx, device)
@@ -237,7 +247,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     which = "validation" if len(val_y) else "training"
     plots.plot_confusion(cm, data.classes, out / CONFUSION, f"Confusion on the {which} set (epoch {best_epoch})")
     return TrainResult(
-        out, cfg.epochs, best_epoch, best_val, time.perf_counter() - t_start, len(train_x), len(data.classes)
+        out, len(history), best_epoch, best_val, time.perf_counter() - t_start, len(train_x), len(data.classes)
     )
 
 

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from tandem.errors import ModelError
+
 CASCADE = "haarcascade_frontalface_default.xml"
 # (x0, y0, x1, y1) of the training crop, in units of the detected box's width/height from its corner.
 HAAR_TO_CROP = (0.092, 0.026, 0.905, 1.105)
@@ -38,7 +40,7 @@ class FaceFinder:
     def __init__(self) -> None:
         self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
         if self._cascade.empty():
-            raise RuntimeError(f"OpenCV's {CASCADE} did not load; reinstall opencv-python-headless<5")
+            raise ModelError(f"OpenCV's {CASCADE} did not load; reinstall opencv-python-headless<5 (5.x dropped it)")
 
     def find(self, img: Image.Image) -> list[FaceBox]:
         """Faces, largest first."""

@@ -84,7 +84,10 @@ class Gallery:
                 f"{bundle.root}: no celebmatch gallery in this bundle; run "
                 f"`tandem celebmatch enroll {bundle.root} --data lfw` first"
             )
-        return cls.load(bundle.path(app["gallery"]))
+        rel = app.get("gallery", "")
+        if rel not in bundle.manifest.files:
+            raise BundleError(f"{bundle.root}: the celebmatch gallery {rel!r} is not listed in the manifest's files; enrol again")
+        return cls.load(bundle.path(rel))
 
 
 def build_gallery(
@@ -95,7 +98,8 @@ def build_gallery(
     progress: Callable[[int], None] | None = None,
 ) -> Gallery:
     """Mean embedding per class of ``catalog`` (the catalog's crop, or ``boxes(image)`` if given)."""
-    sums = {v: np.zeros((len(catalog.classes), model.session.get_outputs()[1].shape[1]), np.float64) for v in VIEWS}
+    dim = next(o.shape[1] for o in model.session.get_outputs() if o.name == "embedding")
+    sums = {v: np.zeros((len(catalog.classes), dim), np.float64) for v in VIEWS}
     counts = np.zeros(len(catalog.classes), np.int64)
     spec = model.spec.model_copy(update={"crop": catalog.crop})
     per_class: dict[int, list[Path]] = {}
