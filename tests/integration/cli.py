@@ -22,3 +22,16 @@ def tandem(*args: object, env: dict[str, str] | None = None, ok: bool = True, ti
 
 def tandem_json(*args: object, **kw: Any) -> Any:
     return json.loads(tandem(*args, "--json", **kw).stdout)
+
+
+def tandem_in_fresh_python(*args: object) -> tuple[str, bool]:
+    """Run `tandem ARGS` in a new interpreter; return its stdout and whether torch got imported."""
+    code = (
+        "import sys; from tandem.cli.main import main\n"
+        f"sys.argv = ['tandem', *{[str(a) for a in args]!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH_LOADED', 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    body, marker = proc.stdout.rsplit("TORCH_LOADED", 1)
+    return body, marker.strip() == "True"

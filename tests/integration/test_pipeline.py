@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from PIL import Image
 
 from tandem.bundle import Bundle
 from tests.conftest import make_folder_dataset, write_png
-from tests.integration.cli import tandem, tandem_json
+from tests.integration.cli import tandem, tandem_in_fresh_python, tandem_json
 
 pytestmark = pytest.mark.integration
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
@@ -76,16 +74,9 @@ def test_info_prints_readably_and_as_json(bundle_dir):
 
 def test_predict_runs_on_onnx_runtime_alone(bundle_dir, lfw_people):
     photo = sorted((lfw_people / "Hugo_Chavez").glob("*.jpg"))[-1]
-    code = (
-        "import sys, json; from tandem.cli.main import main\n"
-        f"sys.argv = ['tandem', 'predict', {str(bundle_dir)!r}, {str(photo)!r}, '--json', '--top-k', '3']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('TORCH_LOADED', 'torch' in sys.modules)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    body, marker = proc.stdout.rsplit("TORCH_LOADED", 1)
-    assert marker.strip() == "False"
-    result = json.loads(body)
+    out, torch_loaded = tandem_in_fresh_python("predict", bundle_dir, photo, "--json", "--top-k", "3")
+    assert not torch_loaded
+    result = json.loads(out)
     top = result["predictions"][0]["top"]
     assert len(top) == 3 and len({t["label"] for t in top}) == 3 and {t["label"] for t in top} <= set(PEOPLE)
     probs = [t["probability"] for t in top]
@@ -97,13 +88,16 @@ def test_predict_int8_and_fp32_agree_on_most_images(bundle_dir, lfw_people):
     a = tandem_json("predict", bundle_dir, *photos)
     b = tandem_json("predict", bundle_dir, *photos, "--int8")
     assert b["precision"] == "int8" and len(b["predictions"]) == 4
-    agree = sum(x["top"][0]["label"] == y["top"][0]["label"] for x, y in zip(a["predictions"], b["predictions"]))
+    agree = sum(x["top"][0]["label"] == y["top"][0]["label"] for x, y in zip(a["predictions"], b["predictions"], strict=True))
     assert agree >= 3
 
 
-def test_celebmatch_enroll_then_match_a_photo(bundle_dir, work, lfw_people):
-    enrolled = tandem_json("celebmatch", "enroll", bundle_dir, "--data", work / "faces", "--min-faces", "1",
-                           "--max-per-identity", "6")
+@pytest.fixture(scope="module")
+def enrolled(bundle_dir, work) -> dict:
+    return tandem_json("celebmatch", "enroll", bundle_dir, "--data", work / "faces", "--max-per-identity", "6")
+
+
+def test_celebmatch_enroll_then_match_a_photo(bundle_dir, enrolled, lfw_people):
     assert enrolled["identities"] == 4 and enrolled["images"] >= 20
     b = Bundle.load(bundle_dir)  # re-verified after the gallery was added
     assert "gallery.npz" in b.manifest.files and b.manifest.apps["celebmatch"]["identities"] == 4
@@ -116,7 +110,7 @@ def test_celebmatch_enroll_then_match_a_photo(bundle_dir, work, lfw_people):
     assert "You look" in text and "eyes" in text
 
 
-def test_celebmatch_says_clearly_when_no_face_is_found(bundle_dir, work):
+def test_celebmatch_says_clearly_when_no_face_is_found(bundle_dir, enrolled, work):
     proc = tandem("celebmatch", "match", bundle_dir, write_png(work / "noise.png", 300, 300), ok=False)
     assert proc.returncode != 0 and "no face found" in proc.stderr
 
@@ -153,16 +147,10 @@ def test_resume_refuses_changed_settings_and_train_refuses_to_overwrite(work, ru
     assert proc.returncode == 4 and "--resume" in proc.stderr
 
 
-def test_celebmatch_match_runs_without_torch(bundle_dir, lfw_people):
+def test_celebmatch_match_runs_without_torch(bundle_dir, enrolled, lfw_people):
     photo = sorted((lfw_people / "Gerhard_Schroeder").glob("*.jpg"))[-1]
-    code = (
-        "import sys; from tandem.cli.main import main\n"
-        f"sys.argv = ['tandem', 'celebmatch', 'match', {str(bundle_dir)!r}, {str(photo)!r}, '--json']\n"
-        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('TORCH_LOADED', 'torch' in sys.modules)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.rsplit("TORCH_LOADED", 1)[1].strip() == "False"
+    out, torch_loaded = tandem_in_fresh_python("celebmatch", "match", bundle_dir, photo, "--json")
+    assert not torch_loaded and json.loads(out)["sentence"].startswith("You look")
 
 
 def test_export_never_overwrites_something_that_is_not_a_bundle(run_dir, tmp_path):

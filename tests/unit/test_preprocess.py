@@ -7,7 +7,13 @@ from PIL import Image
 
 from tandem.errors import ImageError
 from tandem.preprocess import (
-    MAX_IMAGE_PIXELS, CropSpec, NormalizeSpec, PreprocessSpec, check_pixels, decode_image, to_input,
+    MAX_IMAGE_PIXELS,
+    CropSpec,
+    NormalizeSpec,
+    PreprocessSpec,
+    check_pixels,
+    decode_image,
+    to_input,
 )
 
 NORM = NormalizeSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

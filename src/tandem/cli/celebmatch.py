@@ -25,7 +25,8 @@ def enroll(
     from rich.progress import Progress
 
     from tandem.apps.celebmatch.face import FaceFinder
-    from tandem.apps.celebmatch.gallery import build_gallery, enroll as store
+    from tandem.apps.celebmatch.gallery import build_gallery
+    from tandem.apps.celebmatch.gallery import enroll as store
     from tandem.bundle import Bundle
     from tandem.data import load_catalog
     from tandem.data.resolve import default_min_faces

@@ -48,10 +48,9 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train an image classifier / face-embedding network on your data."""
+    from tandem.data.resolve import default_min_faces
     from tandem.training.run import TrainConfig
     from tandem.training.trainer import train as run_train
-
-    from tandem.data.resolve import default_min_faces
 
     cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces), subset=subset,
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,

@@ -9,7 +9,6 @@ from tandem.data.folder import scan_class_folders
 from tandem.data.lfw import load_lfw
 from tandem.settings import Settings, get_settings
 
-
 LFW_MIN_FACES = 20
 
 

@@ -34,7 +34,7 @@ def stratified_subset(labels: list[int], fraction: float, seed: int, min_per_cla
         return list(range(len(labels)))
     rng = np.random.default_rng(seed)
     keep: list[int] = []
-    for y, idx in sorted(_by_class(labels).items()):
+    for _, idx in sorted(_by_class(labels).items()):
         n = min(len(idx), max(min_per_class, round(len(idx) * fraction)))
         keep.extend(rng.permutation(idx)[:n].tolist())
     return sorted(keep)
@@ -49,7 +49,7 @@ def stratified_split(labels: list[int], val: float = 0.1, test: float = 0.2, see
         raise DataError(f"split fractions val={val}, test={test} must be >= 0 and sum to less than 1")
     rng = np.random.default_rng(seed)
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for y, idx in sorted(_by_class(labels).items()):
+    for _, idx in sorted(_by_class(labels).items()):
         perm = rng.permutation(idx).tolist()
         n = len(perm)
         n_test = round(n * test) if test else 0

@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnxruntime.quantization import (
-    CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from tandem.data import load_catalog
 from tandem.data.pixels import load_pixels
-from tandem.data.split import Split, stratified_split, stratified_subset
+from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
 from tandem.preprocess import NormalizeSpec, PreprocessSpec
@@ -27,7 +27,15 @@ from tandem.training import checkpoint, plots
 from tandem.training.augment import AugmentConfig, augment
 from tandem.training.progress import TrainProgress
 from tandem.training.run import (
-    CONFIG, CONFUSION, CURVES, DATASET, HISTORY, RunData, TrainConfig, load_run, write_json,
+    CONFIG,
+    CONFUSION,
+    CURVES,
+    DATASET,
+    HISTORY,
+    RunData,
+    TrainConfig,
+    load_run,
+    write_json,
 )
 
 log = logging.getLogger(__name__)
