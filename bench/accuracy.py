@@ -109,17 +109,20 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--val-fraction", type=float, default=0.0,
+                    help="0 trains on train+validation (the test split is the same either way)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fresh", action="store_true", help="discard an earlier run folder and train anew")
     args = ap.parse_args()
 
-    run_dir, bundle_dir = WORK / "run", WORK / "bundle"
-    if args.fresh and WORK.exists():
-        shutil.rmtree(WORK)
+    tag = f"e{args.epochs}-v{args.val_fraction:g}-s{args.seed}"
+    run_dir, bundle_dir = WORK / f"run-{tag}", WORK / f"bundle-{tag}"
+    if args.fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
     cfg = TrainConfig(data="lfw", name="celebmatch", out=run_dir, min_faces=20, epochs=args.epochs,
-                      seed=args.seed, device=args.device)
+                      seed=args.seed, device=args.device, val_fraction=args.val_fraction)
     resume = (run_dir / checkpoint.LAST).exists()
     console.print(f"[bold]training[/] {args.epochs} epochs on LFW ≥ 20 photos{' (resuming)' if resume else ''}")
     train(cfg, resume=resume)
@@ -157,7 +160,7 @@ def main() -> None:
         "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_size_ratio": int8_bytes / fp32_bytes,
         **lat, "int8_b1_latency_ratio": lat["int8_b1_ms"] / lat["fp32_b1_ms"],
         "max_abs_onnx_torch": m["max_abs_onnx_torch"],
-        "train_seconds": train_seconds, "epochs": args.epochs, "device": args.device,
+        "train_seconds": train_seconds, "epochs": args.epochs, "device": args.device, "val_fraction": args.val_fraction,
         "predict_cli_seconds": cli_s,
         "classes": len(data.classes), "train_images": len(data.split["train"]), "val_images": len(data.split["val"]),
         "test_images": len(test_y), "parameters": count_parameters(load_net(run_dir)[0]),

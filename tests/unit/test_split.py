@@ -49,3 +49,12 @@ def test_subset_rejects_bad_fraction(fraction):
 def test_split_rejects_fractions_that_leave_no_training_data():
     with pytest.raises(DataError, match="sum to less than 1"):
         stratified_split(LABELS, 0.5, 0.5, seed=0)
+
+
+def test_test_split_does_not_depend_on_the_validation_fraction():
+    """Folding validation into training (val=0) must leave the test images exactly as they were,
+    so that results with and without a validation split compare on the same test set."""
+    with_val = stratified_split(LABELS, 0.1, 0.2, seed=5)
+    without = stratified_split(LABELS, 0.0, 0.2, seed=5)
+    assert with_val.test == without.test
+    assert sorted(with_val.train + with_val.val) == without.train and without.val == []
