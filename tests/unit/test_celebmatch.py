@@ -36,12 +36,24 @@ def test_sentence_names_the_part_that_differs_most():
 
 def test_gallery_round_trips_without_pickle(tmp_path):
     rng = np.random.default_rng(0)
-    g = Gallery(["a_b", "c"], np.array([3, 4]), {k: rng.normal(size=(2, 8)).astype(np.float32) for k in ("face", *REGIONS)})
+    views = ("face", *REGIONS)
+    g = Gallery(["a_b", "c"], np.array([3, 4]), {k: rng.normal(size=(2, 8)).astype(np.float32) for k in views},
+                {k: rng.normal(size=8).astype(np.float32) for k in views})
     path = tmp_path / "g.npz"
     path.write_bytes(g.to_bytes())
     back = Gallery.load(path)
     assert back.names == ["a_b", "c"] and back.counts.tolist() == [3, 4]
     assert np.array_equal(back.vectors["nose"], g.vectors["nose"])
+    assert np.array_equal(back.centers["eyes"], g.centers["eyes"])
+
+
+def test_gallery_query_is_cosine_after_centring():
+    views = ("face", *REGIONS)
+    center = np.array([1.0, 1.0, 0.0], np.float32)
+    vecs = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    g = Gallery(["a", "b"], np.array([1, 1]), {k: vecs for k in views}, {k: center for k in views})
+    sims = g.query("eyes", np.array([[3.0, 1.0, 0.0]], np.float32))  # centred: (2, 0, 0)
+    assert np.allclose(sims, [[1.0, 0.0]])
 
 
 def test_face_finder_maps_lfw_faces_to_the_training_crop(lfw_people):

@@ -91,12 +91,12 @@ class CelebMatcher:
         pixels = to_input(img, self.model.spec, window)[None]
         views = embed_views(self.model, pixels)
         g = self.gallery
-        face_sims = g.vectors["face"] @ views["face"][0]
+        face_sims = g.query("face", views["face"])[0]
         order = np.argsort(-face_sims)[:top_k]
         top = [Likeness(g.names[i], float(face_sims[i])) for i in order]
         parts = {}
         for part in REGIONS:
-            sims = g.vectors[part] @ views[part][0]
+            sims = g.query(part, views[part])[0]
             j = int(np.argmax(sims))
             parts[part] = Likeness(g.names[j], float(sims[j]))
         return MatchResult(top, parts, face_box, window)
