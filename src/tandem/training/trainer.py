@@ -170,10 +170,9 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             num_classes=len(data.classes), embedding_dim=cfg.embedding_dim, width=cfg.width_mult,
             stem_stride=cfg.stem_stride, mean=mean, std=std,
         )
-        write_json(out / CONFIG, cfg.to_json())
     else:
         net_cfg = NetConfig.from_dict(state["net"])
-        write_json(out / CONFIG, cfg.to_json())  # records the grown --epochs
+    write_json(out / CONFIG, cfg.to_json())  # on resume, records the grown --epochs
     write_json(out / DATASET, data.__dict__)
 
     torch.manual_seed(cfg.seed)
