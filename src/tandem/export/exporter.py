@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +146,4 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
 
 
 def _sha256_json(obj: object) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

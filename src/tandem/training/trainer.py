@@ -22,7 +22,7 @@ from tandem.data.pixels import load_pixels
 from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.training import checkpoint, plots
 from tandem.training.augment import AugmentConfig, augment
 from tandem.training.progress import TrainProgress
@@ -63,8 +63,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 def preprocess_spec(cfg: TrainConfig, data: RunData, net_cfg: NetConfig) -> PreprocessSpec:
-    from tandem.preprocess import CropSpec
-
     return PreprocessSpec(
         crop=CropSpec.model_validate(data.crop), height=cfg.height, width=cfg.width,
         normalize_in_graph=NormalizeSpec(mean=net_cfg.mean, std=net_cfg.std),
