@@ -56,3 +56,72 @@ class ModelError(TandemError):
 
     status_code = 500
     exit_code = 6
+
+
+class InvalidRequest(TandemError):
+    """A request (HTTP or CLI) is malformed: wrong tensor name, dtype, shape, JSON, header length..."""
+
+    status_code = 400
+    exit_code = 7
+
+
+class NotFound(TandemError):
+    """An unknown model, version, alias or key."""
+
+    status_code = 404
+    exit_code = 8
+
+
+class Conflict(TandemError):
+    """The request clashes with what is stored (e.g. a name taken by something else)."""
+
+    status_code = 409
+    exit_code = 9
+
+
+class Unauthenticated(TandemError):
+    """No API key, or one that is unknown or revoked."""
+
+    status_code = 401
+    exit_code = 10
+
+
+class Forbidden(TandemError):
+    """A valid API key without the scope this route needs."""
+
+    status_code = 403
+    exit_code = 10
+
+
+class PayloadTooLarge(TandemError):
+    status_code = 413
+    exit_code = 7
+
+
+class RateLimited(TandemError):
+    """Too many requests for this key; ``retry_after`` says when the bucket has a token again."""
+
+    status_code = 429
+    exit_code = 11
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(TandemError):
+    """A dependency (database, model loading) is not there right now; try again shortly."""
+
+    status_code = 503
+    exit_code = 12
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RegistryError(TandemError):
+    """The registry database or artifact store failed or is inconsistent."""
+
+    status_code = 500
+    exit_code = 13

@@ -27,6 +27,33 @@ class Settings(BaseSettings):
         description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).",
     )
 
+    # --- registry ---------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry database (e.g. postgresql+psycopg://127.0.0.1:5432/test). "
+        "Unset: a SQLite file, registry.db, under the Tandem home (WAL mode).",
+    )
+    # --- server -----------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by several workers/servers for rate limits; unset: in-process.",
+    )
+    max_batch_size: int = Field(default=8, ge=1, le=1024, description="Dynamic batching: most requests per ONNX run.")
+    max_delay_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Dynamic batching: longest wait for more requests once one arrived."
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0, description="A request still unanswered after this gets 504.")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    rate_limit_per_s: float = Field(default=200.0, gt=0, description="Token-bucket refill per API key (requests/s).")
+    rate_limit_burst: int = Field(default=400, ge=1, description="Token-bucket capacity per API key.")
+    alias_poll_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often each server worker looks for moved aliases in the registry."
+    )
+
+    @property
+    def registry_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
     def require_data_home(self) -> Path:
         if self.data_home is None:
             raise ConfigError(
