@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fresh", action="store_true", help="discard an earlier run folder and train anew")
+    ap.add_argument("--train-only", action="store_true",
+                    help="only train (e.g. on a GPU machine); a later run without it picks the run folder up")
     args = ap.parse_args()
 
     tag = f"e{args.epochs}-v{args.val_fraction:g}-s{args.seed}"
@@ -126,6 +128,9 @@ def main() -> None:
     resume = (run_dir / checkpoint.LAST).exists()
     console.print(f"[bold]training[/] {args.epochs} epochs on LFW ≥ 20 photos{' (resuming)' if resume else ''}")
     train(cfg, resume=resume)
+    if args.train_only:
+        console.print(f"trained: {run_dir}")
+        return
     history = json.loads((run_dir / "history.json").read_text())
     train_seconds = sum(h["seconds"] for h in history)
 
@@ -160,7 +165,7 @@ def main() -> None:
         "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8_size_ratio": int8_bytes / fp32_bytes,
         **lat, "int8_b1_latency_ratio": lat["int8_b1_ms"] / lat["fp32_b1_ms"],
         "max_abs_onnx_torch": m["max_abs_onnx_torch"],
-        "train_seconds": train_seconds, "epochs": args.epochs, "device": args.device, "val_fraction": args.val_fraction,
+        "train_seconds": train_seconds, "epochs": args.epochs, "device": "+".join(sorted({h.get("device", "cpu") for h in history})), "val_fraction": args.val_fraction,
         "predict_cli_seconds": cli_s,
         "classes": len(data.classes), "train_images": len(data.split["train"]), "val_images": len(data.split["val"]),
         "test_images": len(test_y), "parameters": count_parameters(load_net(run_dir)[0]),

@@ -40,6 +40,7 @@ def train(
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held out for validation; 0 trains on it too (the test split stays the same).")] = 0.1,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many epochs of the schedule; continue later with --resume.")] = None,
     stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
     name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
@@ -54,7 +55,7 @@ def train(
 
     cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces), subset=subset,
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                      stem_stride=stem_stride, stop_after=stop_after)
+                      stem_stride=stem_stride, stop_after=stop_after, val_fraction=val_fraction)
     result = run_train(cfg, resume=resume, show_progress=not no_progress and not json_out)
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
                "best_val_top1": result.best_val_acc, "train_images": result.train_images,

@@ -16,9 +16,11 @@ from typing import Any
 
 from tandem import atomic
 from tandem.data.catalog import ImageCatalog, ImageRecord
+from tandem.data.lfw import lfw_images_dir
 from tandem.data.split import Split
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.preprocess import CropSpec
+from tandem.settings import get_settings
 
 CONFIG = "config.json"
 DATASET = "dataset.json"
@@ -124,11 +126,30 @@ class RunData:
         )
 
     def catalog(self) -> ImageCatalog:
-        root = Path(self.root)
-        if not root.is_dir():
-            raise DataError(f"the training data at {root} is gone; put it back there to use this run")
+        root = self._data_root()
         records = [ImageRecord(root / f, y) for f, y in zip(self.files, self.labels, strict=True)]
         return ImageCatalog(root, self.classes, records, CropSpec.model_validate(self.crop), self.source)
+
+    def _data_root(self) -> Path:
+        """Where the run's images are now. A run trained on another machine (a GPU box, say) records
+        that machine's path; LFW runs then find the same files under this machine's TANDEM_DATA_HOME,
+        accepted only if they fingerprint the same (same files, sizes and classes)."""
+        root = Path(self.root)
+        if root.is_dir():
+            return root
+        if self.source == "lfw":
+            local = lfw_images_dir(get_settings().require_data_home())
+            records = [ImageRecord(local / f, y) for f, y in zip(self.files, self.labels, strict=True)]
+            missing = [r.path for r in records if not r.path.is_file()]
+            if missing:
+                raise DataError(f"this run was trained on LFW at {root}; the LFW under TANDEM_DATA_HOME ({local}) "
+                                f"lacks {len(missing)} of its images (e.g. {missing[0].name})")
+            here = ImageCatalog(local, self.classes, records, CropSpec.model_validate(self.crop), self.source)
+            if here.fingerprint() != self.fingerprint:
+                raise DataError(f"this run was trained on LFW at {root}; the LFW under TANDEM_DATA_HOME ({local}) "
+                                "holds different files (fingerprint differs); point TANDEM_DATA_HOME at the same data")
+            return local
+        raise DataError(f"the training data at {root} is gone; put it back there to use this run")
 
     def part(self, name: str) -> ImageCatalog:
         return self.catalog().subset(self.split[name])

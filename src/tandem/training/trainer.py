@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
             row = {
                 "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
+                "seconds": time.perf_counter() - t0, "device": device.type,
             }
             history.append(row)
             score = val_acc if not math.isnan(val_acc) else row["train_acc"]
