@@ -1,0 +1,68 @@
+"""`tandem keys create|list|revoke`: API keys for the server (stored hashed in the registry)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tandem.cli.output import console, err_console, print_json
+from tandem.cli.registry import JsonOpt, open_registry, record_json, when
+
+app = typer.Typer(help="API keys for `tandem serve`: create, list, revoke.", no_args_is_help=True)
+
+
+class ScopeChoice(StrEnum):
+    predict = "predict"
+    device = "device"
+    admin = "admin"
+
+
+@app.command()
+def create(
+    scope: Annotated[ScopeChoice, typer.Option(help="predict: inference routes; device: OTA downloads; admin: everything.")],
+    label: Annotated[str, typer.Option(help="A note saying whose key this is.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a key. It is printed once and cannot be shown again (only its hash is stored)."""
+    with open_registry() as reg:
+        token, info = reg.create_key(scope.value, label)
+    if json_out:
+        print_json({"key": token, **record_json(info)})
+        return
+    console.print(token, highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]created {info.scope} key {info.key_id}: copy the key above now, it cannot be "
+                      "shown again[/] (send it as `Authorization: Bearer <key>`)", highlight=False)
+
+
+@app.command("list")
+def list_keys(json_out: JsonOpt = False) -> None:
+    """List keys (ids, scopes, labels; never the secrets)."""
+    with open_registry() as reg:
+        keys = reg.list_keys()
+    if json_out:
+        print_json(record_json(keys))
+        return
+    if not keys:
+        console.print("no API keys yet; create one with `tandem keys create --scope predict`")
+        return
+    t = Table(show_edge=False)
+    for col in ("key id", "scope", "label", "created", "revoked"):
+        t.add_column(col)
+    for k in keys:
+        t.add_row(k.key_id, k.scope, k.label, when(k.created), when(k.revoked))
+    console.print(t)
+
+
+@app.command()
+def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `tandem keys list`.")],
+           json_out: JsonOpt = False) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    with open_registry() as reg:
+        info = reg.revoke_key(key_id)
+    if json_out:
+        print_json(record_json(info))
+        return
+    console.print(f"revoked {info.scope} key {info.key_id} {info.label}".rstrip(), highlight=False)

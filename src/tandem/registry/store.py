@@ -1,0 +1,157 @@
+"""The artifact store: file contents addressed by their sha256.
+
+Content addressing makes a write idempotent (the same bytes always land at the same name), lets
+versions share unchanged files, and makes a stored object self-verifying. The interface is kept
+small so that an object-store backend (S3, GCS) can implement it later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from tandem.errors import BundleError, RegistryError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class ArtifactStore(Protocol):
+    def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
+        """Store a copy of ``path``; return its sha256. With ``expected_sha256``, refuse other bytes."""
+        ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def open(self, sha256: str) -> BinaryIO: ...
+
+    def path(self, sha256: str) -> Path:
+        """A local file holding the object, to read or hard-link (never to modify)."""
+        ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def size(self, sha256: str) -> int: ...
+
+
+def _check_digest(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise RegistryError(f"{sha256!r} is not a sha256 (64 lowercase hex digits)")
+    return sha256
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; directories cannot be opened for fsync on Windows.
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it, and setting it while another thread
+# (a server worker's) creates a file would give that file the wrong mode.
+UMASK = _read_umask()
+
+
+class LocalStore:
+    """Objects at ``<root>/ab/cdef…`` (the first two hex digits fan out the folders).
+
+    Every object is written to a temporary file under ``root`` (so on the same filesystem),
+    fsync'd, made read-only and renamed into place: a reader sees a whole object or none.
+    Objects are never modified, so bundle folders may hard-link them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _object(self, sha256: str) -> Path:
+        d = _check_digest(sha256)
+        return self.root / d[:2] / d[2:]
+
+    def exists(self, sha256: str) -> bool:
+        return self._object(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        return self.path(sha256).stat().st_size
+
+    def path(self, sha256: str) -> Path:
+        p = self._object(sha256)
+        if not p.is_file():
+            raise RegistryError(
+                f"object {sha256} is missing from the artifact store at {self.root}: the store was "
+                "changed by hand or lost files; push the bundle again"
+            )
+        return p
+
+    def open(self, sha256: str) -> BinaryIO:
+        return self.path(sha256).open("rb")
+
+    def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
+        path = Path(path)
+        if expected_sha256 is not None:
+            target = self._object(expected_sha256)
+            # Idempotent and cheap: the same content is already stored whole (it got there by rename).
+            if target.is_file() and target.stat().st_size == path.stat().st_size:
+                return expected_sha256
+        with self._incoming() as (f, tmp):
+            h = hashlib.sha256()
+            with path.open("rb") as src:
+                # Hash while copying: what is stored is exactly what was hashed, even if the source
+                # changes under us.
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    h.update(chunk)
+                    f.write(chunk)
+            digest = h.hexdigest()
+            if expected_sha256 is not None and digest != expected_sha256:
+                raise BundleError(
+                    f"{path} has sha256 {digest[:12]}…, expected {expected_sha256[:12]}…: the file "
+                    "changed while it was being stored; check nothing is writing to it and try again"
+                )
+            self._install(f, tmp, digest)
+        return digest
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if self.exists(digest):
+            return digest
+        with self._incoming() as (f, tmp):
+            f.write(data)
+            self._install(f, tmp, digest)
+        return digest
+
+    @contextlib.contextmanager
+    def _incoming(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f, tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def _install(self, f: BinaryIO, tmp: Path, digest: str) -> None:
+        f.flush()
+        os.fsync(f.fileno())
+        target = self._object(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.stat().st_size == os.fstat(f.fileno()).st_size:
+            return  # another writer stored the same bytes meanwhile
+        os.chmod(tmp, 0o444 & ~UMASK)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)

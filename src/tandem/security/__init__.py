@@ -1,0 +1,1 @@
+"""Signing keys, encryption and API-key hashing."""

@@ -1,0 +1,85 @@
+"""The registry's two databases for tests: a SQLite file under a temporary TANDEM_HOME, and the real
+PostgreSQL server (127.0.0.1:5432, database ``test``) with each test in a schema of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from tandem.bundle import Manifest, TensorSpec, write_manifest
+from tandem.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.settings import Settings
+
+POSTGRES_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # "sqlite" or "postgresql"
+    home: Path
+    url: str | None  # None: the SQLite file under home
+
+    def settings(self) -> Settings:
+        return Settings(home=self.home, database_url=self.url)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `tandem` subprocess using this registry (an empty URL means SQLite)."""
+        return {"TANDEM_HOME": str(self.home), "TANDEM_DATABASE_URL": self.url or ""}
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL whose connections see only a fresh, empty schema (dropped afterwards)."""
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as c:
+            c.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as e:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} (set TANDEM_TEST_POSTGRES_URL): {e.orig}")
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def backend(kind: str, home: Path) -> Iterator[Backend]:
+    if kind == "sqlite":
+        yield Backend(kind, home, None)
+    else:
+        with postgres_schema() as url:
+            yield Backend(kind, home, url)
+
+
+def make_bundle(root: Path, name: str = "faces", seed: bytes = b"v1") -> Path:
+    """A small valid bundle (placeholder model bytes: the registry never runs the model)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "model.onnx").write_bytes(b"fp32 model " + seed * 500)
+    (root / "model.int8.onnx").write_bytes(b"int8 model " + seed * 100)
+    (root / "extra").mkdir(exist_ok=True)
+    (root / "extra" / "gallery.npz").write_bytes(b"gallery")  # shared by every version: stored once
+    write_manifest(root, Manifest(
+        name=name,
+        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, 100, 75, 3])],
+        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2]),
+                 TensorSpec(name="embedding", dtype="float32", shape=[-1, 8])],
+        preprocessing=PreprocessSpec(height=100, width=75,
+                                     normalize_in_graph=NormalizeSpec(mean=(0.5,) * 3, std=(0.2,) * 3)),
+        labels=["a", "b"],
+        models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
+    ))
+    return root

@@ -1,0 +1,288 @@
+"""The registry against a real SQLite file and the real PostgreSQL server: push, aliases, keys,
+failures part way, concurrent pushes from several processes, and the CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tandem.bundle import Bundle
+from tandem.errors import BundleError, Conflict, InvalidRequest, NotFound, RegistryError
+from tandem.registry import migrate
+from tandem.registry.registry import Registry
+from tests.integration.cli import tandem, tandem_json
+from tests.integration.registry_backends import Backend, backend, make_bundle
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> Backend:
+    with backend(request.param, tmp_path / "home") as b:
+        yield b
+
+
+@pytest.fixture()
+def reg(db):
+    with Registry.open(db.settings()) as r:
+        yield r
+
+
+@pytest.fixture()
+def bundles(tmp_path) -> tuple[Path, Path]:
+    return make_bundle(tmp_path / "v1", seed=b"one"), make_bundle(tmp_path / "v2", seed=b"two")
+
+
+def test_migrations_build_exactly_the_orm_schema(reg):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from tandem.registry.schema import Base
+
+    assert migrate.HEAD == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+    assert migrate.current(reg.db) == migrate.HEAD
+    with reg.db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    assert reg.generation() == 0
+
+
+def test_push_records_versions_and_models(reg, bundles):
+    v1 = reg.push(bundles[0])
+    v2 = reg.push(bundles[1])
+    assert (v1.name, v1.version, v2.version) == ("faces", 1, 2)
+    assert set(v1.files) == {"model.onnx", "model.int8.onnx", "extra/gallery.npz"}
+    assert v1.files["extra/gallery.npz"] == v2.files["extra/gallery.npz"]  # same content, one object
+    assert v1.files["model.onnx"] != v2.files["model.onnx"]
+    assert v1.size == Bundle.load(bundles[0]).total_bytes
+    assert [v.version for v in reg.versions("faces")] == [1, 2]
+    assert reg.get("faces", 2) == reg.versions("faces")[1]
+    [model] = reg.models()
+    assert (model.name, model.versions, model.latest, model.aliases) == ("faces", 2, 2, {})
+    assert reg.generation() == 2
+    # The pushed bundle folder is untouched; the stored manifest carries the version number.
+    assert Bundle.load(bundles[0]).manifest.version is None
+    stored = Bundle.load(reg.bundle_dir("faces", 2))
+    assert stored.manifest.version == 2 and stored.manifest.files == Bundle.load(bundles[1]).manifest.files
+
+
+def test_aliases_resolve_and_roll_back(reg, bundles):
+    for _ in range(3):
+        reg.push(bundles[0])
+    assert reg.resolve("faces", None).version == 3  # no production alias yet: the latest
+    gen = reg.generation()
+    a = reg.set_alias("faces", "production", 1)
+    assert (a.alias, a.version, a.previous) == ("production", 1, None)
+    assert reg.resolve("faces", None).version == 1
+    a = reg.set_alias("faces", "production", 2)
+    assert (a.version, a.previous) == (2, 1)
+    a = reg.set_alias("faces", "production", 3)
+    assert (a.version, a.previous) == (3, 2)
+    assert reg.generation() == gen + 3
+    assert reg.set_alias("faces", "production", 3).previous == 2  # no move: no history, no new generation
+    assert reg.generation() == gen + 3
+    reg.set_alias("faces", "beta", 3)
+
+    assert reg.resolve("faces", "production").version == 3
+    assert reg.resolve("faces", "2").version == 2 and reg.resolve("faces", 1).version == 1
+    assert reg.resolve("faces", "latest").version == 3
+    assert [v.aliases for v in reg.versions("faces")] == [(), (), ("beta", "production")]
+    assert reg.models()[0].aliases == {"beta": 3, "production": 3}
+
+    a = reg.rollback("faces", "production")
+    assert (a.version, a.previous) == (2, 1)
+    assert reg.resolve("faces", None).version == 2
+    a = reg.rollback("faces", "production")
+    assert (a.version, a.previous) == (1, None)
+    with pytest.raises(Conflict, match="only ever pointed at version 1, so there is nothing to roll back"):
+        reg.rollback("faces", "production")
+    assert [(x.alias, x.version) for x in reg.aliases("faces")] == [("beta", 3), ("production", 1)]
+    assert reg.generation() == gen + 6
+
+    for bad in ("123", "Production", "latest", "", "a b", "x" * 65):
+        with pytest.raises(InvalidRequest, match="alias"):
+            reg.set_alias("faces", bad, 1)
+
+
+def test_unknown_names_say_what_exists(reg, bundles):
+    with pytest.raises(NotFound, match=r"no model named 'faces' in the registry \(models: none\)"):
+        reg.resolve("faces", None)
+    reg.push(bundles[0])
+    reg.push(bundles[1])
+    reg.set_alias("faces", "production", 2)
+    with pytest.raises(NotFound, match=r"no model named 'nope' in the registry \(models: faces\)"):
+        reg.versions("nope")
+    with pytest.raises(NotFound, match=r"model faces has no version 7 \(versions: 1, 2\)"):
+        reg.resolve("faces", 7)
+    with pytest.raises(NotFound, match=r"model faces has no version 9 \(versions: 1, 2\)"):
+        reg.set_alias("faces", "beta", 9)
+    with pytest.raises(NotFound, match=r"model faces has no alias 'beta' \(aliases: production -> 2;"):
+        reg.resolve("faces", "beta")
+    with pytest.raises(NotFound, match="no alias 'staging'"):
+        reg.rollback("faces", "staging")
+    # Hostile references from a URL are a 404 like any other, never a database error.
+    for name, ref in (("faces\x00", None), ("faces\n", None), ("x" * 500, None), ("faces", "9" * 30),
+                      ("faces", 2**40), ("faces", "\u00b2"), ("faces", "beta\x00"), ("faces", "beta\n"), ("faces", 0)):
+        with pytest.raises(NotFound):
+            reg.resolve(name, ref)
+
+
+def test_a_bundle_that_fails_verification_is_refused(reg, bundles):
+    (bundles[0] / "model.onnx").write_bytes(b"changed after export")
+    with pytest.raises(BundleError, match="model.onnx"):
+        reg.push(bundles[0])
+    assert reg.models() == [] and reg.generation() == 0
+
+
+def test_an_interrupted_push_leaves_no_visible_version(reg, db, bundles):
+    reg.push(bundles[0])
+    # A real failure inside the push's transaction, after the files went to the store.
+    with reg.db.engine.begin() as c:
+        if db.kind == "sqlite":
+            c.execute(text("CREATE TRIGGER fail_push BEFORE INSERT ON versions "
+                           "BEGIN SELECT RAISE(ABORT, 'injected failure before commit'); END"))
+        else:
+            c.execute(text("CREATE FUNCTION fail_push() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN RAISE EXCEPTION 'injected failure before commit'; END $$"))
+            c.execute(text("CREATE TRIGGER fail_push BEFORE INSERT ON versions FOR EACH ROW EXECUTE FUNCTION fail_push()"))
+    with pytest.raises(RegistryError, match="injected failure before commit"):
+        reg.push(bundles[1])
+    assert [v.version for v in reg.versions("faces")] == [1]
+    assert reg.generation() == 1
+    # What is left are store objects no version refers to.
+    for rel, entry in Bundle.load(bundles[1]).manifest.files.items():
+        assert reg.store.exists(entry.sha256), rel
+    with reg.db.engine.begin() as c:
+        c.execute(text("DROP TRIGGER fail_push" + ("" if db.kind == "sqlite" else " ON versions")))
+    assert reg.push(bundles[1]).version == 2
+
+
+def test_concurrent_pushes_from_several_processes_get_distinct_versions(db, bundles):
+    # Nothing has opened this registry yet: the processes also race to create its schema.
+    n = 4
+    env = {**os.environ, **db.env(), "COLUMNS": "200"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tandem", "push", str(bundles[i % 2]), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(n)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    assert sorted(json.loads(out)["version"] for out, _ in outs) == list(range(1, n + 1))
+    with Registry.open(db.settings()) as reg:
+        assert [v.version for v in reg.versions("faces")] == list(range(1, n + 1))
+        assert reg.generation() == n
+        for v in reg.versions("faces"):
+            assert Bundle.load(reg.bundle_dir("faces", v.version)).manifest.version == v.version
+
+
+def test_an_open_reader_does_not_block_a_writer(reg, db, bundles):
+    # Server workers read while `tandem push` and `tandem alias` write (SQLite: WAL mode).
+    if db.kind == "sqlite":
+        with reg.db.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    reg.push(bundles[0])
+    with Registry.open(db.settings()) as writer, reg.db.read() as s:
+        assert s.execute(text("SELECT count(*) FROM versions")).scalar() == 1
+        assert writer.push(bundles[1]).version == 2
+        assert writer.set_alias("faces", "production", 2).version == 2
+    assert reg.resolve("faces", None).version == 2 and reg.generation() == 3
+
+
+def test_several_processes_materialise_one_bundle_folder_at_once(tmp_path, bundles):
+    db = Backend("sqlite", tmp_path / "home", None)
+    with Registry.open(db.settings()) as reg:
+        reg.push(bundles[0])
+    code = "from tandem.registry.registry import Registry; print(Registry.open().bundle_dir('faces', 1))"
+    env = {**os.environ, **db.env()}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    [path] = {out.strip() for out, _ in outs}
+    assert Bundle.load(path).manifest.version == 1
+    assert not [p for p in Path(path).parent.iterdir() if p.name.startswith(".")]
+
+
+def test_keys_create_verify_revoke(reg):
+    token, info = reg.create_key("predict", "mobile app")
+    assert token.startswith(f"tdm_{info.key_id}_") and len(token) >= 4 + 12 + 1 + 43
+    assert (info.scope, info.label, info.revoked) == ("predict", "mobile app", None)
+    assert reg.verify_key(token) == info
+    admin_token, admin = reg.create_key("admin")
+    assert reg.verify_key(admin_token).scope == "admin"
+
+    secret = token.split("_", 2)[2]
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    someone_elses_id = f"tdm_{admin.key_id}_{secret}"
+    for bad in (tampered, someone_elses_id, token + "x", "", "Bearer " + token, token.replace("tdm_", "tdk_"),
+                "tdm_zz_zz", f"tdm_{'0' * 12}_{secret}"):
+        assert reg.verify_key(bad) is None, bad
+    assert [k.key_id for k in reg.list_keys()] == [info.key_id, admin.key_id]
+
+    revoked = reg.revoke_key(info.key_id)
+    assert revoked.revoked is not None
+    assert reg.verify_key(token) is None
+    assert reg.revoke_key(info.key_id).revoked == revoked.revoked  # revoking again changes nothing
+    assert reg.verify_key(admin_token) is not None
+    with pytest.raises(NotFound, match="no API key with id 'nope'; `tandem keys list`"):
+        reg.revoke_key("nope")
+    with pytest.raises(InvalidRequest, match="scope 'root' is not one of predict, device, admin"):
+        reg.create_key("root")
+    # Only a hash of the secret is stored.
+    with reg.db.engine.connect() as c:
+        rows = c.execute(text("SELECT key_id, secret_hash FROM api_keys")).all()
+    assert all(secret not in h and len(h) == 64 for _, h in rows)
+
+
+def test_bundle_dir_is_built_once_from_hard_links_and_rebuilt_when_damaged(reg, bundles):
+    v = reg.push(bundles[0])
+    path = reg.bundle_dir("faces", 1)
+    assert path == reg.resolve("faces", None).bundle_dir
+    model = path / "model.onnx"
+    assert os.path.samefile(model, reg.store.path(v.files["model.onnx"]))
+    assert reg.bundle_dir("faces", 1) == path and os.path.samefile(path / "model.onnx", model)
+    (path / "extra" / "gallery.npz").unlink()
+    rebuilt = reg.bundle_dir("faces", 1)
+    assert rebuilt == path and (path / "extra" / "gallery.npz").is_file()
+    Bundle.load(rebuilt)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_the_cli_end_to_end_with_json(tmp_path, bundles):
+    # On SQLite only, to keep the suite fast: the concurrent-push test runs the CLI on PostgreSQL too.
+    db = Backend("sqlite", tmp_path / "home", None)
+    env = db.env()
+    assert tandem_json("models", env=env) == []
+    pushed = tandem_json("push", bundles[0], env=env)
+    assert (pushed["name"], pushed["version"]) == ("faces", 1)
+    assert tandem_json("push", bundles[1], env=env)["version"] == 2
+    assert tandem_json("alias", "faces", "production", "1", env=env)["version"] == 1
+    moved = tandem_json("alias", "faces", "production", "2", env=env)
+    assert (moved["version"], moved["previous"]) == (2, 1)
+    back = tandem_json("rollback", "faces", "production", env=env)
+    assert back["version"] == 1
+    [model] = tandem_json("models", env=env)
+    assert model == {"name": "faces", "versions": 2, "latest": 2, "aliases": {"production": 1}}
+    versions = tandem_json("versions", "faces", env=env)
+    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"]), (2, [])]
+
+    created = tandem_json("keys", "create", "--scope", "device", "--label", "ci", env=env)
+    assert created["scope"] == "device" and created["key"].startswith(f"tdm_{created['key_id']}_")
+    human = tandem("keys", "create", "--scope", "predict", env=env)
+    assert human.stdout.strip().startswith("tdm_") and "cannot be shown again" in human.stderr
+    listed = tandem_json("keys", "list", env=env)
+    assert [k["scope"] for k in listed] == ["device", "predict"] and "key" not in listed[0]
+    assert tandem_json("keys", "revoke", created["key_id"], env=env)["revoked"] is not None
+    with Registry.open(db.settings()) as reg:
+        assert reg.verify_key(created["key"]) is None
+
+    missing = tandem("versions", "nope", env=env, ok=False)
+    assert missing.returncode == NotFound.exit_code and "no model named 'nope'" in missing.stderr
+    table = tandem("models", env=env).stdout
+    assert "faces" in table and "production → 1" in table
