@@ -125,3 +125,17 @@ class RegistryError(TandemError):
 
     status_code = 500
     exit_code = 13
+
+
+class UnsupportedMediaType(TandemError):
+    """A request body of a Content-Type (or Content-Encoding) the route does not take."""
+
+    status_code = 415
+    exit_code = 7
+
+
+class RequestTimeout(TandemError):
+    """The server did not finish a request within its time limit (TANDEM_REQUEST_TIMEOUT_S)."""
+
+    status_code = 504
+    exit_code = 12

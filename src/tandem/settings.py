@@ -49,6 +49,31 @@ class Settings(BaseSettings):
     alias_poll_s: float = Field(
         default=0.5, gt=0, le=60, description="How often each server worker looks for moved aliases in the registry."
     )
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Server worker processes (`tandem serve --workers` sets it); each gets cores // workers ONNX "
+        "Runtime threads unless TANDEM_ORT_THREADS is set.",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without an API key. Off: /metrics needs an admin key, because the server may "
+        "listen on a public address and the metrics name every model and its traffic. Turn on where /metrics is "
+        "reachable only from a private network (a Prometheus sidecar or an internal port).",
+    )
+    key_cache_s: float = Field(
+        default=5.0, ge=0, le=300,
+        description="How long a worker trusts an API key check before asking the registry again; a revoked key "
+        "stops working within this time. 0: ask on every request.",
+    )
+    preload: bool = Field(
+        default=True, description="Load and warm up the default version of every registered model at start-up."
+    )
+    warmup_runs: int = Field(default=3, ge=0, le=100, description="Dummy runs per batch size before a version serves.")
+    model_idle_s: float = Field(
+        default=0, ge=0,
+        description="Unload versions no alias points to after this many idle seconds (0: keep them loaded).",
+    )
+    access_log: bool = Field(default=True, description="One JSON line per request on stderr (never the API key).")
 
     @property
     def registry_url(self) -> str:

@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
+from tandem.cli import registry as registry_cli
+from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
+from tandem.cli.keys import app as keys_app
 from tandem.cli.output import console, err_console, print_json, setup_logging
 from tandem.errors import TandemError
 
@@ -20,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(celebmatch_app, name="celebmatch")
+app.add_typer(keys_app, name="keys")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -146,6 +150,11 @@ def demo(
     summary = run_demo(out, epochs=epochs)
     if json_out:
         print_json(summary)
+
+
+# push, models, versions, alias, rollback
+registry_cli.register(app)
+serve_cli.register(app)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,21 +64,37 @@ class MatchResult:
         }
 
 
+@dataclass(frozen=True)
+class FacePixels:
+    """A photo's face, cropped and resized for the model, and where it was found."""
+
+    pixels: np.ndarray  # 1×H×W×3 uint8
+    face_box: tuple[int, int, int, int] | None
+    crop_window: tuple[int, int, int, int]
+
+
 class CelebMatcher:
-    def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None):
+    """``match`` = ``face`` (decode, find, crop) + the model on every view + ``score``. The server
+    runs the three steps apart, so that the model part goes through its batcher."""
+
+    def __init__(self, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None,
+                 model: OnnxModel | None = None):
         self.bundle = bundle
         self.gallery = Gallery.from_bundle(bundle)
-        self.model = OnnxModel.open(bundle, precision, threads)
-        self._finder: FaceFinder | None = None
+        self.model = model or OnnxModel.open(bundle, precision, threads)
+        # OpenCV's cascade keeps scratch buffers: one finder per thread that calls ``face``.
+        self._local = threading.local()
 
-    def match(self, photo: bytes | Path | str | Image.Image, detect: bool = True, top_k: int = 3) -> MatchResult:
+    def face(self, photo: bytes | Path | str | Image.Image, detect: bool = True) -> FacePixels:
         """``detect``: find the face first (any photo); without, crop as the training data was
         cropped (for aligned LFW-style images)."""
         img = photo if isinstance(photo, Image.Image) else decode_image(photo)
         face_box = None
         if detect:
-            self._finder = self._finder or FaceFinder()
-            faces = self._finder.find(img)
+            finder = getattr(self._local, "finder", None)
+            if finder is None:
+                finder = self._local.finder = FaceFinder()
+            faces = finder.find(img)
             if not faces:
                 raise NoFaceFound(
                     "no face found in the photo: use a well-lit, frontal photo where the face fills "
@@ -88,8 +105,10 @@ class CelebMatcher:
             window = f.crop_window()
         else:
             window = self.model.spec.crop_pixels(img.width, img.height)
-        pixels = to_input(img, self.model.spec, window)[None]
-        views = embed_views(self.model, pixels)
+        return FacePixels(to_input(img, self.model.spec, window)[None], face_box, window)
+
+    def score(self, face: FacePixels, views: dict[str, np.ndarray], top_k: int = 3) -> MatchResult:
+        """The result from the embedding of each view (``embed_views`` of ``face.pixels``)."""
         g = self.gallery
         face_sims = g.query("face", views["face"])[0]
         order = np.argsort(-face_sims)[:top_k]
@@ -99,4 +118,8 @@ class CelebMatcher:
             sims = g.query(part, views[part])[0]
             j = int(np.argmax(sims))
             parts[part] = Likeness(g.names[j], float(sims[j]))
-        return MatchResult(top, parts, face_box, window)
+        return MatchResult(top, parts, face.face_box, face.crop_window)
+
+    def match(self, photo: bytes | Path | str | Image.Image, detect: bool = True, top_k: int = 3) -> MatchResult:
+        face = self.face(photo, detect)
+        return self.score(face, embed_views(self.model, face.pixels), top_k)

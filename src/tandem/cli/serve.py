@@ -1,0 +1,61 @@
+"""`tandem serve`: the inference server over the models in the registry (TANDEM_HOME)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Annotated
+
+import typer
+
+from tandem.cli.output import console
+from tandem.errors import ConfigError
+
+APP = "tandem.server.app:create_app"
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; each loads the models.")] = 1,
+    max_batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Dynamic batching: most rows per model call (TANDEM_MAX_BATCH_SIZE).")] = None,
+    max_delay_ms: Annotated[float | None, typer.Option(min=0, max=1000, help="Dynamic batching: longest wait for more requests (TANDEM_MAX_DELAY_MS).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve every model in the registry: Open Inference Protocol v2, TF-Serving REST, image endpoint."""
+    try:
+        import uvicorn
+
+        from tandem.registry.registry import Registry
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"the server needs the serve extras ({e.name} is not installed): "
+                          "pip install 'tandem[serve]'") from e
+    from tandem.settings import get_settings
+
+    # Workers are new processes that read their settings from the environment: pass options that way.
+    os.environ["TANDEM_WORKERS"] = str(workers)
+    if max_batch_size is not None:
+        os.environ["TANDEM_MAX_BATCH_SIZE"] = str(max_batch_size)
+    if max_delay_ms is not None:
+        os.environ["TANDEM_MAX_DELAY_MS"] = str(max_delay_ms)
+    settings = get_settings()
+    Registry.open(settings).close()  # a wrong database URL or home fails here, once, with its own message
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker keeps its own counters; prometheus_client's multiprocess mode adds them up.
+        metrics_dir = tempfile.mkdtemp(prefix="tandem-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    console.print(f"serving the registry at {settings.registry_url.split('@')[-1]} on http://{host}:{port} "
+                  f"({workers} worker(s), batches up to {settings.max_batch_size} rows / "
+                  f"{settings.max_delay_ms:g} ms)", highlight=False)
+    try:
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=False,
+                    log_level=log_level, timeout_graceful_shutdown=10)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,125 @@
+"""The composition root: ``create_app`` wires registry, model pool, auth, rate limits and metrics
+into one Starlette app. uvicorn calls it in every worker:
+``uvicorn.run("tandem.server.app:create_app", factory=True, workers=N)``.
+
+Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everything):
+- open: ``GET /v2/health/live``, ``GET /v2/health/ready``
+- predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready]``,
+  ``POST /v2/models/{name}[/versions/{v}]/infer``, ``GET|POST /v1/models/{name}[/versions/{n}|/labels/{a}][:predict]``,
+  ``POST /v1/apps/{app}/{model}:predict``, ``GET /openapi.json``
+- admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tandem.registry.records import Scope
+from tandem.registry.registry import Registry
+from tandem.server import images, oip, openapi, tfserving
+from tandem.server.auth import Authenticator
+from tandem.server.endpoint import Call, endpoint
+from tandem.server.metrics import CONTENT_TYPE, Metrics
+from tandem.server.models import ModelPool
+from tandem.server.observe import Observe, setup_access_log
+from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
+from tandem.server.responses import json_response
+from tandem.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a route may use, reachable as ``request.app.state.services``."""
+
+    settings: Settings
+    registry: Registry
+    pool: ModelPool
+    auth: Authenticator
+    limiter: Limiter
+    metrics: Metrics
+
+
+def _server_logging() -> None:
+    # uvicorn configures its own loggers only; without this, the pool's "loaded"/"now serves" lines
+    # would be lost in worker processes.
+    tandem_log = logging.getLogger("tandem")
+    if not tandem_log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tandem_log.addHandler(handler)
+        tandem_log.setLevel(logging.INFO)
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
+    """``registry``: an open registry to use (and leave open); default: open the settings' own."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    _server_logging()
+    if settings.access_log:
+        setup_access_log()
+    metrics_scope: Scope | None = None if settings.metrics_public else "admin"
+    doc = openapi.document(metrics_scope)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reg = registry or await asyncio.to_thread(Registry.open, settings)
+        limiter: Limiter = (RedisLimiter(settings.redis_url, settings.rate_limit_per_s, settings.rate_limit_burst,
+                                         metrics.rate_limit_errors.inc)
+                            if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
+        pool = ModelPool(reg, settings, metrics)
+        app.state.services = Services(settings, reg, pool, Authenticator(reg.verify_key, settings.key_cache_s),
+                                      limiter, metrics)
+        try:
+            await pool.start()
+            yield
+        finally:
+            await pool.close()
+            await limiter.close()
+            if registry is None:
+                reg.close()
+
+    async def metrics_route(request: Request, call: Call) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    async def openapi_route(request: Request, call: Call) -> Response:
+        return json_response(doc)
+
+    routes = [
+        *oip.routes(),
+        *tfserving.routes(),
+        *images.routes(),
+        Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
+        Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(Observe, metrics=metrics, log_requests=settings.access_log)],
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such route, wrong method) in the same ``{"error": ...}`` shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see /openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = exc.detail
+    return json_response({"error": message}, exc.status_code, dict(exc.headers or {}))

@@ -1,0 +1,197 @@
+"""Dynamic batching: concurrent requests for one model run as one ONNX Runtime call.
+
+One model call is in flight per model at a time (in its own thread, so the event loop keeps
+parsing); requests that arrive meanwhile queue up and form the next batch. The batcher waits up to
+``max_delay_s`` for more only while requests for this model are known to be on their way (their
+bodies still being read or decoded, see :meth:`Batcher.slot`): a lone request never waits, so
+batching costs nothing at concurrency 1, and a busy model fills its batches without waiting at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tandem.errors import TandemError, Unavailable
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+
+
+class BatchObserver(Protocol):
+    def batch(self, rows: int, requests: int, seconds: float) -> None: ...
+    def queue(self, depth: int) -> None: ...
+
+
+@dataclass
+class _Item:
+    inputs: Tensors
+    rows: int
+    future: asyncio.Future[Tensors]
+
+
+class Slot:
+    """A request for this model that is on its way (body being read or decoded)."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+        self.submitted = False
+
+    async def submit(self, inputs: Tensors) -> Tensors:
+        self.submitted = True
+        self._batcher._arriving -= 1
+        return await self._batcher._enqueue(inputs)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[Tensors], Tensors],
+        max_batch_size: int,
+        max_delay_s: float,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.name = name
+        self._observer = observer
+        self._queue: deque[_Item] = deque()
+        self._arriving = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        # One thread per model: its calls never wait behind image decoding or another model.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[Slot]:
+        """Announce a request before reading its body; submit through the slot when decoded."""
+        self._arriving += 1
+        s = Slot(self)
+        try:
+            yield s
+        finally:
+            if not s.submitted:
+                self._arriving -= 1
+                self._changed.set()
+
+    async def submit(self, inputs: Tensors) -> Tensors:
+        """Run ``inputs`` (every array with the same first dimension) in some batch; give its rows back."""
+        with self.slot() as s:
+            return await s.submit(inputs)
+
+    async def _enqueue(self, inputs: Tensors) -> Tensors:
+        if self._closed:
+            raise Unavailable(f"model {self.name} is being unloaded; retry", retry_after=1)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+        rows = next(iter(inputs.values())).shape[0]
+        item = _Item(inputs, rows, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        self._changed.set()
+        self._report_depth()
+        return await item.future
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.queue(len(self._queue))
+
+    def _take(self, batch: list[_Item], rows: int) -> int:
+        """Move queued requests into ``batch`` while they fit; skip those whose caller gave up."""
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # cancelled by a timeout or a closed connection
+                self._queue.popleft()
+                continue
+            if batch and rows + item.rows > self.max_batch_size:
+                break
+            self._queue.popleft()
+            batch.append(item)
+            rows += item.rows
+        return rows
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._changed.clear()
+                await self._changed.wait()
+            batch: list[_Item] = []
+            rows = self._take(batch, 0)
+            if batch and rows < self.max_batch_size and self.max_delay_s > 0 and self._arriving > 0:
+                deadline = loop.time() + self.max_delay_s
+                while rows < self.max_batch_size and self._arriving > 0:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), remaining)
+                    rows = self._take(batch, rows)
+            self._report_depth()
+            if not batch:
+                continue
+            await self._run_batch(loop, batch, rows)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, _merge(batch))
+        except Exception as e:
+            if len(batch) > 1:
+                # Run them one by one so that only the request that breaks the model fails.
+                for item in batch:
+                    await self._run_batch(loop, [item], item.rows)
+                return
+            _fail(batch[0], e)
+            return
+        if self._observer is not None:
+            self._observer.batch(rows, len(batch), time.perf_counter() - t0)
+        start = 0
+        for item in batch:
+            end = start + item.rows
+            if not item.future.done():
+                item.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            start = end
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(Unavailable(f"model {self.name} was unloaded; retry", retry_after=1))
+        self._executor.shutdown(wait=False)
+
+
+def _merge(batch: list[_Item]) -> Tensors:
+    if len(batch) == 1:
+        return batch[0].inputs
+    return {k: np.concatenate([it.inputs[k] for it in batch]) for k in batch[0].inputs}
+
+
+def _fail(item: _Item, e: Exception) -> None:
+    if item.future.done():
+        return
+    if not isinstance(e, TandemError):
+        log.exception("model call failed", exc_info=e)
+    item.future.set_exception(e)

@@ -1,0 +1,79 @@
+"""What every route shares: the API-key check, the rate limit, the time limit and the translation
+of errors into ``{"error": ...}`` answers. Protocol modules hold only protocol logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tandem.errors import RequestTimeout, TandemError
+from tandem.registry.records import Scope
+from tandem.server import ratelimit
+from tandem.server.responses import error_response, json_response
+
+log = logging.getLogger(__name__)
+
+CALL = "tandem.call"
+
+
+@dataclass
+class Call:
+    """What the access log and the metrics learn about a request while it is handled."""
+
+    route: str = "unmatched"
+    model: str = ""
+    version: str = ""
+    key_id: str = ""
+    error: str = ""
+
+    def serving(self, name: str, version: int) -> None:
+        self.model, self.version = name, str(version)
+
+
+def call_of(request: Request) -> Call:
+    call = request.scope.get(CALL)
+    if call is None:  # the app runs without the observing middleware (not in `tandem serve`)
+        call = request.scope[CALL] = Call()
+    return call
+
+
+Handler = Callable[[Request, Call], Awaitable[Response]]
+
+
+def endpoint(route: str, need: Scope | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler`` for the route template ``route``; ``need``: the scope it takes (None: open)."""
+
+    async def run(request: Request) -> Response:
+        services = request.app.state.services
+        call = call_of(request)
+        call.route = route
+        try:
+            if need is not None:
+                key = await services.auth.authenticate(request.headers.get("authorization"), need)
+                call.key_id = key.key_id
+                await ratelimit.check(services.limiter, key.key_id)
+            timeout = services.settings.request_timeout_s
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    return await handler(request, call)
+            except TimeoutError:
+                if deadline.expired():
+                    raise RequestTimeout(f"the request took longer than {timeout:g} s "
+                                         "(TANDEM_REQUEST_TIMEOUT_S); the server is overloaded or the "
+                                         "request too large") from None
+                raise
+        except TandemError as e:
+            call.error = type(e).__name__
+            return error_response(e)
+        except Exception:
+            call.error = "InternalError"
+            log.exception("unhandled error on %s %s", request.method, route)
+            return json_response({"error": "internal server error; the server log has the details"}, 500)
+
+    run.__name__ = handler.__name__
+    return run

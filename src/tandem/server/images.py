@@ -1,0 +1,120 @@
+"""The image endpoint: ``POST /v1/apps/{app}/{model}:predict`` with a JPEG or PNG as the body.
+
+The server applies the bundle's preprocessing, so a phone app sends the photo as it is. Decoding
+and face finding run in a worker thread; the model part goes through the model's batcher (for
+celebmatch the four views of a photo, whole face, eyes, nose and mouth, travel as one 4-row request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tandem.apps.celebmatch.gallery import APP as CELEBMATCH
+from tandem.apps.celebmatch.gallery import region_views
+from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from tandem.preprocess import decode_image, to_input
+from tandem.server.body import read_body
+from tandem.server.endpoint import Call, endpoint
+from tandem.server.models import LoadedModel, is_version
+from tandem.server.responses import json_response
+
+CLASSIFY = "classify"
+APPS = (CELEBMATCH, CLASSIFY)
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+MAX_TOP_K = 100
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not is_version(raw) or not lo <= int(raw) <= hi:
+        raise InvalidRequest(f"query parameter {name}={raw!r}: expected a whole number from {lo} to {hi}")
+    return int(raw)
+
+
+def _bool_param(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = {"true": True, "1": True, "false": False, "0": False}.get(raw.lower())
+    if value is None:
+        raise InvalidRequest(f"query parameter {name}={raw!r}: expected true or false")
+    return value
+
+
+def _ref(request: Request) -> str | None:
+    version, alias = request.query_params.get("version"), request.query_params.get("alias")
+    if version is not None and alias is not None:
+        raise InvalidRequest("give either ?version= or ?alias=, not both")
+    if version is not None and not is_version(version):
+        raise InvalidRequest(f"?version={version!r} is not a version number; use ?alias= for an alias")
+    if alias is not None and is_version(alias):
+        raise InvalidRequest(f"?alias={alias!r} is a version number; use ?version=")
+    return version if version is not None else alias
+
+
+async def _photo(request: Request, limit: int) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in IMAGE_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {ctype or 'missing'}: send the photo's bytes as image/jpeg, image/png or "
+            "application/octet-stream")
+    body = await read_body(request, limit)
+    if not body:
+        raise InvalidRequest("the body is empty; send the photo's bytes (JPEG or PNG)")
+    return body
+
+
+async def predict(request: Request, call: Call) -> Response:
+    app = request.path_params["app"]
+    name, colon, action = request.path_params["model"].partition(":")
+    if app not in APPS:
+        raise NotFound(f"unknown app {app!r}; apps: {', '.join(APPS)}")
+    if not colon or action != "predict":
+        raise NotFound(f"the image endpoint is POST /v1/apps/{app}/{name}:predict")
+    services = request.app.state.services
+    model = await services.pool.get(name, _ref(request))
+    call.serving(model.name, model.version)
+    if app == CELEBMATCH:
+        return await _celebmatch(request, model, services.settings.max_body_bytes)
+    return await _classify(request, model, services.settings.max_body_bytes)
+
+
+async def _classify(request: Request, model: LoadedModel, limit: int) -> Response:
+    top_k = _int_param(request, "top_k", 5, 1, MAX_TOP_K)
+    spec = model.bundle.manifest.preprocessing
+    with model.batcher.slot() as slot:
+        photo = await _photo(request, limit)
+        pixels = await asyncio.to_thread(lambda: to_input(decode_image(photo), spec)[None])
+        out = await slot.submit({model.inputs[0].name: pixels})
+    guesses = model.onnx.top_k(out["probabilities"], top_k)[0]
+    return json_response({"model": model.name, "version": model.version, "precision": "fp32",
+                          "predictions": [{"top": [g.__dict__ for g in guesses]}]})
+
+
+async def _celebmatch(request: Request, model: LoadedModel, limit: int) -> Response:
+    if CELEBMATCH not in model.bundle.manifest.apps:
+        raise NotFound(f"{model.label} has no celebmatch gallery: enrol one with `tandem celebmatch enroll BUNDLE "
+                       "--data DIR`, push the bundle and point the alias at the new version")
+    detect = _bool_param(request, "detect", True)
+    top_k = _int_param(request, "top_k", 3, 1, MAX_TOP_K)
+    matcher = await asyncio.to_thread(model.matcher)  # loads the gallery once per version
+    with model.batcher.slot() as slot:
+        photo = await _photo(request, limit)
+        face = await asyncio.to_thread(matcher.face, photo, detect)
+        views = region_views(face.pixels, matcher.model.spec)
+        out = await slot.submit({model.inputs[0].name: np.concatenate(list(views.values()))})
+    embeddings = out["embedding"]
+    by_view = {v: embeddings[i : i + 1] for i, v in enumerate(views)}
+    return json_response(matcher.score(face, by_view, top_k).to_json())
+
+
+def routes() -> list[Route]:
+    path = "/v1/apps/{app}/{model}"
+    return [Route(path, endpoint(path + ":predict", "predict", predict), methods=["POST"])]

@@ -1,0 +1,286 @@
+"""The model pool: loaded bundle versions, and which version each alias is served by.
+
+Versions are loaded by (name, version) and stay addressable by number. A request names a model
+and a reference (a version number, an alias, or nothing: alias ``production`` if set, else the
+latest); the pool remembers what each reference resolved to, so the hot path never queries the
+registry. The alias watcher polls the registry's generation; when it changes, every remembered
+alias is resolved again, and a moved alias is switched only after the new version is loaded and
+warmed up in a background thread. Requests already holding the old version finish on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tandem.bundle import Bundle
+from tandem.errors import ModelError, NotFound, TandemError, Unavailable
+from tandem.registry.records import Resolved
+from tandem.runtime import OnnxModel
+from tandem.server.batching import Batcher, Tensors
+from tandem.server.metrics import Metrics
+from tandem.server.tensors import BUNDLE_TO_OIP, TensorSig
+from tandem.settings import Settings
+
+if TYPE_CHECKING:
+    from tandem.apps.celebmatch.matcher import CelebMatcher
+    from tandem.registry.registry import Registry
+
+log = logging.getLogger(__name__)
+
+Ref = int | str | None  # a version number, an alias, or the default
+
+
+# What can exist in the registry (the manifest's name rule, the registry's alias rule). Anything
+# else is refused before it reaches the database: it cannot name a model, and a database may choke
+# on it (PostgreSQL on NUL characters, on integers past int32).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
+VERSION = re.compile(r"[0-9]+")
+
+
+def is_version(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes '²', which int() refuses)."""
+    return VERSION.fullmatch(text) is not None
+
+
+def parse_ref(ref: str | int | None) -> Ref:
+    """'3' → 3; 'production' → 'production'; None or '' → None (the default version)."""
+    if ref is None or isinstance(ref, int):
+        return ref
+    ref = ref.strip()
+    if not ref:
+        return None
+    return int(ref) if is_version(ref) else ref
+
+
+def check_ref(name: str, ref: Ref) -> None:
+    if not MODEL_NAME.fullmatch(name):
+        raise NotFound(f"no model named {name!r}: model names are 1-64 letters, digits, '.', '_' or '-'")
+    if isinstance(ref, str) and not ALIAS.fullmatch(ref):
+        raise NotFound(f"model {name} has no alias {ref!r}: aliases are 1-64 lowercase letters, digits, "
+                       "'-' or '_'; versions are numbers")
+    if isinstance(ref, int) and not 0 < ref < 2**31:
+        raise NotFound(f"model {name} has no version {ref}")
+
+
+def ort_threads(settings: Settings) -> int:
+    """ONNX Runtime intra-op threads per model: TANDEM_ORT_THREADS if set, else the cores this
+    process may use split between the workers, so that N workers do not oversubscribe the CPU."""
+    if settings.ort_threads:
+        return settings.ort_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // settings.workers)
+
+
+class LoadedModel:
+    """One version of a model: its verified bundle, an ONNX Runtime session and a batcher."""
+
+    def __init__(self, resolved: Resolved, settings: Settings, metrics: Metrics) -> None:
+        self.name = resolved.name
+        self.version = resolved.version
+        self.manifest_sha256 = resolved.manifest_sha256
+        self.bundle = Bundle.load(resolved.bundle_dir)
+        m = self.bundle.manifest
+        self.onnx = OnnxModel.open(self.bundle, "fp32", ort_threads(settings))
+        self.inputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in m.inputs]
+        self.outputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in m.outputs]
+        self._output_names = [s.name for s in self.outputs]
+        missing = set(self._output_names) - set(self.onnx.output_names)
+        if missing or [s.name for s in self.inputs] != [self.onnx.input_name]:
+            raise ModelError(f"{self.name} v{self.version}: the manifest's tensors do not match the ONNX model's "
+                             f"(outputs missing from the model: {sorted(missing)}); re-export the bundle")
+        self.batcher = Batcher(self._run, settings.max_batch_size, settings.max_delay_ms / 1000,
+                               f"{self.name}-{self.version}", metrics.observer(self.name, self.version))
+        self.last_used = time.monotonic()
+        self._matcher: CelebMatcher | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    def _run(self, feeds: Tensors) -> Tensors:
+        try:
+            outs = self.onnx.session.run(self._output_names, feeds)
+        except Exception as e:  # ONNX Runtime raises its own unexported exception types
+            shapes = {k: v.shape for k, v in feeds.items()}
+            raise ModelError(f"{self.label}: ONNX Runtime failed on inputs of shape {shapes}: {e}") from e
+        return dict(zip(self._output_names, outs, strict=True))
+
+    def warm_up(self, runs: int, batch_sizes: Sequence[int]) -> None:
+        """Run dummy inputs so that the first real request does not pay for ONNX Runtime's lazy setup."""
+        for b in dict.fromkeys(batch_sizes):
+            feeds = {s.name: np.zeros((b, *s.shape[1:]), s.dtype) for s in self.inputs}
+            for _ in range(runs):
+                self._run(feeds)
+
+    async def infer(self, inputs: Tensors) -> Tensors:
+        self.last_used = time.monotonic()
+        return await self.batcher.submit(inputs)
+
+    def matcher(self) -> CelebMatcher:
+        """celebmatch on this version (its gallery), sharing this version's ONNX session."""
+        if self._matcher is None:
+            from tandem.apps.celebmatch.matcher import CelebMatcher
+
+            self._matcher = CelebMatcher(self.bundle, model=self.onnx)
+        return self._matcher
+
+
+@dataclass(frozen=True)
+class _Resolution:
+    version: int
+    generation: int  # the registry generation read before resolving
+
+
+class ModelPool:
+    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self._loaded: dict[tuple[str, int], LoadedModel] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
+        self._refs: dict[tuple[str, Ref], _Resolution] = {}
+        self.generation: int | None = None
+        self.last_poll_ok: float | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- serving ----------------------------------------------------------------------------
+
+    async def get(self, name: str, ref: str | int | None = None) -> LoadedModel:
+        """The loaded version that ``ref`` means now (loading it first if need be)."""
+        ref = parse_ref(ref)
+        hit = self._refs.get((name, ref))
+        if hit is not None:
+            model = self._loaded.get((name, hit.version))
+            if model is not None:
+                return model
+        return await self._resolve_and_load(name, ref)
+
+    async def _resolve_and_load(self, name: str, ref: Ref) -> LoadedModel:
+        check_ref(name, ref)
+        gen, resolved = await asyncio.to_thread(self._resolve, name, ref)
+        model = await self._load(resolved)
+        key = (name, ref)
+        known = self._refs.get(key)
+        # The watcher may have re-resolved this reference meanwhile from a newer generation.
+        if known is None or known.generation <= gen:
+            self._refs[key] = _Resolution(resolved.version, gen)
+        return model
+
+    def _resolve(self, name: str, ref: Ref) -> tuple[int, Resolved]:
+        gen = self.registry.generation()
+        return gen, self.registry.resolve(name, ref)
+
+    async def _load(self, resolved: Resolved) -> LoadedModel:
+        key = (resolved.name, resolved.version)
+        model = self._loaded.get(key)
+        if model is not None:
+            return model
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_new(resolved))
+            self._loading[key] = task
+            task.add_done_callback(lambda _t: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load_new(self, resolved: Resolved) -> LoadedModel:
+        t0 = time.perf_counter()
+        model = await asyncio.to_thread(self._load_and_warm, resolved)
+        self._loaded[(model.name, model.version)] = model
+        self.metrics.loaded.labels(model.name, str(model.version)).set(1)
+        log.info("loaded %s in %.0f ms", model.label, (time.perf_counter() - t0) * 1000)
+        return model
+
+    def _load_and_warm(self, resolved: Resolved) -> LoadedModel:
+        model = LoadedModel(resolved, self.settings, self.metrics)
+        model.warm_up(self.settings.warmup_runs, (1, self.settings.max_batch_size))
+        return model
+
+    def loaded(self, name: str) -> list[LoadedModel]:
+        return sorted((m for (n, _), m in self._loaded.items() if n == name), key=lambda m: m.version)
+
+    # --- start-up, alias watching, shutdown -------------------------------------------------
+
+    async def start(self) -> None:
+        self.generation = await asyncio.to_thread(self.registry.generation)
+        self.last_poll_ok = time.monotonic()
+        if self.settings.preload:
+            for info in await asyncio.to_thread(self.registry.models):
+                if not info.versions:
+                    continue
+                try:
+                    await self.get(info.name)
+                except TandemError as e:
+                    log.error("not preloading %s: %s", info.name, e)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="alias-watcher")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.alias_poll_s)
+            try:
+                gen = await asyncio.to_thread(self.registry.generation)
+                self.last_poll_ok = time.monotonic()
+                if gen != self.generation:
+                    await self.refresh(gen)
+                    self.generation = gen
+                if self.settings.model_idle_s:
+                    await self._unload_idle()
+            except Exception as e:  # keep watching: the next poll may find the database back
+                log.warning("alias watcher: %s", e)
+
+    async def refresh(self, gen: int) -> None:
+        """Re-resolve every alias and default reference remembered from before generation ``gen``."""
+        stale = [k for k, r in self._refs.items() if not isinstance(k[1], int) and r.generation < gen]
+        for key in stale:
+            name, ref = key
+            try:
+                resolved = await asyncio.to_thread(self.registry.resolve, name, ref)
+            except NotFound:
+                self._refs.pop(key, None)  # the next request gets the registry's 404
+                continue
+            except Unavailable:
+                raise  # retried on the next poll
+            current = self._refs.get(key)
+            if current is not None and current.version != resolved.version:
+                try:
+                    await self._load(resolved)  # loaded and warmed before anyone is switched to it
+                except TandemError as e:
+                    log.error("%s:%s moved to v%d, which cannot be loaded (%s); still serving v%d",
+                              name, ref or "default", resolved.version, e, current.version)
+                    self._refs[key] = _Resolution(current.version, gen)
+                    continue
+                log.info("%s:%s now serves v%d (was v%d)", name, ref or "default", resolved.version, current.version)
+                self.metrics.swaps.labels(name, str(ref or "default")).inc()
+            self._refs[key] = _Resolution(resolved.version, gen)
+
+    async def _unload_idle(self) -> None:
+        now = time.monotonic()
+        in_use = {(n, r.version) for (n, ref), r in self._refs.items() if not isinstance(ref, int)}
+        for key, model in list(self._loaded.items()):
+            if key not in in_use and now - model.last_used > self.settings.model_idle_s and not model.batcher.depth:
+                del self._loaded[key]
+                for k in [k for k, r in self._refs.items() if (k[0], r.version) == key]:
+                    del self._refs[k]
+                self.metrics.loaded.labels(model.name, str(model.version)).set(0)
+                await model.batcher.close()
+                log.info("unloaded %s after %.0f s idle", model.label, now - model.last_used)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            try:
+                await self._watcher
+            except asyncio.CancelledError:
+                pass
+        for model in self._loaded.values():
+            await model.batcher.close()
+        self._loaded.clear()

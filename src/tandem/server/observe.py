@@ -1,0 +1,115 @@
+"""The outermost layer: one JSON access-log line and the request metrics for every request.
+
+A plain ASGI middleware (no BaseHTTPMiddleware: that one copies bodies through a queue) that
+watches the response go out. The Authorization header is never read here, let alone logged; the
+key is identified by its public key id only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tandem.server.endpoint import CALL, Call
+from tandem.server.metrics import Metrics
+
+access_log = logging.getLogger("tandem.access")
+REQUEST_ID = b"x-request-id"
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def setup_access_log() -> None:
+    """Access lines are JSON already: print them as they are, on stderr."""
+    if not any(isinstance(h, _Stderr) for h in access_log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID:
+            rid = value.decode("latin-1")[:128]
+            if rid.isprintable():
+                return rid
+    return uuid.uuid4().hex
+
+
+class Observe:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        call = scope[CALL] = Call()
+        rid = _request_id(scope)
+        status = 500
+        sent = 0
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID, rid.encode("latin-1"))]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - t0
+            m = self.metrics
+            model = f"{call.model}:{call.version}" if call.model else ""
+            m.requests.labels(call.route, model, str(status)).inc()
+            m.latency.labels(call.route, model).observe(seconds)
+            if status >= 400:
+                m.errors.labels(call.route, call.error or str(status)).inc()
+            if self.log_requests:
+                access_log.info(orjson.dumps({
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "request_id": rid,
+                    "client": (scope.get("client") or ("", 0))[0],
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": call.route,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                    "bytes_in": received,
+                    "bytes_out": sent,
+                    "model": call.model or None,
+                    "version": call.version or None,
+                    "key_id": call.key_id or None,
+                    "error": call.error or None,
+                }).decode())

@@ -1,0 +1,223 @@
+"""The server's OpenAPI 3.1 document, written by hand next to the routes it describes.
+
+Every route, its scope, its request body and every status it can answer with (and that status's
+body) is listed, so that a schema-driven fuzzer (schemathesis) can check the server against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tandem
+
+NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+VERSION_OR_ALIAS = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+
+ERROR_TEXT = {
+    400: "Malformed request: bad JSON, unknown tensor name, wrong datatype, shape or element count, "
+         "non-finite values, wrong binary header length, undecodable image.",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The API key lacks the scope this route needs.",
+    404: "Unknown model, version, alias, app or route.",
+    405: "The route exists but not with this method.",
+    413: "The request body exceeds TANDEM_MAX_BODY_BYTES.",
+    415: "Content-Type or Content-Encoding the route does not take.",
+    422: "The photo holds no face (celebmatch).",
+    429: "The key's rate limit is reached; Retry-After says when to retry.",
+    503: "The registry (database) is not reachable right now; Retry-After says when to retry.",
+    504: "The request took longer than TANDEM_REQUEST_TIMEOUT_S.",
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(status: int) -> dict:
+    out: dict[str, Any] = {"description": ERROR_TEXT[status], "content": _json(_ref("Error"))}
+    if status in (401, 403):
+        out["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    if status in (429, 503):
+        out["headers"] = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                                          "description": "Seconds to wait."}}
+    return out
+
+
+def _op(summary: str, ok: dict, errors: tuple[int, ...], scope: str | None, body: dict | None = None,
+        params: list[dict] | None = None) -> dict:
+    auth_errors = (401, 403, 429) if scope else ()
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": ok, **{str(s): _error(s) for s in sorted({*errors, *auth_errors})}},
+        "security": [{"bearer": []}] if scope else [],
+    }
+    if scope:
+        op["description"] = f"Needs an API key with scope `{scope}` (or `admin`)."
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+MODEL_ERRORS = (400, 404, 503, 504)
+BODY_ERRORS = (400, 404, 413, 415, 503, 504)
+
+
+def document(metrics_scope: str | None) -> dict:
+    name, version, label = _path("name", NAME), _path("version", VERSION_OR_ALIAS), _path("label", VERSION_OR_ALIAS)
+    numeric = _path("version", {"type": "string", "pattern": "^[0-9]{1,9}$"})
+    ok = lambda schema, text="OK": {"description": text, "content": _json(schema)}  # noqa: E731
+    infer_ok = {"description": "Outputs as JSON, or a JSON header followed by raw tensor bytes when any output "
+                "is binary (header Inference-Header-Content-Length gives the JSON's length).",
+                "headers": {"Inference-Header-Content-Length": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": _ref("InferResponse")},
+                            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    infer_body = {"application/json": {"schema": _ref("InferRequest")},
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    infer_header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    "description": "Binary tensor data extension: length of the JSON header in the body."}
+    predict_body = _json(_ref("PredictRequest"))
+    image_body = {t: {"schema": {"type": "string", "format": "binary"}}
+                  for t in ("image/jpeg", "image/png", "application/octet-stream")}
+    image_params = [
+        _path("app", {"type": "string", "enum": ["celebmatch", "classify"]}), _path("model", NAME),
+        _query("version", {"type": "string", "pattern": "^[0-9]{1,9}$"}, "Serve this version."),
+        _query("alias", {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}, "Serve the version of this alias."),
+        _query("top_k", {"type": "integer", "minimum": 1, "maximum": 100}, "How many identities/labels."),
+        _query("detect", {"type": "boolean"}, "celebmatch: find the face first (default true)."),
+    ]
+
+    paths: dict[str, dict] = {
+        "/v2/health/live": {"get": _op("Liveness", ok(_ref("Live")), (), None)},
+        "/v2/health/ready": {"get": _op("Readiness (the registry answers)", ok(_ref("Ready")), (503,), None)},
+        "/v2": {"get": _op("Server metadata", ok(_ref("ServerMetadata")), (), "predict")},
+    }
+    for prefix, params in (("/v2/models/{name}", [name]), ("/v2/models/{name}/versions/{version}", [name, version])):
+        paths[prefix] = {"get": _op("Model metadata", ok(_ref("ModelMetadata")), MODEL_ERRORS, "predict",
+                                    params=params)}
+        paths[prefix + "/ready"] = {"get": _op("Model readiness", ok(_ref("ModelReady")), MODEL_ERRORS, "predict",
+                                               params=params)}
+        paths[prefix + "/infer"] = {"post": _op("Inference (JSON or binary tensors)", infer_ok, BODY_ERRORS,
+                                                "predict", infer_body, [*params, infer_header])}
+    for prefix, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, numeric]),
+                           ("/v1/models/{name}/labels/{label}", [name, label])):
+        paths[prefix] = {"get": _op("TF-Serving model status", ok(_ref("ModelStatus")), MODEL_ERRORS, "predict",
+                                    params=params)}
+        paths[prefix + ":predict"] = {"post": _op("TF-Serving predict (instances or inputs)",
+                                                  ok(_ref("PredictResponse")), BODY_ERRORS, "predict",
+                                                  predict_body, params)}
+    paths["/v1/apps/{app}/{model}:predict"] = {"post": _op(
+        "Image endpoint: a JPEG/PNG photo in, the app's answer out", ok(_ref("AppResult")),
+        (*BODY_ERRORS, 422), "predict", image_body, image_params)}
+    paths["/metrics"] = {"get": _op("Prometheus metrics", {"description": "Prometheus text format",
+                                    "content": {"text/plain": {"schema": {"type": "string"}}}}, (), metrics_scope)}
+    paths["/openapi.json"] = {"get": _op("This document", ok({"type": "object"}), (), "predict")}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tandem inference server", "version": tandem.__version__,
+                 "description": "Open Inference Protocol v2, TF-Serving REST and an image endpoint over the "
+                                "models of a Tandem registry. Errors are {\"error\": message}."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "paths": paths,
+    }
+
+
+_TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "additionalProperties": False,
+                "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
+                               "shape": {"type": "array", "items": {"type": "integer"}}}}
+_LIKENESS = {"type": "object", "required": ["name", "label", "similarity", "percent"], "additionalProperties": False,
+             "properties": {"name": {"type": "string"}, "label": {"type": "string"},
+                            "similarity": {"type": "number"}, "percent": {"type": "integer"}}}
+_BOX = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
+              "properties": {"error": {"type": "string"}}},
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
+    "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"],
+                       "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                      "extensions": {"type": "array", "items": {"type": "string"}}}},
+    "TensorMetadata": _TENSOR_META,
+    "ModelMetadata": {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+                      "properties": {"name": {"type": "string"},
+                                     "versions": {"type": "array", "items": {"type": "string"}},
+                                     "platform": {"type": "string"},
+                                     "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+                                     "outputs": {"type": "array", "items": _ref("TensorMetadata")}}},
+    "ModelReady": {"type": "object", "required": ["name", "ready"],
+                   "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+    "InferRequest": {
+        "type": "object", "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "inputs": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "parameters": {"type": "object",
+                                   "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+                    "data": {"type": "array"}}}},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"},
+                               "parameters": {"type": "object",
+                                              "properties": {"binary_data": {"type": "boolean"}}}}}}}},
+    "InferResponse": {
+        "type": "object", "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name", "datatype", "shape"],
+                "properties": {
+                    "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "data": {"type": "array", "items": {"type": ["number", "boolean"]}},
+                    "parameters": {"type": "object", "required": ["binary_data_size"],
+                                   "properties": {"binary_data_size": {"type": "integer"}}}}}}}},
+    "PredictRequest": {
+        "type": "object", "description": "Exactly one of instances (row format) or inputs (columnar format).",
+        "properties": {"signature_name": {"type": "string"}, "instances": {"type": "array", "minItems": 1},
+                       "inputs": {}}},
+    "PredictResponse": {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}},
+    "ModelStatus": {"type": "object", "required": ["model_version_status"], "properties": {
+        "model_version_status": {"type": "array", "items": {
+            "type": "object", "required": ["version", "state", "status"],
+            "properties": {"version": {"type": "string"}, "state": {"type": "string", "enum": ["AVAILABLE"]},
+                           "status": {"type": "object", "properties": {
+                               "error_code": {"type": "string"}, "error_message": {"type": "string"}}}}}}}},
+    "CelebMatch": {
+        "type": "object", "required": ["sentence", "top", "parts", "face_box", "crop_window"],
+        "properties": {"sentence": {"type": "string"}, "top": {"type": "array", "items": _LIKENESS},
+                       "parts": {"type": "object", "additionalProperties": _LIKENESS},
+                       "face_box": {"oneOf": [_BOX, {"type": "null"}]}, "crop_window": _BOX}},
+    "Classification": {
+        "type": "object", "required": ["model", "version", "precision", "predictions"],
+        "properties": {"model": {"type": "string"}, "version": {"type": "integer"}, "precision": {"type": "string"},
+                       "predictions": {"type": "array", "items": {
+                           "type": "object", "required": ["top"],
+                           "properties": {"top": {"type": "array", "items": {
+                               "type": "object", "required": ["label", "probability"],
+                               "properties": {"label": {"type": "string"},
+                                              "probability": {"type": "number"}}}}}}}}},
+    "AppResult": {"oneOf": [{"$ref": "#/components/schemas/CelebMatch"},
+                            {"$ref": "#/components/schemas/Classification"}]},
+}

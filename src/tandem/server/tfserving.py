@@ -1,0 +1,103 @@
+"""TensorFlow Serving's REST API: ``:predict`` (row and columnar formats) and model status.
+
+The action is part of the last path segment (``/v1/models/faces:predict``), so each route takes
+that segment whole and splits it at the colon.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tandem.errors import InvalidRequest, NotFound
+from tandem.server import tfserving_codec
+from tandem.server.body import read_body
+from tandem.server.endpoint import Call, endpoint
+from tandem.server.models import LoadedModel, is_version
+from tandem.server.responses import json_response
+
+UNSUPPORTED = ("classify", "regress")
+
+
+def _split(segment: str) -> tuple[str, str | None]:
+    value, colon, action = segment.partition(":")
+    return value, (action if colon else None)
+
+
+def _version_ref(segment: str) -> tuple[str, str | None]:
+    version, action = _split(segment)
+    if not is_version(version):
+        raise InvalidRequest(f"version {version!r} is not a version number; use /labels/{version} for an alias")
+    return version, action
+
+
+def _label_ref(segment: str) -> tuple[str, str | None]:
+    label, action = _split(segment)
+    if is_version(label):
+        raise InvalidRequest(f"label {label!r} is a version number; use /versions/{label}")
+    return label, action
+
+
+async def by_name(request: Request, call: Call) -> Response:
+    name, action = _split(request.path_params["name"])
+    return await _dispatch(request, call, name, None, action)
+
+
+async def by_version(request: Request, call: Call) -> Response:
+    ref, action = _version_ref(request.path_params["version"])
+    return await _dispatch(request, call, request.path_params["name"], ref, action)
+
+
+async def by_label(request: Request, call: Call) -> Response:
+    ref, action = _label_ref(request.path_params["label"])
+    return await _dispatch(request, call, request.path_params["name"], ref, action)
+
+
+async def _dispatch(request: Request, call: Call, name: str, ref: str | None, action: str | None) -> Response:
+    if action is None:
+        if request.method != "GET":
+            return json_response({"error": "POST needs an action: /v1/models/NAME:predict"}, 405, {"allow": "GET"})
+        return await _status(request, call, name, ref)
+    if action in UNSUPPORTED:
+        raise InvalidRequest(f":{action} is not supported; use :predict")
+    if action != "predict":
+        raise NotFound(f"unknown action :{action}; TF-Serving's REST API here has :predict")
+    if request.method != "POST":
+        return json_response({"error": ":predict takes POST"}, 405, {"allow": "POST"})
+    call.route += ":predict"
+    return await _predict(request, call, name, ref)
+
+
+async def _model(request: Request, call: Call, name: str, ref: str | None) -> LoadedModel:
+    model = await request.app.state.services.pool.get(name, ref)
+    call.serving(model.name, model.version)
+    return model
+
+
+def _available(model: LoadedModel) -> dict:
+    return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+async def _status(request: Request, call: Call, name: str, ref: str | None) -> Response:
+    model = await _model(request, call, name, ref)
+    served = [model] if ref is not None else request.app.state.services.pool.loaded(name)
+    return json_response({"model_version_status": [_available(m) for m in served]})
+
+
+async def _predict(request: Request, call: Call, name: str, ref: str | None) -> Response:
+    model = await _model(request, call, name, ref)
+    with model.batcher.slot() as slot:
+        body = await read_body(request, request.app.state.services.settings.max_body_bytes)
+        inputs, rows = tfserving_codec.parse_predict(body, model.inputs)
+        outputs = await slot.submit(inputs)
+    return Response(tfserving_codec.encode_predict(outputs, rows), media_type="application/json")
+
+
+def routes() -> list[Route]:
+    table = [
+        ("/v1/models/{name}", by_name),
+        ("/v1/models/{name}/versions/{version}", by_version),
+        ("/v1/models/{name}/labels/{label}", by_label),
+    ]
+    return [Route(path, endpoint(path, "predict", fn), methods=["GET", "POST"]) for path, fn in table]

@@ -1,0 +1,89 @@
+"""TensorFlow Serving's REST predict bodies, without HTTP.
+
+Row format: ``{"instances": [...]}``, one entry per example (a value, or ``{input: value}``),
+answered with ``{"predictions": [...]}`` (one value per example, or ``{output: value}`` when the
+model has several outputs). Columnar format: ``{"inputs": value or {input: value}}`` with the batch
+as the first dimension, answered with ``{"outputs": value or {output: value}}``.
+https://www.tensorflow.org/tfx/serving/api_rest#predict_api
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from tandem.errors import InvalidRequest
+from tandem.server import tensors
+from tandem.server.oip_codec import loads
+from tandem.server.tensors import TensorSig
+
+SIGNATURE = "serving_default"
+
+
+def parse_predict(body: bytes, inputs: Sequence[TensorSig]) -> tuple[dict[str, np.ndarray], bool]:
+    """(arrays by input name, whether the request used the row format)."""
+    req = loads(body, "predict request")
+    if not isinstance(req, dict):
+        raise InvalidRequest(f"predict request must be a JSON object, got {type(req).__name__}")
+    signature = req.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise InvalidRequest(f"signature_name {signature!r}: this model has only {SIGNATURE!r}")
+    if ("instances" in req) == ("inputs" in req):
+        raise InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+    names = [s.name for s in inputs]
+    if "instances" in req:
+        return _rows(req["instances"], inputs, names), True
+    return _columns(req["inputs"], inputs, names), False
+
+
+def _rows(instances: Any, inputs: Sequence[TensorSig], names: list[str]) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRequest("'instances' must be a non-empty list, one entry per example")
+    named = isinstance(instances[0], dict)
+    if any(isinstance(i, dict) != named for i in instances):
+        raise InvalidRequest("'instances' mixes {input: value} objects and bare values; use one form")
+    if not named:
+        if len(inputs) != 1:
+            raise InvalidRequest(f"the model takes several inputs ({', '.join(names)}): "
+                                 "give each instance as {input: value}")
+        return {names[0]: tensors.from_nested(inputs[0], instances, "instances")}
+    for i, inst in enumerate(instances):
+        _check_names(inst, names, f"instances[{i}]")
+    return {s.name: tensors.from_nested(s, [inst[s.name] for inst in instances], "instances") for s in inputs}
+
+
+def _columns(columns: Any, inputs: Sequence[TensorSig], names: list[str]) -> dict[str, np.ndarray]:
+    if not isinstance(columns, dict):
+        if len(inputs) != 1:
+            raise InvalidRequest(f"the model takes several inputs ({', '.join(names)}): "
+                                 "give 'inputs' as {input: value}")
+        return {names[0]: tensors.from_nested(inputs[0], columns, "'inputs' value")}
+    _check_names(columns, names, "inputs")
+    arrays = {s.name: tensors.from_nested(s, columns[s.name], "'inputs' value") for s in inputs}
+    if len({a.shape[0] for a in arrays.values()}) > 1:
+        raise InvalidRequest("the inputs have different batch sizes; the first dimension must agree")
+    return arrays
+
+
+def _check_names(obj: dict, names: list[str], where: str) -> None:
+    unknown = sorted(set(obj) - set(names))
+    if unknown:
+        raise InvalidRequest(f"{where}: {', '.join(map(repr, unknown))} is not an input of this model; "
+                             f"it takes: {', '.join(names)}")
+    missing = [n for n in names if n not in obj]
+    if missing:
+        raise InvalidRequest(f"{where}: missing input(s) {', '.join(missing)}")
+
+
+def encode_predict(outputs: dict[str, np.ndarray], rows: bool) -> bytes:
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    if not rows:
+        value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return orjson.dumps({"outputs": value}, option=opt)
+    if len(outputs) == 1:
+        return orjson.dumps({"predictions": next(iter(outputs.values()))}, option=opt)
+    n = len(next(iter(outputs.values())))
+    return orjson.dumps({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(n)]}, option=opt)

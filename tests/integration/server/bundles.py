@@ -1,0 +1,85 @@
+"""Tiny real bundles for server tests, built in milliseconds without torch.
+
+The ONNX graph has the bundle's interface (uint8 NHWC pixels in; probabilities and a unit-length
+embedding out) and the normalisation inside, like an exported network: cast, normalise, 5×5
+average pooling, one dense layer, L2 norm, a classifier and softmax. Different seeds give
+different weights, so two versions answer differently. The celebmatch gallery is enrolled on
+real LFW photos with Tandem's own enrolment code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tandem.apps.celebmatch.gallery import build_gallery, enroll
+from tandem.bundle import Bundle, Manifest, TensorSpec, write_manifest
+from tandem.data.folder import scan_class_folders
+from tandem.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.runtime import OnnxModel
+
+H, W = 100, 75
+EMBED = 32
+MEAN = (0.42, 0.37, 0.33)
+STD = (0.28, 0.24, 0.22)
+
+
+def tiny_onnx(path: Path, classes: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pooled = 3 * (H // 5) * (W // 5)
+    inits = [
+        numpy_helper.from_array(np.array(MEAN, np.float32).reshape(1, 3, 1, 1) * 255, "mean"),
+        numpy_helper.from_array(1 / (np.array(STD, np.float32).reshape(1, 3, 1, 1) * 255), "inv_std"),
+        numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(pooled), (pooled, EMBED)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, EMBED).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 3, (EMBED, classes)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["nchw", "mean"], ["centred"]),
+        helper.make_node("Mul", ["centred", "inv_std"], ["normal"]),
+        helper.make_node("AveragePool", ["normal"], ["pooled"], kernel_shape=[5, 5], strides=[5, 5]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h"]),
+        helper.make_node("LpNormalization", ["h"], ["embedding"], axis=1, p=2),
+        helper.make_node("MatMul", ["embedding", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", H, W, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes]),
+         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def make_bundle(root: Path, faces: Path | None, name: str = "faces", seed: int = 1) -> Path:
+    """A bundle at ``root``; with ``faces`` (one folder per person), enrolled for celebmatch."""
+    labels = sorted(p.name for p in faces.iterdir()) if faces else ["a", "b", "c", "d"]
+    root.mkdir(parents=True)
+    tiny_onnx(root / "model.onnx", len(labels), seed)
+    write_manifest(root, Manifest(
+        name=name,
+        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, H, W, 3])],
+        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, len(labels)]),
+                 TensorSpec(name="embedding", dtype="float32", shape=[-1, EMBED])],
+        preprocessing=PreprocessSpec(height=H, width=W, normalize_in_graph=NormalizeSpec(mean=MEAN, std=STD)),
+        labels=labels,
+        models={"fp32": "model.onnx"},
+        training={"note": "tiny test graph, random weights"},
+    ))
+    bundle = Bundle.load(root)
+    if faces is not None:
+        catalog = scan_class_folders(faces)
+        enroll(bundle, build_gallery(OnnxModel.open(bundle), catalog, max_per_identity=4), source="test")
+    return root

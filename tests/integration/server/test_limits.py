@@ -1,0 +1,101 @@
+"""Rate limits per key (in-process and shared through Redis) and the per-request time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import redis
+
+from tandem.registry.registry import Registry
+from tandem.server.ratelimit import LocalLimiter, RedisLimiter
+from tests.integration.server.serving import populate, running, test_settings
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PIX = np.zeros((1, 100, 75, 3), np.uint8)
+_HEAD = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 100, 75, 3],
+                                "parameters": {"binary_data_size": PIX.nbytes}}]}).encode()
+INFER = {"content": _HEAD + PIX.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(_HEAD))}}
+# A bucket of 3 that refills one token per 100 s: the fourth request within a test is always refused.
+STRICT = {"rate_limit_burst": 3, "rate_limit_per_s": 0.01}
+
+
+def redis_or_skip() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as e:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {e}")
+
+
+def test_local_bucket_allows_the_burst_then_says_when_to_retry():
+    async def main():
+        lim = LocalLimiter(rate=0.5, burst=2)
+        return [await lim.take("k") for _ in range(3)], await lim.take("other")
+
+    waits, other = asyncio.run(main())
+    assert waits[:2] == [0.0, 0.0] and 1.9 < waits[2] <= 2.0 and other == 0.0
+
+
+def test_redis_bucket_is_atomic_across_limiters_and_lets_requests_through_when_redis_is_down():
+    redis_or_skip()
+
+    async def main():
+        a, b = RedisLimiter(REDIS_URL, 0.01, 3), RedisLimiter(REDIS_URL, 0.01, 3)
+        key = f"test-{np.random.default_rng().integers(1 << 60)}"
+        waits = await asyncio.gather(*(lim.take(key) for lim in (a, b) * 4))
+        errors = []
+        down = RedisLimiter("redis://127.0.0.1:1/0", 1, 1, on_error=lambda: errors.append(1))
+        let_through = await down.take(key)
+        for lim in (a, b, down):
+            await lim.close()
+        return waits, let_through, errors
+
+    waits, let_through, errors = asyncio.run(main())
+    assert sorted(w == 0 for w in waits) == [False] * 5 + [True] * 3
+    assert all(95 < w <= 100 for w in waits if w > 0)
+    assert let_through == 0.0 and errors == [1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, bundles):
+    settings = test_settings(tmp_path_factory.mktemp("home"))
+    populate(settings, list(bundles))
+    return settings.home
+
+
+def new_key(home, scope="predict") -> str:
+    with Registry.open(test_settings(home)) as reg:
+        return reg.create_key(scope, "limits")[0]
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(home):
+    with running(test_settings(home, **STRICT)) as server:
+        a, b = new_key(home), new_key(home)
+        with server.client(a) as ca, server.client(b) as cb:
+            codes = [ca.post("/v2/models/faces/infer", **INFER).status_code for _ in range(3)]
+            refused = ca.post("/v2/models/faces/infer", **INFER)
+            other = cb.post("/v2/models/faces/infer", **INFER)
+            health = [ca.get("/v2/health/live").status_code for _ in range(5)]
+    assert codes == [200, 200, 200] and other.status_code == 200 and health == [200] * 5
+    assert refused.status_code == 429 and 95 <= int(refused.headers["retry-after"]) <= 100
+    assert f"rate limit for key {a.split('_')[1]} reached" in refused.json()["error"]
+
+
+def test_two_servers_share_one_limit_through_redis(home):
+    redis_or_skip()
+    settings = test_settings(home, redis_url=REDIS_URL, **STRICT)
+    with running(settings) as one, running(settings) as two:
+        key = new_key(home)
+        with one.client(key) as c1, two.client(key) as c2:
+            codes = [c.post("/v2/models/faces/infer", **INFER).status_code for c in (c1, c2) * 3]
+    assert codes == [200, 200, 200, 429, 429, 429]
+
+
+def test_a_request_over_its_time_limit_gets_504(home):
+    with running(test_settings(home, request_timeout_s=1e-9)) as server, server.client(new_key(home)) as c:
+        r = c.post("/v2/models/faces/infer", **INFER)
+    assert r.status_code == 504 and "took longer than 1e-09 s (TANDEM_REQUEST_TIMEOUT_S)" in r.json()["error"]

@@ -1,0 +1,359 @@
+"""The real server on a free port: OIP v2 through tritonclient and httpx, TF-Serving, the image
+endpoint, and every malformed input answered with the right status and a precise error."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import numpy as np
+import orjson
+import pytest
+import tritonclient.http as triton
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from tandem.bundle import Bundle
+from tandem.runtime import OnnxModel
+from tests.integration.cli import tandem_json
+from tests.integration.server.bundles import make_bundle
+from tests.integration.server.serving import Bearer, populate, running, test_settings
+
+pytestmark = pytest.mark.integration
+MAX_BODY = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def plain_bundle(tmp_path_factory):
+    """A model without a celebmatch gallery."""
+    return make_bundle(tmp_path_factory.mktemp("plain") / "b", None, name="plain", seed=7)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, bundles, plain_bundle):
+    settings = test_settings(tmp_path_factory.mktemp("home"), max_body_bytes=MAX_BODY)
+    keys = populate(settings, [*bundles, plain_bundle])
+    with running(settings) as server:
+        yield server, keys
+
+
+@pytest.fixture(scope="module")
+def http(served):
+    server, keys = served
+    with server.client(keys.predict) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tc(served):
+    server, keys = served
+    client = triton.InferenceServerClient(server.host_port)
+    client.register_plugin(Bearer(keys.predict))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def inproc(bundles):
+    """The same bundles run in this process with ONNX Runtime: what the server must reproduce."""
+    return [OnnxModel.open(Bundle.load(b)) for b in bundles]
+
+
+@pytest.fixture(scope="module")
+def pixels(inproc, photos) -> np.ndarray:
+    return inproc[0].pixels_from_files(photos)
+
+
+def oip_json(pixels: np.ndarray, **extra) -> dict:
+    return {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": list(pixels.shape),
+                        "data": pixels.reshape(-1).tolist()}], **extra}
+
+
+def oip_binary(pixels: np.ndarray, header: dict | None = None, outputs: list | None = None) -> tuple[bytes, dict]:
+    head = header or {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": list(pixels.shape),
+                                  "parameters": {"binary_data_size": pixels.nbytes}}]}
+    if outputs is not None:
+        head["outputs"] = outputs
+    raw = json.dumps(head).encode()
+    return raw + pixels.tobytes(), {"Inference-Header-Content-Length": str(len(raw))}
+
+
+def test_tritonclient_sees_a_ready_server_and_the_models_metadata(tc):
+    assert tc.is_server_live() and tc.is_server_ready()
+    meta = tc.get_server_metadata()
+    assert meta["name"] == "tandem" and "binary_tensor_data" in meta["extensions"]
+    md = tc.get_model_metadata("faces")
+    assert md["name"] == "faces" and md["versions"] == ["1", "2"] and md["platform"] == "onnxruntime_onnx"
+    assert md["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, 100, 75, 3]}]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in md["outputs"]] == [
+        ("probabilities", "FP32", [-1, 4]), ("embedding", "FP32", [-1, 32])]
+    assert tc.get_model_metadata("faces", "2")["name"] == "faces"
+    assert tc.is_model_ready("faces") and tc.is_model_ready("faces", "2") and tc.is_model_ready("faces", "production")
+    assert not tc.is_model_ready("nope")
+
+
+def test_tritonclient_infer_binary_and_json_matches_onnx_runtime(tc, pixels, inproc):
+    want = inproc[0].run(pixels)
+    inp = triton.InferInput("pixels", list(pixels.shape), "UINT8")
+    inp.set_data_from_numpy(pixels, binary_data=True)
+    outs = [triton.InferRequestedOutput("probabilities", binary_data=True),
+            triton.InferRequestedOutput("embedding", binary_data=False)]
+    res = tc.infer("faces", [inp], outputs=outs, request_id="r-1")
+    assert res.get_response()["id"] == "r-1" and res.get_response()["model_version"] == "1"
+    for name in ("probabilities", "embedding"):
+        got = res.as_numpy(name)
+        assert got.dtype == np.float32 and got.shape == want[name].shape
+        assert np.abs(got - want[name]).max() <= 1e-5
+
+    # JSON tensors in; no outputs named, so tritonclient asks for all of them in binary.
+    inp = triton.InferInput("pixels", list(pixels.shape), "UINT8")
+    inp.set_data_from_numpy(pixels, binary_data=False)
+    res = tc.infer("faces", [inp], model_version="2")
+    want2 = inproc[1].run(pixels)
+    assert res.get_response()["model_version"] == "2"
+    assert np.abs(res.as_numpy("embedding") - want2["embedding"]).max() <= 1e-5
+    assert np.abs(res.as_numpy("probabilities") - want2["probabilities"]).max() <= 1e-5
+
+
+def test_tritonclient_gets_the_servers_error_message(tc, pixels):
+    inp = triton.InferInput("image", list(pixels.shape), "UINT8")
+    inp.set_data_from_numpy(pixels)
+    with pytest.raises(InferenceServerException, match="input 'image' is not an input of this model; it takes: pixels"):
+        tc.infer("faces", [inp])
+
+
+def test_oip_json_over_httpx_selects_outputs_and_echoes_the_id(http, pixels, inproc):
+    r = http.post("/v2/models/faces/versions/production/infer",
+                  json=oip_json(pixels[:1], id="abc", outputs=[{"name": "embedding"}]))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["id"] == "abc" and body["model_name"] == "faces" and body["model_version"] == "1"
+    [out] = body["outputs"]
+    assert out["name"] == "embedding" and out["datatype"] == "FP32" and out["shape"] == [1, 32]
+    assert np.abs(np.array(out["data"], np.float32) - inproc[0].run(pixels[:1])["embedding"][0]).max() <= 1e-5
+
+
+def test_oip_binary_over_httpx_answers_with_a_binary_body(http, pixels, inproc):
+    body, headers = oip_binary(pixels, outputs=[{"name": "probabilities", "parameters": {"binary_data": True}}])
+    r = http.post("/v2/models/faces/infer", content=body, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    [out] = head["outputs"]
+    assert out["parameters"]["binary_data_size"] == len(r.content) - n == 4 * 4 * 4
+    got = np.frombuffer(r.content[n:], np.float32).reshape(out["shape"])
+    assert np.abs(got - inproc[0].run(pixels)["probabilities"]).max() <= 1e-5
+
+
+def test_gzip_request_bodies_are_accepted(http, pixels):
+    r = http.post("/v2/models/faces/infer", content=gzip.compress(orjson.dumps(oip_json(pixels[:1]))),
+                  headers={"content-encoding": "gzip", "content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 4]
+
+
+def test_tf_serving_row_and_columnar_formats(http, pixels, inproc):
+    want = inproc[0].run(pixels[:2])
+    r = http.post("/v1/models/faces:predict", json={"instances": pixels[:2].tolist()})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert len(preds) == 2 and set(preds[0]) == {"probabilities", "embedding"}
+    assert np.abs(np.array([p["embedding"] for p in preds]) - want["embedding"]).max() <= 1e-5
+
+    r = http.post("/v1/models/faces/labels/production:predict",
+                  json={"signature_name": "serving_default", "inputs": {"pixels": pixels[:2].tolist()}})
+    assert r.status_code == 200
+    outs = r.json()["outputs"]
+    assert np.abs(np.array(outs["probabilities"]) - want["probabilities"]).max() <= 1e-5
+
+    r = http.post("/v1/models/faces/versions/2:predict", json={"instances": [{"pixels": pixels[0].tolist()}]})
+    assert r.status_code == 200
+    got = np.array(r.json()["predictions"][0]["embedding"])
+    assert np.abs(got - inproc[1].run(pixels[:1])["embedding"][0]).max() <= 1e-5
+
+
+def test_tf_serving_model_status(http):
+    ok = {"state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert http.get("/v1/models/faces/versions/2").json() == {"model_version_status": [{"version": "2", **ok}]}
+    assert http.get("/v1/models/faces/labels/production").json() == {"model_version_status": [{"version": "1", **ok}]}
+    listed = http.get("/v1/models/faces").json()["model_version_status"]
+    assert {"version": "1", **ok} in listed
+
+
+def test_image_endpoint_gives_what_the_celebmatch_cli_gives(http, bundles, photos):
+    for photo in photos[:2]:
+        cli = tandem_json("celebmatch", "match", bundles[0], photo)
+        r = http.post("/v1/apps/celebmatch/faces:predict?version=1", content=photo.read_bytes(),
+                      headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        # The server embeds the four views in one batch, the CLI one by one: the floats may differ
+        # in their last bits, nothing else.
+        assert got["sentence"] == cli["sentence"]
+        assert got["face_box"] == cli["face_box"] and got["crop_window"] == cli["crop_window"]
+        for a, b in [*zip(got["top"], cli["top"], strict=True),
+                     *((got["parts"][k], cli["parts"][k]) for k in ("eyes", "nose", "mouth"))]:
+            assert (a["name"], a["label"], a["percent"]) == (b["name"], b["label"], b["percent"])
+            assert abs(a["similarity"] - b["similarity"]) <= 1e-5
+    # The same photo as PNG, sent as plain bytes, gets the same answer.
+    buf = io.BytesIO()
+    Image.open(photos[0]).save(buf, format="PNG")
+    r = http.post("/v1/apps/celebmatch/faces:predict", params={"version": "1"}, content=buf.getvalue(),
+                  headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["sentence"] == tandem_json("celebmatch", "match", bundles[0],
+                                                                         photos[0])["sentence"]
+
+
+def test_image_endpoint_classifies_like_predict(http, bundles, photos):
+    cli = tandem_json("predict", bundles[1], photos[2], "--top-k", "2")
+    r = http.post("/v1/apps/classify/faces:predict?version=2&top_k=2",
+                  content=photos[2].read_bytes(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "faces" and body["version"] == 2
+    got, want = body["predictions"][0]["top"], cli["predictions"][0]["top"]
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert all(abs(g["probability"] - w["probability"]) <= 1e-5 for g, w in zip(got, want, strict=True))
+    r = http.post("/v1/apps/classify/plain:predict", content=photos[0].read_bytes(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200 and len(r.json()["predictions"][0]["top"]) == 4
+
+
+def _binary_with_header(pixels: np.ndarray, header_value: str, cut: int = 0) -> tuple[bytes, dict]:
+    body, _ = oip_binary(pixels)
+    return body[: len(body) - cut], {"Inference-Header-Content-Length": header_value}
+
+
+PIX = np.zeros((1, 100, 75, 3), np.uint8)
+INFER = "/v2/models/faces/infer"
+JPEG = {"content-type": "image/jpeg"}
+BAD = [
+    # (id, method, path, request kwargs, status, error text)
+    ("tensor-name", "post", INFER, {"json": {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1],
+                                                        "data": [1]}]}},
+     400, "input 'image' is not an input of this model; it takes: pixels"),
+    ("datatype", "post", INFER, {"json": {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 100, 75, 3],
+                                                     "data": [0.0] * 22500}]}},
+     400, "datatype 'FP32', but the model takes UINT8"),
+    ("shape", "post", INFER, {"json": {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 100, 75],
+                                                  "data": [0] * 7500}]}},
+     400, "shape [1, 100, 75] does not fit the model's [-1, 100, 75, 3]"),
+    ("element-count", "post", INFER, {"json": {"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                          "shape": [1, 100, 75, 3], "data": [0] * 10}]}},
+     400, "10 values for shape [1, 100, 75, 3], which needs 22500"),
+    ("out-of-range", "post", INFER, {"json": {"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                         "shape": [1, 100, 75, 3], "data": [300] * 22500}]}},
+     400, "values from 300 to 300 do not fit UINT8 (0..255)"),
+    ("fractions", "post", INFER, {"json": {"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                      "shape": [1, 100, 75, 3], "data": [0.5] * 22500}]}},
+     400, "UINT8 takes integers"),
+    ("non-finite", "post", INFER, {"content": b'{"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1], '
+                                              b'"data": [NaN]}]}'},
+     400, "NaN and Infinity are not JSON numbers"),
+    ("malformed-json", "post", INFER, {"content": b'{"inputs": ['}, 400, "inference request is not valid JSON"),
+    ("json-not-object", "post", INFER, {"json": [1, 2]}, 400, "inference request must be a JSON object"),
+    ("no-inputs", "post", INFER, {"json": {"inputs": []}}, 400, "inputs must be a non-empty list"),
+    ("output-name", "post", INFER, {"json": {**oip_json(PIX), "outputs": [{"name": "logits"}]}},
+     400, "output 'logits' is not an output of this model; it gives: probabilities, embedding"),
+    ("header-too-long", "post", INFER, {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+     400, "99 bytes of JSON header, but the request body holds 2 bytes"),
+    ("header-not-a-number", "post", INFER, {"content": b"{}", "headers": {"Inference-Header-Content-Length": "x"}},
+     400, "'x' is not a byte count"),
+    ("binary-cut-short", "post", INFER, dict(zip(("content", "headers"), _binary_with_header(PIX, "0", 0),
+                                                 strict=True)),
+     400, "is not valid JSON"),
+    ("binary-size-vs-body", "post", INFER,
+     dict(zip(("content", "headers"), oip_binary(PIX, {"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                                    "shape": [1, 100, 75, 3],
+                                                                    "parameters": {"binary_data_size": 100}}]}),
+              strict=True)),
+     400, "binary_data_size 100 bytes, but shape [1, 100, 75, 3] of UINT8 needs 22500"),
+    ("binary-extra-bytes", "post", INFER,
+     dict(zip(("content", "headers"), ((lambda b, h: (b + b"xx", h))(*oip_binary(PIX))), strict=True)),
+     400, "the inputs' binary_data_size add up to 22500"),
+    ("unknown-model", "post", "/v2/models/nope/infer", {"json": oip_json(PIX)}, 404, "no model named 'nope'"),
+    ("unknown-version", "post", "/v2/models/faces/versions/9/infer", {"json": oip_json(PIX)}, 404,
+     "model faces has no version 9 (versions: 1, 2)"),
+    ("unknown-alias", "get", "/v2/models/faces/versions/beta", {}, 404, "model faces has no alias 'beta'"),
+    ("name-with-nul", "get", "/v2/models/fa%00ces", {}, 404, "no model named 'fa\\x00ces': model names are"),
+    ("huge-version", "get", "/v2/models/faces/versions/99999999999", {}, 404, "model faces has no version 99999999999"),
+    ("odd-alias", "get", "/v2/models/faces/versions/%C2%B2", {}, 404, "model faces has no alias '²'"),
+    ("odd-top-k", "post", "/v1/apps/classify/faces:predict?top_k=%C2%B2", {"content": b"x", "headers": JPEG}, 400,
+     "query parameter top_k='²': expected a whole number from 1 to 100"),
+    ("unknown-route", "get", "/v3/anything", {}, 404, "no route GET /v3/anything"),
+    ("tf-both-formats", "post", "/v1/models/faces:predict", {"json": {"instances": [1], "inputs": [1]}}, 400,
+     "send exactly one of 'instances' (row format) or 'inputs' (columnar format)"),
+    ("tf-ragged", "post", "/v1/models/faces:predict", {"json": {"instances": [[[1, 2]], [[1]]]}}, 400,
+     "is not a rectangular list of numbers"),
+    ("tf-version-word", "post", "/v1/models/faces/versions/beta:predict", {"json": {"instances": [1]}}, 400,
+     "version 'beta' is not a version number; use /labels/beta"),
+    ("tf-unknown-action", "post", "/v1/models/faces:explain", {"json": {}}, 404, "unknown action :explain"),
+    ("undecodable-image", "post", "/v1/apps/celebmatch/faces:predict", {"content": b"\xff\xd8\xff not a jpeg",
+                                                                        "headers": JPEG},
+     400, "not a readable image"),
+    ("image-content-type", "post", "/v1/apps/celebmatch/faces:predict", {"content": b"x",
+                                                                         "headers": {"content-type": "text/plain"}},
+     415, "Content-Type text/plain: send the photo's bytes as image/jpeg, image/png"),
+    ("unknown-app", "post", "/v1/apps/paint/faces:predict", {"content": b"x", "headers": JPEG}, 404,
+     "unknown app 'paint'; apps: celebmatch, classify"),
+    ("no-gallery", "post", "/v1/apps/celebmatch/plain:predict", {"content": b"x", "headers": JPEG}, 404,
+     "plain v1 has no celebmatch gallery: enrol one with `tandem celebmatch enroll"),
+    ("bad-encoding", "post", INFER, {"content": b"x", "headers": {"content-encoding": "br"}}, 415,
+     "Content-Encoding 'br' is not supported"),
+    ("bad-gzip", "post", INFER, {"content": b"not gzip", "headers": {"content-encoding": "gzip"}}, 400,
+     "the body is not valid gzip data"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "text"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_precise_error_never_a_500(http, method, path, kwargs, status, text):
+    r = getattr(http, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert text in r.json()["error"]
+
+
+def test_a_photo_without_a_face_is_422(http, tmp_path):
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, format="PNG")
+    r = http.post("/v1/apps/celebmatch/faces:predict", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 422 and "no face found in the photo" in r.json()["error"]
+
+
+def test_bodies_over_the_limit_get_413_even_when_compressed(http):
+    r = http.post(INFER, content=b"x" * (MAX_BODY + 1))
+    assert r.status_code == 413 and f"exceeds the server's limit of {MAX_BODY:,} bytes" in r.json()["error"]
+    r = http.post(INFER, content=gzip.compress(b" " * (4 * MAX_BODY)), headers={"content-encoding": "gzip"})
+    assert r.status_code == 413 and "(decompressed)" in r.json()["error"]
+
+
+def test_metrics_count_requests_batches_and_errors(served, http, pixels):
+    server, keys = served
+    body, headers = oip_binary(pixels[:1])
+    assert http.post(INFER, content=body, headers=headers).status_code == 200
+    with server.client(keys.admin) as admin:
+        r = admin.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'tandem_requests_total{model="faces:1",route="/v2/models/{name}/infer",status="200"}' in text
+    assert 'tandem_request_duration_seconds_bucket{le="0.005",model="faces:1",route="/v2/models/{name}/infer"}' in text
+    assert 'tandem_batch_size_count{model="faces",version="1"}' in text
+    assert 'tandem_queue_depth{model="faces",version="1"}' in text
+    assert 'tandem_errors_total{error="InvalidRequest",route="/v2/models/{name}/infer"}' in text
+
+
+def test_openapi_documents_every_route(http, served):
+    doc = http.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    documented = set(doc["paths"])
+    for route in served[0].app.routes:
+        path = route.path
+        if path.startswith("/v1/models/"):
+            assert path in documented and path + ":predict" in documented
+        elif path == "/v1/apps/{app}/{model}":
+            assert "/v1/apps/{app}/{model}:predict" in documented
+        else:
+            assert path in documented, path
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert {"200", "400", "401", "403", "404", "413", "429"} <= set(infer["responses"])
+    assert doc["paths"]["/v2/health/live"]["get"]["security"] == []

@@ -1,0 +1,171 @@
+"""The dynamic batcher with a readable fake model: the batch doubles its input and records calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from tandem.errors import ModelError
+from tandem.server.batching import Batcher
+
+HANG_GUARD_S = 30  # only stops a broken batcher from hanging the suite; never reached when it works
+
+
+class Doubler:
+    """Answers ``x * 2``; a row holding 255 breaks it (as a model can break on one bad input)."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.calls: list[int] = []
+        self.gate = gate
+
+    def __call__(self, feeds):
+        if self.gate is not None:
+            self.gate.wait(HANG_GUARD_S)
+        x = feeds["x"]
+        self.calls.append(len(x))
+        if (x == 255).any():
+            raise ModelError("the model broke on 255")
+        return {"y": x.astype(np.int64) * 2}
+
+
+def rows(*values: int) -> dict[str, np.ndarray]:
+    return {"x": np.array(values, np.uint8).reshape(-1, 1)}
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, HANG_GUARD_S))
+
+
+def test_a_lone_request_runs_at_once_even_with_a_long_delay():
+    async def main():
+        model = Doubler()
+        b = Batcher(model, max_batch_size=8, max_delay_s=3600)
+        out = await b.submit(rows(1, 2))
+        await b.close()
+        return model.calls, out
+
+    calls, out = run(main())
+    assert calls == [2] and out["y"].ravel().tolist() == [2, 4]
+
+
+def test_requests_that_queue_while_the_model_runs_share_the_next_call_and_get_their_own_rows():
+    async def main():
+        gate = threading.Event()
+        model = Doubler(gate)
+        b = Batcher(model, max_batch_size=4, max_delay_s=0)
+        first = asyncio.create_task(b.submit(rows(0)))
+        await asyncio.sleep(0)  # the first request is now in the model, blocked on the gate
+        rest = [asyncio.create_task(b.submit(rows(i, 100 + i))) for i in range(1, 4)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        outs = await asyncio.gather(first, *rest)
+        await b.close()
+        return model.calls, outs
+
+    calls, outs = run(main())
+    # 1 row alone, then 2 + 2 rows (the third 2-row request would overflow 4), then the last 2.
+    assert calls == [1, 4, 2]
+    assert outs[0]["y"].ravel().tolist() == [0]
+    for i, out in enumerate(outs[1:], 1):
+        assert out["y"].ravel().tolist() == [2 * i, 2 * (100 + i)]
+
+
+def test_the_batcher_waits_for_a_request_that_is_on_its_way():
+    async def main():
+        model = Doubler()
+        b = Batcher(model, max_batch_size=8, max_delay_s=3600)
+        with b.slot() as coming:  # a request whose body is still being read
+            early = asyncio.create_task(b.submit(rows(1)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not early.done()  # held back: another one was announced
+            late = await coming.submit(rows(2))
+        out = await early
+        await b.close()
+        return model.calls, out, late
+
+    calls, early, late = run(main())
+    assert calls == [2] and early["y"].ravel().tolist() == [2] and late["y"].ravel().tolist() == [4]
+
+
+def test_an_announced_request_that_fails_to_arrive_releases_the_batch():
+    async def main():
+        model = Doubler()
+        b = Batcher(model, max_batch_size=8, max_delay_s=3600)
+        with pytest.raises(ValueError), b.slot():
+            task = asyncio.create_task(b.submit(rows(3)))
+            await asyncio.sleep(0)
+            raise ValueError("the body was malformed")
+        out = await task
+        await b.close()
+        return out
+
+    assert run(main())["y"].ravel().tolist() == [6]
+
+
+def test_one_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds():
+    async def main():
+        gate = threading.Event()
+        model = Doubler(gate)
+        b = Batcher(model, max_batch_size=8, max_delay_s=0)
+        blocker = asyncio.create_task(b.submit(rows(0)))
+        await asyncio.sleep(0)
+        tasks = [asyncio.create_task(b.submit(rows(v))) for v in (1, 255, 3)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
+        await b.close()
+        return model.calls, results
+
+    calls, results = run(main())
+    assert calls == [1, 3, 1, 1, 1]  # the batch of three failed, then each ran alone
+    assert results[1]["y"].item() == 2 and results[3]["y"].item() == 6
+    assert isinstance(results[2], ModelError)
+
+
+def test_a_cancelled_request_is_skipped():
+    async def main():
+        gate = threading.Event()
+        model = Doubler(gate)
+        b = Batcher(model, max_batch_size=8, max_delay_s=0)
+        blocker = asyncio.create_task(b.submit(rows(0)))
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(b.submit(rows(1)))
+        kept = asyncio.create_task(b.submit(rows(2)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        gate.set()
+        out = await kept
+        await blocker
+        await b.close()
+        return model.calls, out
+
+    calls, out = run(main())
+    assert calls == [1, 1] and out["y"].item() == 4
+
+
+def test_observer_sees_batch_sizes_and_queue_depth():
+    class Seen:
+        def __init__(self):
+            self.batches, self.depths = [], []
+
+        def batch(self, rows, requests, seconds):
+            self.batches.append((rows, requests))
+
+        def queue(self, depth):
+            self.depths.append(depth)
+
+    async def main():
+        seen = Seen()
+        b = Batcher(Doubler(), max_batch_size=8, max_delay_s=0, observer=seen)
+        await asyncio.gather(*(b.submit(rows(i)) for i in range(3)))
+        await b.close()
+        return seen
+
+    seen = run(main())
+    assert sum(r for r, _ in seen.batches) == 3 and max(seen.depths) >= 1 and seen.depths[-1] == 0
