@@ -109,7 +109,7 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=75)
+    ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--val-fraction", type=float, default=0.0,
                     help="0 trains on train+validation (the test split is the same either way)")
     ap.add_argument("--seed", type=int, default=0)

@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) ->
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
     last = cfg.epochs if cfg.stop_after is None else max(start, cfg.stop_after)
-    with TrainProgress(cfg.epochs, steps_per_epoch, start, enabled=show_progress) as bar:
+    with TrainProgress(cfg.epochs, steps_per_epoch, start, enabled=show_progress and start < last) as bar:
         for epoch in range(start, last):
             t0 = time.perf_counter()
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)
