@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from tandem.errors import ModelError
+from tandem.errors import ModelError, Unavailable
 from tandem.server.batching import Batcher
 
 HANG_GUARD_S = 30  # only stops a broken batcher from hanging the suite; never reached when it works
@@ -169,3 +169,33 @@ def test_observer_sees_batch_sizes_and_queue_depth():
 
     seen = run(main())
     assert sum(r for r, _ in seen.batches) == 3 and max(seen.depths) >= 1 and seen.depths[-1] == 0
+
+
+def test_closing_answers_the_requests_of_the_batch_in_flight():
+    async def main():
+        gate = threading.Event()
+        b = Batcher(Doubler(gate), max_batch_size=8, max_delay_s=0)
+        running = asyncio.create_task(b.submit(rows(1)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert b.busy  # in the model call
+        await b.close()  # as when the pool unloads the version
+        gate.set()
+        return await asyncio.gather(running, return_exceptions=True)
+
+    [result] = run(main())
+    assert isinstance(result, Unavailable) and "was unloaded; retry" in str(result)
+
+
+def test_busy_counts_requests_on_their_way_queued_and_in_the_model():
+    async def main():
+        b = Batcher(Doubler(), max_batch_size=8, max_delay_s=0)
+        seen = [b.busy]
+        with b.slot() as s:
+            seen.append(b.busy)
+            await s.submit(rows(1))
+        seen.append(b.busy)
+        await b.close()
+        return seen
+
+    assert run(main()) == [False, True, False]

@@ -74,3 +74,20 @@ def test_put_bytes_and_missing_or_malformed_addresses(store):
     for bad in ("../../etc/passwd", "ABC", digest.upper()):
         with pytest.raises(RegistryError, match="is not a sha256"):
             store.exists(bad)
+
+
+def test_a_damaged_object_is_replaced_when_its_content_is_stored_again(store, tmp_path):
+    # What `_materialise` tells the user to do when verification fails: "push the bundle again".
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"the real weights")
+    digest = store.put_file(src)
+    obj = store.path(digest)
+    obj.chmod(0o644)
+    obj.write_bytes(b"bit-rotten weig!")  # same size, other bytes
+    assert store.put_file(src, expected_sha256=digest) == digest
+    assert store.path(digest).read_bytes() == b"the real weights"
+    obj.chmod(0o644)
+    obj.write_bytes(b"bit-rotten weig!")
+    assert store.put_bytes(b"the real weights") == digest
+    assert store.path(digest).read_bytes() == b"the real weights"
+    assert leftovers(store) == []

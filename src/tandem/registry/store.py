@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from tandem.bundle import sha256_file
 from tandem.errors import BundleError, RegistryError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,6 +86,12 @@ class LocalStore:
     def exists(self, sha256: str) -> bool:
         return self._object(sha256).is_file()
 
+    def _holds(self, sha256: str) -> bool:
+        """Whether the object is stored and unchanged. Hashed, not just sized: a damaged object is then
+        replaced when its content is stored again (what a failed bundle verification asks the user to do)."""
+        target = self._object(sha256)
+        return target.is_file() and sha256_file(target) == sha256
+
     def size(self, sha256: str) -> int:
         return self.path(sha256).stat().st_size
 
@@ -102,11 +109,8 @@ class LocalStore:
 
     def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
         path = Path(path)
-        if expected_sha256 is not None:
-            target = self._object(expected_sha256)
-            # Idempotent and cheap: the same content is already stored whole (it got there by rename).
-            if target.is_file() and target.stat().st_size == path.stat().st_size:
-                return expected_sha256
+        if expected_sha256 is not None and self._holds(expected_sha256):
+            return expected_sha256  # idempotent: reading the stored copy is cheaper than writing another
         with self._incoming() as (f, tmp):
             h = hashlib.sha256()
             with path.open("rb") as src:
@@ -126,7 +130,7 @@ class LocalStore:
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        if self.exists(digest):
+        if self._holds(digest):
             return digest
         with self._incoming() as (f, tmp):
             f.write(data)
@@ -150,7 +154,7 @@ class LocalStore:
         os.fsync(f.fileno())
         target = self._object(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file() and target.stat().st_size == os.fstat(f.fileno()).st_size:
+        if self._holds(digest):
             return  # another writer stored the same bytes meanwhile
         os.chmod(tmp, 0o444 & ~UMASK)
         os.replace(tmp, target)

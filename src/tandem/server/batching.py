@@ -69,6 +69,7 @@ class Batcher:
         self._observer = observer
         self._queue: deque[_Item] = deque()
         self._arriving = 0
+        self._running = 0  # requests in the model call now
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -76,8 +77,9 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
 
     @property
-    def depth(self) -> int:
-        return len(self._queue)
+    def busy(self) -> bool:
+        """Whether any request is on its way, queued or in the model call (not safe to unload)."""
+        return bool(self._queue) or self._arriving > 0 or self._running > 0
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[Slot]:
@@ -128,11 +130,21 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        batch: list[_Item] = []
+        try:
+            await self._serve(loop, batch)
+        finally:
+            # close() cancels this task: the requests already taken off the queue (being gathered or
+            # in the model call) must still get an answer, or their callers wait until their timeout.
+            for item in batch:
+                _fail(item, self._unloaded())
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         while True:
             while not self._queue:
                 self._changed.clear()
                 await self._changed.wait()
-            batch: list[_Item] = []
+            batch.clear()
             rows = self._take(batch, 0)
             if batch and rows < self.max_batch_size and self.max_delay_s > 0 and self._arriving > 0:
                 deadline = loop.time() + self.max_delay_s
@@ -147,7 +159,11 @@ class Batcher:
             self._report_depth()
             if not batch:
                 continue
-            await self._run_batch(loop, batch, rows)
+            self._running = len(batch)
+            try:
+                await self._run_batch(loop, batch, rows)
+            finally:
+                self._running = 0
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int) -> None:
         t0 = time.perf_counter()
@@ -177,10 +193,11 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(Unavailable(f"model {self.name} was unloaded; retry", retry_after=1))
+            _fail(self._queue.popleft(), self._unloaded())
         self._executor.shutdown(wait=False)
+
+    def _unloaded(self) -> Unavailable:
+        return Unavailable(f"model {self.name} was unloaded; retry", retry_after=1)
 
 
 def _merge(batch: list[_Item]) -> Tensors:

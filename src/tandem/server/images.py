@@ -20,7 +20,7 @@ from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from tandem.preprocess import decode_image, to_input
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
-from tandem.server.models import LoadedModel, is_version
+from tandem.server.models import LoadedModel, is_version, number
 from tandem.server.responses import json_response
 
 CLASSIFY = "classify"
@@ -33,9 +33,10 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not is_version(raw) or not lo <= int(raw) <= hi:
-        raise InvalidRequest(f"query parameter {name}={raw!r}: expected a whole number from {lo} to {hi}")
-    return int(raw)
+    value = number(raw)
+    if value is None or not lo <= value <= hi:
+        raise InvalidRequest(f"query parameter {name}={raw[:40]!r}: expected a whole number from {lo} to {hi}")
+    return value
 
 
 def _bool_param(request: Request, name: str, default: bool) -> bool:

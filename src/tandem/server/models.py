@@ -3,9 +3,9 @@
 Versions are loaded by (name, version) and stay addressable by number. A request names a model
 and a reference (a version number, an alias, or nothing: alias ``production`` if set, else the
 latest); the pool remembers what each reference resolved to, so the hot path never queries the
-registry. The alias watcher polls the registry's generation; when it changes, every remembered
-alias is resolved again, and a moved alias is switched only after the new version is loaded and
-warmed up in a background thread. Requests already holding the old version finish on it.
+registry. The alias watcher polls the registry's generation; every remembered alias resolved at an
+older generation is resolved again, and a moved alias is switched only after the new version is
+loaded and warmed up in a background thread. Requests already holding the old version finish on it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,15 @@ def is_version(text: str) -> bool:
     return VERSION.fullmatch(text) is not None
 
 
+def number(text: str) -> int | None:
+    """The value of ASCII digits, or None for anything else and for more than 18 significant digits:
+    int() raises ValueError on strings of over 4300 digits, and no version or count comes near 10**18."""
+    if not is_version(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else None
+
+
 def parse_ref(ref: str | int | None) -> Ref:
     """'3' → 3; 'production' → 'production'; None or '' → None (the default version)."""
     if ref is None or isinstance(ref, int):
@@ -59,7 +68,12 @@ def parse_ref(ref: str | int | None) -> Ref:
     ref = ref.strip()
     if not ref:
         return None
-    return int(ref) if is_version(ref) else ref
+    if not is_version(ref):
+        return ref
+    n = number(ref)
+    if n is None:
+        raise NotFound(f"there is no version {ref[:20]}…: versions are numbers from 1 to {2**31 - 1}")
+    return n
 
 
 def check_ref(name: str, ref: Ref) -> None:
@@ -122,10 +136,6 @@ class LoadedModel:
             for _ in range(runs):
                 self._run(feeds)
 
-    async def infer(self, inputs: Tensors) -> Tensors:
-        self.last_used = time.monotonic()
-        return await self.batcher.submit(inputs)
-
     def matcher(self) -> CelebMatcher:
         """celebmatch on this version (its gallery), sharing this version's ONNX session."""
         if self._matcher is None:
@@ -149,7 +159,6 @@ class ModelPool:
         self._loaded: dict[tuple[str, int], LoadedModel] = {}
         self._loading: dict[tuple[str, int], asyncio.Task[LoadedModel]] = {}
         self._refs: dict[tuple[str, Ref], _Resolution] = {}
-        self.generation: int | None = None
         self.last_poll_ok: float | None = None
         self._watcher: asyncio.Task[None] | None = None
 
@@ -159,11 +168,11 @@ class ModelPool:
         """The loaded version that ``ref`` means now (loading it first if need be)."""
         ref = parse_ref(ref)
         hit = self._refs.get((name, ref))
-        if hit is not None:
-            model = self._loaded.get((name, hit.version))
-            if model is not None:
-                return model
-        return await self._resolve_and_load(name, ref)
+        model = self._loaded.get((name, hit.version)) if hit is not None else None
+        if model is None:
+            model = await self._resolve_and_load(name, ref)
+        model.last_used = time.monotonic()  # every route gets its model here: this is what idling goes by
+        return model
 
     async def _resolve_and_load(self, name: str, ref: Ref) -> LoadedModel:
         check_ref(name, ref)
@@ -211,7 +220,7 @@ class ModelPool:
     # --- start-up, alias watching, shutdown -------------------------------------------------
 
     async def start(self) -> None:
-        self.generation = await asyncio.to_thread(self.registry.generation)
+        await asyncio.to_thread(self.registry.generation)  # fails start-up at once if the registry is down
         self.last_poll_ok = time.monotonic()
         if self.settings.preload:
             for info in await asyncio.to_thread(self.registry.models):
@@ -227,15 +236,19 @@ class ModelPool:
         while True:
             await asyncio.sleep(self.settings.alias_poll_s)
             try:
-                gen = await asyncio.to_thread(self.registry.generation)
-                self.last_poll_ok = time.monotonic()
-                if gen != self.generation:
-                    await self.refresh(gen)
-                    self.generation = gen
-                if self.settings.model_idle_s:
-                    await self._unload_idle()
+                await self.poll()
             except Exception as e:  # keep watching: the next poll may find the database back
                 log.warning("alias watcher: %s", e)
+
+    async def poll(self) -> None:
+        """One look at the registry: follow moved aliases, unload idle versions."""
+        gen = await asyncio.to_thread(self.registry.generation)
+        self.last_poll_ok = time.monotonic()
+        # Not only when the generation changed: a request may remember what it resolved before a
+        # move only after this watcher has handled that move. refresh() is a no-op when nothing is stale.
+        await self.refresh(gen)
+        if self.settings.model_idle_s:
+            await self._unload_idle()
 
     async def refresh(self, gen: int) -> None:
         """Re-resolve every alias and default reference remembered from before generation ``gen``."""
@@ -266,7 +279,7 @@ class ModelPool:
         now = time.monotonic()
         in_use = {(n, r.version) for (n, ref), r in self._refs.items() if not isinstance(ref, int)}
         for key, model in list(self._loaded.items()):
-            if key not in in_use and now - model.last_used > self.settings.model_idle_s and not model.batcher.depth:
+            if key not in in_use and now - model.last_used > self.settings.model_idle_s and not model.batcher.busy:
                 del self._loaded[key]
                 for k in [k for k, r in self._refs.items() if (k[0], r.version) == key]:
                     del self._refs[k]

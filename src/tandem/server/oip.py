@@ -79,7 +79,6 @@ async def infer(request: Request, call: Call) -> Response:
         body = await read_body(request, services.settings.max_body_bytes)
         req = oip_codec.parse_infer_request(
             body, request.headers.get(oip_codec.HEADER_LENGTH), model.inputs, model.outputs)
-        model.last_used = time.monotonic()
         result = await slot.submit(req.inputs)
     content, headers = oip_codec.encode_infer_response(
         model.name, model.version, req.id, [(o, result[o.name]) for o in req.outputs])

@@ -12,7 +12,7 @@ and Triton's binary_tensor_data extension.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ class InferRequest:
     inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput]
     id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -155,8 +154,7 @@ def parse_infer_request(
     rows = {a.shape[0] for a in arrays.values()}
     if len(rows) > 1:
         raise InvalidRequest(f"inputs have different batch sizes {sorted(rows)}; the first dimension must agree")
-    return InferRequest(arrays, _requested_outputs(req.get("outputs"), outputs, binary_default),
-                        request_id, params)
+    return InferRequest(arrays, _requested_outputs(req.get("outputs"), outputs, binary_default), request_id)
 
 
 def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: bool) -> list[RequestedOutput]:

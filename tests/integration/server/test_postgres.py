@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from sqlalchemy.engine import make_url
 
 from tandem.bundle import Bundle
 from tandem.registry.registry import Registry
 from tandem.runtime import OnnxModel
 from tests.integration.registry_backends import postgres_schema
-from tests.integration.server.serving import Bearer, populate, running, test_settings
+from tests.integration.server.serving import Bearer, free_port, populate, running, test_settings
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +55,71 @@ def test_serving_from_postgresql_follows_its_aliases(tmp_path, bundles, photos):
                 assert version == "2" and np.abs(emb - models[1].run(pixels)["embedding"]).max() <= 1e-5
             finally:
                 client.close()
+
+
+class Proxy:
+    """A TCP relay to PostgreSQL that the test can cut and restore: the database going down and back."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and break the open ones."""
+        for s in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_registry_database_that_goes_down_gives_503_with_retry_after_then_recovers(tmp_path, bundles):
+    with postgres_schema() as url:
+        keys = populate(test_settings(tmp_path / "home", database_url=url), list(bundles))
+        direct = make_url(url)
+        proxy = Proxy((direct.host or "127.0.0.1", direct.port or 5432))
+        proxy.start()
+        via_proxy = direct.set(port=proxy.port).render_as_string(hide_password=False)
+        # key_cache_s=0: every request asks the registry about its key.
+        settings = test_settings(tmp_path / "home", database_url=via_proxy, key_cache_s=0)
+        try:
+            with running(settings) as server, server.client(keys.predict) as c:
+                assert c.get("/v2/models/faces").status_code == 200
+                proxy.stop()
+                r = c.get("/v2/models/faces")
+                assert r.status_code == 503, r.text
+                assert int(r.headers["retry-after"]) >= 1
+                assert "the registry database" in r.json()["error"] and "is unavailable" in r.json()["error"]
+                proxy.start()
+                assert c.get("/v2/models/faces").status_code == 200
+        finally:
+            proxy.stop()

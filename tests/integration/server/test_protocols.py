@@ -277,6 +277,12 @@ BAD = [
     ("name-with-nul", "get", "/v2/models/fa%00ces", {}, 404, "no model named 'fa\\x00ces': model names are"),
     ("huge-version", "get", "/v2/models/faces/versions/99999999999", {}, 404, "model faces has no version 99999999999"),
     ("odd-alias", "get", "/v2/models/faces/versions/%C2%B2", {}, 404, "model faces has no alias '²'"),
+    # int() refuses strings of over 4300 digits with a ValueError.
+    ("5000-digit-version", "get", "/v2/models/faces/versions/" + "9" * 5000, {}, 404, "there is no version 999"),
+    ("5000-digit-tf-version", "post", "/v1/models/faces/versions/" + "9" * 5000 + ":predict",
+     {"json": {"instances": [1]}}, 404, "there is no version 999"),
+    ("5000-digit-top-k", "post", "/v1/apps/classify/faces:predict?top_k=" + "9" * 5000,
+     {"content": b"x", "headers": JPEG}, 400, "expected a whole number from 1 to 100"),
     ("odd-top-k", "post", "/v1/apps/classify/faces:predict?top_k=%C2%B2", {"content": b"x", "headers": JPEG}, 400,
      "query parameter top_k='²': expected a whole number from 1 to 100"),
     ("unknown-route", "get", "/v3/anything", {}, 404, "no route GET /v3/anything"),
