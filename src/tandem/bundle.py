@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,6 +30,9 @@ MANIFEST = "manifest.json"
 UNHASHED = {MANIFEST, "signature"}
 
 Precision = Literal["fp32", "int8"]
+# A model's name: it becomes a folder name, a URL path segment and a database key.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN)
 
 
 class TensorSpec(BaseModel):
@@ -50,7 +54,7 @@ class Fingerprint(BaseModel):
 
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(pattern=NAME_PATTERN)
     version: int | None = Field(default=None, description="set by the registry on push")
     parent_version: int | None = None
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))

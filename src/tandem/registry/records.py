@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+
+# An alias: lowercase so URLs and CLI agree; never all digits (those are version numbers).
+ALIAS_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 Scope = Literal["predict", "device", "admin"]
 SCOPES: tuple[Scope, ...] = ("predict", "device", "admin")

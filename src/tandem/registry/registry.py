@@ -7,7 +7,6 @@ Every method opens its own short transaction and returns plain records (records.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import tempfile
@@ -18,11 +17,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tandem.bundle import MANIFEST, Bundle, sha256_file
+from tandem.bundle import MANIFEST, NAME_RE, Bundle, sha256_file
 from tandem.errors import BundleError, ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
 from tandem.registry import migrate
 from tandem.registry.db import Database
-from tandem.registry.records import SCOPES, AliasInfo, KeyInfo, ModelInfo, Resolved, Scope, VersionInfo
+from tandem.registry.records import ALIAS_RE, SCOPES, AliasInfo, KeyInfo, ModelInfo, Resolved, Scope, VersionInfo
 from tandem.registry.schema import Alias, AliasMove, ApiKey, Model, RegistryState, Version, utcnow
 from tandem.registry.store import UMASK, ArtifactStore, LocalStore
 from tandem.security import apikeys
@@ -31,8 +30,6 @@ from tandem.settings import Settings, get_settings
 DEFAULT_ALIAS = "production"
 # Not an alias anyone can set: it always means the newest version.
 LATEST = "latest"
-_ALIAS = re.compile(r"^[a-z0-9_-]{1,64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a manifest's name (bundle.Manifest.name)
 _MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer; larger numbers cannot exist
 PUSH_ATTEMPTS = 5
 # Compared against when a key id is unknown, so that path costs the same as a wrong secret.
@@ -40,7 +37,7 @@ _NO_SUCH_HASH = "0" * 64
 
 
 def check_alias_name(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or alias.isdigit():
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias) or alias.isdigit():
         raise InvalidRequest(
             f"alias {alias!r} is not a valid alias name: use 1-64 lowercase letters, digits, '-' or '_', "
             "not only digits (those are version numbers), e.g. production or beta"
@@ -309,7 +306,7 @@ class Registry:
     @staticmethod
     def _model(s: Session, name: str) -> Model:
         # Names that no manifest can have are never looked up (a NUL byte would be a database error).
-        model = s.scalar(select(Model).where(Model.name == name)) if isinstance(name, str) and _NAME.fullmatch(name) else None
+        model = s.scalar(select(Model).where(Model.name == name)) if isinstance(name, str) and NAME_RE.fullmatch(name) else None
         if model is None:
             names = list(s.scalars(select(Model.name).order_by(Model.name)))
             raise NotFound(f"no model named {name!r} in the registry (models: {_listing(names)}); "
@@ -337,7 +334,7 @@ class Registry:
     @staticmethod
     def _alias(s: Session, model: Model, alias: str) -> Alias:
         row = None
-        if isinstance(alias, str) and _ALIAS.fullmatch(alias):
+        if isinstance(alias, str) and ALIAS_RE.fullmatch(alias):
             row = s.scalar(select(Alias).where(Alias.model_id == model.id, Alias.alias == alias))
         if row is None:
             have = [f"{a.alias} -> {a.version}" for a in

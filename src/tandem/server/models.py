@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tandem.bundle import Bundle
+from tandem.bundle import NAME_RE, Bundle
 from tandem.errors import ModelError, NotFound, TandemError, Unavailable
-from tandem.registry.records import Resolved
+from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.metrics import Metrics
@@ -42,8 +42,6 @@ Ref = int | str | None  # a version number, an alias, or the default
 # What can exist in the registry (the manifest's name rule, the registry's alias rule). Anything
 # else is refused before it reaches the database: it cannot name a model, and a database may choke
 # on it (PostgreSQL on NUL characters, on integers past int32).
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
 VERSION = re.compile(r"[0-9]+")
 
 
@@ -77,9 +75,9 @@ def parse_ref(ref: str | int | None) -> Ref:
 
 
 def check_ref(name: str, ref: Ref) -> None:
-    if not MODEL_NAME.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise NotFound(f"no model named {name!r}: model names are 1-64 letters, digits, '.', '_' or '-'")
-    if isinstance(ref, str) and not ALIAS.fullmatch(ref):
+    if isinstance(ref, str) and not ALIAS_RE.fullmatch(ref):
         raise NotFound(f"model {name} has no alias {ref!r}: aliases are 1-64 lowercase letters, digits, "
                        "'-' or '_'; versions are numbers")
     if isinstance(ref, int) and not 0 < ref < 2**31:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import tandem
+from tandem.bundle import NAME_PATTERN
 
-NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+NAME = {"type": "string", "pattern": NAME_PATTERN}
 VERSION_OR_ALIAS = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 

@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tandem import atomic
+from tandem.bundle import NAME_RE
 from tandem.data.catalog import ImageCatalog, ImageRecord
 from tandem.data.lfw import lfw_images_dir
 from tandem.data.split import Split
@@ -27,7 +27,6 @@ DATASET = "dataset.json"
 HISTORY = "history.json"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass
