@@ -139,3 +139,24 @@ class RequestTimeout(TandemError):
 
     status_code = 504
     exit_code = 12
+
+
+class SignatureError(TandemError):
+    """A manifest's signature, signing key or claims (device, version, sequence) are not acceptable."""
+
+    status_code = 400
+    exit_code = 14
+
+
+class DecryptionError(TandemError):
+    """An encrypted model file cannot be decrypted with the key given (wrong key, altered bytes)."""
+
+    status_code = 400
+    exit_code = 14
+
+
+class ChecksumError(TandemError):
+    """Downloaded or rebuilt bytes do not match the sha256/size they were promised with."""
+
+    status_code = 400
+    exit_code = 14
