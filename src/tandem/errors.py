@@ -160,3 +160,23 @@ class ChecksumError(TandemError):
 
     status_code = 400
     exit_code = 14
+
+
+class PatchError(TandemError):
+    """A delta patch is malformed, truncated, too large, or does not fit the file it is applied to."""
+
+    status_code = 400
+    exit_code = 14
+
+
+class ServerUnreachable(Unavailable):
+    """No answer from the server (offline, timeout, a cut connection), as opposed to a refusal."""
+
+    exit_code = 12
+
+
+class ConditionsNotMet(TandemError):
+    """A download is needed, but the device's conditions (unmetered network, charging, idle) forbid it now."""
+
+    status_code = 412
+    exit_code = 15

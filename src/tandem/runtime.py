@@ -29,19 +29,23 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def load_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+def load_session(source: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """A session from a model file, or from the model's bytes (a decrypted OTA model never touches disk)."""
+    what = f"{len(source)} bytes of model" if isinstance(source, bytes) else str(source)
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source if isinstance(source, bytes) else str(source), session_options(threads),
+                                    providers=["CPUExecutionProvider"])
     except Exception as e:  # ONNX Runtime raises its own unexported exception types
-        raise ModelError(f"{path}: ONNX Runtime cannot load this model ({e}); re-export the bundle") from e
+        raise ModelError(f"{what}: ONNX Runtime cannot load this model ({e}); re-export the bundle") from e
 
 
 class OnnxModel:
     """One ONNX model file with its preprocessing and labels, ready to run on pixels or files."""
 
-    def __init__(self, path: Path, spec: PreprocessSpec, labels: list[str], precision: Precision = "fp32",
+    def __init__(self, path: Path | bytes, spec: PreprocessSpec, labels: list[str], precision: Precision = "fp32",
                  threads: int | None = None):
-        self.path = path
+        # bytes: a model decrypted in memory (tandem.device); it has no path then.
+        self.path = None if isinstance(path, bytes) else path
         self.precision = precision
         self.spec = spec
         self.labels = labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.errors import ConfigError
@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     rate_limit_per_s: float = Field(default=200.0, gt=0, description="Token-bucket refill per API key (requests/s).")
     rate_limit_burst: int = Field(default=400, ge=1, description="Token-bucket capacity per API key.")
+    # Every install of an app shares the device key it ships with: its bucket is the whole fleet's.
+    device_rate_limit_per_s: float = Field(
+        default=5000.0, gt=0, description="Token-bucket refill for device-scope keys (a fleet's OTA checks/s)."
+    )
+    device_rate_limit_burst: int = Field(default=10000, ge=1, description="Token-bucket capacity for device-scope keys.")
     alias_poll_s: float = Field(
         default=0.5, gt=0, le=60, description="How often each server worker looks for moved aliases in the registry."
     )
@@ -74,6 +79,25 @@ class Settings(BaseSettings):
         description="Unload versions no alias points to after this many idle seconds (0: keep them loaded).",
     )
     access_log: bool = Field(default=True, description="One JSON line per request on stderr (never the API key).")
+
+    # --- over-the-air delivery (docs/ota.md) ----------------------------------------------------
+    ota_master_key: SecretStr | None = Field(
+        default=None,
+        description="base64 of 32 random bytes that wrap (AES-256-GCM) the OTA signing keys and data keys stored "
+        "in the registry. Unset: the key file ota-master.key under the Tandem home, created on first use (mode "
+        "0600). Every server and CLI of one registry must use the same key: set it when they run on several hosts.",
+    )
+    ota_report_flush_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How often a server worker writes the device health reports it added up to the registry "
+        "(and checks the health gate); what is left is written at shutdown.",
+    )
+
+    def rate_for(self, scope: str) -> tuple[float, int]:
+        """(requests/s, burst) of the token bucket for a key of this scope."""
+        if scope == "device":
+            return self.device_rate_limit_per_s, self.device_rate_limit_burst
+        return self.rate_limit_per_s, self.rate_limit_burst
 
     @property
     def registry_url(self) -> str:

@@ -8,10 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from tandem.cli.ota import signing_app
 from tandem.cli.output import console, err_console, print_json
 from tandem.cli.registry import JsonOpt, open_registry, record_json, when
 
-app = typer.Typer(help="API keys for `tandem serve`: create, list, revoke.", no_args_is_help=True)
+app = typer.Typer(help="API keys for `tandem serve`: create, list, revoke; `signing` for OTA signing keys.",
+                  no_args_is_help=True)
+app.add_typer(signing_app, name="signing")
 
 
 class ScopeChoice(StrEnum):

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tandem.cli import ota as ota_cli
 from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
@@ -155,6 +156,8 @@ def demo(
 # push, models, versions, alias, rollback
 registry_cli.register(app)
 serve_cli.register(app)
+# release, releases, release-halt, release-rollback, pin, unpin
+ota_cli.register(app)
 
 
 def main() -> None:

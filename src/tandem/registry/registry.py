@@ -238,7 +238,7 @@ class Registry:
         return self._materialise(self.get(name, version))
 
     def generation(self) -> int:
-        """A number that grows with every push, alias move and rollback (cheap to poll)."""
+        """A number that grows with every push, alias move, rollback and OTA release change (cheap to poll)."""
         with self.db.read() as s:
             gen = s.scalar(select(RegistryState.generation).where(RegistryState.id == 1))
         if gen is None:

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -105,10 +108,146 @@ class ApiKey(Base):
 
 
 class RegistryState(Base):
-    """One row (id 1). ``generation`` goes up in the same transaction as every push, alias move and
-    rollback, so a server can poll one integer to learn whether anything it serves may have moved."""
+    """One row (id 1). ``generation`` goes up in the same transaction as every push, alias move,
+    rollback and OTA release change (releases, pins, signing keys), so a server can poll one integer to
+    learn whether anything it serves may have moved. OTA payloads carry it as their ``sequence``."""
 
     __tablename__ = "registry_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- over-the-air delivery (docs/ota.md) -------------------------------------------------------
+
+
+class Release(Base):
+    """A version offered to devices on a channel, with its rollout rules and state."""
+
+    __tablename__ = "releases"
+    __table_args__ = (
+        UniqueConstraint("model_id", "channel", "version", name="uq_releases_model_channel_version"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_releases_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(64))
+    percent: Mapped[float] = mapped_column(Float)
+    min_app_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    max_app_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    platforms: Mapped[list[str]] = mapped_column(JSON)
+    min_os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    min_ram_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_failure_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    min_reports: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # active | halted | rolled_back
+    note: Mapped[str] = mapped_column(String(400), default="")  # why the state is what it is
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReleasePin(Base):
+    """One device held on one version of a model on a channel, whatever the releases say."""
+
+    __tablename__ = "release_pins"
+    __table_args__ = (
+        UniqueConstraint("model_id", "channel", "device_id", name="uq_release_pins_model_channel_device"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_release_pins_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReleaseHealth(Base):
+    """Device health reports added up per (model, version, channel): counts, not one row per report."""
+
+    __tablename__ = "release_health"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", "channel", name="uq_release_health_model_version_channel"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_release_health_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(64))
+    reports: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_reports: Mapped[int] = mapped_column(BigInteger, default=0)  # with a load failure or inference error
+    load_failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    inference_errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    inferences: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_reports: Mapped[int] = mapped_column(BigInteger, default=0)  # reports that carried p50/p99
+    p50_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    p99_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    p99_ms_max: Mapped[float] = mapped_column(Float, default=0.0)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SigningKeyRow(Base):
+    """An Ed25519 manifest-signing key; its private seed only wrapped with the OTA master key."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # base64 of the 32 raw bytes
+    wrapped_seed: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    current: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DataKey(Base):
+    """The AES-256 key that encrypts one model version's files for devices, wrapped with the master key."""
+
+    __tablename__ = "data_keys"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_data_keys_model_version"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_data_keys_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[str] = mapped_column(String(32))
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OtaObject(Base):
+    """A store object made for devices: a version's file encrypted with its data key (kind ``file``), or
+    an encrypted delta patch from an older file to it (kind ``delta``). Encryption draws a random nonce,
+    so each is made once and recorded; the unique key lets concurrent makers agree on one."""
+
+    __tablename__ = "ota_objects"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", "kind", "path", "from_sha256", name="uq_ota_objects_identity"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_ota_objects_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # file | delta
+    path: Mapped[str] = mapped_column(String(512))  # bundle-relative path of the file
+    from_sha256: Mapped[str] = mapped_column(String(64))  # delta: the older plaintext file; file: ""
+    plain_sha256: Mapped[str] = mapped_column(String(64))  # the version's plaintext file
+    sha256: Mapped[str] = mapped_column(String(64))  # the stored (served) object
+    size: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

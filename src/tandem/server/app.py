@@ -7,6 +7,8 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
 - predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready]``,
   ``POST /v2/models/{name}[/versions/{v}]/infer``, ``GET|POST /v1/models/{name}[/versions/{n}|/labels/{a}][:predict]``,
   ``POST /v1/apps/{app}/{model}:predict``, ``GET /openapi.json``
+- device: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from}/{to}``,
+  ``POST /v1/ota/keys``, ``POST /v1/ota/report``, ``GET /v1/ota/signing-keys`` (server/ota.py, docs/ota.md)
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
 """
 
@@ -28,12 +30,13 @@ from starlette.routing import Route
 
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import images, oip, openapi, tfserving
+from tandem.server import images, oip, openapi, ota, tfserving
 from tandem.server.auth import Authenticator
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.models import ModelPool
 from tandem.server.observe import Observe, setup_access_log
+from tandem.server.ota_service import OtaService
 from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from tandem.server.responses import json_response
 from tandem.settings import Settings, get_settings
@@ -51,6 +54,7 @@ class Services:
     auth: Authenticator
     limiter: Limiter
     metrics: Metrics
+    ota: OtaService
 
 
 def _server_logging() -> None:
@@ -81,12 +85,15 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                          metrics.rate_limit_errors.inc)
                             if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
         pool = ModelPool(reg, settings, metrics)
+        ota_service = OtaService(reg, settings, metrics)
         app.state.services = Services(settings, reg, pool, Authenticator(reg.verify_key, settings.key_cache_s),
-                                      limiter, metrics)
+                                      limiter, metrics, ota_service)
         try:
             await pool.start()
+            await ota_service.start()
             yield
         finally:
+            await ota_service.close()  # writes the health reports still held in memory
             await pool.close()
             await limiter.close()
             if registry is None:
@@ -102,6 +109,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *oip.routes(),
         *tfserving.routes(),
         *images.routes(),
+        *ota.routes(),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
     ]

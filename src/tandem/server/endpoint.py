@@ -56,7 +56,7 @@ def endpoint(route: str, need: Scope | None, handler: Handler) -> Callable[[Requ
             if need is not None:
                 key = await services.auth.authenticate(request.headers.get("authorization"), need)
                 call.key_id = key.key_id
-                await ratelimit.check(services.limiter, key.key_id)
+                await ratelimit.check(services.limiter, key.key_id, *services.settings.rate_for(key.scope))
             timeout = services.settings.request_timeout_s
             try:
                 async with asyncio.timeout(timeout) as deadline:

@@ -48,6 +48,20 @@ class Metrics:
                              ["model", "alias"], registry=r)
         self.rate_limit_errors = Counter("tandem_rate_limit_backend_errors", "Rate-limit checks that failed "
                                          "(Redis unreachable); such requests are let through.", registry=r)
+        # Over-the-air delivery (server/ota.py).
+        self.ota_checks = Counter("tandem_ota_checks", "OTA checks answered, by model and outcome: install, "
+                                  "rollback, current (204, up to date), none (204, no release for the device).",
+                                  ["model", "outcome"], registry=r)
+        self.ota_deltas_offered = Counter("tandem_ota_deltas_offered", "Delta patches offered in signed payloads.",
+                                          ["model"], registry=r)
+        self.ota_downloads = Counter("tandem_ota_downloads", "OTA download answers, by object kind (manifest, file, "
+                                     "delta) and status (200, 206, 304, 416).", ["kind", "status"], registry=r)
+        self.ota_bytes = Counter("tandem_ota_bytes_served", "Bytes of OTA objects sent, by object kind.", ["kind"],
+                                 registry=r)
+        self.ota_reports = Counter("tandem_ota_reports", "Device health reports accepted, by model and whether they "
+                                   "saw a load failure or inference error.", ["model", "failed"], registry=r)
+        self.ota_gate_trips = Counter("tandem_ota_health_gate_trips", "Releases the health gate halted and rolled "
+                                      "back.", ["model"], registry=r)
 
     def observer(self, model: str, version: int) -> BatchStats:
         return BatchStats(self, model, str(version))

@@ -24,6 +24,7 @@ ERROR_TEXT = {
     405: "The route exists but not with this method.",
     413: "The request body exceeds TANDEM_MAX_BODY_BYTES.",
     415: "Content-Type or Content-Encoding the route does not take.",
+    416: "The Range lies outside the object (Content-Range: bytes */SIZE says its size).",
     422: "The photo holds no face (celebmatch).",
     429: "The key's rate limit is reached; Retry-After says when to retry.",
     503: "The registry (database) is not reachable right now; Retry-After says when to retry.",
@@ -128,16 +129,111 @@ def document(metrics_scope: str | None) -> dict:
     paths["/metrics"] = {"get": _op("Prometheus metrics", {"description": "Prometheus text format",
                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, (), metrics_scope)}
     paths["/openapi.json"] = {"get": _op("This document", ok({"type": "object"}), (), "predict")}
+    paths.update(_ota_paths())
 
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tandem inference server", "version": tandem.__version__,
                  "description": "Open Inference Protocol v2, TF-Serving REST and an image endpoint over the "
-                                "models of a Tandem registry. Errors are {\"error\": message}."},
+                                "models of a Tandem registry, and over-the-air delivery of them to devices "
+                                "(/v1/ota/*). Errors are {\"error\": message}."},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "paths": paths,
     }
 
+
+def _ota_op(summary: str, responses: dict[str, Any], errors: tuple[int, ...], body: str | None = None,
+            params: list[dict] | None = None) -> dict:
+    """An OTA route (scope device): its own success answers, the shared error answers."""
+    op = _op(summary, {}, errors, "device", _json(_ref(body)) if body else None, params)
+    del op["responses"]["200"]
+    op["responses"] = {**responses, **op["responses"]}
+    return op
+
+
+def _ota_paths() -> dict[str, dict]:
+    sha = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    header = lambda name, text: {"name": name, "in": "header", "required": False,  # noqa: E731
+                                 "schema": {"type": "string"}, "description": text}
+    ranges = [header("Range", "bytes=N- (resume from byte N), bytes=N-M or bytes=-N; one range only."),
+              header("If-None-Match", "The ETag held: 304 if it is this object."),
+              header("If-Range", "The ETag of the partial copy held: Range applies only if it still matches.")]
+    object_headers = {"ETag": {"schema": {"type": "string"}, "description": "\"<sha256 of the bytes>\""},
+                      "Accept-Ranges": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}}
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    download = {
+        "200": {"description": "The whole object.", "headers": object_headers, "content": binary},
+        "206": {"description": "The range asked for.", "content": binary,
+                "headers": {**object_headers, "Content-Range": {"schema": {"type": "string"}}}},
+        "304": {"description": "Not modified: the If-None-Match ETag is this object's.", "headers": object_headers},
+        "416": {**_error(416), "headers": {"Content-Range": {"schema": {"type": "string"}}}},
+    }
+    json_errors = (400, 404, 413, 415, 503, 504)
+    keys = _ota_op("The data key of a version offered to this device",
+                   {"200": {"description": "The AES-256-GCM key, base64.", "content": _json(_ref("OtaDataKey"))}},
+                   json_errors, "OtaKeyRequest")
+    keys["responses"]["403"] = {**keys["responses"]["403"], "description": ERROR_TEXT[403] + " Or: the version is "
+                                "not offered to this device (no release or pin of it covers the device)."}
+    return {
+        "/v1/ota/check": {"post": _ota_op(
+            "What this device should run: 204 if it runs it, else a signed payload (docs/ota.md)",
+            {"200": {"description": "A signed payload naming the version, its files and their URLs.",
+                     "content": _json(_ref("OtaEnvelope"))},
+             "204": {"description": "The device runs what it should (or there is nothing for it)."}},
+            json_errors, "OtaCheck")},
+        "/v1/ota/files/{sha256}": {"get": _ota_op(
+            "A file a signed payload names (encrypted model files, the manifest)", download, (404, 503, 504),
+            params=[_path("sha256", sha), *ranges])},
+        "/v1/ota/deltas/{from_sha256}/{to_sha256}": {"get": _ota_op(
+            "An encrypted delta patch a signed payload names", download, (404, 503, 504),
+            params=[_path("from_sha256", sha), _path("to_sha256", sha), *ranges])},
+        "/v1/ota/keys": {"post": keys},
+        "/v1/ota/report": {"post": _ota_op(
+            "Device health for the version it runs (the release's health gate counts it)",
+            {"204": {"description": "Counted."}}, json_errors, "OtaReport")},
+        "/v1/ota/signing-keys": {"get": _ota_op(
+            "The public keys devices should trust (the current one and those not retired)",
+            {"200": {"description": "Ed25519 public keys, base64.", "content": _json(_ref("OtaSigningKeys"))}},
+            (503, 504))},
+    }
+
+
+_DEVICE = {
+    "model": {"type": "string", "description": "The model's name."},
+    "channel": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "default": "production"},
+    "device_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+    "platform": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,32}$"},
+    "os_version": {"type": "string", "description": "e.g. 14 or 17.2.1"},
+    "app_version": {"type": "string", "description": "e.g. 2.4.0 or 3.0rc1"},
+    "ram_mb": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+}
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}
+_MS = {"type": "number", "minimum": 0, "maximum": 10**7}
+
+OTA_SCHEMAS: dict[str, Any] = {
+    "OtaCheck": {"type": "object", "required": ["model", "device_id"], "properties": {
+        **_DEVICE, "version": {"oneOf": [_VERSION_NUMBER, {"type": "null"}], "description": "Installed; null: none."},
+        "precision": {"type": "string", "enum": ["fp32", "int8"], "default": "fp32"}}},
+    "OtaEnvelope": {"type": "object", "required": ["payload", "signature", "key_id"], "additionalProperties": False,
+                    "properties": {"payload": {"type": "string", "description": "base64 of the payload's JSON bytes"},
+                                   "signature": {"type": "string", "description": "base64 Ed25519 signature"},
+                                   "key_id": {"type": "string"}}},
+    "OtaKeyRequest": {"type": "object", "required": ["model", "version", "device_id"],
+                      "properties": {**_DEVICE, "version": _VERSION_NUMBER}},
+    "OtaDataKey": {"type": "object", "required": ["model", "version", "key_id", "alg", "key"],
+                   "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
+                                  "key_id": {"type": "string"}, "alg": {"type": "string", "enum": ["AES-256-GCM"]},
+                                  "key": {"type": "string", "description": "base64 of 32 bytes"}}},
+    "OtaReport": {"type": "object", "required": ["model", "version", "device_id"], "properties": {
+        "model": _DEVICE["model"], "version": _VERSION_NUMBER, "channel": _DEVICE["channel"],
+        "device_id": _DEVICE["device_id"], "load_failures": _COUNT, "inference_errors": _COUNT, "inferences": _COUNT,
+        "p50_ms": _MS, "p99_ms": _MS}},
+    "OtaSigningKeys": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+        "type": "object", "required": ["key_id", "public_key", "current", "created"],
+        "properties": {"key_id": {"type": "string"}, "public_key": {"type": "string"},
+                       "current": {"type": "boolean"}, "created": {"type": "string"}}}}}},
+}
 
 _TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "additionalProperties": False,
                 "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
@@ -221,4 +317,5 @@ SCHEMAS: dict[str, Any] = {
                                               "probability": {"type": "number"}}}}}}}}},
     "AppResult": {"oneOf": [{"$ref": "#/components/schemas/CelebMatch"},
                             {"$ref": "#/components/schemas/Classification"}]},
+    **OTA_SCHEMAS,
 }

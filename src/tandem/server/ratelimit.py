@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 
 class Limiter(Protocol):
-    async def take(self, key: str) -> float:
-        """0 if the request may go ahead, else the seconds until it may."""
+    async def take(self, key: str, rate: float | None = None, burst: int | None = None) -> float:
+        """0 if the request may go ahead, else the seconds until it may (``rate``/``burst``: this
+        key's bucket, when it differs from the limiter's default)."""
         ...
 
     async def close(self) -> None: ...
@@ -40,17 +41,18 @@ class LocalLimiter:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    async def take(self, key: str) -> float:
+    async def take(self, key: str, rate: float | None = None, burst: int | None = None) -> float:
+        rate, burst = rate or self.rate, burst or self.burst
         now = time.monotonic()
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = refill(tokens, now - last, self.rate, self.burst)
+        tokens, last = self._buckets.get(key, (float(burst), now))
+        tokens = refill(tokens, now - last, rate, burst)
         if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
             self._buckets.clear()  # only keys that passed authentication get here; this is a backstop
         if tokens >= 1:
             self._buckets[key] = (tokens - 1, now)
             return 0.0
         self._buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate
+        return (1 - tokens) / rate
 
     async def close(self) -> None:
         return None
@@ -94,11 +96,11 @@ class RedisLimiter:
         self._script = self._redis.register_script(TOKEN_BUCKET)
         self._on_error = on_error
 
-    async def take(self, key: str) -> float:
+    async def take(self, key: str, rate: float | None = None, burst: int | None = None) -> float:
         from redis.exceptions import RedisError
 
         try:
-            allowed, wait = await self._script(keys=[self.PREFIX + key], args=[self.rate, self.burst])
+            allowed, wait = await self._script(keys=[self.PREFIX + key], args=[rate or self.rate, burst or self.burst])
         except (RedisError, OSError) as e:
             log.warning("rate limit check failed, letting the request through: %s", e)
             if callable(self._on_error):
@@ -110,7 +112,7 @@ class RedisLimiter:
         await self._redis.aclose()
 
 
-async def check(limiter: Limiter, key_id: str) -> None:
-    wait = await limiter.take(key_id)
+async def check(limiter: Limiter, key_id: str, rate: float | None = None, burst: int | None = None) -> None:
+    wait = await limiter.take(key_id, rate, burst)
     if wait > 0:
         raise RateLimited(f"rate limit for key {key_id} reached; retry in {wait:.2f} s", retry_after=wait)

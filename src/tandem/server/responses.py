@@ -23,8 +23,10 @@ def error_response(e: TandemError) -> Response:
     if isinstance(e, Unauthenticated):
         # RFC 6750: a request without credentials gets the bare challenge, a bad token the reason.
         headers["www-authenticate"] = getattr(e, "challenge", 'Bearer realm="tandem"')
-    elif isinstance(e, Forbidden):
-        headers["www-authenticate"] = getattr(e, "challenge", 'Bearer realm="tandem", error="insufficient_scope"')
+    elif isinstance(e, Forbidden) and getattr(e, "challenge", None):
+        # Only a refusal for the key's scope is a Bearer challenge; others (an OTA data key for a version
+        # the device is not offered) are not about the key.
+        headers["www-authenticate"] = e.challenge  # type: ignore[attr-defined]
     if isinstance(e, RateLimited | Unavailable):
         # Retry-After takes whole seconds; round up so that a client retrying on time gets a token.
         headers["retry-after"] = str(max(1, math.ceil(e.retry_after)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,24 @@ def test_local_bucket_allows_the_burst_then_says_when_to_retry():
 
     waits, other = asyncio.run(main())
     assert waits[:2] == [0.0, 0.0] and 95 < waits[2] <= 100 and other == 0.0
+
+
+def test_device_keys_get_the_fleet_sized_bucket():
+    """A device key ships inside an app and is shared by every install: its bucket is sized by
+    TANDEM_DEVICE_RATE_LIMIT_*, not by the per-client limit that predict keys get."""
+    s = test_settings(Path("/nonexistent"), rate_limit_burst=2, rate_limit_per_s=0.01, device_rate_limit_burst=5, device_rate_limit_per_s=0.01)
+    assert s.rate_for("predict") == (0.01, 2) and s.rate_for("admin") == (0.01, 2)
+    assert s.rate_for("device") == (0.01, 5)
+
+    async def main():
+        lim = LocalLimiter(*s.rate_for("predict"))
+        device = [await lim.take("fleet", *s.rate_for("device")) for _ in range(6)]
+        client = [await lim.take("client") for _ in range(3)]
+        return device, client
+
+    device, client = asyncio.run(main())
+    assert device[:5] == [0.0] * 5 and device[5] > 0
+    assert client[:2] == [0.0, 0.0] and client[2] > 0
 
 
 def test_redis_bucket_is_atomic_across_limiters_and_lets_requests_through_when_redis_is_down():

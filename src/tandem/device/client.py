@@ -1,0 +1,227 @@
+"""The device's HTTP side of OTA (docs/ota.md): check, data key, report, and resumable downloads.
+
+Failures come in two kinds, kept apart because an app decides differently on each (STYLE 8):
+``ServerUnreachable`` — no answer (offline, timeout, a cut connection) — and the server's own
+refusals, mapped from the status to the matching TandemError (401 Unauthenticated, 404 NotFound…).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tandem.device import faults
+from tandem.errors import (
+    ChecksumError,
+    DecryptionError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServerUnreachable,
+    TandemError,
+    Unauthenticated,
+    Unavailable,
+)
+
+STEP = 16 * 1024  # a progress callback per 16 KiB: ~220 for a 3.6 MB model
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an update's downloads are: ``done`` of ``total`` bytes, now in ``file``."""
+
+    done: int
+    total: int
+    file: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Transfer:
+    """Counts bytes over every download of one update and reports them after each chunk.
+
+    ``done`` never goes back: when a download has to start again (a damaged partial file, a
+    delta abandoned for the full file), ``total`` grows instead, so ``done == total`` at the end.
+    """
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.done = 0
+        self.fetched = 0  # bytes that crossed the network in this update (resumed bytes excluded)
+        self._callback = callback
+        self._counted: dict[str, int] = {}  # per download: bytes already in ``done``
+
+    def grow(self, extra: int) -> None:
+        self.total += extra
+
+    def advance(self, n: int, file: str, fetched: bool = True) -> None:
+        self.done += n
+        self._counted[file] = self._counted.get(file, 0) + n
+        if fetched:
+            self.fetched += n
+        if self._callback is not None:
+            self._callback(Progress(self.done, max(self.total, self.done), file))
+
+    def resume(self, file: str, have: int) -> None:
+        """``have`` bytes of ``file`` are on disk already (some perhaps counted by an earlier try)."""
+        if have > self._counted.get(file, 0):
+            self.advance(have - self._counted.get(file, 0), file, fetched=False)
+
+    def restart(self, file: str) -> None:
+        """``file`` starts again from its first byte: what was counted of it is to come again."""
+        self.grow(self._counted.pop(file, 0))
+
+
+def _message(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return body["error"]
+    except ValueError:
+        pass
+    return r.text[:200] or r.reason_phrase
+
+
+def refusal(r: httpx.Response, what: str) -> TandemError:
+    """The TandemError for a non-success answer to ``what``."""
+    msg = f"{what}: the server answered {r.status_code}: {_message(r)}"
+    if r.status_code == 401:
+        return Unauthenticated(msg + " (is the device API key right and not revoked?)")
+    if r.status_code == 403:
+        return Forbidden(msg + " (the device needs a key with scope 'device')")
+    if r.status_code == 404:
+        return NotFound(msg)
+    if r.status_code == 429:
+        retry = r.headers.get("retry-after", "1")
+        return RateLimited(msg, float(retry) if retry.isdigit() else 1.0)
+    if 400 <= r.status_code < 500:
+        return InvalidRequest(msg)
+    return Unavailable(msg)
+
+
+class OtaClient:
+    def __init__(self, server_url: str, api_key: str, timeout: httpx.Timeout,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=server_url.rstrip("/"), timeout=timeout, transport=transport,
+                                 headers={"authorization": f"Bearer {api_key}"}, follow_redirects=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, path: str, body: dict, what: str) -> httpx.Response:
+        try:
+            return self.http.post(path, json=body)
+        except httpx.TransportError as e:
+            raise ServerUnreachable(f"{what}: cannot reach {self.http.base_url} ({e}); the installed model "
+                                    "keeps running, try again when online") from e
+
+    def check(self, body: dict) -> bytes | None:
+        """The signed envelope's bytes, or None when the device is current (204)."""
+        r = self._post("/v1/ota/check", body, "update check")
+        if r.status_code == 204:
+            return None
+        if r.status_code != 200:
+            raise refusal(r, "update check")
+        return r.content
+
+    def data_key(self, model: str, version: int, device: dict) -> bytes:
+        """``device``: the same fields the check sends (the server gives a key only for a version
+        it offers to this device, judged by the same rules)."""
+        r = self._post("/v1/ota/keys", {**device, "model": model, "version": version},
+                       f"data key for {model} v{version}")
+        if r.status_code != 200:
+            raise refusal(r, f"data key for {model} v{version}")
+        try:
+            key = base64.b64decode(r.json()["key"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            raise DecryptionError(f"the server's data key answer for {model} v{version} is malformed ({e})") from e
+        if len(key) != 32:
+            raise DecryptionError(f"the server's data key for {model} v{version} has {len(key)} bytes, not 32")
+        return key
+
+    def report(self, body: dict) -> None:
+        r = self._post("/v1/ota/report", body, "health report")
+        if r.status_code not in (200, 202, 204):
+            raise refusal(r, "health report")
+
+    def download(self, url: str, part: Path, size: int, sha256: str, name: str, transfer: Transfer) -> bytes:
+        """The bytes at ``url``, resumed from ``part`` if a cut download left some there, checked
+        against ``size`` and ``sha256`` (of the bytes as sent). A cut connection leaves ``part``
+        for the next try and raises ServerUnreachable."""
+        part.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(2):
+            have = part.stat().st_size if part.exists() else 0
+            if have > size:
+                part.unlink()
+                have = 0
+            if have < size:
+                self._fetch(url, part, have, size, name, transfer)
+            else:
+                transfer.resume(name, have)  # complete from an earlier call
+            data = part.read_bytes()
+            if len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
+                return data
+            part.unlink()
+            if attempt == 0 and have > 0:
+                transfer.restart(name)  # the resumed part was bad: once more from the first byte
+                continue
+            raise ChecksumError(f"{name}: downloaded {len(data)} bytes with sha256 "
+                                f"{hashlib.sha256(data).hexdigest()[:12]}…, the signed manifest says {size} bytes "
+                                f"with sha256 {sha256[:12]}…; refusing it (the installed model is untouched)")
+        raise AssertionError("unreachable")
+
+    def _fetch(self, url: str, part: Path, have: int, size: int, name: str, transfer: Transfer) -> None:
+        headers = {"range": f"bytes={have}-"} if have else {}
+        written = have
+        try:
+            with self.http.stream("GET", url, headers=headers) as r:
+                if r.status_code == 416 and have:
+                    part.unlink()  # our partial file is not a prefix the server recognises
+                    transfer.restart(name)
+                    return self._fetch(url, part, 0, size, name, transfer)
+                if r.status_code == 206:
+                    m = _RANGE.match(r.headers.get("content-range", ""))
+                    if m is None or int(m.group(1)) != have:
+                        raise ChecksumError(f"{name}: asked to resume at byte {have}, the server answered "
+                                            f"Content-Range {r.headers.get('content-range')!r}")
+                    transfer.resume(name, have)
+                    mode = "ab"
+                elif r.status_code == 200:
+                    transfer.restart(name)  # no Range asked, or the server ignored it: from byte 0
+                    written, mode = 0, "wb"
+                else:
+                    r.read()
+                    raise refusal(r, f"download of {name}")
+                with open(part, mode) as f:
+                    # Taken as received (re-chunking would hold back bytes a cut connection then loses),
+                    # written and reported in steps of STEP bytes so that progress moves smoothly.
+                    for received in r.iter_bytes():
+                        if written + len(received) > size:
+                            raise ChecksumError(f"{name}: the server sent more than the {size} bytes the signed "
+                                                "manifest promises; refusing it")
+                        for i in range(0, len(received), STEP):
+                            piece = received[i : i + STEP]
+                            f.write(piece)
+                            f.flush()  # in the kernel's hands: a killed process keeps what it received
+                            written += len(piece)
+                            transfer.advance(len(piece), name)
+                            if written < size:
+                                faults.reached("download")  # part of the file here, the rest still to come
+                    os.fsync(f.fileno())
+        except httpx.TransportError as e:
+            raise ServerUnreachable(f"download of {name} cut at byte {written} of {size} ({e}); the next try "
+                                    "resumes from there, the installed model keeps running") from e
+        except ChecksumError:
+            part.unlink(missing_ok=True)
+            raise

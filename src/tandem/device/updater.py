@@ -1,0 +1,311 @@
+"""``ModelUpdater``: keep one model on a device current, verified and encrypted at rest.
+
+    updater = ModelUpdater("https://models.example.com", DEVICE_KEY, "celebmatch",
+                           trusted_keys=[PublicKey.from_b64(SERVER_SIGNING_KEY)], app_version="2.4.0")
+    model = updater.get_model("local_update_in_background")   # what is installed now; update quietly
+    model.model.run(pixels)
+
+Each update: check (a signed payload, verified before it is read: tandem.device.payload) → plan,
+fetch, verify, decrypt and install each file (tandem.device.install, atomically through
+tandem.device.store). Any refusal raises a TandemError that says why, and leaves the running
+model as it was. This module holds the app-facing side: download types, background updates,
+loading into ONNX Runtime, listing, deleting, rollback and health reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform as platform_mod
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from tandem.bundle import Manifest
+from tandem.device import payload as payload_mod
+from tandem.device.client import OtaClient, ProgressCallback
+from tandem.device.conditions import DeviceState, DownloadConditions, always, unmet
+from tandem.device.install import Installer, UpdateResult
+from tandem.device.keystore import KeyStore
+from tandem.device.payload import MANIFEST, Expected, Payload
+from tandem.device.store import ModelStore
+from tandem.device.vault import Vault, manifest_of
+from tandem.errors import (
+    BundleError,
+    ChecksumError,
+    ConditionsNotMet,
+    ConfigError,
+    DecryptionError,
+    ModelError,
+    NotFound,
+    ServerUnreachable,
+)
+from tandem.runtime import OnnxModel
+from tandem.security.signing import PublicKey
+from tandem.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DownloadType = Literal["local", "latest", "local_update_in_background"]
+Precision = Literal["fp32", "int8"]
+ANY_TIME = DownloadConditions()
+TIMEOUT = httpx.Timeout(10.0, read=60.0)  # connect/write/pool 10 s; a slow mobile link gets a minute per read
+
+
+@dataclass
+class LoadedModel:
+    """An installed version, decrypted in memory and ready: ``model.run(pixels)``."""
+
+    version: int
+    manifest: Manifest
+    model: OnnxModel
+    files: dict[str, bytes] = field(default_factory=dict)  # the other files (e.g. gallery.npz), plaintext
+
+    @property
+    def session(self):  # noqa: ANN201 - onnxruntime.InferenceSession
+        return self.model.session
+
+
+@dataclass(frozen=True)
+class InstalledVersion:
+    version: int
+    current: bool
+    previous: bool
+    sequence: int
+    installed_at: str
+    files: dict[str, int]  # name → plaintext size
+
+
+def _default_os_version() -> str | None:
+    # The server compares versions numerically ("6.8.0-45-generic" is not one): keep the numbers.
+    m = re.match(r"\d+(\.\d+)*", platform_mod.release())
+    return m.group(0) if m else None
+
+
+def _default_ram_mb() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class ModelUpdater:
+    def __init__(
+        self,
+        server_url: str,
+        api_key: str,
+        model: str,
+        *,
+        trusted_keys: Iterable[PublicKey],
+        channel: str = "production",
+        store_dir: Path | str | None = None,
+        device_id: str | None = None,
+        platform: str | None = None,
+        os_version: str | None = None,
+        app_version: str = "0",
+        ram_mb: int | None = None,
+        precision: Precision = "fp32",
+        device_state: DeviceState = always,
+        keep_keys: bool = True,
+        timeout: float | httpx.Timeout = TIMEOUT,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.trusted = {k.key_id: k for k in trusted_keys}
+        if not self.trusted:
+            raise ConfigError("ModelUpdater needs trusted_keys: the server's signing public keys "
+                              "(`tandem keys signing list`), or every manifest is refused")
+        self.store = ModelStore(Path(store_dir) if store_dir is not None else get_settings().home / "device")
+        self.store.model_dir(model)  # a bad model name fails here, not on the first update
+        self.model = model
+        self.channel = channel
+        self.device_id = device_id or self.store.device_id()
+        self.platform = platform or platform_mod.system().lower()
+        self.os_version = os_version or _default_os_version()
+        self.app_version = app_version
+        self.ram_mb = ram_mb if ram_mb is not None else _default_ram_mb()
+        self.precision = precision
+        self.device_state = device_state
+        self.threads = threads
+        self.keystore = KeyStore(self.store.root, api_key) if keep_keys else None
+        self.client = OtaClient(server_url, api_key,
+                                timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+                                transport)
+        self.vault = Vault(self.store, model, self.client, self.keystore, self._device)
+        self.installer = Installer(self.store, self.vault, self.client, model, precision, device_state, retries)
+        self._update_lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self.background_error: BaseException | None = None
+        self.load_failures = 0  # versions that failed to open since the last report()
+        self.store.recover(model)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.wait_background()
+        self.client.close()
+
+    def __enter__(self) -> ModelUpdater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what is installed ---------------------------------------------------------------------
+    def installed_version(self) -> int | None:
+        pointer = self.store.current(self.model)
+        return pointer.version if pointer else None
+
+    def installed(self) -> list[InstalledVersion]:
+        pointer = self.store.current(self.model)
+        out = []
+        for v in self.store.versions(self.model):
+            rec = self.store.record(self.model, v)
+            out.append(InstalledVersion(v, pointer is not None and pointer.version == v,
+                                        pointer is not None and pointer.previous == v, rec.sequence,
+                                        rec.installed_at, {n: f.size for n, f in rec.files.items()}))
+        return out
+
+    def delete(self, version: int | Literal["all"]) -> None:
+        """Remove one installed version, or all. Deleting the current one falls back to the previous."""
+        with self._update_lock:
+            self.store.delete(self.model, None if version == "all" else int(version), self.keystore)
+            self.vault.forget(None if version == "all" else int(version))
+
+    def rollback(self) -> int:
+        """Go back to the kept previous version, locally; returns it."""
+        pointer = self.store.current(self.model)
+        if pointer is None or pointer.previous is None:
+            raise NotFound(f"no previous version of {self.model} is installed to roll back to")
+        self.store.switch(self.model, pointer.previous)
+        return pointer.previous
+
+    # --- check and update ----------------------------------------------------------------------
+    def check(self) -> Payload | None:
+        """Ask the server what this device should run: a verified payload, or None if current."""
+        installed = self.installed_version()
+        answer = self.client.check({**self._device(), "model": self.model, "version": installed,
+                                    "precision": self.precision})
+        if answer is None:
+            return None
+        expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model))
+        return payload_mod.verify(answer, self.trusted, expected)
+
+    def _device(self) -> dict[str, object]:
+        """Who is asking: the check and the data-key route judge the rollout rules on the same fields."""
+        return {"device_id": self.device_id, "channel": self.channel, "platform": self.platform,
+                "os_version": self.os_version, "app_version": self.app_version, "ram_mb": self.ram_mb}
+
+    def update(self, conditions: DownloadConditions = ANY_TIME,
+               progress: ProgressCallback | None = None) -> UpdateResult:
+        """Check, and install what the server offers if the conditions allow the download."""
+        with self._update_lock:
+            started = time.monotonic()
+            offered = self.check()
+            if offered is None:
+                return UpdateResult("current", self.installed_version())
+            return self.installer.install(offered, conditions, progress, started)
+
+    # --- the download types --------------------------------------------------------------------
+    def get_model(self, download_type: DownloadType = "local", conditions: DownloadConditions = ANY_TIME,
+                  progress: ProgressCallback | None = None) -> LoadedModel:
+        """``local``: the installed model; download only if there is none. ``latest``: check now and
+        install anything newer first (offline: the installed model, if any).
+        ``local_update_in_background``: the installed model now, while a thread checks and installs
+        an update for the next call (with none installed, it downloads now, like ``latest``)."""
+        if download_type not in ("local", "latest", "local_update_in_background"):
+            raise ConfigError(f"download_type must be local, latest or local_update_in_background, not {download_type!r}")
+        have = self.installed_version() is not None
+        if download_type == "latest" or not have:
+            try:
+                result = self.update(conditions, progress)
+                if result.status == "current" and not have:
+                    raise NotFound(f"the server offers no version of {self.model} to this device on channel "
+                                   f"{self.channel!r} (no release, or the device is outside its rollout rules)")
+                if result.status == "deferred" and not have:
+                    raise ConditionsNotMet(f"no version of {self.model} is installed, and the download needs "
+                                           f"{', '.join(unmet(conditions, self.device_state()))}; try again later")
+            except ServerUnreachable:
+                if not have:
+                    raise
+                log.warning("update check for %s failed (offline?); using the installed version", self.model)
+        elif download_type == "local_update_in_background":
+            self.start_background_update(conditions, progress)
+        return self.load()
+
+    def start_background_update(self, conditions: DownloadConditions = ANY_TIME,
+                                progress: ProgressCallback | None = None) -> threading.Thread:
+        if self._background is not None and self._background.is_alive():
+            return self._background
+
+        def run() -> None:
+            try:
+                self.update(conditions, progress)
+                self.background_error = None
+            except BaseException as e:  # kept for the app to look at; the running model is untouched
+                self.background_error = e
+                log.warning("background update of %s failed: %s", self.model, e)
+
+        self._background = threading.Thread(target=run, name=f"tandem-update-{self.model}", daemon=True)
+        self._background.start()
+        return self._background
+
+    def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait for a background update to end; False if it is still running after ``timeout``."""
+        if self._background is None:
+            return True
+        self._background.join(timeout)
+        return not self._background.is_alive()
+
+    # --- loading -------------------------------------------------------------------------------
+    def load(self) -> LoadedModel:
+        """The current version, decrypted in memory into ONNX Runtime. If it cannot be opened (damaged
+        storage), the kept previous version is opened instead and the failure counted for report()."""
+        pointer = self.store.current(self.model)
+        if pointer is None:
+            raise NotFound(f"no version of {self.model} is installed in {self.store.root}; "
+                           "call get_model('latest') or update() first")
+        try:
+            return self._load(pointer.version)
+        except (ChecksumError, DecryptionError, ModelError, BundleError, NotFound, OSError) as e:
+            self.load_failures += 1
+            if pointer.previous is None:
+                raise
+            log.warning("version %s of %s cannot be opened (%s); opening version %s", pointer.version, self.model,
+                        e, pointer.previous)
+            return self._load(pointer.previous)
+
+    def _load(self, version: int) -> LoadedModel:
+        rec = self.store.record(self.model, version)
+        manifest = manifest_of(self.vault.open(rec, MANIFEST))
+        files = {n: self.vault.open(rec, n) for n in rec.files if n not in (MANIFEST, rec.model_file)}
+        precision = next((p for p, f in manifest.models.items() if f == rec.model_file), "fp32")
+        model = OnnxModel(self.vault.open(rec, rec.model_file), manifest.preprocessing, manifest.labels, precision,
+                          self.threads)
+        return LoadedModel(version, manifest, model, files)
+
+    # --- health --------------------------------------------------------------------------------
+    def report(self, *, inferences: int = 0, inference_errors: int = 0, p50_ms: float | None = None,
+               p99_ms: float | None = None, load_failures: int | None = None, version: int | None = None) -> None:
+        """Tell the server how the installed version does (it halts a rollout that fails too often).
+        ``load_failures`` defaults to the failures load() met since the last report."""
+        v = version if version is not None else self.installed_version()
+        if v is None:
+            raise NotFound(f"no version of {self.model} is installed to report on")
+        failures = self.load_failures if load_failures is None else load_failures
+        body: dict[str, object] = {"model": self.model, "version": v, "device_id": self.device_id,
+                                   "channel": self.channel, "load_failures": failures,
+                                   "inference_errors": inference_errors, "inferences": inferences}
+        if p50_ms is not None:
+            body["p50_ms"] = p50_ms
+        if p99_ms is not None:
+            body["p99_ms"] = p99_ms
+        self.client.report(body)
+        if load_failures is None:
+            self.load_failures = 0

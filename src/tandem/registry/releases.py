@@ -1,0 +1,399 @@
+"""OTA releases in the registry: which version each channel offers to which devices, pins, and the
+device health reports that can halt and roll back a release (docs/ota.md).
+
+Every change here moves the registry's generation in the same transaction, so servers reload their
+rules on their next poll, and devices see it as a higher payload ``sequence``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tandem.errors import Conflict, InvalidRequest, NotFound, RegistryError
+from tandem.registry.ota_keys import OtaKeys
+from tandem.registry.ota_objects import OtaObjects
+from tandem.registry.records import ALIAS_RE, HealthInfo, PinInfo, ReleaseInfo
+from tandem.registry.registry import _aware
+from tandem.registry.rollout import Health, gate_trips, parse_version
+from tandem.registry.schema import Model, Release, ReleaseHealth, ReleasePin, utcnow
+
+if TYPE_CHECKING:
+    from tandem.registry.registry import Registry
+
+DEFAULT_CHANNEL = "production"
+DEFAULT_MIN_REPORTS = 20
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PLATFORM_RE = re.compile(r"^[a-z0-9._-]{1,32}$")
+MAX_RAM_MB = 10_000_000
+WRITE_ATTEMPTS = 5
+
+
+def check_channel(channel: object) -> str:
+    if not isinstance(channel, str) or not ALIAS_RE.fullmatch(channel):
+        raise InvalidRequest(f"channel {repr(channel)[:80]} is not a valid channel name: use 1-64 lowercase letters, "
+                             "digits, '-' or '_', e.g. production or beta")
+    return channel
+
+
+def check_device_id(device_id: object) -> str:
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise InvalidRequest(f"device_id {repr(device_id)[:80]} is not a valid device id: use 1-128 letters, digits, "
+                             "'.', '_', ':' or '-' (a UUID works)")
+    return device_id
+
+
+def check_platform(platform: object) -> str:
+    text = platform.strip().lower() if isinstance(platform, str) else platform
+    if not isinstance(text, str) or not PLATFORM_RE.fullmatch(text):
+        raise InvalidRequest(f"platform {repr(platform)[:80]} is not a platform name: use 1-32 letters, digits, "
+                             "'.', '_' or '-', e.g. android or ios")
+    return text
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Device reports added up, as one batch adds them to a release's counts."""
+
+    reports: int = 0
+    failed_reports: int = 0
+    load_failures: int = 0
+    inference_errors: int = 0
+    inferences: int = 0
+    latency_reports: int = 0
+    p50_ms_sum: float = 0.0
+    p99_ms_sum: float = 0.0
+    p99_ms_max: float = 0.0
+
+    def __add__(self, other: HealthReport) -> HealthReport:
+        return HealthReport(
+            self.reports + other.reports, self.failed_reports + other.failed_reports,
+            self.load_failures + other.load_failures, self.inference_errors + other.inference_errors,
+            self.inferences + other.inferences, self.latency_reports + other.latency_reports,
+            self.p50_ms_sum + other.p50_ms_sum, self.p99_ms_sum + other.p99_ms_sum,
+            max(self.p99_ms_max, other.p99_ms_max))
+
+    @classmethod
+    def one(cls, load_failures: int, inference_errors: int, inferences: int, p50_ms: float | None,
+            p99_ms: float | None) -> HealthReport:
+        failed = int(load_failures > 0 or inference_errors > 0)
+        if p50_ms is None or p99_ms is None:
+            return cls(1, failed, load_failures, inference_errors, inferences)
+        return cls(1, failed, load_failures, inference_errors, inferences, 1, p50_ms, p99_ms, p99_ms)
+
+
+HealthKey = tuple[str, int, str]  # (model, version, channel)
+
+
+class Releases:
+    def __init__(self, reg: Registry, keys: OtaKeys, objects: OtaObjects) -> None:
+        self.reg = reg
+        self.keys = keys
+        self.objects = objects
+
+    # --- releases -----------------------------------------------------------------------------
+
+    def release(self, name: str, version: int, channel: str = DEFAULT_CHANNEL, *, percent: float | None = None,
+                min_app_version: str | None = None, max_app_version: str | None = None,
+                platforms: Iterable[str] | None = None, min_os_version: str | None = None,
+                min_ram_mb: int | None = None, max_failure_rate: float | None = None, min_reports: int | None = None,
+                no_health_gate: bool = False) -> ReleaseInfo:
+        """Release ``version`` on ``channel``, or change its release. On a change, what is not given
+        stays as it was; "" (or [] platforms, 0 RAM) clears a targeting rule. Releasing a halted or
+        rolled-back version again makes it active (a rolled-back one with fresh health counts).
+
+        The objects devices will download are made first (encrypted files, delta patches from the
+        versions this channel has released before), then the release is recorded."""
+        check_channel(channel)
+        changes = _rule_changes(percent, min_app_version, max_app_version, platforms, min_os_version, min_ram_mb,
+                                max_failure_rate, min_reports, no_health_gate)
+        with self.reg.db.read() as s:  # every refusal before anything is written
+            model = self.reg._model(s, name)
+            self.reg._version(s, model, version)
+            row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
+                                                 Release.version == version))
+            _check_range(changes.get("min_app_version", row.min_app_version if row else None),  # type: ignore[arg-type]
+                         changes.get("max_app_version", row.max_app_version if row else None))  # type: ignore[arg-type]
+        self.keys.ensure_signing_key()
+        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+        with self.reg.db.write() as s:
+            self.reg._lock(s)
+            model = self.reg._model(s, name)
+            self.reg._version(s, model, version)
+            row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
+                                                 Release.version == version))
+            now = utcnow()
+            if row is None:
+                row = Release(model_id=model.id, version=version, channel=channel, percent=100.0,
+                              min_app_version=None, max_app_version=None, platforms=[], min_os_version=None,
+                              min_ram_mb=None, max_failure_rate=None, min_reports=DEFAULT_MIN_REPORTS,
+                              state="active", note="", created=now, updated=now)
+                s.add(row)
+            elif row.state == "rolled_back":
+                self._reset_health(s, model.id, version, channel)
+            for column, value in changes.items():
+                setattr(row, column, value)
+            _check_range(row.min_app_version, row.max_app_version)
+            row.state, row.note, row.updated = "active", "", now
+            s.flush()
+            self.reg._bump(s)
+            return self._info(s, name, row)
+
+    def releases(self, name: str, channel: str | None = None) -> list[ReleaseInfo]:
+        """The model's releases (newest version first per channel), with their health figures."""
+        with self.reg.db.read() as s:
+            model = self.reg._model(s, name)
+            q = select(Release).where(Release.model_id == model.id)
+            if channel is not None:
+                q = q.where(Release.channel == check_channel(channel))
+            rows = s.scalars(q.order_by(Release.channel, Release.version.desc())).all()
+            return [self._info(s, name, r) for r in rows]
+
+    def halt(self, name: str, version: int, channel: str = DEFAULT_CHANNEL) -> ReleaseInfo:
+        """Stop a rollout where it is: devices that have the version keep it, no new ones get it."""
+        with self.reg.db.write() as s:
+            self.reg._lock(s)
+            model = self.reg._model(s, name)
+            row = self._release(s, model, version, check_channel(channel))
+            if row.state == "rolled_back":
+                raise Conflict(f"{name} v{version} on {channel} is rolled back already; release it again with "
+                               f"`tandem release {name} {version} --channel {channel}` first")
+            if row.state == "active":
+                row.state, row.note, row.updated = "halted", "halted by hand", utcnow()
+                self.reg._bump(s)
+            return self._info(s, name, row)
+
+    def rollback(self, name: str, channel: str = DEFAULT_CHANNEL) -> ReleaseInfo:
+        """Roll back the channel's current release (its newest active or halted one): its devices go
+        back to the release before it. Returns the rolled-back release."""
+        with self.reg.db.write() as s:
+            self.reg._lock(s)
+            model = self.reg._model(s, name)
+            live = s.scalars(select(Release).where(
+                Release.model_id == model.id, Release.channel == check_channel(channel),
+                Release.state.in_(("active", "halted"))).order_by(Release.version.desc())).all()
+            if not live:
+                raise NotFound(f"{name} has no active or halted release on channel {channel!r}; "
+                               f"`tandem releases {name}` lists its releases")
+            if len(live) == 1:
+                raise Conflict(f"{name} v{live[0].version} is the only release on {channel}, so there is nothing to "
+                               f"roll back to; stop it with `tandem release-halt {name} {live[0].version} "
+                               f"--channel {channel}`, or release an older version first")
+            row = live[0]
+            row.state, row.note, row.updated = "rolled_back", f"rolled back by hand to v{live[1].version}", utcnow()
+            self.reg._bump(s)
+            return self._info(s, name, row)
+
+    # --- pins ---------------------------------------------------------------------------------
+
+    def pin(self, name: str, device_id: str, version: int, channel: str = DEFAULT_CHANNEL) -> PinInfo:
+        """Hold one device on ``version``, whatever the channel's releases say."""
+        check_channel(channel)
+        check_device_id(device_id)
+        self.reg.get(name, version)
+        self.keys.ensure_signing_key()
+        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+        with self.reg.db.write() as s:
+            self.reg._lock(s)
+            model = self.reg._model(s, name)
+            self.reg._version(s, model, version)
+            row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id, ReleasePin.channel == channel,
+                                                    ReleasePin.device_id == device_id))
+            if row is None:
+                row = ReleasePin(model_id=model.id, channel=channel, device_id=device_id, version=version,
+                                 created=utcnow())
+                s.add(row)
+            elif row.version == version:
+                return pin_info(name, row)
+            else:
+                row.version, row.created = version, utcnow()
+            s.flush()
+            self.reg._bump(s)
+            return pin_info(name, row)
+
+    def unpin(self, name: str, device_id: str, channel: str = DEFAULT_CHANNEL) -> PinInfo:
+        with self.reg.db.write() as s:
+            self.reg._lock(s)
+            model = self.reg._model(s, name)
+            row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id,
+                                                    ReleasePin.channel == check_channel(channel),
+                                                    ReleasePin.device_id == device_id))
+            if row is None:
+                raise NotFound(f"device {device_id!r} is not pinned on {name} channel {channel}; "
+                               f"`tandem releases {name}` lists the pins")
+            info = pin_info(name, row)
+            s.delete(row)
+            self.reg._bump(s)
+            return info
+
+    def pins(self, name: str, channel: str | None = None) -> list[PinInfo]:
+        with self.reg.db.read() as s:
+            model = self.reg._model(s, name)
+            q = select(ReleasePin).where(ReleasePin.model_id == model.id)
+            if channel is not None:
+                q = q.where(ReleasePin.channel == check_channel(channel))
+            return [pin_info(name, r) for r in s.scalars(q.order_by(ReleasePin.channel, ReleasePin.device_id))]
+
+    # --- health -------------------------------------------------------------------------------
+
+    def record_health(self, batch: Mapping[HealthKey, HealthReport]) -> list[ReleaseInfo]:
+        """Add device reports to their releases' counts, in one transaction, and apply the health gate.
+        Returns the releases the gate rolled back now. Reports for versions without a release on
+        their channel are dropped (the server refuses them before they get here)."""
+        if not batch:
+            return []
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self.reg.db.write(retryable=True) as s:
+                    # Locked first, as every registry writer does, so writers never wait on each other in
+                    # opposite orders (the gate may change a release and the generation).
+                    self.reg._lock(s)
+                    return self._record(s, batch)
+            except IntegrityError as e:
+                # Two servers inserted the first counts of one release at once; the retry adds to theirs.
+                if attempt == WRITE_ATTEMPTS:
+                    raise RegistryError(f"could not record device health reports ({e.orig}); they are kept and "
+                                        "retried") from e
+        raise AssertionError("unreachable")
+
+    def _record(self, s: Session, batch: Mapping[HealthKey, HealthReport]) -> list[ReleaseInfo]:
+        ids = {n: i for n, i in s.execute(select(Model.name, Model.id).where(Model.name.in_({k[0] for k in batch})))}
+        tripped: list[ReleaseInfo] = []
+        now = utcnow()
+        for (name, version, channel), add in batch.items():
+            model_id = ids.get(name)
+            release = s.scalar(select(Release).where(Release.model_id == model_id, Release.version == version,
+                                                     Release.channel == channel)) if model_id else None
+            if release is None:
+                continue
+            row = s.scalar(select(ReleaseHealth).where(ReleaseHealth.model_id == model_id,
+                                                       ReleaseHealth.version == version,
+                                                       ReleaseHealth.channel == channel))
+            if row is None:
+                row = ReleaseHealth(model_id=model_id, version=version, channel=channel, reports=0, failed_reports=0,
+                                    load_failures=0, inference_errors=0, inferences=0, latency_reports=0,
+                                    p50_ms_sum=0.0, p99_ms_sum=0.0, p99_ms_max=0.0, updated=now)
+                s.add(row)
+            row.reports += add.reports
+            row.failed_reports += add.failed_reports
+            row.load_failures += add.load_failures
+            row.inference_errors += add.inference_errors
+            row.inferences += add.inferences
+            row.latency_reports += add.latency_reports
+            row.p50_ms_sum += add.p50_ms_sum
+            row.p99_ms_sum += add.p99_ms_sum
+            row.p99_ms_max = max(row.p99_ms_max, add.p99_ms_max)
+            row.updated = now
+            s.flush()
+            health = Health(row.reports, row.failed_reports, row.load_failures, row.inference_errors, row.inferences)
+            if release.state != "rolled_back" and gate_trips(release.max_failure_rate, release.min_reports, health):
+                release.state, release.updated = "rolled_back", now
+                release.note = (f"health gate: {health.failed_reports} of {health.reports} reports failed "
+                                f"({health.failure_rate:.1%} > {release.max_failure_rate:.1%}); halted and rolled back")
+                s.flush()
+                self.reg._bump(s)
+                tripped.append(self._info(s, name, release))
+        return tripped
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _likely_sources(self, name: str, channel: str, version: int) -> set[int]:
+        """Older versions devices on this channel probably hold: those released or pinned on it, and
+        the version's parent. Deltas from these are made up front; others when first asked for."""
+        with self.reg.db.read() as s:
+            model = self.reg._model(s, name)
+            released = set(s.scalars(select(Release.version).where(Release.model_id == model.id,
+                                                                   Release.channel == channel)))
+            pinned = set(s.scalars(select(ReleasePin.version).where(ReleasePin.model_id == model.id,
+                                                                    ReleasePin.channel == channel)))
+        parent = self.objects.manifest(self.reg.get(name, version).manifest_sha256).parent_version
+        return {v for v in (*released, *pinned, parent) if v is not None and v < version}
+
+    @staticmethod
+    def _release(s: Session, model: Model, version: int, channel: str) -> Release:
+        row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
+                                             Release.version == version))
+        if row is None:
+            have = [f"v{r.version} ({r.state})" for r in s.scalars(
+                select(Release).where(Release.model_id == model.id, Release.channel == channel)
+                .order_by(Release.version.desc()))]
+            raise NotFound(f"{model.name} v{version} is not released on channel {channel!r} (releases there: "
+                           f"{', '.join(have) or 'none'}); release it with `tandem release {model.name} {version} "
+                           f"--channel {channel}`")
+        return row
+
+    @staticmethod
+    def _reset_health(s: Session, model_id: int, version: int, channel: str) -> None:
+        s.execute(delete(ReleaseHealth).where(ReleaseHealth.model_id == model_id, ReleaseHealth.version == version,
+                                              ReleaseHealth.channel == channel))
+
+    def _info(self, s: Session, name: str, row: Release) -> ReleaseInfo:
+        h = s.scalar(select(ReleaseHealth).where(ReleaseHealth.model_id == row.model_id,
+                                                 ReleaseHealth.version == row.version,
+                                                 ReleaseHealth.channel == row.channel))
+        return release_info(name, row, h)
+
+
+def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInfo:
+    health = HealthInfo()
+    if h is not None:
+        lat = h.latency_reports
+        health = HealthInfo(h.reports, h.failed_reports, h.load_failures, h.inference_errors, h.inferences,
+                            h.p50_ms_sum / lat if lat else None, h.p99_ms_sum / lat if lat else None,
+                            h.p99_ms_max if lat else None)
+    return ReleaseInfo(name=name, version=row.version, channel=row.channel, percent=row.percent, state=row.state,
+                       min_app_version=row.min_app_version, max_app_version=row.max_app_version,
+                       platforms=tuple(row.platforms or ()), min_os_version=row.min_os_version,
+                       min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_reports=row.min_reports,
+                       note=row.note, created=_aware(row.created), updated=_aware(row.updated), health=health)
+
+
+def pin_info(name: str, row: ReleasePin) -> PinInfo:
+    return PinInfo(name=name, channel=row.channel, device_id=row.device_id, version=row.version,
+                   created=_aware(row.created))
+
+
+def _check_range(low: str | None, high: str | None) -> None:
+    if low and high and parse_version(low) > parse_version(high):
+        raise InvalidRequest(f"min_app_version {low} is above max_app_version {high}: no app could get this release")
+
+
+def _rule_changes(percent: float | None, min_app_version: str | None, max_app_version: str | None,
+                  platforms: Iterable[str] | None, min_os_version: str | None, min_ram_mb: int | None,
+                  max_failure_rate: float | None, min_reports: int | None, no_health_gate: bool) -> dict[str, object]:
+    """The release columns to set, checked; what is None is left as it is."""
+    out: dict[str, object] = {}
+    if percent is not None:
+        if not isinstance(percent, int | float) or not math.isfinite(percent) or not 0 <= percent <= 100:
+            raise InvalidRequest(f"percent {percent!r} is not between 0 and 100")
+        out["percent"] = round(float(percent), 2)  # the buckets have two decimals
+    for column, text in (("min_app_version", min_app_version), ("max_app_version", max_app_version),
+                         ("min_os_version", min_os_version)):
+        if text is not None:
+            out[column] = parse_version(text, column).text if text.strip() else None
+    if platforms is not None:
+        out["platforms"] = sorted({check_platform(p) for p in platforms})
+    if min_ram_mb is not None:
+        if isinstance(min_ram_mb, bool) or not isinstance(min_ram_mb, int) or not 0 <= min_ram_mb <= MAX_RAM_MB:
+            raise InvalidRequest(f"min_ram_mb {min_ram_mb!r} is not a whole number of megabytes from 0 to {MAX_RAM_MB}")
+        out["min_ram_mb"] = min_ram_mb or None
+    if no_health_gate and (max_failure_rate is not None or min_reports is not None):
+        raise InvalidRequest("give either --no-health-gate or --max-failure-rate/--min-reports, not both")
+    if no_health_gate:
+        out["max_failure_rate"] = None
+    if max_failure_rate is not None:
+        if not isinstance(max_failure_rate, int | float) or not 0 <= max_failure_rate < 1:
+            raise InvalidRequest(f"max_failure_rate {max_failure_rate!r} is not a share from 0 to below 1 (0.05 is 5%)")
+        out["max_failure_rate"] = float(max_failure_rate)
+    if min_reports is not None:
+        if isinstance(min_reports, bool) or not isinstance(min_reports, int) or not 1 <= min_reports <= 10**9:
+            raise InvalidRequest(f"min_reports {min_reports!r} is not a whole number from 1")
+        out["min_reports"] = min_reports
+    return out

@@ -1,0 +1,246 @@
+"""Over-the-air delivery routes for devices (docs/ota.md is the contract), scope ``device``:
+
+- ``POST /v1/ota/check``: 204 when the device runs what it should, else a signed payload naming it
+- ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from_sha256}/{to_sha256}``: the bytes
+- ``POST /v1/ota/keys``: a version's data key, for a version offered to the device
+- ``POST /v1/ota/report``: device health, counted per release (the health gate)
+- ``GET /v1/ota/signing-keys``: the public keys devices should trust
+
+Every answer comes from the worker's in-memory state (ota_state.py); the database is not on these
+routes' path, except to make an object that is missing or to write health reports in batches.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tandem.bundle import NAME_RE
+from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound
+from tandem.registry.releases import (
+    DEFAULT_CHANNEL,
+    MAX_RAM_MB,
+    HealthReport,
+    check_channel,
+    check_device_id,
+    check_platform,
+)
+from tandem.registry.rollout import Device
+from tandem.server.body import read_body
+from tandem.server.endpoint import Call, endpoint
+from tandem.server.ota_downloads import send_object
+from tandem.server.ota_service import OtaService
+from tandem.server.ota_state import ALG
+from tandem.server.responses import json_response
+
+SCHEMA = 1
+MAX_BODY = 16 * 1024  # a check or a report is a few hundred bytes
+MAX_VERSION = 2**31 - 1
+MAX_COUNT = 10**9
+MAX_MS = 10**7
+PRECISIONS = ("fp32", "int8")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+NO_STORE = {"cache-control": "no-store"}
+
+
+def _service(request: Request) -> OtaService:
+    return request.app.state.services.ota
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await read_body(request, MAX_BODY)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"the body is not valid JSON ({e}); send a JSON object, see docs/ota.md") from e
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"the body must be a JSON object, not {type(obj).__name__}; see docs/ota.md")
+    return obj
+
+
+def _int(obj: dict[str, Any], field: str, low: int, high: int, required: bool = False, default: int | None = None,
+         what: str = "") -> int | None:
+    value = obj.get(field)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{field!r} is required: {what}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{field!r} must be a whole number from {low} to {high}, not {repr(value)[:40]}")
+    return value
+
+
+def _text(obj: dict[str, Any], field: str) -> str | None:
+    value = obj.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"{field!r} must be a string, not {type(value).__name__}")
+    return value or None
+
+
+def _ms(obj: dict[str, Any], field: str) -> float | None:
+    value = obj.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_MS:
+        raise InvalidRequest(f"{field!r} must be milliseconds from 0 to {MAX_MS}, not {repr(value)[:40]}")
+    return float(value)
+
+
+def _model(obj: dict[str, Any]) -> str:
+    name = obj.get("model")
+    if not isinstance(name, str):
+        raise InvalidRequest("'model' is required: the name of the model the app runs, e.g. \"celebmatch\"")
+    if not NAME_RE.fullmatch(name):
+        raise NotFound(f"no model named {name[:80]!r}: model names are 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _channel(obj: dict[str, Any]) -> str:
+    return check_channel(obj.get("channel") or DEFAULT_CHANNEL)
+
+
+def _device(obj: dict[str, Any], installed: int | None) -> Device:
+    platform = obj.get("platform")
+    return Device.parse(
+        check_device_id(obj.get("device_id")), installed, check_platform(platform) if platform is not None else None,
+        _text(obj, "os_version"), _text(obj, "app_version"), _int(obj, "ram_mb", 0, MAX_RAM_MB))
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def check(request: Request, call: Call) -> Response:
+    svc = _service(request)
+    obj = await _json(request)
+    name = _model(obj)
+    installed = _int(obj, "version", 1, MAX_VERSION)
+    channel = _channel(obj)
+    precision = obj.get("precision") or "fp32"
+    if precision not in PRECISIONS:
+        raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {repr(precision)[:40]}")
+    device = _device(obj, installed)
+    state = svc.state
+    state.check_channel(name, channel)
+    call.model = name  # only names that exist become metric labels
+    decision = state.decide(name, channel, device)
+    metrics = svc.metrics
+    if decision is None or decision.version == installed:
+        metrics.ota_checks.labels(name, "none" if decision is None else "current").inc()
+        return Response(status_code=204)
+    if state.signer is None:
+        raise ConfigError("the server has no current signing key, so it cannot sign an update; create one with "
+                          "`tandem keys signing create`")
+    files = await svc.files(state, name, decision.version, precision, installed)
+    payload = {
+        "schema": SCHEMA, "model": name, "version": decision.version, "action": decision.action, "channel": channel,
+        "device_id": device.device_id, "issued_at": _now(), "sequence": state.generation,
+        "precision": files.precision, "manifest_sha256": state.versions[name][decision.version].manifest_sha256,
+        "files": files.files,
+    }
+    call.serving(name, decision.version)
+    metrics.ota_checks.labels(name, decision.action).inc()
+    deltas = sum("delta" in f for f in files.files.values())
+    if deltas:
+        metrics.ota_deltas_offered.labels(name).inc(deltas)
+    # Signed per request (the payload names the device and the time); Ed25519 costs ~50 µs.
+    return json_response(state.sign(orjson.dumps(payload)), headers=NO_STORE)
+
+
+async def file(request: Request, call: Call) -> Response:
+    sha = request.path_params["sha256"]
+    state = _service(request).state
+    served = state.served.get(sha) if SHA256_RE.fullmatch(sha) else None
+    if served is None:
+        raise NotFound(f"no downloadable object {sha[:64]!r}: download only the URLs a signed payload of "
+                       "POST /v1/ota/check names")
+    return await _send(request, served.sha256, served.kind)
+
+
+async def delta(request: Request, call: Call) -> Response:
+    src, dst = request.path_params["from_sha256"], request.path_params["to_sha256"]
+    state = _service(request).state
+    served = state.delta_urls.get((src, dst)) if SHA256_RE.fullmatch(src) and SHA256_RE.fullmatch(dst) else None
+    if served is None:
+        raise NotFound("no delta patch between these objects: download only the delta URLs a signed payload of "
+                       "POST /v1/ota/check names (or the full file)")
+    return await _send(request, served.sha256, served.kind)
+
+
+async def _send(request: Request, sha: str, kind: str) -> Response:
+    svc = _service(request)
+    counter = svc.metrics.ota_bytes.labels(kind)
+    response = await send_object(request, svc.registry.store.path(sha), sha, svc.verified, counter.inc)
+    svc.metrics.ota_downloads.labels(kind, str(response.status_code)).inc()
+    return response
+
+
+async def keys(request: Request, call: Call) -> Response:
+    svc = _service(request)
+    obj = await _json(request)
+    name = _model(obj)
+    version = _int(obj, "version", 1, MAX_VERSION, required=True, what="the version whose data key the device needs")
+    assert version is not None
+    channel = _channel(obj)
+    device = _device(obj, None)
+    state = svc.state
+    state.check_channel(name, channel)
+    if version not in state.versions.get(name, {}):
+        raise NotFound(f"model {name} has no version {version}")
+    call.serving(name, version)
+    if not state.offers(name, channel, device, version):
+        raise Forbidden(f"{name} v{version} is not offered to device {device.device_id} on channel {channel}, so its "
+                        "key is not given out; ask POST /v1/ota/check which version this device should have (send "
+                        "the same platform, os_version, app_version and ram_mb here as there)")
+    key_id, key = await svc.data_key(state, name, version)
+    return json_response({"model": name, "version": version, "key_id": key_id, "alg": ALG,
+                          "key": base64.b64encode(key).decode()}, headers=NO_STORE)
+
+
+async def report(request: Request, call: Call) -> Response:
+    svc = _service(request)
+    obj = await _json(request)
+    name = _model(obj)
+    version = _int(obj, "version", 1, MAX_VERSION, required=True, what="the version the device runs")
+    assert version is not None
+    channel = _channel(obj)
+    check_device_id(obj.get("device_id"))
+    counts = {f: _int(obj, f, 0, MAX_COUNT, default=0) or 0 for f in ("load_failures", "inference_errors", "inferences")}
+    if counts["inference_errors"] > counts["inferences"]:
+        raise InvalidRequest(f"inference_errors ({counts['inference_errors']}) is more than inferences "
+                             f"({counts['inferences']}): count every inference run in inferences, failed ones too")
+    p50, p99 = _ms(obj, "p50_ms"), _ms(obj, "p99_ms")
+    state = svc.state
+    state.check_channel(name, channel)
+    if (name, version, channel) not in state.released:
+        raise NotFound(f"{name} v{version} has no release on channel {channel}, so there is no release to report on")
+    call.serving(name, version)
+    one = HealthReport.one(counts["load_failures"], counts["inference_errors"], counts["inferences"], p50, p99)
+    svc.reports.add((name, version, channel), one)
+    svc.metrics.ota_reports.labels(name, "true" if one.failed_reports else "false").inc()
+    return Response(status_code=204)
+
+
+async def signing_keys(request: Request, call: Call) -> Response:
+    return json_response({"keys": _service(request).state.public_keys})
+
+
+def routes() -> list[Route]:
+    table: list[tuple[str, Any, str]] = [
+        ("/v1/ota/check", check, "POST"),
+        ("/v1/ota/files/{sha256}", file, "GET"),
+        ("/v1/ota/deltas/{from_sha256}/{to_sha256}", delta, "GET"),
+        ("/v1/ota/keys", keys, "POST"),
+        ("/v1/ota/report", report, "POST"),
+        ("/v1/ota/signing-keys", signing_keys, "GET"),
+    ]
+    return [Route(path, endpoint(path, "device", fn), methods=[method]) for path, fn, method in table]

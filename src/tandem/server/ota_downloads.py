@@ -1,0 +1,124 @@
+"""Sending content-addressed store objects: strong ETags, If-None-Match, single byte ranges (RFC 9110).
+
+Objects never change under their name, so the ETag is their sha256 and caches may keep them for a
+year. A device resumes a cut download with ``Range: bytes=N-``. Files are streamed in chunks read in
+a thread; none is read whole into memory. Before an object is first sent by this worker its bytes
+are hashed once, so a damaged store object is refused instead of being sent under a sha256 it no
+longer has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tandem.bundle import sha256_file
+from tandem.errors import RegistryError
+from tandem.server.responses import json_response
+
+CHUNK = 256 * 1024
+CACHE_CONTROL = "private, max-age=31536000, immutable"
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_MAX_DIGITS = 18  # no object comes near 10**18 bytes; longer numbers are not a range we can satisfy
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """The inclusive (first, last) byte of a single-range header; None to ignore the header (absent,
+    malformed, several ranges: a full 200 answer is always allowed); "unsatisfiable" for 416."""
+    m = _RANGE.fullmatch(header) if header else None
+    if m is None or not (m.group(1) or m.group(2)):
+        return None
+    first, last = m.group(1), m.group(2)
+    # Numbers past 18 digits are beyond any object (and int() refuses strings of over 4300 digits).
+    huge = 10**_MAX_DIGITS
+    if not first:  # a suffix: the last N bytes
+        n = int(last) if len(last) <= _MAX_DIGITS else huge
+        return "unsatisfiable" if n == 0 or size == 0 else (max(0, size - n), size - 1)
+    start = int(first) if len(first) <= _MAX_DIGITS else huge
+    end = (int(last) if len(last) <= _MAX_DIGITS else huge) if last else size - 1
+    if last and end < start:
+        return None  # an invalid range-spec: ignore the header
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+def etag_matches(header: str, sha256: str) -> bool:
+    """If-None-Match uses the weak comparison: W/"x" matches "x"; * matches anything."""
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == f'"{sha256}"':
+            return True
+    return False
+
+
+class Verified:
+    """Which store files this worker has hashed, keyed by what a change would alter (inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int, int]] = {}
+
+    async def check(self, path: Path, sha256: str) -> os.stat_result:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise RegistryError(f"object {sha256[:12]}… is missing from the artifact store; make it again with "
+                                "`tandem release` for its version (or push the bundle again)") from None
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._seen.get(sha256) != sig:
+            if await asyncio.to_thread(sha256_file, path) != sha256:
+                raise RegistryError(f"object {sha256[:12]}… in the artifact store is damaged (its bytes no longer "
+                                    "match its sha256), so it is not sent; make it again with `tandem release` for "
+                                    "its version (or push the bundle again)")
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            self._seen[sha256] = sig
+        return st
+
+
+async def _chunks(path: Path, start: int, length: int, sent: Callable[[int], None]) -> AsyncIterator[bytes]:
+    f = await asyncio.to_thread(path.open, "rb")
+    try:
+        await asyncio.to_thread(f.seek, start)
+        left = length
+        while left > 0:
+            data = await asyncio.to_thread(f.read, min(CHUNK, left))
+            if not data:
+                break
+            left -= len(data)
+            sent(len(data))
+            yield data
+    finally:
+        f.close()
+
+
+async def send_object(request: Request, path: Path, sha256: str, verified: Verified,
+                      sent: Callable[[int], None]) -> Response:
+    """200, 206, 304 or 416 for the store object ``sha256`` at ``path``."""
+    etag = f'"{sha256}"'
+    headers = {"etag": etag, "accept-ranges": "bytes", "cache-control": CACHE_CONTROL}
+    inm = request.headers.get("if-none-match")
+    if inm is not None and etag_matches(inm, sha256):
+        return Response(status_code=304, headers=headers)
+    size = (await verified.check(path, sha256)).st_size
+    if_range = request.headers.get("if-range")
+    # If-Range: resume only while the object is the one the client has the first part of.
+    span = parse_range(request.headers.get("range"), size) if if_range in (None, etag) else None
+    if span == "unsatisfiable":
+        return json_response({"error": f"the range is outside the object's {size} bytes; ask for bytes=N- with "
+                                       f"N below {size}"}, 416, {**headers, "content-range": f"bytes */{size}"})
+    status, start, length = 200, 0, size
+    if isinstance(span, tuple):
+        status, start, length = 206, span[0], span[1] - span[0] + 1
+        headers["content-range"] = f"bytes {span[0]}-{span[1]}/{size}"
+    headers["content-length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(_chunks(path, start, length, sent), status_code=status, headers=headers,
+                             media_type="application/octet-stream")

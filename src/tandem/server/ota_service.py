@@ -1,0 +1,169 @@
+"""A server worker's OTA side: the state it answers from, kept current with the registry's
+generation, objects made on demand (once per worker at a time), and the health-report batches."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from tandem.errors import TandemError, Unavailable
+from tandem.registry.ota import Ota
+from tandem.registry.records import OtaObjectInfo, ReleaseInfo
+from tandem.registry.registry import Registry
+from tandem.server.metrics import Metrics
+from tandem.server.ota_downloads import Verified
+from tandem.server.ota_reports import HealthReports
+from tandem.server.ota_state import Files, OtaState
+from tandem.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SHUTDOWN_WAIT_S = 10
+
+
+class OtaService:
+    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.ota = Ota(registry, settings)
+        self.verified = Verified()
+        self.reports = HealthReports(self.ota.releases.record_health, settings.ota_report_flush_s, self._tripped)
+        self._state: OtaState | None = None
+        self._error: TandemError | None = None
+        self._refreshing = asyncio.Lock()
+        self._jobs: dict[tuple, asyncio.Task] = {}  # type: ignore[type-arg]
+        self._background: set[asyncio.Task] = set()  # type: ignore[type-arg]
+        # Deltas this worker could not make (no delta library, a patch that failed its check): not retried.
+        self._no_delta: set[tuple[str, int, str, str]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> OtaState:
+        if self._state is None:
+            if self._error is not None:
+                # A copy per request: raising one instance again and again would grow its traceback.
+                raise copy.copy(self._error)
+            raise Unavailable("the OTA rules are not loaded yet; try again shortly", retry_after=1)
+        return self._state
+
+    @property
+    def generation(self) -> int | None:
+        """The registry generation the rules in memory were read at (None before the first read)."""
+        return self._state.generation if self._state is not None else None
+
+    async def start(self) -> None:
+        try:
+            await self.refresh()
+        except TandemError as e:  # inference must not go down with OTA: its routes answer with the error
+            log.error("OTA routes unavailable: %s", e)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="ota-watcher")
+        self.reports.start()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.alias_poll_s)
+            try:
+                await self.refresh()
+            except Exception as e:  # keep the last rules; the next poll may find the database back
+                log.warning("OTA rules not refreshed: %s", e)
+
+    async def refresh(self) -> None:
+        """Reload the rules if the registry's generation moved since they were read."""
+        async with self._refreshing:
+            gen = await asyncio.to_thread(self.registry.generation)
+            if self._state is not None and self._state.generation == gen:
+                return
+            try:
+                self._state = await asyncio.to_thread(self._build)
+                self._error = None
+            except TandemError as e:
+                self._error = e
+                raise
+
+    def _build(self) -> OtaState:
+        snap = self.ota.snapshot()
+        return OtaState(snap, self.ota.objects.manifest, self.registry.store.size)
+
+    async def _tripped(self, releases: list[ReleaseInfo]) -> None:
+        for r in releases:
+            self.metrics.ota_gate_trips.labels(r.name).inc()
+        await self.refresh()  # this worker stops offering the release at once; the others on their next poll
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            # Cancelled between refreshes only: a refresh's thread would go on using a database
+            # connection after the registry closed its pool.
+            async with self._refreshing:
+                self._watcher.cancel()
+            try:
+                await self._watcher
+            except asyncio.CancelledError:
+                pass
+        await self.reports.close()
+        # Objects being made finish (their threads cannot be stopped), within the shutdown's patience.
+        jobs = [*self._jobs.values(), *self._background]
+        if jobs:
+            await asyncio.wait(jobs, timeout=SHUTDOWN_WAIT_S)
+
+    # --- objects made on demand ---------------------------------------------------------------
+
+    async def _once(self, key: tuple, fn: Callable[[], T]) -> T:  # type: ignore[type-arg]
+        """Run ``fn`` in a thread; concurrent callers with the same key share one run."""
+        task = self._jobs.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn))  # type: ignore[arg-type]
+            self._jobs[key] = task
+            task.add_done_callback(lambda _t: self._jobs.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def files(self, state: OtaState, name: str, version: int, precision: str, installed: int | None) -> Files:
+        """A payload's files. Encrypted objects a release should have made but did not (a lost store
+        object, a version released by an older Tandem) are made now; deltas not made yet are made in the
+        background and offered from the next check on."""
+        out = state.files(name, version, precision, installed, self._no_delta)
+        if out.missing:
+            made, key = await self._once(("version", name, version), lambda: self._make_version(name, version))
+            state.data_keys[(name, version)] = key
+            state.add_objects(made)  # state is only changed here, on the event loop, never from a thread
+            out = state.files(name, version, precision, installed, self._no_delta)
+        for path, from_version, from_sha in out.wanted:
+            if ("delta", name, version, path, from_sha) in self._jobs:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._delta(state, name, version, path, from_version, from_sha))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return out
+
+    def _make_version(self, name: str, version: int) -> tuple[list[OtaObjectInfo], tuple[str, bytes]]:
+        return self.ota.objects.prepare(name, version), self.ota.keys.data_key(name, version)
+
+    async def _delta(self, state: OtaState, name: str, version: int, path: str, from_version: int,
+                     from_sha: str) -> None:
+        def make() -> OtaObjectInfo | None:
+            target, source = self.registry.get(name, version), self.registry.get(name, from_version)
+            return self.ota.objects.delta_object(target, path, source)
+
+        try:
+            made = await self._once(("delta", name, version, path, from_sha), make)
+        except Exception as e:  # e.g. the database is down: a later check asks again
+            log.warning("no delta for %s v%d %s from v%d yet: %s", name, version, path, from_version, e)
+            return
+        if made is None:  # cannot be made (no delta library, a patch that failed its check): not retried
+            self._no_delta.add((name, version, path, from_sha))
+        else:
+            state.add_objects([made])
+
+    async def data_key(self, state: OtaState, name: str, version: int) -> tuple[str, bytes]:
+        key = state.data_keys.get((name, version))
+        if key is None:
+            key = await self._once(("key", name, version), lambda: self.ota.keys.data_key(name, version))
+            state.data_keys[(name, version)] = key
+        return key
+

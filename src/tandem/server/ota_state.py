@@ -1,0 +1,186 @@
+"""What a server worker knows about OTA for one registry generation, indexed for the check route.
+
+Built in a thread from the registry's snapshot whenever the generation moves; the routes then answer
+from these dictionaries without touching the database. The ``files`` part of a payload is built once
+per (model, version, precision, installed version) and kept until the next generation.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tandem.bundle import MANIFEST, Manifest
+from tandem.errors import NotFound
+from tandem.registry.ota import OtaSnapshot
+from tandem.registry.ota_objects import DELTA, FILE, app_files, source_path
+from tandem.registry.records import OtaObjectInfo
+from tandem.registry.rollout import Decision, Device, Rule, decide, offers
+
+ALG = "AES-256-GCM"
+FILES_URL = "/v1/ota/files/"
+DELTAS_URL = "/v1/ota/deltas/"
+LIVE = ("active", "halted")
+
+
+@dataclass(frozen=True)
+class Served:
+    """An object the download routes may send."""
+
+    sha256: str
+    size: int
+    kind: str  # manifest | file | delta
+
+
+@dataclass
+class Files:
+    """The ``files`` of a payload, or what must be made first."""
+
+    precision: str
+    files: dict[str, Any] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # paths without an encrypted object yet
+    wanted: list[tuple[str, int, str]] = field(default_factory=list)  # (path, from version, from sha256): no delta yet
+
+
+class OtaState:
+    def __init__(self, snap: OtaSnapshot, manifest: Callable[[str], Manifest], size: Callable[[str], int]) -> None:
+        self.generation = snap.generation
+        self.models = snap.models
+        self.versions = snap.versions
+        self.channels: dict[str, set[str]] = {}
+        rules: dict[tuple[str, str], list[Rule]] = {}
+        self.released: set[tuple[str, int, str]] = set()
+        offered: set[tuple[str, int]] = set()
+        for r in snap.releases:
+            self.channels.setdefault(r.name, set()).add(r.channel)
+            rules.setdefault((r.name, r.channel), []).append(Rule.of(
+                r.version, r.state, r.percent, r.min_app_version, r.max_app_version, r.platforms, r.min_os_version,
+                r.min_ram_mb))  # type: ignore[arg-type]
+            self.released.add((r.name, r.version, r.channel))
+            if r.state in LIVE:
+                offered.add((r.name, r.version))
+        self.rules = {k: tuple(v) for k, v in rules.items()}
+        self.pins: dict[tuple[str, str], dict[str, int]] = {}
+        for p in snap.pins:
+            self.channels.setdefault(p.name, set()).add(p.channel)
+            self.pins.setdefault((p.name, p.channel), {})[p.device_id] = p.version
+            offered.add((p.name, p.version))
+        self.offered = offered
+        self.manifests: dict[tuple[str, int], Manifest] = {
+            (name, v.version): manifest(v.manifest_sha256) for name, vs in snap.versions.items() for v in vs.values()}
+        self._files: dict[tuple[str, int, str, int | None], Files] = {}
+        self.served: dict[str, Served] = {}
+        for name, version in offered:
+            sha = snap.versions[name][version].manifest_sha256
+            self.served[sha] = Served(sha, size(sha), "manifest")
+        self.file_objects: dict[tuple[str, int, str], OtaObjectInfo] = {}
+        self.delta_objects: dict[tuple[str, int, str, str], OtaObjectInfo] = {}
+        self.delta_urls: dict[tuple[str, str], Served] = {}  # (from plaintext sha, target blob sha) -> patch
+        self.add_objects(snap.objects)
+        self.data_keys = dict(snap.data_keys)
+        self.public_keys = [{"key_id": k.key_id, "public_key": k.public_key, "current": k.current,
+                             "created": k.created.isoformat()} for k in snap.signing_keys if k.retired is None]
+        current = next((k for k in snap.signing_keys if k.current), None)
+        self.key_id = current.key_id if current is not None else None
+        # One key object for the generation: loading the seed per request would cost as much as signing.
+        self.signer = Ed25519PrivateKey.from_private_bytes(snap.signer.seed) if snap.signer is not None else None
+
+    # --- objects ------------------------------------------------------------------------------
+
+    def add_objects(self, objects: Iterable[OtaObjectInfo]) -> None:
+        """Index objects (from the snapshot, or made by this worker since); offered versions' are served."""
+        for o in objects:
+            if o.kind == FILE:
+                self.file_objects[(o.name, o.version, o.path)] = o
+            elif o.kind == DELTA:
+                self.delta_objects[(o.name, o.version, o.path, o.from_sha256)] = o
+        for o in objects:
+            if (o.name, o.version) not in self.offered:
+                continue
+            if o.kind == FILE:
+                self.served[o.sha256] = Served(o.sha256, o.size, "file")
+            elif o.kind == DELTA:
+                target = self.file_objects.get((o.name, o.version, o.path))
+                if target is not None:
+                    self.delta_urls[(o.from_sha256, target.sha256)] = Served(o.sha256, o.size, "delta")
+        self._files.clear()  # payload files built before may now have a delta, or a re-made object
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def check_channel(self, name: str, channel: str) -> None:
+        if name not in self.models:
+            raise NotFound(f"no model named {name!r} in the registry; check the model name the app asks for")
+        channels = self.channels.get(name, set())
+        if channel not in channels:
+            raise NotFound(f"model {name} has no releases on channel {channel!r} (channels: "
+                           f"{', '.join(sorted(channels)) or 'none'}); release a version with "
+                           f"`tandem release {name} VERSION --channel {channel}`")
+
+    def decide(self, name: str, channel: str, device: Device) -> Decision | None:
+        return decide(name, channel, self.rules.get((name, channel), ()), self.pins.get((name, channel), {}), device)
+
+    def offers(self, name: str, channel: str, device: Device, version: int) -> bool:
+        return offers(name, channel, self.rules.get((name, channel), ()), self.pins.get((name, channel), {}), device,
+                      version)
+
+    # --- payload files ------------------------------------------------------------------------
+
+    def files(self, name: str, version: int, precision: str, installed: int | None,
+              no_delta: set[tuple[str, int, str, str]]) -> Files:
+        # Only an older version the registry holds can be patched from; any other installed version
+        # (none, newer, unknown) gets the same full files, and shares their cache entry: a device
+        # sending arbitrary numbers must not grow the cache.
+        source = installed if installed is not None and installed < version and installed in self.versions[name] \
+            else None
+        key = (name, version, precision, source)
+        hit = self._files.get(key)
+        if hit is not None:
+            return hit
+        out = self._build_files(name, version, precision, source, no_delta)
+        if not out.missing and not out.wanted:  # complete: the same for every device until the generation moves
+            self._files[key] = out
+        return out
+
+    def _build_files(self, name: str, version: int, precision: str, from_version: int | None,
+                     no_delta: set[tuple[str, int, str, str]]) -> Files:
+        stored = self.versions[name][version]
+        manifest = self.manifests[(name, version)]
+        used = precision if precision in manifest.models else "fp32"
+        out = Files(used)
+        out.files[MANIFEST] = {"sha256": stored.manifest_sha256, "size": self.served[stored.manifest_sha256].size,
+                               "url": FILES_URL + stored.manifest_sha256}
+        source = self.versions[name][from_version] if from_version is not None else None
+        key = self.data_keys.get((name, version))
+        for path in [manifest.models[used], *app_files(manifest)]:
+            obj = self.file_objects.get((name, version, path))
+            if obj is None:
+                out.missing.append(path)
+                continue
+            entry: dict[str, Any] = {
+                "sha256": obj.plain_sha256, "size": manifest.files[path].size, "url": FILES_URL + obj.sha256,
+                "encrypted": {"alg": ALG, "key_id": key[0] if key else None, "sha256": obj.sha256, "size": obj.size}}
+            if source is not None:
+                src_path = source_path(manifest, self.manifests[(name, source.version)], path)
+                from_sha = source.files.get(src_path) if src_path is not None else None
+                if from_sha is not None and from_sha != obj.plain_sha256:
+                    delta = self.delta_objects.get((name, version, path, from_sha))
+                    if delta is None:
+                        if (name, version, path, from_sha) not in no_delta:
+                            out.wanted.append((path, source.version, from_sha))
+                    elif delta.size < obj.size:  # a patch no smaller than the file is not worth a second format
+                        entry["delta"] = {"from_version": source.version, "from_sha256": from_sha,
+                                          "sha256": delta.sha256, "size": delta.size,
+                                          "url": f"{DELTAS_URL}{from_sha}/{obj.sha256}"}
+            out.files[path] = entry
+        return out
+
+    # --- signing ------------------------------------------------------------------------------
+
+    def sign(self, payload: bytes) -> dict[str, str]:
+        assert self.signer is not None and self.key_id is not None
+        return {"payload": base64.b64encode(payload).decode(),
+                "signature": base64.b64encode(self.signer.sign(payload)).decode(), "key_id": self.key_id}

@@ -1,0 +1,240 @@
+"""`POST /v1/ota/check` on a real server over a real SQLite registry: signed answers, 204 when current,
+staged rollouts, targeting, pins, halt, rollback, and the health gate."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tandem.registry.rollout import bucket
+from tests.integration.ota.server.helpers import SYNC_DEADLINE_S, DeviceSide, synced
+from tests.integration.server.serving import running
+
+pytestmark = pytest.mark.integration
+
+ANDROID = {"platform": "android", "os_version": "14", "app_version": "2.4.0", "ram_mb": 4096}
+
+
+@pytest.fixture()
+def served(env):
+    with env.server() as server:
+        device = DeviceSide(server, env.keys.device)
+        try:
+            yield server, device
+        finally:
+            device.close()
+
+
+def test_a_release_is_offered_signed_and_then_current(env, served):
+    server, device = served
+    r = device.check_raw("phone-1")
+    assert r.status_code == 404 and "no releases on channel 'production'" in r.json()["error"]
+    with env.ota() as ota:
+        ota.releases.release("faces", 1, "production")
+        v1 = ota.reg.get("faces", 1)
+    gen = synced(server)
+    device.trust_server_keys()  # the signing key was made by the first release
+
+    payload = device.check("phone-1", None, **ANDROID)
+    assert payload is not None
+    assert {k: payload[k] for k in ("schema", "model", "version", "action", "channel", "device_id", "sequence",
+                                    "precision", "manifest_sha256")} == {
+        "schema": 1, "model": "faces", "version": 1, "action": "install", "channel": "production",
+        "device_id": "phone-1", "sequence": gen, "precision": "fp32", "manifest_sha256": v1.manifest_sha256}
+    assert payload["issued_at"].endswith("Z")
+    files = payload["files"]
+    assert set(files) == {"manifest.json", "model.onnx"}
+    assert files["manifest.json"] == {"sha256": v1.manifest_sha256, "size": files["manifest.json"]["size"],
+                                      "url": f"/v1/ota/files/{v1.manifest_sha256}"}
+    model = files["model.onnx"]
+    assert model["sha256"] == v1.files["model.onnx"] and "delta" not in model
+    assert model["encrypted"]["alg"] == "AES-256-GCM"
+    assert model["url"] == f"/v1/ota/files/{model['encrypted']['sha256']}" != f"/v1/ota/files/{model['sha256']}"
+    # int8 is asked for, but this bundle has only fp32: the payload says which precision it sends.
+    assert device.check("phone-1", None, precision="int8")["precision"] == "fp32"
+
+    assert device.check("phone-1", 1, **ANDROID) is None  # runs what it should: 204
+    assert device.check_raw("phone-1", 1).content == b""
+
+
+def test_the_next_release_comes_as_a_small_delta_from_the_installed_version(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2)
+        gen = ota.reg.generation()
+    synced(server)
+    device.trust_server_keys()
+    fresh = device.check("phone-1", None)
+    assert fresh["version"] == 2 and "delta" not in fresh["files"]["model.onnx"]  # nothing installed: full file
+    payload = device.check("phone-1", 1)
+    assert payload["version"] == 2 and payload["sequence"] == gen
+    model = payload["files"]["model.onnx"]
+    delta = model["delta"]
+    assert delta["from_version"] == 1 and delta["size"] < model["encrypted"]["size"] // 5  # only the head changed
+    assert delta["url"] == f"/v1/ota/deltas/{delta['from_sha256']}/{model['encrypted']['sha256']}"
+
+
+def test_a_staged_rollout_keeps_its_devices_as_it_widens(env, served):
+    server, device = served
+    ids = [f"device-{i:04d}" for i in range(1000)]
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2, percent=10)
+    synced(server)
+    device.trust_server_keys()
+
+    def on_v2() -> set[str]:
+        out = set()
+        for d in ids:
+            payload = device.check(d, 1)
+            if payload is not None:
+                assert payload["version"] == 2
+                out.add(d)
+        return out
+
+    at_10 = on_v2()
+    with env.ota() as ota:
+        ota.releases.release("faces", 2, percent=50)
+    synced(server)
+    at_50 = on_v2()
+    assert at_10 == {d for d in ids if bucket("faces", "production", d) < 10}
+    assert at_10 < at_50 and 50 < len(at_10) < 150 and 400 < len(at_50) < 600
+
+
+def test_targeting_by_app_version_platform_os_and_ram(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2, min_app_version="2.3", max_app_version="3.0", platforms=["android"],
+                             min_os_version="12", min_ram_mb=2048)
+    synced(server)
+    device.trust_server_keys()
+    assert device.check("ok", 1, **ANDROID)["version"] == 2
+    for change in ({"app_version": "2.2.9"}, {"app_version": "3.1"}, {"platform": "ios"}, {"os_version": "11"},
+                   {"ram_mb": 1024}, {"app_version": None}):
+        assert device.check("not-covered", 1, **{**ANDROID, **change}) is None, change  # stays on v1
+        assert device.check("new", None, **{**ANDROID, **change})["version"] == 1, change
+    r = device.check_raw("bad", 1, **{**ANDROID, "app_version": "2.x"})
+    assert r.status_code == 400 and "app_version '2.x' is not a version" in r.json()["error"]
+
+
+def test_a_pin_wins_over_the_releases(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2)
+        ota.releases.pin("faces", "test-phone", 1)
+    synced(server)
+    device.trust_server_keys()
+    pinned = device.check("test-phone", 2)
+    assert (pinned["version"], pinned["action"]) == (1, "rollback")
+    assert device.check("other-phone", 2) is None
+    with env.ota() as ota:
+        ota.releases.unpin("faces", "test-phone")
+    synced(server)
+    assert device.check("test-phone", 2) is None
+
+
+def test_halt_keeps_devices_where_they_are(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2)
+        ota.releases.halt("faces", 2)
+    synced(server)
+    device.trust_server_keys()
+    assert device.check("has-v2", 2) is None  # keeps it
+    assert device.check("has-v1", 1) is None  # gets no v2
+    assert device.check("new", None)["version"] == 1
+
+
+def test_rollback_sends_devices_back_with_action_rollback(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2)
+    seq_before = synced(server)
+    device.trust_server_keys()
+    assert device.check("phone", 1)["version"] == 2
+    with env.ota() as ota:
+        rolled = ota.releases.rollback("faces")
+    assert (rolled.version, rolled.state) == (2, "rolled_back")
+    synced(server)
+    back = device.check("phone", 2)
+    assert (back["version"], back["action"]) == (1, "rollback") and back["sequence"] > seq_before
+    assert device.check("phone", 1) is None
+
+
+def test_the_health_gate_halts_and_rolls_back_a_failing_release(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1, max_failure_rate=0.5, min_reports=10)
+        ota.releases.release("faces", 2, max_failure_rate=0.2, min_reports=5)
+    synced(server)
+    device.trust_server_keys()
+    for i in range(10):  # v1 is healthy: one failing device in ten is under its 50%
+        assert device.report(f"old-{i}", 1, inferences=100, inference_errors=int(i == 0), p50_ms=3.0,
+                             p99_ms=9.0).status_code == 204
+    for i in range(5):  # every v2 device fails to load it
+        assert device.report(f"new-{i}", 2, load_failures=1).status_code == 204
+    deadline = time.monotonic() + SYNC_DEADLINE_S
+    while (answer := device.check("new-0", 2)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert answer is not None and (answer["version"], answer["action"]) == (1, "rollback")
+    with env.ota() as ota:
+        v2, v1 = ota.releases.releases("faces")
+    assert v2.state == "rolled_back" and "health gate: 5 of 5 reports failed" in v2.note
+    assert (v2.health.reports, v2.health.load_failures, v2.health.failure_rate) == (5, 5, 1.0)
+    assert v1.state == "active" and (v1.health.reports, v1.health.failed_reports, v1.health.inferences) == (10, 1, 1000)
+    assert v1.health.p99_ms_mean == pytest.approx(9.0)
+
+
+def test_reports_are_checked_and_written_at_shutdown(env):
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+    slow = env.settings.model_copy(update={"ota_report_flush_s": 60})  # only the shutdown writes them
+    with running(slow) as server:
+        device = DeviceSide(server, env.keys.device)
+        try:
+            for i in range(7):
+                assert device.report(f"d{i}", 1, inferences=10, inference_errors=i % 2).status_code == 204
+            r = device.report("d", 3)
+            assert r.status_code == 404 and "no release on channel production" in r.json()["error"]
+            r = device.report("d", 1, inferences=1, inference_errors=2)
+            assert r.status_code == 400 and "inference_errors (2) is more than inferences (1)" in r.json()["error"]
+            r = device.report("d", 1, p50_ms=1, p99_ms=-1)
+            assert r.status_code == 400 and "p99_ms" in r.json()["error"]
+        finally:
+            device.close()
+    with env.ota() as ota:
+        [v1] = ota.releases.releases("faces")
+    assert (v1.health.reports, v1.health.failed_reports, v1.health.inferences) == (7, 3, 70)
+
+
+def test_bad_requests_say_what_was_wrong(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+    synced(server)
+    http = device.http
+    cases = [
+        ({"content": b"{not json"}, 400, "not valid JSON"),
+        ({"json": [1, 2]}, 400, "must be a JSON object"),
+        ({"json": {"device_id": "d"}}, 400, "'model' is required"),
+        ({"json": {"model": "faces"}}, 400, "device_id None is not a valid device id"),
+        ({"json": {"model": "faces", "device_id": "a b"}}, 400, "is not a valid device id"),
+        ({"json": {"model": "faces", "device_id": "d", "version": 0}}, 400, "'version' must be a whole number"),
+        ({"json": {"model": "faces", "device_id": "d", "version": True}}, 400, "'version' must be a whole number"),
+        ({"json": {"model": "faces", "device_id": "d", "precision": "fp16"}}, 400, "'precision' must be one of"),
+        ({"json": {"model": "faces", "device_id": "d", "channel": "Beta!"}}, 400, "not a valid channel name"),
+        ({"json": {"model": "faces", "device_id": "d", "ram_mb": -1}}, 400, "'ram_mb' must be a whole number"),
+        ({"json": {"model": "nope", "device_id": "d"}}, 404, "no model named 'nope'"),
+        ({"json": {"model": "../x", "device_id": "d"}}, 404, "no model named"),
+        ({"json": {"model": "faces", "device_id": "d", "channel": "beta"}}, 404, "no releases on channel 'beta'"),
+        ({"content": b"x" * 20000}, 413, "exceeds the server's limit"),
+    ]
+    for kwargs, status, message in cases:
+        r = http.post("/v1/ota/check", **kwargs)
+        assert r.status_code == status and message in r.json()["error"], (kwargs, r.text)

@@ -1,0 +1,61 @@
+"""The OTA commands of the real `tandem` command line, in subprocesses: JSON out, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tandem.registry.registry import Registry
+from tests.integration.cli import tandem, tandem_json
+from tests.integration.registry_backends import Backend
+
+pytestmark = pytest.mark.integration
+
+
+def test_release_commands(tmp_path, ota_bundles):
+    db = Backend("sqlite", tmp_path / "home", None)
+    with Registry.open(db.settings()) as reg:
+        for b in ota_bundles[:2]:
+            reg.push(b)
+    env = db.env()
+
+    first = tandem_json("release", "faces", 1, "--channel", "production", env=env)
+    assert (first["version"], first["state"], first["percent"]) == (1, "active", 100.0)
+    assert first["created_signing_key"]["current"] is True  # the first release makes the signing key
+    staged = tandem_json("release", "faces", 2, "--percent", "10", "--min-app-version", "2.3", "--platform", "android",
+                         "--max-failure-rate", "0.05", "--min-reports", "30", env=env)
+    assert (staged["percent"], staged["platforms"], staged["min_reports"]) == (10.0, ["android"], 30)
+    assert staged["created_signing_key"] is None
+    widened = tandem_json("release", "faces", 2, "--percent", "50", env=env)
+    assert (widened["percent"], widened["min_app_version"], widened["max_failure_rate"]) == (50.0, "2.3", 0.05)
+    assert tandem_json("pin", "faces", "tester-1", 1, env=env)["version"] == 1
+    listing = tandem_json("releases", "faces", env=env)
+    assert [(r["version"], r["state"]) for r in listing["releases"]] == [(2, "active"), (1, "active")]
+    assert listing["releases"][0]["failure_rate"] == 0.0 and listing["pins"][0]["device_id"] == "tester-1"
+    assert tandem_json("unpin", "faces", "tester-1", env=env)["device_id"] == "tester-1"
+    assert tandem_json("release-halt", "faces", 2, env=env)["state"] == "halted"
+    rolled = tandem_json("release-rollback", "faces", "--channel", "production", env=env)
+    assert (rolled["version"], rolled["state"]) == (2, "rolled_back")
+    text = tandem("releases", "faces", env=env).stdout
+    assert "rolled_back" in text and "rolled back by hand to v1" in text
+
+    for args, code, message in (
+        (("release-rollback", "faces"), 9, "nothing to roll back to"),
+        (("release", "faces", 9), 8, "model faces has no version 9"),
+        (("release", "faces", 1, "--min-app-version", "two"), 7, "min_app_version 'two' is not a version"),
+        (("release", "faces", 1, "--channel", "Beta"), 7, "not a valid channel name"),
+        (("unpin", "faces", "nobody"), 8, "is not pinned"),
+        (("keys", "signing", "create"), 9, "is already current; replace it with `tandem keys signing rotate`"),
+    ):
+        proc = tandem(*args, env=env, ok=False)
+        assert proc.returncode == code and message in " ".join(proc.stderr.split()), (args, proc.stderr)
+
+
+def test_signing_key_commands(tmp_path):
+    env = Backend("sqlite", tmp_path / "home", None).env()
+    assert tandem_json("keys", "signing", "list", env=env) == []
+    first = tandem_json("keys", "signing", "create", env=env)
+    second = tandem_json("keys", "signing", "rotate", env=env)
+    listed = tandem_json("keys", "signing", "list", env=env)
+    assert [(k["key_id"], k["current"]) for k in listed] == [(first["key_id"], False), (second["key_id"], True)]
+    assert tandem_json("keys", "signing", "retire", first["key_id"], env=env)["retired"] is not None
+    assert second["key_id"] in tandem("keys", "signing", "list", env=env).stdout
