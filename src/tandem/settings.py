@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         description="redis://host:port/db shared by several workers/servers for rate limits; unset: in-process.",
     )
     max_batch_size: int = Field(default=8, ge=1, le=1024, description="Dynamic batching: most requests per ONNX run.")
+    batches_in_flight: int = Field(
+        default=0, ge=0, le=64,
+        description="Dynamic batching: model calls running at once per model; 0 = cores // (workers × ORT threads).",
+    )
     max_delay_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Dynamic batching: longest wait for more requests once one arrived."
     )
@@ -56,8 +60,8 @@ class Settings(BaseSettings):
     )
     workers: int = Field(
         default=1, ge=1, le=64,
-        description="Server worker processes (`tandem serve --workers` sets it); each gets cores // workers ONNX "
-        "Runtime threads unless TANDEM_ORT_THREADS is set.",
+        description="Server worker processes (`tandem serve --workers` sets it); each runs cores // workers "
+        "model calls at once unless TANDEM_BATCHES_IN_FLIGHT is set.",
     )
     metrics_public: bool = Field(
         default=False,

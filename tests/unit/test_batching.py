@@ -199,3 +199,31 @@ def test_busy_counts_requests_on_their_way_queued_and_in_the_model():
         return seen
 
     assert run(main()) == [False, True, False]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_model_calls_in_flight_are_bounded_by_in_flight(in_flight):
+    """With in_flight=2, a second batch starts while the first is still in the model; with 1 it waits."""
+    active, most = 0, 0
+    lock = threading.Lock()
+    both_in = threading.Barrier(2)
+
+    def model(feeds):
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        if in_flight == 2:
+            both_in.wait(HANG_GUARD_S)  # only passes once two calls are in the model together
+        with lock:
+            active -= 1
+        return {"y": feeds["x"].astype(np.int64) * 2}
+
+    async def main():
+        b = Batcher(model, max_batch_size=1, max_delay_s=0, in_flight=in_flight)
+        out = await asyncio.gather(*(b.submit(rows(v)) for v in (1, 2, 3, 4)))
+        await b.close()
+        return [int(o["y"][0, 0]) for o in out]
+
+    assert run(main()) == [2, 4, 6, 8]
+    assert most == in_flight

@@ -84,13 +84,22 @@ def check_ref(name: str, ref: Ref) -> None:
         raise NotFound(f"model {name} has no version {ref}")
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def ort_threads(settings: Settings) -> int:
-    """ONNX Runtime intra-op threads per model: TANDEM_ORT_THREADS if set, else the cores this
-    process may use split between the workers, so that N workers do not oversubscribe the CPU."""
-    if settings.ort_threads:
-        return settings.ort_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // settings.workers)
+    """ONNX Runtime intra-op threads per model call: TANDEM_ORT_THREADS if set, else 1 — the
+    server gets its parallelism from several calls in flight instead (see batching.py for why)."""
+    return settings.ort_threads or 1
+
+
+def batches_in_flight(settings: Settings) -> int:
+    """Model calls in flight per model: TANDEM_BATCHES_IN_FLIGHT if set, else the cores this process
+    may use, split between the workers and the threads of each call, so the CPU is not oversubscribed."""
+    if settings.batches_in_flight:
+        return settings.batches_in_flight
+    return max(1, _cores() // (settings.workers * ort_threads(settings)))
 
 
 class LoadedModel:
@@ -111,7 +120,8 @@ class LoadedModel:
             raise ModelError(f"{self.name} v{self.version}: the manifest's tensors do not match the ONNX model's "
                              f"(outputs missing from the model: {sorted(missing)}); re-export the bundle")
         self.batcher = Batcher(self._run, settings.max_batch_size, settings.max_delay_ms / 1000,
-                               f"{self.name}-{self.version}", metrics.observer(self.name, self.version))
+                               f"{self.name}-{self.version}", metrics.observer(self.name, self.version),
+                               in_flight=batches_in_flight(settings))
         self.last_used = time.monotonic()
         self._matcher: CelebMatcher | None = None
 
