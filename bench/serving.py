@@ -896,11 +896,16 @@ def evaluate(res: dict) -> dict:
     def cell(t: str, c: str, k: str) -> float | None:
         return (m.get(t) or {}).get(c, {}).get(k)
 
+    # The references are what this CPU can do in process at its best, over both thread settings
+    # measured (the server may use both cores through several single-threaded calls in flight).
+    alt = ip.get("with_other_threads") or {}
+    best_rps = max(ip["bN_rps"], alt.get("bN_rps", 0.0))
+    best_b1 = min(ip["b1_ms"], alt.get("b1_ms", float("inf")))
     out = {}
     tb16 = cell("tandem_binary", "c16", "rps")
-    out["tandem_binary_c16_rps >= 0.8 x inproc bN_rps"] = {
-        "measured": tb16, "needed": round(0.8 * ip["bN_rps"], 1),
-        "met": None if tb16 is None else tb16 >= 0.8 * ip["bN_rps"]}
+    out["tandem_binary_c16_rps >= 0.8 x best inproc bN_rps"] = {
+        "measured": tb16, "needed": round(0.8 * best_rps, 1), "same_threads_inproc_bN_rps": ip["bN_rps"],
+        "met": None if tb16 is None else tb16 >= 0.8 * best_rps}
     peers = {p: cell(p, "c16", "rps") for p in PEERS if cell(p, "c16", "rps") is not None}
     best = max(peers.values()) if peers else None
     tj16 = cell("tandem_json", "c16", "rps")
@@ -909,8 +914,9 @@ def evaluate(res: dict) -> dict:
         "best_peer": max(peers, key=peers.get) if peers else None,
         "met": None if tj16 is None or best is None else tj16 >= 1.5 * best}
     tb1 = cell("tandem_binary", "c1", "p50_ms")
-    out["tandem_binary_c1_p50_ms <= inproc b1_ms + 2"] = {
-        "measured": tb1, "needed": round(ip["b1_ms"] + 2, 3), "met": None if tb1 is None else tb1 <= ip["b1_ms"] + 2}
+    out["tandem_binary_c1_p50_ms <= best inproc b1_ms + 2"] = {
+        "measured": tb1, "needed": round(best_b1 + 2, 3), "same_threads_inproc_b1_ms": ip["b1_ms"],
+        "met": None if tb1 is None else tb1 <= best_b1 + 2}
     sw, st = res.get("swap_p99_ms"), res.get("steady_p99_ms")
     out["swap_p99_ms <= 1.5 x steady_p99_ms"] = {
         "measured": sw, "needed": None if st is None else round(1.5 * st, 2),
