@@ -169,6 +169,7 @@ class ModelPool:
         self._refs: dict[tuple[str, Ref], _Resolution] = {}
         self.last_poll_ok: float | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -212,6 +213,9 @@ class ModelPool:
     async def _load_new(self, resolved: Resolved) -> LoadedModel:
         t0 = time.perf_counter()
         model = await asyncio.to_thread(self._load_and_warm, resolved)
+        if self._closed:
+            await model.batcher.close()
+            raise Unavailable("the server is shutting down; retry on another instance", retry_after=1)
         self._loaded[(model.name, model.version)] = model
         self.metrics.loaded.labels(model.name, str(model.version)).set(1)
         log.info("loaded %s in %.0f ms", model.label, (time.perf_counter() - t0) * 1000)
@@ -302,6 +306,8 @@ class ModelPool:
                 await self._watcher
             except asyncio.CancelledError:
                 pass
-        for model in self._loaded.values():
+        self._closed = True
+        # Loads still running finish into a closed pool; _load_new closes what they bring.
+        while self._loaded:
+            _, model = self._loaded.popitem()
             await model.batcher.close()
-        self._loaded.clear()
