@@ -1,0 +1,427 @@
+"""The cloud side of the device SDK: a client for any Open Inference Protocol v2 or TF-Serving endpoint.
+
+Written to the specs, not to Tandem's server, so the same client talks to Tandem, Triton, KServe or a
+hosted service:
+
+- OIP v2 (KServe v2) REST, ``POST /v2/models/{name}[/versions/{v}]/infer``, with the binary tensor
+  data extension by default (a JSON header of ``Inference-Header-Content-Length`` bytes, then the
+  raw little-endian tensor bytes) or plain JSON tensors;
+  https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
+- TF-Serving REST, ``POST /v1/models/{name}[/versions/{n}|/labels/{alias}]:predict`` (columnar
+  ``inputs``); https://www.tensorflow.org/tfx/serving/api_rest
+
+Failure handling, so that a dead server costs one timeout rather than one per call:
+
+- connect and read timeouts (``connect_timeout_s``, ``timeout_s``);
+- retries with exponential backoff and full jitter (delay = uniform(0, min(cap, base·2^attempt)))
+  on idempotent calls only (metadata, health); an inference POST is retried only when the
+  connection was refused, i.e. before any byte of the request was sent;
+- a :class:`CircuitBreaker`: after ``failures`` consecutive failed calls it opens for
+  ``cooldown_s`` and fails fast with :class:`CircuitOpen`; then one probe call is let through
+  (half-open): success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import orjson
+
+from tandem.errors import (
+    Forbidden,
+    InvalidRequest,
+    NoFaceFound,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    ServerUnreachable,
+    TandemError,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+)
+
+Protocol = Literal["oip", "tfserving"]
+Clock = Callable[[], float]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+# OIP v2 datatypes <-> numpy (BYTES, i.e. strings, are not tensors a vision model takes).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+_NAMES = {v: k for k, v in DATATYPES.items()}
+
+
+class CircuitOpen(ServerUnreachable):
+    """The circuit breaker is open: the endpoint failed repeatedly and is not tried until the cool-down ends."""
+
+
+def datatype_of(arr: np.ndarray) -> str:
+    try:
+        return _NAMES[arr.dtype]
+    except KeyError:
+        raise InvalidRequest(f"tensors of dtype {arr.dtype} cannot be sent; use one of "
+                             f"{', '.join(str(d) for d in DATATYPES.values())}") from None
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^attempt)) for retry number ``attempt`` (0-based)."""
+    return rng() * min(cap_s, base_s * (2.0 ** attempt))
+
+
+class CircuitBreaker:
+    """Closed → (``failures`` consecutive failures) → open → (``cooldown_s``) → half-open: one probe.
+
+    Thread-safe; ``clock`` is injectable so tests need not sleep.
+    """
+
+    def __init__(self, failures: int = 3, cooldown_s: float = 30.0, clock: Clock = time.monotonic) -> None:
+        if failures < 1:
+            raise ValueError("failures must be at least 1")
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self.consecutive = 0
+        self.opened_at: float | None = None
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> Literal["closed", "open", "half_open"]:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> Literal["closed", "open", "half_open"]:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.clock() >= self.opened_at + self.cooldown_s else "open"
+
+    def retry_in(self) -> float:
+        """Seconds until the next call may go through (0 when closed or half-open)."""
+        with self._lock:
+            if self.opened_at is None:
+                return 0.0
+            return max(0.0, self.opened_at + self.cooldown_s - self.clock())
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open state only one probe at a time may."""
+        with self._lock:
+            state = self._state()
+            if state == "closed":
+                return True
+            if state == "open" or self._probing:
+                return False
+            self._probing = True
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self.consecutive = 0
+            self.opened_at = None
+            self._probing = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self.consecutive += 1
+            if self._probing or self.consecutive >= self.threshold:
+                self.opened_at = self.clock()
+            self._probing = False
+
+
+@dataclass
+class CloudResult:
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: int | None
+    network_s: float  # request out, answer back, including encoding, decoding and the remote inference
+
+
+_ERRORS: dict[int, type[TandemError]] = {
+    400: InvalidRequest, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge,
+    415: UnsupportedMediaType, 422: NoFaceFound, 504: RequestTimeout,
+}
+
+
+def _error_for(url: str, resp: httpx.Response) -> TandemError:
+    try:
+        body = resp.json()
+        message = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        message = None
+    message = message or resp.text[:300] or resp.reason_phrase
+    text = f"{url}: HTTP {resp.status_code}: {message}"
+    retry_after = _retry_after(resp)
+    if resp.status_code == 429:
+        return RateLimited(text, retry_after or 1.0)
+    if resp.status_code in _ERRORS:
+        return _ERRORS[resp.status_code](text)
+    if resp.status_code >= 500:
+        return Unavailable(text, retry_after or 1.0)
+    return TandemError(text)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return float(resp.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+
+
+def _version_path(protocol: Protocol, version: int | str | None) -> str:
+    if version is None:
+        return ""
+    if protocol == "oip":
+        return f"/versions/{version}"
+    return f"/versions/{version}" if str(version).isdigit() else f"/labels/{version}"
+
+
+class CloudClient:
+    """One model on one endpoint. ``version``: a number, an alias (Tandem; TF-Serving labels) or None."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        version: int | str | None = None,
+        api_key: str | None = None,
+        protocol: Protocol = "oip",
+        binary: bool = True,
+        connect_timeout_s: float = 2.0,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_base_s: float = 0.05,
+        backoff_cap_s: float = 2.0,
+        breaker: CircuitBreaker | None = None,
+        headers: dict[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if protocol not in ("oip", "tfserving"):
+            raise InvalidRequest(f"protocol {protocol!r}: use 'oip' (Open Inference Protocol v2) or 'tfserving'")
+        self.url = url.rstrip("/")
+        self.model = model
+        self.version = version
+        self.protocol: Protocol = protocol
+        self.binary = binary
+        self.retries = retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.breaker = breaker or CircuitBreaker()
+        self.timeout_s = timeout_s
+        self._sleep = sleep
+        self._rng = rng
+        all_headers = dict(headers or {})
+        if api_key:
+            all_headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(base_url=self.url, headers=all_headers, transport=transport,
+                                  timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
+        self._tf_version: int | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CloudClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------------------
+    def _send(self, method: str, path: str, *, idempotent: bool, content: bytes | None = None,
+              headers: dict[str, str] | None = None) -> httpx.Response:
+        where = f"{self.url}{path}"
+        if not self.breaker.allow():
+            raise CircuitOpen(f"{self.url} failed {self.breaker.consecutive} time(s) in a row; not calling it again "
+                              f"for {self.breaker.retry_in():.1f} s (circuit breaker open)",
+                              self.breaker.retry_in())
+        attempt = 0
+        while True:
+            try:
+                resp = self._http.request(method, path, content=content, headers=headers)
+            except httpx.ConnectError as e:  # refused or unresolvable: nothing was sent, safe to retry
+                error: TandemError = ServerUnreachable(f"{where}: cannot connect ({e}); no network or server down")
+                retry = True
+            except httpx.TimeoutException as e:
+                error = ServerUnreachable(f"{where}: no answer within the timeout ({type(e).__name__}: {e})")
+                retry = idempotent
+            except httpx.TransportError as e:
+                error = ServerUnreachable(f"{where}: connection failed ({type(e).__name__}: {e})")
+                retry = idempotent
+            else:
+                if resp.status_code < 500:
+                    self.breaker.success()  # the server is alive, even if it refuses this request
+                    if resp.status_code >= 400:
+                        raise _error_for(where, resp)
+                    return resp
+                error = _error_for(where, resp)
+                retry = idempotent and resp.status_code in (502, 503, 504)
+            if not retry or attempt >= self.retries:
+                self.breaker.failure()
+                raise error
+            self._sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng))
+            attempt += 1
+
+    # --- idempotent calls ---------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Whether the server says it is ready (OIP ``/v2/health/ready``; TF-Serving: the model's status)."""
+        try:
+            if self.protocol == "oip":
+                self._send("GET", "/v2/health/ready", idempotent=True)
+            else:
+                self.metadata()
+            return True
+        except TandemError:
+            return False
+
+    def metadata(self) -> dict[str, Any]:
+        """OIP model metadata (name, versions, inputs, outputs) or TF-Serving model status."""
+        if self.protocol == "oip":
+            path = f"/v2/models/{self.model}{_version_path('oip', self.version)}"
+        else:
+            path = f"/v1/models/{self.model}{_version_path('tfserving', self.version)}"
+        body = _json(self._send("GET", path, idempotent=True), path)
+        if not isinstance(body, dict):
+            raise Unavailable(f"{self.url}{path}: expected a JSON object, got {type(body).__name__}")
+        return body
+
+    # --- inference ----------------------------------------------------------------------------
+    def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> CloudResult:
+        """Run the model on ``inputs`` (name → array with the batch first); all outputs unless named."""
+        if not inputs:
+            raise InvalidRequest("infer needs at least one input tensor")
+        start = time.perf_counter()
+        if self.protocol == "oip":
+            result = self._infer_oip(inputs, outputs)
+        else:
+            result = self._infer_tf(inputs, outputs)
+        result.network_s = time.perf_counter() - start
+        return result
+
+    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None) -> CloudResult:
+        path = f"/v2/models/{self.model}{_version_path('oip', self.version)}/infer"
+        arrays = {n: np.ascontiguousarray(a) for n, a in inputs.items()}
+        tensors: list[dict[str, Any]] = []
+        for name, arr in arrays.items():
+            t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype_of(arr)}
+            if self.binary:
+                t["parameters"] = {"binary_data_size": arr.nbytes}
+            else:
+                if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                    raise InvalidRequest(f"input '{name}' holds NaN or infinity, which JSON cannot carry")
+                t["data"] = arr.reshape(-1).tolist()
+            tensors.append(t)
+        req: dict[str, Any] = {"inputs": tensors}
+        if outputs is not None:
+            req["outputs"] = [{"name": o, "parameters": {"binary_data": self.binary}} for o in outputs]
+        elif self.binary:
+            req["parameters"] = {"binary_data_output": True}
+        header = orjson.dumps(req)
+        if self.binary:
+            body = b"".join([header, *(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+                                       for a in arrays.values())])
+            headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+        else:
+            body, headers = header, {"Content-Type": "application/json"}
+        resp = self._send("POST", path, idempotent=False, content=body, headers=headers)
+        return self._parse_oip(resp, path)
+
+    def _parse_oip(self, resp: httpx.Response, path: str) -> CloudResult:
+        where = f"{self.url}{path}"
+        raw = resp.content
+        n = resp.headers.get(HEADER_LENGTH)
+        try:
+            split = int(n) if n is not None else len(raw)
+        except ValueError:
+            raise Unavailable(f"{where}: bad {HEADER_LENGTH} {n!r} in the answer") from None
+        if not 0 <= split <= len(raw):
+            raise Unavailable(f"{where}: {HEADER_LENGTH} {split} is past the end of a {len(raw)}-byte answer")
+        body = _json_bytes(raw[:split], where)
+        if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
+            raise Unavailable(f"{where}: the answer has no 'outputs' list; is this an OIP v2 endpoint?")
+        out: dict[str, np.ndarray] = {}
+        offset = split
+        try:
+            for t in body["outputs"]:
+                dtype = DATATYPES[t["datatype"]]
+                shape = [int(d) for d in t["shape"]]
+                size = (t.get("parameters") or {}).get("binary_data_size")
+                if size is not None:
+                    if offset + int(size) > len(raw):
+                        raise ValueError(f"output {t['name']} reaches past the end of the answer")
+                    arr = np.frombuffer(raw, dtype.newbyteorder("<"), count=int(size) // dtype.itemsize,
+                                        offset=offset).astype(dtype)
+                    offset += int(size)
+                else:
+                    arr = np.asarray(t["data"], dtype=dtype)
+                out[t["name"]] = arr.reshape(shape)
+        except (KeyError, TypeError, ValueError) as e:
+            raise Unavailable(f"{where}: malformed output tensor in the answer ({type(e).__name__}: {e})") from e
+        version = body.get("model_version")
+        return CloudResult(out, str(body.get("model_name") or self.model),
+                           int(version) if str(version).isdigit() else None, 0.0)
+
+    def _infer_tf(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None) -> CloudResult:
+        base = f"/v1/models/{self.model}{_version_path('tfserving', self.version)}"
+        path = base + ":predict"
+        if len(inputs) == 1:
+            payload: Any = next(iter(inputs.values())).tolist()
+        else:
+            payload = {n: a.tolist() for n, a in inputs.items()}
+        resp = self._send("POST", path, idempotent=False, content=orjson.dumps({"inputs": payload}),
+                          headers={"Content-Type": "application/json"})
+        where = f"{self.url}{path}"
+        body = _json(resp, path)
+        if not isinstance(body, dict) or "outputs" not in body:
+            raise Unavailable(f"{where}: the answer has no 'outputs'; is this a TF-Serving endpoint?")
+        raw = body["outputs"]
+        try:
+            named = raw if isinstance(raw, dict) else {(outputs[0] if outputs else "output"): raw}
+            out = {n: np.asarray(v, dtype=np.float32 if _is_float(v) else None) for n, v in named.items()}
+        except (TypeError, ValueError) as e:
+            raise Unavailable(f"{where}: malformed outputs in the answer ({e})") from e
+        if outputs is not None:
+            out = {n: out[n] for n in outputs if n in out}
+        return CloudResult(out, self.model, self._served_version(base), 0.0)
+
+    def _served_version(self, base: str) -> int | None:
+        """TF-Serving answers carry no version: ask the model status once (an idempotent GET)."""
+        if self.version is not None and str(self.version).isdigit():
+            return int(self.version)
+        if self._tf_version is None:
+            try:
+                status = _json(self._send("GET", base, idempotent=True), base).get("model_version_status", [])
+                versions = [int(s["version"]) for s in status if s.get("state") == "AVAILABLE"]
+                self._tf_version = max(versions) if versions else None
+            except (TandemError, KeyError, TypeError, ValueError, AttributeError):
+                return None
+        return self._tf_version
+
+
+def _is_float(v: Any) -> bool:
+    while isinstance(v, list) and v:
+        v = v[0]
+    return isinstance(v, float)
+
+
+def _json(resp: httpx.Response, path: str) -> Any:
+    return _json_bytes(resp.content, f"{resp.request.url if resp.request else path}")
+
+
+def _json_bytes(raw: bytes, where: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise Unavailable(f"{where}: the answer is not JSON ({e})") from e

@@ -1,0 +1,353 @@
+"""One ``predict`` call that runs on the device, in the cloud, or wherever is best right now.
+
+``HybridModel`` holds an optional local model (a bundle folder, an ``OnnxModel`` or a
+``ModelUpdater``'s installed version) and an optional :class:`~tandem.device.cloud.CloudClient`.
+Images are preprocessed once, on the device, with the manifest's spec (``tandem.preprocess``, the
+code the server uses), so both sides see the same tensor. A policy picks the side per call:
+
+- ``only_device`` / ``only_cloud``: that side or a clear error;
+- ``prefer_device``: the device; the cloud when there is no usable local model (or it fails);
+- ``prefer_cloud``: the cloud; the device on a timeout, an error or no network;
+- ``auto``: an :class:`AutoPolicy` hook decides; the default :class:`LatencyRule` keeps an EWMA of
+  each side's measured latency, picks the faster and re-probes the other side now and then.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, Union
+
+import numpy as np
+from PIL import Image
+
+from tandem.bundle import Bundle, Precision
+from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
+from tandem.preprocess import PreprocessSpec, decode_image, to_input
+from tandem.runtime import Guess, OnnxModel
+
+if TYPE_CHECKING:
+    from tandem.device.cloud import CloudClient
+    from tandem.device.conditions import DownloadConditions
+    from tandem.device.updater import ModelUpdater
+
+log = logging.getLogger(__name__)
+
+Where = Literal["device", "cloud"]
+Policy = Literal["only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto"]
+POLICIES: tuple[str, ...] = ("only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto")
+Image_ = Union[str, Path, bytes, Image.Image, np.ndarray]
+Inputs = Union[Image_, Sequence[Image_], dict[str, np.ndarray]]
+
+
+class NothingAvailable(Unavailable):
+    """Neither side could answer: the message says what each side lacked or how it failed."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds per stage. ``network_ms`` is 0 on the device; in the cloud it is the whole round
+    trip including the remote inference, which a client cannot see apart (``inference_ms`` None)."""
+
+    preprocess_ms: float
+    network_ms: float
+    inference_ms: float | None
+    total_ms: float
+
+
+@dataclass
+class Prediction:
+    outputs: dict[str, np.ndarray]  # one row per input
+    where: Where
+    model: str
+    version: int | None
+    timings: Timings
+    policy: str
+    labels: list[str] | None = None
+    fallback: str | None = None  # why the other side did not answer, when the policy fell back
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.outputs["probabilities"]
+
+    def top_k(self, k: int = 5, output: str = "probabilities") -> list[list[Guess]]:
+        probs = self.outputs[output]
+        k = max(1, min(k, probs.shape[1]))
+        order = np.argsort(-probs, axis=1)[:, :k]
+        names = self.labels or [str(j) for j in range(probs.shape[1])]
+        return [[Guess(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
+
+
+class AutoPolicy(Protocol):
+    """The ``auto`` hook: choose a side among those available, and learn from what happened."""
+
+    def choose(self, available: Sequence[Where]) -> Where: ...
+
+    def observe(self, where: Where, seconds: float, ok: bool) -> None: ...
+
+
+class LatencyRule:
+    """EWMA of measured latency per side; the faster wins; every ``probe_every``-th choice tries the
+    other side so that its estimate stays fresh. A side never measured is tried first. A failure
+    counts as ``failure_penalty_s``."""
+
+    def __init__(self, alpha: float = 0.3, probe_every: int = 20, failure_penalty_s: float = 10.0) -> None:
+        self.alpha = alpha
+        self.probe_every = probe_every
+        self.failure_penalty_s = failure_penalty_s
+        self.ewma: dict[str, float] = {}
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def choose(self, available: Sequence[Where]) -> Where:
+        if not available:
+            raise ConfigError("auto policy: neither the device nor the cloud is available")
+        with self._lock:
+            self.calls += 1
+            unmeasured = [w for w in available if w not in self.ewma]
+            if unmeasured:
+                return unmeasured[0]
+            ranked = sorted(available, key=lambda w: self.ewma[w])
+            if len(ranked) > 1 and self.probe_every > 0 and self.calls % self.probe_every == 0:
+                return ranked[1]
+            return ranked[0]
+
+    def observe(self, where: Where, seconds: float, ok: bool) -> None:
+        x = seconds if ok else max(seconds, self.failure_penalty_s)
+        with self._lock:
+            old = self.ewma.get(where)
+            self.ewma[where] = x if old is None else self.alpha * x + (1 - self.alpha) * old
+
+
+@dataclass
+class _Local:
+    model: OnnxModel
+    name: str
+    version: int | None
+    labels: list[str] = field(default_factory=list)
+
+
+class HybridModel:
+    """``predict(images_or_tensors, policy=None)`` on the device, in the cloud, or both as fallback.
+
+    ``local``: a bundle folder, an ``OnnxModel``, a ``ModelUpdater`` (its installed version is
+    loaded, and loaded again when the updater installs a newer one) or None. ``cloud``: a
+    ``CloudClient`` or None. ``preprocessing``: the spec for images when there is no local model
+    to take it from (cloud only). ``update_conditions``: with an updater, start a background
+    update under these download conditions.
+    """
+
+    def __init__(
+        self,
+        local: Path | str | OnnxModel | ModelUpdater | None = None,
+        cloud: CloudClient | None = None,
+        *,
+        policy: Policy = "prefer_device",
+        name: str | None = None,
+        version: int | None = None,
+        preprocessing: PreprocessSpec | None = None,
+        labels: list[str] | None = None,
+        precision: Precision = "fp32",
+        auto: AutoPolicy | None = None,
+        update_conditions: DownloadConditions | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        _check_policy(policy)
+        self.policy: Policy = policy
+        self.cloud = cloud
+        self.auto: AutoPolicy = auto or LatencyRule()
+        self.clock = clock
+        self._source = local
+        self._name = name
+        self._version = version
+        self._precision = precision
+        self._spec = preprocessing
+        self._labels = labels
+        self._local: _Local | None = None
+        self._local_error: TandemError | None = None
+        self._lock = threading.Lock()
+        if local is not None and not isinstance(local, (str, Path, OnnxModel)):
+            if update_conditions is not None:
+                local.start_background_update(update_conditions)
+
+    # --- the local model ----------------------------------------------------------------------
+    def _device(self) -> _Local:
+        """The local model, loaded on first use (and again after an updater installed a new version)."""
+        src = self._source
+        if src is None:
+            raise ConfigError("no local model: give HybridModel a bundle folder, an OnnxModel or a ModelUpdater")
+        with self._lock:
+            if isinstance(src, (str, Path, OnnxModel)):
+                if self._local is None:
+                    self._local = self._open_static(src)
+                return self._local
+            installed = src.installed_version()
+            if installed is None:
+                raise ConfigError(f"no version of {src.model} is installed on this device yet "
+                                  "(the updater has not downloaded one)")
+            if self._local is None or self._local.version != installed:
+                loaded = src.load()
+                self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels)
+            return self._local
+
+    def _open_static(self, src: Path | str | OnnxModel) -> _Local:
+        if isinstance(src, OnnxModel):
+            return _Local(src, self._name or "model", self._version, src.labels)
+        bundle = Bundle.load(src)
+        m = bundle.manifest
+        return _Local(OnnxModel.open(bundle, self._precision), self._name or m.name,
+                      self._version if self._version is not None else m.version, m.labels)
+
+    def device_available(self) -> bool:
+        try:
+            self._device()
+            return True
+        except TandemError as e:
+            self._local_error = e
+            return False
+
+    def _cloud_available(self) -> bool:
+        return self.cloud is not None and self.cloud.breaker.state != "open"
+
+    def spec(self) -> PreprocessSpec:
+        if self._spec is None:
+            try:
+                self._spec = self._device().model.spec
+            except TandemError as e:
+                raise ConfigError(f"cannot preprocess images: no local model to take the manifest's spec from ({e}); "
+                                  "pass preprocessing=manifest.preprocessing, or send tensors") from e
+        return self._spec
+
+    # --- inputs -------------------------------------------------------------------------------
+    def _tensors(self, x: Inputs) -> dict[str, np.ndarray]:
+        """Tensors by input name; images become the batch of the model's only input, under the key ""."""
+        if isinstance(x, dict):
+            if not x:
+                raise InvalidRequest("predict got an empty dict of tensors")
+            return {k: np.asarray(v) for k, v in x.items()}
+        images: Sequence[Image_]
+        if isinstance(x, (list, tuple)):
+            images = x
+        elif isinstance(x, np.ndarray) and x.ndim == 4:
+            images = list(x)
+        else:
+            images = [x]  # type: ignore[list-item]
+        if not images:
+            raise InvalidRequest("predict got no images")
+        spec = self.spec()
+        return {"": np.stack([to_input(_decode(i), spec) for i in images])}
+
+    def _input_name(self) -> str:
+        try:
+            return self._device().model.input_name
+        except TandemError:
+            return "pixels"
+
+    # --- predict ------------------------------------------------------------------------------
+    def predict(self, inputs: Inputs, policy: Policy | None = None) -> Prediction:
+        """Run one batch (one image, many images, or ``{"input": array}``) under ``policy``
+        (this model's default when None). Raises a TandemError saying what is missing when no side can answer."""
+        policy = policy or self.policy
+        _check_policy(policy)
+        t0 = self.clock()
+        tensors = self._tensors(inputs)
+        pre_ms = (self.clock() - t0) * 1000
+        if "" in tensors:
+            tensors = {self._input_name(): tensors.pop("")}
+
+        order: list[Where]
+        if policy == "only_device":
+            order = ["device"]
+        elif policy == "only_cloud":
+            order = ["cloud"]
+        elif policy == "prefer_device":
+            order = ["device", "cloud"]
+        elif policy == "prefer_cloud":
+            order = ["cloud", "device"]
+        else:
+            available: list[Where] = [w for w, ok in (("device", self.device_available()),
+                                                      ("cloud", self._cloud_available())) if ok]
+            if not available:
+                available = ["device"] if self._source is not None else ["cloud"]
+            first = self.auto.choose(available)
+            order = [first, "cloud" if first == "device" else "device"]
+
+        failures: list[tuple[Where, TandemError]] = []
+        for where in order:
+            if where == "cloud" and self.cloud is None:
+                failures.append(("cloud", ConfigError("no cloud endpoint configured (pass cloud=CloudClient(...))")))
+                continue
+            if where == "device" and not self.device_available():
+                failures.append(("device", self._local_error or ConfigError("no usable local model")))
+                continue
+            start = self.clock()
+            try:
+                result = self._run_device(tensors) if where == "device" else self._run_cloud(tensors)
+            except TandemError as e:
+                if policy == "auto":
+                    self.auto.observe(where, self.clock() - start, ok=False)
+                failures.append((where, e))
+                log.info("%s could not answer (%s)", where, e)
+                continue
+            if policy == "auto":
+                self.auto.observe(where, self.clock() - start, ok=True)
+            outputs, name, version, network_ms, inference_ms = result
+            total_ms = (self.clock() - t0) * 1000
+            return Prediction(outputs, where, name, version,
+                              Timings(pre_ms, network_ms, inference_ms, total_ms), policy,
+                              self._labels_for(),
+                              "; ".join(f"{w}: {e}" for w, e in failures) or None)
+        raise _no_side(policy, failures)
+
+    def _run_device(self, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str, int | None, float, float]:
+        local = self._device()
+        start = self.clock()
+        if list(tensors) == [local.model.input_name]:
+            outputs = local.model.run(tensors[local.model.input_name])
+        else:
+            try:
+                outs = local.model.session.run(local.model.output_names, tensors)
+            except Exception as e:
+                raise InvalidRequest(f"the local model cannot run these tensors ({e})") from e
+            outputs = dict(zip(local.model.output_names, outs, strict=True))
+        return outputs, local.name, local.version, 0.0, (self.clock() - start) * 1000
+
+    def _run_cloud(self, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str, int | None, float, None]:
+        assert self.cloud is not None
+        r = self.cloud.infer(tensors)
+        return r.outputs, r.model, r.version, r.network_s * 1000, None
+
+    def _labels_for(self) -> list[str] | None:
+        if self._labels is not None:
+            return self._labels
+        local = self._local
+        return local.labels if local is not None and local.labels else None
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise InvalidRequest(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
+
+
+def _decode(img: Image_) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img.convert("RGB") if img.mode != "RGB" else img
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ImageError(f"an image array must be HxWx3 uint8 RGB, got shape {img.shape} of {img.dtype}")
+        return Image.fromarray(img)
+    if isinstance(img, (bytes, str, Path)):
+        return decode_image(img)
+    raise ImageError(f"cannot read an image from a {type(img).__name__}: pass a path, bytes, a PIL image "
+                     "or an HxWx3 uint8 array")
+
+
+def _no_side(policy: str, failures: list[tuple[Where, TandemError]]) -> TandemError:
+    if len(failures) == 1:
+        return failures[0][1]  # one side was allowed and it said why (e.g. ServerUnreachable, CircuitOpen)
+    text = "; ".join(f"{w}: {e}" for w, e in failures)
+    return NothingAvailable(f"policy {policy}: neither the device nor the cloud could answer — {text}")
