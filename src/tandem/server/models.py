@@ -11,6 +11,7 @@ loaded and warmed up in a background thread. Requests already holding the old ve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -102,6 +103,10 @@ def batches_in_flight(settings: Settings) -> int:
     return max(1, _cores() // (settings.workers * ort_threads(settings)))
 
 
+# The longest a shutdown waits for a registry poll in progress (one poll may load a new version).
+WATCHER_STOP_S = 15.0
+
+
 class LoadedModel:
     """One version of a model: its verified bundle, an ONNX Runtime session and a batcher."""
 
@@ -169,6 +174,7 @@ class ModelPool:
         self._refs: dict[tuple[str, Ref], _Resolution] = {}
         self.last_poll_ok: float | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._closed = False
 
     # --- serving ----------------------------------------------------------------------------
@@ -245,8 +251,11 @@ class ModelPool:
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="alias-watcher")
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.alias_poll_s)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.alias_poll_s)
+            if self._stop.is_set():
+                return
             try:
                 await self.poll()
             except Exception as e:  # keep watching: the next poll may find the database back
@@ -301,11 +310,13 @@ class ModelPool:
 
     async def close(self) -> None:
         if self._watcher is not None:
-            self._watcher.cancel()
+            # Let a poll in progress finish rather than cancelling it: cancelling would leave its
+            # database call running in a thread, holding a connection of a registry about to close.
+            self._stop.set()
             try:
-                await self._watcher
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(self._watcher, WATCHER_STOP_S)
+            except TimeoutError:
+                log.warning("alias watcher did not stop within %s s; cancelled", WATCHER_STOP_S)
         self._closed = True
         # Loads still running finish into a closed pool; _load_new closes what they bring.
         while self._loaded:
