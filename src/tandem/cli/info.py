@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from tandem.bundle import Bundle
-from tandem.cli.output import console
+from tandem.cli.output import console, table
 
 
 def _fmt_bytes(n: int) -> str:
@@ -21,9 +21,7 @@ def show_bundle(b: Bundle) -> None:
     console.print(f"[bold]{m.name}[/]  version {m.version if m.version is not None else '(not pushed)'}  "
                   f"schema {m.schema_version}  created {m.created:%Y-%m-%d %H:%M} UTC  [green]verified[/]")
     console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}")
-    io = Table(title="tensors", show_edge=False)
-    for col in ("", "name", "dtype", "shape"):
-        io.add_column(col)
+    io = table("", "name", "dtype", "shape", title="tensors")
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for t in specs:
             io.add_row(kind, t.name, t.dtype, "×".join("N" if d < 0 else str(d) for d in t.shape))
@@ -40,9 +38,7 @@ def show_bundle(b: Bundle) -> None:
         for k, v in m.metrics.items():
             mt.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
         console.print(mt)
-    ft = Table(title="files", show_edge=False)
-    for col in ("file", "size", "sha256"):
-        ft.add_column(col)
+    ft = table("file", "size", "sha256", title="files")
     for rel, e in m.files.items():
         ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
     console.print(ft)

@@ -6,10 +6,9 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tandem.cli.ota import signing_app
-from tandem.cli.output import console, err_console, print_json
+from tandem.cli.output import console, err_console, print_json, table
 from tandem.cli.registry import JsonOpt, open_registry, record_json, when
 
 app = typer.Typer(help="API keys for `tandem serve`: create, list, revoke; `signing` for OTA signing keys.",
@@ -51,9 +50,7 @@ def list_keys(json_out: JsonOpt = False) -> None:
     if not keys:
         console.print("no API keys yet; create one with `tandem keys create --scope predict`")
         return
-    t = Table(show_edge=False)
-    for col in ("key id", "scope", "label", "created", "revoked"):
-        t.add_column(col)
+    t = table("key id", "scope", "label", "created", "revoked")
     for k in keys:
         t.add_row(k.key_id, k.scope, k.label, when(k.created), when(k.revoked))
     console.print(t)

@@ -7,9 +7,8 @@ import contextlib
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from tandem.cli.output import console, err_console, print_json
+from tandem.cli.output import console, err_console, print_json, table
 from tandem.cli.registry import JsonOpt, open_registry, record_json, when
 
 if TYPE_CHECKING:
@@ -102,16 +101,12 @@ def releases(name: NameArg, channel: Annotated[str | None, typer.Option("--chann
         console.print(f"{name} has no releases yet; release a version with `tandem release {name} VERSION`",
                       highlight=False)
         return
-    t = Table(title=name, show_edge=False)
-    for col in ("channel", "version", "state", "percent", "rules", "health", "updated", "note"):
-        t.add_column(col)
+    t = table("channel", "version", "state", "percent", "rules", "health", "updated", "note", title=name)
     for r in found:
         t.add_row(r.channel, str(r.version), r.state, f"{r.percent:g}%", _rules(r), _health(r), when(r.updated), r.note)
     console.print(t)
     if pins:
-        p = Table(title="pinned devices", show_edge=False)
-        for col in ("channel", "device", "version", "since"):
-            p.add_column(col)
+        p = table("channel", "device", "version", "since", title="pinned devices")
         for pin in pins:
             p.add_row(pin.channel, pin.device_id, str(pin.version), when(pin.created))
         console.print(p)
@@ -211,9 +206,7 @@ def signing_list(json_out: JsonOpt = False) -> None:
     if not found:
         console.print("no signing keys yet; create one with `tandem keys signing create`")
         return
-    t = Table(show_edge=False)
-    for col in ("key id", "public key (base64)", "current", "created", "retired"):
-        t.add_column(col)
+    t = table("key id", "public key (base64)", "current", "created", "retired")
     for k in found:
         t.add_row(k.key_id, k.public_key, "yes" if k.current else "", when(k.created), when(k.retired))
     console.print(t)

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,3 +29,11 @@ def setup_logging(verbose: bool = False) -> None:
 def print_json(obj: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON for a machine reader.
     print(json.dumps(obj, indent=2, default=str))
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    """The CLI's table style: these columns, no outer border."""
+    t = Table(title=title, show_edge=False)
+    for col in columns:
+        t.add_column(col)
+    return t

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from tandem.cli.output import console, print_json
+from tandem.cli.output import console, print_json, table
 from tandem.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,9 +71,7 @@ def models(json_out: JsonOpt = False) -> None:
     if not found:
         console.print("no models yet; add one with `tandem push BUNDLE`")
         return
-    t = Table(show_edge=False)
-    for col in ("model", "versions", "latest", "aliases"):
-        t.add_column(col)
+    t = table("model", "versions", "latest", "aliases")
     for m in found:
         t.add_row(m.name, str(m.versions), str(m.latest or ""), ", ".join(f"{a} → {v}" for a, v in m.aliases.items()))
     console.print(t)
@@ -90,9 +87,7 @@ def versions(name: Annotated[str, typer.Argument(help="Model name (the bundle ma
     if json_out:
         print_json(record_json(found))
         return
-    t = Table(title=name, show_edge=False)
-    for col in ("version", "created", "size", "manifest sha256", "aliases"):
-        t.add_column(col)
+    t = table("version", "created", "size", "manifest sha256", "aliases", title=name)
     for v in found:
         t.add_row(str(v.version), when(v.created), _fmt_bytes(v.size), v.manifest_sha256[:16] + "…", ", ".join(v.aliases))
     console.print(t)

@@ -121,11 +121,9 @@ class Releases:
                                                  Release.version == version))
             _check_range(changes.get("min_app_version", row.min_app_version if row else None),  # type: ignore[arg-type]
                          changes.get("max_app_version", row.max_app_version if row else None))  # type: ignore[arg-type]
-        self.keys.ensure_signing_key()
-        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+        self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
-            self.reg._lock(s)
-            model = self.reg._model(s, name)
+            model = self._locked_model(s, name)
             self.reg._version(s, model, version)
             row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
                                                  Release.version == version))
@@ -159,8 +157,7 @@ class Releases:
     def halt(self, name: str, version: int, channel: str = DEFAULT_CHANNEL) -> ReleaseInfo:
         """Stop a rollout where it is: devices that have the version keep it, no new ones get it."""
         with self.reg.db.write() as s:
-            self.reg._lock(s)
-            model = self.reg._model(s, name)
+            model = self._locked_model(s, name)
             row = self._release(s, model, version, check_channel(channel))
             if row.state == "rolled_back":
                 raise Conflict(f"{name} v{version} on {channel} is rolled back already; release it again with "
@@ -174,8 +171,7 @@ class Releases:
         """Roll back the channel's current release (its newest active or halted one): its devices go
         back to the release before it. Returns the rolled-back release."""
         with self.reg.db.write() as s:
-            self.reg._lock(s)
-            model = self.reg._model(s, name)
+            model = self._locked_model(s, name)
             live = s.scalars(select(Release).where(
                 Release.model_id == model.id, Release.channel == check_channel(channel),
                 Release.state.in_(("active", "halted"))).order_by(Release.version.desc())).all()
@@ -198,11 +194,9 @@ class Releases:
         check_channel(channel)
         check_device_id(device_id)
         self.reg.get(name, version)
-        self.keys.ensure_signing_key()
-        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+        self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
-            self.reg._lock(s)
-            model = self.reg._model(s, name)
+            model = self._locked_model(s, name)
             self.reg._version(s, model, version)
             row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id, ReleasePin.channel == channel,
                                                     ReleasePin.device_id == device_id))
@@ -220,8 +214,7 @@ class Releases:
 
     def unpin(self, name: str, device_id: str, channel: str = DEFAULT_CHANNEL) -> PinInfo:
         with self.reg.db.write() as s:
-            self.reg._lock(s)
-            model = self.reg._model(s, name)
+            model = self._locked_model(s, name)
             row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id,
                                                     ReleasePin.channel == check_channel(channel),
                                                     ReleasePin.device_id == device_id))
@@ -315,6 +308,16 @@ class Releases:
                                                                     ReleasePin.channel == channel)))
         parent = self.objects.manifest(self.reg.get(name, version).manifest_sha256).parent_version
         return {v for v in (*released, *pinned, parent) if v is not None and v < version}
+
+    def _make_deliverable(self, name: str, channel: str, version: int) -> None:
+        """Signing key, encrypted files and likely deltas exist before a release or pin points at them."""
+        self.keys.ensure_signing_key()
+        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+
+    def _locked_model(self, s: Session, name: str) -> Model:
+        """The model's row, with the registry's write lock taken first (see Registry._lock)."""
+        self.reg._lock(s)
+        return self.reg._model(s, name)
 
     @staticmethod
     def _release(s: Session, model: Model, version: int, channel: str) -> Release:
