@@ -5,15 +5,29 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install demo test bench-accuracy bench-serving bench-ota clean
+.PHONY: install chromium demo test bench-accuracy bench-serving bench-ota bench-device clean
 
-install: $(VENV)/.installed
+# The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
+WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js) web/index.html web/vite.config.js \
+	web/scripts/copy-assets.mjs web/package.json web/package-lock.json
+
+install: $(VENV)/.installed src/tandem/webapp/index.html chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
 	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $@
+
+# npm ci installs exactly the lock file's versions; the Haar cascade comes from the Python opencv
+# package, so the browser finds faces with the very file the server uses.
+src/tandem/webapp/index.html: $(WEB_SRC) $(VENV)/.installed
+	cd web && npm ci --no-audit --no-fund --loglevel=error && \
+		HAAR_CASCADE="$$(../$(BIN)/python -c 'import cv2; print(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")')" npm run build
+
+# The browser tests drive Debian's Chromium through Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
 demo: install
 	$(BIN)/tandem demo
@@ -35,5 +49,9 @@ bench-ota: install
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python bench/ota.py $(ARGS)
 
+# The device SDK's cost over a bare ONNX Runtime run, and its failover time with the server down.
+bench-device: install
+	$(BIN)/python bench/device.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/tandem/webapp web/node_modules

@@ -52,6 +52,15 @@ class Fingerprint(BaseModel):
     config: str = Field(description="sha256 over the training configuration JSON")
 
 
+class SplitSpec(BaseModel):
+    """One split of the fp32 model: the head runs on the device, sends ``tensor``, the tail runs on the server."""
+
+    k: int = Field(ge=1, description="compute nodes (ONNX nodes that touch activations, in file order) in the head")
+    head: str = Field(description="ONNX file: pixels in, ``tensor`` out")
+    tail: str = Field(description="ONNX file: ``tensor`` in, the model's outputs out")
+    tensor: TensorSpec
+
+
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN)
@@ -69,6 +78,9 @@ class Manifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     apps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     files: dict[str, FileEntry] = Field(default_factory=dict)
+    # Optional (docs/bundle.md): left out of manifest.json when empty, so bundles without splits
+    # read and hash exactly as before, and older readers ignore it.
+    splits: list[SplitSpec] = Field(default_factory=list, exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _follows_the_spec(self) -> Manifest:
@@ -82,7 +94,18 @@ class Manifest(BaseModel):
         bad = [k for k, v in self.metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise ValueError(f"metrics must be finite numbers: {', '.join(bad)}")
+        ks = [s.k for s in self.splits]
+        if len(ks) != len(set(ks)):
+            raise ValueError(f"splits must have distinct k, found {ks}")
         return self
+
+    def split(self, k: int) -> SplitSpec:
+        for s in self.splits:
+            if s.k == k:
+                return s
+        have = ", ".join(str(s.k) for s in self.splits) or "none"
+        raise BundleError(f"{self.name}: no split at k={k} in this bundle (it has: {have}); "
+                          f"add one with `tandem split BUNDLE {k}`")
 
 
 def sha256_file(path: Path) -> str:
@@ -139,6 +162,10 @@ class Bundle:
         for rel in m.models.values():
             if rel not in m.files:
                 raise BundleError(f"{self.root}: model file {rel} is not listed in the manifest's files")
+        for split in m.splits:
+            for rel in (split.head, split.tail):
+                if rel not in m.files:
+                    raise BundleError(f"{self.root}: split file {rel} (k={split.k}) is not listed in the manifest's files")
         for rel, entry in m.files.items():
             path = self.path(rel)
             if not path.is_file():

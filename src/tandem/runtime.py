@@ -60,6 +60,12 @@ class OnnxModel:
 
     def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
         x = check_pixels(pixels, self.spec)
+        if len(x) <= batch:  # the usual case on a device: no split, and no copy of the outputs to join them
+            try:
+                outs = self.session.run(self.output_names, {self.input_name: x})
+            except Exception as e:
+                raise ModelError(f"ONNX Runtime failed on a batch of shape {x.shape}: {e}") from e
+            return dict(zip(self.output_names, outs, strict=True))
         parts: list[list[np.ndarray]] = [[] for _ in self.output_names]
         for i in range(0, len(x), batch):
             try:

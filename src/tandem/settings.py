@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="How long a worker trusts an API key check before asking the registry again; a revoked key "
         "stops working within this time. 0: ask on every request.",
     )
+    web_dir: Path | None = Field(
+        default=None,
+        description="The built browser app served at /app/ (web/, built by `make install` into src/tandem/webapp); "
+        "None: the one inside the installed package.",
+    )
     preload: bool = Field(
         default=True, description="Load and warm up the default version of every registered model at start-up."
     )

@@ -131,6 +131,24 @@ def test_a_damaged_current_version_opens_the_previous_and_counts_a_failure(tmp_p
         assert u.load().version == 1
 
 
+def test_damaged_names_the_files_that_no_longer_match(tmp_path, versions):
+    store = ModelStore(tmp_path)
+    install(store, versions[1])
+    assert store.damaged(MODEL, 1) == []
+    folder = store.version_dir(MODEL, 1)
+    blob = folder / "model.onnx.tde"
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0x80  # one bit: the size is right, the sha256 is not
+    blob.write_bytes(bytes(data))
+    assert store.damaged(MODEL, 1) == ["model.onnx"]
+    blob.unlink()
+    assert store.damaged(MODEL, 1) == ["model.onnx"]
+    with pytest.raises(ChecksumError, match="is missing"):
+        store.read(MODEL, 1, "model.onnx")
+    (folder / "version.json").write_text("{")
+    assert store.damaged(MODEL, 1) == ["version.json"]
+
+
 def test_models_and_keys_are_encrypted_at_rest(tmp_path, versions):
     store = ModelStore(tmp_path)
     install(store, versions[1])

@@ -44,3 +44,6 @@ def show_bundle(b: Bundle) -> None:
     console.print(ft)
     for app, spec in m.apps.items():
         console.print(f"app [bold]{app}[/]: " + ", ".join(f"{k}={v}" for k, v in spec.items() if k != "regions"))
+    for s in m.splits:
+        shape = "×".join("N" if d < 0 else str(d) for d in s.tensor.shape)
+        console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tandem.cli import advise as advise_cli
 from tandem.cli import ota as ota_cli
 from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
@@ -78,6 +79,7 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `tandem train`.")],
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced atomically).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the run's).")] = None,
+    split: Annotated[list[int] | None, typer.Option(help="Also cut the model into head_K/tail_K for split inference (repeatable; `tandem split BUNDLE` lists the Ks).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, manifest with metrics."""
@@ -85,6 +87,10 @@ def export(
 
     with console.status("exporting, quantizing and measuring on the test images…", spinner="dots"):
         bundle = export_run(run_dir, out, ExportOptions(name=name))
+        if split:
+            from tandem.export.split import split_bundle
+
+            bundle = split_bundle(out, split)
     if json_out:
         print_json(bundle.manifest.model_dump(mode="json"))
         return
@@ -158,6 +164,8 @@ registry_cli.register(app)
 serve_cli.register(app)
 # release, releases, release-halt, release-rollback, pin, unpin
 ota_cli.register(app)
+# advise, split
+advise_cli.register(app)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
         force=True,
     )
-    for noisy in ("torch", "onnxruntime", "matplotlib", "PIL", "alembic"):
+    for noisy in ("torch", "onnxruntime", "matplotlib", "PIL", "alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 

@@ -1,7 +1,7 @@
 """The device SDK: hybrid prediction (device or cloud), the model updater (OTA) and its local store.
 
-``HybridModel`` runs one ``predict`` on the device or in the cloud by policy (docs/device.md);
-``CloudClient`` talks to any Open Inference Protocol v2 or TF-Serving endpoint.
+``HybridModel`` runs one ``predict`` on the device or in the cloud by policy, within an optional
+deadline (docs/device.md); ``CloudClient`` talks to any Open Inference Protocol v2 or TF-Serving endpoint.
 
 ``ModelUpdater`` keeps a model current on a device (docs/ota.md); ``ModelStore`` is its crash-safe
 local store. Nothing here imports torch or onnx: ONNX Runtime, numpy, zstandard, cryptography and
@@ -11,11 +11,13 @@ httpx are all a device needs.
 from tandem.device.client import Progress
 from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient, CloudResult
 from tandem.device.conditions import DeviceConditions, DeviceState, DownloadConditions
+from tandem.device.deadline import Deadline, DeadlineExceeded
 from tandem.device.hybrid import AutoPolicy, HybridModel, LatencyRule, NothingAvailable, Prediction, Timings
 from tandem.device.install import UpdateResult
 from tandem.device.store import ModelStore
 from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater
 
-__all__ = ["AutoPolicy", "CircuitBreaker", "CircuitOpen", "CloudClient", "CloudResult", "DeviceConditions",
-           "DeviceState", "DownloadConditions", "HybridModel", "InstalledVersion", "LatencyRule", "LoadedModel",
-           "ModelStore", "ModelUpdater", "NothingAvailable", "Prediction", "Progress", "Timings", "UpdateResult"]
+__all__ = ["AutoPolicy", "CircuitBreaker", "CircuitOpen", "CloudClient", "CloudResult", "Deadline",
+           "DeadlineExceeded", "DeviceConditions", "DeviceState", "DownloadConditions", "HybridModel",
+           "InstalledVersion", "LatencyRule", "LoadedModel", "ModelStore", "ModelUpdater", "NothingAvailable",
+           "Prediction", "Progress", "Timings", "UpdateResult"]

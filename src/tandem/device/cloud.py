@@ -18,7 +18,10 @@ Failure handling, so that a dead server costs one timeout rather than one per ca
   connection was refused, i.e. before any byte of the request was sent;
 - a :class:`CircuitBreaker`: after ``failures`` consecutive failed calls it opens for
   ``cooldown_s`` and fails fast with :class:`CircuitOpen`; then one probe call is let through
-  (half-open): success closes it, failure opens it again.
+  (half-open): success closes it, failure opens it again;
+- an optional per-call :class:`~tandem.device.deadline.Deadline` (``infer(..., deadline=)``): every
+  request gets at most the time left, no retry starts past it, and the caller stops waiting when
+  it passes even if the server is still trickling bytes (:class:`DeadlineExceeded`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import httpx
 import numpy as np
 import orjson
 
+from tandem.device.deadline import Deadline, DeadlineExceeded, within
 from tandem.errors import (
     Forbidden,
     InvalidRequest,
@@ -52,6 +56,8 @@ from tandem.errors import (
 Protocol = Literal["oip", "tfserving"]
 Clock = Callable[[], float]
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# A timeout that fires this close to the deadline was the deadline's doing, not the client's own timeout.
+_DEADLINE_SLACK_S = 0.01
 
 # OIP v2 datatypes <-> numpy (BYTES, i.e. strings, are not tensors a vision model takes).
 DATATYPES: dict[str, np.dtype] = {
@@ -137,6 +143,16 @@ class CircuitBreaker:
             if self._probing or self.consecutive >= self.threshold:
                 self.opened_at = self.clock()
             self._probing = False
+
+
+class _Call:
+    """One call under a deadline. Once the caller has stopped waiting (``abandoned``), the worker
+    still running it leaves the breaker alone: the caller counted that failure already."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.abandoned = False
+        self.lock = threading.Lock()
 
 
 @dataclass
@@ -241,38 +257,67 @@ class CloudClient:
 
     # --- transport ----------------------------------------------------------------------------
     def _send(self, method: str, path: str, *, idempotent: bool, content: bytes | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
+              headers: dict[str, str] | None = None, call: _Call | None = None) -> httpx.Response:
         where = f"{self.url}{path}"
         if not self.breaker.allow():
-            raise CircuitOpen(f"{self.url} failed {self.breaker.consecutive} time(s) in a row; not calling it again "
-                              f"for {self.breaker.retry_in():.1f} s (circuit breaker open)",
-                              self.breaker.retry_in())
+            raise self._circuit_open()
         attempt = 0
         while True:
             try:
-                resp = self._http.request(method, path, content=content, headers=headers)
+                resp = self._http.request(method, path, content=content, headers=headers, timeout=self._timeout(call))
             except httpx.ConnectError as e:  # refused or unresolvable: nothing was sent, safe to retry
                 error: TandemError = ServerUnreachable(f"{where}: cannot connect ({e}); no network or server down")
                 retry = True
             except httpx.TimeoutException as e:
-                error = ServerUnreachable(f"{where}: no answer within the timeout ({type(e).__name__}: {e})")
+                if call is not None and call.deadline.remaining() < _DEADLINE_SLACK_S:
+                    error = call.deadline.exceeded(where)  # the deadline, not the client's timeout, cut it short
+                else:
+                    error = ServerUnreachable(f"{where}: no answer within the timeout ({type(e).__name__}: {e})")
                 retry = idempotent
             except httpx.TransportError as e:
                 error = ServerUnreachable(f"{where}: connection failed ({type(e).__name__}: {e})")
                 retry = idempotent
+            except DeadlineExceeded:
+                self._settle(call, ok=False)
+                raise
             else:
                 if resp.status_code < 500:
-                    self.breaker.success()  # the server is alive, even if it refuses this request
+                    self._settle(call, ok=True)  # the server is alive, even if it refuses this request
                     if resp.status_code >= 400:
                         raise _error_for(where, resp)
                     return resp
                 error = _error_for(where, resp)
                 retry = idempotent and resp.status_code in (502, 503, 504)
-            if not retry or attempt >= self.retries:
-                self.breaker.failure()
+            delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng) if retry else 0.0
+            if not retry or attempt >= self.retries or (call is not None and delay >= call.deadline.remaining()):
+                self._settle(call, ok=False)
                 raise error
-            self._sleep(backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s, self._rng))
+            self._sleep(delay)
             attempt += 1
+
+    def _circuit_open(self) -> CircuitOpen:
+        wait = self.breaker.retry_in()
+        return CircuitOpen(f"{self.url} failed {self.breaker.consecutive} time(s) in a row; not calling it again "
+                           f"for {wait:.1f} s (circuit breaker open)", wait)
+
+    def _timeout(self, call: _Call | None) -> httpx.Timeout:
+        """The client's timeouts, each cut to the time left before the call's deadline."""
+        if call is None:
+            return self._http.timeout
+        left = call.deadline.remaining()
+        if left <= 0:
+            raise call.deadline.exceeded(self.url)
+        t = self._http.timeout
+        return httpx.Timeout(connect=_cap(t.connect, left), read=_cap(t.read, left), write=_cap(t.write, left),
+                             pool=_cap(t.pool, left))
+
+    def _settle(self, call: _Call | None, ok: bool) -> None:
+        if call is None:
+            (self.breaker.success if ok else self.breaker.failure)()
+            return
+        with call.lock:
+            if not call.abandoned:
+                (self.breaker.success if ok else self.breaker.failure)()
 
     # --- idempotent calls ---------------------------------------------------------------------
     def ready(self) -> bool:
@@ -298,19 +343,36 @@ class CloudClient:
         return body
 
     # --- inference ----------------------------------------------------------------------------
-    def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> CloudResult:
-        """Run the model on ``inputs`` (name → array with the batch first); all outputs unless named."""
+    def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None, *,
+              deadline: Deadline | None = None) -> CloudResult:
+        """Run the model on ``inputs`` (name → array with the batch first); all outputs unless named.
+        ``deadline``: answer or raise DeadlineExceeded by then, whatever the server does."""
         if not inputs:
             raise InvalidRequest("infer needs at least one input tensor")
+        if self.breaker.state == "open":  # fail fast: before encoding the request or starting a worker
+            raise self._circuit_open()
         start = time.perf_counter()
-        if self.protocol == "oip":
-            result = self._infer_oip(inputs, outputs)
+        if deadline is None:
+            result = self._infer(inputs, outputs, None)
         else:
-            result = self._infer_tf(inputs, outputs)
+            call = _Call(deadline)
+            result = within(deadline, lambda: self._infer(inputs, outputs, call), f"{self.url} ({self.model})",
+                            lambda: self._abandon(call))
         result.network_s = time.perf_counter() - start
         return result
 
-    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None) -> CloudResult:
+    def _infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None) -> CloudResult:
+        if self.protocol == "oip":
+            return self._infer_oip(inputs, outputs, call)
+        return self._infer_tf(inputs, outputs, call)
+
+    def _abandon(self, call: _Call) -> None:
+        with call.lock:
+            call.abandoned = True
+            self.breaker.failure()  # a server that cannot answer within the deadline is failing, for us
+
+    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
+                   call: _Call | None) -> CloudResult:
         path = f"/v2/models/{self.model}{_version_path('oip', self.version)}/infer"
         arrays = {n: np.ascontiguousarray(a) for n, a in inputs.items()}
         tensors: list[dict[str, Any]] = []
@@ -335,7 +397,7 @@ class CloudClient:
             headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
         else:
             body, headers = header, {"Content-Type": "application/json"}
-        resp = self._send("POST", path, idempotent=False, content=body, headers=headers)
+        resp = self._send("POST", path, idempotent=False, content=body, headers=headers, call=call)
         return self._parse_oip(resp, path)
 
     def _parse_oip(self, resp: httpx.Response, path: str) -> CloudResult:
@@ -373,7 +435,8 @@ class CloudClient:
         return CloudResult(out, str(body.get("model_name") or self.model),
                            int(version) if str(version).isdigit() else None, 0.0)
 
-    def _infer_tf(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None) -> CloudResult:
+    def _infer_tf(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
+                  call: _Call | None) -> CloudResult:
         base = f"/v1/models/{self.model}{_version_path('tfserving', self.version)}"
         path = base + ":predict"
         if len(inputs) == 1:
@@ -381,7 +444,7 @@ class CloudClient:
         else:
             payload = {n: a.tolist() for n, a in inputs.items()}
         resp = self._send("POST", path, idempotent=False, content=orjson.dumps({"inputs": payload}),
-                          headers={"Content-Type": "application/json"})
+                          headers={"Content-Type": "application/json"}, call=call)
         where = f"{self.url}{path}"
         body = _json(resp, path)
         if not isinstance(body, dict) or "outputs" not in body:
@@ -394,20 +457,24 @@ class CloudClient:
             raise Unavailable(f"{where}: malformed outputs in the answer ({e})") from e
         if outputs is not None:
             out = {n: out[n] for n in outputs if n in out}
-        return CloudResult(out, self.model, self._served_version(base), 0.0)
+        return CloudResult(out, self.model, self._served_version(base, call), 0.0)
 
-    def _served_version(self, base: str) -> int | None:
+    def _served_version(self, base: str, call: _Call | None) -> int | None:
         """TF-Serving answers carry no version: ask the model status once (an idempotent GET)."""
         if self.version is not None and str(self.version).isdigit():
             return int(self.version)
         if self._tf_version is None:
             try:
-                status = _json(self._send("GET", base, idempotent=True), base).get("model_version_status", [])
+                status = _json(self._send("GET", base, idempotent=True, call=call), base).get("model_version_status", [])
                 versions = [int(s["version"]) for s in status if s.get("state") == "AVAILABLE"]
                 self._tf_version = max(versions) if versions else None
             except (TandemError, KeyError, TypeError, ValueError, AttributeError):
                 return None
         return self._tf_version
+
+
+def _cap(configured: float | None, left: float) -> float:
+    return left if configured is None else min(configured, left)
 
 
 def _is_float(v: Any) -> bool:

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from tandem.bundle import Bundle, Precision
+from tandem.device.conditions import unmet
+from tandem.device.deadline import Deadline
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
 from tandem.preprocess import PreprocessSpec, decode_image, to_input
 from tandem.runtime import Guess, OnnxModel
@@ -137,8 +139,10 @@ class HybridModel:
     ``local``: a bundle folder, an ``OnnxModel``, a ``ModelUpdater`` (its installed version is
     loaded, and loaded again when the updater installs a newer one) or None. ``cloud``: a
     ``CloudClient`` or None. ``preprocessing``: the spec for images when there is no local model
-    to take it from (cloud only). ``update_conditions``: with an updater, start a background
-    update under these download conditions.
+    to take it from (cloud only). ``timeout_s``: the default deadline of a ``predict`` call (None:
+    none). ``update_conditions``: with an updater, start a background update under these download
+    conditions; one that was deferred or failed is started again at a later ``predict`` once the
+    device meets them, ``update_retry_s`` at the soonest after the last one ended.
     """
 
     def __init__(
@@ -153,13 +157,18 @@ class HybridModel:
         labels: list[str] | None = None,
         precision: Precision = "fp32",
         auto: AutoPolicy | None = None,
+        timeout_s: float | None = None,
         update_conditions: DownloadConditions | None = None,
+        update_retry_s: float = 60.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         _check_policy(policy)
         self.policy: Policy = policy
         self.cloud = cloud
         self.auto: AutoPolicy = auto or LatencyRule()
+        self.timeout_s = _check_timeout(timeout_s)
+        self.update_conditions = update_conditions
+        self.update_retry_s = update_retry_s
         self.clock = clock
         self._source = local
         self._name = name
@@ -168,30 +177,57 @@ class HybridModel:
         self._spec = preprocessing
         self._labels = labels
         self._local: _Local | None = None
-        self._local_error: TandemError | None = None
+        self._load_error: TandemError | None = None  # why the local model did not load, kept (see _device)
+        self._loaded_from: object = None  # the updater pointer that _local (or _load_error) came from
+        self._row_s: float | None = None  # EWMA of a device run per batch row: what a deadline keeps back for it
         self._lock = threading.Lock()
-        if local is not None and not isinstance(local, (str, Path, OnnxModel)):
-            if update_conditions is not None:
-                local.start_background_update(update_conditions)
+        self._updater = local if local is not None and not isinstance(local, (str, Path, OnnxModel)) else None
+        if self._updater is not None and update_conditions is not None:
+            self._updater.start_background_update(update_conditions)
 
     # --- the local model ----------------------------------------------------------------------
     def _device(self) -> _Local:
-        """The local model, loaded on first use (and again after an updater installed a new version)."""
+        """The local model, loaded on first use (and again after an updater installed, repaired or
+        rolled back a version). A failure to load is kept until what is installed changes, so a
+        damaged model costs one attempt, not one per call."""
         src = self._source
         if src is None:
             raise ConfigError("no local model: give HybridModel a bundle folder, an OnnxModel or a ModelUpdater")
-        with self._lock:
-            if isinstance(src, (str, Path, OnnxModel)):
+        if self._updater is None:
+            local = self._local
+            if local is not None:
+                return local
+            with self._lock:
+                if self._local is None and self._load_error is None:
+                    try:
+                        self._local = self._open_static(src)  # type: ignore[arg-type]
+                    except TandemError as e:
+                        self._load_error = e
                 if self._local is None:
-                    self._local = self._open_static(src)
+                    raise self._load_error  # type: ignore[misc]
                 return self._local
-            installed = src.installed_version()
-            if installed is None:
-                raise ConfigError(f"no version of {src.model} is installed on this device yet "
-                                  "(the updater has not downloaded one)")
-            if self._local is None or self._local.version != installed:
-                loaded = src.load()
-                self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels)
+        updater = self._updater
+        pointer = updater.pointer()
+        if pointer is None:
+            raise ConfigError(f"no version of {updater.model} is installed on this device yet "
+                              "(the updater has not downloaded one)")
+        with self._lock:
+            if pointer != self._loaded_from:
+                self._local, self._load_error = None, None
+                try:
+                    loaded = updater.load()  # the kept previous version when the current one cannot be opened
+                    self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels)
+                except TandemError as e:
+                    self._load_error = e
+                running = self._local.version if self._local is not None else None
+                if running != pointer.version:
+                    log.warning("v%s of %s cannot be opened on this device (%s)", pointer.version, updater.model,
+                                self._load_error or f"running the kept v{running} meanwhile")
+                    if self.update_conditions is not None:  # an update removes the damaged version, fetches it again
+                        updater.start_background_update(self.update_conditions)
+                self._loaded_from = pointer
+            if self._local is None:
+                raise self._load_error  # type: ignore[misc]
             return self._local
 
     def _open_static(self, src: Path | str | OnnxModel) -> _Local:
@@ -206,12 +242,24 @@ class HybridModel:
         try:
             self._device()
             return True
-        except TandemError as e:
-            self._local_error = e
+        except TandemError:
             return False
 
     def _cloud_available(self) -> bool:
         return self.cloud is not None and self.cloud.breaker.state != "open"
+
+    def _keep_updating(self, updater: ModelUpdater, conditions: DownloadConditions) -> None:
+        """Start the background update again when the last one was deferred or failed, the device
+        now meets the conditions, and ``update_retry_s`` have passed since it ended."""
+        ended = updater.background_ended_at
+        if ended is None or time.monotonic() - ended < self.update_retry_s:
+            return
+        result = updater.background_result
+        if updater.background_error is None and (result is None or result.status != "deferred"):
+            return
+        if updater.background_running() or unmet(conditions, updater.device_state()):
+            return
+        updater.start_background_update(conditions)
 
     def spec(self) -> PreprocessSpec:
         if self._spec is None:
@@ -228,7 +276,7 @@ class HybridModel:
         if isinstance(x, dict):
             if not x:
                 raise InvalidRequest("predict got an empty dict of tensors")
-            return {k: np.asarray(v) for k, v in x.items()}
+            return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in x.items()}
         images: Sequence[Image_]
         if isinstance(x, (list, tuple)):
             images = x
@@ -248,45 +296,59 @@ class HybridModel:
             return "pixels"
 
     # --- predict ------------------------------------------------------------------------------
-    def predict(self, inputs: Inputs, policy: Policy | None = None) -> Prediction:
+    def predict(self, inputs: Inputs, policy: Policy | None = None, *, timeout_s: float | None = None) -> Prediction:
         """Run one batch (one image, many images, or ``{"input": array}``) under ``policy``
-        (this model's default when None). Raises a TandemError saying what is missing when no side can answer."""
+        (this model's default when None), within ``timeout_s`` (this model's default when None; None:
+        no deadline). Raises a TandemError saying what is missing when no side can answer, and
+        DeadlineExceeded when the only side allowed had not answered by the deadline."""
         policy = policy or self.policy
         _check_policy(policy)
+        budget = self.timeout_s if timeout_s is None else _check_timeout(timeout_s)
         t0 = self.clock()
+        deadline = Deadline.after(budget) if budget is not None else None
+        if self._updater is not None and self.update_conditions is not None:
+            self._keep_updating(self._updater, self.update_conditions)
         tensors = self._tensors(inputs)
         pre_ms = (self.clock() - t0) * 1000
         if "" in tensors:
             tensors = {self._input_name(): tensors.pop("")}
 
-        order: list[Where]
+        order: tuple[Where, ...]
         if policy == "only_device":
-            order = ["device"]
-        elif policy == "only_cloud":
-            order = ["cloud"]
+            order = ("device",)
         elif policy == "prefer_device":
-            order = ["device", "cloud"]
+            order = ("device", "cloud")
         elif policy == "prefer_cloud":
-            order = ["cloud", "device"]
+            order = ("cloud", "device")
+        elif policy == "only_cloud":
+            order = ("cloud",)
         else:
             available: list[Where] = [w for w, ok in (("device", self.device_available()),
                                                       ("cloud", self._cloud_available())) if ok]
             if not available:
                 available = ["device"] if self._source is not None else ["cloud"]
             first = self.auto.choose(available)
-            order = [first, "cloud" if first == "device" else "device"]
+            order = (first, "cloud" if first == "device" else "device")
 
         failures: list[tuple[Where, TandemError]] = []
-        for where in order:
-            if where == "cloud" and self.cloud is None:
-                failures.append(("cloud", ConfigError("no cloud endpoint configured (pass cloud=CloudClient(...))")))
-                continue
-            if where == "device" and not self.device_available():
-                failures.append(("device", self._local_error or ConfigError("no usable local model")))
-                continue
+        for i, where in enumerate(order):
             start = self.clock()
             try:
-                result = self._run_device(tensors) if where == "device" else self._run_cloud(tensors)
+                if where == "device":
+                    try:
+                        local = self._device()
+                    except TandemError as e:
+                        failures.append(("device", e))
+                        continue
+                    outputs, name, version, network_ms, inference_ms = self._run_device(local, tensors)
+                else:
+                    if self.cloud is None:
+                        failures.append(("cloud", ConfigError("no cloud endpoint configured "
+                                                              "(pass cloud=CloudClient(...))")))
+                        continue
+                    device_next = "device" in order[i + 1:] and self._source is not None
+                    outputs, name, version, network_ms, inference_ms = self._run_cloud(
+                        tensors, self._cloud_deadline(deadline, tensors, device_next))
             except TandemError as e:
                 if policy == "auto":
                     self.auto.observe(where, self.clock() - start, ok=False)
@@ -295,30 +357,42 @@ class HybridModel:
                 continue
             if policy == "auto":
                 self.auto.observe(where, self.clock() - start, ok=True)
-            outputs, name, version, network_ms, inference_ms = result
             total_ms = (self.clock() - t0) * 1000
             return Prediction(outputs, where, name, version,
                               Timings(pre_ms, network_ms, inference_ms, total_ms), policy,
                               self._labels_for(),
-                              "; ".join(f"{w}: {e}" for w, e in failures) or None)
+                              "; ".join(f"{w}: {e}" for w, e in failures) if failures else None)
         raise _no_side(policy, failures)
 
-    def _run_device(self, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str, int | None, float, float]:
-        local = self._device()
+    def _cloud_deadline(self, deadline: Deadline | None, tensors: dict[str, np.ndarray],
+                        device_next: bool) -> Deadline | None:
+        """The call's deadline, less the time the device takes for this batch (as measured so far)
+        when the device answers if the cloud does not: so that a fallback, too, lands in time."""
+        if deadline is None or not device_next or self._row_s is None:
+            return deadline
+        return deadline.sooner(self._row_s * _rows(tensors))
+
+    def _run_device(self, local: _Local, tensors: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, np.ndarray], str, int | None, float, float]:
+        model = local.model
         start = self.clock()
-        if list(tensors) == [local.model.input_name]:
-            outputs = local.model.run(tensors[local.model.input_name])
+        if len(tensors) == 1 and model.input_name in tensors:
+            outputs = model.run(tensors[model.input_name])
         else:
             try:
-                outs = local.model.session.run(local.model.output_names, tensors)
+                outs = model.session.run(model.output_names, tensors)
             except Exception as e:
                 raise InvalidRequest(f"the local model cannot run these tensors ({e})") from e
-            outputs = dict(zip(local.model.output_names, outs, strict=True))
-        return outputs, local.name, local.version, 0.0, (self.clock() - start) * 1000
+            outputs = dict(zip(model.output_names, outs, strict=True))
+        seconds = self.clock() - start
+        row_s = seconds / _rows(tensors)
+        self._row_s = row_s if self._row_s is None else 0.8 * self._row_s + 0.2 * row_s
+        return outputs, local.name, local.version, 0.0, seconds * 1000
 
-    def _run_cloud(self, tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str, int | None, float, None]:
+    def _run_cloud(self, tensors: dict[str, np.ndarray], deadline: Deadline | None
+                   ) -> tuple[dict[str, np.ndarray], str, int | None, float, None]:
         assert self.cloud is not None
-        r = self.cloud.infer(tensors)
+        r = self.cloud.infer(tensors, deadline=deadline)
         return r.outputs, r.model, r.version, r.network_s * 1000, None
 
     def _labels_for(self) -> list[str] | None:
@@ -331,6 +405,17 @@ class HybridModel:
 def _check_policy(policy: str) -> None:
     if policy not in POLICIES:
         raise InvalidRequest(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
+
+
+def _rows(tensors: dict[str, np.ndarray]) -> int:
+    first = next(iter(tensors.values()))
+    return max(1, len(first)) if first.ndim else 1
+
+
+def _check_timeout(timeout_s: float | None) -> float | None:
+    if timeout_s is not None and not timeout_s > 0:
+        raise InvalidRequest(f"timeout_s={timeout_s!r}: a deadline must be a positive number of seconds, or None")
+    return timeout_s
 
 
 def _decode(img: Image_) -> Image.Image:

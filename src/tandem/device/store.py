@@ -196,11 +196,30 @@ class ModelStore:
         if entry is None:
             raise NotFound(f"version {version} of {model} has no file {name!r} (it has {', '.join(rec.files)})")
         path = self.version_dir(model, version) / entry.stored
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ChecksumError(f"{path} is missing: the storage was damaged or the file was removed; "
+                                "download the model again") from e
         if len(data) != entry.stored_size or sha256_hex(data) != entry.stored_sha256:
             raise ChecksumError(f"{path} does not match what was installed (size or sha256 differs): the "
                                 "storage was damaged or the file changed; download the model again")
         return data
+
+    def damaged(self, model: str, version: int) -> list[str]:
+        """The files of an installed version that no longer match what was installed (flipped bits,
+        a truncated or missing file; its record itself when that is unreadable). Empty: intact."""
+        try:
+            rec = self.record(model, version)
+        except ChecksumError:
+            return [RECORD]
+        bad = []
+        for name in rec.files:
+            try:
+                self.read(model, version, name)
+            except ChecksumError:
+                bad.append(name)
+        return bad
 
     def versions(self, model: str) -> list[int]:
         d = self.model_dir(model) / "versions"

@@ -5,7 +5,8 @@
     model = updater.get_model("local_update_in_background")   # what is installed now; update quietly
     model.model.run(pixels)
 
-Each update: check (a signed payload, verified before it is read: tandem.device.payload) → plan,
+Each update: drop the current version if its stored files are damaged (so that it is fetched
+again) → check (a signed payload, verified before it is read: tandem.device.payload) → plan,
 fetch, verify, decrypt and install each file (tandem.device.install, atomically through
 tandem.device.store). Any refusal raises a TandemError that says why, and leaves the running
 model as it was. This module holds the app-facing side: download types, background updates,
@@ -34,7 +35,7 @@ from tandem.device.conditions import DeviceState, DownloadConditions, always, un
 from tandem.device.install import Installer, UpdateResult
 from tandem.device.keystore import KeyStore
 from tandem.device.payload import MANIFEST, Expected, Payload
-from tandem.device.store import ModelStore
+from tandem.device.store import ModelStore, Pointer
 from tandem.device.vault import Vault, manifest_of
 from tandem.errors import (
     BundleError,
@@ -143,6 +144,8 @@ class ModelUpdater:
         self._update_lock = threading.Lock()
         self._background: threading.Thread | None = None
         self.background_error: BaseException | None = None
+        self.background_result: UpdateResult | None = None  # of the last background update that ended
+        self.background_ended_at: float | None = None  # time.monotonic() when it ended
         self.load_failures = 0  # versions that failed to open since the last report()
         self.store.recover(model)
 
@@ -161,6 +164,10 @@ class ModelUpdater:
     def installed_version(self) -> int | None:
         pointer = self.store.current(self.model)
         return pointer.version if pointer else None
+
+    def pointer(self) -> Pointer | None:
+        """The current version's pointer; a new one (``updated_at``) after every install, repair or rollback."""
+        return self.store.current(self.model)
 
     def installed(self) -> list[InstalledVersion]:
         pointer = self.store.current(self.model)
@@ -197,6 +204,21 @@ class ModelUpdater:
         expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model))
         return payload_mod.verify(answer, self.trusted, expected)
 
+    def _drop_damaged(self) -> None:
+        """Remove the current version if its stored files no longer match what was installed, so
+        that this update installs the server's version again (it cannot be opened as it is: load()
+        would fall back to the previous version, or fail)."""
+        pointer = self.store.current(self.model)
+        if pointer is None:
+            return
+        damaged = self.store.damaged(self.model, pointer.version)
+        if not damaged:
+            return
+        log.warning("v%s of %s is damaged on this device (%s); removing it to download it again", pointer.version,
+                    self.model, ", ".join(damaged))
+        self.store.delete(self.model, pointer.version, self.keystore)
+        self.vault.forget(pointer.version)
+
     def _device(self) -> dict[str, object]:
         """Who is asking: the check and the data-key route judge the rollout rules on the same fields."""
         return {"device_id": self.device_id, "channel": self.channel, "platform": self.platform,
@@ -207,6 +229,7 @@ class ModelUpdater:
         """Check, and install what the server offers if the conditions allow the download."""
         with self._update_lock:
             started = time.monotonic()
+            self._drop_damaged()
             offered = self.check()
             if offered is None:
                 return UpdateResult("current", self.installed_version())
@@ -243,18 +266,25 @@ class ModelUpdater:
                                 progress: ProgressCallback | None = None) -> threading.Thread:
         if self._background is not None and self._background.is_alive():
             return self._background
+        self.background_ended_at = None
 
         def run() -> None:
             try:
-                self.update(conditions, progress)
+                self.background_result = self.update(conditions, progress)
                 self.background_error = None
             except BaseException as e:  # kept for the app to look at; the running model is untouched
+                self.background_result = None
                 self.background_error = e
                 log.warning("background update of %s failed: %s", self.model, e)
+            finally:
+                self.background_ended_at = time.monotonic()
 
         self._background = threading.Thread(target=run, name=f"tandem-update-{self.model}", daemon=True)
         self._background.start()
         return self._background
+
+    def background_running(self) -> bool:
+        return self._background is not None and self._background.is_alive()
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait for a background update to end; False if it is still running after ``timeout``."""
@@ -276,7 +306,9 @@ class ModelUpdater:
         except (ChecksumError, DecryptionError, ModelError, BundleError, NotFound, OSError) as e:
             self.load_failures += 1
             if pointer.previous is None:
-                raise
+                what = (f"v{pointer.version} of {self.model}, installed on this device, cannot be opened ({e}); the next "
+                        "update() or get_model('latest') downloads it again")
+                raise (ModelError(what) if isinstance(e, OSError) else type(e)(what)) from e
             log.warning("version %s of %s cannot be opened (%s); opening version %s", pointer.version, self.model,
                         e, pointer.previous)
             return self._load(pointer.previous)

@@ -10,6 +10,7 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
 - device: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from}/{to}``,
   ``POST /v1/ota/keys``, ``POST /v1/ota/report``, ``GET /v1/ota/signing-keys`` (server/ota.py, docs/ota.md)
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
+- open: ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import images, oip, openapi, ota, tfserving
+from tandem.server import images, oip, openapi, ota, tfserving, webapp
 from tandem.server.auth import Authenticator
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.metrics import CONTENT_TYPE, Metrics
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *ota.routes(),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
+        *webapp.routes(settings),
     ]
     return Starlette(
         routes=routes,

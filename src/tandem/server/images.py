@@ -8,6 +8,7 @@ celebmatch the four views of a photo, whole face, eyes, nose and mouth, travel a
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 from starlette.requests import Request
@@ -108,12 +109,23 @@ async def _celebmatch(request: Request, model: LoadedModel, limit: int) -> Respo
     matcher = await asyncio.to_thread(model.matcher)  # loads the gallery once per version
     with model.batcher.slot() as slot:
         photo = await _photo(request, limit)
+        t0 = time.perf_counter()
         face = await asyncio.to_thread(matcher.face, photo, detect)
         views = region_views(face.pixels, matcher.model.spec)
+        t1 = time.perf_counter()
         out = await slot.submit({model.inputs[0].name: np.concatenate(list(views.values()))})
+    t2 = time.perf_counter()
     embeddings = out["embedding"]
     by_view = {v: embeddings[i : i + 1] for i, v in enumerate(views)}
-    return json_response(matcher.score(face, by_view, top_k).to_json())
+    body = matcher.score(face, by_view, top_k).to_json()
+    t3 = time.perf_counter()
+    # Server-Timing lets a client (the browser app) show the server's stages inside its round trip.
+    timing = f"preprocess;dur={(t1 - t0) * 1e3:.2f}, inference;dur={(t2 - t1) * 1e3:.2f}, score;dur={(t3 - t2) * 1e3:.2f}"
+    return json_response(body, headers={"server-timing": timing, **_served(model)})
+
+
+def _served(model: LoadedModel) -> dict[str, str]:
+    return {"x-tandem-model": model.name, "x-tandem-model-version": str(model.version)}
 
 
 def routes() -> list[Route]:

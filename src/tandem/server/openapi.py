@@ -108,6 +108,12 @@ def document(metrics_scope: str | None) -> dict:
         "/v2/health/live": {"get": _op("Liveness", ok(_ref("Live")), (), None)},
         "/v2/health/ready": {"get": _op("Readiness (the registry answers)", ok(_ref("Ready")), (503,), None)},
         "/v2": {"get": _op("Server metadata", ok(_ref("ServerMetadata")), (), "predict")},
+        # The browser app (server/webapp.py): a web page, open like one; it asks for keys itself.
+        "/app": {"get": {"summary": "The browser app: redirects to /app/", "security": [],
+                         "responses": {"308": {"description": "to /app/"}}}},
+        "/app/{path}": {"get": _op("The browser app's files (index.html, scripts, WASM)",
+                                   {"description": "the file", "content": {"text/html": {}, "*/*": {}}}, (404,), None,
+                                   params=[_path("path", {"type": "string"})])},
     }
     for prefix, params in (("/v2/models/{name}", [name]), ("/v2/models/{name}/versions/{version}", [name, version])):
         paths[prefix] = {"get": _op("Model metadata", ok(_ref("ModelMetadata")), MODEL_ERRORS, "predict",

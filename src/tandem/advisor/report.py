@@ -1,0 +1,209 @@
+"""The advisor's report: advice.json for programs, report.html (self-contained, inline SVG) for people."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+from tandem import atomic
+from tandem.advisor import charts
+from tandem.advisor.energy import RADIO_POWER
+from tandem.advisor.placement import OBJECTIVES, UNITS, Advice, Decision, Placement
+
+JSON_FILE = "advice.json"
+HTML_FILE = "report.html"
+_TITLES = {"latency": "End-to-end latency per request", "energy": "Device energy per request",
+           "cost": "Cloud cost per 1,000 requests"}
+_LABELS = {"latency": "milliseconds", "energy": "millijoules", "cost": "US dollars per 1,000"}
+
+
+def fmt_value(value: float | None, objective: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    if objective == "cost":
+        return "$0" if value == 0 else f"${value:.2g}" if value < 0.01 else f"${value:,.2f}"
+    return f"{value:,.1f} {UNITS[objective]}" if value >= 10 else f"{value:.2f} {UNITS[objective]}"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+_BETTER = {"latency": "faster", "energy": "less energy", "cost": "cheaper"}
+
+
+def beats(d: Decision) -> str:
+    """'2.3× faster than cloud' style text for a decision's margin over the runner-up."""
+    if d.runner_up is None:
+        return "the only possible placement"
+    ratio = d.ratio
+    if ratio is None:
+        return f"only possible placement besides {d.runner_up}"
+    if not math.isfinite(ratio):
+        return f"free; next {d.runner_up} at {fmt_value(d.runner_up_value, d.objective)}"
+    if ratio < 1.1:  # "1.00×" would hide which is better
+        return f"{(ratio - 1) * 100:.1f}% {_BETTER[d.objective]} than {d.runner_up}"
+    return f"{ratio:.2f}× {_BETTER[d.objective]} than {d.runner_up}"
+
+
+def write(advice: Advice, out: Path, command: str = "") -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    data = advice.to_dict()
+    data["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    data["command"] = command
+    json_path, html_path = out / JSON_FILE, out / HTML_FILE
+    atomic.write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    atomic.write_text(html_path, html(advice, command))
+    return json_path, html_path
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _summary(advice: Advice) -> str:
+    rows = []
+    for net in advice.networks:
+        row = [f"<b>{escape(net.name)}</b>"]
+        for obj in OBJECTIVES:
+            d = advice.decisions[net.name][obj]
+            row.append(f"<b>{escape(d.best)}</b> {fmt_value(d.value, obj)}<br><small>{escape(beats(d))}; "
+                       f"device {fmt_value(d.device, obj)}, cloud {fmt_value(d.cloud, obj)}</small>")
+        rows.append(row)
+    return _table(["network", "fastest", "least device energy", "cheapest cloud"], rows, "summary")
+
+
+def _charts(advice: Advice) -> str:
+    p = advice.profile
+    cuts = sorted(p.cuts, key=lambda c: c.k)
+    labels = [f"{c.k} {c.op}" for c in cuts]
+    segment, prev = [], 0.0
+    for c in cuts:
+        segment.append(max(0.0, c.head_ms - prev))
+        prev = c.head_ms
+    parts = [
+        charts.bars(labels, {"segment": segment},
+                    title=f"Device time of each segment between cuts, this machine (whole model {p.whole_ms:.2f} ms)",
+                    y_label="ms"),
+        charts.lines(labels, {"head": [c.head_ms for c in cuts], "tail": [c.tail_ms for c in cuts],
+                              "head + tail": [c.head_ms + c.tail_ms for c in cuts]},
+                     title="Time of the head (device) and the tail (server) at each cut, this machine",
+                     y_label="ms", log=False),
+    ]
+    parts.append(charts.bars(
+        labels, {"fp32": [c.tensor_bytes for c in cuts], "int8": [c.int8_bytes for c in cuts]},
+        title="Bytes sent at each cut (the cloud sends the pixels)", y_label="bytes", log=True,
+        reference=("pixels", p.input_bytes)))
+    # One x position per placement kind: device, splits from deep to shallow, cloud; a split's value
+    # is the better of its fp32 and int8 transfer.
+    order = ["device"] + [f"split@{c.k}" for c in sorted(cuts, key=lambda c: -c.k)] + ["cloud"]
+    index = {name: i for i, name in enumerate(order)}
+    for obj in OBJECTIVES:
+        series: dict[str, list[float | None]] = {}
+        marks: dict[str, int] = {}
+        for net in advice.networks:
+            vals: list[float | None] = [None] * len(order)
+            for pred in advice.predictions[net.name]:
+                if not pred.feasible:
+                    continue
+                i = index[Placement.parse(pred.placement).name.split("+")[0]]
+                v = pred.value(obj)
+                vals[i] = v if vals[i] is None else min(vals[i], v)  # type: ignore[type-var]
+            series[net.name] = vals
+            marks[net.name] = index[advice.decisions[net.name][obj].best.split("+")[0]]
+        parts.append(charts.lines(order, series, title=f"{_TITLES[obj]}, per placement and network",
+                                  y_label=_LABELS[obj], log=True, marks=marks))
+    return "\n".join(f'<figure>{svg}</figure>' for svg in parts)
+
+
+def _profile(advice: Advice) -> str:
+    p, dev = advice.profile, advice.device
+    rows = [
+        ["model", f"{escape(p.name)} (version {p.version if p.version is not None else '—'})"],
+        ["profiled on", f"{escape(p.machine)}, {p.threads} ONNX Runtime thread(s), median of {p.repeats} runs"],
+        ["whole model, fp32, batch 1", f"{p.whole_ms:.2f} ms here; {p.whole_ms * dev.speed_factor:.2f} ms on "
+                                       f"{escape(dev.name)} (×{dev.speed_factor:g})"],
+        ["whole model, int8, batch 1", "—" if p.int8_ms is None else f"{p.int8_ms:.2f} ms here"],
+        [f"throughput, fp32, batch {p.batch}", f"{p.images_per_s:,.0f} images/s here"],
+        ["model size", f"fp32 {fmt_bytes(p.fp32_file_bytes)}, int8 {fmt_bytes(p.int8_file_bytes)}"],
+        ["peak memory", f"{fmt_bytes(p.peak_bytes)} (weights + {fmt_bytes(p.peak_activation_bytes)} of live "
+                        f"activations); this process grew by {fmt_bytes(p.rss_bytes)} loading and running it"],
+        ["request bytes", f"pixels {fmt_bytes(p.input_bytes)} up, outputs {fmt_bytes(p.output_bytes)} down"],
+        ["candidate cuts", f"{len(p.cuts)} of {p.compute_nodes} compute nodes have exactly one tensor crossing"],
+    ]
+    return _table(["", ""], [[f"<b>{escape(a)}</b>", b] for a, b in rows], "facts")
+
+
+def _cuts(advice: Advice) -> str:
+    rows = [[str(c.k), escape(c.node), escape(c.op), escape("×".join(map(str, c.shape))), fmt_bytes(c.tensor_bytes),
+             fmt_bytes(c.int8_bytes), f"{c.head_ms:.3f}", f"{c.tail_ms:.3f}", f"{c.head_ms + c.tail_ms:.3f}",
+             fmt_bytes(c.head_file_bytes), fmt_bytes(c.head_peak_bytes)]
+            for c in sorted(advice.profile.cuts, key=lambda c: c.k)]
+    return _table(["k", "last node", "op", "tensor", "fp32", "int8", "head ms", "tail ms", "sum ms", "head size",
+                   "head memory"], rows, "cuts")
+
+
+def _assumptions(advice: Advice) -> str:
+    dev, srv, pr = advice.device, advice.server, advice.prices
+    nets = _table(["network", "RTT ms", "up Mbps", "down Mbps", "loss", "radio", "source"],
+                  [[escape(n.name), f"{n.rtt_ms:g}", f"{n.up_mbps:g}", f"{n.down_mbps:g}", f"{n.loss:.2%}",
+                    escape(n.radio), escape(n.source)] for n in advice.networks])
+    radios = sorted({n.radio for n in advice.networks} - {"none"})
+    power = _table(["radio", "α up mW/Mbps", "α down mW/Mbps", "β mW", "tail", "source"],
+                   [[r, f"{RADIO_POWER[r].alpha_up_mw_per_mbps:g}", f"{RADIO_POWER[r].alpha_down_mw_per_mbps:g}",
+                     f"{RADIO_POWER[r].beta_mw:g}", f"{RADIO_POWER[r].tail_mw:g} mW × {RADIO_POWER[r].tail_ms:g} ms",
+                     escape(RADIO_POWER[r].source)] for r in radios])
+    return (f"<p><b>Device</b> {escape(dev.name)}: time ×{dev.speed_factor:g} of this machine's, {dev.watts:g} W "
+            f"while inferring. {escape(dev.description)}. <small>{escape(dev.source)}</small></p>"
+            f"<p><b>Server</b>: time ×{srv.speed_factor:g} of this machine's, {srv.overhead_ms:g} ms per request "
+            f"besides the model. <small>{escape(srv.source)}</small></p>"
+            f"<p><b>Cloud prices</b>: ${pr.instance_usd_per_hour:g}/hour, egress ${pr.egress_usd_per_gb:g}/GB, "
+            f"ingress ${pr.ingress_usd_per_gb:g}/GB, utilisation {pr.utilisation:.0%}. "
+            f"<small>{escape(pr.source)}</small></p>"
+            f"<p><b>Radio tail</b>: {advice.energy.tail_share:.0%} of the radio's tail energy is charged to each "
+            f"request (0%: requests back to back; 100%: one request now and then).</p>{nets}{power}")
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border-bottom:1px solid #ddd;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}table.cuts td{font-family:monospace;font-size:12px}
+figure{margin:1.5em 0}small{color:#666}h2{margin-top:2em;border-bottom:2px solid #eee}code{background:#f4f4f4}
+"""
+
+
+def html(advice: Advice, command: str = "") -> str:
+    p = advice.profile
+    name = escape(p.name)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Placement advice: {name}</title>
+<style>{_CSS}</style></head><body>
+<h1>Device, cloud or split: {name}</h1>
+<p>Predicted for <b>{escape(advice.device.name)}</b> from measurements on this machine. Every candidate
+placement — all on the device, all in the cloud, and split after each of {len(p.cuts)} cut points
+(the device runs the first k compute nodes and sends the one tensor that crosses, fp32 or int8, to
+the server, which runs the rest) — on every network profile. docs/advisor.md gives the formulas.</p>
+<h2>Best placement per network and objective</h2>
+{_summary(advice)}
+<h2>The model on this machine</h2>
+{_profile(advice)}
+<h2>Plots</h2>
+{_charts(advice)}
+<h2>Candidate cuts</h2>
+{_cuts(advice)}
+<h2>Assumptions and sources</h2>
+{_assumptions(advice)}
+<p><small>Written by <code>{escape(command or 'tandem advise')}</code> at
+{datetime.now(UTC).isoformat(timespec='seconds')}. The same numbers are in advice.json.</small></p>
+</body></html>
+"""

@@ -1,0 +1,183 @@
+"""`tandem advise` (device, cloud or split?) and `tandem split` (cut a bundle into head and tail)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tandem.cli.output import console, err_console, print_json, table
+from tandem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tandem.advisor import Advice
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def advise(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder.")],
+    device_profile: Annotated[str, typer.Option(help="this-machine, laptop, midrange-phone or raspberry-pi-4.")] = "this-machine",
+    speed_factor: Annotated[float | None, typer.Option(min=0.001, help="Device time ÷ this machine's time (4 = four times slower); overrides the profile's.")] = None,
+    device_watts: Annotated[float | None, typer.Option(min=0, help="Device power while inferring, W; overrides the profile's.")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="A profile (offline, 2g, 3g, 4g, 5g, wifi) or NAME:RTT_MS:UP_MBPS:DOWN_MBPS[:LOSS[:RADIO]]; repeat for several (default: all).")] = None,
+    measure: Annotated[str | None, typer.Option(help="Measure the link to this server (URL) and add it as network 'measured'.")] = None,
+    server_url: Annotated[str | None, typer.Option(help="Time the model on this running OIP v2 server instead of estimating it.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TANDEM_API_KEY", help="API key (predict scope) for --server-url and --measure.")] = None,
+    model: Annotated[str | None, typer.Option(help="The model's name on the server (default: the bundle's).")] = None,
+    server_speed_factor: Annotated[float, typer.Option(min=0.001, help="Server time ÷ this machine's time.")] = 1.0,
+    server_overhead_ms: Annotated[float | None, typer.Option(min=0, help="Server time per request besides the model (default: measured with --server-url, else 2 ms).")] = None,
+    instance_usd_per_hour: Annotated[float, typer.Option(min=0, help="Cloud instance price (default: AWS c6i.large).")] = 0.085,
+    egress_usd_per_gb: Annotated[float, typer.Option(min=0, help="Cloud data transfer out, $/GB.")] = 0.09,
+    utilisation: Annotated[float, typer.Option(min=0.01, max=1.0, help="Average load of the cloud instance.")] = 1.0,
+    radio_tail: Annotated[float, typer.Option(min=0, max=1, help="Share of the radio's tail energy charged per request: 0 back to back, 1 now and then.")] = 0.0,
+    int8_transfer: Annotated[bool, typer.Option(help="Also consider sending the split tensor int8-encoded.")] = True,
+    repeats: Annotated[int, typer.Option(min=1, max=1000, help="Timed runs of each part.")] = 20,
+    threads: Annotated[int, typer.Option(min=1, max=256, help="ONNX Runtime threads while profiling.")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for report.html and advice.json.")] = Path("advice"),
+    split_best: Annotated[bool, typer.Option("--split-best", help="Write head/tail files into the bundle for every split that is best somewhere.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Device, cloud or split? Profile the bundle here, model networks, energy and cost, recommend a placement."""
+    _needs_onnx()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tandem.advisor import CloudPrices, EnergyModel, ServerProfile, advise, parse_network
+    from tandem.advisor import report as report_mod
+    from tandem.advisor.devices import device_profile as named_device
+    from tandem.advisor.networks import NETWORKS
+    from tandem.advisor.profiler import profile_bundle
+    from tandem.bundle import Bundle
+
+    b = Bundle.load(bundle)  # a bad bundle fails before any option is worked on
+    device = named_device(device_profile, speed_factor, device_watts)
+    nets = [parse_network(n) for n in (network or list(NETWORKS))]
+    prices = CloudPrices(instance_usd_per_hour=instance_usd_per_hour, egress_usd_per_gb=egress_usd_per_gb,
+                         utilisation=utilisation)
+    energy = EnergyModel(tail_share=radio_tail)
+    served = model or b.manifest.name
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=no_progress or json_out) as bar:
+        task = bar.add_task("profiling", total=None)
+
+        def step(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"profiling: {what}")
+
+        profile = profile_bundle(bundle, repeats=repeats, threads=threads, progress=step)
+        server = ServerProfile(server_speed_factor, 2.0 if server_overhead_ms is None else server_overhead_ms,
+                               f"estimated: server time ×{server_speed_factor:g} of this machine's")
+        if server_url:
+            import numpy as np
+
+            from tandem.advisor.measure import measure_server
+
+            bar.update(task, description=f"timing {served} on {server_url}")
+            pixels = np.full((1, b.manifest.preprocessing.height, b.manifest.preprocessing.width, 3), 128, np.uint8)
+            measured = measure_server(server_url, served, pixels, api_key=api_key)
+            server = measured.server(profile.whole_ms, server_speed_factor)
+            if server_overhead_ms is not None:
+                server = ServerProfile(server.speed_factor, server_overhead_ms, server.source + "; overhead given")
+        if measure:
+            from tandem.advisor.measure import measure_link
+
+            bar.update(task, description=f"measuring the link to {measure}")
+            nets.append(measure_link(measure, served, api_key=api_key).network())
+    advice = advise(profile, nets, device=device, server=server, energy=energy, prices=prices,
+                    int8_transfer=int8_transfer)
+    command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    json_path, html_path = report_mod.write(advice, out, command)
+
+    written: list[int] = []
+    if split_best:
+        from tandem.advisor.placement import Placement
+        from tandem.export.split import split_bundle
+
+        ks = sorted({Placement.parse(d.best).k for ds in advice.decisions.values() for d in ds.values()
+                     if d.best.startswith("split@")})
+        if ks:
+            split_bundle(bundle, ks)
+        written = ks
+
+    if json_out:
+        print_json({"report": str(html_path), "advice": str(json_path), "splits_written": written,
+                    "best": {n: {o: d.to_dict() for o, d in ds.items()} for n, ds in advice.decisions.items()}})
+        return
+    show_summary(advice)
+    console.print(f"report: {html_path}   data: {json_path}", highlight=False)
+    if split_best:
+        console.print(f"wrote head/tail for k = {', '.join(map(str, written))} into {bundle}" if written
+                      else "no split is best anywhere: nothing written", highlight=False)
+
+
+def show_summary(advice: Advice) -> None:
+    from tandem.advisor.report import beats, fmt_bytes, fmt_value
+
+    p, dev = advice.profile, advice.device
+    console.print(f"[bold]{p.name}[/] on [bold]{dev.name}[/] (×{dev.speed_factor:g} of this machine): whole model "
+                  f"{p.whole_ms * dev.speed_factor:.2f} ms, fp32 {fmt_bytes(p.fp32_file_bytes)}, int8 "
+                  f"{fmt_bytes(p.int8_file_bytes)}, peak memory {fmt_bytes(p.peak_bytes)}; {len(p.cuts)} candidate "
+                  f"cuts of {p.compute_nodes} compute nodes", highlight=False)
+    t = table("network", "fastest", "device / cloud", "least device energy", "cheapest cloud",
+              title="best placement per network")
+    for net in advice.networks:
+        ds = advice.decisions[net.name]
+        lat, en, cost = ds["latency"], ds["energy"], ds["cost"]
+        t.add_row(
+            net.name,
+            f"[bold]{lat.best}[/] {fmt_value(lat.value, 'latency')}\n[dim]{beats(lat)}[/]",
+            f"{fmt_value(lat.device, 'latency')} / {fmt_value(lat.cloud, 'latency')}",
+            f"[bold]{en.best}[/] {fmt_value(en.value, 'energy')}\n[dim]{beats(en)}[/]",
+            f"[bold]{cost.best}[/] {fmt_value(cost.value, 'cost')}"
+            + ("" if cost.best == "cloud" or cost.cloud is None else f"\n[dim]cloud {fmt_value(cost.cloud, 'cost')}[/]"),
+        )
+    console.print(t)
+
+
+def split(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder (changed in place, atomically).")],
+    k: Annotated[list[int] | None, typer.Argument(help="Cut(s): compute nodes that run on the device. None: list the candidates.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cut a bundle's fp32 model into head_K.onnx (device) and tail_K.onnx (server), checked against the whole."""
+    _needs_onnx()
+    from tandem.bundle import Bundle
+    from tandem.export.split import load_cuts, split_bundle
+
+    if not k:
+        b = Bundle.load(bundle)
+        cuts = load_cuts(b.model_path("fp32"))
+        rows = [{"k": c.k, "op": c.op, "node": c.node, "tensor": c.tensor, "shape": cuts.tensor_spec(c.k).shape}
+                for c in cuts.cuts()]
+        if json_out:
+            print_json({"compute_nodes": len(cuts.compute), "cuts": rows})
+            return
+        t = table("k", "op", "last node", "tensor", "shape", title=f"candidate cuts ({len(cuts.compute)} compute nodes)")
+        for r in rows:
+            t.add_row(str(r["k"]), r["op"], r["node"], r["tensor"], "×".join("N" if d < 0 else str(d) for d in r["shape"]))
+        console.print(t)
+        return
+    b = split_bundle(bundle, k)
+    if json_out:
+        print_json({"splits": [s.model_dump(mode="json") for s in b.manifest.splits]})
+        return
+    for s in b.manifest.splits:
+        console.print(f"k={s.k}: {s.head} → {s.tensor.name} {s.tensor.dtype} "
+                      f"{'×'.join('N' if d < 0 else str(d) for d in s.tensor.shape)} → {s.tail}", highlight=False)
+
+
+def _needs_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise ConfigError("the advisor reads ONNX graphs with the onnx package, which is not installed: "
+                          "pip install 'tandem[advise]'") from e
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(advise)
+    app.command()(split)

@@ -1,0 +1,44 @@
+"""The browser app at ``/app/``: static files built from web/ (Vite, onnxruntime-web).
+
+Open to everyone, like a web page: the page asks for API keys itself (a device key for the OTA
+model, a predict key for the cloud) and sends them only to the API routes. The service worker is
+served uncached so a new build reaches browsers at once; hashed assets are immutable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from tandem.server.responses import json_response
+from tandem.settings import Settings
+
+PACKAGED = Path(__file__).resolve().parents[1] / "webapp"
+PREFIX = "/app"
+
+
+class _AppFiles(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if path.startswith("assets/"):
+            response.headers["cache-control"] = "public, max-age=31536000, immutable"
+        else:
+            response.headers["cache-control"] = "no-cache"
+        return response
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    directory = settings.web_dir or PACKAGED
+    to_slash = Route(PREFIX, lambda request: RedirectResponse(PREFIX + "/", 308), methods=["GET", "HEAD"])
+    if not (directory / "index.html").is_file():
+        async def not_built(scope: Scope, receive: Receive, send: Send) -> None:
+            message = (f"the browser app is not built (no {directory / 'index.html'}): run `make install`, which "
+                       "builds web/ with npm, or set TANDEM_WEB_DIR to a built copy")
+            await json_response({"error": message}, 404)(scope, receive, send)
+        return [to_slash, Mount(PREFIX, app=not_built)]
+    return [to_slash, Mount(PREFIX, app=_AppFiles(directory=directory, html=True))]
+

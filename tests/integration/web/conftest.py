@@ -1,0 +1,83 @@
+"""A real `tandem serve` with celebmatch released over the air, and Debian's Chromium driven by
+Playwright (``executable_path``: Playwright downloads no browser here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tandem.server.webapp import PACKAGED
+from tests.conftest import REPO, make_folder_dataset
+from tests.integration.cli import tandem, tandem_json
+from tests.integration.served import serve, stop
+from tests.integration.server.bundles import make_bundle
+
+PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@dataclass
+class WebServer:
+    url: str
+    device_key: str
+    predict_key: str
+    bundle: Path
+    proc: subprocess.Popen = field(repr=False)
+
+    def page_url(self) -> str:
+        # Keys in the fragment: the page stores them and never sends the fragment to the server.
+        return f"{self.url}/app/#device={self.device_key}&predict={self.predict_key}&model=faces"
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
+    if not (PACKAGED / "index.html").is_file():
+        pytest.fail(f"the browser app is not built ({PACKAGED} has no index.html): run `make install`")
+    root = tmp_path_factory.mktemp("web")
+    faces = make_folder_dataset(root / "faces", lfw_people, PEOPLE, 4)
+    bundle = make_bundle(root / "v1", faces, seed=1)
+    env = {**os.environ, "TANDEM_HOME": str(root / "home"), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
+           "TANDEM_REDIS_URL": ""}
+    for var in ("TANDEM_OTA_MASTER_KEY", "TANDEM_WEB_DIR"):
+        env.pop(var, None)
+    tandem("push", bundle, env=env)
+    tandem("alias", "faces", "production", 1, env=env)
+    tandem("release", "faces", 1, "--channel", "production", env=env)
+    device_key = tandem_json("keys", "create", "--scope", "device", "--label", "browser", env=env)["key"]
+    predict_key = tandem_json("keys", "create", "--scope", "predict", "--label", "browser", env=env)["key"]
+    proc, url = serve(env)
+    server = WebServer(url, device_key, predict_key, bundle, proc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed: run `make install` (it runs apt-get install chromium)")
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,109 @@
+"""The browser app in a real headless Chromium: a face in, the same answer from the device (the
+OTA-delivered bundle in onnxruntime-web) and the cloud (the image endpoint), then the server
+stopped and the page reloaded: the on-device mode still answers from the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tandem.apps.celebmatch.matcher import CelebMatcher
+from tandem.bundle import Bundle
+
+pytestmark = pytest.mark.integration
+
+WAIT_MS = 90_000
+
+
+def result(page, where: str) -> dict:
+    page.wait_for_function(f"document.getElementById('result-{where}').dataset.result !== undefined", timeout=WAIT_MS)
+    return json.loads(page.get_attribute(f"#result-{where}", "data-result"))
+
+
+def match(page, mode: str) -> None:
+    page.check(f"input[name=mode][value={mode}]")
+    page.click("#match")
+    page.wait_for_function("document.body.dataset.busy === undefined", timeout=WAIT_MS)
+
+
+def clear_results(page) -> None:
+    page.evaluate("for (const w of ['device', 'cloud']) delete document.getElementById('result-' + w).dataset.result")
+
+
+def model_status(page, contains: str) -> str:
+    page.wait_for_function(
+        f"document.querySelector('[data-testid=model-status]').textContent.includes({json.dumps(contains)})",
+        timeout=WAIT_MS)
+    return page.text_content("[data-testid=model-status]")
+
+
+def test_both_modes_agree_and_the_device_works_offline(web_server, browser, lfw_people, artifacts, tmp_path):
+    photo = sorted((lfw_people / "Tony_Blair").glob("*.jpg"))[-1]
+    expected = CelebMatcher(Bundle.load(web_server.bundle)).match(photo).to_json()
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(web_server.page_url())
+        status = model_status(page, "works offline")
+        assert "v1" in status and "downloaded" in status
+        assert "#" not in page.url, "the keys leave the address bar"
+
+        page.set_input_files("#file", photo)
+        page.click("#both")
+        page.wait_for_function("document.body.dataset.busy === undefined", timeout=WAIT_MS)
+        device, cloud = result(page, "device"), result(page, "cloud")
+        assert page.text_content("[data-testid=error]") == ""
+        assert device["where"] == "device" and cloud["where"] == "cloud"
+        assert device["version"] == cloud["version"] == 1
+        for r in (device, cloud):
+            assert r["result"]["face_box"] == list(expected["face_box"])
+            assert r["result"]["crop_window"] == list(expected["crop_window"])
+            assert [t["label"] for t in r["result"]["top"]] == [t["label"] for t in expected["top"]]
+            for got, want in zip(r["result"]["top"], expected["top"], strict=True):
+                assert abs(got["similarity"] - want["similarity"]) <= 1e-4
+            assert {k: v["label"] for k, v in r["result"]["parts"].items()} == \
+                   {k: v["label"] for k, v in expected["parts"].items()}
+        assert device["result"]["sentence"] == cloud["result"]["sentence"] == expected["sentence"]
+        assert set(device["timings"]) >= {"decode_ms", "detect_ms", "preprocess_ms", "inference_ms", "total_ms"}
+        assert {"network_ms", "server_inference_ms"} <= set(cloud["timings"])
+        page.screenshot(path=str(artifacts / "browser-both-modes.png"), full_page=True)
+
+        # Auto answers from one side and says which it chose.
+        match(page, "auto")
+        assert "Auto chose" in page.text_content("[data-testid=where]")
+
+        # A photo without a face: a clear error, not a wrong answer.
+        noise = tmp_path / "noise.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(noise)
+        page.set_input_files("#file", noise)
+        match(page, "device")
+        assert "no face found" in page.text_content("[data-testid=error]")
+        match(page, "cloud")
+        assert "422" in page.text_content("[data-testid=error]")
+
+        # The server goes away; the page opens again from the service worker's cache and the
+        # model from IndexedDB.
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        web_server.stop()
+        page.reload()
+        status = model_status(page, "works offline")
+        assert "cache" in status and "offline" in status
+        clear_results(page)
+        page.set_input_files("#file", photo)
+        match(page, "device")
+        offline = result(page, "device")
+        assert offline["result"]["sentence"] == expected["sentence"]
+        assert offline["version"] == 1
+        match(page, "cloud")
+        assert "cannot reach the server" in page.text_content("[data-testid=error]")
+        match(page, "auto")
+        assert result(page, "device")["result"]["sentence"] == expected["sentence"]
+        page.screenshot(path=str(artifacts / "browser-offline.png"), full_page=True)
+        assert not errors, errors
+    finally:
+        context.close()

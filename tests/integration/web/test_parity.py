@@ -1,0 +1,75 @@
+"""The page's JavaScript preprocessing and face finder against the Python code the server runs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tandem.apps.celebmatch.face import FaceFinder
+from tandem.bundle import Bundle
+from tandem.preprocess import CropSpec, decode_image, to_input
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def page(web_server, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{web_server.url}/app/")
+    page.wait_for_function("window.tandem !== undefined")
+    yield page
+    context.close()
+
+
+def js_input(page, data: bytes, spec, box) -> np.ndarray:
+    flat = page.evaluate("([b, s, box]) => window.tandem.preprocess(b, s, box)", [list(data), spec.model_dump(mode="json"), box])
+    return np.array(flat, np.uint8).reshape(spec.height, spec.width, 3)
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photos(lfw_people: Path) -> list[Path]:
+    return [sorted((lfw_people / p).glob("*.jpg"))[-1] for p in ("Tony_Blair", "Hugo_Chavez", "Donald_Rumsfeld", "Serena_Williams")]
+
+
+def test_same_tensor_as_python(page, web_server, lfw_people):
+    spec = Bundle.load(web_server.bundle).manifest.preprocessing
+    lfw_box = spec.model_copy(update={"crop": CropSpec(mode="box", box=(0.28, 0.24, 0.72, 0.82))})
+    rng = np.random.default_rng(3)
+    noisy = rng.integers(0, 256, (333, 517, 3), dtype=np.uint8)
+    cases = []
+    for p in photos(lfw_people):
+        data = p.read_bytes()
+        cases += [(p.name, data, spec, None), (p.name + " box", data, lfw_box, None),
+                  (p.name + " window", data, spec, [-20, 30, 180, 290])]
+        img = decode_image(data)
+        cases.append((p.name + " as png", png(np.asarray(img)), spec, [40, 50, 211, 240]))
+    cases += [("noise png", png(noisy), spec, None), ("noise png upscaled", png(noisy[:40, :30]), spec, None)]
+    worst = {}
+    for name, data, s, box in cases:
+        py = to_input(decode_image(data), s, tuple(box) if box else None)
+        js = js_input(page, data, s, box)
+        worst[name] = int(np.abs(py.astype(int) - js.astype(int)).max())
+    print(worst)
+    assert all(v == 0 for v in worst.values()), worst
+
+
+def test_same_faces_as_python(page, lfw_people):
+    finder = FaceFinder()
+    imgs = [p.read_bytes() for p in photos(lfw_people)]
+    big = decode_image(imgs[0]).resize((1000, 1000), Image.Resampling.BICUBIC)  # exercises the detection downscale
+    imgs.append(png(np.asarray(big)))
+    for data in imgs:
+        py = [(f.x, f.y, f.w, f.h) for f in finder.find(decode_image(data))]
+        js = [(b["x"], b["y"], b["w"], b["h"]) for b in page.evaluate("(b) => window.tandem.findFaces(b)", list(data))]
+        assert py, "Python finds a face in every LFW photo"
+        assert js == py

@@ -1,0 +1,34 @@
+// Copies what the page loads at run time but no bundler should touch into public/ (git-ignored):
+// OpenCV's opencv.js (11 MB, loaded only when a face must be found) and the Haar cascade the
+// server's face finder uses (taken from the Python opencv package: both sides run the same file).
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+const pub = path.join(root, "public");
+
+function copy(src, dst) {
+  if (!fs.existsSync(src)) {
+    console.error(`missing ${src}`);
+    process.exit(1);
+  }
+  fs.mkdirSync(path.dirname(dst), { recursive: true });
+  fs.copyFileSync(src, dst);
+}
+
+function findCascade() {
+  const name = "haarcascade_frontalface_default.xml";
+  if (process.env.HAAR_CASCADE) return process.env.HAAR_CASCADE;
+  const lib = path.join(root, "..", ".venv", "lib");
+  for (const py of fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
+    const p = path.join(lib, py, "site-packages", "cv2", "data", name);
+    if (fs.existsSync(p)) return p;
+  }
+  console.error(`cannot find ${name}: set HAAR_CASCADE to its path (python -c "import cv2; print(cv2.data.haarcascades)")`);
+  process.exit(1);
+}
+
+copy(path.join(root, "node_modules", "@techstark", "opencv-js", "dist", "opencv.js"), path.join(pub, "vendor", "opencv.js"));
+copy(findCascade(), path.join(pub, "vendor", "haarcascade_frontalface_default.xml"));

@@ -1,0 +1,111 @@
+// celebmatch on the device: the same views, gallery scoring and sentence as
+// src/tandem/apps/celebmatch (gallery.py and matcher.py), so that both modes give one answer.
+import { pyRound } from "./preprocess.js";
+
+const DEFAULT_REGIONS = {
+  eyes: [0.0, 0.22, 1.0, 0.46],
+  nose: [0.27, 0.38, 0.73, 0.66],
+  mouth: [0.17, 0.6, 0.83, 0.84],
+};
+
+export function displayName(label) {
+  return label.replaceAll("_", " ");
+}
+
+export function percent(similarity) {
+  return pyRound(Math.max(0.0, similarity) * 100);
+}
+
+export class Gallery {
+  constructor(arrays, views) {
+    this.names = arrays.names.data;
+    this.dim = arrays.view_face.shape[1];
+    this.vectors = {};
+    this.centers = {};
+    for (const v of views) {
+      if (!arrays[`view_${v}`] || !arrays[`center_${v}`]) throw new Error(`the gallery has no ${v} vectors; enrol again`);
+      this.vectors[v] = arrays[`view_${v}`].data;
+      this.centers[v] = arrays[`center_${v}`].data;
+    }
+  }
+
+  /** Cosine similarity of one embedding with every identity (Gallery.query). */
+  query(view, embedding) {
+    const c = this.centers[view];
+    const d = this.dim;
+    const e = new Float64Array(d);
+    let norm = 0;
+    for (let i = 0; i < d; i++) {
+      e[i] = embedding[i] - c[i];
+      norm += e[i] * e[i];
+    }
+    norm = Math.max(Math.sqrt(norm), 1e-12);
+    const vec = this.vectors[view];
+    const sims = new Float64Array(this.names.length);
+    for (let j = 0; j < this.names.length; j++) {
+      let s = 0;
+      for (let i = 0; i < d; i++) s += (e[i] / norm) * vec[j * d + i];
+      sims[j] = s;
+    }
+    return sims;
+  }
+}
+
+export class CelebMatch {
+  /** manifest: the bundle's manifest; arrays: the gallery's .npz arrays. */
+  constructor(manifest, arrays) {
+    this.spec = manifest.preprocessing;
+    this.regions = manifest.apps?.celebmatch?.regions || DEFAULT_REGIONS;
+    this.views = ["face", ...Object.keys(this.regions)];
+    this.gallery = new Gallery(arrays, this.views);
+  }
+
+  /** The whole face, then one copy per region with everything else in the training mean colour. */
+  viewBatch(pixels) {
+    const { height: h, width: w } = this.spec;
+    const size = h * w * 3;
+    const fill = this.spec.normalize_in_graph.mean.map((m) => pyRound(m * 255));
+    const batch = new Uint8Array(size * this.views.length);
+    batch.set(pixels, 0);
+    Object.values(this.regions).forEach(([x0, y0, x1, y1], i) => {
+      const off = size * (i + 1);
+      for (let p = 0; p < h * w; p++) batch.set(fill, off + p * 3);
+      const r0 = pyRound(y0 * h);
+      const r1 = pyRound(y1 * h);
+      const c0 = pyRound(x0 * w);
+      const c1 = pyRound(x1 * w);
+      for (let r = r0; r < r1; r++) {
+        batch.set(pixels.subarray((r * w + c0) * 3, (r * w + c1) * 3), off + (r * w + c0) * 3);
+      }
+    });
+    return batch;
+  }
+
+  /** MatchResult.to_json() from the embeddings of viewBatch's rows (Float32Array, rows × dim). */
+  score(embeddings, faceBox, cropWindow, topK = 3) {
+    const g = this.gallery;
+    const row = (i) => embeddings.subarray(i * g.dim, (i + 1) * g.dim);
+    const like = (idx, sim) => ({ name: displayName(g.names[idx]), label: g.names[idx], similarity: sim, percent: percent(sim) });
+    const faceSims = g.query("face", row(0));
+    const order = Array.from(faceSims.keys()).sort((a, b) => faceSims[b] - faceSims[a]).slice(0, topK);
+    const top = order.map((i) => like(i, faceSims[i]));
+    const parts = {};
+    this.views.slice(1).forEach((part, k) => {
+      const sims = g.query(part, row(k + 1));
+      let j = 0;
+      for (let i = 1; i < sims.length; i++) if (sims[i] > sims[j]) j = i;
+      parts[part] = like(j, sims[j]);
+    });
+    return { sentence: sentence(top, parts), top, parts, face_box: faceBox, crop_window: cropWindow };
+  }
+}
+
+export function sentence(top, parts) {
+  const best = top[0];
+  const head = `You look ${best.percent}% like ${best.name}`;
+  const others = Object.entries(parts).filter(([, lk]) => lk.label !== best.label);
+  if (!others.length) return `${head} — ${Object.keys(parts).join(", ")} included.`;
+  let [part, lk] = others[0];
+  for (const [p, l] of others) if (l.similarity > lk.similarity) [part, lk] = [p, l];
+  return `${head} — but you have ${lk.name}'s ${part} (${lk.percent}%)`;
+}

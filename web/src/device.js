@@ -1,0 +1,86 @@
+// celebmatch on this device: the OTA-delivered bundle run by onnxruntime-web (WASM, one thread:
+// a page without cross-origin isolation has no SharedArrayBuffer for more).
+import * as ort from "onnxruntime-web/wasm";
+import { CelebMatch } from "./celebmatch.js";
+import { cropWindow, findFaces, loadFinder } from "./face.js";
+import { readNpz } from "./npz.js";
+import { cropPixels, decodeImage, toInput } from "./preprocess.js";
+
+ort.env.wasm.numThreads = 1;
+
+export class NoFace extends Error {}
+
+export class DeviceModel {
+  static async open(delivered) {
+    const { manifest, files } = delivered;
+    const modelFile = delivered.precision === "int8" && files["model.int8.onnx"] ? "model.int8.onnx" : "model.onnx";
+    if (!files[modelFile]) throw new Error(`the delivered bundle has no ${modelFile}`);
+    const galleryFile = manifest.apps?.celebmatch?.gallery;
+    if (!galleryFile || !files[galleryFile]) throw new Error("the delivered bundle has no celebmatch gallery; enrol one and release again");
+    const finder = loadFinder(); // OpenCV compiles meanwhile, so the first match does not wait for it
+    const session = await ort.InferenceSession.create(files[modelFile], { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const app = new CelebMatch(manifest, await readNpz(files[galleryFile]));
+    const model = new DeviceModel(session, app, delivered);
+    // One run first, as the server warms a version up before it serves: the first run of a WASM
+    // session allocates and plans, and would show as a slow inference stage.
+    const { height, width } = model.spec;
+    await model.run(new Uint8Array(app.views.length * height * width * 3), app.views.length);
+    await finder.catch(() => {}); // a finder that cannot load shows up as the detect stage's error
+    return model;
+  }
+
+  constructor(session, app, delivered) {
+    this.session = session;
+    this.app = app;
+    this.version = delivered.version;
+    this.source = delivered.source;
+    this.spec = delivered.manifest.preprocessing;
+  }
+
+  async run(batch, n) {
+    const { height, width } = this.spec;
+    const input = new ort.Tensor("uint8", batch, [n, height, width, 3]);
+    const out = await this.session.run({ [this.session.inputNames[0]]: input });
+    return out.embedding.data;
+  }
+
+  /** The whole match, with the time each stage took. */
+  async match(photo, { detect = true } = {}) {
+    const t = { start: performance.now() };
+    const image = await decodeImage(photo);
+    t.decode = performance.now();
+    let faceBox = null;
+    let window;
+    if (detect) {
+      const faces = await findFaces(image);
+      if (!faces.length) {
+        throw new NoFace("no face found in the photo: use a well-lit, frontal photo where the face fills at least an eighth of the picture");
+      }
+      const f = faces[0];
+      faceBox = [f.x, f.y, f.x + f.w, f.y + f.h];
+      window = cropWindow(f);
+    } else {
+      window = cropPixels(this.spec, image.width, image.height);
+    }
+    t.detect = performance.now();
+    const pixels = toInput(image, this.spec, window);
+    const batch = this.app.viewBatch(pixels);
+    t.preprocess = performance.now();
+    const embeddings = await this.run(batch, this.app.views.length);
+    t.inference = performance.now();
+    const result = this.app.score(embeddings, faceBox, window);
+    t.score = performance.now();
+    return {
+      result,
+      version: this.version,
+      timings: {
+        decode_ms: t.decode - t.start,
+        detect_ms: t.detect - t.decode,
+        preprocess_ms: t.preprocess - t.detect,
+        inference_ms: t.inference - t.preprocess,
+        score_ms: t.score - t.inference,
+        total_ms: t.score - t.start,
+      },
+    };
+  }
+}

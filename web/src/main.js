@@ -1,0 +1,221 @@
+// The page: a photo in, celebmatch's answer out, from the device, the cloud, or whichever Auto picks.
+import "./style.css";
+import { LatencyRule } from "./auto.js";
+import { matchInCloud } from "./cloud.js";
+import { DeviceModel } from "./device.js";
+import { ModelUpdater, Offline } from "./ota.js";
+import { findFaces } from "./face.js";
+import { decodeImage, toInput } from "./preprocess.js";
+
+const $ = (id) => document.getElementById(id);
+const SETTINGS = ["model", "alias", "channel", "device-key", "predict-key"];
+const FRAGMENT_KEYS = { device: "device-key", predict: "predict-key", model: "model", alias: "alias", channel: "channel" };
+
+const state = { photo: null, device: null, deviceLoading: null, rule: new LatencyRule() };
+
+function loadSettings() {
+  for (const id of SETTINGS) {
+    const saved = localStorage.getItem(`tandem.${id}`);
+    if (saved !== null) $(id).value = saved;
+  }
+  // Keys in the fragment (#device=…&predict=…) win, then leave the address bar.
+  const params = new URLSearchParams(location.hash.slice(1));
+  let given = false;
+  for (const [k, id] of Object.entries(FRAGMENT_KEYS)) {
+    if (params.has(k)) {
+      $(id).value = params.get(k);
+      given = true;
+    }
+  }
+  if (given) history.replaceState(null, "", location.pathname + location.search);
+  saveSettings();
+  for (const id of SETTINGS) $(id).addEventListener("change", () => {
+    saveSettings();
+    state.device = null;
+    state.deviceLoading = null;
+  });
+}
+
+function saveSettings() {
+  for (const id of SETTINGS) localStorage.setItem(`tandem.${id}`, $(id).value.trim());
+}
+
+const setting = (id) => $(id).value.trim();
+
+function status(text) {
+  $("model-status").textContent = text;
+}
+
+function updater() {
+  return new ModelUpdater({
+    deviceKey: setting("device-key"),
+    model: setting("model"),
+    channel: setting("channel") || "production",
+    onProgress: ({ file, done, total }) => status(`downloading ${file}: ${Math.round((100 * done) / (total || 1))}%`),
+  });
+}
+
+/** The on-device model: the latest over the air when the server answers, else the cached one. */
+function deviceModel() {
+  if (state.device) return Promise.resolve(state.device);
+  if (!state.deviceLoading) {
+    state.deviceLoading = (async () => {
+      if (!setting("device-key")) throw new Error("no device key: open 'Server and keys' and paste one (tandem keys create --scope device)");
+      status("checking for the model…");
+      const delivered = await updater().getModel();
+      const model = await DeviceModel.open(delivered);
+      state.device = model;
+      const where = delivered.source === "network" ? "downloaded just now" : "from this browser's cache";
+      status(`model: ${setting("model")} v${model.version} (${where}${delivered.offline ? `; offline: ${delivered.offline}` : ""}) — works offline`);
+      return model;
+    })();
+    state.deviceLoading.catch((e) => {
+      state.deviceLoading = null;
+      status(`model: not available on this device (${e.message})`);
+    });
+  }
+  return state.deviceLoading;
+}
+
+async function runDevice() {
+  const model = await deviceModel();
+  const r = await model.match(state.photo, { detect: $("detect").checked });
+  return { ...r, where: "device" };
+}
+
+async function runCloud() {
+  if (!setting("predict-key")) throw new Error("no predict key: open 'Server and keys' and paste one (tandem keys create --scope predict)");
+  const r = await matchInCloud({
+    predictKey: setting("predict-key"),
+    model: setting("model"),
+    alias: setting("alias"),
+    photo: state.photo,
+    detect: $("detect").checked,
+  });
+  return { ...r, where: "cloud" };
+}
+
+const RUN = { device: runDevice, cloud: runCloud };
+
+async function runAuto() {
+  const available = [];
+  if (state.device || (await updater().installed())) available.push("device");
+  if (setting("predict-key") && navigator.onLine) available.push("cloud");
+  if (!available.length) available.push("device"); // nothing cached yet: the device path downloads it
+  const first = state.rule.choose(available);
+  const order = [first, ...available.filter((w) => w !== first)];
+  let lastError;
+  for (const where of order) {
+    const t0 = performance.now();
+    try {
+      const r = await RUN[where]();
+      state.rule.observe(where, performance.now() - t0, true);
+      return { ...r, auto: where === first ? `Auto chose ${where}` : `Auto fell back to ${where} (${lastError.message})` };
+    } catch (e) {
+      state.rule.observe(where, performance.now() - t0, false);
+      lastError = e;
+    }
+  }
+  throw lastError;
+}
+
+function render(r) {
+  const card = $(`result-${r.where}`);
+  const rows = Object.entries(r.timings)
+    .map(([k, v]) => `<tr><td>${k.replace(/_ms$/, "").replaceAll("_", " ")}</td><td class="ms">${v.toFixed(1)} ms</td></tr>`)
+    .join("");
+  const top = r.result.top.map((t) => `<li>${t.name} <span class="pct">${t.percent}%</span></li>`).join("");
+  card.innerHTML = `
+    <h2>${r.where === "device" ? "On device" : "Cloud"}</h2>
+    <p class="sentence" data-testid="sentence">${escapeHtml(r.result.sentence)}</p>
+    <p class="where" data-testid="where">ran on the ${r.where}${r.version ? `, ${setting("model")} v${r.version}` : ""}${r.auto ? ` · ${r.auto}` : ""}</p>
+    <ol class="top">${top}</ol>
+    <table class="timings" data-testid="timings">${rows}</table>`;
+  card.dataset.result = JSON.stringify({ result: r.result, version: r.version, where: r.where, timings: r.timings });
+}
+
+function escapeHtml(s) {
+  return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+
+async function run(modes) {
+  $("error").textContent = "";
+  for (const b of ["match", "both"]) $(b).disabled = true;
+  document.body.dataset.busy = "1";
+  try {
+    for (const mode of modes) {
+      try {
+        render(await (mode === "auto" ? runAuto() : RUN[mode]()));
+      } catch (e) {
+        $("error").textContent = `${mode === "device" ? "On device" : mode === "cloud" ? "Cloud" : "Auto"}: ${e.message}`;
+        if (e instanceof Offline) status(`model: offline (${e.message})`);
+      }
+    }
+  } finally {
+    for (const b of ["match", "both"]) $(b).disabled = !state.photo;
+    delete document.body.dataset.busy;
+  }
+}
+
+function usePhoto(blob) {
+  state.photo = blob;
+  const img = $("preview");
+  if (img.src) URL.revokeObjectURL(img.src);
+  img.src = URL.createObjectURL(blob);
+  img.hidden = false;
+  for (const b of ["match", "both"]) $(b).disabled = false;
+}
+
+async function startCamera() {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+    $("video").srcObject = stream;
+    $("video").hidden = false;
+    $("snap").hidden = false;
+  } catch (e) {
+    $("error").textContent = `webcam: ${e.message}`;
+  }
+}
+
+function snap() {
+  const v = $("video");
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth;
+  c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  c.toBlob((b) => b && usePhoto(b), "image/png"); // PNG: the same pixels reach either side
+  v.srcObject.getTracks().forEach((t) => t.stop());
+  v.hidden = true;
+  $("snap").hidden = true;
+}
+
+function wire() {
+  loadSettings();
+  $("file").addEventListener("change", (e) => e.target.files[0] && usePhoto(e.target.files[0]));
+  $("camera").addEventListener("click", startCamera);
+  $("snap").addEventListener("click", snap);
+  $("match").addEventListener("click", () => run([document.querySelector("input[name=mode]:checked").value]));
+  $("both").addEventListener("click", () => run(["device", "cloud"]));
+  $("forget").addEventListener("click", async () => {
+    await updater().forget();
+    state.device = null;
+    state.deviceLoading = null;
+    status("model: cache cleared");
+  });
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});
+  if (setting("device-key")) deviceModel().catch(() => {});
+}
+
+// For tests and the curious: the page's preprocessing and model, callable from the console.
+window.tandem = {
+  async preprocess(bytes, spec, box = null) {
+    return Array.from(toInput(await decodeImage(new Uint8Array(bytes)), spec, box));
+  },
+  async findFaces(bytes) {
+    return findFaces(await decodeImage(new Uint8Array(bytes)));
+  },
+  deviceModel,
+  state,
+};
+
+wire();
