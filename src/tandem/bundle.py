@@ -33,6 +33,20 @@ Precision = Literal["fp32", "int8"]
 # A model's name: it becomes a folder name, a URL path segment and a database key.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
+# The server serves split k of model NAME's version as model ``NAME.tail.K`` (docs/serving.md);
+# names of that shape are reserved for tails.
+_TAIL_RE = re.compile(r"^(?P<model>.+)\.tail\.(?P<k>[1-9][0-9]{0,8})$")
+
+
+def tail_name(model: str, k: int) -> str:
+    """The OIP model name under which the server serves the tail of ``model``'s split at ``k``."""
+    return f"{model}.tail.{k}"
+
+
+def parse_tail_name(name: str) -> tuple[str, int] | None:
+    """(model, k) for a tail's name, None for any other name."""
+    m = _TAIL_RE.fullmatch(name)
+    return (m.group("model"), int(m.group("k"))) if m else None
 
 
 class TensorSpec(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tandem.bundle import MANIFEST, NAME_RE, Bundle, sha256_file
+from tandem.bundle import MANIFEST, NAME_RE, Bundle, parse_tail_name, sha256_file
 from tandem.errors import BundleError, ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
 from tandem.registry import migrate
 from tandem.registry.db import Database
@@ -97,6 +97,10 @@ class Registry:
         """Store a verified bundle as the next version of its model (the manifest's name)."""
         bundle = Bundle.load(bundle_dir)
         m = bundle.manifest
+        tail = parse_tail_name(m.name)
+        if tail is not None:  # the server would serve split k of model X there instead
+            raise InvalidRequest(f"model name {m.name!r} is reserved: the server serves the tail of "
+                                 f"{tail[0]}'s split at k={tail[1]} under it; rename the bundle")
         files = {rel: self.store.put_file(bundle.path(rel), expected_sha256=entry.sha256)
                  for rel, entry in sorted(m.files.items())}
         # Up to here only content-addressed objects were written. If the push stops now or inside the

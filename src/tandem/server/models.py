@@ -6,6 +6,10 @@ latest); the pool remembers what each reference resolved to, so the hot path nev
 registry. The alias watcher polls the registry's generation; every remembered alias resolved at an
 older generation is resolved again, and a moved alias is switched only after the new version is
 loaded and warmed up in a background thread. Requests already holding the old version finish on it.
+
+Split inference (docs/advisor.md): model ``NAME.tail.K`` is the tail of NAME's split at k=K, taken
+from the bundle of the version the reference resolves to for NAME, so pushing a split bundle makes
+its tails servable and alias moves carry the tails along. Only the OIP routes serve tails.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tandem.bundle import NAME_RE, Bundle
-from tandem.errors import ModelError, NotFound, TandemError, Unavailable
+from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
+from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel
 from tandem.server.batching import Batcher, Tensors
@@ -108,16 +112,28 @@ WATCHER_STOP_S = 15.0
 
 
 class LoadedModel:
-    """One version of a model: its verified bundle, an ONNX Runtime session and a batcher."""
+    """One version of a model (or of a split's tail): its verified bundle, an ONNX Runtime session
+    and a batcher."""
 
     def __init__(self, resolved: Resolved, settings: Settings, metrics: Metrics) -> None:
-        self.name = resolved.name
+        self.name = resolved.name  # as served: NAME, or NAME.tail.K
         self.version = resolved.version
         self.manifest_sha256 = resolved.manifest_sha256
         self.bundle = Bundle.load(resolved.bundle_dir)
         m = self.bundle.manifest
-        self.onnx = OnnxModel.open(self.bundle, "fp32", ort_threads(settings))
-        self.inputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in m.inputs]
+        tail = parse_tail_name(resolved.name)
+        self.model_name = tail[0] if tail else resolved.name  # the registry's name
+        self.split: SplitSpec | None = _split_of(m, self.model_name, resolved.version, tail[1]) if tail else None
+        if self.split is None:
+            self.onnx = OnnxModel.open(self.bundle, "fp32", ort_threads(settings))
+            ins = m.inputs
+        else:
+            self.onnx = OnnxModel(self.bundle.path(self.split.tail), m.preprocessing, m.labels, "fp32",
+                                  ort_threads(settings))
+            ins = [self.split.tensor]
+        self.inputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in ins]
+        # A tail's float input may also arrive int8-encoded (oip_codec: UINT8 with scale and zero point).
+        self.int8_inputs = frozenset(s.name for s in self.inputs if s.datatype == "FP32") if self.split else frozenset()
         self.outputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in m.outputs]
         self._output_names = [s.name for s in self.outputs]
         missing = set(self._output_names) - set(self.onnx.output_names)
@@ -151,11 +167,22 @@ class LoadedModel:
 
     def matcher(self) -> CelebMatcher:
         """celebmatch on this version (its gallery), sharing this version's ONNX session."""
+        if self.split is not None:
+            raise InvalidRequest(f"{self.label} is a split's tail: it takes the tensor {self.split.tensor.name}, not photos")
         if self._matcher is None:
             from tandem.apps.celebmatch.matcher import CelebMatcher
 
             self._matcher = CelebMatcher(self.bundle, model=self.onnx)
         return self._matcher
+
+
+def _split_of(manifest: Manifest, model: str, version: int, k: int) -> SplitSpec:
+    try:
+        return manifest.split(k)
+    except BundleError:
+        have = ", ".join(str(s.k) for s in manifest.splits) or "none"
+        raise NotFound(f"{model} v{version} has no split at k={k} (its splits: {have}); cut the bundle with "
+                       f"`tandem split BUNDLE {k}`, push it and point the alias at the new version") from None
 
 
 @dataclass(frozen=True)
@@ -179,8 +206,11 @@ class ModelPool:
 
     # --- serving ----------------------------------------------------------------------------
 
-    async def get(self, name: str, ref: str | int | None = None) -> LoadedModel:
-        """The loaded version that ``ref`` means now (loading it first if need be)."""
+    async def get(self, name: str, ref: str | int | None = None, *, tails: bool = False) -> LoadedModel:
+        """The loaded version that ``ref`` means now (loading it first if need be). ``tails``: the
+        caller serves split tails too (``NAME.tail.K``); other routes take whole models only."""
+        if not tails and parse_tail_name(name) is not None:
+            raise NotFound(f"{name} is a split's tail: it is served at /v2/models/{name}/infer only")
         ref = parse_ref(ref)
         hit = self._refs.get((name, ref))
         model = self._loaded.get((name, hit.version)) if hit is not None else None
@@ -202,7 +232,17 @@ class ModelPool:
 
     def _resolve(self, name: str, ref: Ref) -> tuple[int, Resolved]:
         gen = self.registry.generation()
-        return gen, self.registry.resolve(name, ref)
+        return gen, self._lookup(name, ref)
+
+    def _lookup(self, name: str, ref: Ref) -> Resolved:
+        """What the registry says ``ref`` means; for a tail, its model's version, which must hold the split."""
+        tail = parse_tail_name(name)
+        if tail is None:
+            return self.registry.resolve(name, ref)
+        model, k = tail
+        resolved = self.registry.resolve(model, ref)
+        _split_of(Bundle.load(resolved.bundle_dir, verify=False).manifest, model, resolved.version, k)
+        return replace(resolved, name=name)
 
     async def _load(self, resolved: Resolved) -> LoadedModel:
         key = (resolved.name, resolved.version)
@@ -277,7 +317,7 @@ class ModelPool:
         for key in stale:
             name, ref = key
             try:
-                resolved = await asyncio.to_thread(self.registry.resolve, name, ref)
+                resolved = await asyncio.to_thread(self._lookup, name, ref)
             except NotFound:
                 self._refs.pop(key, None)  # the next request gets the registry's 404
                 continue

@@ -12,11 +12,8 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,22 +29,10 @@ from tandem.device import ModelUpdater
 from tandem.security.signing import PublicKey
 from tests.conftest import make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
+from tests.integration.served import serve, stop, until
 from tests.integration.server.bundles import make_bundle
-from tests.integration.server.serving import free_port
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Wait for ``condition()`` to be truthy (the server picks up registry changes by polling)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def head_only(src: Path, dst: Path, factor: float = 1.1) -> Path:
@@ -87,23 +72,6 @@ class OtaServer:
         self.cli("unpin", model, device_id)
 
 
-def _serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
-        try:
-            return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    until(ready, "tandem serve to become ready", 120)
-    return proc, url
-
-
 @pytest.fixture(scope="package")
 def ota_server(tmp_path_factory, lfw_people) -> Iterator[OtaServer]:
     root = tmp_path_factory.mktemp("ota")
@@ -123,17 +91,11 @@ def ota_server(tmp_path_factory, lfw_people) -> Iterator[OtaServer]:
         tandem("release", model, version, "--channel", "production", *extra, env=env)
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "phones", env=env)["key"]
     trusted = [PublicKey.from_b64(k["public_key"]) for k in tandem_json("keys", "signing", "list", env=env)]
-    proc, url = _serve(env)
+    proc, url = serve(env)
     try:
         yield OtaServer(url, env, device_key, trusted, bundles, proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
+        stop(proc)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from tandem.errors import (
 )
 from tandem.registry.rollout import bucket
 from tandem.security.signing import SigningKey
-from tests.integration.ota.conftest import OnV1, OtaServer, Recorder, until
+from tests.integration.ota.conftest import OnV1, OtaServer, Recorder
+from tests.integration.served import until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
