@@ -69,8 +69,10 @@ def browser() -> Iterator[Browser]:
     if chromium is None:
         pytest.fail("Debian's chromium is not installed: run `make install` (it runs apt-get install chromium)")
     with sync_playwright() as p:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start. The fake media
+        # flags give the page a webcam (Chromium's built-in test pattern) without asking.
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         try:
             yield b
         finally:

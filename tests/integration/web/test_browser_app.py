@@ -66,6 +66,27 @@ def test_a_damaged_cached_model_is_downloaded_again(web_server, browser):
         context.close()
 
 
+def test_a_webcam_photo_goes_through_the_same_path(web_server, browser):
+    context = browser.new_context(permissions=["camera"])
+    page = context.new_page()
+    try:
+        page.goto(web_server.page_url())
+        model_status(page, "works offline")
+        page.click("#camera")
+        page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=WAIT_MS)
+        page.click("#snap")
+        page.wait_for_function("!document.getElementById('match').disabled", timeout=WAIT_MS)
+        size = page.evaluate("(() => { const i = document.getElementById('preview'); return [i.naturalWidth, i.naturalHeight]; })()")
+        assert size[0] > 0 and size[1] > 0
+        # Chromium's fake camera shows a test pattern: both sides decode the PNG snapshot and find no face.
+        match(page, "device")
+        assert "no face found" in page.text_content("[data-testid=error]")
+        match(page, "cloud")
+        assert "422" in page.text_content("[data-testid=error]")
+    finally:
+        context.close()
+
+
 def test_both_modes_agree_and_the_device_works_offline(web_server, browser, lfw_people, artifacts, tmp_path):
     photo = sorted((lfw_people / "Tony_Blair").glob("*.jpg"))[-1]
     expected = CelebMatcher(Bundle.load(web_server.bundle)).match(photo).to_json()
