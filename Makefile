@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo test bench-accuracy bench-serving bench-ota bench-device clean
+.PHONY: install chromium demo test bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-placement clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js) web/index.html web/vite.config.js \
@@ -16,7 +16,7 @@ install: $(VENV)/.installed src/tandem/webapp/index.html chromium
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
+	$(BIN)/pip install --quiet -e '.[train,serve,dev,ray]'
 	touch $@
 
 # npm ci installs exactly the lock file's versions; the Haar cascade comes from the Python opencv
@@ -52,6 +52,14 @@ bench-ota: install
 # The device SDK's cost over a bare ONNX Runtime run, and its failover time with the server down.
 bench-device: install
 	$(BIN)/python bench/device.py $(ARGS)
+
+# Device, cloud, best split and auto on emulated 2G..Wi-Fi links, measured against the advisor's predictions.
+bench-placement: install
+	$(BIN)/python bench/placement.py $(ARGS)
+
+# The parser fuzzers (tests/fuzz) at a larger budget: bench/results/hardening.json.
+bench-hardening: install
+	$(BIN)/python bench/hardening.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/tandem/webapp web/node_modules

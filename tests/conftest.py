@@ -45,3 +45,13 @@ def write_png(path: Path, h: int = 40, w: int = 30, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs) with Ray Serve's proxy, shared by every Ray test of the session;
+    started on first use, stopped at the end."""
+    from tests.integration.ray_serving import local_cluster
+
+    with local_cluster() as cluster:
+        yield cluster

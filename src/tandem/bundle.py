@@ -151,8 +151,10 @@ class Bundle:
             raise BundleError(f"{root}: no {MANIFEST}; this is not a bundle (re-export it)")
         try:
             raw = json.loads(manifest_path.read_text("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{manifest_path}: not valid JSON ({e}); re-export the bundle") from e
+        # ValueError: also undecodable UTF-8 and integers past Python's digit limit; RecursionError:
+        # arrays nested deeper than the parser's recursion.
+        except (ValueError, RecursionError) as e:
+            raise BundleError(f"{manifest_path}: not valid JSON ({str(e)[:200]}); re-export the bundle") from e
         if not isinstance(raw, dict):
             raise BundleError(f"{manifest_path}: expected a JSON object")
         found = raw.get("schema_version")
@@ -181,26 +183,35 @@ class Bundle:
                 if rel not in m.files:
                     raise BundleError(f"{self.root}: split file {rel} (k={split.k}) is not listed in the manifest's files")
         for rel, entry in m.files.items():
-            path = self.path(rel)
-            if not path.is_file():
-                raise BundleError(f"{self.root}: {rel} is missing (listed in the manifest); re-export or re-copy the bundle")
-            size = path.stat().st_size
-            if size != entry.size:
-                raise BundleError(
-                    f"{self.root}: {rel} is {size} bytes, the manifest says {entry.size}: "
-                    "the file is truncated or was changed; re-copy the bundle"
-                )
-            digest = sha256_file(path)
-            if digest != entry.sha256:
-                raise BundleError(
-                    f"{self.root}: {rel} has sha256 {digest[:12]}…, the manifest says "
-                    f"{entry.sha256[:12]}…: the file was changed; re-copy the bundle"
-                )
+            try:
+                self._verify_file(rel, entry)
+            except OSError as e:  # a name too long for the file system, a file that cannot be read
+                raise BundleError(f"{self.root}: cannot read {rel[:200]!r} ({e.strerror}); re-copy the bundle") from e
+
+    def _verify_file(self, rel: str, entry: FileEntry) -> None:
+        path = self.path(rel)
+        if not path.is_file():
+            raise BundleError(f"{self.root}: {rel} is missing (listed in the manifest); re-export or re-copy the bundle")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise BundleError(
+                f"{self.root}: {rel} is {size} bytes, the manifest says {entry.size}: "
+                "the file is truncated or was changed; re-copy the bundle"
+            )
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise BundleError(
+                f"{self.root}: {rel} has sha256 {digest[:12]}…, the manifest says "
+                f"{entry.sha256[:12]}…: the file was changed; re-copy the bundle"
+            )
 
     def path(self, rel: str) -> Path:
-        p = (self.root / rel).resolve()
+        try:
+            p = (self.root / rel).resolve()
+        except (ValueError, OSError) as e:  # a NUL in the name, a symlink loop
+            raise BundleError(f"{self.root}: file name {rel[:200]!r} is not a usable path ({e})") from e
         if self.root.resolve() not in p.parents:
-            raise BundleError(f"{self.root}: file name {rel!r} points outside the bundle")
+            raise BundleError(f"{self.root}: file name {rel[:200]!r} points outside the bundle")
         return p
 
     def model_path(self, precision: Precision = "fp32") -> Path:

@@ -180,3 +180,10 @@ class ConditionsNotMet(TandemError):
 
     status_code = 412
     exit_code = 15
+
+
+class ClusterError(TandemError):
+    """Ray is not installed or not reachable, or a run on it failed (`tandem train --workers`, `serve --ray`)."""
+
+    status_code = 503
+    exit_code = 16

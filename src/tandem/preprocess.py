@@ -9,8 +9,9 @@ one written down in docs/bundle.md.
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,10 +19,14 @@ from pydantic import BaseModel, Field, model_validator
 
 from tandem.errors import ImageError
 
-# Images with more pixels are refused from their header, before any pixel is decoded. Pillow's
-# own guard (a warning above this, an error above twice this) stays on behind ours.
+# Images with more pixels are refused from their header, before Pillow opens them, so that the
+# message names the dimensions. Pillow's own guard (a warning above this, an error above twice
+# this; also for GIF frames and other sizes found later) stays on behind ours.
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# The formats of photos. Pillow reads dozens more (EPS through Ghostscript, TIFF through libtiff,
+# ...): each one a parser that anyone with a predict key could aim at, for no photo's sake.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 Box = tuple[float, float, float, float]
 
@@ -91,6 +96,73 @@ def _round_half_up(v: float) -> int:
     return int(np.floor(v + 0.5))
 
 
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:  # every turn reads at least one byte or skips a segment: it ends with the file
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None  # not where a marker should be: let Pillow judge the file
+        code = marker[1]
+        while code == 0xFF:  # fill bytes
+            nxt = f.read(1)
+            if not nxt:
+                return None
+            code = nxt[0]
+        if code in _JPEG_FRAMES:
+            head = f.read(7)
+            return (int.from_bytes(head[5:7], "big"), int.from_bytes(head[3:5], "big")) if len(head) == 7 else None
+        if code in (0xD9, 0xDA):  # end of image or scan data before any frame header
+            return None
+        if code == 0x01 or 0xD0 <= code <= 0xD8:  # markers without a length
+            continue
+        length = f.read(2)
+        if len(length) < 2 or int.from_bytes(length, "big") < 2:
+            return None
+        f.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
+
+
+# Start-of-frame markers: every JPEG coding but the DHT, JPG and DAC markers that share the range.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first 32 bytes of a PNG, GIF, BMP or WebP file, else None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return struct.unpack("<HH", head[6:10])
+    if head.startswith(b"BM") and len(head) >= 26:
+        if int.from_bytes(head[14:18], "little") == 12:  # OS/2 bitmap header
+            return struct.unpack("<HH", head[18:22])
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)  # a negative height means top-down rows
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8X":
+            return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+        if chunk == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 ":
+            return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    return None
+
+
+def declared_size(f: BinaryIO) -> tuple[int, int] | None:
+    """The (width, height) a JPEG, PNG, GIF, BMP or WebP header declares, read without decoding
+    anything; None when the header does not say (Pillow then decides what the file is)."""
+    head = f.read(32)
+    size = _jpeg_size(f) if head.startswith(b"\xff\xd8") else _header_size(head)
+    f.seek(0)
+    return size
+
+
+def _check_size(name: str, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{name}: image too large ({width}×{height}, over {MAX_IMAGE_PIXELS:,} pixels); "
+                         "send a smaller photo")
+
+
 def decode_image(source: bytes | Path | str) -> Image.Image:
     """Decode JPEG/PNG/... bytes or a file into an upright RGB image, or raise ImageError saying why.
 
@@ -98,13 +170,13 @@ def decode_image(source: bytes | Path | str) -> Image.Image:
     """
     name = str(source) if not isinstance(source, bytes) else "image bytes"
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise ImageError(
-                f"{name}: image too large ({img.width}×{img.height}, over {MAX_IMAGE_PIXELS:,} pixels); "
-                "send a smaller photo"
-            )
-        img.load()
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+            size = declared_size(f)
+            if size is not None:
+                _check_size(name, *size)
+            img = Image.open(f, formats=FORMATS)
+            _check_size(name, img.width, img.height)
+            img.load()
         img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
@@ -112,7 +184,9 @@ def decode_image(source: bytes | Path | str) -> Image.Image:
         raise ImageError(f"{name}: no such file") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels); send a smaller photo") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a readable image; send a JPEG, PNG, WebP, GIF or BMP file") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e}); send a JPEG or PNG file") from e
     except Exception as e:  # a malformed file can make a decoder fail in its own way
         raise ImageError(f"{name}: the decoder failed ({type(e).__name__}: {e}); send a JPEG or PNG file") from e

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
         description="How long a worker trusts an API key check before asking the registry again; a revoked key "
         "stops working within this time. 0: ask on every request.",
     )
+    # Generous, because a whole NAT (an office, a carrier's) shares one address: what matters is that
+    # guessing stays slow and the registry is not flooded with lookups, not the exact number.
+    auth_failures_per_s: float = Field(
+        default=2.0, gt=0,
+        description="Brute-force guard: failed API-key checks each client address may make per second, once its "
+        "burst is spent; past that it gets 429 without its key being looked at.",
+    )
+    auth_failures_burst: int = Field(
+        default=60, ge=1, description="Brute-force guard: failed API-key checks a client address may make at once."
+    )
     web_dir: Path | None = Field(
         default=None,
         description="The built browser app served at /app/ (web/, built by `make install` into src/tandem/webapp); "
@@ -100,6 +110,37 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60,
         description="How often a server worker writes the device health reports it added up to the registry "
         "(and checks the health gate); what is left is written at shutdown.",
+    )
+
+    # --- Ray: past one machine (`tandem train --workers`, `tandem serve --ray`; docs/scale.md) ---------
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster to run on (ray://host:10001, or auto for the one `ray start` runs here); "
+        "--address overrides it. Unset: Tandem starts a local Ray instance sized to this machine and stops it after.",
+    )
+    ray_temp_dir: Path = Field(
+        default=Path("/tmp/tandem-ray"),
+        description="Session files and logs of the local Ray instance Tandem starts. Short on purpose: Ray puts "
+        "Unix sockets in it, and their paths may not exceed 107 bytes.",
+    )
+    ray_cpus_per_worker: float = Field(
+        default=0, ge=0,
+        description="CPUs each Ray Train worker reserves, and so its torch threads; 0: the cluster's CPUs "
+        "divided by --workers.",
+    )
+    ray_max_failures: int = Field(
+        default=1, ge=0, le=100,
+        description="How often Ray Train restarts a worker group that lost a worker, from its last checkpoint, "
+        "before the run fails.",
+    )
+    ray_replica_cpus: float = Field(
+        default=1.0, ge=0,
+        description="CPUs each Ray Serve replica reserves (0: replicas are placed without regard to CPUs).",
+    )
+    ray_max_ongoing_requests: int = Field(
+        default=64, ge=1, le=10_000,
+        description="Requests a Ray Serve replica takes at once (Ray's default, 5, would starve Tandem's "
+        "dynamic batching); more wait in Ray Serve's proxy.",
     )
 
     def rate_for(self, scope: str) -> tuple[float, int]:

@@ -77,3 +77,13 @@ def test_profile_of_a_bundle_with_an_int8_model_times_it_too(tmp_path):
     assert p.int8_ms is not None and p.int8_ms > 0 and p.int8_file_bytes == p.fp32_file_bytes
     assert [c.k for c in p.cuts] == list(range(1, 9))
     assert np.isclose(p.cuts[-1].tensor_bytes, EMBED * 4)
+
+
+def test_runs_after_idling_are_measured_and_a_sporadic_device_pays_for_them(profiled):
+    assert profiled.whole_idle_ms is not None and profiled.whole_idle_ms > 0
+    assert profiled.idle_factor == pytest.approx(profiled.whole_idle_ms / profiled.whole_ms)
+    phone = device_profile("midrange-phone")
+    sporadic = phone.sporadic(1.5)
+    assert sporadic.speed_factor == pytest.approx(1.5 * phone.speed_factor) and "sporadic" in sporadic.source
+    older = {k: v for k, v in profiled.to_dict().items() if k != "whole_idle_ms"}  # advice.json before the field
+    assert ModelProfile.from_dict(older).idle_factor == 1.0

@@ -134,3 +134,23 @@ def test_responses_json_and_binary_round_trip():
     assert emb["parameters"] == {"binary_data_size": 16} and np.array_equal(np.frombuffer(raw[n:], np.float32), e[0])
     raw, headers = encode_infer_response("m", 3, None, [(RequestedOutput("probabilities", False), p)])
     assert headers == {"content-type": "application/json"} and "id" not in json.loads(raw)
+
+
+def test_an_int8_encoded_float_input_is_decoded_where_the_model_allows_it():
+    mid = TensorSig("mid", "FP32", (-1, 4))
+    q = np.array([[0, 10, 20, 255]], np.uint8)
+    want = ((q.astype(np.float32) - 10) * 0.5).astype(np.float32)
+    binary = {"inputs": [tensor("mid", "UINT8", (1, 4), parameters={"binary_data_size": 4, "scale": 0.5,
+                                                                       "zero_point": 10})]}
+    on_request = {"inputs": [tensor("mid", "UINT8", (1, 4), data=q.reshape(-1).tolist())],
+                  "parameters": {"scale": 0.5, "zero_point": 10}}
+    for header, blobs in ((binary, [q.tobytes()]), (on_request, [])):
+        raw, length = body(header, *blobs)
+        got = parse_infer_request(raw, length, [mid], OUTS, int8_inputs={"mid"}).inputs["mid"]
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    raw, length = body(binary, q.tobytes())
+    with pytest.raises(InvalidRequest, match="datatype 'UINT8', but the model takes FP32"):
+        parse_infer_request(raw, length, [mid], OUTS)  # a whole model's float input: no int8
+    raw, length = body({"inputs": [tensor("mid", "UINT8", (1, 4), data=[1, 2, 3, 4])]})
+    with pytest.raises(InvalidRequest, match="parameters.scale"):
+        parse_infer_request(raw, length, [mid], OUTS, int8_inputs={"mid"})

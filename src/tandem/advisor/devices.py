@@ -44,6 +44,14 @@ class DeviceProfile:
         return replace(self, speed_factor=measured_ms / profiled_ms, source=f"calibrated: {measured_ms:.2f} ms "
                        f"measured on the device ÷ {profiled_ms:.2f} ms profiled")
 
+    def sporadic(self, idle_factor: float) -> DeviceProfile:
+        """This device answering a request now and then rather than back to back: every run starts
+        from idle, ``idle_factor`` (ModelProfile.idle_factor) slower than the profiled warm runs."""
+        if not idle_factor > 0:
+            raise InvalidRequest(f"idle factor must be > 0, got {idle_factor}")
+        return replace(self, speed_factor=self.speed_factor * idle_factor,
+                       source=f"{self.source}; ×{idle_factor:.2f} for runs after idling (sporadic requests)")
+
 
 # Speed factors assume the profiling machine is a 2-core x86 server (FACTS.md: ~4 ms for the
 # 221M-multiply-add celebmatch network at batch 1). Watts are the power above idle while inferring.

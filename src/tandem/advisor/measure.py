@@ -70,9 +70,10 @@ def _binary_request(name: str, arr: np.ndarray, datatype: str) -> tuple[bytes, d
     return header + arr.tobytes(), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
 
 
-def round_trip_ms(client: httpx.Client, url: str, repeats: int) -> float:
+def round_trip_ms(client: httpx.Client, url: str, repeats: int, idle_gap_s: float = 0.0) -> float:
     times = []
     for _ in range(repeats + 1):
+        time.sleep(idle_gap_s)
         ms, resp = _timed(lambda: client.get("/v2/health/ready"), url)
         if resp.status_code >= 500:
             raise ServerUnreachable(f"{url}/v2/health/ready answered {resp.status_code}; the server is not ready")
@@ -126,13 +127,16 @@ class ServerMeasurement:
 
 
 def measure_server(url: str, model: str, pixels: np.ndarray, *, api_key: str | None = None, repeats: int = 20,
-                   timeout_s: float = 30.0) -> ServerMeasurement:
-    """Time ``POST /v2/models/{model}/infer`` with ``pixels`` (one image, uint8) on the server at ``url``."""
+                   timeout_s: float = 30.0, idle_gap_s: float = 0.0) -> ServerMeasurement:
+    """Time ``POST /v2/models/{model}/infer`` with ``pixels`` (one image, uint8) on the server at ``url``.
+    ``idle_gap_s``: idle before each request, for a server that answers one request now and then
+    (both sides start each request from idle: cold caches, clocked-down cores)."""
     body, headers = _binary_request("pixels", np.ascontiguousarray(pixels, np.uint8), "UINT8")
     with _client(url, api_key, timeout_s) as client:
-        rtt = round_trip_ms(client, url, max(3, repeats // 2))
+        rtt = round_trip_ms(client, url, max(3, repeats // 2), idle_gap_s)
         times = []
         for _ in range(repeats + 2):
+            time.sleep(idle_gap_s)
             ms, resp = _timed(lambda: client.post(f"/v2/models/{model}/infer", content=body, headers=headers), url)
             if resp.status_code != 200:
                 raise InvalidRequest(f"{url}/v2/models/{model}/infer answered {resp.status_code}: {resp.text[:300]}")

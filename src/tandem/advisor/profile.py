@@ -53,6 +53,14 @@ class ModelProfile:
     rss_bytes: int  # this process's resident memory growth from loading and running the model
     compute_nodes: int
     cuts: list[CutProfile] = field(default_factory=list)
+    # The whole fp32 model run alone after idling (profiler.IDLE_GAP_S): a request now and then
+    # finds cold caches and a clocked-down core. None in profiles written before it was measured.
+    whole_idle_ms: float | None = None
+
+    @property
+    def idle_factor(self) -> float:
+        """How much slower a run after idling is than one of many back to back (1 if not measured)."""
+        return self.whole_idle_ms / self.whole_ms if self.whole_idle_ms and self.whole_ms > 0 else 1.0
 
     def cut(self, k: int) -> CutProfile:
         for c in self.cuts:

@@ -33,6 +33,10 @@ from tandem.export.split import GraphCuts, load_cuts
 from tandem.runtime import load_session, session_options
 
 Progress = Callable[[int, int, str], None]
+# Idle time before each run of the "after idle" measurement: longer than a core takes to clock down
+# and another process to evict the model from the caches (on this machine a run after 10 ms idle
+# already took 1.7x a back-to-back run; after 50 ms or 300 ms the same).
+IDLE_GAP_S = 0.05
 
 
 def median_ms(run: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -59,6 +63,18 @@ def interleaved_ms(runs: list[Callable[[], object]], repeats: int, warmup: int) 
             run()
             ts.append((time.perf_counter() - t0) * 1000.0)
     return [float(statistics.median(ts)) for ts in times]
+
+
+def idle_ms(run: Callable[[], object], repeats: int, gap_s: float = IDLE_GAP_S) -> float:
+    """Median ms of ``run`` when each run follows ``gap_s`` of idling, as a request now and then does."""
+    run()
+    times = []
+    for _ in range(repeats):
+        time.sleep(gap_s)
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(statistics.median(times))
 
 
 def _rss_bytes() -> int:
@@ -150,6 +166,7 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
     report(2 + len(candidates), total, f"timing {len(runs)} parts × {repeats} rounds")
     times = interleaved_ms(runs, repeats, warmup)
     whole_ms, int8_ms = times[0], (times[1] if int8_bytes is not None else None)
+    whole_idle = idle_ms(runs[0], max(5, repeats // 2))
     offset = 2 if int8_bytes is not None else 1
     profiles = []
     for i, (cut, mid, head_size) in enumerate(parts):
@@ -171,5 +188,5 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
         whole_ms=round(whole_ms, 4), int8_ms=None if int8_ms is None else round(int8_ms, 4),
         images_per_s=round(images_per_s, 2), batch=batch, fp32_file_bytes=fp32_bytes, int8_file_bytes=int8_bytes,
         peak_activation_bytes=max(live) if live else 0, peak_bytes=fp32_bytes + (max(live) if live else 0),
-        rss_bytes=rss, compute_nodes=len(cuts.compute), cuts=profiles,
+        rss_bytes=rss, compute_nodes=len(cuts.compute), cuts=profiles, whole_idle_ms=round(whole_idle, 4),
     )

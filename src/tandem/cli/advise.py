@@ -34,6 +34,7 @@ def advise(
     egress_usd_per_gb: Annotated[float, typer.Option(min=0, help="Cloud data transfer out, $/GB.")] = 0.09,
     utilisation: Annotated[float, typer.Option(min=0.01, max=1.0, help="Average load of the cloud instance.")] = 1.0,
     radio_tail: Annotated[float, typer.Option(min=0, max=1, help="Share of the radio's tail energy charged per request: 0 back to back, 1 now and then.")] = 0.0,
+    sporadic: Annotated[bool, typer.Option("--sporadic", help="Requests come now and then, not back to back: device runs start from idle (slower by the measured idle factor).")] = False,
     int8_transfer: Annotated[bool, typer.Option(help="Also consider sending the split tensor int8-encoded.")] = True,
     repeats: Annotated[int, typer.Option(min=1, max=1000, help="Timed runs of each part.")] = 20,
     threads: Annotated[int, typer.Option(min=1, max=256, help="ONNX Runtime threads while profiling.")] = 1,
@@ -69,6 +70,8 @@ def advise(
             bar.update(task, completed=done, total=total, description=f"profiling: {what}")
 
         profile = profile_bundle(bundle, repeats=repeats, threads=threads, progress=step)
+        if sporadic:
+            device = device.sporadic(profile.idle_factor)
         server = ServerProfile(server_speed_factor, 2.0 if server_overhead_ms is None else server_overhead_ms,
                                f"estimated: server time ×{server_speed_factor:g} of this machine's")
         if server_url:

@@ -15,7 +15,7 @@ from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
 from tandem.cli.keys import app as keys_app
 from tandem.cli.output import console, err_console, print_json, setup_logging
-from tandem.errors import TandemError
+from tandem.errors import ConfigError, TandemError
 
 app = typer.Typer(
     name="tandem",
@@ -51,18 +51,33 @@ def train(
     stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
     name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Train data parallel on this many Ray Train workers (same seed and global batch: the same training; needs tandem[ray]).")] = None,
+    address: Annotated[str | None, typer.Option(help="With --workers: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="With --workers: GPUs each worker reserves (implies --device cuda).")] = 0.0,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train an image classifier / face-embedding network on your data."""
     from tandem.data.resolve import default_min_faces
     from tandem.training.run import TrainConfig
-    from tandem.training.trainer import train as run_train
 
     cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces), subset=subset,
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       stem_stride=stem_stride, stop_after=stop_after, val_fraction=val_fraction)
-    result = run_train(cfg, resume=resume, show_progress=not no_progress and not json_out)
+    show = not no_progress and not json_out
+    if workers is None:
+        if address is not None or gpus_per_worker:
+            raise ConfigError("--address and --gpus-per-worker are for Ray Train: add --workers N")
+        from tandem.training.trainer import train as run_train
+
+        result = run_train(cfg, resume=resume, show_progress=show)
+    else:
+        from tandem.ray_cluster import require_ray
+
+        require_ray()
+        from tandem.training.distributed import RayOptions, train_on_ray
+
+        result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), resume=resume, show_progress=show)
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
                "best_val_top1": result.best_val_acc, "train_images": result.train_images,
                "classes": result.classes, "seconds": round(result.seconds, 1)}

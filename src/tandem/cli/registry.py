@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -46,12 +47,17 @@ def when(dt: datetime | None) -> str:
     return "" if dt is None else f"{dt.astimezone():%Y-%m-%d %H:%M}"
 
 
-def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
+def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`, or a .tandem "
+                                                "archive of one.")],
          json_out: JsonOpt = False) -> None:
     """Verify a bundle and store it as the next version of its model."""
     from tandem.cli.info import _fmt_bytes
 
-    with open_registry() as reg:
+    with open_registry() as reg, tempfile.TemporaryDirectory(prefix="tandem-push-") as tmp:
+        if bundle.is_file():
+            from tandem import archive
+
+            bundle = archive.unpack(bundle, Path(tmp) / "bundle").root
         v = reg.push(bundle)
     if json_out:
         print_json(record_json(v))
@@ -59,6 +65,15 @@ def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
     console.print(f"pushed [bold]{v.name}[/] version [bold]{v.version}[/] ({_fmt_bytes(v.size)}, "
                   f"manifest {v.manifest_sha256[:12]}…)")
     console.print(f"serve it by alias: tandem alias {v.name} production {v.version}", highlight=False)
+
+
+def pack(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
+         out: Annotated[Path | None, typer.Option(help="The archive to write; default: BUNDLE.tandem.")] = None) -> None:
+    """Write a verified bundle as one .tandem file (a zip) to copy or push elsewhere."""
+    from tandem import archive
+
+    target = archive.pack(bundle, out or bundle.with_name(bundle.name + archive.SUFFIX))
+    console.print(f"wrote {target}; push it with `tandem push {target}`", highlight=False)
 
 
 def models(json_out: JsonOpt = False) -> None:
@@ -120,5 +135,5 @@ def rollback(name: Annotated[str, typer.Argument(help="Model name.")],
 
 
 def register(app: typer.Typer) -> None:
-    for command in (push, models, versions, alias, rollback):
+    for command in (push, pack, models, versions, alias, rollback):
         app.command()(command)

@@ -11,6 +11,7 @@ import typer
 
 from tandem.cli.output import console
 from tandem.errors import ConfigError
+from tandem.settings import Settings
 
 APP = "tandem.server.app:create_app"
 
@@ -22,6 +23,10 @@ def serve(
     max_batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Dynamic batching: most rows per model call (TANDEM_MAX_BATCH_SIZE).")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(min=0, max=1000, help="Dynamic batching: longest wait for more requests (TANDEM_MAX_DELAY_MS).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    ray: Annotated[bool, typer.Option("--ray", help="Run the same app as a Ray Serve deployment (needs tandem[ray]; docs/scale.md).")] = False,
+    replicas: Annotated[int | None, typer.Option(min=1, max=1024, help="With --ray: replicas of the app (default 1).")] = None,
+    autoscale: Annotated[str | None, typer.Option(help="With --ray: min,max,target_ongoing_requests for Ray Serve's autoscaler, e.g. 1,4,8.")] = None,
+    address: Annotated[str | None, typer.Option(help="With --ray: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
 ) -> None:
     """Serve every model in the registry: Open Inference Protocol v2, TF-Serving REST, image endpoint."""
     try:
@@ -41,6 +46,11 @@ def serve(
         os.environ["TANDEM_MAX_DELAY_MS"] = str(max_delay_ms)
     settings = get_settings()
     Registry.open(settings).close()  # a wrong database URL or home fails here, once, with its own message
+    if ray:
+        _serve_on_ray(settings, host, port, workers, replicas, autoscale, address, log_level)
+        return
+    if replicas is not None or autoscale is not None or address is not None:
+        raise ConfigError("--replicas, --autoscale and --address are for Ray Serve: add --ray")
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker keeps its own counters; prometheus_client's multiprocess mode adds them up.
@@ -55,6 +65,27 @@ def serve(
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replicas: int | None,
+                  autoscale: str | None, address: str | None, log_level: str) -> None:
+    from tandem.ray_cluster import require_ray
+
+    if workers != 1:
+        raise ConfigError("--workers is for uvicorn; with --ray, ask for --replicas (or --autoscale)")
+    require_ray()
+    from tandem.server.ray_serve import Scaling, serve_forever
+
+    scaling = Scaling.parse(replicas, autoscale)
+    how = (f"{scaling.replicas} replica(s)" if scaling.autoscale is None
+           else "autoscaling {}..{} replicas at {:g} requests in flight each".format(*scaling.autoscale))
+    console.print(f"starting Ray Serve for the registry at {settings.registry_url.split('@')[-1]} ({how}, "
+                  f"batches up to {settings.max_batch_size} rows / {settings.max_delay_ms:g} ms)…", highlight=False)
+
+    def ready() -> None:
+        console.print(f"serving on http://{host}:{port} through Ray Serve; Ctrl-C stops", highlight=False)
+
+    serve_forever(settings, scaling, host, port, address, verbose=log_level in ("debug", "trace"), on_ready=ready)
 
 
 def register(app: typer.Typer) -> None:

@@ -161,6 +161,8 @@ class CloudResult:
     model: str
     version: int | None
     network_s: float  # request out, answer back, including encoding, decoding and the remote inference
+    sent_bytes: int = 0  # the request's body
+    received_bytes: int = 0  # the answer's body
 
 
 _ERRORS: dict[int, type[TandemError]] = {
@@ -344,26 +346,36 @@ class CloudClient:
 
     # --- inference ----------------------------------------------------------------------------
     def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None, *,
-              deadline: Deadline | None = None) -> CloudResult:
+              deadline: Deadline | None = None, model: str | None = None, version: int | str | None = None,
+              input_parameters: dict[str, dict[str, Any]] | None = None) -> CloudResult:
         """Run the model on ``inputs`` (name → array with the batch first); all outputs unless named.
-        ``deadline``: answer or raise DeadlineExceeded by then, whatever the server does."""
+        ``deadline``: answer or raise DeadlineExceeded by then, whatever the server does.
+        ``model``/``version``: another model or version on the same endpoint (a split's tail), sharing
+        this client's connections and circuit breaker. ``input_parameters``: OIP parameters per input
+        (e.g. an int8-encoded tensor's ``scale`` and ``zero_point``)."""
         if not inputs:
             raise InvalidRequest("infer needs at least one input tensor")
         if self.breaker.state == "open":  # fail fast: before encoding the request or starting a worker
             raise self._circuit_open()
+        target = (model or self.model, version if version is not None or model is not None else self.version)
+        if self.protocol != "oip" and (model is not None or input_parameters):
+            raise InvalidRequest("another model's name and input parameters need an OIP v2 endpoint "
+                                 "(split inference talks to NAME.tail.K over OIP)")
         start = time.perf_counter()
         if deadline is None:
-            result = self._infer(inputs, outputs, None)
+            result = self._infer(inputs, outputs, None, target, input_parameters)
         else:
             call = _Call(deadline)
-            result = within(deadline, lambda: self._infer(inputs, outputs, call), f"{self.url} ({self.model})",
-                            lambda: self._abandon(call))
+            result = within(deadline, lambda: self._infer(inputs, outputs, call, target, input_parameters),
+                            f"{self.url} ({target[0]})", lambda: self._abandon(call))
         result.network_s = time.perf_counter() - start
         return result
 
-    def _infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None) -> CloudResult:
+    def _infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None,
+               target: tuple[str, int | str | None], input_parameters: dict[str, dict[str, Any]] | None
+               ) -> CloudResult:
         if self.protocol == "oip":
-            return self._infer_oip(inputs, outputs, call)
+            return self._infer_oip(inputs, outputs, call, target, input_parameters or {})
         return self._infer_tf(inputs, outputs, call)
 
     def _abandon(self, call: _Call) -> None:
@@ -371,15 +383,18 @@ class CloudClient:
             call.abandoned = True
             self.breaker.failure()  # a server that cannot answer within the deadline is failing, for us
 
-    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
-                   call: _Call | None) -> CloudResult:
-        path = f"/v2/models/{self.model}{_version_path('oip', self.version)}/infer"
+    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None,
+                   target: tuple[str, int | str | None], input_parameters: dict[str, dict[str, Any]]) -> CloudResult:
+        model, version = target
+        path = f"/v2/models/{model}{_version_path('oip', version)}/infer"
         arrays = {n: np.ascontiguousarray(a) for n, a in inputs.items()}
         tensors: list[dict[str, Any]] = []
         for name, arr in arrays.items():
             t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype_of(arr)}
+            if name in input_parameters:
+                t["parameters"] = dict(input_parameters[name])
             if self.binary:
-                t["parameters"] = {"binary_data_size": arr.nbytes}
+                t["parameters"] = {**t.get("parameters", {}), "binary_data_size": arr.nbytes}
             else:
                 if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                     raise InvalidRequest(f"input '{name}' holds NaN or infinity, which JSON cannot carry")
@@ -398,9 +413,11 @@ class CloudClient:
         else:
             body, headers = header, {"Content-Type": "application/json"}
         resp = self._send("POST", path, idempotent=False, content=body, headers=headers, call=call)
-        return self._parse_oip(resp, path)
+        result = self._parse_oip(resp, path, model)
+        result.sent_bytes, result.received_bytes = len(body), len(resp.content)
+        return result
 
-    def _parse_oip(self, resp: httpx.Response, path: str) -> CloudResult:
+    def _parse_oip(self, resp: httpx.Response, path: str, model: str) -> CloudResult:
         where = f"{self.url}{path}"
         raw = resp.content
         n = resp.headers.get(HEADER_LENGTH)
@@ -432,7 +449,7 @@ class CloudClient:
         except (KeyError, TypeError, ValueError) as e:
             raise Unavailable(f"{where}: malformed output tensor in the answer ({type(e).__name__}: {e})") from e
         version = body.get("model_version")
-        return CloudResult(out, str(body.get("model_name") or self.model),
+        return CloudResult(out, str(body.get("model_name") or model),
                            int(version) if str(version).isdigit() else None, 0.0)
 
     def _infer_tf(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,

@@ -8,8 +8,13 @@ code the server uses), so both sides see the same tensor. A policy picks the sid
 - ``only_device`` / ``only_cloud``: that side or a clear error;
 - ``prefer_device``: the device; the cloud when there is no usable local model (or it fails);
 - ``prefer_cloud``: the cloud; the device on a timeout, an error or no network;
-- ``auto``: an :class:`AutoPolicy` hook decides; the default :class:`LatencyRule` keeps an EWMA of
-  each side's measured latency, picks the faster and re-probes the other side now and then.
+- ``split@K`` / ``split@K+int8``: the bundle's head (``head_K.onnx``) on the device, its tensor
+  (int8-encoded with +int8) to the server's tail ``NAME.tail.K`` of the same version, the tail's
+  outputs back; the whole model on the device if the server does not answer;
+- ``auto``: an :class:`AutoPolicy` hook decides among the device, the cloud and the bundle's
+  splits; the default :class:`LatencyRule` keeps an EWMA of each placement's measured latency,
+  picks the fastest and re-probes the others now and then; ``tandem.device.advisor_rule.AdvisorRule``
+  predicts each placement from the advisor's cost model fed with live measurements.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Union
 
 import numpy as np
+import onnxruntime as ort
 from PIL import Image
 
-from tandem.bundle import Bundle, Precision
+from tandem.advisor.placement import Placement
+from tandem.bundle import Bundle, Precision, SplitSpec, tail_name
 from tandem.device.conditions import unmet
 from tandem.device.deadline import Deadline
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
+from tandem.export import activations
 from tandem.preprocess import PreprocessSpec, decode_image, to_input
-from tandem.runtime import Guess, OnnxModel
+from tandem.runtime import Guess, OnnxModel, load_session
 
 if TYPE_CHECKING:
     from tandem.device.cloud import CloudClient
@@ -39,8 +47,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Where = Literal["device", "cloud"]
-Policy = Literal["only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto"]
+Where = Literal["device", "cloud", "split"]
+# Besides these, "split@K" and "split@K+int8" (tandem.advisor.Placement names).
+Policy = Literal["only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto"] | str
 POLICIES: tuple[str, ...] = ("only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto")
 Image_ = Union[str, Path, bytes, Image.Image, np.ndarray]
 Inputs = Union[Image_, Sequence[Image_], dict[str, np.ndarray]]
@@ -53,7 +62,9 @@ class NothingAvailable(Unavailable):
 @dataclass(frozen=True)
 class Timings:
     """Milliseconds per stage. ``network_ms`` is 0 on the device; in the cloud it is the whole round
-    trip including the remote inference, which a client cannot see apart (``inference_ms`` None)."""
+    trip including the remote inference, which a client cannot see apart (``inference_ms`` None).
+    Split: ``inference_ms`` is the head on the device (with the int8 encoding), ``network_ms`` the
+    round trip to the tail including the tail's run."""
 
     preprocess_ms: float
     network_ms: float
@@ -71,6 +82,7 @@ class Prediction:
     policy: str
     labels: list[str] | None = None
     fallback: str | None = None  # why the other side did not answer, when the policy fell back
+    placement: str = ""  # "device", "cloud", "split@K" or "split@K+int8"
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -85,11 +97,25 @@ class Prediction:
 
 
 class AutoPolicy(Protocol):
-    """The ``auto`` hook: choose a side among those available, and learn from what happened."""
+    """The ``auto`` hook: choose a placement among those available ("device", "cloud", "split@K",
+    "split@K+int8"), and learn from what happened. A policy that also has a method
+    ``measured(m: Measurement)`` gets each successful call's parts (device time, round trip)."""
 
-    def choose(self, available: Sequence[Where]) -> Where: ...
+    def choose(self, available: Sequence[str]) -> str: ...
 
-    def observe(self, where: Where, seconds: float, ok: bool) -> None: ...
+    def observe(self, where: str, seconds: float, ok: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one successful call of ``placement`` cost, in parts: for an AutoPolicy's ``measured``."""
+
+    placement: str
+    rows: int
+    device_ms: float  # model compute on the device (the whole model, or the head and its int8 encoding)
+    round_trip_ms: float  # request out, answer back (0 on the device)
+    sent_bytes: int
+    received_bytes: int
 
 
 class LatencyRule:
@@ -105,7 +131,7 @@ class LatencyRule:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def choose(self, available: Sequence[Where]) -> Where:
+    def choose(self, available: Sequence[str]) -> str:
         if not available:
             raise ConfigError("auto policy: neither the device nor the cloud is available")
         with self._lock:
@@ -118,7 +144,7 @@ class LatencyRule:
                 return ranked[1]
             return ranked[0]
 
-    def observe(self, where: Where, seconds: float, ok: bool) -> None:
+    def observe(self, where: str, seconds: float, ok: bool) -> None:
         x = seconds if ok else max(seconds, self.failure_penalty_s)
         with self._lock:
             old = self.ewma.get(where)
@@ -131,6 +157,29 @@ class _Local:
     name: str
     version: int | None
     labels: list[str] = field(default_factory=list)
+    splits: dict[int, SplitSpec] = field(default_factory=dict)
+    read: Callable[[str], Path | bytes] | None = None  # a bundle file (a head), by its name in the manifest
+    heads: dict[int, ort.InferenceSession] = field(default_factory=dict)  # k → the head, opened on first use
+    placements: list[str] = field(default_factory=list)  # the splits as auto's candidates
+
+    def __post_init__(self) -> None:
+        self.placements = [p for k in sorted(self.splits) for p in (f"split@{k}", f"split@{k}+int8")]
+
+    def head(self, k: int, threads: int | None) -> ort.InferenceSession:
+        head = self.heads.get(k)
+        if head is None:
+            spec = self.splits.get(k)
+            if spec is None or self.read is None:
+                have = ", ".join(str(s) for s in sorted(self.splits)) or "none"
+                raise ConfigError(f"the local model {self.name} has no split at k={k} (its splits: {have}); "
+                                  f"cut the bundle with `tandem split BUNDLE {k}`")
+            try:
+                source = self.read(spec.head)
+            except (KeyError, OSError) as e:
+                raise ConfigError(f"the local model {self.name} lists {spec.head} but it is not on this device "
+                                  f"({e})") from e
+            head = self.heads[k] = load_session(source, threads)
+        return head
 
 
 class HybridModel:
@@ -216,7 +265,8 @@ class HybridModel:
                 self._local, self._load_error = None, None
                 try:
                     loaded = updater.load()  # the kept previous version when the current one cannot be opened
-                    self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels)
+                    self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels,
+                                         {s.k: s for s in loaded.manifest.splits}, loaded.files.__getitem__)
                 except TandemError as e:
                     self._load_error = e
                 running = self._local.version if self._local is not None else None
@@ -236,17 +286,28 @@ class HybridModel:
         bundle = Bundle.load(src)
         m = bundle.manifest
         return _Local(OnnxModel.open(bundle, self._precision), self._name or m.name,
-                      self._version if self._version is not None else m.version, m.labels)
+                      self._version if self._version is not None else m.version, m.labels,
+                      {s.k: s for s in m.splits}, bundle.path)
 
     def device_available(self) -> bool:
+        return self._device_or_none() is not None
+
+    def _device_or_none(self) -> _Local | None:
         try:
-            self._device()
-            return True
+            return self._device()
         except TandemError:
-            return False
+            return None
 
     def _cloud_available(self) -> bool:
         return self.cloud is not None and self.cloud.breaker.state != "open"
+
+    def split_placements(self) -> list[str]:
+        """The splits the local model holds, each sent fp32 and int8: what ``auto`` may choose besides
+        the device and the cloud."""
+        try:
+            return list(self._device().placements)
+        except TandemError:
+            return []
 
     def _keep_updating(self, updater: ModelUpdater, conditions: DownloadConditions) -> None:
         """Start the background update again when the last one was deferred or failed, the device
@@ -313,8 +374,10 @@ class HybridModel:
         if "" in tensors:
             tensors = {self._input_name(): tensors.pop("")}
 
-        order: tuple[Where, ...]
-        if policy == "only_device":
+        order: tuple[str, ...]
+        if policy.startswith("split@"):
+            order = (policy, "device")
+        elif policy == "only_device":
             order = ("device",)
         elif policy == "prefer_device":
             order = ("device", "cloud")
@@ -323,14 +386,17 @@ class HybridModel:
         elif policy == "only_cloud":
             order = ("cloud",)
         else:
-            available: list[Where] = [w for w, ok in (("device", self.device_available()),
-                                                      ("cloud", self._cloud_available())) if ok]
+            local = self._device_or_none()
+            cloud_ok = self._cloud_available()
+            available = [w for w, ok in (("device", local is not None), ("cloud", cloud_ok)) if ok]
+            if local is not None and cloud_ok:
+                available += local.placements
             if not available:
                 available = ["device"] if self._source is not None else ["cloud"]
             first = self.auto.choose(available)
             order = (first, "cloud" if first == "device" else "device")
 
-        failures: list[tuple[Where, TandemError]] = []
+        failures: list[tuple[str, TandemError]] = []
         for i, where in enumerate(order):
             start = self.clock()
             try:
@@ -340,15 +406,18 @@ class HybridModel:
                     except TandemError as e:
                         failures.append(("device", e))
                         continue
-                    outputs, name, version, network_ms, inference_ms = self._run_device(local, tensors)
+                    run = self._run_device(local, tensors)
                 else:
                     if self.cloud is None:
-                        failures.append(("cloud", ConfigError("no cloud endpoint configured "
-                                                              "(pass cloud=CloudClient(...))")))
+                        failures.append((where, ConfigError("no cloud endpoint configured "
+                                                            "(pass cloud=CloudClient(...))")))
                         continue
                     device_next = "device" in order[i + 1:] and self._source is not None
-                    outputs, name, version, network_ms, inference_ms = self._run_cloud(
-                        tensors, self._cloud_deadline(deadline, tensors, device_next))
+                    call_deadline = self._cloud_deadline(deadline, tensors, device_next)
+                    if where == "cloud":
+                        run = self._run_cloud(tensors, call_deadline)
+                    else:
+                        run = self._run_split(Placement.parse(where), tensors, call_deadline)
             except TandemError as e:
                 if policy == "auto":
                     self.auto.observe(where, self.clock() - start, ok=False)
@@ -357,11 +426,16 @@ class HybridModel:
                 continue
             if policy == "auto":
                 self.auto.observe(where, self.clock() - start, ok=True)
+                measured = getattr(self.auto, "measured", None)
+                if measured is not None:
+                    measured(Measurement(where, _rows(tensors), run.inference_ms or 0.0, run.network_ms,
+                                         run.sent_bytes, run.received_bytes))
             total_ms = (self.clock() - t0) * 1000
-            return Prediction(outputs, where, name, version,
-                              Timings(pre_ms, network_ms, inference_ms, total_ms), policy,
+            kind: Where = "split" if where.startswith("split@") else where  # type: ignore[assignment]
+            return Prediction(run.outputs, kind, run.model, run.version,
+                              Timings(pre_ms, run.network_ms, run.inference_ms, total_ms), policy,
                               self._labels_for(),
-                              "; ".join(f"{w}: {e}" for w, e in failures) if failures else None)
+                              "; ".join(f"{w}: {e}" for w, e in failures) if failures else None, where)
         raise _no_side(policy, failures)
 
     def _cloud_deadline(self, deadline: Deadline | None, tensors: dict[str, np.ndarray],
@@ -372,8 +446,7 @@ class HybridModel:
             return deadline
         return deadline.sooner(self._row_s * _rows(tensors))
 
-    def _run_device(self, local: _Local, tensors: dict[str, np.ndarray]
-                    ) -> tuple[dict[str, np.ndarray], str, int | None, float, float]:
+    def _run_device(self, local: _Local, tensors: dict[str, np.ndarray]) -> _Run:
         model = local.model
         start = self.clock()
         if len(tensors) == 1 and model.input_name in tensors:
@@ -387,13 +460,37 @@ class HybridModel:
         seconds = self.clock() - start
         row_s = seconds / _rows(tensors)
         self._row_s = row_s if self._row_s is None else 0.8 * self._row_s + 0.2 * row_s
-        return outputs, local.name, local.version, 0.0, seconds * 1000
+        return _Run(outputs, local.name, local.version, 0.0, seconds * 1000)
 
-    def _run_cloud(self, tensors: dict[str, np.ndarray], deadline: Deadline | None
-                   ) -> tuple[dict[str, np.ndarray], str, int | None, float, None]:
+    def _run_cloud(self, tensors: dict[str, np.ndarray], deadline: Deadline | None) -> _Run:
         assert self.cloud is not None
         r = self.cloud.infer(tensors, deadline=deadline)
-        return r.outputs, r.model, r.version, r.network_s * 1000, None
+        return _Run(r.outputs, r.model, r.version, r.network_s * 1000, None, r.sent_bytes, r.received_bytes)
+
+    def _run_split(self, placement: Placement, tensors: dict[str, np.ndarray], deadline: Deadline | None) -> _Run:
+        """The head here, the tail of the same version on the server (``NAME.tail.K``)."""
+        assert self.cloud is not None
+        local = self._device()
+        head = local.head(placement.k, None)
+        head_input = head.get_inputs()[0].name
+        if list(tensors) != [head_input]:
+            raise InvalidRequest(f"split@{placement.k} runs the head on '{head_input}'; got tensors {sorted(tensors)}")
+        spec = local.splits[placement.k]
+        start = self.clock()
+        try:
+            (mid,) = head.run([spec.tensor.name], tensors)
+        except Exception as e:  # ONNX Runtime raises its own unexported exception types
+            raise InvalidRequest(f"the head of split@{placement.k} cannot run these tensors ({e})") from e
+        params = None
+        if placement.int8:
+            q = activations.quantize(mid)
+            mid, params = q.values, {spec.tensor.name: {"scale": q.scale, "zero_point": q.zero_point}}
+        head_ms = (self.clock() - start) * 1000
+        # The tail must come from the head's version: a head and a tail of different weights disagree.
+        version = local.version if local.version is not None else self.cloud.version
+        r = self.cloud.infer({spec.tensor.name: mid}, deadline=deadline, model=tail_name(self.cloud.model, placement.k),
+                             version=version, input_parameters=params)
+        return _Run(r.outputs, local.name, r.version, r.network_s * 1000, head_ms, r.sent_bytes, r.received_bytes)
 
     def _labels_for(self) -> list[str] | None:
         if self._labels is not None:
@@ -402,9 +499,26 @@ class HybridModel:
         return local.labels if local is not None and local.labels else None
 
 
+@dataclass
+class _Run:
+    """One placement's answer."""
+
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: int | None
+    network_ms: float
+    inference_ms: float | None  # on the device
+    sent_bytes: int = 0
+    received_bytes: int = 0
+
+
 def _check_policy(policy: str) -> None:
-    if policy not in POLICIES:
-        raise InvalidRequest(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
+    if policy in POLICIES:
+        return
+    if policy.startswith("split@"):
+        Placement.parse(policy)  # InvalidRequest naming the forms when malformed
+        return
+    raise InvalidRequest(f"policy {policy!r}: use one of {', '.join(POLICIES)}, 'split@K' or 'split@K+int8'")
 
 
 def _rows(tensors: dict[str, np.ndarray]) -> int:
@@ -431,7 +545,7 @@ def _decode(img: Image_) -> Image.Image:
                      "or an HxWx3 uint8 array")
 
 
-def _no_side(policy: str, failures: list[tuple[Where, TandemError]]) -> TandemError:
+def _no_side(policy: str, failures: list[tuple[str, TandemError]]) -> TandemError:
     if len(failures) == 1:
         return failures[0][1]  # one side was allowed and it said why (e.g. ServerUnreachable, CircuitOpen)
     text = "; ".join(f"{w}: {e}" for w, e in failures)

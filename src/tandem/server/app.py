@@ -32,7 +32,7 @@ from starlette.routing import Route
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
 from tandem.server import images, oip, openapi, ota, tfserving, webapp
-from tandem.server.auth import Authenticator
+from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.models import ModelPool
@@ -87,7 +87,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                             if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
         pool = ModelPool(reg, settings, metrics)
         ota_service = OtaService(reg, settings, metrics)
-        app.state.services = Services(settings, reg, pool, Authenticator(reg.verify_key, settings.key_cache_s),
+        # Failures get buckets of their own (per address, not per key), in Redis when limits are shared.
+        failures = limiter if settings.redis_url else LocalLimiter(settings.auth_failures_per_s,
+                                                                    settings.auth_failures_burst)
+        guard = FailureGuard(failures, settings.auth_failures_per_s, settings.auth_failures_burst,
+                             lambda reason: metrics.auth_failures.labels(reason).inc())
+        app.state.services = Services(settings, reg, pool, Authenticator(reg.verify_key, settings.key_cache_s, guard),
                                       limiter, metrics, ota_service)
         try:
             await pool.start()

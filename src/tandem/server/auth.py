@@ -4,6 +4,11 @@ Keys are checked by the registry (stored hashed, compared in constant time there
 remembers each answer for ``key_cache_s`` so that a busy route does not query the database per
 request; the cache is keyed by the key's sha256, so plaintext keys are never kept, and a revoked key
 stops working within ``key_cache_s``.
+
+Brute force: every failed check is counted (tandem_auth_failures_total), and those that presented
+a key take a token from their client address's bucket (TANDEM_AUTH_FAILURES_*). An address whose
+bucket is empty gets 429 before its key is even looked at: guesses, and the registry lookups
+they cause, then come no faster than the refill rate per address, whatever the guesser sends.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from tandem.errors import Forbidden, Unauthenticated
+from tandem.errors import Forbidden, RateLimited, Unauthenticated
 from tandem.registry.records import KeyInfo, Scope, grants
+from tandem.server.ratelimit import Limiter
 
 MAX_KEY_CHARS = 512
 CACHE_ENTRIES = 10_000
@@ -24,6 +30,7 @@ REALM = 'Bearer realm="tandem"'
 def unauthenticated(message: str, reason: str | None = None) -> Unauthenticated:
     e = Unauthenticated(message)
     e.challenge = REALM if reason is None else f'{REALM}, error="{reason}"'  # type: ignore[attr-defined]
+    e.reason = reason or "missing_key"  # type: ignore[attr-defined]
     return e
 
 
@@ -46,14 +53,69 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
+class FailureGuard:
+    """Failed key checks per client address: a token bucket of ``burst`` failures refilled at
+    ``rate`` per second (in Redis, shared by every worker, when the limiter is Redis's)."""
+
+    PREFIX = "auth-failures:"
+
+    def __init__(self, limiter: Limiter, rate: float, burst: int, counted: Callable[[str], None]) -> None:
+        self._limiter = limiter
+        self._rate, self._burst = rate, burst
+        self._counted = counted
+        self._blocked: dict[str, float] = {}  # address -> monotonic time until which it gets 429
+
+    def check(self, client: str) -> None:
+        until = self._blocked.get(client)
+        if until is None:
+            return
+        wait = until - time.monotonic()
+        if wait <= 0:
+            del self._blocked[client]
+            return
+        self._counted("blocked")
+        raise self._refusal(wait)
+
+    async def failed(self, client: str, reason: str, presented: bool) -> None:
+        """Count a failed check; RateLimited when it was one guess too many from ``client``."""
+        self._counted(reason)
+        if not presented:  # no key at all is a misconfigured client, not a guess
+            return
+        wait = await self._limiter.take(self.PREFIX + client, self._rate, self._burst)
+        if wait > 0:
+            if len(self._blocked) >= CACHE_ENTRIES:  # spoofed addresses must not grow memory without bound
+                self._blocked.clear()
+            self._blocked[client] = time.monotonic() + wait
+            raise self._refusal(wait)
+
+    @staticmethod
+    def _refusal(wait: float) -> RateLimited:
+        return RateLimited(f"too many failed API-key checks from this address; retry in {wait:.1f} s", wait)
+
+
 class Authenticator:
-    def __init__(self, verify: Callable[[str], KeyInfo | None], cache_s: float) -> None:
+    def __init__(self, verify: Callable[[str], KeyInfo | None], cache_s: float, guard: FailureGuard | None = None) -> None:
         self._verify = verify
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[KeyInfo | None, float]] = {}
+        self._guard = guard
 
-    async def authenticate(self, header: str | None, need: Scope) -> KeyInfo:
-        """The key's record if it may call a route that needs ``need``; 401 or 403 otherwise."""
+    async def authenticate(self, header: str | None, need: Scope, client: str = "") -> KeyInfo:
+        """The key's record if it may call a route that needs ``need``; 401 or 403 otherwise (429
+        while ``client``, the caller's address, has failed too often)."""
+        if self._guard is None:
+            return await self._authenticate(header, need)
+        self._guard.check(client)
+        try:
+            return await self._authenticate(header, need)
+        except Unauthenticated as e:
+            await self._guard.failed(client, getattr(e, "reason", "invalid_token"), presented=bool(header))
+            raise
+        except Forbidden:
+            await self._guard.failed(client, "insufficient_scope", presented=False)
+            raise
+
+    async def _authenticate(self, header: str | None, need: Scope) -> KeyInfo:
         token = bearer_token(header)
         info = await self._lookup(token)
         if info is None or info.revoked is not None:

@@ -54,7 +54,8 @@ def endpoint(route: str, need: Scope | None, handler: Handler) -> Callable[[Requ
         call.route = route
         try:
             if need is not None:
-                key = await services.auth.authenticate(request.headers.get("authorization"), need)
+                client = request.client.host if request.client else ""
+                key = await services.auth.authenticate(request.headers.get("authorization"), need, client)
                 call.key_id = key.key_id
                 await ratelimit.check(services.limiter, key.key_id, *services.settings.rate_for(key.scope))
             timeout = services.settings.request_timeout_s

@@ -46,6 +46,10 @@ class Metrics:
                             registry=r, multiprocess_mode="livemax")
         self.swaps = Counter("tandem_alias_swaps", "Aliases switched to a newly loaded version.",
                              ["model", "alias"], registry=r)
+        self.auth_failures = Counter("tandem_auth_failures", "Failed API-key checks, by reason: missing_key, "
+                                     "invalid_request, invalid_token (unknown or revoked), insufficient_scope, and "
+                                     "blocked (refused unchecked: the address failed too often).", ["reason"],
+                                     registry=r)
         self.rate_limit_errors = Counter("tandem_rate_limit_backend_errors", "Rate-limit checks that failed "
                                          "(Redis unreachable); such requests are let through.", registry=r)
         # Over-the-air delivery (server/ota.py).

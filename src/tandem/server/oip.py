@@ -49,7 +49,7 @@ async def server_metadata(request: Request, call: Call) -> Response:
 
 async def _model(request: Request, call: Call) -> LoadedModel:
     p = request.path_params
-    model = await request.app.state.services.pool.get(p["name"], p.get("version"))
+    model = await request.app.state.services.pool.get(p["name"], p.get("version"), tails=True)
     call.serving(model.name, model.version)
     return model
 
@@ -57,7 +57,7 @@ async def _model(request: Request, call: Call) -> LoadedModel:
 async def model_metadata(request: Request, call: Call) -> Response:
     model = await _model(request, call)
     registry = request.app.state.services.registry
-    versions = await asyncio.to_thread(registry.versions, model.name)
+    versions = await asyncio.to_thread(registry.versions, model.model_name)  # a tail's are its model's
     return json_response({
         "name": model.name,
         "versions": [str(v.version) for v in versions],
@@ -78,7 +78,7 @@ async def infer(request: Request, call: Call) -> Response:
     with model.batcher.slot() as slot:  # tells the batcher this request is on its way
         body = await read_body(request, services.settings.max_body_bytes)
         req = oip_codec.parse_infer_request(
-            body, request.headers.get(oip_codec.HEADER_LENGTH), model.inputs, model.outputs)
+            body, request.headers.get(oip_codec.HEADER_LENGTH), model.inputs, model.outputs, model.int8_inputs)
         result = await slot.submit(req.inputs)
     content, headers = oip_codec.encode_infer_response(
         model.name, model.version, req.id, [(o, result[o.name]) for o in req.outputs])

@@ -4,14 +4,19 @@ Covers JSON tensors and the binary tensor data extension: the body is a JSON hea
 ``Inference-Header-Content-Length`` bytes followed by the raw bytes of every input that declares
 ``parameters.binary_data_size``, in the order of ``inputs``. Outputs come back as JSON ``data`` or
 as raw bytes after the JSON header, per output (``parameters.binary_data``) or for all of them
-(request ``parameters.binary_data_output``). Spec:
+(request ``parameters.binary_data_output``).
+
+int8 transfer (a split's tail, docs/serving.md): an FP32 input named in ``int8_inputs`` may instead
+arrive as UINT8 with ``parameters.scale`` and ``parameters.zero_point`` on the input (or on the
+request, for clients such as tritonclient that cannot set an input's parameters); it is decoded to
+``(q - zero_point) * scale`` in float32, as tandem.export.activations encodes it. Spec:
 https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
 and Triton's binary_tensor_data extension.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,7 @@ import numpy as np
 import orjson
 
 from tandem.errors import InvalidRequest
+from tandem.export import activations
 from tandem.server import tensors
 from tandem.server.tensors import TensorSig
 
@@ -85,11 +91,26 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, int]
     return view[:n], n
 
 
+def _quantization(params: dict[str, Any], request_params: dict[str, Any], name: str) -> tuple[float, int]:
+    """(scale, zero point) of an int8-encoded input: its own parameters, else the request's."""
+    source = params if "scale" in params or "zero_point" in params else request_params
+    scale, zero_point = source.get("scale"), source.get("zero_point")
+    if type(scale) not in (int, float) or not np.isfinite(scale) or not scale > 0:
+        raise InvalidRequest(f"input '{name}': UINT8 values of an FP32 input need parameters.scale, a positive "
+                             f"number (int8 transfer: x = (q - zero_point) * scale), got {scale!r}")
+    if type(zero_point) is not int or not 0 <= zero_point <= 255:
+        raise InvalidRequest(f"input '{name}': UINT8 values of an FP32 input need parameters.zero_point, an "
+                             f"integer from 0 to 255, got {zero_point!r}")
+    return float(scale), zero_point
+
+
 def parse_infer_request(
-    body: bytes, header_length: str | None, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig]
+    body: bytes, header_length: str | None, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig],
+    int8_inputs: Collection[str] = (),
 ) -> InferRequest:
     """Check a request against the model's inputs and outputs and give numpy arrays (binary ones
-    are read-only views into ``body``, not copies)."""
+    are read-only views into ``body``, not copies). ``int8_inputs``: FP32 inputs that may arrive
+    int8-encoded (see the module's docstring)."""
     header, binary_start = split_body(body, header_length)
     req = loads(header, "inference request")
     if not isinstance(req, dict):
@@ -119,13 +140,18 @@ def parse_infer_request(
             )
         if name in arrays:
             raise InvalidRequest(f"input '{name}' is given twice")
+        item_params = _parameters(item, f"input '{name}'")
+        quantized: tuple[float, int] | None = None
+        if name in int8_inputs and sig.datatype == "FP32" and item.get("datatype") == "UINT8":
+            quantized = _quantization(item_params, params, name)
+            sig = TensorSig(sig.name, "UINT8", sig.shape)
         tensors.check_datatype(sig, item.get("datatype"))
         shape = tensors.check_shape(sig, item.get("shape"))
-        size = _parameters(item, f"input '{name}'").get("binary_data_size")
+        size = item_params.get("binary_data_size")
         if size is None:
             if "data" not in item:
                 raise InvalidRequest(f"input '{name}' has neither data nor parameters.binary_data_size")
-            arrays[name] = tensors.from_json_values(sig, item["data"], shape)
+            arrays[name] = _decoded(tensors.from_json_values(sig, item["data"], shape), quantized)
             continue
         if type(size) is not int or size < 0:
             raise InvalidRequest(f"input '{name}': binary_data_size must be a byte count, got {size!r}")
@@ -140,7 +166,7 @@ def parse_infer_request(
                 f"input '{name}': binary_data_size {size} reaches past the end of the body "
                 f"({len(body) - offset} bytes left after the JSON header and earlier inputs)"
             )
-        arrays[name] = tensors.from_bytes(sig, body, offset, size, shape)
+        arrays[name] = _decoded(tensors.from_bytes(sig, body, offset, size, shape), quantized)
         offset += size
     if offset != len(body):
         raise InvalidRequest(
@@ -155,6 +181,13 @@ def parse_infer_request(
     if len(rows) > 1:
         raise InvalidRequest(f"inputs have different batch sizes {sorted(rows)}; the first dimension must agree")
     return InferRequest(arrays, _requested_outputs(req.get("outputs"), outputs, binary_default), request_id)
+
+
+def _decoded(arr: np.ndarray, quantized: tuple[float, int] | None) -> np.ndarray:
+    if quantized is None:
+        return arr
+    scale, zero_point = quantized
+    return activations.dequantize(activations.Quantized(arr, scale, zero_point))
 
 
 def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: bool) -> list[RequestedOutput]:

@@ -76,6 +76,11 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 MODEL_ERRORS = (400, 404, 503, 504)
+TAIL_TEXT = (" Model NAME.tail.K is the tail of NAME's split at k=K (split inference, docs/advisor.md): it "
+             "takes the tensor the device's head sends, FP32, or UINT8 with parameters scale and zero_point "
+             "(x = (q - zero_point) * scale) on the input or the request.")
+QUANT = {"scale": {"type": "number", "exclusiveMinimum": 0},
+         "zero_point": {"type": "integer", "minimum": 0, "maximum": 255}}
 BODY_ERRORS = (400, 404, 413, 415, 503, 504)
 
 
@@ -120,8 +125,10 @@ def document(metrics_scope: str | None) -> dict:
                                     params=params)}
         paths[prefix + "/ready"] = {"get": _op("Model readiness", ok(_ref("ModelReady")), MODEL_ERRORS, "predict",
                                                params=params)}
-        paths[prefix + "/infer"] = {"post": _op("Inference (JSON or binary tensors)", infer_ok, BODY_ERRORS,
-                                                "predict", infer_body, [*params, infer_header])}
+        infer = _op("Inference (JSON or binary tensors)", infer_ok, BODY_ERRORS, "predict", infer_body,
+                    [*params, infer_header])
+        infer["description"] += TAIL_TEXT
+        paths[prefix + "/infer"] = {"post": infer}
     for prefix, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, numeric]),
                            ("/v1/models/{name}/labels/{label}", [name, label])):
         paths[prefix] = {"get": _op("TF-Serving model status", ok(_ref("ModelStatus")), MODEL_ERRORS, "predict",
@@ -270,14 +277,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["inputs"],
         "properties": {
             "id": {"type": "string"},
-            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}, **QUANT}},
             "inputs": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["name", "shape", "datatype"],
                 "properties": {
                     "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
                     "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                     "parameters": {"type": "object",
-                                   "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+                                   "properties": {"binary_data_size": {"type": "integer", "minimum": 0},
+                                                  **QUANT}},
                     "data": {"type": "array"}}}},
             "outputs": {"type": "array", "items": {
                 "type": "object", "required": ["name"],

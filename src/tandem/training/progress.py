@@ -42,12 +42,15 @@ class TrainProgress:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self._progress.stop()
 
-    def step(self, epoch: int, loss: float, acc: float) -> None:
-        self._progress.update(self._task, advance=1, epoch=epoch + 1, loss=loss, acc=acc)
+    def step(self, epoch: int, batch: int, loss: float, acc: float) -> None:
+        """Batch ``batch`` of epoch ``epoch`` (both 0-based) is done: a Ray Train run reports only
+        some of its steps, so the bar goes to where the step says, not one further."""
+        self._progress.update(self._task, completed=epoch * self.steps + batch + 1, epoch=epoch + 1, loss=loss, acc=acc)
 
     def epoch_done(self, epoch: int, row: dict) -> None:
         self.val = f"{row['val_acc']:.3f}" if row["val_acc"] == row["val_acc"] else "—"
-        self._progress.update(self._task, val=self.val)
+        # The epoch's train metrics over every batch (and, under Ray, every worker), not the last step's.
+        self._progress.update(self._task, val=self.val, loss=row["train_loss"], acc=row["train_acc"])
         if self.enabled:
             self._progress.console.print(
                 f"epoch {epoch + 1}/{self.epochs}: loss {row['train_loss']:.3f}  acc {row['train_acc']:.3f}  "

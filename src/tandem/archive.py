@@ -1,0 +1,165 @@
+"""`.tandem` archives: a bundle folder as one zip file, to copy or upload as a single file.
+
+An archive comes from anywhere, so extraction trusts nothing in it: every name must be a plain
+relative path inside the bundle (no ``..``, no absolute or drive paths, no backslashes), every
+entry a regular file (no symlinks, devices or encrypted entries), no name twice, and only the
+files the manifest lists. Sizes are capped twice: the sizes the zip declares, before anything is
+written, and the bytes that really come out of each entry while they are written, since a zip can
+lie about them. Extraction writes into a staging folder beside the target and renames it into
+place only once the bundle verifies, so a refused archive leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from tandem import atomic
+from tandem.bundle import MANIFEST, UNHASHED, Bundle
+from tandem.errors import BundleError
+
+SUFFIX = ".tandem"
+# Far above any bundle Tandem writes (a few MB to a few hundred), far below a full disk.
+MAX_BYTES = 4 << 30
+MAX_ENTRIES = 1000
+MAX_MANIFEST_BYTES = 16 << 20
+_CHUNK = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# What zipfile and zlib raise on a damaged archive.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError)
+
+
+def pack(bundle_dir: Path, out: Path) -> Path:
+    """Write the verified bundle at ``bundle_dir`` as one archive: manifest.json first, then every
+    file the manifest lists, in a fixed order and with fixed timestamps (same bundle, same bytes)."""
+    bundle = Bundle.load(bundle_dir)
+    names = [MANIFEST, *sorted(bundle.manifest.files)]
+    if (bundle.root / "signature").is_file():
+        names.insert(1, "signature")
+    with atomic.temp_path_for(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in names:
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.file_size = (bundle.root / rel).stat().st_size  # zipfile picks zip64 from it
+            with (bundle.root / rel).open("rb") as src, zf.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+    return out
+
+
+def _check_name(name: str) -> str:
+    """``name`` as a relative POSIX path inside the bundle, or BundleError."""
+    parts = name.split("/")
+    if (not name or "\\" in name or "\0" in name or name.startswith("/") or _DRIVE.match(name)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise BundleError(f"archive entry {name!r} is not a plain relative path inside the bundle; refusing the archive")
+    return str(PurePosixPath(name))
+
+
+def _check_entry(info: zipfile.ZipInfo) -> None:
+    mode = info.external_attr >> 16
+    if info.flag_bits & 0x1:
+        raise BundleError(f"archive entry {info.filename!r} is encrypted; Tandem archives are not")
+    if mode and not stat.S_ISREG(mode):
+        raise BundleError(f"archive entry {info.filename!r} is not a regular file (a link or a device); "
+                          "refusing the archive")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise BundleError(f"archive entry {info.filename!r} uses compression method {info.compress_type}; "
+                          "Tandem archives are stored or deflated")
+
+
+def _entries(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
+    """Every file entry by its checked name; directory entries are left out (folders are made as
+    files need them)."""
+    infos = zf.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise BundleError(f"the archive has {len(infos)} entries, over the limit of {MAX_ENTRIES}")
+    files: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        if info.filename.endswith("/") and info.file_size == 0:
+            _check_name(info.filename.rstrip("/"))
+            continue
+        name = _check_name(info.filename)
+        _check_entry(info)
+        if name in files:
+            raise BundleError(f"archive entry {name!r} appears twice; refusing the archive")
+        files[name] = info
+    total = sum(i.file_size for i in files.values())
+    if total > max_bytes:
+        raise BundleError(f"the archive unpacks to {total:,} bytes, over the limit of {max_bytes:,}")
+    folders = {str(p) for n in files for p in PurePosixPath(n).parents}
+    clash = sorted(folders & set(files))
+    if clash:
+        raise BundleError(f"archive entry {clash[0]!r} is both a file and a folder; refusing the archive")
+    return files
+
+
+def _listed(zf: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo]) -> set[str]:
+    """The names the archive's manifest lists, read (size-capped) before anything is written."""
+    if MANIFEST not in files:
+        raise BundleError(f"the archive has no {MANIFEST} at its top level; it is not a bundle archive")
+    if files[MANIFEST].file_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"the archive's {MANIFEST} declares {files[MANIFEST].file_size:,} bytes; too large")
+    with zf.open(files[MANIFEST]) as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        listed = json.loads(raw)["files"]
+        if not isinstance(listed, dict):
+            raise TypeError
+    except (ValueError, RecursionError, KeyError, TypeError) as e:
+        raise BundleError(f"the archive's {MANIFEST} does not list its files as a JSON object: {e!r:.200}") from e
+    return set(listed) | UNHASHED
+
+
+def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, budget: int) -> int:
+    """Write one entry, stopping as soon as it yields more than it declared or ``budget`` allows."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    limit = min(info.file_size, budget)
+    with zf.open(info) as src, dst.open("xb") as out:
+        while chunk := src.read(min(_CHUNK, limit + 1 - written)):
+            written += len(chunk)
+            if written > limit:
+                raise BundleError(f"archive entry {info.filename!r} unpacks to more than the {info.file_size:,} bytes "
+                                  "it declares (or past the size limit); refusing the archive")
+            out.write(chunk)
+    return written
+
+
+def unpack(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Bundle:
+    """Extract ``archive`` into the new folder ``dest`` and return the verified bundle there.
+
+    ``dest`` must not exist. BundleError for anything wrong with the archive; nothing is written
+    outside ``dest``, and nothing at all unless the whole bundle verifies.
+    """
+    dest = Path(dest)
+    if dest.exists() or dest.is_symlink():
+        raise BundleError(f"{dest} already exists; unpack into a new folder")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            files = _entries(zf, max_bytes)
+            listed = _listed(zf, files)
+            extra = sorted(set(files) - listed)
+            if extra:
+                raise BundleError(f"archive entry {extra[0]!r} is not listed in its manifest; refusing the archive")
+            with atomic.staged_dir(dest) as stage:
+                budget = max_bytes
+                for name, info in files.items():
+                    budget -= _copy(zf, info, stage / name, budget)
+                bundle = Bundle.load(stage)
+    except BundleError:
+        raise
+    except FileNotFoundError as e:
+        raise BundleError(f"{archive}: no such archive") from e
+    except _ZIP_ERRORS as e:
+        raise BundleError(f"{archive}: not a readable {SUFFIX} archive ({type(e).__name__}: {e}); "
+                          "copy it again") from e
+    except OSError as e:  # a damaged archive's offsets, or a folder that cannot be written (a full disk)
+        raise BundleError(f"cannot unpack {archive} into {dest} ({e}): the archive is damaged or the "
+                          "folder not writable") from e
+    return Bundle(dest.resolve(), bundle.manifest)

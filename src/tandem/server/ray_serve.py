@@ -1,0 +1,136 @@
+"""`tandem serve --ray`: the very app `tandem serve` runs (create_app), as a Ray Serve ingress
+deployment, so the HTTP API is the same route for route and byte for byte (Ray's proxy adds an
+``x-request-id`` header; it changes nothing else).
+
+One deployment, ``TandemServer``, serves every model of the registry; each replica is what one
+uvicorn worker is: its own model pool with Tandem's dynamic batching (so Ray Serve's @serve.batch
+is not used), its own alias watcher, its own OTA service. What replicas must agree on lives outside
+them: the registry database (PostgreSQL for more than one host), the artifact store under
+TANDEM_HOME (a shared filesystem across hosts), rate limits in Redis (TANDEM_REDIS_URL). A moved
+alias is served by every replica within TANDEM_ALIAS_POLL_S (each replica polls the registry) plus
+the time to load and warm the version it now points to, if that replica has not loaded it yet.
+
+A replica that dies (its process killed, its node lost) takes the requests in flight on it with it;
+Ray Serve's proxy routes new requests to the other replicas and the controller starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+
+from tandem.errors import ConfigError
+from tandem.ray_cluster import connected, local_cpus, require_ray
+from tandem.settings import Settings
+
+log = logging.getLogger(__name__)
+APP_NAME = "tandem"
+DEPLOYMENT = "TandemServer"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A fixed number of replicas, or Ray Serve's autoscaler between ``min`` and ``max`` replicas
+    aiming at ``target`` requests in flight per replica."""
+
+    replicas: int = 1
+    autoscale: tuple[int, int, float] | None = None
+
+    @classmethod
+    def parse(cls, replicas: int | None, autoscale: str | None) -> Scaling:
+        if autoscale is None:
+            return cls(replicas or 1)
+        if replicas is not None:
+            raise ConfigError("pass --replicas or --autoscale, not both")
+        try:
+            lo, hi, target = (p.strip() for p in autoscale.split(","))
+            parsed = (int(lo), int(hi), float(target))
+        except ValueError:
+            raise ConfigError(f"--autoscale {autoscale!r}: expected min,max,target_ongoing_requests, "
+                              "e.g. 1,4,8") from None
+        if not (0 <= parsed[0] <= parsed[1] and parsed[1] >= 1 and parsed[2] > 0):
+            raise ConfigError(f"--autoscale {autoscale!r}: need 0 <= min <= max, max >= 1 and a target above 0")
+        return cls(parsed[1], parsed)
+
+    @property
+    def most(self) -> int:
+        return self.autoscale[1] if self.autoscale else self.replicas
+
+    def options(self) -> dict[str, Any]:
+        if self.autoscale is None:
+            return {"num_replicas": self.replicas}
+        lo, hi, target = self.autoscale
+        return {"autoscaling_config": {"min_replicas": lo, "max_replicas": hi, "target_ongoing_requests": target,
+                                       "initial_replicas": max(lo, 1)}}
+
+
+class TandemServer:
+    """The ingress: Ray Serve calls ``__serve_build_asgi_app__`` on each replica once its
+    constructor has run, and runs the app's lifespan (registry, model pool, OTA) there."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        from tandem.server.app import create_app
+
+        return create_app(self.settings)
+
+
+def replica_settings(settings: Settings, scaling: Scaling, local: bool) -> Settings:
+    """On a machine of its own, replicas share its cores the way uvicorn workers do (models.py sizes
+    the model calls in flight by TANDEM_WORKERS); on a cluster each replica keeps the given value."""
+    if not local:
+        return settings
+    return settings.model_copy(update={"workers": max(1, min(scaling.most, local_cpus()))})
+
+
+def deploy(settings: Settings, scaling: Scaling, host: str, port: int, local: bool = True) -> None:
+    """Start Ray Serve's proxy on host:port (if not running) and (re)deploy the app at "/"; returns
+    once every replica has loaded its models and answers."""
+    require_ray()
+    from ray import serve
+
+    serve.start(http_options={"host": host, "port": port})
+    ingress = serve.ingress()(TandemServer)
+    deployment = serve.deployment(
+        name=DEPLOYMENT,
+        ray_actor_options={"num_cpus": settings.ray_replica_cpus},
+        max_ongoing_requests=settings.ray_max_ongoing_requests,
+        # The app answers its own 504 after TANDEM_REQUEST_TIMEOUT_S; a replica stopping waits that long for it.
+        graceful_shutdown_timeout_s=settings.request_timeout_s,
+        **scaling.options(),
+    )(ingress)
+    serve.run(deployment.bind(replica_settings(settings, scaling, local)), name=APP_NAME, route_prefix="/")
+
+
+def undeploy() -> None:
+    from ray import serve
+
+    serve.delete(APP_NAME)
+
+
+def serve_forever(settings: Settings, scaling: Scaling, host: str, port: int, address: str | None,
+                  verbose: bool = False, on_ready: Callable[[], None] | None = None) -> None:
+    """`tandem serve --ray`: deploy, then wait for Ctrl-C or SIGTERM. A local Ray instance this
+    started is stopped after; on a cluster only the app is deleted (its proxy stays with the cluster)."""
+    from ray import serve
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with connected(address, settings, verbose) as local:
+        deploy(settings, scaling, host, port, local)
+        if on_ready is not None:
+            on_ready()
+        stop.wait()
+        if local:
+            serve.shutdown()
+        else:
+            undeploy()
