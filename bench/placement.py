@@ -3,8 +3,9 @@
     make bench-placement     (or: .venv/bin/python bench/placement.py [--bundle DIR] [--quick])
 
 A real `tandem serve` (one ONNX Runtime thread per model call) on loopback serves a real-architecture
-bundle (the celebmatch network; without a trained bundle on disk, its untrained weights are exported
-once into bench/work/placement: latency does not depend on the weights). This process is the device:
+bundle: the demo's or a benchmark's trained celebmatch bundle, else the celebmatch network with
+untrained weights exported once into bench/work/placement (latency does not depend on the weights);
+it is copied into bench/work/placement and cut there at the splits measured. This process is the device:
 `HybridModel` runs the whole model, the head of a split, or nothing, with one ONNX Runtime thread.
 
 **Links are emulated in the client path**, not in the kernel: `tc netem` needs root and a network
@@ -18,8 +19,8 @@ this checks is everything else: device and server compute, the server's per-requ
 bytes each placement really sends, and the SDK. Real links add slow start, jitter and handshakes.
 
 The workload is **one request now and then**: every call follows IDLE_GAP_S of idling, as photos
-taken by a person arrive (on this machine a model run after idling takes ~1.7x a run of many back to
-back: cold caches, a clocked-down core; `profile_bundle` measures both, `whole_idle_ms`).
+taken by a person arrive (on this machine a model run after idling takes 1.2-1.7x a run of many back
+to back: cold caches, a clocked-down core; `profile_bundle` measures both, `whole_idle_ms`).
 
 For each network profile (tandem.advisor.NETWORKS: offline has the device only) it measures, with
 the calls interleaved in a shuffled order each round, the mean end-to-end latency of
@@ -33,6 +34,10 @@ and the server as measured on loopback under the same workload (`measure_server`
 before each request: its per-request overhead besides the model), its model part run after idling
 too (speed factor = the same idle factor: it is this machine, and it idles between the requests of
 one device).
+
+Each is reported as a mean (`measured_ms`, `auto_ms`) and as `typical_ms`: the median call less its
+emulated loss delay, plus the mean loss delay — robust to the stalls other processes cause on a
+shared machine, still charging loss as its expected value, as the prediction does.
 
 Targets (issue 6): every prediction within 20% of its measurement; `auto` within 10% of the best
 measured placement on every profile. Writes bench/results/placement.json.

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="CPUs each Ray Train worker reserves, and so its torch threads; 0: the cluster's CPUs "
         "divided by --workers.",
     )
+    ray_sync_batchnorm: bool = Field(
+        default=True,
+        description="With several Ray Train workers, BatchNorm statistics over the whole global batch, so N "
+        "workers train as one worker does (training/sync.py). Off: each worker's BatchNorm sees only its "
+        "shard, which is faster on CPUs but trains differently, worse with small batches.",
+    )
     ray_max_failures: int = Field(
         default=1, ge=0, le=100,
         description="How often Ray Train restarts a worker group that lost a worker, from its last checkpoint, "

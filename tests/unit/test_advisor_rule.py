@@ -9,7 +9,16 @@ from dataclasses import replace
 
 import pytest
 
-from tandem.advisor import DEVICES, NETWORKS, CutProfile, ModelProfile, NetworkProfile, Placement, ServerProfile, predict
+from tandem.advisor import (
+    DEVICES,
+    NETWORKS,
+    CutProfile,
+    ModelProfile,
+    NetworkProfile,
+    Placement,
+    ServerProfile,
+    predict,
+)
 from tandem.device.advisor_rule import AdvisorRule
 from tandem.device.hybrid import HybridModel, Measurement
 

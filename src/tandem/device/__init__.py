@@ -1,23 +1,33 @@
 """The device SDK: hybrid prediction (device or cloud), the model updater (OTA) and its local store.
 
-``HybridModel`` runs one ``predict`` on the device or in the cloud by policy, within an optional
-deadline (docs/device.md); ``CloudClient`` talks to any Open Inference Protocol v2 or TF-Serving endpoint.
+``HybridModel`` runs one ``predict`` on the device, in the cloud or split between them by policy,
+within an optional deadline (docs/device.md); ``AdvisorRule`` is its ``auto`` policy driven by the
+placement advisor; ``CloudClient`` talks to any Open Inference Protocol v2 or TF-Serving endpoint.
 
 ``ModelUpdater`` keeps a model current on a device (docs/ota.md); ``ModelStore`` is its crash-safe
 local store. Nothing here imports torch or onnx: ONNX Runtime, numpy, zstandard, cryptography and
 httpx are all a device needs.
 """
 
+from tandem.device.advisor_rule import AdvisorRule
 from tandem.device.client import Progress
 from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient, CloudResult
 from tandem.device.conditions import DeviceConditions, DeviceState, DownloadConditions
 from tandem.device.deadline import Deadline, DeadlineExceeded
-from tandem.device.hybrid import AutoPolicy, HybridModel, LatencyRule, NothingAvailable, Prediction, Timings
+from tandem.device.hybrid import (
+    AutoPolicy,
+    HybridModel,
+    LatencyRule,
+    Measurement,
+    NothingAvailable,
+    Prediction,
+    Timings,
+)
 from tandem.device.install import UpdateResult
 from tandem.device.store import ModelStore
 from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater
 
-__all__ = ["AutoPolicy", "CircuitBreaker", "CircuitOpen", "CloudClient", "CloudResult", "Deadline",
+__all__ = ["AdvisorRule", "AutoPolicy", "CircuitBreaker", "CircuitOpen", "CloudClient", "CloudResult", "Deadline",
            "DeadlineExceeded", "DeviceConditions", "DeviceState", "DownloadConditions", "HybridModel",
-           "InstalledVersion", "LatencyRule", "LoadedModel", "ModelStore", "ModelUpdater", "NothingAvailable",
+           "InstalledVersion", "LatencyRule", "LoadedModel", "Measurement", "ModelStore", "ModelUpdater", "NothingAvailable",
            "Prediction", "Progress", "Timings", "UpdateResult"]

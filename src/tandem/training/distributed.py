@@ -177,7 +177,8 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_
                 train_worker,
                 train_loop_config={
                     "cfg": cfg, "net": net_cfg.to_dict(), "classes": data.classes, "threads": threads,
-                    "use_gpu": gpus > 0, "board": board, "pixels": ray.put(pixels), "state": ray.put(state),
+                    "use_gpu": gpus > 0, "sync_batchnorm": settings.ray_sync_batchnorm,
+                    "board": board, "pixels": ray.put(pixels), "state": ray.put(state),
                     "best": ray.put(best),
                 },
                 scaling_config=ray.train.ScalingConfig(

@@ -106,13 +106,13 @@ class EpochLoop:
 
     def __init__(self, cfg: TrainConfig, net_cfg: NetConfig, pixels: Pixels, device: torch.device,
                  state: dict[str, Any] | None = None, shard: Shard = Shard(),
-                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> None:
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, sync_batchnorm: bool = True) -> None:
         self.cfg, self.net_cfg, self.pixels, self.device, self.shard = cfg, net_cfg, pixels, device, shard
         torch.manual_seed(cfg.seed)
         self.model = EmbeddingNet(net_cfg).to(device)
         self.global_batch = GlobalBatch(take=shard.rows)
         if shard.world > 1:
-            shard_model(self.model, self.global_batch)
+            shard_model(self.model, self.global_batch, sync_batchnorm)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.history: list[dict[str, Any]] = []
         self.best_val, self.best_epoch, self.start = -1.0, 0, 0

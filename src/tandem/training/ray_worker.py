@@ -61,7 +61,7 @@ def train_worker(config: dict[str, Any]) -> None:
             return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
         loop = EpochLoop(cfg, NetConfig.from_dict(config["net"]), pixels, device, state, shard,
-                         wrap if shard.world > 1 else None)
+                         wrap if shard.world > 1 else None, sync_batchnorm=config["sync_batchnorm"])
     relay = _StepRelay(config["board"]) if shard.rank == 0 else None
     # best.pt lives here between epochs, so every reported checkpoint folder can carry it.
     staging = Path(tempfile.mkdtemp(prefix="tandem-best-"))
