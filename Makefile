@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo test bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-placement clean
+.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js) web/index.html web/vite.config.js \
@@ -35,6 +35,10 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+# Only the tests that start a local Ray cluster (Ray Train, Ray Serve): a few minutes on 2 cores.
+test-ray: install
+	$(BIN)/pytest -m ray
+
 bench-accuracy: install
 	$(BIN)/python bench/accuracy.py
 
@@ -57,9 +61,16 @@ bench-device: install
 bench-placement: install
 	$(BIN)/python bench/placement.py $(ARGS)
 
-# The parser fuzzers (tests/fuzz) at a larger budget: bench/results/hardening.json.
+# Parser and API fuzzing (tests/fuzz) at a larger budget and the fault-injection scenarios
+# (tests/faults) repeated: bench/results/hardening.json. ARGS="--parts api,faults" runs some parts only.
 bench-hardening: install
 	$(BIN)/python bench/hardening.py $(ARGS)
+
+# Ray Train and Ray Serve against the plain paths on this machine: training images/s (1 and 2 workers)
+# and serving answers/s at concurrency 16 (1 and 2 replicas); writes bench/results/scale.json.
+# ARGS="--quick" for a smoke run, ARGS="--device cuda" for training on a GPU.
+bench-scale: install
+	$(BIN)/python bench/scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/tandem/webapp web/node_modules

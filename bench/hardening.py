@@ -1,20 +1,34 @@
 """The reliability and security suite's measured figures (issue 8), as far as they are measured yet.
 
-    make bench-hardening        (or: .venv/bin/python bench/hardening.py [--scale 6])
+    make bench-hardening        (or: .venv/bin/python bench/hardening.py [--scale 5] [--api-scale 2]
+                                      [--rounds 2] [--parts parsers,api,faults])
 
-Runs the parser fuzzers of tests/fuzz (Hypothesis) with fresh random inputs and --scale times the
-examples of the normal test suite: the OIP v2 splitter and tensors, TF-Serving bodies, gzip/deflate
-bodies, photos, bundle manifests, `.tandem` archives and delta patches. Every input must end in a
-clean result or one of Tandem's own errors; anything else (another exception, an input that runs
-past tests/fuzz/tally.HANG_S) is a crash. Writes bench/results/hardening.json: parser_inputs and
-parser_crashes, per target; the other figures of the issue (API fuzzing, fault injection, soak) are
-null until their parts are written.
+Three parts, each writing its figures into bench/results/hardening.json (a part not run keeps the
+figures of the file's previous run, with their own scale and time):
+
+- parsers: the parser fuzzers of tests/fuzz (Hypothesis) with fresh random inputs and --scale times
+  the examples of the normal test suite: the OIP v2 splitter and tensors, TF-Serving bodies,
+  gzip/deflate bodies, photos, bundle manifests, `.tandem` archives and delta patches. Every input
+  must end in a clean result or one of Tandem's own errors; anything else (another exception, an
+  input that runs past tests/fuzz/tally.HANG_S) is a crash. parser_inputs, parser_crashes.
+- api: the whole HTTP API fuzzed with schemathesis against the OpenAPI document a real server
+  serves (tests/fuzz/test_api_schema.py), every phase (examples, coverage, fuzzing, stateful) for
+  each caller (no key, predict, device, admin), fresh inputs, --api-scale times the suite's
+  examples per operation. fuzz_requests, fuzz_5xx; any failed check fails the part.
+- faults: every fault-injection scenario of tests/faults, --rounds times (tests/faults/campaign.py):
+  push and alias killed at each point, a disk that fills up under a push, the registry database cut
+  under load, the server killed mid-download, a device killed at each install step and at random
+  instants, a device whose storage fills up. faults_injected, data_lost (runs after which anything
+  was lost or broken).
+
+The soak figures (soak_requests, soak_errors, rss_growth) stay null: the soak is a later part.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -31,20 +45,23 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-NOT_YET = "not measured yet"
-UNMEASURED = ["fuzz_requests", "fuzz_5xx", "faults_injected", "data_lost", "soak_requests", "soak_errors",
-              "rss_growth"]
+NOT_YET = "not measured yet: the soak test is a later part of issue 8"
+FIGURES = ["parser_inputs", "parser_crashes", "fuzz_requests", "fuzz_5xx", "faults_injected", "data_lost"]
+SOAK = ["soak_requests", "soak_errors", "rss_growth"]
+PARTS = ("parsers", "api", "faults")
+API_TEST = "tests/fuzz/test_api_schema.py"
 console = Console(width=110)
 
 
-def run_fuzzers(scale: float) -> tuple[dict[str, dict[str, int]], dict[str, int], float]:
-    """(counts per target, pytest's test outcomes, seconds) of one run of tests/fuzz."""
+def run_pytest(targets: list[str], scale: float, extra: list[str] = ()) -> tuple[dict[str, dict[str, int]], dict[str, int], float]:
+    """(counts per fuzz target, pytest's test outcomes, seconds) of one long-profile pytest run."""
     with tempfile.TemporaryDirectory() as tmp:
         tally, junit = Path(tmp) / "tally.json", Path(tmp) / "junit.xml"
         env = {**os.environ, "HYPOTHESIS_PROFILE": "long", "TANDEM_FUZZ_SCALE": str(scale),
                "TANDEM_FUZZ_TALLY": str(tally)}
+        env.setdefault("TANDEM_DATA_HOME", str(REPO.parent / "shared" / "datasets"))
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz",
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets, *extra,
                                f"--junitxml={junit}"], cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         if not tally.exists() or not junit.exists():
@@ -59,52 +76,110 @@ def run_fuzzers(scale: float) -> tuple[dict[str, dict[str, int]], dict[str, int]
         return json.loads(tally.read_text()), outcomes, seconds
 
 
+def parsers(scale: float) -> dict:
+    targets, outcomes, seconds = run_pytest(["tests/fuzz"], scale, ["--ignore", API_TEST])
+    return {"parser_inputs": sum(t["inputs"] for t in targets.values()),
+            "parser_crashes": sum(t["crashes"] for t in targets.values()),
+            "parser_targets": targets, "fuzz_tests": outcomes, "scale": scale, "seconds": round(seconds, 1)}
+
+
+def api(scale: float) -> dict:
+    targets, outcomes, seconds = run_pytest([API_TEST], scale)
+    return {"fuzz_requests": sum(t["inputs"] for t in targets.values()),
+            "fuzz_5xx": sum(t["crashes"] for t in targets.values()),
+            "api_callers": {k.removeprefix("api:"): v for k, v in targets.items()},
+            "api_tests": outcomes, "api_scale": scale, "api_seconds": round(seconds, 1)}
+
+
+def faults(rounds: int, random_kills: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    from tests.faults import campaign
+
+    # The scenarios' in-process servers log every load and every failed database poll: keep the
+    # bench's own lines readable (create_app adds no handler where one exists).
+    quiet = logging.getLogger("tandem")
+    quiet.addHandler(logging.NullHandler())
+    quiet.setLevel(logging.ERROR)
+
+    t0 = time.perf_counter()
+    scenarios = campaign.run(rounds, random_kills, seed=int(time.time()), log=console.print)
+    return {"faults_injected": sum(s.runs for s in scenarios.values()),
+            "data_lost": sum(s.lost for s in scenarios.values()),
+            "fault_scenarios": {name: {"runs": s.runs, "lost": s.lost, "seconds": round(s.seconds, 1),
+                                       **({"skipped": s.skipped} if s.skipped else {}),
+                                       **({"problems": s.problems} if s.problems else {})}
+                                for name, s in scenarios.items()},
+            "fault_rounds": rounds, "fault_seconds": round(time.perf_counter() - t0, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=float, default=5.0, help="Examples per fuzzer, as a multiple of the test suite's.")
+    ap.add_argument("--scale", type=float, default=5.0, help="Parser examples, as a multiple of the test suite's.")
+    ap.add_argument("--api-scale", type=float, default=2.0, help="API examples per operation, ditto.")
+    ap.add_argument("--rounds", type=int, default=2, help="Runs of each fault scenario.")
+    ap.add_argument("--random-kills", type=int, default=6, help="Device processes killed at random instants.")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"Which parts to run, of {', '.join(PARTS)}.")
     args = ap.parse_args()
-    console.print(f"fuzzing the parsers at {args.scale:g}× the test suite's examples …")
-    targets, outcomes, seconds = run_fuzzers(args.scale)
-    inputs = sum(t["inputs"] for t in targets.values())
-    crashes = sum(t["crashes"] for t in targets.values())
-    result = {
-        "parser_inputs": inputs,
-        "parser_crashes": crashes,
-        **dict.fromkeys(UNMEASURED),
-        "notes": {k: NOT_YET for k in UNMEASURED},
-        "parser_targets": targets,
-        "fuzz_tests": outcomes,
-        "scale": args.scale,
-        "seconds": round(seconds, 1),
-        "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "hypothesis": hypothesis.__version__},
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "hardening.json").write_text(json.dumps(result, indent=2) + "\n")
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
 
-    t = Table(title=f"parser fuzzing: {inputs:,} inputs in {seconds:.0f} s ({outcomes['tests']} tests, "
-                    f"{outcomes['failures'] + outcomes['errors']} failed)")
-    t.add_column("target")
-    t.add_column("reads", style="dim")
-    t.add_column("inputs", justify="right")
-    t.add_column("crashes", justify="right")
-    what = {"oip": "OIP v2 JSON header, binary splitter, tensors", "tfserving": "TF-Serving predict bodies",
-            "content-encoding": "gzip/deflate request bodies", "image": "photos (JPEG, PNG, WebP, GIF, BMP)",
-            "manifest": "bundle manifest.json and file names", "archive": ".tandem zip extraction",
-            "delta": "TDP1 delta patches"}
-    for name, c in sorted(targets.items()):
-        t.add_row(name, what.get(name, ""), f"{c['inputs']:,}", str(c["crashes"]),
-                  style="red" if c["crashes"] else None)
-    t.add_row("all", "", f"{inputs:,}", str(crashes), style="bold")
-    console.print(t)
+    path = RESULTS / "hardening.json"
+    result: dict = json.loads(path.read_text()) if path.exists() else {}
+    result.pop("notes", None)
+    if "parsers" in parts:
+        console.print(f"fuzzing the parsers at {args.scale:g}× the test suite's examples …")
+        result.update(parsers(args.scale))
+    if "api" in parts:
+        console.print(f"fuzzing the HTTP API (schemathesis) at {args.api_scale:g}× the test suite's examples …")
+        result.update(api(args.api_scale))
+    if "faults" in parts:
+        console.print(f"injecting faults, {args.rounds} rounds …")
+        result.update(faults(args.rounds, args.random_kills))
+    result.update(dict.fromkeys(SOAK))
+    result["notes"] = {k: NOT_YET for k in SOAK}
+    result["machine"] = {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                         "python": platform.python_version(), "hypothesis": hypothesis.__version__}
+    ordered = {k: result.get(k) for k in [*FIGURES, *SOAK]} | result
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(ordered, indent=2) + "\n")
+    report(ordered)
+    failed = [t for t in ("fuzz_tests", "api_tests") if (o := ordered.get(t)) and (o["failures"] or o["errors"])]
+    if ordered.get("parser_crashes") or ordered.get("fuzz_5xx") or ordered.get("data_lost") or failed:
+        raise SystemExit(1)
+
+
+def report(result: dict) -> None:
+    if "parser_targets" in result:
+        t = Table(title=f"parser fuzzing: {result['parser_inputs']:,} inputs in {result['seconds']:.0f} s")
+        for col, kw in (("target", {}), ("inputs", {"justify": "right"}), ("crashes", {"justify": "right"})):
+            t.add_column(col, **kw)
+        for name, c in sorted(result["parser_targets"].items()):
+            t.add_row(name, f"{c['inputs']:,}", str(c["crashes"]), style="red" if c["crashes"] else None)
+        console.print(t)
+    if "api_callers" in result:
+        t = Table(title=f"API fuzzing (schemathesis): {result['fuzz_requests']:,} requests in "
+                        f"{result['api_seconds']:.0f} s")
+        for col, kw in (("caller", {}), ("requests", {"justify": "right"}), ("5xx", {"justify": "right"})):
+            t.add_column(col, **kw)
+        for name, c in result["api_callers"].items():
+            t.add_row(name, f"{c['inputs']:,}", str(c["crashes"]), style="red" if c["crashes"] else None)
+        console.print(t)
+    if "fault_scenarios" in result:
+        t = Table(title=f"fault injection: {result['faults_injected']} faults in {result['fault_seconds']:.0f} s")
+        for col, kw in (("scenario", {}), ("runs", {"justify": "right"}), ("lost", {"justify": "right"})):
+            t.add_column(col, **kw)
+        for name, s in result["fault_scenarios"].items():
+            t.add_row(name + (f" [dim](skipped: {s['skipped']})[/]" if s.get("skipped") else ""), str(s["runs"]),
+                      str(s["lost"]), style="red" if s["lost"] else None)
+        console.print(t)
     s = Table(title="issue 8 figures (bench/results/hardening.json)")
     s.add_column("figure")
     s.add_column("value", justify="right")
-    for k in ["parser_inputs", "parser_crashes", *UNMEASURED]:
-        s.add_row(k, f"{result[k]:,}" if result[k] is not None else f"[dim]null: {NOT_YET}[/]")
+    for k in [*FIGURES, *SOAK]:
+        s.add_row(k, f"{result[k]:,}" if result.get(k) is not None else "[dim]null: not measured yet[/]")
     console.print(s)
-    if crashes or outcomes["failures"] or outcomes["errors"]:
-        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class TandemError(Exception):
     """Root of every error Tandem raises on purpose. The message says what was wrong and what to do."""
@@ -118,6 +120,24 @@ class Unavailable(TandemError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageFull(Unavailable):
+    """A write ran out of disk space (or quota). Whatever it was writing was not kept: free space and
+    try again. On the server a 503, like any resource that is short for now."""
+
+    exit_code = 17
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=60.0)
+
+
+# ENOSPC: the disk is full; EDQUOT: the user's quota is; EFBIG: a file size limit (ulimit -f) was hit.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_storage_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _FULL
 
 
 class RegistryError(TandemError):

@@ -20,21 +20,25 @@ class Guess:
     probability: float
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """``config``: ONNX Runtime session config entries (e.g. ``session.force_spinning_stop``)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = get_settings().ort_threads if threads is None else threads
     # One model call at a time per session; parallelism comes from intra-op threads.
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(key, value)
     return so
 
 
-def load_session(source: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+def load_session(source: Path | bytes, threads: int | None = None,
+                 config: dict[str, str] | None = None) -> ort.InferenceSession:
     """A session from a model file, or from the model's bytes (a decrypted OTA model never touches disk)."""
     what = f"{len(source)} bytes of model" if isinstance(source, bytes) else str(source)
     try:
-        return ort.InferenceSession(source if isinstance(source, bytes) else str(source), session_options(threads),
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source if isinstance(source, bytes) else str(source),
+                                    session_options(threads, config), providers=["CPUExecutionProvider"])
     except Exception as e:  # ONNX Runtime raises its own unexported exception types
         raise ModelError(f"{what}: ONNX Runtime cannot load this model ({e}); re-export the bundle") from e
 

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Dynamic batching: longest wait for more requests once one arrived."
     )
+    lone_request_threads: int = Field(
+        default=0, ge=0, le=256,
+        description="ONNX Runtime threads for a lone request (its model otherwise idle: nothing queued, received "
+        "or running): 0 = every core this worker may use (cores // workers); 1 = none apart, lone requests run "
+        "like the others.",
+    )
     request_timeout_s: float = Field(default=30.0, gt=0, description="A request still unanswered after this gets 504.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     rate_limit_per_s: float = Field(default=200.0, gt=0, description="Token-bucket refill per API key (requests/s).")

@@ -63,6 +63,13 @@ def run(target: str, fn: Callable[[], T], allowed: tuple[type[BaseException], ..
         raise
 
 
+def add(target: str, inputs: int, crashes: int) -> None:
+    """Count inputs tried elsewhere (the API fuzzer sends its own requests): a crash is a 5xx there."""
+    counts = COUNTS.setdefault(target, {"inputs": 0, "crashes": 0})
+    counts["inputs"] += inputs
+    counts["crashes"] += crashes
+
+
 def write(path: Path) -> None:
     path.write_text(json.dumps(COUNTS, indent=2, sort_keys=True) + "\n")
 

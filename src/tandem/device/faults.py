@@ -6,7 +6,8 @@ then open the store again in a fresh process and check that it holds a whole mod
 on every real device), each call costs one dictionary lookup.
 
 Steps, in the order an install passes them (tandem.device.store documents what each means):
-``download`` (a download part-way: some of its bytes in the .part file), ``staging`` (one file written into a half-built
+``download`` (a download part-way: some of its bytes in the .part file), ``delta`` (a delta
+patch downloaded and decrypted, the file being rebuilt from it in memory), ``staging`` (one file written into a half-built
 version folder), ``staged`` (every file written, folder not yet in place), ``renamed`` (the
 version folder in place, not yet pointed to), ``keyed`` (its data key stored), ``pointed``
 (``current.json`` switched), ``cleanup`` (one old version removed, others not yet).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 import signal
 
-STEPS = ("download", "staging", "staged", "renamed", "keyed", "pointed", "cleanup")
+STEPS = ("download", "delta", "staging", "staged", "renamed", "keyed", "pointed", "cleanup")
 ENV = "TANDEM_FAULT_AT"
 
 

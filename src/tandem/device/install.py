@@ -16,6 +16,7 @@ from typing import Literal
 
 from tandem import delta
 from tandem.bundle import Manifest
+from tandem.device import faults
 from tandem.device.client import OtaClient, ProgressCallback, Transfer
 from tandem.device.conditions import DeviceState, DownloadConditions, unmet
 from tandem.device.payload import MANIFEST, FileInfo, Payload
@@ -194,6 +195,7 @@ class Installer:
         if key is None:
             raise DecryptionError(f"{plan.name}: the server offers a delta for a file it does not encrypt")
         patch = encryption.decrypt(key, blob, delta_aad(d.from_sha256, plan.info.sha256))
+        faults.reached("delta")
         return delta.apply(base, patch, max_size=max(len(base), plan.info.size))
 
     def _download(self, url: str, sha256: str, size: int, name: str, transfer: Transfer) -> bytes:

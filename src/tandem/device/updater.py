@@ -46,6 +46,8 @@ from tandem.errors import (
     ModelError,
     NotFound,
     ServerUnreachable,
+    StorageFull,
+    is_storage_full,
 )
 from tandem.runtime import OnnxModel
 from tandem.security.signing import PublicKey
@@ -233,7 +235,14 @@ class ModelUpdater:
             offered = self.check()
             if offered is None:
                 return UpdateResult("current", self.installed_version())
-            return self.installer.install(offered, conditions, progress, started)
+            try:
+                return self.installer.install(offered, conditions, progress, started)
+            except OSError as e:
+                if not is_storage_full(e):
+                    raise
+                raise StorageFull(f"this device is out of storage for v{offered.version} of {self.model} under "
+                                  f"{self.store.root} ({e.strerror}); the installed version keeps running: free "
+                                  "space and update again") from e
 
     # --- the download types --------------------------------------------------------------------
     def get_model(self, download_type: DownloadType = "local", conditions: DownloadConditions = ANY_TIME,

@@ -18,7 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tandem.bundle import MANIFEST, NAME_RE, Bundle, parse_tail_name, sha256_file
-from tandem.errors import BundleError, ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
+from tandem.errors import (
+    BundleError,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RegistryError,
+    StorageFull,
+    is_storage_full,
+)
 from tandem.registry import migrate
 from tandem.registry.db import Database
 from tandem.registry.records import ALIAS_RE, SCOPES, AliasInfo, KeyInfo, ModelInfo, Resolved, Scope, VersionInfo
@@ -101,6 +110,8 @@ class Registry:
         if tail is not None:  # the server would serve split k of model X there instead
             raise InvalidRequest(f"model name {m.name!r} is reserved: the server serves the tail of "
                                  f"{tail[0]}'s split at k={tail[1]} under it; rename the bundle")
+        if isinstance(self.store, LocalStore):
+            self.store.sweep()  # what earlier pushes killed mid-write left
         files = {rel: self.store.put_file(bundle.path(rel), expected_sha256=entry.sha256)
                  for rel, entry in sorted(m.files.items())}
         # Up to here only content-addressed objects were written. If the push stops now or inside the
@@ -373,6 +384,16 @@ class Registry:
         target = self.home / "bundles" / info.name / str(info.version)
         if _intact(target, info):
             return target
+        try:
+            return self._build(info, target)
+        except OSError as e:
+            if not is_storage_full(e):
+                raise
+            # A clear 503 on the server (and exit code on the CLI) rather than an internal error.
+            raise StorageFull(f"no space left under {target.parent} to build {info.name} v{info.version} "
+                              f"({e.strerror}); free space there and try again") from e
+
+    def _build(self, info: VersionInfo, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{info.version}.", suffix=".staging"))
         try:

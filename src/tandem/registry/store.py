@@ -12,14 +12,18 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from tandem.bundle import sha256_file
-from tandem.errors import BundleError, RegistryError
+from tandem.errors import BundleError, RegistryError, StorageFull, is_storage_full
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+# A write in progress touches its temporary file at least once per chunk; one untouched for an hour
+# belongs to a process that was killed.
+STALE_INCOMING_S = 3600.0
 
 
 class ArtifactStore(Protocol):
@@ -137,17 +141,43 @@ class LocalStore:
             self._install(f, tmp, digest)
         return digest
 
+    def sweep(self, older_than_s: float = STALE_INCOMING_S) -> int:
+        """Remove temporary files that writers killed mid-write left behind (never visible as objects,
+        but they hold disk space); a live writer's file is younger. Returns how many went."""
+        cutoff = time.time() - older_than_s
+        gone = 0
+        for tmp in self.root.glob(".incoming-*.tmp") if self.root.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    gone += 1
+        return gone
+
     @contextlib.contextmanager
     def _incoming(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-", suffix=".tmp")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.root, prefix=".incoming-", suffix=".tmp")
+        except OSError as e:
+            if is_storage_full(e):
+                raise self._full(e) from e
+            raise
         tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f, tmp
+        except OSError as e:
+            # A full disk is the operator's to fix, not a crash: say so (the partial file goes below).
+            if is_storage_full(e):
+                raise self._full(e) from e
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _full(self, e: OSError) -> StorageFull:
+        return StorageFull(f"the artifact store at {self.root} is out of space ({e.strerror}); nothing was "
+                           "stored: free space there (or point TANDEM_HOME elsewhere) and try again")
 
     def _install(self, f: BinaryIO, tmp: Path, digest: str) -> None:
         f.flush()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -64,8 +66,11 @@ class Batcher:
         name: str = "model",
         observer: BatchObserver | None = None,
         in_flight: int = 1,
+        run_lone: Callable[[Tensors], Tensors] | None = None,
+        thread_nice: int = 0,
     ) -> None:
         self._run = run
+        self._run_lone = run_lone
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.name = name
@@ -79,7 +84,8 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         # Threads of this model alone: its calls never wait behind image decoding or another model.
-        self._executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"ort-{name}")
+        self._executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"ort-{name}",
+                                            initializer=_lower_priority, initargs=(thread_nice,))
 
     @property
     def busy(self) -> bool:
@@ -170,15 +176,20 @@ class Batcher:
             self._report_depth()
             if not batch:
                 continue
-            call = loop.create_task(self._call(loop, list(batch), rows))
+            run = self._run
+            if (self._run_lone is not None and len(batch) == 1 and not self._calls and not self._queue
+                    and self._arriving == 0):
+                run = self._run_lone
+            call = loop.create_task(self._call(loop, list(batch), rows, run))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
             batch.clear()
 
-    async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int) -> None:
+    async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int,
+                    run: Callable[[Tensors], Tensors]) -> None:
         self._running += len(batch)
         try:
-            await self._run_batch(loop, batch, rows)
+            await self._run_batch(loop, batch, rows, run)
         except asyncio.CancelledError:
             for item in batch:
                 _fail(item, self._unloaded())
@@ -186,15 +197,16 @@ class Batcher:
         finally:
             self._running -= len(batch)
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int) -> None:
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int,
+                         run: Callable[[Tensors], Tensors]) -> None:
         t0 = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, _merge(batch))
+            outputs = await loop.run_in_executor(self._executor, run, _merge(batch))
         except Exception as e:
             if len(batch) > 1:
                 # Run them one by one so that only the request that breaks the model fails.
                 for item in batch:
-                    await self._run_batch(loop, [item], item.rows)
+                    await self._run_batch(loop, [item], item.rows, self._run)
                 return
             _fail(batch[0], e)
             return
@@ -219,6 +231,12 @@ class Batcher:
 
     def _unloaded(self) -> Unavailable:
         return Unavailable(f"model {self.name} was unloaded; retry", retry_after=1)
+
+
+def _lower_priority(nice: int) -> None:
+    if nice > 0 and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _merge(batch: list[_Item]) -> Tensors:

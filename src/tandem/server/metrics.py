@@ -40,6 +40,8 @@ class Metrics:
                                         ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("tandem_inference_duration_seconds", "Time of one ONNX Runtime call.",
                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.lone_calls = Counter("tandem_lone_calls", "ONNX Runtime calls of a lone request (its model otherwise "
+                                  "idle) on the session with every core's threads.", ["model", "version"], registry=r)
         self.queue_depth = Gauge("tandem_queue_depth", "Requests waiting for their model's next batch.",
                                  ["model", "version"], registry=r, multiprocess_mode="livesum")
         self.loaded = Gauge("tandem_model_loaded", "1 for each loaded model version.", ["model", "version"],

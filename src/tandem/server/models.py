@@ -25,11 +25,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnxruntime as ort
 
 from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
 from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable
 from tandem.registry.records import ALIAS_RE, Resolved
-from tandem.runtime import OnnxModel
+from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.metrics import Metrics
 from tandem.server.tensors import BUNDLE_TO_OIP, TensorSig
@@ -99,6 +100,17 @@ def ort_threads(settings: Settings) -> int:
     return settings.ort_threads or 1
 
 
+def lone_request_threads(settings: Settings) -> int:
+    """ONNX Runtime threads of a lone request's call: TANDEM_LONE_REQUEST_THREADS if set, else every core
+    this worker may use. No more than a batch call's threads (ort_threads): no session apart."""
+    return settings.lone_request_threads or max(1, _cores() // settings.workers)
+
+
+def _lone_config() -> dict[str, str]:
+    return {"spin": {}, "nospin": {"session.intra_op.allow_spinning": "0"},
+            "stop": {"session.force_spinning_stop": "1"}}[os.environ.get("TANDEM_X_LONE_CFG", "stop")]
+
+
 def batches_in_flight(settings: Settings) -> int:
     """Model calls in flight per model: TANDEM_BATCHES_IN_FLIGHT if set, else the cores this process
     may use, split between the workers and the threads of each call, so the CPU is not oversubscribed."""
@@ -140,9 +152,17 @@ class LoadedModel:
         if missing or [s.name for s in self.inputs] != [self.onnx.input_name]:
             raise ModelError(f"{self.name} v{self.version}: the manifest's tensors do not match the ONNX model's "
                              f"(outputs missing from the model: {sorted(missing)}); re-export the bundle")
+        # A request that finds its model idle runs on a session with every core's threads: its answer
+        # comes sooner, and nothing else wants the cores then (see batching.py).
+        lone = lone_request_threads(settings)
+        self._lone_session = (load_session(self.onnx.path, lone, _lone_config())
+                              if lone > ort_threads(settings) and self.onnx.path is not None else None)
+        self._lone_calls = metrics.lone_calls.labels(self.name, str(self.version))
         self.batcher = Batcher(self._run, settings.max_batch_size, settings.max_delay_ms / 1000,
                                f"{self.name}-{self.version}", metrics.observer(self.name, self.version),
-                               in_flight=batches_in_flight(settings))
+                               in_flight=batches_in_flight(settings),
+                               run_lone=self._run_lone if self._lone_session is not None else None,
+                               thread_nice=int(os.environ.get("TANDEM_X_NICE", "0")))
         self.last_used = time.monotonic()
         self._matcher: CelebMatcher | None = None
 
@@ -150,9 +170,23 @@ class LoadedModel:
     def label(self) -> str:
         return f"{self.name} v{self.version}"
 
+    @property
+    def lone_threads(self) -> int:
+        """ONNX Runtime threads a lone request runs on (those of any other call if there is no lone session)."""
+        s = self._lone_session or self.onnx.session
+        return s.get_session_options().intra_op_num_threads
+
     def _run(self, feeds: Tensors) -> Tensors:
+        return self._run_on(self.onnx.session, feeds)
+
+    def _run_lone(self, feeds: Tensors) -> Tensors:
+        assert self._lone_session is not None
+        self._lone_calls.inc()
+        return self._run_on(self._lone_session, feeds)
+
+    def _run_on(self, session: ort.InferenceSession, feeds: Tensors) -> Tensors:
         try:
-            outs = self.onnx.session.run(self._output_names, feeds)
+            outs = session.run(self._output_names, feeds)
         except Exception as e:  # ONNX Runtime raises its own unexported exception types
             shapes = {k: v.shape for k, v in feeds.items()}
             raise ModelError(f"{self.label}: ONNX Runtime failed on inputs of shape {shapes}: {e}") from e
@@ -164,6 +198,8 @@ class LoadedModel:
             feeds = {s.name: np.zeros((b, *s.shape[1:]), s.dtype) for s in self.inputs}
             for _ in range(runs):
                 self._run(feeds)
+                if self._lone_session is not None:
+                    self._run_on(self._lone_session, feeds)
 
     def matcher(self) -> CelebMatcher:
         """celebmatch on this version (its gallery), sharing this version's ONNX session."""

@@ -6,6 +6,7 @@ body) is listed, so that a schema-driven fuzzer (schemathesis) can check the ser
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import tandem
@@ -13,6 +14,8 @@ from tandem.bundle import NAME_PATTERN
 
 NAME = {"type": "string", "pattern": NAME_PATTERN}
 VERSION_OR_ALIAS = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
+# An alias (or `latest`), never a version number: TF-Serving's /labels/ refuses digits (use /versions/).
+LABEL = {"type": "string", "maxLength": 64, "pattern": r"^[a-z0-9_-]*[a-z_-][a-z0-9_-]*$"}
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 
 ERROR_TEXT = {
@@ -85,7 +88,7 @@ BODY_ERRORS = (400, 404, 413, 415, 503, 504)
 
 
 def document(metrics_scope: str | None) -> dict:
-    name, version, label = _path("name", NAME), _path("version", VERSION_OR_ALIAS), _path("label", VERSION_OR_ALIAS)
+    name, version, label = _path("name", NAME), _path("version", VERSION_OR_ALIAS), _path("label", LABEL)
     numeric = _path("version", {"type": "string", "pattern": "^[0-9]{1,9}$"})
     ok = lambda schema, text="OK": {"description": text, "content": _json(schema)}  # noqa: E731
     infer_ok = {"description": "Outputs as JSON, or a JSON header followed by raw tensor bytes when any output "
@@ -143,6 +146,21 @@ def document(metrics_scope: str | None) -> dict:
                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, (), metrics_scope)}
     paths["/openapi.json"] = {"get": _op("This document", ok({"type": "object"}), (), "predict")}
     paths.update(_ota_paths())
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            op["operationId"] = operation_id(method, path)
+    _link(paths, "/v2/models/{name}", {
+        "versionMetadata": ("get", "/v2/models/{name}/versions/{version}", {"version": "$response.body#/versions/0"}),
+        "infer": ("post", "/v2/models/{name}/infer", {}),
+        "ready": ("get", "/v2/models/{name}/ready", {})})
+    _link(paths, "/v2/models/{name}/versions/{version}", {
+        "infer": ("post", "/v2/models/{name}/versions/{version}/infer", {"version": "$request.path.version"})})
+    _link(paths, "/v1/models/{name}", {
+        "versionStatus": ("get", "/v1/models/{name}/versions/{version}",
+                          {"version": "$response.body#/model_version_status/0/version"}),
+        "predict": ("post", "/v1/models/{name}:predict", {})})
+    _link(paths, "/v1/models/{name}/versions/{version}", {
+        "predict": ("post", "/v1/models/{name}/versions/{version}:predict", {"version": "$request.path.version"})})
 
     return {
         "openapi": "3.1.0",
@@ -153,6 +171,22 @@ def document(metrics_scope: str | None) -> dict:
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
         "paths": paths,
     }
+
+
+def operation_id(method: str, path: str) -> str:
+    """``getV2ModelsNameVersionsVersion``: unique per method and path, stable for clients and links."""
+    words = re.findall(r"[A-Za-z0-9]+", path)
+    return method.lower() + "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _link(paths: dict[str, dict], source: str, targets: dict[str, tuple[str, str, dict[str, str]]]) -> None:
+    """OpenAPI links from the 200 answer of ``GET source`` to the operations it leads to (the same
+    model, a version its answer lists): what a stateful fuzzer follows from one call to the next."""
+    links = {}
+    for label, (method, path, params) in targets.items():
+        links[label] = {"operationId": operation_id(method, path),
+                        "parameters": {"name": "$request.path.name", **params}}
+    paths[source]["get"]["responses"]["200"]["links"] = links
 
 
 def _ota_op(summary: str, responses: dict[str, Any], errors: tuple[int, ...], body: str | None = None,
@@ -220,25 +254,29 @@ _DEVICE = {
     "app_version": {"type": "string", "description": "e.g. 2.4.0 or 3.0rc1"},
     "ram_mb": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
 }
+_DEVICE_EXAMPLE = {"model": "celebmatch", "version": 3, "channel": "production", "device_id": "a1b2c3d4",
+                   "platform": "android", "os_version": "14", "app_version": "2.4.0", "ram_mb": 4096}
 _VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}
 _MS = {"type": "number", "minimum": 0, "maximum": 10**7}
 
 OTA_SCHEMAS: dict[str, Any] = {
-    "OtaCheck": {"type": "object", "required": ["model", "device_id"], "properties": {
+    "OtaCheck": {"type": "object", "required": ["model", "device_id"], "examples": [_DEVICE_EXAMPLE], "properties": {
         **_DEVICE, "version": {"oneOf": [_VERSION_NUMBER, {"type": "null"}], "description": "Installed; null: none."},
         "precision": {"type": "string", "enum": ["fp32", "int8"], "default": "fp32"}}},
     "OtaEnvelope": {"type": "object", "required": ["payload", "signature", "key_id"], "additionalProperties": False,
                     "properties": {"payload": {"type": "string", "description": "base64 of the payload's JSON bytes"},
                                    "signature": {"type": "string", "description": "base64 Ed25519 signature"},
                                    "key_id": {"type": "string"}}},
-    "OtaKeyRequest": {"type": "object", "required": ["model", "version", "device_id"],
+    "OtaKeyRequest": {"type": "object", "required": ["model", "version", "device_id"], "examples": [_DEVICE_EXAMPLE],
                       "properties": {**_DEVICE, "version": _VERSION_NUMBER}},
     "OtaDataKey": {"type": "object", "required": ["model", "version", "key_id", "alg", "key"],
                    "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
                                   "key_id": {"type": "string"}, "alg": {"type": "string", "enum": ["AES-256-GCM"]},
                                   "key": {"type": "string", "description": "base64 of 32 bytes"}}},
-    "OtaReport": {"type": "object", "required": ["model", "version", "device_id"], "properties": {
+    "OtaReport": {"type": "object", "required": ["model", "version", "device_id"], "examples": [
+        {"model": "celebmatch", "version": 3, "channel": "production", "device_id": "a1b2c3d4", "load_failures": 0,
+         "inference_errors": 0, "inferences": 120, "p50_ms": 18.5, "p99_ms": 41.0}], "properties": {
         "model": _DEVICE["model"], "version": _VERSION_NUMBER, "channel": _DEVICE["channel"],
         "device_id": _DEVICE["device_id"], "load_failures": _COUNT, "inference_errors": _COUNT, "inferences": _COUNT,
         "p50_ms": _MS, "p99_ms": _MS}},
@@ -275,6 +313,8 @@ SCHEMAS: dict[str, Any] = {
                    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
     "InferRequest": {
         "type": "object", "required": ["inputs"],
+        "examples": [{"id": "1", "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 1, 1, 3],
+                                             "data": [200, 150, 100]}]}],
         "properties": {
             "id": {"type": "string"},
             "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}, **QUANT}},
@@ -306,6 +346,7 @@ SCHEMAS: dict[str, Any] = {
                                    "properties": {"binary_data_size": {"type": "integer"}}}}}}}},
     "PredictRequest": {
         "type": "object", "description": "Exactly one of instances (row format) or inputs (columnar format).",
+        "examples": [{"instances": [[[[200, 150, 100]]]]}, {"inputs": {"pixels": [[[[200, 150, 100]]]]}}],
         "properties": {"signature_name": {"type": "string"}, "instances": {"type": "array", "minItems": 1},
                        "inputs": {}}},
     "PredictResponse": {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}},

@@ -1,14 +1,17 @@
 """TensorFlow Serving's REST API: ``:predict`` (row and columnar formats) and model status.
 
 The action is part of the last path segment (``/v1/models/faces:predict``), so each route takes
-that segment whole and splits it at the colon.
+that segment whole and splits it at the colon. One Starlette route serves two resources (status:
+GET and HEAD; ``:predict``: POST), so the methods each allows are told apart here, ``Allow`` included.
 """
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tandem.errors import InvalidRequest, NotFound
 from tandem.server import tfserving_codec
@@ -18,6 +21,8 @@ from tandem.server.models import LoadedModel, is_version
 from tandem.server.responses import json_response
 
 UNSUPPORTED = ("classify", "regress")
+STATUS_METHODS = ("GET", "HEAD")
+PREDICT_METHODS = ("POST",)
 
 
 def _split(segment: str) -> tuple[str, str | None]:
@@ -54,17 +59,31 @@ async def by_label(request: Request, call: Call) -> Response:
     return await _dispatch(request, call, request.path_params["name"], ref, action)
 
 
+def _allowed(segment: str) -> tuple[str, ...] | None:
+    """The methods the resource named by the route's last segment takes; None: an unknown action,
+    which the handler refuses whatever the method."""
+    action = _split(segment)[1]
+    if action is None:
+        return STATUS_METHODS
+    return PREDICT_METHODS if action == "predict" else None
+
+
+def _not_allowed(method: str, allowed: tuple[str, ...]) -> Response:
+    hint = "POST needs an action: /v1/models/NAME:predict" if allowed == STATUS_METHODS else ":predict takes POST"
+    return json_response({"error": f"{method} is not allowed here; {hint}"}, 405, {"allow": ", ".join(allowed)})
+
+
 async def _dispatch(request: Request, call: Call, name: str, ref: str | None, action: str | None) -> Response:
     if action is None:
-        if request.method != "GET":
-            return json_response({"error": "POST needs an action: /v1/models/NAME:predict"}, 405, {"allow": "GET"})
-        return await _status(request, call, name, ref)
+        if request.method not in STATUS_METHODS:
+            return _not_allowed(request.method, STATUS_METHODS)
+        return await _status(request, call, name, ref)  # HEAD: the same answer, uvicorn drops the body
     if action in UNSUPPORTED:
         raise InvalidRequest(f":{action} is not supported; use :predict")
     if action != "predict":
         raise NotFound(f"unknown action :{action}; TF-Serving's REST API here has :predict")
-    if request.method != "POST":
-        return json_response({"error": ":predict takes POST"}, 405, {"allow": "POST"})
+    if request.method not in PREDICT_METHODS:
+        return _not_allowed(request.method, PREDICT_METHODS)
     call.route += ":predict"
     return await _predict(request, call, name, ref)
 
@@ -94,10 +113,24 @@ async def _predict(request: Request, call: Call, name: str, ref: str | None) -> 
     return Response(tfserving_codec.encode_predict(outputs, rows), media_type="application/json")
 
 
+class _Route(Route):
+    """Starlette answers a method no route takes (OPTIONS, PUT, ...) with 405 and ``Allow`` before the
+    key check, listing the route's methods: here, those of the resource the last segment names."""
+
+    def __init__(self, path: str, segment: str, handler) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(path, endpoint(path, "predict", handler), methods=["GET", "POST"])
+        self.segment = segment
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed = _allowed(scope["path_params"][self.segment]) or tuple(sorted(self.methods))
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
+        await super().handle(scope, receive, send)
+
+
 def routes() -> list[Route]:
-    table = [
-        ("/v1/models/{name}", by_name),
-        ("/v1/models/{name}/versions/{version}", by_version),
-        ("/v1/models/{name}/labels/{label}", by_label),
+    return [
+        _Route("/v1/models/{name}", "name", by_name),
+        _Route("/v1/models/{name}/versions/{version}", "version", by_version),
+        _Route("/v1/models/{name}/labels/{label}", "label", by_label),
     ]
-    return [Route(path, endpoint(path, "predict", fn), methods=["GET", "POST"]) for path, fn in table]

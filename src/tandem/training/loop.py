@@ -54,8 +54,9 @@ class Pixels:
 
 
 def to_float(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 N×H×W×3 → float N×3×H×W in [0, 1]."""
-    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 N×H×W×3 → float N×3×H×W in [0, 1], of torch's default dtype (float32 unless a test
+    checks data parallelism in float64, where float32 rounding cannot hide a real difference)."""
+    return pixels.permute(0, 3, 1, 2).to(torch.get_default_dtype()).div_(255.0)
 
 
 def batches(perm: torch.Tensor, size: int, min_rows: int = 2) -> list[torch.Tensor]:

@@ -77,16 +77,15 @@ class _SyncStats(torch.autograd.Function):
         xhat, invstd, weight = ctx.saved_tensors
         dims = [0, *range(2, dy.dim())]
         shape = [1, -1] + [1] * (dy.dim() - 2)
-        sum_dy = dy.sum(dims)
-        sum_dy_xhat = (dy * xhat).sum(dims)
+        sum_dy = dy.sum(dims, dtype=torch.float64)
+        sum_dy_xhat = (dy * xhat).sum(dims, dtype=torch.float64)
         # The weight and bias gradients stay this worker's own: DistributedDataParallel averages
         # them like every other parameter's. The input's gradient needs the global sums.
         both = torch.cat([sum_dy, sum_dy_xhat])
         dist.all_reduce(both)
-        g_dy, g_dy_xhat = both.split(len(sum_dy))
-        dx = (weight * invstd).view(shape) * (
-            dy - (g_dy / ctx.total).view(shape) - xhat * (g_dy_xhat / ctx.total).view(shape))
-        return dx, sum_dy_xhat, sum_dy, None, None, None, None
+        g_dy, g_dy_xhat = (t.div(ctx.total).to(dy.dtype).view(shape) for t in both.split(len(sum_dy)))
+        dx = (weight * invstd).view(shape) * (dy - g_dy - xhat * g_dy_xhat)
+        return dx, sum_dy_xhat.to(dy.dtype), sum_dy.to(dy.dtype), None, None, None, None
 
 
 def _sync_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:

@@ -188,6 +188,19 @@ def test_tf_serving_model_status(http):
     assert {"version": "1", **ok} in listed
 
 
+@pytest.mark.parametrize("path", ["/v1/models/faces", "/v1/models/faces/versions/2", "/v1/models/faces/labels/production"])
+def test_tf_serving_status_takes_head_and_each_resource_states_its_own_methods(http, path):
+    head = http.head(path)
+    # The GET answer's length without its body (not compared: under Ray, replicas list what each loaded).
+    assert (head.status_code, head.content) == (200, b"") and int(head.headers["content-length"]) > 0
+    # One route serves the status (GET, HEAD) and :predict (POST): each says which methods it takes.
+    for method, target, allow in (("POST", path, "GET, HEAD"), ("OPTIONS", path, "GET, HEAD"),
+                                  ("GET", path + ":predict", "POST"), ("PUT", path + ":predict", "POST")):
+        r = http.request(method, target)
+        assert (r.status_code, r.headers["allow"]) == (405, allow), (method, target, r.text)
+        assert r.json()["error"]
+
+
 def test_image_endpoint_gives_what_the_celebmatch_cli_gives(http, bundles, photos):
     for photo in photos[:2]:
         cli = tandem_json("celebmatch", "match", bundles[0], photo)

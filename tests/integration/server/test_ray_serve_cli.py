@@ -1,0 +1,51 @@
+"""`tandem serve --ray` as a user runs it, joining a running Ray cluster with --address: it deploys
+the app on Ray Serve, answers, and on Ctrl-C deletes its app and leaves the cluster running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.integration.ray_serving import wait_for
+from tests.integration.server.serving import populate, test_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
+
+
+def test_serve_ray_deploys_answers_and_deletes_its_app_on_ctrl_c(ray_cluster, tmp_path, bundles):
+    from ray import serve
+
+    settings = test_settings(tmp_path / "home")
+    keys = populate(settings, list(bundles))
+    port = ray_cluster.url.rsplit(":", 1)[1]  # the cluster's Ray Serve proxy
+    env = {**os.environ, "TANDEM_HOME": str(settings.home), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
+           "TANDEM_RAY_REPLICA_CPUS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--ray", "--replicas", "1", "--address",
+                             ray_cluster.address, "--port", port], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def answers() -> bool:
+            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
+            try:
+                return httpx.get(f"{ray_cluster.url}/v2/models/faces/ready", timeout=2,
+                                 headers={"authorization": f"Bearer {keys.predict}"}).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, "tandem serve --ray to answer", 90)
+        r = httpx.get(f"{ray_cluster.url}/v2/models/faces", headers={"authorization": f"Bearer {keys.predict}"})
+        assert r.status_code == 200 and r.json()["versions"] == ["1", "2"]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "serving on http://127.0.0.1:" in out and "through Ray Serve" in out
+    assert "tandem" not in serve.status().applications  # its app is gone, the cluster and its proxy stay
