@@ -129,5 +129,5 @@ def test_access_log_is_json_and_never_holds_a_key(served, photo_kwargs):
     assert e["key_id"] == keys.predict.split("_")[1] and e["bytes_in"] == len(INFER["content"]) and e["ms"] > 0
     log_text = "\n".join(lines.lines)
     for key in (keys.predict, keys.admin, keys.device, keys.revoked):
-        assert key.split("_")[2] not in log_text
+        assert key.split("_", 2)[2] not in log_text  # the secret itself may hold "_"
     assert any(x["status"] == 401 and x["error"] == "Unauthenticated" for x in entries)
