@@ -520,6 +520,8 @@ def tandem_stats(d: Callable[[str], float], n: float, wall: float) -> dict:
         "model_busy": round(d("tandem_inference_duration_seconds_sum") / wall, 3),
         "mean_request_ms_server": round(d("tandem_request_duration_seconds_sum")
                                         / max(1.0, d("tandem_request_duration_seconds_count")) * 1000, 3),
+        # Share of the model calls that were a lone request's, on the session with every core's threads.
+        "lone_share": round(d("tandem_lone_calls_total") / n, 3),
     }
 
 

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         default=1.0, ge=0,
         description="CPUs each Ray Serve replica reserves (0: replicas are placed without regard to CPUs).",
     )
+    ray_haproxy: bool = Field(
+        default=True,
+        description="For the Ray instance `tandem serve --ray` starts itself: Ray Serve's HAProxy ingress "
+        "(RAY_SERVE_ENABLE_HA_PROXY, RAY_SERVE_THROUGHPUT_OPTIMIZED) - HAProxy in front of replicas that answer "
+        "HTTP themselves - instead of Ray's Python proxy, which measured here cost 4 ms of CPU per request and "
+        "a quarter of the throughput. On a cluster of your own, set those at `ray start`.",
+    )
     ray_max_ongoing_requests: int = Field(
         default=64, ge=1, le=10_000,
         description="Requests a Ray Serve replica takes at once (Ray's default, 5, would starve Tandem's "

@@ -30,6 +30,12 @@ class Cluster:
 @contextlib.contextmanager
 def local_cluster() -> Iterator[Cluster]:
     ray = pytest.importorskip("ray", reason="the Ray tests need tandem[ray]")
+    from tandem.server.ray_serve import haproxy_env
+    from tandem.settings import Settings
+
+    # As `tandem serve --ray` starts its own instance: Ray Serve behind HAProxy (set before Ray Serve
+    # is imported here or in any process of the cluster).
+    os.environ.update(haproxy_env(Settings(), drain_s=1.0))
     from ray import serve
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -18,16 +18,17 @@ from tests.integration.cli import tandem, tandem_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-# Three people of LFW (374 photos, a fifth held out for validation), 5 epochs of 16-photo batches.
-QUALITY = ["--data", "lfw", "--min-faces", "100", "--val-fraction", "0.2", "--epochs", "5", "--batch-size", "16",
+# Three people of LFW (374 photos, a fifth held out for validation), 6 epochs of 16-photo batches.
+QUALITY = ["--data", "lfw", "--min-faces", "100", "--val-fraction", "0.2", "--epochs", "6", "--batch-size", "16",
            "--stem-stride", "2", "--seed", "0"]
 # Two workers compute what one computes (tests/unit/test_data_parallel.py: to 1e-9 in float64), but
 # in float32 their sums round differently, and AdamW carries such differences through a run as far
-# as a change of thread count carries the plain trainer. Measured on this data after 5 epochs: the
-# plain trainer on 1 thread instead of 2 moved validation accuracy by 0.040 (seed 0) and 0.053
-# (seed 1); 2 Ray workers instead of the plain trainer by 0.067 and 0.000. The tolerance, 0.15, is
-# 11 of the 75 validation photos: twice the largest of those. (The final train loss, an average over
-# noisy batches, moved by up to 0.09 and is not compared.)
+# as a change of thread count carries the plain trainer. Measured on this data after 6 epochs (75
+# validation photos): the plain trainer on 1 thread instead of 2 moved validation accuracy by 0.067
+# (seed 0) and 0.013 (seed 1); 2 Ray workers instead of the plain trainer by 0.093 and 0.013. The
+# tolerance, 0.15 (11 photos), is 1.6 times the largest of these. (Validation accuracy is steep here
+# - 0.32 to 0.6 in three epochs - which is what makes it this sensitive; the final train loss, an
+# average over noisy batches, moved by up to 0.09 and is not compared.)
 VAL_ACC_TOLERANCE = 0.15
 
 
@@ -41,10 +42,10 @@ def test_two_workers_train_as_well_as_one_to_a_bundle(ray_cluster, tmp_path, dat
     proc = tandem("train", *QUALITY, "--out", tmp_path / "two", "--workers", "2", "--address", ray_cluster.address,
                   env=env)
     # The driver's progress shows what the workers reported, epoch by epoch.
-    for epoch in range(1, 6):
-        assert f"epoch {epoch}/5: loss" in proc.stdout, proc.stdout
+    for epoch in range(1, 7):
+        assert f"epoch {epoch}/6: loss" in proc.stdout, proc.stdout
     two = history(tmp_path / "two")
-    assert [h["epoch"] for h in two] == list(range(1, 6)) and all(h["workers"] == 2 for h in two)
+    assert [h["epoch"] for h in two] == list(range(1, 7)) and all(h["workers"] == 2 for h in two)
     val_one, val_two = history(tmp_path / "one")[-1]["val_acc"], two[-1]["val_acc"]
     assert val_two > 0.4  # learnt something: a third would be chance
     assert abs(val_two - val_one) <= VAL_ACC_TOLERANCE, (val_one, val_two)

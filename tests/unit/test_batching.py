@@ -227,3 +227,54 @@ def test_model_calls_in_flight_are_bounded_by_in_flight(in_flight):
 
     assert run(main()) == [2, 4, 6, 8]
     assert most == in_flight
+
+
+def test_a_lone_request_runs_on_the_lone_path_and_those_that_meet_others_on_the_batch_path():
+    async def main():
+        gate = threading.Event()
+        batch, lone = Doubler(), Doubler(gate)
+        b = Batcher(batch, max_batch_size=8, max_delay_s=0, in_flight=2, run_lone=lone)
+        first = asyncio.create_task(b.submit(rows(1)))  # nothing else queued or running: lone
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # Two more arrive while it runs (held at the gate): they share a call on the batch path, on
+        # the other slot, even though that call holds two requests' worth of rows alone.
+        both = await asyncio.wait_for(asyncio.gather(b.submit(rows(2)), b.submit(rows(3))), HANG_GUARD_S)
+        gate.set()
+        await first
+        last = await b.submit(rows(4))  # idle again: lone
+        await b.close()
+        return batch.calls, lone.calls, both, last
+
+    batch_calls, lone_calls, both, last = run(main())
+    assert lone_calls == [1, 1] and batch_calls == [2]
+    assert [o["y"].item() for o in both] == [4, 6] and last["y"].item() == 8
+
+
+def test_a_request_with_another_on_its_way_is_not_lone():
+    async def main():
+        batch, lone = Doubler(), Doubler()
+        b = Batcher(batch, max_batch_size=8, max_delay_s=0, in_flight=2, run_lone=lone)
+        with b.slot() as coming:  # its body is still being read
+            early = await b.submit(rows(1))  # no delay allowed: runs at once, but not alone
+            late = await coming.submit(rows(2))  # by now nothing else is about: lone
+        await b.close()
+        return batch.calls, lone.calls, early, late
+
+    batch_calls, lone_calls, early, late = run(main())
+    assert batch_calls == [1] and lone_calls == [1]
+    assert early["y"].item() == 2 and late["y"].item() == 4
+
+
+def test_a_failing_lone_call_fails_its_request_alone():
+    async def main():
+        batch, lone = Doubler(), Doubler()
+        b = Batcher(batch, max_batch_size=8, max_delay_s=0, run_lone=lone)
+        bad = await asyncio.gather(b.submit(rows(255)), return_exceptions=True)
+        good = await b.submit(rows(5))
+        await b.close()
+        return batch.calls, lone.calls, bad, good
+
+    batch_calls, lone_calls, [bad], good = run(main())
+    assert isinstance(bad, ModelError) and good["y"].item() == 10
+    assert lone_calls == [1, 1] and batch_calls == []  # not retried on the batch path

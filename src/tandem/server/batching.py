@@ -7,6 +7,11 @@ ONNX Runtime's worker threads spin-wait between calls and take the core the even
 ``max_delay_s`` for more only while requests for this model are known to be on their way (their
 bodies still being read or decoded, see :meth:`Batcher.slot`): a lone request never waits, so
 batching costs nothing at concurrency 1, and a busy model fills its batches without waiting at all.
+
+A lone request (nothing else queued, on its way or in a model call) may take another path,
+``run_lone``: a session with every core's threads (models.py), since then no other call and hardly
+any HTTP work wants the cores. It answers a request at concurrency 1 sooner; under load the
+single-threaded calls above keep serving, and a request that meets others never takes it.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -67,7 +70,6 @@ class Batcher:
         observer: BatchObserver | None = None,
         in_flight: int = 1,
         run_lone: Callable[[Tensors], Tensors] | None = None,
-        thread_nice: int = 0,
     ) -> None:
         self._run = run
         self._run_lone = run_lone
@@ -84,8 +86,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         # Threads of this model alone: its calls never wait behind image decoding or another model.
-        self._executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"ort-{name}",
-                                            initializer=_lower_priority, initargs=(thread_nice,))
+        self._executor = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"ort-{name}")
 
     @property
     def busy(self) -> bool:
@@ -176,10 +177,8 @@ class Batcher:
             self._report_depth()
             if not batch:
                 continue
-            run = self._run
-            if (self._run_lone is not None and len(batch) == 1 and not self._calls and not self._queue
-                    and self._arriving == 0):
-                run = self._run_lone
+            lone = len(batch) == 1 and not self._calls and not self._queue and self._arriving == 0
+            run = self._run_lone if lone and self._run_lone is not None else self._run
             call = loop.create_task(self._call(loop, list(batch), rows, run))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
@@ -231,12 +230,6 @@ class Batcher:
 
     def _unloaded(self) -> Unavailable:
         return Unavailable(f"model {self.name} was unloaded; retry", retry_after=1)
-
-
-def _lower_priority(nice: int) -> None:
-    if nice > 0 and hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _merge(batch: list[_Item]) -> Tensors:

@@ -106,9 +106,10 @@ def lone_request_threads(settings: Settings) -> int:
     return settings.lone_request_threads or max(1, _cores() // settings.workers)
 
 
-def _lone_config() -> dict[str, str]:
-    return {"spin": {}, "nospin": {"session.intra_op.allow_spinning": "0"},
-            "stop": {"session.force_spinning_stop": "1"}}[os.environ.get("TANDEM_X_LONE_CFG", "stop")]
+# The lone session's threads spin between the parallel parts of a call (blocking them instead made a
+# 2-thread call slower than a 1-thread one here), but stop spinning as soon as the call returns: a
+# spinning thread would take the core the event loop and the next batch's call need.
+LONE_SESSION_CONFIG = {"session.force_spinning_stop": "1"}
 
 
 def batches_in_flight(settings: Settings) -> int:
@@ -155,14 +156,13 @@ class LoadedModel:
         # A request that finds its model idle runs on a session with every core's threads: its answer
         # comes sooner, and nothing else wants the cores then (see batching.py).
         lone = lone_request_threads(settings)
-        self._lone_session = (load_session(self.onnx.path, lone, _lone_config())
+        self._lone_session = (load_session(self.onnx.path, lone, LONE_SESSION_CONFIG)
                               if lone > ort_threads(settings) and self.onnx.path is not None else None)
         self._lone_calls = metrics.lone_calls.labels(self.name, str(self.version))
         self.batcher = Batcher(self._run, settings.max_batch_size, settings.max_delay_ms / 1000,
                                f"{self.name}-{self.version}", metrics.observer(self.name, self.version),
                                in_flight=batches_in_flight(settings),
-                               run_lone=self._run_lone if self._lone_session is not None else None,
-                               thread_nice=int(os.environ.get("TANDEM_X_NICE", "0")))
+                               run_lone=self._run_lone if self._lone_session is not None else None)
         self.last_used = time.monotonic()
         self._matcher: CelebMatcher | None = None
 

@@ -89,10 +89,11 @@ def routes() -> list[Route]:
     m = "/v2/models/{name}"
     v = "/v2/models/{name}/versions/{version}"
     return [
+        # Infer first: Starlette tries the routes in order, and infer is the hot path.
+        *(Route(p + "/infer", endpoint(p + "/infer", "predict", infer), methods=["POST"]) for p in (m, v)),
         Route("/v2/health/live", endpoint("/v2/health/live", None, live), methods=["GET"]),
         Route("/v2/health/ready", endpoint("/v2/health/ready", None, ready), methods=["GET"]),
         Route("/v2", endpoint("/v2", "predict", server_metadata), methods=["GET"]),
         *(Route(p, endpoint(p, "predict", model_metadata), methods=["GET"]) for p in (m, v)),
         *(Route(p + "/ready", endpoint(p + "/ready", "predict", model_ready), methods=["GET"]) for p in (m, v)),
-        *(Route(p + "/infer", endpoint(p + "/infer", "predict", infer), methods=["POST"]) for p in (m, v)),
     ]

@@ -1,6 +1,10 @@
 """`tandem serve --ray`: the very app `tandem serve` runs (create_app), as a Ray Serve ingress
-deployment, so the HTTP API is the same route for route and byte for byte (Ray's proxy adds an
+deployment, so the HTTP API is the same route for route and byte for byte (Ray adds an
 ``x-request-id`` header; it changes nothing else).
+
+Requests reach the replicas through Ray Serve's HAProxy ingress where Tandem starts the Ray instance
+(TANDEM_RAY_HAPROXY, on by default): HAProxy forwards HTTP to each replica's own server. Ray's
+Python proxy, the alternative, cost 4 ms of CPU per request here, more than the model.
 
 One deployment, ``TandemServer``, serves every model of the registry; each replica is what one
 uvicorn worker is: its own model pool with Tandem's dynamic batching (so Ray Serve's @serve.batch
@@ -17,10 +21,14 @@ Ray Serve's proxy routes new requests to the other replicas and the controller s
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -83,6 +91,35 @@ class TandemServer:
         return create_app(self.settings)
 
 
+def haproxy_env(settings: Settings, drain_s: float = 5.0) -> dict[str, str]:
+    """Environment for a Ray instance whose Serve fronts its replicas with HAProxy (settings.ray_haproxy).
+    Ray's defaults put HAProxy's files under /tmp/haproxy-serve and its stats, metrics and fallback
+    proxy on fixed ports: two instances on one machine would collide, so each gets its own. A
+    stopping replica drains for ``drain_s`` (Ray's default, 30 s, is for HAProxies on other hosts
+    to hear of it; here HAProxy reloads within a second), so Ctrl-C does not wait half a minute."""
+    if not settings.ray_haproxy:
+        return {}
+    # Ray adds a 64-character folder below this, and HAProxy's admin socket path may not exceed 97 bytes.
+    base = Path("/tmp") / f"thap-{os.getpid()}"
+    base.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        **{var: str(_free_port()) for var in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                              "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def replica_settings(settings: Settings, scaling: Scaling, local: bool) -> Settings:
     """On a machine of its own, replicas share its cores the way uvicorn workers do (models.py sizes
     the model calls in flight by TANDEM_WORKERS); on a cluster each replica keeps the given value."""
@@ -107,7 +144,10 @@ def deploy(settings: Settings, scaling: Scaling, host: str, port: int, local: bo
         graceful_shutdown_timeout_s=settings.request_timeout_s,
         **scaling.options(),
     )(ingress)
-    serve.run(deployment.bind(replica_settings(settings, scaling, local)), name=APP_NAME, route_prefix="/")
+    # Ray Serve's own per-request access log costs the replica and the proxy CPU on every request;
+    # Tandem's access log (TANDEM_ACCESS_LOG) already writes one JSON line per request.
+    serve.run(deployment.bind(replica_settings(settings, scaling, local)), name=APP_NAME, route_prefix="/",
+              logging_config={"enable_access_log": False, "log_level": "WARNING"})
 
 
 def undeploy() -> None:
@@ -120,6 +160,9 @@ def serve_forever(settings: Settings, scaling: Scaling, host: str, port: int, ad
                   verbose: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """`tandem serve --ray`: deploy, then wait for Ctrl-C or SIGTERM. A local Ray instance this
     started is stopped after; on a cluster only the app is deleted (its proxy stays with the cluster)."""
+    ingress_env = {} if address or settings.ray_address else haproxy_env(settings)
+    # Read by Ray Serve's modules when they are imported, here and in the processes Ray starts.
+    os.environ.update(ingress_env)
     from ray import serve
 
     stop = threading.Event()
@@ -134,3 +177,5 @@ def serve_forever(settings: Settings, scaling: Scaling, host: str, port: int, ad
             serve.shutdown()
         else:
             undeploy()
+    if "RAY_SERVE_HAPROXY_SERVER_STATE_BASE" in ingress_env:
+        shutil.rmtree(ingress_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)

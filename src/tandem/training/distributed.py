@@ -3,8 +3,8 @@
 The driver (this process) prepares the run folder exactly as the local trainer does, puts the
 decoded images in Ray's object store once, and starts N workers (ray_worker.py). Each epoch rank 0
 reports its metrics and a checkpoint to Ray Train, which persists it under ``<out>/ray`` and, through
-RunFolderSync on the controller (pinned to this node), copies it into the run folder as
-checkpoint.pt / best.pt / history.json / curves.png. So the result is an ordinary run folder that
+RunFolderSync on the controller (pinned to this node), puts it into the run folder as
+checkpoint.pt / best.pt / history.json (curves.png when the run ends). So the result is an ordinary run folder that
 `tandem export` reads and `tandem train --resume` (with or without --workers) continues.
 
 Ray's own checkpoints serve restarts within a run (FailureConfig: a lost worker restarts the group
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import threading
 import time
@@ -36,7 +37,7 @@ from tandem.training import checkpoint
 from tandem.training.loop import batches
 from tandem.training.progress import TrainProgress
 from tandem.training.ray_worker import train_worker
-from tandem.training.run import HISTORY, TrainConfig, read_json
+from tandem.training.run import HISTORY, TrainConfig, read_json, write_json
 from tandem.training.trainer import (
     TrainResult,
     finish,
@@ -102,15 +103,25 @@ class RunFolderSync(ray.train.UserCallback):
         self.board.push.remote({"row": metrics[0]})
 
 
-def copy_checkpoint(src: Path, out: Path) -> None:
+def copy_checkpoint(src: Path, out: Path, plot: bool = False) -> None:
     """A reported checkpoint folder into the run folder: best.pt before checkpoint.pt, as the local
-    trainer writes them, so checkpoint.pt never names a best epoch that best.pt lacks."""
+    trainer writes them, so checkpoint.pt never names a best epoch that best.pt lacks. The files are
+    hard links where Ray's storage shares the run folder's filesystem (no copy). Drawing curves.png
+    (``plot``) is left to the end of the run: done here it would take a core from the next epoch."""
     for name in (checkpoint.BEST, checkpoint.LAST):
         if (src / name).exists():
             with atomic.temp_path_for(out / name) as tmp:
-                shutil.copyfile(src / name, tmp)
+                try:
+                    tmp.unlink()
+                    os.link(src / name, tmp)
+                except OSError:
+                    shutil.copyfile(src / name, tmp)
     if (src / HISTORY).exists():
-        write_history(out, read_json(src / HISTORY))
+        history = read_json(src / HISTORY)
+        if plot:
+            write_history(out, history)
+        else:
+            write_json(out / HISTORY, history)
 
 
 class _BarFeed:
@@ -200,7 +211,7 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_
                                        "the last finished epoch: continue with --resume") from e
             if result.checkpoint is not None:  # the callback did this already where it shares our disk
                 with result.checkpoint.as_directory() as d:
-                    copy_checkpoint(Path(d), cfg.out)
+                    copy_checkpoint(Path(d), cfg.out, plot=True)
         shutil.rmtree(storage, ignore_errors=True)
     return finish(cfg, data, pixels, torch.device("cpu"), t_start)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 import ray.train
+import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 

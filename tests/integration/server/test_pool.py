@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 
 from tandem.registry.registry import Registry
 from tandem.server.metrics import Metrics
 from tandem.server.models import ModelPool
-from tests.integration.server.bundles import make_bundle
+from tests.integration.server.bundles import H, W, make_bundle
 from tests.integration.server.serving import test_settings
 
 pytestmark = pytest.mark.integration
@@ -80,3 +81,32 @@ def test_every_use_keeps_a_version_from_being_unloaded_as_idle(tmp_path):
                 await pool.close()
 
         assert asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S)) == [2]
+
+
+@pytest.mark.parametrize("lone_threads", [2, 1])
+def test_a_lone_request_runs_on_a_session_with_more_threads_and_batches_on_single_thread_ones(tmp_path, lone_threads):
+    # TANDEM_LONE_REQUEST_THREADS=1 (or ort_threads as many): no session apart, every call alike.
+    settings = test_settings(tmp_path / "home", preload=False, alias_poll_s=60, warmup_runs=1,
+                             lone_request_threads=lone_threads)
+    with Registry.open(settings) as reg:
+        reg.push(make_bundle(tmp_path / "v1", None))
+
+        async def main() -> tuple[int, int, float | None, np.ndarray]:
+            metrics = Metrics()
+            pool = ModelPool(reg, settings, metrics)
+            await pool.start()
+            try:
+                model = await pool.get("faces", 1)
+                out = await model.batcher.submit({"pixels": np.zeros((1, H, W, 3), np.uint8)})
+                lone_calls = metrics.registry.get_sample_value("tandem_lone_calls_total",
+                                                               {"model": "faces", "version": "1"})
+                batch_threads = model.onnx.session.get_session_options().intra_op_num_threads
+                direct = model.onnx.session.run(["probabilities"], {"pixels": np.zeros((1, H, W, 3), np.uint8)})[0]
+                assert np.allclose(out["probabilities"], direct, atol=1e-6)  # either session, the same answer
+                return model.lone_threads, batch_threads, lone_calls, out["probabilities"]
+            finally:
+                await pool.close()
+
+        lone, batch_threads, lone_calls, _ = asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+    assert batch_threads == 1 and lone == lone_threads
+    assert lone_calls == (1.0 if lone_threads > 1 else 0.0)

