@@ -362,11 +362,14 @@ def test_metrics_count_requests_batches_and_errors(served, http, pixels):
             'tandem_batch_size_count{model="faces",version="1"}',
             'tandem_queue_depth{model="faces",version="1"}',
             'tandem_errors_total{error="InvalidRequest",route="/v2/models/{name}/infer"}']
+    assert http.post(INFER, content=body, headers=headers).status_code == 200
     # Each Ray Serve replica counts what it served, and /metrics comes from whichever replica Ray
-    # routes it to: ask again until one that has seen all of the above answers (uvicorn: at once).
+    # routes it to: give the replica of this connection a request and an error to count, and ask
+    # again until one that has seen all of the above answers (uvicorn: at once).
     for _ in range(20):
-        assert http.post(INFER, content=body, headers=headers).status_code == 200
         with server.client(keys.admin) as admin:
+            assert admin.post(INFER, content=body, headers=headers).status_code == 200
+            assert admin.post(INFER, json={"inputs": []}).status_code == 400
             r = admin.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         if all(line in r.text for line in want):

@@ -63,7 +63,9 @@ def web_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     chromium = shutil.which("chromium")
     if chromium is None:
