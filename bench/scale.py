@@ -168,7 +168,8 @@ def main() -> None:
     p.add_argument("--min-faces", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=1, help="run the three trainings this many times, interleaved")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="run the three trainings (and servers) this many times, interleaved, keeping each one's best")
     p.add_argument("--bundle", type=Path, help="serve this bundle (default: the one exported from the 2-worker run)")
     p.add_argument("--parts", default="train,serve", help="train, serve or both (serve alone needs --bundle)")
     p.add_argument("--concurrency", type=int, default=16)
@@ -228,10 +229,15 @@ def main() -> None:
         key = json.loads(subprocess.run([str(TANDEM), "keys", "create", "--scope", "predict", "--json"], env=env,
                                         check=True, capture_output=True, text=True).stdout)["key"]
         images = photos(bundle, 64)
-        for mode in SERVE_MODES:
-            console.print(f"[bold]serving[/] {mode}…")
-            serve[mode] = serve_cell(mode, args, env, images, key, model)
-            console.print(f"  {serve[mode]['rps']} answers/s, p99 {serve[mode]['p99_ms']} ms")
+        tries: dict[str, list[dict]] = {m: [] for m in SERVE_MODES}
+        for r in range(args.rounds):
+            for mode in SERVE_MODES:
+                console.print(f"[bold]serving[/] {mode} (round {r + 1}/{args.rounds})…")
+                cell = serve_cell(mode, args, env, images, key, model)
+                tries[mode].append(cell)
+                console.print(f"  {cell['rps']} answers/s, p99 {cell['p99_ms']} ms")
+        for mode, cells in tries.items():
+            serve[mode] = {**max(cells, key=lambda c: c["rps"]), "rounds": [c["rps"] for c in cells]}
         result["serve_bundle"] = {"path": str(bundle), "model": model}
         result["serve"] = serve
         result["serve_rps"] = {m: c["rps"] for m, c in serve.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -35,7 +36,8 @@ def local_cluster() -> Iterator[Cluster]:
 
     # As `tandem serve --ray` starts its own instance: Ray Serve behind HAProxy (set before Ray Serve
     # is imported here or in any process of the cluster).
-    os.environ.update(haproxy_env(Settings(), drain_s=1.0))
+    ingress = haproxy_env(Settings(), drain_s=1.0)
+    os.environ.update(ingress)
     from ray import serve
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -50,6 +52,7 @@ def local_cluster() -> Iterator[Cluster]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(ingress["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
 
 
 @contextlib.contextmanager

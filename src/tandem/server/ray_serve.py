@@ -105,9 +105,10 @@ def haproxy_env(settings: Settings, drain_s: float = 5.0) -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s),
-        # A replica that dies leaves HAProxy idle keep-alive connections to it; a request sent on one
-        # fails with an empty response, never having reached a live process: send it to another
-        # replica (Tandem's POST routes are safe to repeat), and mark the dead one down at once.
+        # A replica that dies leaves HAProxy idle keep-alive connections to it: a request sent on one
+        # meets a dead process. Retry it on another replica where HAProxy still holds the whole
+        # request (bodies within its buffer; Tandem's POST routes are safe to repeat), and take the
+        # dead replica out at its first error rather than its third.
         "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
         "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),

@@ -51,7 +51,7 @@ from tandem.training.trainer import (
 log = logging.getLogger(__name__)
 RAY_DIR = "ray"  # Ray Train's storage inside the run folder, while a run is in flight
 RUN_NAME = "train"
-POLL_S = 0.2
+POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -126,21 +126,29 @@ def copy_checkpoint(src: Path, out: Path, plot: bool = False) -> None:
 
 class _BarFeed:
     """Moves what the board collected onto the driver's progress bar, from a thread of its own
-    while ``fit()`` blocks the main thread (which keeps Ray Train's Ctrl-C handling)."""
+    while ``fit()`` blocks the main thread (which keeps Ray Train's Ctrl-C handling). Without a bar
+    to show (--json, --no-progress) it does nothing: polling would only take CPU from training."""
 
-    def __init__(self, board: Any, bar: TrainProgress) -> None:
-        self.board, self.bar = board, bar
+    def __init__(self, board: Any, enabled: bool) -> None:
+        self.board, self.enabled = board, enabled
+        self.bar: TrainProgress | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="tandem-ray-progress", daemon=True)
 
+    def onto(self, bar: TrainProgress) -> _BarFeed:
+        self.bar = bar
+        return self
+
     def __enter__(self) -> _BarFeed:
-        self.thread.start()
+        if self.enabled:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        self.drain()  # what arrived after the last poll
+        if self.enabled:
+            self.stop.set()
+            self.thread.join(10)
+            self.drain()  # what arrived after the last poll
 
     def _run(self) -> None:
         while not self.stop.wait(POLL_S):
@@ -150,6 +158,7 @@ class _BarFeed:
                 log.debug("progress board: %s", e)
 
     def drain(self) -> None:
+        assert self.bar is not None
         for message in ray.get(self.board.drain.remote()):
             if "step" in message:
                 self.bar.step(*message["step"])
@@ -188,7 +197,7 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_
                 train_worker,
                 train_loop_config={
                     "cfg": cfg, "net": net_cfg.to_dict(), "classes": data.classes, "threads": threads,
-                    "use_gpu": gpus > 0, "sync_batchnorm": settings.ray_sync_batchnorm,
+                    "use_gpu": gpus > 0, "sync_batchnorm": settings.ray_sync_batchnorm, "progress": show_progress,
                     "board": board, "pixels": ray.put(pixels), "state": ray.put(state),
                     "best": ray.put(best),
                 },
@@ -203,7 +212,8 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_
                     callbacks=[RunFolderSync(str(cfg.out.resolve()), board)],
                 ),
             )
-            with TrainProgress(cfg.epochs, steps, start, enabled=show_progress) as bar, _BarFeed(board, bar):
+            feed = _BarFeed(board, show_progress)
+            with TrainProgress(cfg.epochs, steps, start, enabled=show_progress) as bar, feed.onto(bar):
                 try:
                     result = trainer.fit()
                 except ray.train.TrainingFailedError as e:

@@ -25,8 +25,9 @@ from tandem.training import checkpoint
 from tandem.training.loop import EpochLoop, Pixels, Shard
 from tandem.training.run import HISTORY, TrainConfig, write_json
 
-# The driver's bar need not see every step; a remote call per batch would cost more than it shows.
-STEP_REPORT_S = 0.25
+# The driver's bar need not see every step: each report wakes two other processes, and on a small
+# machine any such wake-up stalls the training's thread team.
+STEP_REPORT_S = 0.5
 
 
 class _StepRelay:
@@ -63,7 +64,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
         loop = EpochLoop(cfg, NetConfig.from_dict(config["net"]), pixels, device, state, shard,
                          wrap if shard.world > 1 else None, sync_batchnorm=config["sync_batchnorm"])
-    relay = _StepRelay(config["board"]) if shard.rank == 0 else None
+    relay = _StepRelay(config["board"]) if shard.rank == 0 and config["progress"] else None
     # best.pt lives here between epochs, so every reported checkpoint folder can carry it.
     staging = Path(tempfile.mkdtemp(prefix="tandem-best-"))
     try:

@@ -38,6 +38,7 @@ _HEAD = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": 
                                 "parameters": {"binary_data_size": PIX.nbytes}}]}).encode()
 INFER = {"content": _HEAD + PIX.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(_HEAD))}}
 POLL_S = 0.1  # TANDEM_ALIAS_POLL_S of the replicas
+CLIENTS = 8  # concurrent clients of the replica-kill test
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,10 @@ def test_a_moved_alias_is_served_by_every_replica_within_the_poll_period_and_a_l
         http.close()
 
 
-def test_a_killed_replica_loses_at_most_its_requests_in_flight_and_ray_restarts_it(fleet):
-    """8 clients keep requests in flight; one replica's process is SIGKILLed; Ray Serve routes to
-    the other and starts a new one. Failures: at most the 8 requests in flight, none after."""
+def test_a_killed_replica_loses_only_requests_around_the_kill_and_ray_restarts_it(fleet):
+    """8 clients keep requests in flight; one replica's process is SIGKILLed; HAProxy takes it out
+    and Ray Serve starts a new one. What fails: the requests in flight on it, and those HAProxy sent
+    it in the ~0.1 s before it marked it down (measured: 4 to 12 of ~8,000); nothing later."""
     before = replica_pids()
     log: list[tuple[float, float, int]] = []  # (sent, answered, status; 0 = no HTTP answer)
     stop = threading.Event()
@@ -146,7 +148,7 @@ def test_a_killed_replica_loses_at_most_its_requests_in_flight_and_ray_restarts_
                     status = 0
                 log.append((sent, time.monotonic(), status))
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for t in threads:
         t.start()
     try:
@@ -165,8 +167,8 @@ def test_a_killed_replica_loses_at_most_its_requests_in_flight_and_ray_restarts_
     print(f"\nkilled {name} (pid {pid}); {len(log)} requests, {len(failed)} failed "
           f"({failed}); a new replica served after {recovered:.1f} s")
     assert len(log) > 50
-    # The requests in flight on the killed replica, and any HAProxy sends it before it marks the
-    # replica down (after 3 connection errors): never more than the 8 clients had in flight.
-    assert len(failed) <= 8, failed
-    assert all(-0.5 < sent < 1.0 for sent, _, _ in failed), failed  # only around the kill
+    # Each client loses at most its request in flight and, having reconnected, one more sent before
+    # HAProxy marks the replica down.
+    assert len(failed) <= 2 * CLIENTS, failed
+    assert all(-0.5 < sent < 0.5 for sent, _, _ in failed), failed  # only around the kill
     assert served_after and all(st == 200 for st in served_after)
