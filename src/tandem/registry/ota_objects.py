@@ -54,9 +54,22 @@ def app_files(manifest: Manifest) -> list[str]:
     return sorted(rel for rel in named if rel in manifest.files and rel not in manifest.models.values())
 
 
+def split_heads(manifest: Manifest) -> list[str]:
+    """The heads of the bundle's splits (``tandem export --split``): a device runs them for ``split@K``,
+    so a bundle exported with splits ships them, whatever precision the device runs."""
+    return sorted({s.head for s in manifest.splits})
+
+
+def device_files(manifest: Manifest, precision: str) -> list[str]:
+    """What a device running ``precision`` is sent besides the manifest: that model, the app files,
+    the split heads."""
+    return list(dict.fromkeys([manifest.models[precision], *app_files(manifest), *split_heads(manifest)]))
+
+
 def delivered_files(manifest: Manifest) -> list[str]:
-    """Every file a device may be sent (besides the manifest): each precision's model and the app files."""
-    return sorted({*manifest.models.values(), *app_files(manifest)})
+    """Every file a device may be sent (besides the manifest): each precision's model, the app files
+    and the split heads."""
+    return sorted({*manifest.models.values(), *app_files(manifest), *split_heads(manifest)})
 
 
 def source_path(target: Manifest, source: Manifest, path: str) -> str | None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tandem.bundle import MANIFEST, Manifest
 from tandem.errors import NotFound
 from tandem.registry.ota import OtaSnapshot
-from tandem.registry.ota_objects import DELTA, FILE, app_files, source_path
+from tandem.registry.ota_objects import DELTA, FILE, device_files, source_path
 from tandem.registry.records import OtaObjectInfo
 from tandem.registry.rollout import Decision, Device, Rule, decide, offers
 
@@ -155,7 +155,7 @@ class OtaState:
                                "url": FILES_URL + stored.manifest_sha256}
         source = self.versions[name][from_version] if from_version is not None else None
         key = self.data_keys.get((name, version))
-        for path in [manifest.models[used], *app_files(manifest)]:
+        for path in device_files(manifest, used):
             obj = self.file_objects.get((name, version, path))
             if obj is None:
                 out.missing.append(path)

@@ -3,7 +3,8 @@
 Models: ``faces`` v1 (tiny real ONNX, celebmatch gallery enrolled on LFW photos) and v2 (only the
 classifier head changed, as after fine-tuning the head), both released on production, so a new
 device gets v2 and a device pinned to v1 gets v1; ``rolling`` v1/v2 for the server-side rollback;
-``staged`` v1 released to 30% of devices.
+``staged`` v1 released to 30% of devices; ``cut`` v1, exported with splits at k=5 and k=7 (their heads
+travel to the device with the model).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from onnx import numpy_helper
 
 from tandem.bundle import Bundle, write_manifest
 from tandem.device import ModelUpdater
+from tandem.export.split import split_bundle
 from tandem.security.signing import PublicKey
 from tests.conftest import make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
@@ -81,13 +83,15 @@ def ota_server(tmp_path_factory, lfw_people) -> Iterator[OtaServer]:
     bundles["rolling1"] = make_bundle(root / "rolling1", None, name="rolling", seed=5)
     bundles["rolling2"] = head_only(bundles["rolling1"], root / "rolling2")
     bundles["staged"] = make_bundle(root / "staged", None, name="staged", seed=7)
+    bundles["cut"] = make_bundle(root / "cut", None, name="cut", seed=9)
+    split_bundle(bundles["cut"], [5, 7])
     env = {**os.environ, "TANDEM_HOME": str(root / "home"), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
            "TANDEM_ALIAS_POLL_S": "0.1", "TANDEM_OTA_REPORT_FLUSH_S": "0.2", "TANDEM_REDIS_URL": ""}
     env.pop("TANDEM_OTA_MASTER_KEY", None)
-    for name in ("v1", "v2", "rolling1", "staged"):
+    for name in ("v1", "v2", "rolling1", "staged", "cut"):
         tandem("push", bundles[name], env=env)
     for model, version, extra in (("faces", 1, ()), ("faces", 2, ()), ("rolling", 1, ()),
-                                  ("staged", 1, ("--percent", "30"))):
+                                  ("staged", 1, ("--percent", "30")), ("cut", 1, ())):
         tandem("release", model, version, "--channel", "production", *extra, env=env)
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "phones", env=env)["key"]
     trusted = [PublicKey.from_b64(k["public_key"]) for k in tandem_json("keys", "signing", "list", env=env)]

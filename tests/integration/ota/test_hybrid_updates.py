@@ -136,3 +136,21 @@ def test_background_updates_wait_for_the_conditions_then_the_next_predict_runs_t
         cl = hm.predict(PIXELS, policy="only_cloud")
     assert (r.where, r.version, r.model) == ("device", 2, "faces")
     assert np.abs(r.probabilities - cl.probabilities).max() <= 1e-4  # the same v2 the server runs
+
+
+def test_a_model_installed_over_the_air_runs_its_splits(ota_server: OtaServer, predict_key: str,
+                                                        tmp_path: Path) -> None:
+    """The heads of a bundle exported with splits come with the model: split@K runs on the device
+    as installed, with no bundle folder, and gives the whole model's answer."""
+    with ota_server.updater(tmp_path / "store", model="cut") as u, \
+            CloudClient(ota_server.url, "cut", version=1, api_key=predict_key) as cloud:
+        result = u.update()
+        assert (result.status, result.version) == ("installed", 1)
+        assert sorted(result.sources) == ["head_5.onnx", "head_7.onnx", "manifest.json", "model.onnx"]
+        hm = HybridModel(u, cloud)
+        whole = hm.predict(PIXELS, policy="only_device")
+        for policy in ("split@5", "split@7+int8"):
+            got = hm.predict(PIXELS, policy=policy)
+            assert (got.where, got.placement, got.version, got.fallback) == ("split", policy, 1, None)
+            tol = 1e-4 if "int8" not in policy else 0.05
+            assert np.abs(got.outputs["embedding"] - whole.outputs["embedding"]).max() <= tol
