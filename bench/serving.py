@@ -421,6 +421,7 @@ def inproc(model_path: Path, images: np.ndarray, threads: int, batch: int, secon
 
     for i in range(20):
         run(images[i % len(images)][None])
+    (b0, t0_all), cpu0, wall0 = cpu_times(), time.process_time(), time.perf_counter()
     sizes = sorted({1, 2, 4, batch, 2 * batch})
     b1_rounds: list[float] = []
     b1_p99: list[float] = []
@@ -446,6 +447,9 @@ def inproc(model_path: Path, images: np.ndarray, threads: int, batch: int, secon
                 run(xb)
                 n += 1
             curve[b] = max(curve[b], b * n / (time.perf_counter() - t0))
+    (b1, t1_all), cores = cpu_times(), os.cpu_count() or 1
+    ours = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    other = max(0.0, (b1 - b0) / max(1e-9, t1_all - t0_all) * cores - ours)
     return {
         "threads": threads,
         "b1_ms": round(min(b1_rounds), 3),
@@ -455,7 +459,25 @@ def inproc(model_path: Path, images: np.ndarray, threads: int, batch: int, secon
         "bN_rps": round(curve[batch], 1),
         "images_per_s_by_batch": {str(b): round(v, 1) for b, v in curve.items()},
         "rounds": rounds,
+        "other_cpu_share": round(other, 3),  # cores other processes used meanwhile
     }
+
+
+def reference(model_path: Path, images: np.ndarray, threads: int, args: argparse.Namespace, seconds: float) -> dict:
+    """inproc(), measured again (after waiting for quiet) while other work disturbed it; the least
+    disturbed try. A disturbed reference comes out low and would make the targets look easier."""
+    tries: list[dict] = []
+    for attempt in range(1 + args.retries):
+        if attempt:
+            console.print(f"[yellow]in process ({threads} thread(s)) disturbed (other work used "
+                          f"{tries[-1]['other_cpu_share']:.2f} cores); measuring again[/]")
+            wait_quiet(args.wait_quiet / 2)
+        tries.append(inproc(model_path, images, threads, args.max_batch, seconds))
+        if tries[-1]["other_cpu_share"] <= DISTURBED:
+            break
+    best = min(tries, key=lambda t: t["other_cpu_share"])
+    best["attempts"] = len(tries)
+    return best
 
 
 def expected_outputs(model_path: Path, images: np.ndarray, threads: int) -> dict[str, np.ndarray]:
@@ -992,10 +1014,11 @@ def main() -> None:
     console.rule("in process (ONNX Runtime)")
     # The targets' references: measured on a quiet machine too, or other work makes them come out low.
     res.setdefault("busy_before_target", {})["inproc"] = wait_quiet(args.wait_quiet)
-    res["inproc"] = inproc(model_path, images, args.ort_threads, args.max_batch, 6.0 if not args.quick else 1.5)
+    res["inproc"] = reference(model_path, images, args.ort_threads, args, 6.0 if not args.quick else 1.5)
     other = 2 if args.ort_threads == 1 else 1
-    alt = inproc(model_path, images, other, args.max_batch, 3.0 if not args.quick else 0.75)
-    res["inproc"]["with_other_threads"] = {k: alt[k] for k in ("threads", "b1_ms", "bN_rps", "images_per_s_by_batch")}
+    alt = reference(model_path, images, other, args, 3.0 if not args.quick else 0.75)
+    res["inproc"]["with_other_threads"] = {k: alt[k] for k in ("threads", "b1_ms", "bN_rps", "images_per_s_by_batch",
+                                                               "other_cpu_share", "attempts")}
     console.print(res["inproc"])
     expect = expected_outputs(model_path, images[:8], args.ort_threads)
 
@@ -1089,6 +1112,10 @@ def main() -> None:
     if res["machine"]["disturbed_cells"]:
         res["notes"].append(f"other processes used more than {DISTURBED} cores during "
                             f"{len(res['machine']['disturbed_cells'])} cell(s) (other_cpu_share): their numbers are low")
+    for ref in (res["inproc"], res["inproc"]["with_other_threads"]):
+        if ref["other_cpu_share"] > DISTURBED:
+            res["notes"].append(f"other processes used {ref['other_cpu_share']:.2f} cores while ONNX Runtime ran in "
+                                f"process on {ref['threads']} thread(s): that reference is low, its targets easier")
     res["targets"] = evaluate(res)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

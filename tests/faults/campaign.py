@@ -2,7 +2,8 @@
 
 A run injects one fault; it "lost data" when its checks found anything lost or broken afterwards
 (a partial version or object visible, an alias pointing nowhere, a device that cannot open its
-model, a recovery that failed, an answer other than 200 or 503 while the database was away).
+model, a recovery that failed, an answer other than 200 or 503 while the database was away, cut
+behind a relay or a private PostgreSQL really stopped).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Scenario:
     skipped: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # the first few, to read
+    recovery_s: list[float] = field(default_factory=list)  # database outages: back to 200s after it returned
 
     def record(self, problems: list[str] | None, skip: str = "") -> None:
         if problems is None:
@@ -54,6 +56,14 @@ def run(rounds: int, random_kills: int, seed: int, log: Callable[[str], None] = 
         s.seconds += time.perf_counter() - t0
         log(f"  {name}: {s.skipped or ('LOST DATA' if s.lost else 'ok')} ({s.runs} runs)")
 
+    def outage(name: str, fn: Callable[[Path], database_faults.Outage]) -> None:
+        def problems(w: Path) -> list[str]:
+            o = fn(w)
+            if o.recovered_s is not None:
+                out[name].recovery_s.append(round(o.recovered_s, 2))
+            return o.problems
+        scenario(name, problems)
+
     with tempfile.TemporaryDirectory(prefix="tandem-fault-bundles-") as tmp:
         root = Path(tmp)
         v1 = make_bundle(root / "v1", None, seed=1)
@@ -69,7 +79,10 @@ def run(rounds: int, random_kills: int, seed: int, log: Callable[[str], None] = 
                 scenario(f"alias killed: {at}", alias)
             scenario("push onto a full disk", lambda w: registry_faults.push_disk_full(w, big, v1, "faces"),
                      "no tmpfs can be mounted here")
-            scenario("database cut under load", lambda w: database_faults.outage_under_load(w, [v1])[0])
+            outage("database cut under load", lambda w: database_faults.outage_under_load(w, [v1]))
+            for mode in database_faults.STOP_MODES:
+                outage(f"PostgreSQL stopped ({mode}) under load",
+                       lambda w, mode=mode: database_faults.stopped_under_load(w, [v1], (mode,))[0])
 
         with tempfile.TemporaryDirectory(prefix="tandem-fault-ota-") as ota_tmp, \
                 ota_faults.ota_rig(Path(ota_tmp)) as rig:
