@@ -12,8 +12,9 @@ from pathlib import Path
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tandem.server.endpoint import CALL
 from tandem.server.responses import json_response
 from tandem.settings import Settings
 
@@ -31,14 +32,24 @@ class _AppFiles(StaticFiles):
         return response
 
 
+def _named(app: ASGIApp, route: str) -> ASGIApp:
+    """``app`` with the access log's and the metrics' route name set: a mount is not an endpoint()."""
+    async def named(scope: Scope, receive: Receive, send: Send) -> None:
+        call = scope.get(CALL)
+        if call is not None:
+            call.route = route
+        await app(scope, receive, send)
+    return named
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     directory = settings.web_dir or PACKAGED
-    to_slash = Route(PREFIX, lambda request: RedirectResponse(PREFIX + "/", 308), methods=["GET", "HEAD"])
+    to_slash = Route(PREFIX, _named(RedirectResponse(PREFIX + "/", 308), PREFIX), methods=["GET", "HEAD"])
     if not (directory / "index.html").is_file():
         async def not_built(scope: Scope, receive: Receive, send: Send) -> None:
             message = (f"the browser app is not built (no {directory / 'index.html'}): run `make install`, which "
                        "builds web/ with npm, or set TANDEM_WEB_DIR to a built copy")
             await json_response({"error": message}, 404)(scope, receive, send)
-        return [to_slash, Mount(PREFIX, app=not_built)]
-    return [to_slash, Mount(PREFIX, app=_AppFiles(directory=directory, html=True))]
+        return [to_slash, Mount(PREFIX, app=_named(not_built, PREFIX + "/{path}"))]
+    return [to_slash, Mount(PREFIX, app=_named(_AppFiles(directory=directory, html=True), PREFIX + "/{path}"))]
 

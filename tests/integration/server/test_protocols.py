@@ -361,7 +361,8 @@ def test_metrics_count_requests_batches_and_errors(served, http, pixels):
             'tandem_request_duration_seconds_bucket{le="0.005",model="faces:1",route="/v2/models/{name}/infer"}',
             'tandem_batch_size_count{model="faces",version="1"}',
             'tandem_queue_depth{model="faces",version="1"}',
-            'tandem_errors_total{error="InvalidRequest",route="/v2/models/{name}/infer"}']
+            'tandem_errors_total{error="InvalidRequest",route="/v2/models/{name}/infer"}',
+            'route="/app/{path}"']  # the browser app's files, named though a mount serves them
     assert http.post(INFER, content=body, headers=headers).status_code == 200
     # Each Ray Serve replica counts what it served, and /metrics comes from whichever replica Ray
     # routes it to: give the replica of this connection a request and an error to count, and ask
@@ -370,6 +371,7 @@ def test_metrics_count_requests_batches_and_errors(served, http, pixels):
         with server.client(keys.admin) as admin:
             assert admin.post(INFER, content=body, headers=headers).status_code == 200
             assert admin.post(INFER, json={"inputs": []}).status_code == 400
+            assert admin.get("/app/").status_code in (200, 404)  # 404: the app is not built here
             r = admin.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         if all(line in r.text for line in want):
