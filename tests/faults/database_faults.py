@@ -86,7 +86,7 @@ def under_load(settings: Settings, key: str, faults: list[Fault], down_s: float 
         for t in threads:
             t.start()
         try:
-            for (name, cut, restore), out in zip(faults, outages, strict=True):
+            for (_, cut, restore), out in zip(faults, outages, strict=True):
                 before = registry_state(settings)
                 state.update(phase="before", outage=out)
                 time.sleep(1.0)
