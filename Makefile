@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-placement bench-scale clean
+.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js) web/index.html web/vite.config.js \
@@ -68,6 +68,12 @@ bench-placement: install
 # (tests/faults) repeated: bench/results/hardening.json. ARGS="--parts api,faults" runs some parts only.
 bench-hardening: install
 	$(BIN)/python bench/hardening.py $(ARGS)
+
+# A real `tandem serve` at ~80% of its measured capacity with JSON, binary, image and OTA requests for
+# 10 minutes: errors, p99 drift, RSS growth (bench/results/soak.json, merged into hardening.json).
+# ARGS="--minutes 1" for a short run.
+bench-soak: install
+	$(BIN)/python bench/soak.py $(ARGS)
 
 # Ray Train and Ray Serve against the plain paths on this machine: training images/s (1 and 2 workers)
 # and serving answers/s at concurrency 16 (1 and 2 replicas); writes bench/results/scale.json.
