@@ -14,7 +14,7 @@ from rich.table import Table
 from tandem.cli.output import console
 
 
-def run_demo(out: Path, epochs: int = 20, photos: int = 6, seed: int = 0) -> dict:
+def run_demo(out: Path, epochs: int = 20, photos: int = 6, seed: int = 0, subset: float = 1.0) -> dict:
     from tandem.apps.celebmatch.gallery import build_gallery, enroll
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
     from tandem.bundle import Bundle
@@ -29,7 +29,9 @@ def run_demo(out: Path, epochs: int = 20, photos: int = 6, seed: int = 0) -> dic
     run_dir, bundle_dir = out / "run", out / "bundle"
     # A stride-2 stem does 3.7× less work, so the demo fits in minutes; `make bench-accuracy`
     # trains the full-resolution network that reaches the accuracy targets.
-    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=20, epochs=epochs, seed=seed, stem_stride=2)
+    # ``subset``: a stratified fraction of every person's photos, for a quicker look (the tests use it).
+    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=20, epochs=epochs, seed=seed, stem_stride=2,
+                      subset=subset)
     resume = (run_dir / checkpoint.LAST).exists()
     console.rule("[bold]1. train[/] celebmatch on LFW (people with ≥ 20 photos)")
     if resume:

@@ -162,6 +162,8 @@ def predict(
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo's run and bundle go.")] = Path("tandem-demo"),
     epochs: Annotated[int, typer.Option()] = 20,
+    subset: Annotated[float, typer.Option(help="Train, enrol and match on this fraction of each person's "
+                                               "photos (0-1]: a quicker, less accurate look.")] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Train celebmatch on LFW (a few minutes on 2 cores), export, enrol and match held-out photos."""
@@ -169,7 +171,7 @@ def demo(
 
     if json_out:
         console.quiet = True
-    summary = run_demo(out, epochs=epochs)
+    summary = run_demo(out, epochs=epochs, subset=subset)
     if json_out:
         print_json(summary)
 
