@@ -166,7 +166,9 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
     report(2 + len(candidates), total, f"timing {len(runs)} parts × {repeats} rounds")
     times = interleaved_ms(runs, repeats, warmup)
     whole_ms, int8_ms = times[0], (times[1] if int8_bytes is not None else None)
-    whole_idle = idle_ms(runs[0], max(5, repeats // 2))
+    # At least 40 runs (2 s of idling): a median of fewer, on a shared machine, moved the device
+    # predictions of bench/placement by 10-20% from one profile to the next.
+    whole_idle = idle_ms(runs[0], max(40, repeats))
     offset = 2 if int8_bytes is not None else 1
     profiles = []
     for i, (cut, mid, head_size) in enumerate(parts):
