@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tandem.server.endpoint import CALL
+from tandem.server.endpoint import CALL, call_of
 from tandem.server.responses import json_response
 from tandem.settings import Settings
 
@@ -44,7 +45,11 @@ def _named(app: ASGIApp, route: str) -> ASGIApp:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     directory = settings.web_dir or PACKAGED
-    to_slash = Route(PREFIX, _named(RedirectResponse(PREFIX + "/", 308), PREFIX), methods=["GET", "HEAD"])
+    def slash(request: Request) -> Response:
+        call_of(request).route = PREFIX
+        return RedirectResponse(PREFIX + "/", 308)
+
+    to_slash = Route(PREFIX, slash, methods=["GET", "HEAD"])
     if not (directory / "index.html").is_file():
         async def not_built(scope: Scope, receive: Receive, send: Send) -> None:
             message = (f"the browser app is not built (no {directory / 'index.html'}): run `make install`, which "
