@@ -348,25 +348,30 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and its descendants so far, from /proc (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _over_tree(pid: int, read: Callable[[int], float]) -> float:
+    """``read`` summed over ``pid`` and all its descendants (workers, helpers); a process that ends
+    meanwhile counts nothing."""
     total = 0.0
     for p in [pid, *_descendants(pid)]:
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += read(p)
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its descendants so far, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    return _over_tree(pid, read)
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (workers, helpers), from /proc (Linux)."""
+    """Resident memory of ``pid`` and all its descendants, from /proc (Linux)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for p in [pid, *_descendants(pid)]:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-    return total
+    return int(_over_tree(pid, lambda p: int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page))
 
 
 class RssSampler(threading.Thread):
