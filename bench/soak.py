@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -131,44 +132,49 @@ def build_plan(url: str, model: str, input_name: str, predict_key: str, device_k
 
 # --- the load generator: raw asyncio HTTP/1.1, cheap enough to share 2 cores with the server ----
 
+def _read_response():  # type: ignore[no-untyped-def]
+    """bench/serving/loadgen.py's response reader (a script of its own, so loaded by path)."""
+    spec = importlib.util.spec_from_file_location("tandem_bench_loadgen", HERE / "serving" / "loadgen.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.read_response
+
+
+read_response = _read_response()
+BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError, TimeoutError)
+
+
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    """One load worker's keep-alive connection: opened on first use, and again after the server
+    closed it or it broke."""
 
-    @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def send(self, raw: bytes) -> tuple[int, bool]:
-        """(status, whether the connection may be used again); raises on a broken connection."""
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, chunked, close = 0, False, False
-        for line in head.split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            k = k.strip().lower()
-            if k == b"content-length":
-                length = int(v)
-            elif k == b"transfer-encoding" and b"chunked" in v.lower():
-                chunked = True
-            elif k == b"connection" and v.strip().lower() == b"close":
-                close = True
-        if chunked:
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            await self.reader.readexactly(length)
-        return status, not close
+    async def send(self, raw: bytes) -> tuple[int | None, str]:
+        """(status, "") for an answer; (None, what broke) for a broken connection or a timeout."""
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                if self._streams is None:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._streams = reader, writer
+                reader, writer = self._streams
+                writer.write(raw)
+                status, _, keep = await read_response(reader)
+        except BROKEN as e:
+            self.close()
+            return None, type(e).__name__
+        if not keep:
+            self.close()
+        return status, ""
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        if self._streams is not None:
+            with contextlib.suppress(Exception):
+                self._streams[1].close()
+            self._streams = None
 
 
 @dataclass
@@ -207,7 +213,7 @@ async def _open_loop(plan: Plan, rate: float, seconds: float, rec: Record,
     t0 = time.perf_counter()
 
     async def worker() -> None:
-        conn: Connection | None = None
+        conn = Connection(plan.host, plan.port)
         try:
             while True:
                 idle["n"] += 1
@@ -216,25 +222,10 @@ async def _open_loop(plan: Plan, rate: float, seconds: float, rec: Record,
                 if item is None:
                     return
                 kind, raw, due = item
-                try:
-                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                        if conn is None:
-                            conn = await Connection.open(plan.host, plan.port)
-                        status, reuse = await conn.send(raw)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                        TimeoutError) as e:
-                    rec.add(due - t0, kind, time.perf_counter() - due, None, type(e).__name__)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    continue
-                rec.add(due - t0, kind, time.perf_counter() - due, status)
-                if not reuse:
-                    conn.close()
-                    conn = None
+                status, what = await conn.send(raw)
+                rec.add(due - t0, kind, time.perf_counter() - due, status, what)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()
 
     n = int(rate * seconds)
     i, last_tick = 0, t0
@@ -275,29 +266,15 @@ async def _closed_loop(plan: Plan, concurrency: int, seconds: float, rec: Record
     counter = iter(range(10**12))
 
     async def worker(w: int) -> None:
-        conn: Connection | None = None
+        conn = Connection(plan.host, plan.port)
         try:
             while time.perf_counter() < end:
                 kind, raw = plan.requests[(next(counter) * 7 + w) % len(plan.requests)]
                 t = time.perf_counter()
-                try:
-                    async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                        if conn is None:
-                            conn = await Connection.open(plan.host, plan.port)
-                        status, reuse = await conn.send(raw)
-                except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as e:
-                    rec.add(t, kind, time.perf_counter() - t, None, type(e).__name__)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                    continue
-                rec.add(t, kind, time.perf_counter() - t, status)
-                if not reuse:
-                    conn.close()
-                    conn = None
+                status, what = await conn.send(raw)
+                rec.add(t, kind, time.perf_counter() - t, status, what)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()
 
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
 
@@ -546,13 +523,13 @@ def sanity(plan: Plan) -> None:
     """One request of each kind, answered 2xx, before any load: a broken setup is not a soak finding."""
 
     async def each() -> list[str]:
-        conn = await Connection.open(plan.host, plan.port)
+        conn = Connection(plan.host, plan.port)
         try:
             bad = []
             for k, name in enumerate(KINDS):
-                status, _ = await conn.send(next(raw for kind, raw in plan.requests if kind == k))
-                if not 200 <= status < 300:
-                    bad.append(f"{name}: HTTP {status}")
+                status, what = await conn.send(next(raw for kind, raw in plan.requests if kind == k))
+                if status is None or not 200 <= status < 300:
+                    bad.append(f"{name}: {what or f'HTTP {status}'}")
             return bad
         finally:
             conn.close()

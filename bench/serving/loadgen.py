@@ -69,7 +69,9 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
             chunked = True
         elif k == b"connection" and b"close" in v.lower():
             keep = False
-    if chunked:
+    if status in (204, 304) or 100 <= status < 200:  # answers that never have a body (RFC 9112 6.3)
+        body = b""
+    elif chunked:
         parts = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)

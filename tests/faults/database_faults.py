@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from tandem.registry.registry import Registry
 from tandem.settings import Settings
 from tests.faults.private_postgres import private_postgres
 from tests.integration.registry_backends import postgres_schema
 from tests.integration.server.serving import populate, running, test_settings
-from tests.integration.server.test_postgres import Proxy
+from tests.integration.server.test_postgres import relayed
 
 CLIENTS = 4
 RECOVERY_LIMIT_S = 30
@@ -120,17 +119,10 @@ def under_load(settings: Settings, key: str, faults: list[Fault], down_s: float 
 
 def outage_under_load(root: Path, bundles: list[Path], down_s: float = 2.0) -> Outage:
     """The shared PostgreSQL cut off behind a relay for ``down_s`` seconds, then reachable again."""
-    with postgres_schema() as url:
+    with postgres_schema() as url, relayed(url) as (proxy, via_proxy):
         keys = populate(test_settings(root / "home", database_url=url), bundles)
-        direct = make_url(url)
-        proxy = Proxy((direct.host or "127.0.0.1", direct.port or 5432))
-        proxy.start()
-        via_proxy = direct.set(port=proxy.port).render_as_string(hide_password=False)
         settings = test_settings(root / "home", database_url=via_proxy, key_cache_s=0)
-        try:
-            return under_load(settings, keys.predict, [("relay cut", proxy.stop, proxy.start)], down_s)[0]
-        finally:
-            proxy.stop()
+        return under_load(settings, keys.predict, [("relay cut", proxy.stop, proxy.start)], down_s)[0]
 
 
 def stopped_under_load(root: Path, bundles: list[Path], modes: tuple[str, ...] = ("fast",),

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -102,24 +103,30 @@ class Proxy:
             dst.shutdown(socket.SHUT_RDWR)
 
 
+@contextlib.contextmanager
+def relayed(url: str) -> Iterator[tuple[Proxy, str]]:
+    """A started Proxy in front of the PostgreSQL at ``url`` and the database URL that goes through
+    it; the relay is stopped afterwards."""
+    direct = make_url(url)
+    proxy = Proxy((direct.host or "127.0.0.1", direct.port or 5432))
+    proxy.start()
+    try:
+        yield proxy, direct.set(port=proxy.port).render_as_string(hide_password=False)
+    finally:
+        proxy.stop()
+
+
 def test_a_registry_database_that_goes_down_gives_503_with_retry_after_then_recovers(tmp_path, bundles):
-    with postgres_schema() as url:
+    with postgres_schema() as url, relayed(url) as (proxy, via_proxy):
         keys = populate(test_settings(tmp_path / "home", database_url=url), list(bundles))
-        direct = make_url(url)
-        proxy = Proxy((direct.host or "127.0.0.1", direct.port or 5432))
-        proxy.start()
-        via_proxy = direct.set(port=proxy.port).render_as_string(hide_password=False)
         # key_cache_s=0: every request asks the registry about its key.
         settings = test_settings(tmp_path / "home", database_url=via_proxy, key_cache_s=0)
-        try:
-            with running(settings) as server, server.client(keys.predict) as c:
-                assert c.get("/v2/models/faces").status_code == 200
-                proxy.stop()
-                r = c.get("/v2/models/faces")
-                assert r.status_code == 503, r.text
-                assert int(r.headers["retry-after"]) >= 1
-                assert "the registry database" in r.json()["error"] and "is unavailable" in r.json()["error"]
-                proxy.start()
-                assert c.get("/v2/models/faces").status_code == 200
-        finally:
+        with running(settings) as server, server.client(keys.predict) as c:
+            assert c.get("/v2/models/faces").status_code == 200
             proxy.stop()
+            r = c.get("/v2/models/faces")
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) >= 1
+            assert "the registry database" in r.json()["error"] and "is unavailable" in r.json()["error"]
+            proxy.start()
+            assert c.get("/v2/models/faces").status_code == 200
