@@ -117,6 +117,16 @@ class Settings(BaseSettings):
         description="How often a server worker writes the device health reports it added up to the registry "
         "(and checks the health gate); what is left is written at shutdown.",
     )
+    ota_gate_min_devices: int = Field(
+        default=20, ge=1, le=10**9,
+        description="Health gate: distinct devices that must have reported on a release before its failure rate "
+        "is judged; the default for releases made without --min-devices (stored with the release).",
+    )
+    ota_report_interval_s: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="Health reports: one counted per device and model per this many seconds (shared through "
+        "Redis with TANDEM_REDIS_URL, else per worker); more get 429 with Retry-After.",
+    )
 
     # --- Ray: past one machine (`tandem train --workers`, `tandem serve --ray`; docs/scale.md) ---------
     ray_address: str | None = Field(

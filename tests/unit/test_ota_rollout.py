@@ -16,6 +16,7 @@ from tandem.registry.rollout import (
     covers,
     decide,
     gate_trips,
+    offered,
     offers,
     parse_version,
 )
@@ -113,10 +114,24 @@ def test_keys_are_offered_for_covered_pinned_and_kept_versions():
     assert offers("m", "c", rules, {"d": 2}, dev, 2)
 
 
-def test_the_health_gate_needs_enough_reports_and_too_many_failures():
-    assert not gate_trips(0.1, 20, Health(reports=19, failed_reports=19))
-    assert gate_trips(0.1, 20, Health(reports=20, failed_reports=3))
-    assert not gate_trips(0.1, 20, Health(reports=20, failed_reports=2))  # exactly 10% is allowed
-    assert not gate_trips(None, 1, Health(reports=100, failed_reports=100))
-    assert gate_trips(0.0, 1, Health(reports=1, failed_reports=1))
+def test_reports_count_from_devices_a_release_or_pin_ever_covered():
+    rules = [Rule.of(1), Rule.of(2, percent=0), Rule.of(3, state="halted"), Rule.of(4, state="rolled_back"),
+             Rule.of(5, platforms=["ios"])]
+    dev = Device("d", platform="android")
+    assert offered("m", "c", rules, {}, dev, 1)
+    assert not offered("m", "c", rules, {}, dev, 2)  # outside the rollout: its word on v2 does not count
+    assert offered("m", "c", rules, {}, dev, 3) and offered("m", "c", rules, {}, dev, 4)  # whatever the state
+    assert not offered("m", "c", rules, {}, dev, 5)  # another platform's release
+    assert not offered("m", "c", rules, {}, dev, 6)  # no release at all
+    assert offered("m", "c", rules, {"d": 2}, dev, 2) and not offered("m", "c", rules, {"e": 2}, dev, 2)
+
+
+def test_the_health_gate_needs_enough_devices_and_a_failure_rate_over_them():
+    assert not gate_trips(0.1, 20, Health(devices=19, failed_devices=19))  # too few devices, however bad
+    assert gate_trips(0.1, 20, Health(devices=20, failed_devices=3))
+    assert not gate_trips(0.1, 20, Health(devices=20, failed_devices=2))  # exactly 10% is allowed
+    assert not gate_trips(0.1, 20, Health(devices=1000, failed_devices=100))  # a count is not a rate
+    assert not gate_trips(None, 1, Health(devices=100, failed_devices=100))
+    assert gate_trips(0.0, 1, Health(devices=1, failed_devices=1))
+    assert not gate_trips(0.0, 0, Health())  # nobody reported: nothing to judge
     assert Health().failure_rate == 0.0 and Health(4, 1).failure_rate == 0.25

@@ -37,15 +37,15 @@ def _rules(r: ReleaseInfo) -> str:
     if r.min_ram_mb:
         parts.append(f"RAM ≥ {r.min_ram_mb} MB")
     if r.max_failure_rate is not None:
-        parts.append(f"gate {r.max_failure_rate:.1%} after {r.min_reports}")
+        parts.append(f"gate {r.max_failure_rate:.1%} of ≥ {r.min_devices} devices")
     return ", ".join(parts) or "all devices"
 
 
 def _health(r: ReleaseInfo) -> str:
     h = r.health
-    if not h.reports:
+    if not h.devices:
         return "no reports"
-    text = f"{h.reports} reports, {h.failure_rate:.1%} failed"
+    text = f"{h.devices} devices, {h.failed_devices} failed ({h.failure_rate:.1%}); {h.reports} reports"
     return text + (f", p99 {h.p99_ms_mean:.1f} ms" if h.p99_ms_mean is not None else "")
 
 
@@ -59,8 +59,8 @@ def release(
     platform: Annotated[list[str] | None, typer.Option("--platform", help="Only these platforms (repeat it); 'all' clears.")] = None,
     min_os_version: Annotated[str | None, typer.Option(help="Lowest OS version (e.g. 12); '' clears.")] = None,
     min_ram_mb: Annotated[int | None, typer.Option(min=0, help="Least device RAM in MB; 0 clears.")] = None,
-    max_failure_rate: Annotated[float | None, typer.Option(min=0, max=1, help="Health gate: halt and roll back when more than this share of reports fail (0.05 = 5%).")] = None,
-    min_reports: Annotated[int | None, typer.Option(min=1, help="Health gate: reports needed before it judges (default 20).")] = None,
+    max_failure_rate: Annotated[float | None, typer.Option(min=0, max=1, help="Health gate: halt and roll back when more than this share of devices fail (0.05 = 5%; each device counts once, by its latest report).")] = None,
+    min_devices: Annotated[int | None, typer.Option(min=1, help="Health gate: distinct devices that must report before it judges (default TANDEM_OTA_GATE_MIN_DEVICES, 20).")] = None,
     no_health_gate: Annotated[bool, typer.Option("--no-health-gate", help="Turn the health gate off.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -74,7 +74,7 @@ def release(
             r = ota.releases.release(name, version, channel, percent=percent, min_app_version=min_app_version,
                                      max_app_version=max_app_version, platforms=platforms,
                                      min_os_version=min_os_version, min_ram_mb=min_ram_mb,
-                                     max_failure_rate=max_failure_rate, min_reports=min_reports,
+                                     max_failure_rate=max_failure_rate, min_devices=min_devices,
                                      no_health_gate=no_health_gate)
     if json_out:
         print_json({**record_json(r), "created_signing_key": record_json(created)})
@@ -94,7 +94,8 @@ def releases(name: NameArg, channel: Annotated[str | None, typer.Option("--chann
         found = ota.releases.releases(name, channel)
         pins = ota.releases.pins(name, channel)
     if json_out:
-        print_json({"releases": [{**record_json(r), "failure_rate": r.health.failure_rate} for r in found],
+        print_json({"releases": [{**record_json(r), "failure_rate": r.health.failure_rate, "devices": r.health.devices,
+                                  "failed_devices": r.health.failed_devices} for r in found],
                     "pins": record_json(pins)})
         return
     if not found and not pins:

@@ -334,14 +334,16 @@ class ModelUpdater:
     # --- health --------------------------------------------------------------------------------
     def report(self, *, inferences: int = 0, inference_errors: int = 0, p50_ms: float | None = None,
                p99_ms: float | None = None, load_failures: int | None = None, version: int | None = None) -> None:
-        """Tell the server how the installed version does (it halts a rollout that fails too often).
+        """Tell the server how the installed version does since the last report (it halts a rollout on
+        which too many devices fail). The server keeps each device's latest report per release, and
+        counts one per device and model per TANDEM_OTA_REPORT_INTERVAL_S (more: RateLimited).
         ``load_failures`` defaults to the failures load() met since the last report."""
         v = version if version is not None else self.installed_version()
         if v is None:
             raise NotFound(f"no version of {self.model} is installed to report on")
         failures = self.load_failures if load_failures is None else load_failures
-        body: dict[str, object] = {"model": self.model, "version": v, "device_id": self.device_id,
-                                   "channel": self.channel, "load_failures": failures,
+        # The device's fields as in a check: the server counts reports only from devices the release covers.
+        body: dict[str, object] = {**self._device(), "model": self.model, "version": v, "load_failures": failures,
                                    "inference_errors": inference_errors, "inferences": inferences}
         if p50_ms is not None:
             body["p50_ms"] = p50_ms

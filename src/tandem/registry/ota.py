@@ -57,7 +57,7 @@ class Ota:
         self.reg = reg
         self.keys = OtaKeys(reg, settings.ota_master_key)
         self.objects = OtaObjects(reg, self.keys)
-        self.releases = Releases(reg, self.keys, self.objects)
+        self.releases = Releases(reg, self.keys, self.objects, settings.ota_gate_min_devices)
 
     def snapshot(self) -> OtaSnapshot:
         with self.reg.db.read() as s:

@@ -74,20 +74,21 @@ def grants(have: Scope, need: Scope) -> bool:
 
 @dataclass(frozen=True)
 class HealthInfo:
-    """A release's device reports, added up."""
+    """A release's health over distinct devices: each device counts once, by its latest report."""
 
-    reports: int = 0
-    failed_reports: int = 0  # reports with a load failure or an inference error
-    load_failures: int = 0
+    reports: int = 0  # counted reports, those a later one replaced included
+    devices: int = 0  # distinct devices that reported
+    failed_devices: int = 0  # devices whose latest report saw a load failure or an inference error
+    load_failures: int = 0  # the rest: sums and means over the devices' latest reports
     inference_errors: int = 0
     inferences: int = 0
     p50_ms_mean: float | None = None
     p99_ms_mean: float | None = None
-    p99_ms_max: float | None = None
+    p99_ms_max: float | None = None  # the highest p99 any counted report gave
 
     @property
     def failure_rate(self) -> float:
-        return self.failed_reports / self.reports if self.reports else 0.0
+        return self.failed_devices / self.devices if self.devices else 0.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class ReleaseInfo:
     min_os_version: str | None = None
     min_ram_mb: int | None = None
     max_failure_rate: float | None = None
-    min_reports: int = 0
+    min_devices: int = 0  # distinct devices the health gate needs before it judges
     note: str = ""  # why the state is what it is (e.g. the health gate's figures)
     created: datetime | None = None
     updated: datetime | None = None

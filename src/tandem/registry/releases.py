@@ -7,13 +7,14 @@ rules on their next poll, and devices see it as a higher payload ``sequence``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,17 +24,18 @@ from tandem.registry.ota_objects import OtaObjects
 from tandem.registry.records import ALIAS_RE, HealthInfo, PinInfo, ReleaseInfo
 from tandem.registry.registry import _aware
 from tandem.registry.rollout import Health, gate_trips, parse_version
-from tandem.registry.schema import Model, Release, ReleaseHealth, ReleasePin, utcnow
+from tandem.registry.schema import DeviceHealth, Model, Release, ReleaseHealth, ReleasePin, utcnow
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry
 
 DEFAULT_CHANNEL = "production"
-DEFAULT_MIN_REPORTS = 20
+DEFAULT_MIN_DEVICES = 20
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PLATFORM_RE = re.compile(r"^[a-z0-9._-]{1,32}$")
 MAX_RAM_MB = 10_000_000
 WRITE_ATTEMPTS = 5
+IN_CHUNK = 500  # device ids per IN (...) lookup: well under every database's parameter limit
 
 
 def check_channel(channel: object) -> str:
@@ -59,51 +61,48 @@ def check_platform(platform: object) -> str:
 
 
 @dataclass(frozen=True)
-class HealthReport:
-    """Device reports added up, as one batch adds them to a release's counts."""
+class DeviceReport:
+    """One device's health report on one release. A later one from the same device replaces it;
+    ``reports`` counts how many were merged into it (in memory, before a write)."""
 
-    reports: int = 0
-    failed_reports: int = 0
     load_failures: int = 0
     inference_errors: int = 0
     inferences: int = 0
-    latency_reports: int = 0
-    p50_ms_sum: float = 0.0
-    p99_ms_sum: float = 0.0
-    p99_ms_max: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    reports: int = 1
 
-    def __add__(self, other: HealthReport) -> HealthReport:
-        return HealthReport(
-            self.reports + other.reports, self.failed_reports + other.failed_reports,
-            self.load_failures + other.load_failures, self.inference_errors + other.inference_errors,
-            self.inferences + other.inferences, self.latency_reports + other.latency_reports,
-            self.p50_ms_sum + other.p50_ms_sum, self.p99_ms_sum + other.p99_ms_sum,
-            max(self.p99_ms_max, other.p99_ms_max))
+    @property
+    def failed(self) -> bool:
+        return self.load_failures > 0 or self.inference_errors > 0
 
-    @classmethod
-    def one(cls, load_failures: int, inference_errors: int, inferences: int, p50_ms: float | None,
-            p99_ms: float | None) -> HealthReport:
-        failed = int(load_failures > 0 or inference_errors > 0)
-        if p50_ms is None or p99_ms is None:
-            return cls(1, failed, load_failures, inference_errors, inferences)
-        return cls(1, failed, load_failures, inference_errors, inferences, 1, p50_ms, p99_ms, p99_ms)
+    @property
+    def has_latency(self) -> bool:
+        return self.p50_ms is not None and self.p99_ms is not None
+
+    def replacing(self, earlier: DeviceReport) -> DeviceReport:
+        """This report in place of ``earlier`` (from the same device): its figures, both counts."""
+        return dataclasses.replace(self, reports=self.reports + earlier.reports)
 
 
 HealthKey = tuple[str, int, str]  # (model, version, channel)
+HealthBatch = Mapping[HealthKey, Mapping[str, DeviceReport]]  # -> device id -> its latest report
 
 
 class Releases:
-    def __init__(self, reg: Registry, keys: OtaKeys, objects: OtaObjects) -> None:
+    def __init__(self, reg: Registry, keys: OtaKeys, objects: OtaObjects,
+                 min_devices: int = DEFAULT_MIN_DEVICES) -> None:
         self.reg = reg
         self.keys = keys
         self.objects = objects
+        self.min_devices = min_devices  # the health gate's default for new releases (TANDEM_OTA_GATE_MIN_DEVICES)
 
     # --- releases -----------------------------------------------------------------------------
 
     def release(self, name: str, version: int, channel: str = DEFAULT_CHANNEL, *, percent: float | None = None,
                 min_app_version: str | None = None, max_app_version: str | None = None,
                 platforms: Iterable[str] | None = None, min_os_version: str | None = None,
-                min_ram_mb: int | None = None, max_failure_rate: float | None = None, min_reports: int | None = None,
+                min_ram_mb: int | None = None, max_failure_rate: float | None = None, min_devices: int | None = None,
                 no_health_gate: bool = False) -> ReleaseInfo:
         """Release ``version`` on ``channel``, or change its release. On a change, what is not given
         stays as it was; "" (or [] platforms, 0 RAM) clears a targeting rule. Releasing a halted or
@@ -113,7 +112,7 @@ class Releases:
         versions this channel has released before), then the release is recorded."""
         check_channel(channel)
         changes = _rule_changes(percent, min_app_version, max_app_version, platforms, min_os_version, min_ram_mb,
-                                max_failure_rate, min_reports, no_health_gate)
+                                max_failure_rate, min_devices, no_health_gate)
         with self.reg.db.read() as s:  # every refusal before anything is written
             model = self.reg._model(s, name)
             self.reg._version(s, model, version)
@@ -131,7 +130,7 @@ class Releases:
             if row is None:
                 row = Release(model_id=model.id, version=version, channel=channel, percent=100.0,
                               min_app_version=None, max_app_version=None, platforms=[], min_os_version=None,
-                              min_ram_mb=None, max_failure_rate=None, min_reports=DEFAULT_MIN_REPORTS,
+                              min_ram_mb=None, max_failure_rate=None, min_devices=self.min_devices,
                               state="active", note="", created=now, updated=now)
                 s.add(row)
             elif row.state == "rolled_back":
@@ -236,59 +235,79 @@ class Releases:
 
     # --- health -------------------------------------------------------------------------------
 
-    def record_health(self, batch: Mapping[HealthKey, HealthReport]) -> list[ReleaseInfo]:
-        """Add device reports to their releases' counts, in one transaction, and apply the health gate.
-        Returns the releases the gate rolled back now. Reports for versions without a release on
-        their channel are dropped (the server refuses them before they get here)."""
+    def record_health(self, batch: HealthBatch) -> list[ReleaseInfo]:
+        """Write device reports (a later report from a device replaces its earlier one on the same
+        release) and the releases' figures over distinct devices, in one transaction, and apply the
+        health gate. Returns the releases the gate rolled back now. Reports for versions without a
+        release on their channel are dropped (the server refuses them before they get here)."""
         if not batch:
             return []
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 with self.reg.db.write(retryable=True) as s:
                     # Locked first, as every registry writer does, so writers never wait on each other in
-                    # opposite orders (the gate may change a release and the generation).
+                    # opposite orders (the gate may change a release and the generation). It also makes
+                    # the read-then-write of each device's row below an upsert no other server interleaves.
                     self.reg._lock(s)
                     return self._record(s, batch)
             except IntegrityError as e:
-                # Two servers inserted the first counts of one release at once; the retry adds to theirs.
                 if attempt == WRITE_ATTEMPTS:
                     raise RegistryError(f"could not record device health reports ({e.orig}); they are kept and "
                                         "retried") from e
         raise AssertionError("unreachable")
 
-    def _record(self, s: Session, batch: Mapping[HealthKey, HealthReport]) -> list[ReleaseInfo]:
+    def _record(self, s: Session, batch: HealthBatch) -> list[ReleaseInfo]:
         ids = {n: i for n, i in s.execute(select(Model.name, Model.id).where(Model.name.in_({k[0] for k in batch})))}
         tripped: list[ReleaseInfo] = []
         now = utcnow()
-        for (name, version, channel), add in batch.items():
+        for (name, version, channel), reports in batch.items():
             model_id = ids.get(name)
             release = s.scalar(select(Release).where(Release.model_id == model_id, Release.version == version,
                                                      Release.channel == channel)) if model_id else None
-            if release is None:
+            if release is None or not reports:
                 continue
-            row = s.scalar(select(ReleaseHealth).where(ReleaseHealth.model_id == model_id,
+            agg = s.scalar(select(ReleaseHealth).where(ReleaseHealth.model_id == model_id,
                                                        ReleaseHealth.version == version,
                                                        ReleaseHealth.channel == channel))
-            if row is None:
-                row = ReleaseHealth(model_id=model_id, version=version, channel=channel, reports=0, failed_reports=0,
-                                    load_failures=0, inference_errors=0, inferences=0, latency_reports=0,
-                                    p50_ms_sum=0.0, p99_ms_sum=0.0, p99_ms_max=0.0, updated=now)
-                s.add(row)
-            row.reports += add.reports
-            row.failed_reports += add.failed_reports
-            row.load_failures += add.load_failures
-            row.inference_errors += add.inference_errors
-            row.inferences += add.inferences
-            row.latency_reports += add.latency_reports
-            row.p50_ms_sum += add.p50_ms_sum
-            row.p99_ms_sum += add.p99_ms_sum
-            row.p99_ms_max = max(row.p99_ms_max, add.p99_ms_max)
-            row.updated = now
+            if agg is None:
+                agg = ReleaseHealth(model_id=model_id, version=version, channel=channel, reports=0, devices=0,
+                                    failed_devices=0, load_failures=0, inference_errors=0, inferences=0,
+                                    latency_devices=0, p50_ms_sum=0.0, p99_ms_sum=0.0, p99_ms_max=0.0, updated=now)
+                s.add(agg)
+            where = (DeviceHealth.model_id == model_id, DeviceHealth.version == version,
+                     DeviceHealth.channel == channel)
+            device_ids = list(reports)
+            have: dict[str, DeviceHealth] = {}
+            for i in range(0, len(device_ids), IN_CHUNK):
+                chunk = device_ids[i:i + IN_CHUNK]
+                have.update((r.device_id, r) for r in s.scalars(select(DeviceHealth).where(
+                    *where, DeviceHealth.device_id.in_(chunk))))
+            new_rows = []
+            for device_id, report in reports.items():
+                row = have.get(device_id)
+                agg.reports += report.reports
+                if row is None:
+                    agg.devices += 1
+                    new_rows.append({"model_id": model_id, "version": version, "channel": channel,
+                                     "device_id": device_id, "reports": report.reports, "failed": report.failed,
+                                     "load_failures": report.load_failures,
+                                     "inference_errors": report.inference_errors, "inferences": report.inferences,
+                                     "p50_ms": report.p50_ms, "p99_ms": report.p99_ms, "updated": now})
+                else:
+                    _count(agg, _stored(row), -1)  # the device's earlier report no longer counts
+                    row.reports += report.reports
+                    row.failed, row.load_failures = report.failed, report.load_failures
+                    row.inference_errors, row.inferences = report.inference_errors, report.inferences
+                    row.p50_ms, row.p99_ms, row.updated = report.p50_ms, report.p99_ms, now
+                _count(agg, report, 1)
+            if new_rows:
+                s.execute(insert(DeviceHealth), new_rows)
+            agg.updated = now
             s.flush()
-            health = Health(row.reports, row.failed_reports, row.load_failures, row.inference_errors, row.inferences)
-            if release.state != "rolled_back" and gate_trips(release.max_failure_rate, release.min_reports, health):
+            health = Health(agg.devices, agg.failed_devices, agg.load_failures, agg.inference_errors, agg.inferences)
+            if release.state != "rolled_back" and gate_trips(release.max_failure_rate, release.min_devices, health):
                 release.state, release.updated = "rolled_back", now
-                release.note = (f"health gate: {health.failed_reports} of {health.reports} reports failed "
+                release.note = (f"health gate: {health.failed_devices} of {health.devices} devices failed "
                                 f"({health.failure_rate:.1%} > {release.max_failure_rate:.1%}); halted and rolled back")
                 s.flush()
                 self.reg._bump(s)
@@ -336,6 +355,8 @@ class Releases:
     def _reset_health(s: Session, model_id: int, version: int, channel: str) -> None:
         s.execute(delete(ReleaseHealth).where(ReleaseHealth.model_id == model_id, ReleaseHealth.version == version,
                                               ReleaseHealth.channel == channel))
+        s.execute(delete(DeviceHealth).where(DeviceHealth.model_id == model_id, DeviceHealth.version == version,
+                                             DeviceHealth.channel == channel))
 
     def _info(self, s: Session, name: str, row: Release) -> ReleaseInfo:
         h = s.scalar(select(ReleaseHealth).where(ReleaseHealth.model_id == row.model_id,
@@ -347,20 +368,39 @@ class Releases:
 def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInfo:
     health = HealthInfo()
     if h is not None:
-        lat = h.latency_reports
-        health = HealthInfo(h.reports, h.failed_reports, h.load_failures, h.inference_errors, h.inferences,
-                            h.p50_ms_sum / lat if lat else None, h.p99_ms_sum / lat if lat else None,
-                            h.p99_ms_max if lat else None)
+        lat = h.latency_devices
+        health = HealthInfo(h.reports, h.devices, h.failed_devices, h.load_failures, h.inference_errors,
+                            h.inferences, h.p50_ms_sum / lat if lat else None, h.p99_ms_sum / lat if lat else None,
+                            h.p99_ms_max if h.p99_ms_max else None)
     return ReleaseInfo(name=name, version=row.version, channel=row.channel, percent=row.percent, state=row.state,
                        min_app_version=row.min_app_version, max_app_version=row.max_app_version,
                        platforms=tuple(row.platforms or ()), min_os_version=row.min_os_version,
-                       min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_reports=row.min_reports,
+                       min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_devices=row.min_devices,
                        note=row.note, created=_aware(row.created), updated=_aware(row.updated), health=health)
 
 
 def pin_info(name: str, row: ReleasePin) -> PinInfo:
     return PinInfo(name=name, channel=row.channel, device_id=row.device_id, version=row.version,
                    created=_aware(row.created))
+
+
+def _stored(row: DeviceHealth) -> DeviceReport:
+    return DeviceReport(row.load_failures, row.inference_errors, row.inferences, row.p50_ms, row.p99_ms, row.reports)
+
+
+def _count(agg: ReleaseHealth, report: DeviceReport, sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) one device's report from its release's figures."""
+    agg.failed_devices += sign * int(report.failed)
+    agg.load_failures += sign * report.load_failures
+    agg.inference_errors += sign * report.inference_errors
+    agg.inferences += sign * report.inferences
+    if report.has_latency:
+        assert report.p50_ms is not None and report.p99_ms is not None
+        agg.latency_devices += sign
+        agg.p50_ms_sum += sign * report.p50_ms
+        agg.p99_ms_sum += sign * report.p99_ms
+        if sign > 0:
+            agg.p99_ms_max = max(agg.p99_ms_max, report.p99_ms)
 
 
 def _check_range(low: str | None, high: str | None) -> None:
@@ -370,7 +410,7 @@ def _check_range(low: str | None, high: str | None) -> None:
 
 def _rule_changes(percent: float | None, min_app_version: str | None, max_app_version: str | None,
                   platforms: Iterable[str] | None, min_os_version: str | None, min_ram_mb: int | None,
-                  max_failure_rate: float | None, min_reports: int | None, no_health_gate: bool) -> dict[str, object]:
+                  max_failure_rate: float | None, min_devices: int | None, no_health_gate: bool) -> dict[str, object]:
     """The release columns to set, checked; what is None is left as it is."""
     out: dict[str, object] = {}
     if percent is not None:
@@ -387,16 +427,16 @@ def _rule_changes(percent: float | None, min_app_version: str | None, max_app_ve
         if isinstance(min_ram_mb, bool) or not isinstance(min_ram_mb, int) or not 0 <= min_ram_mb <= MAX_RAM_MB:
             raise InvalidRequest(f"min_ram_mb {min_ram_mb!r} is not a whole number of megabytes from 0 to {MAX_RAM_MB}")
         out["min_ram_mb"] = min_ram_mb or None
-    if no_health_gate and (max_failure_rate is not None or min_reports is not None):
-        raise InvalidRequest("give either --no-health-gate or --max-failure-rate/--min-reports, not both")
+    if no_health_gate and (max_failure_rate is not None or min_devices is not None):
+        raise InvalidRequest("give either --no-health-gate or --max-failure-rate/--min-devices, not both")
     if no_health_gate:
         out["max_failure_rate"] = None
     if max_failure_rate is not None:
         if not isinstance(max_failure_rate, int | float) or not 0 <= max_failure_rate < 1:
             raise InvalidRequest(f"max_failure_rate {max_failure_rate!r} is not a share from 0 to below 1 (0.05 is 5%)")
         out["max_failure_rate"] = float(max_failure_rate)
-    if min_reports is not None:
-        if isinstance(min_reports, bool) or not isinstance(min_reports, int) or not 1 <= min_reports <= 10**9:
-            raise InvalidRequest(f"min_reports {min_reports!r} is not a whole number from 1")
-        out["min_reports"] = min_reports
+    if min_devices is not None:
+        if isinstance(min_devices, bool) or not isinstance(min_devices, int) or not 1 <= min_devices <= 10**9:
+            raise InvalidRequest(f"min_devices {min_devices!r} is not a whole number of devices from 1")
+        out["min_devices"] = min_devices
     return out

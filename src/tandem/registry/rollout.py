@@ -194,23 +194,34 @@ def _action(target: int, installed: int | None) -> Action:
     return "rollback" if installed is not None and target < installed else "install"
 
 
+def offered(name: str, channel: str, rules: Iterable[Rule], pins: Mapping[str, int], device: Device,
+            version: int) -> bool:
+    """Whether the release of ``version`` was offered to the device at all: a pin of it, or a release
+    of it (active, halted or rolled back: the state does not matter, only whom its rules cover) whose
+    targeting and percentage cover the device. Health reports count only from these devices."""
+    if pins.get(device.device_id) == version:
+        return True
+    return any(r.version == version and covers(r, name, channel, device) for r in rules)
+
+
 @dataclass(frozen=True)
 class Health:
-    """A release's health figures, added up from device reports."""
+    """A release's health figures over distinct devices: each device counts once, by its latest report."""
 
-    reports: int = 0
-    failed_reports: int = 0
+    devices: int = 0
+    failed_devices: int = 0  # devices whose latest report saw a load failure or an inference error
     load_failures: int = 0
     inference_errors: int = 0
     inferences: int = 0
 
     @property
     def failure_rate(self) -> float:
-        """The share of reports that saw a load failure or an inference error."""
-        return self.failed_reports / self.reports if self.reports else 0.0
+        """The share of devices whose latest report saw a load failure or an inference error."""
+        return self.failed_devices / self.devices if self.devices else 0.0
 
 
-def gate_trips(max_failure_rate: float | None, min_reports: int, health: Health) -> bool:
-    """The health gate: enough reports, and more of them failing than the release allows."""
-    return (max_failure_rate is not None and health.reports >= max(1, min_reports)
+def gate_trips(max_failure_rate: float | None, min_devices: int, health: Health) -> bool:
+    """The health gate: enough distinct devices reported, and a larger share of them failing than the
+    release allows. A count alone never trips it: the rate is over devices, not reports."""
+    return (max_failure_rate is not None and health.devices >= max(1, min_devices)
             and health.failure_rate > max_failure_rate)

@@ -143,7 +143,7 @@ class Release(Base):
     min_os_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     min_ram_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_failure_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    min_reports: Mapped[int] = mapped_column(Integer)
+    min_devices: Mapped[int] = mapped_column(Integer)  # distinct devices the health gate needs before it judges
     state: Mapped[str] = mapped_column(String(16))  # active | halted | rolled_back
     note: Mapped[str] = mapped_column(String(400), default="")  # why the state is what it is
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -170,7 +170,8 @@ class ReleasePin(Base):
 
 
 class ReleaseHealth(Base):
-    """Device health reports added up per (model, version, channel): counts, not one row per report."""
+    """A release's health figures over distinct devices, kept in step with ``device_health`` (each device
+    counted once, by its latest report) so that the gate reads one row, not every device's."""
 
     __tablename__ = "release_health"
     __table_args__ = (
@@ -184,15 +185,43 @@ class ReleaseHealth(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(64))
-    reports: Mapped[int] = mapped_column(BigInteger, default=0)
-    failed_reports: Mapped[int] = mapped_column(BigInteger, default=0)  # with a load failure or inference error
+    reports: Mapped[int] = mapped_column(BigInteger, default=0)  # counted reports, replaced ones included
+    devices: Mapped[int] = mapped_column(BigInteger, default=0)  # distinct devices that reported
+    failed_devices: Mapped[int] = mapped_column(BigInteger, default=0)  # whose latest report failed
+    # Sums over the devices' latest reports:
     load_failures: Mapped[int] = mapped_column(BigInteger, default=0)
     inference_errors: Mapped[int] = mapped_column(BigInteger, default=0)
     inferences: Mapped[int] = mapped_column(BigInteger, default=0)
-    latency_reports: Mapped[int] = mapped_column(BigInteger, default=0)  # reports that carried p50/p99
+    latency_devices: Mapped[int] = mapped_column(BigInteger, default=0)  # devices whose latest report had p50/p99
     p50_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
     p99_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
-    p99_ms_max: Mapped[float] = mapped_column(Float, default=0.0)
+    p99_ms_max: Mapped[float] = mapped_column(Float, default=0.0)  # the highest p99 any counted report gave
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeviceHealth(Base):
+    """One device's latest health report on one release: a later report replaces it."""
+
+    __tablename__ = "device_health"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", "channel", "device_id", name="uq_device_health_release_device"),
+        ForeignKeyConstraint(
+            ["model_id", "version"], ["versions.model_id", "versions.number"], name="fk_device_health_version"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(128))
+    reports: Mapped[int] = mapped_column(Integer, default=0)  # this device's counted reports on the release
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    load_failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    inference_errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    inferences: Mapped[int] = mapped_column(BigInteger, default=0)
+    p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

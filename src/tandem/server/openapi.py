@@ -221,6 +221,12 @@ def _ota_paths() -> dict[str, dict]:
                    json_errors, "OtaKeyRequest")
     keys["responses"]["403"] = {**keys["responses"]["403"], "description": ERROR_TEXT[403] + " Or: the version is "
                                 "not offered to this device (no release or pin of it covers the device)."}
+    report = _ota_op("Device health for the version it runs (the release's health gate counts it: one device, one "
+                     "report, the latest)", {"204": {"description": "Counted."}}, json_errors, "OtaReport")
+    report["responses"]["403"] = {**report["responses"]["403"], "description": ERROR_TEXT[403] + " Or: no release "
+                                  "or pin of this version covers the device, so its report does not count."}
+    report["responses"]["429"] = {**report["responses"]["429"], "description": ERROR_TEXT[429] + " Or: this device "
+                                  "reported on this model less than TANDEM_OTA_REPORT_INTERVAL_S ago."}
     return {
         "/v1/ota/check": {"post": _ota_op(
             "What this device should run: 204 if it runs it, else a signed payload (docs/ota.md)",
@@ -235,9 +241,7 @@ def _ota_paths() -> dict[str, dict]:
             "An encrypted delta patch a signed payload names", download, (404, 503, 504),
             params=[_path("from_sha256", sha), _path("to_sha256", sha), *ranges])},
         "/v1/ota/keys": {"post": keys},
-        "/v1/ota/report": {"post": _ota_op(
-            "Device health for the version it runs (the release's health gate counts it)",
-            {"204": {"description": "Counted."}}, json_errors, "OtaReport")},
+        "/v1/ota/report": {"post": report},
         "/v1/ota/signing-keys": {"get": _ota_op(
             "The public keys devices should trust (the current one and those not retired)",
             {"200": {"description": "Ed25519 public keys, base64.", "content": _json(_ref("OtaSigningKeys"))}},
@@ -275,11 +279,10 @@ OTA_SCHEMAS: dict[str, Any] = {
                                   "key_id": {"type": "string"}, "alg": {"type": "string", "enum": ["AES-256-GCM"]},
                                   "key": {"type": "string", "description": "base64 of 32 bytes"}}},
     "OtaReport": {"type": "object", "required": ["model", "version", "device_id"], "examples": [
-        {"model": "celebmatch", "version": 3, "channel": "production", "device_id": "a1b2c3d4", "load_failures": 0,
-         "inference_errors": 0, "inferences": 120, "p50_ms": 18.5, "p99_ms": 41.0}], "properties": {
-        "model": _DEVICE["model"], "version": _VERSION_NUMBER, "channel": _DEVICE["channel"],
-        "device_id": _DEVICE["device_id"], "load_failures": _COUNT, "inference_errors": _COUNT, "inferences": _COUNT,
-        "p50_ms": _MS, "p99_ms": _MS}},
+        {**_DEVICE_EXAMPLE, "load_failures": 0, "inference_errors": 0, "inferences": 120, "p50_ms": 18.5,
+         "p99_ms": 41.0}], "properties": {
+        **_DEVICE, "version": _VERSION_NUMBER, "load_failures": _COUNT, "inference_errors": _COUNT,
+        "inferences": _COUNT, "p50_ms": _MS, "p99_ms": _MS}},
     "OtaSigningKeys": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
         "type": "object", "required": ["key_id", "public_key", "current", "created"],
         "properties": {"key_id": {"type": "string"}, "public_key": {"type": "string"},

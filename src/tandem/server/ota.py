@@ -3,7 +3,7 @@
 - ``POST /v1/ota/check``: 204 when the device runs what it should, else a signed payload naming it
 - ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from_sha256}/{to_sha256}``: the bytes
 - ``POST /v1/ota/keys``: a version's data key, for a version offered to the device
-- ``POST /v1/ota/report``: device health, counted per release (the health gate)
+- ``POST /v1/ota/report``: device health, one counted report per device and release (the health gate)
 - ``GET /v1/ota/signing-keys``: the public keys devices should trust
 
 Every answer comes from the worker's in-memory state (ota_state.py); the database is not on these
@@ -24,11 +24,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tandem.bundle import NAME_RE
-from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound
+from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited
 from tandem.registry.releases import (
     DEFAULT_CHANNEL,
     MAX_RAM_MB,
-    HealthReport,
+    DeviceReport,
     check_channel,
     check_device_id,
     check_platform,
@@ -207,13 +207,14 @@ async def keys(request: Request, call: Call) -> Response:
 
 
 async def report(request: Request, call: Call) -> Response:
-    svc = _service(request)
+    services = request.app.state.services
+    svc: OtaService = services.ota
     obj = await _json(request)
     name = _model(obj)
     version = _int(obj, "version", 1, MAX_VERSION, required=True, what="the version the device runs")
     assert version is not None
     channel = _channel(obj)
-    check_device_id(obj.get("device_id"))
+    device = _device(obj, version)
     counts = {f: _int(obj, f, 0, MAX_COUNT, default=0) or 0 for f in ("load_failures", "inference_errors", "inferences")}
     if counts["inference_errors"] > counts["inferences"]:
         raise InvalidRequest(f"inference_errors ({counts['inference_errors']}) is more than inferences "
@@ -224,9 +225,19 @@ async def report(request: Request, call: Call) -> Response:
     if (name, version, channel) not in state.released:
         raise NotFound(f"{name} v{version} has no release on channel {channel}, so there is no release to report on")
     call.serving(name, version)
-    one = HealthReport.one(counts["load_failures"], counts["inference_errors"], counts["inferences"], p50, p99)
-    svc.reports.add((name, version, channel), one)
-    svc.metrics.ota_reports.labels(name, "true" if one.failed_reports else "false").inc()
+    if not state.was_offered(name, channel, device, version):
+        raise Forbidden(f"{name} v{version} was never offered to device {device.device_id} on channel {channel} (no "
+                        "release or pin of it covers this device), so its report does not count; send the same "
+                        "platform, os_version, app_version and ram_mb here as in POST /v1/ota/check")
+    # One counted report per device and model per interval: a device cannot outvote others by repeating itself.
+    interval = services.settings.ota_report_interval_s
+    wait = await services.limiter.take(f"ota-report:{name}:{device.device_id}", 1 / interval, 1)
+    if wait > 0:
+        raise RateLimited(f"device {device.device_id} reported on {name} less than {interval:g} s ago "
+                          f"(TANDEM_OTA_REPORT_INTERVAL_S); retry in {wait:.0f} s", retry_after=wait)
+    one = DeviceReport(counts["load_failures"], counts["inference_errors"], counts["inferences"], p50, p99)
+    svc.reports.add((name, version, channel), device.device_id, one)
+    svc.metrics.ota_reports.labels(name, "true" if one.failed else "false").inc()
     return Response(status_code=204)
 
 

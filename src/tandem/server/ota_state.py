@@ -19,7 +19,7 @@ from tandem.errors import NotFound
 from tandem.registry.ota import OtaSnapshot
 from tandem.registry.ota_objects import DELTA, FILE, device_files, source_path
 from tandem.registry.records import OtaObjectInfo
-from tandem.registry.rollout import Decision, Device, Rule, decide, offers
+from tandem.registry.rollout import Decision, Device, Rule, decide, offered, offers
 
 ALG = "AES-256-GCM"
 FILES_URL = "/v1/ota/files/"
@@ -126,6 +126,11 @@ class OtaState:
     def offers(self, name: str, channel: str, device: Device, version: int) -> bool:
         return offers(name, channel, self.rules.get((name, channel), ()), self.pins.get((name, channel), {}), device,
                       version)
+
+    def was_offered(self, name: str, channel: str, device: Device, version: int) -> bool:
+        """Whether a release (in any state) or a pin of ``version`` covers the device: whose health counts."""
+        return offered(name, channel, self.rules.get((name, channel), ()), self.pins.get((name, channel), {}), device,
+                       version)
 
     # --- payload files ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from tandem.errors import (
     ChecksumError,
     ConditionsNotMet,
     NotFound,
+    RateLimited,
     ServerUnreachable,
     SignatureError,
     Unauthenticated,
@@ -360,9 +361,11 @@ def test_health_reports_reach_the_release(ota_server, on_v1, tmp_path):
 
     def reports() -> int:
         found = ota_server.cli("releases", "faces")["releases"]
-        return next(r["health"]["reports"] for r in found if r["version"] == 1)
+        return next(r["devices"] for r in found if r["version"] == 1)
 
     until(reports, "the report to be written to the registry")
+    with ota_server.updater(store) as u, pytest.raises(RateLimited, match="retry in"):
+        u.report(inferences=10)  # one counted report per device and model per TANDEM_OTA_REPORT_INTERVAL_S
 
 
 def test_manifest_and_files_match_the_pushed_bundle(ota_server, on_v1, tmp_path):

@@ -170,8 +170,8 @@ def test_rollback_sends_devices_back_with_action_rollback(env, served):
 def test_the_health_gate_halts_and_rolls_back_a_failing_release(env, served):
     server, device = served
     with env.ota() as ota:
-        ota.releases.release("faces", 1, max_failure_rate=0.5, min_reports=10)
-        ota.releases.release("faces", 2, max_failure_rate=0.2, min_reports=5)
+        ota.releases.release("faces", 1, max_failure_rate=0.5, min_devices=10)
+        ota.releases.release("faces", 2, max_failure_rate=0.2, min_devices=5)
     synced(server)
     device.trust_server_keys()
     for i in range(10):  # v1 is healthy: one failing device in ten is under its 50%
@@ -185,32 +185,70 @@ def test_the_health_gate_halts_and_rolls_back_a_failing_release(env, served):
     assert answer is not None and (answer["version"], answer["action"]) == (1, "rollback")
     with env.ota() as ota:
         v2, v1 = ota.releases.releases("faces")
-    assert v2.state == "rolled_back" and "health gate: 5 of 5 reports failed" in v2.note
-    assert (v2.health.reports, v2.health.load_failures, v2.health.failure_rate) == (5, 5, 1.0)
-    assert v1.state == "active" and (v1.health.reports, v1.health.failed_reports, v1.health.inferences) == (10, 1, 1000)
+    assert v2.state == "rolled_back" and "health gate: 5 of 5 devices failed" in v2.note
+    assert (v2.health.devices, v2.health.load_failures, v2.health.failure_rate) == (5, 5, 1.0)
+    assert v1.state == "active" and (v1.health.devices, v1.health.failed_devices, v1.health.inferences) == (10, 1, 1000)
     assert v1.health.p99_ms_mean == pytest.approx(9.0)
 
 
-def test_reports_are_checked_and_written_at_shutdown(env):
+def test_forged_and_repeated_reports_count_once_per_device(env):
+    """One device id repeating a failure (to halt a release for everyone), or a clean report (to hide a
+    broken one), is one device: its later reports replace the earlier, and the server counts one per
+    TANDEM_OTA_REPORT_INTERVAL_S (429 with Retry-After past that)."""
     with env.ota() as ota:
-        ota.releases.release("faces", 1)
-    slow = env.settings.model_copy(update={"ota_report_flush_s": 60})  # only the shutdown writes them
-    with running(slow) as server:
+        ota.releases.release("faces", 1, max_failure_rate=0.3, min_devices=4)
+    fast = env.settings.model_copy(update={"ota_report_interval_s": 0.05})
+    with running(fast) as server:
         device = DeviceSide(server, env.keys.device)
         try:
-            for i in range(7):
-                assert device.report(f"d{i}", 1, inferences=10, inference_errors=i % 2).status_code == 204
-            r = device.report("d", 3)
-            assert r.status_code == 404 and "no release on channel production" in r.json()["error"]
-            r = device.report("d", 1, inferences=1, inference_errors=2)
-            assert r.status_code == 400 and "inference_errors (2) is more than inferences (1)" in r.json()["error"]
-            r = device.report("d", 1, p50_ms=1, p99_ms=-1)
-            assert r.status_code == 400 and "p99_ms" in r.json()["error"]
+            synced(server)
+            for i in range(30):  # spaced past the interval: each counted, each replacing the one before
+                assert device.report("liar", 1, load_failures=1).status_code == 204, i
+                time.sleep(0.06)
+            for i in range(3):
+                assert device.report(f"ok-{i}", 1, inferences=10).status_code == 204
         finally:
             device.close()
     with env.ota() as ota:
         [v1] = ota.releases.releases("faces")
-    assert (v1.health.reports, v1.health.failed_reports, v1.health.inferences) == (7, 3, 70)
+    assert (v1.state, v1.health.devices, v1.health.failed_devices, v1.health.reports) == ("active", 4, 1, 33)
+
+    slow = env.settings.model_copy(update={"ota_report_interval_s": 60})
+    with running(slow) as server:
+        device = DeviceSide(server, env.keys.device)
+        try:
+            synced(server)
+            assert device.report("flooder", 1, inferences=10).status_code == 204
+            for _ in range(20):  # a flood from one device: refused, not counted
+                r = device.report("flooder", 1, inferences=10)
+                assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60, r.text
+            assert "reported on faces less than 60 s ago" in r.json()["error"]
+            assert device.report("another", 1, inferences=10).status_code == 204  # its own budget
+        finally:
+            device.close()
+    with env.ota() as ota:
+        [v1] = ota.releases.releases("faces")
+    assert (v1.health.devices, v1.health.failed_devices, v1.health.reports) == (6, 1, 35)
+
+
+def test_reports_only_from_devices_the_release_was_offered_to(env, served):
+    server, device = served
+    inside = next(d for d in (f"d{i}" for i in range(1000)) if bucket("faces", "production", d) < 10)
+    outside = next(d for d in (f"d{i}" for i in range(1000)) if bucket("faces", "production", d) >= 10)
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2, percent=10, platforms=["android"])
+        ota.releases.pin("faces", "tester", 3)
+    synced(server)
+    assert device.report(inside, 2, platform="android", inferences=1).status_code == 204
+    assert device.report("tester", 3, inferences=1).status_code == 404  # a pin is not a release: nothing to count
+    for device_id, facts in ((outside, {"platform": "android"}),  # outside the 10%
+                             (inside, {"platform": "ios"}),  # not a platform v2 is for
+                             (inside, {})):  # says no platform: not covered
+        r = device.report(device_id, 2, inference_errors=1, inferences=1, **facts)
+        assert r.status_code == 403 and "was never offered to device" in r.json()["error"], (device_id, facts)
+        assert "www-authenticate" not in r.headers
+    assert device.report(outside, 1, inferences=1).status_code == 204  # v1 covers everyone
 
 
 def test_bad_requests_say_what_was_wrong(env, served):

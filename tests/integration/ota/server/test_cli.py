@@ -22,8 +22,8 @@ def test_release_commands(tmp_path, ota_bundles):
     assert (first["version"], first["state"], first["percent"]) == (1, "active", 100.0)
     assert first["created_signing_key"]["current"] is True  # the first release makes the signing key
     staged = tandem_json("release", "faces", 2, "--percent", "10", "--min-app-version", "2.3", "--platform", "android",
-                         "--max-failure-rate", "0.05", "--min-reports", "30", env=env)
-    assert (staged["percent"], staged["platforms"], staged["min_reports"]) == (10.0, ["android"], 30)
+                         "--max-failure-rate", "0.05", "--min-devices", "30", env=env)
+    assert (staged["percent"], staged["platforms"], staged["min_devices"]) == (10.0, ["android"], 30)
     assert staged["created_signing_key"] is None
     widened = tandem_json("release", "faces", 2, "--percent", "50", env=env)
     assert (widened["percent"], widened["min_app_version"], widened["max_failure_rate"]) == (50.0, "2.3", 0.05)
@@ -31,6 +31,7 @@ def test_release_commands(tmp_path, ota_bundles):
     listing = tandem_json("releases", "faces", env=env)
     assert [(r["version"], r["state"]) for r in listing["releases"]] == [(2, "active"), (1, "active")]
     assert listing["releases"][0]["failure_rate"] == 0.0 and listing["pins"][0]["device_id"] == "tester-1"
+    assert (listing["releases"][0]["devices"], listing["releases"][0]["failed_devices"]) == (0, 0)
     assert tandem_json("unpin", "faces", "tester-1", env=env)["device_id"] == "tester-1"
     assert tandem_json("release-halt", "faces", 2, env=env)["state"] == "halted"
     rolled = tandem_json("release-rollback", "faces", "--channel", "production", env=env)

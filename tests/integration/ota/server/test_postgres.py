@@ -17,7 +17,7 @@ def test_ota_over_postgresql(tmp_path, ota_bundles):
         env = new_env(tmp_path / "home", ota_bundles[:2], database_url=url)
         with env.ota() as ota:
             ota.releases.release("faces", 1)
-            ota.releases.release("faces", 2, percent=100, max_failure_rate=0.5, min_reports=2)
+            ota.releases.release("faces", 2, percent=100, max_failure_rate=0.5, min_devices=2)
         with env.server() as server:
             synced(server)
             device = DeviceSide(server, env.keys.device)
@@ -29,9 +29,10 @@ def test_ota_over_postgresql(tmp_path, ota_bundles):
                 assert "delta" in payload["files"]["model.onnx"]
                 for i in range(3):
                     assert device.report(f"phone-{i}", 2, inferences=10).status_code == 204
+                assert device.report("phone-0", 2, inferences=10, load_failures=1).status_code == 429
                 assert device.check("phone", 2) is None
             finally:
                 device.close()
         with Registry.open(env.settings) as reg:  # the reports were written, at the latest at shutdown
             [v2, _] = Ota(reg, env.settings).releases.releases("faces")
-        assert (v2.state, v2.health.reports, v2.health.inferences) == ("active", 3, 30)
+        assert (v2.state, v2.health.devices, v2.health.failed_devices, v2.health.inferences) == ("active", 3, 0, 30)

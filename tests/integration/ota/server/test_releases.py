@@ -1,9 +1,10 @@
-"""The registry's OTA side on SQLite and PostgreSQL: release changes, states, pins, health counts and
-the gate, objects made once, signing keys, and the master key that wraps every secret."""
+"""The registry's OTA side on SQLite and PostgreSQL: release changes, states, pins, health over distinct
+devices and the gate, objects made once, signing keys, and the master key that wraps every secret."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from tandem.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from tandem.registry.ota import Ota
 from tandem.registry.ota_keys import MASTER_KEY_FILE, master_key
 from tandem.registry.registry import Registry
-from tandem.registry.releases import HealthReport
+from tandem.registry.releases import DeviceReport, Releases
 from tandem.settings import Settings
 from tests.integration.registry_backends import backend
 
@@ -36,7 +37,7 @@ def test_a_release_change_keeps_what_it_does_not_name(ota):
     gen = ota.reg.generation()
     r = ota.releases.release("faces", 2, "beta", percent=10, min_app_version="2.3", platforms=["Android", "ios"],
                              max_failure_rate=0.05)
-    assert (r.percent, r.min_app_version, r.platforms, r.max_failure_rate, r.min_reports, r.state) == (
+    assert (r.percent, r.min_app_version, r.platforms, r.max_failure_rate, r.min_devices, r.state) == (
         10.0, "2.3", ("android", "ios"), 0.05, 20, "active")
     r = ota.releases.release("faces", 2, "beta", percent=50.004)
     assert (r.percent, r.min_app_version, r.platforms, r.max_failure_rate) == (50.0, "2.3", ("android", "ios"), 0.05)
@@ -61,9 +62,12 @@ def test_states_move_as_documented(ota):
         ota.releases.rollback("faces")
     with pytest.raises(NotFound, match="no active or halted release on channel 'beta'"):
         ota.releases.rollback("faces", "beta")
-    ota.releases.record_health({("faces", 2, "production"): HealthReport.one(1, 0, 0, None, None)})
+    ota.releases.record_health({("faces", 2, "production"): {"d": DeviceReport(load_failures=1)}})
+    assert ota.releases.releases("faces")[0].health.devices == 1
     again = ota.releases.release("faces", 2)  # released again: active, with fresh health counts
-    assert (again.state, again.note, again.health.reports) == ("active", "", 0)
+    assert (again.state, again.note, again.health.reports, again.health.devices) == ("active", "", 0, 0)
+    ota.releases.record_health({("faces", 2, "production"): {"d": DeviceReport()}})
+    assert ota.releases.releases("faces")[0].health.devices == 1  # the device's old row went with the counts
     with pytest.raises(NotFound, match=r"faces v3 is not released on channel 'production' \(releases there: v2"):
         ota.releases.halt("faces", 3)
 
@@ -92,7 +96,7 @@ def test_pins(ota):
     ({"min_ram_mb": -1}, InvalidRequest, "min_ram_mb -1 is not a whole number"),
     ({"max_failure_rate": 1.5}, InvalidRequest, "is not a share from 0 to below 1"),
     ({"max_failure_rate": 0.1, "no_health_gate": True}, InvalidRequest, "either --no-health-gate"),
-    ({"min_reports": 0}, InvalidRequest, "min_reports 0 is not a whole number from 1"),
+    ({"min_devices": 0}, InvalidRequest, "min_devices 0 is not a whole number of devices from 1"),
     ({"channel": "Prod!"}, InvalidRequest, "not a valid channel name"),
     ({"version": 9}, NotFound, r"model faces has no version 9 \(versions: 1, 2, 3\)"),
     ({"name": "nope"}, NotFound, "no model named 'nope'"),
@@ -105,22 +109,67 @@ def test_invalid_releases_are_refused_before_anything_is_written(ota, kwargs, er
     assert ota.releases.releases("faces") == [] and ota.reg.generation() == gen
 
 
-def test_health_counts_add_up_and_the_gate_rolls_back(ota):
+OK = DeviceReport(0, 0, 100, 3.0, 10.0)
+BAD = DeviceReport(0, 5, 100, 4.0, 30.0)
+KEY2 = ("faces", 2, "production")
+
+
+def test_health_counts_each_device_once_and_the_gate_rolls_back(ota):
     ota.releases.release("faces", 1)
-    ota.releases.release("faces", 2, max_failure_rate=0.25, min_reports=4)
-    ok = HealthReport.one(0, 0, 100, 3.0, 10.0)
-    bad = HealthReport.one(0, 5, 100, 4.0, 30.0)
-    assert ota.releases.record_health({("faces", 2, "production"): ok + ok + bad}) == []  # 3 reports: too few
+    ota.releases.release("faces", 2, max_failure_rate=0.25, min_devices=4)
+    assert ota.releases.record_health({KEY2: {"a": OK, "b": OK, "c": BAD}}) == []  # 3 devices: too few
     gen = ota.reg.generation()
-    [tripped] = ota.releases.record_health({("faces", 2, "production"): bad,
-                                            ("faces", 1, "production"): ok,
-                                            ("faces", 3, "production"): bad})  # no release of v3: dropped
+    [tripped] = ota.releases.record_health({KEY2: {"d": BAD},
+                                            ("faces", 1, "production"): {"a": OK},
+                                            ("faces", 3, "production"): {"a": BAD}})  # no release of v3: dropped
     assert (tripped.version, tripped.state) == (2, "rolled_back") and ota.reg.generation() == gen + 1
-    assert "2 of 4 reports failed (50.0% > 25.0%)" in tripped.note
+    assert "2 of 4 devices failed (50.0% > 25.0%)" in tripped.note
     h = tripped.health
-    assert (h.reports, h.failed_reports, h.inference_errors, h.inferences) == (4, 2, 10, 400)
+    assert (h.reports, h.devices, h.failed_devices, h.inference_errors, h.inferences) == (4, 4, 2, 10, 400)
     assert (h.p50_ms_mean, h.p99_ms_mean, h.p99_ms_max) == (pytest.approx(3.5), pytest.approx(20.0), 30.0)
-    assert [r.health.reports for r in ota.releases.releases("faces")] == [4, 1]
+    assert [r.health.devices for r in ota.releases.releases("faces")] == [4, 1]
+
+
+def test_a_later_report_from_a_device_replaces_its_earlier_one(ota):
+    ota.releases.release("faces", 2, max_failure_rate=0.5, min_devices=3)
+    ota.releases.record_health({KEY2: {"a": BAD, "b": OK}})
+    ota.releases.record_health({KEY2: {"a": dataclasses.replace(OK, reports=3)}})  # a recovered, said so 3 times
+    [r] = ota.releases.releases("faces")
+    h = r.health
+    assert (h.reports, h.devices, h.failed_devices, h.inference_errors, h.inferences) == (5, 2, 0, 0, 200)
+    assert (h.p50_ms_mean, h.p99_ms_mean, h.p99_ms_max) == (pytest.approx(3.0), pytest.approx(10.0), 30.0)
+    ota.releases.record_health({KEY2: {"b": DeviceReport(load_failures=1)}})  # b fails now, with no latency
+    h = ota.releases.releases("faces")[0].health
+    assert (h.devices, h.failed_devices, h.load_failures, h.p99_ms_mean) == (2, 1, 1, pytest.approx(10.0))
+
+
+def test_forged_duplicates_from_one_device_cannot_trip_the_gate(ota):
+    ota.releases.release("faces", 2, max_failure_rate=0.1, min_devices=5)
+    ota.releases.record_health({KEY2: {f"ok-{i}": OK for i in range(9)}})
+    for _ in range(50):  # one device, one vote, however often it says so
+        assert ota.releases.record_health({KEY2: {"liar": DeviceReport(load_failures=1, reports=20)}}) == []
+    [r] = ota.releases.releases("faces")
+    assert (r.state, r.health.devices, r.health.failed_devices, r.health.reports) == ("active", 10, 1, 1009)
+    assert r.health.failure_rate == pytest.approx(0.1)  # 10% is allowed; a second failing device is not:
+    [tripped] = ota.releases.record_health({KEY2: {"ok-0": BAD}})
+    assert "2 of 10 devices failed" in tripped.note
+
+
+def test_a_flood_of_clean_reports_from_one_device_cannot_hide_failures(ota):
+    ota.releases.release("faces", 2, max_failure_rate=0.2, min_devices=5)
+    for _ in range(50):
+        ota.releases.record_health({KEY2: {"flooder": dataclasses.replace(OK, reports=100)}})
+    assert ota.releases.releases("faces")[0].state == "active"
+    [tripped] = ota.releases.record_health({KEY2: {f"real-{i}": BAD for i in range(4)}})
+    assert (tripped.state, tripped.health.devices, tripped.health.failed_devices) == ("rolled_back", 5, 4)
+
+
+def test_the_gate_default_comes_from_the_setting(ota):
+    assert ota.releases.release("faces", 1).min_devices == 20
+    other = Releases(ota.reg, ota.keys, ota.objects, min_devices=7)  # as Ota makes it from TANDEM_OTA_GATE_MIN_DEVICES
+    assert other.release("faces", 2).min_devices == 7
+    assert ota.releases.release("faces", 2, percent=50).min_devices == 7  # a change keeps it
+    assert ota.releases.release("faces", 2, min_devices=3).min_devices == 3
 
 
 def test_objects_are_made_once_and_data_keys_kept(ota):
