@@ -453,7 +453,9 @@ def prepare(home: Path, bundle: Path | None) -> Prepared:
         reg.set_alias(manifest.name, "production", version)
         Ota(reg, settings).releases.release(manifest.name, version, "production")
         predict = reg.create_key("predict", "soak")[0]
-        device = reg.create_key("device", "soak devices")[0]
+        # OTA checks from thousands of made-up device ids: an admin key may answer for any device_id (a
+        # registered device only for its own), and takes the same check path.
+        device = reg.create_key("admin", "soak devices")[0]
     return Prepared(home, manifest.name, manifest.inputs[0].name, version, predict, device, bundle)
 
 

@@ -58,9 +58,23 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=400, ge=1, description="Token-bucket capacity per API key.")
     # Every install of an app shares the device key it ships with: its bucket is the whole fleet's.
     device_rate_limit_per_s: float = Field(
-        default=5000.0, gt=0, description="Token-bucket refill for device-scope keys (a fleet's OTA checks/s)."
+        default=5000.0, gt=0,
+        description="Token-bucket refill for device-scope API keys (the fleet's shared key: its enrolments, and "
+        "its OTA calls while TANDEM_OTA_SHARED_KEY_UPDATES is on).",
     )
     device_rate_limit_burst: int = Field(default=10000, ge=1, description="Token-bucket capacity for device-scope keys.")
+    per_device_rate_limit_per_s: float = Field(
+        default=2.0, gt=0, description="Token-bucket refill for each registered device's own credential (requests/s)."
+    )
+    per_device_rate_limit_burst: int = Field(
+        default=60, ge=1, description="Token-bucket capacity for each registered device (an update is ~10 requests)."
+    )
+    device_enrol_per_s: float = Field(
+        default=20.0, gt=0,
+        description="Registrations (POST /v1/devices) each device-scope key may make per second once its burst is "
+        "spent: the shared key ships in every app, so whoever unpacks one can make devices at this rate at most.",
+    )
+    device_enrol_burst: int = Field(default=1000, ge=1, description="Registrations a device-scope key may make at once.")
     alias_poll_s: float = Field(
         default=0.5, gt=0, le=60, description="How often each server worker looks for moved aliases in the registry."
     )
@@ -117,6 +131,12 @@ class Settings(BaseSettings):
         description="How often a server worker writes the device health reports it added up to the registry "
         "(and checks the health gate); what is left is written at shutdown.",
     )
+    ota_shared_key_updates: bool = Field(
+        default=False,
+        description="Transition for apps released before device registration: the fleet's shared device key may "
+        "still check, fetch data keys and download, naming its own device_id (which then decides its rollout "
+        "bucket, as before). Its health reports are refused either way. Off: only registered devices get updates.",
+    )
     ota_gate_min_devices: int = Field(
         default=20, ge=1, le=10**9,
         description="Health gate: distinct devices that must have reported on a release before its failure rate "
@@ -172,8 +192,10 @@ class Settings(BaseSettings):
         "dynamic batching); more wait in Ray Serve's proxy.",
     )
 
-    def rate_for(self, scope: str) -> tuple[float, int]:
-        """(requests/s, burst) of the token bucket for a key of this scope."""
+    def rate_for(self, scope: str, registered_device: bool = False) -> tuple[float, int]:
+        """(requests/s, burst) of the token bucket for a key of this scope, or for one registered device."""
+        if registered_device:
+            return self.per_device_rate_limit_per_s, self.per_device_rate_limit_burst
         if scope == "device":
             return self.device_rate_limit_per_s, self.device_rate_limit_burst
         return self.rate_limit_per_s, self.rate_limit_burst

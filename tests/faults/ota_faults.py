@@ -140,7 +140,9 @@ def ota_rig(root: Path) -> Iterator[OtaRig]:
         ota = Ota(reg, settings)
         ota.releases.release("faces", 1, "production")
         trusted = [PublicKey.from_b64(k.public_key) for k in ota.keys.signing_keys()]
-    env = cli_env(home, TANDEM_OTA_REPORT_FLUSH_S="0.2", TANDEM_DEVICE_RATE_LIMIT_BURST="100000")
+    # Every scenario works on a copy of one device store: one registered device, many updates.
+    env = cli_env(home, TANDEM_OTA_REPORT_FLUSH_S="0.2", TANDEM_DEVICE_RATE_LIMIT_BURST="100000",
+                  TANDEM_PER_DEVICE_RATE_LIMIT_BURST="100000")
     rig = OtaRig(root, env, free_port(), device_key, trusted, {1: reference(v1), 2: reference(v2)}, root / "on-v1")
     rig.start()
     try:

@@ -33,7 +33,9 @@ from tests.integration.server.bundles import make_bundle
 from tests.integration.server.serving import Keys, Running, populate, running, test_settings
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
-SCOPES = ("none", "predict", "device", "admin")
+# Callers: none, an API key of each scope, where "device" is a registered device's credential (what the
+# OTA routes take) and "fleet" the fleet's device-scope API key (which registers devices).
+SCOPES = ("none", "predict", "device", "fleet", "admin")
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 # A request the document allows can still name a tensor, model, face or byte range that does not
 # exist: the schema cannot say which, so those documented refusals count as accepting valid data.
@@ -47,7 +49,8 @@ class Served:
     dictionaries: dict[str, dict[str, list]]
 
     def key(self, scope: str) -> str | None:
-        return None if scope == "none" else getattr(self.keys, scope)
+        return {"none": None, "device": self.keys.registered, "fleet": self.keys.device}.get(
+            scope, getattr(self.keys, scope, None))
 
 
 @dataclass
@@ -79,7 +82,10 @@ def served(root: Path, lfw_people: Path) -> Iterator[Served]:
     bundles = [make_bundle(root / "v1", faces, seed=1), make_bundle(root / "v2", faces, seed=2)]
     # Fuzzing sends thousands of requests with one key: no rate limit may answer in the server's place.
     settings = test_settings(root / "home", rate_limit_per_s=1_000_000, rate_limit_burst=1_000_000,
-                             device_rate_limit_per_s=1_000_000, device_rate_limit_burst=1_000_000)
+                             device_rate_limit_per_s=1_000_000, device_rate_limit_burst=1_000_000,
+                             per_device_rate_limit_per_s=1_000_000, per_device_rate_limit_burst=1_000_000,
+                             device_enrol_per_s=1_000_000, device_enrol_burst=1_000_000,
+                             ota_report_interval_s=1e-6)
     keys = populate(settings, bundles)
     with Registry.open(settings) as reg:
         ota = Ota(reg, settings)

@@ -1,5 +1,5 @@
 """The whole HTTP API fuzzed against the OpenAPI document the server itself serves (schemathesis),
-once per kind of caller: no key, and a key of each scope. Every answer must be documented (status,
+once per kind of caller: no key, a key of each scope, and a registered device's credential. Every answer must be documented (status,
 content type, headers, body), no request may get a 5xx, schema-invalid data must be refused, and no
 route may take a request without the key its scope needs (tests/fuzz/api.py runs it).
 
@@ -35,5 +35,7 @@ def test_every_answer_is_documented_and_none_is_a_server_error(served, scope):
     assert outcome.requests > 150  # every operation was reached, not only the schema loaded
     assert not outcome.failures and not outcome.errors, outcome.report()
     assert outcome.server_errors == 0, outcome.report()
-    if scope != "none":  # past the key check: the registry's model and objects were found
+    if scope == "fleet":  # the fleet's device key reaches one route: it registered devices
+        assert outcome.statuses[201] > 0, outcome.report()
+    elif scope != "none":  # past the key check: the registry's model and objects were found
         assert outcome.statuses[200] > 0, outcome.report()

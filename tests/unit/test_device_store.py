@@ -18,9 +18,11 @@ import pytest
 
 from tandem.device import ModelStore, ModelUpdater
 from tandem.device.faults import ENV, STEPS
+from tandem.device.identity import Identity, Registration
 from tandem.device.keystore import KeyStore
 from tandem.device.store import StoredFile
 from tandem.errors import ChecksumError, NotFound, ServerUnreachable
+from tandem.security.apikeys import new_device_token
 from tandem.security.signing import SigningKey
 from tests.unit.ota_versions import API_KEY, MODEL, Version, make_version
 
@@ -166,12 +168,18 @@ def test_models_and_keys_are_encrypted_at_rest(tmp_path, versions):
         u.load()
 
 
-def test_the_device_id_is_random_and_kept(tmp_path):
-    a = ModelStore(tmp_path / "a").device_id()
-    assert a == ModelStore(tmp_path / "a").device_id() and len(a) == 32
-    assert ModelStore(tmp_path / "b").device_id() != a
-    with updater(tmp_path / "a") as u:
-        assert u.device_id == a
+def test_the_registration_is_kept_wrapped_and_bound_to_its_server(tmp_path):
+    token, parsed = new_device_token()
+    Identity(tmp_path, "https://models.example/", API_KEY).save(Registration(parsed.key_id, token))
+    assert Identity(tmp_path, "https://models.example", API_KEY).load() == Registration(parsed.key_id, token)
+    text = (tmp_path / "device.json").read_text()
+    assert parsed.key_id in text and parsed.secret not in text and token not in text
+    assert Identity(tmp_path, "https://other.example", API_KEY).load() is None  # another server: register there
+    assert Identity(tmp_path, "https://models.example", "tdm_another_key").load() is None  # another app key
+    (tmp_path / "device.json").write_text('{"device_id": "' + "a" * 32 + '"}')  # a self-chosen id from before
+    assert Identity(tmp_path, "https://models.example", API_KEY).load() is None
+    with updater(tmp_path) as u, pytest.raises(ServerUnreachable, match="device registration: cannot reach"):
+        u.device_id  # noqa: B018 - registering needs the server
 
 
 def _install_in_a_child(root: Path, v: Version, tmp: Path, step: str | None) -> subprocess.CompletedProcess:

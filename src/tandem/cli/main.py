@@ -13,6 +13,7 @@ from tandem.cli import ota as ota_cli
 from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
+from tandem.cli.devices import app as devices_app
 from tandem.cli.keys import app as keys_app
 from tandem.cli.output import console, err_console, print_json, setup_logging
 from tandem.errors import ConfigError, TandemError
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(celebmatch_app, name="celebmatch")
 app.add_typer(keys_app, name="keys")
+app.add_typer(devices_app, name="devices")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -1,4 +1,6 @@
-"""The device's HTTP side of OTA (docs/ota.md): check, data key, report, and resumable downloads.
+"""The device's HTTP side of OTA (docs/ota.md): registration, check, data key, report, and resumable
+downloads. Registration sends the app's device API key; every other call this device's own
+credential.
 
 Failures come in two kinds, kept apart because an app decides differently on each (STYLE 8):
 ``ServerUnreachable`` — no answer (offline, timeout, a cut connection) — and the server's own
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tandem.device import faults
+from tandem.device.identity import Registration
 from tandem.errors import (
     ChecksumError,
     DecryptionError,
@@ -31,6 +34,7 @@ from tandem.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tandem.security.apikeys import parse_device
 
 STEP = 16 * 1024  # a progress callback per 16 KiB: ~220 for a 3.6 MB model
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -93,13 +97,16 @@ def _message(r: httpx.Response) -> str:
     return r.text[:200] or r.reason_phrase
 
 
-def refusal(r: httpx.Response, what: str) -> TandemError:
+def refusal(r: httpx.Response, what: str, registering: bool = False) -> TandemError:
     """The TandemError for a non-success answer to ``what``."""
     msg = f"{what}: the server answered {r.status_code}: {_message(r)}"
     if r.status_code == 401:
-        return Unauthenticated(msg + " (is the device API key right and not revoked?)")
+        if registering:
+            return Unauthenticated(msg + " (is the app's device API key right and not revoked?)")
+        return Unauthenticated(msg + " (this device's credential was refused: revoked by the operator, or the "
+                               "server's registry is another; ModelUpdater.register(again=True) enrols anew)")
     if r.status_code == 403:
-        return Forbidden(msg + " (the device needs a key with scope 'device')")
+        return Forbidden(msg)
     if r.status_code == 404:
         return NotFound(msg)
     if r.status_code == 429:
@@ -111,20 +118,49 @@ def refusal(r: httpx.Response, what: str) -> TandemError:
 
 
 class OtaClient:
+    """``api_key``: the app's device API key, sent only to register; ``credential``: this device's own
+    credential (registering first if need be), sent on every other call."""
+
     def __init__(self, server_url: str, api_key: str, timeout: httpx.Timeout,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, credential: Callable[[], str] | None = None) -> None:
         self.http = httpx.Client(base_url=server_url.rstrip("/"), timeout=timeout, transport=transport,
-                                 headers={"authorization": f"Bearer {api_key}"}, follow_redirects=False)
+                                 follow_redirects=False)
+        self._api_key = api_key
+        self._credential = credential or (lambda: api_key)
 
     def close(self) -> None:
         self.http.close()
 
-    def _post(self, path: str, body: dict, what: str) -> httpx.Response:
+    def _auth(self, what: str) -> dict[str, str]:
         try:
-            return self.http.post(path, json=body)
+            credential = self._credential()  # registers the device first if it has no credential yet
+        except ServerUnreachable as e:
+            raise ServerUnreachable(f"{what}: {e}") from e
+        return {"authorization": f"Bearer {credential}"}
+
+    def _post(self, path: str, body: dict | None, what: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        headers = headers if headers is not None else self._auth(what)
+        try:
+            return self.http.post(path, json=body, headers=headers)
         except httpx.TransportError as e:
             raise ServerUnreachable(f"{what}: cannot reach {self.http.base_url} ({e}); the installed model "
                                     "keeps running, try again when online") from e
+
+    def register(self) -> Registration:
+        """Enrol this device with the app's device API key: its server-assigned id and credential."""
+        r = self._post("/v1/devices", None, "device registration", {"authorization": f"Bearer {self._api_key}"})
+        if r.status_code not in (200, 201):
+            raise refusal(r, "device registration", registering=True)
+        try:
+            body = r.json()
+            registration = Registration(body["device_id"], body["credential"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidRequest(f"device registration: the server's answer is malformed ({e})") from e
+        parsed = parse_device(registration.credential)
+        if parsed is None or parsed.key_id != registration.device_id:
+            raise InvalidRequest("device registration: the server's answer holds no valid credential for device "
+                                 f"{str(registration.device_id)[:40]!r}")
+        return registration
 
     def check(self, body: dict) -> bytes | None:
         """The signed envelope's bytes, or None when the device is current (204)."""
@@ -185,7 +221,7 @@ class OtaClient:
         headers = {"range": f"bytes={have}-"} if have else {}
         written = have
         try:
-            with self.http.stream("GET", url, headers=headers) as r:
+            with self.http.stream("GET", url, headers={**headers, **self._auth(f"download of {name}")}) as r:
                 if r.status_code == 416 and have:
                     part.unlink()  # our partial file is not a prefix the server recognises
                     transfer.restart(name)

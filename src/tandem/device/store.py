@@ -3,7 +3,8 @@ crash-safe install that moves the pointer.
 
 Layout under the store folder::
 
-    device.json                      {"device_id": "…"}: this device's random id, made once
+    device.json                      this device's registration: server-assigned id, wrapped credential
+                                     (tandem.device.identity)
     keys.json                        wrapped data keys (tandem.device.keystore)
     <model>/
       current.json                   {"version", "previous", "sequence", "updated_at"}: THE pointer
@@ -34,7 +35,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +49,6 @@ from tandem.errors import ChecksumError, ConfigError, NotFound
 CURRENT = "current.json"
 STATE = "state.json"
 RECORD = "version.json"
-DEVICE = "device.json"
 # A stored file name: bundle-relative, plain segments only (it becomes a path on the device).
 _FILE_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
 
@@ -142,29 +141,6 @@ class ModelStore:
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-    # --- the device id -------------------------------------------------------------------------
-    def device_id(self) -> str:
-        """This device's id: random, made on first use and kept in device.json."""
-        path = self.root / DEVICE
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
-            found = json.loads(path.read_text("utf-8"))["device_id"]
-            if isinstance(found, str) and re.fullmatch(r"[0-9a-f]{32}", found):
-                return found
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".device.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"device_id": secrets.token_hex(16)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # link() fails if the file exists: two processes starting at once agree on one id.
-            os.link(tmp, path)
-        except FileExistsError:
-            os.replace(tmp, path)  # an unreadable device.json from before: replace it
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return json.loads(path.read_text("utf-8"))["device_id"]
 
     # --- reading -------------------------------------------------------------------------------
     def current(self, model: str) -> Pointer | None:

@@ -5,6 +5,10 @@
     model = updater.get_model("local_update_in_background")   # what is installed now; update quietly
     model.model.run(pixels)
 
+The device registers once (``POST /v1/devices`` with DEVICE_KEY, the app's device API key) and
+keeps the id and credential the server gives it (tandem.device.identity); every OTA call then sends
+that credential, and the server judges the rollout on the id it assigned.
+
 Each update: drop the current version if its stored files are damaged (so that it is fetched
 again) → check (a signed payload, verified before it is read: tandem.device.payload) → plan,
 fetch, verify, decrypt and install each file (tandem.device.install, atomically through
@@ -32,6 +36,7 @@ from tandem.bundle import Manifest
 from tandem.device import payload as payload_mod
 from tandem.device.client import OtaClient, ProgressCallback
 from tandem.device.conditions import DeviceState, DownloadConditions, always, unmet
+from tandem.device.identity import Identity, Registration
 from tandem.device.install import Installer, UpdateResult
 from tandem.device.keystore import KeyStore
 from tandem.device.payload import MANIFEST, Expected, Payload
@@ -108,7 +113,6 @@ class ModelUpdater:
         trusted_keys: Iterable[PublicKey],
         channel: str = "production",
         store_dir: Path | str | None = None,
-        device_id: str | None = None,
         platform: str | None = None,
         os_version: str | None = None,
         app_version: str = "0",
@@ -129,7 +133,9 @@ class ModelUpdater:
         self.store.model_dir(model)  # a bad model name fails here, not on the first update
         self.model = model
         self.channel = channel
-        self.device_id = device_id or self.store.device_id()
+        self.identity = Identity(self.store.root, server_url, api_key)
+        self._registration: Registration | None = None
+        self._registering = threading.Lock()
         self.platform = platform or platform_mod.system().lower()
         self.os_version = os_version or _default_os_version()
         self.app_version = app_version
@@ -140,7 +146,7 @@ class ModelUpdater:
         self.keystore = KeyStore(self.store.root, api_key) if keep_keys else None
         self.client = OtaClient(server_url, api_key,
                                 timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-                                transport)
+                                transport, credential=lambda: self.registration().credential)
         self.vault = Vault(self.store, model, self.client, self.keystore, self._device)
         self.installer = Installer(self.store, self.vault, self.client, model, precision, device_state, retries)
         self._update_lock = threading.Lock()
@@ -161,6 +167,35 @@ class ModelUpdater:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- who this device is -------------------------------------------------------------------
+    @property
+    def device_id(self) -> str:
+        """The id the server assigned this device (registering first if it has none: needs the network)."""
+        return self.registration().device_id
+
+    def registration(self) -> Registration:
+        """This device's registration with the server: the stored one, else a new one (POST /v1/devices)."""
+        if self._registration is None:
+            with self._registering, self.identity.locked():
+                if self._registration is None:
+                    self._registration = self.identity.load() or self._register()
+        return self._registration
+
+    def register(self, again: bool = False) -> str:
+        """Register this device (once; ``again``: anew, e.g. after the server forgot it or revoked it — the
+        fleet's operator sees the new id in `tandem devices list`). Returns the device id."""
+        if not again:
+            return self.device_id
+        with self._registering, self.identity.locked():
+            self._registration = self._register()
+        return self._registration.device_id
+
+    def _register(self) -> Registration:
+        registration = self.client.register()
+        self.identity.save(registration)
+        log.info("registered as device %s with %s", registration.device_id, self.identity.server)
+        return registration
 
     # --- what is installed ---------------------------------------------------------------------
     def installed_version(self) -> int | None:
@@ -222,9 +257,10 @@ class ModelUpdater:
         self.vault.forget(pointer.version)
 
     def _device(self) -> dict[str, object]:
-        """Who is asking: the check and the data-key route judge the rollout rules on the same fields."""
-        return {"device_id": self.device_id, "channel": self.channel, "platform": self.platform,
-                "os_version": self.os_version, "app_version": self.app_version, "ram_mb": self.ram_mb}
+        """What the device says of itself: the check, the data-key and the report routes judge the rollout
+        rules on the same fields. No device_id: the credential every call sends names the device."""
+        return {"channel": self.channel, "platform": self.platform, "os_version": self.os_version,
+                "app_version": self.app_version, "ram_mb": self.ram_mb}
 
     def update(self, conditions: DownloadConditions = ANY_TIME,
                progress: ProgressCallback | None = None) -> UpdateResult:

@@ -45,11 +45,28 @@ class AliasInfo:
 
 @dataclass(frozen=True)
 class KeyInfo:
-    key_id: str  # public part, safe to show and log
+    """Who called: an API key, or a registered device (``device_id`` set, scope ``device``)."""
+
+    key_id: str  # public part, safe to show and log (a device's: its device id)
     scope: Scope
     label: str
     created: datetime
     revoked: datetime | None = None
+    device_id: str | None = None  # a registered device's credential, not an API key
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A registered device (``POST /v1/devices``)."""
+
+    device_id: str  # assigned by the server
+    enrolled_by: str  # the id of the device-scope API key it registered with
+    created: datetime
+    revoked: datetime | None = None
+
+    def principal(self) -> KeyInfo:
+        return KeyInfo(self.device_id, "device", f"device enrolled with key {self.enrolled_by}", self.created,
+                       self.revoked, device_id=self.device_id)
 
 
 @dataclass(frozen=True)

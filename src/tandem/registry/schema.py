@@ -107,6 +107,18 @@ class ApiKey(Base):
     revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class RegisteredDevice(Base):
+    """A device registered with ``POST /v1/devices``: its server-assigned id and credential (docs/ota.md)."""
+
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the credential's secret (apikeys.py)
+    enrolled_by: Mapped[str] = mapped_column(String(32))  # the key id of the device-scope key it registered with
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class RegistryState(Base):
     """One row (id 1). ``generation`` goes up in the same transaction as every push, alias move,
     rollback and OTA release change (releases, pins, signing keys), so a server can poll one integer to

@@ -7,8 +7,10 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
 - predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready]``,
   ``POST /v2/models/{name}[/versions/{v}]/infer``, ``GET|POST /v1/models/{name}[/versions/{n}|/labels/{a}][:predict]``,
   ``POST /v1/apps/{app}/{model}:predict``, ``GET /openapi.json``
-- device: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from}/{to}``,
-  ``POST /v1/ota/keys``, ``POST /v1/ota/report``, ``GET /v1/ota/signing-keys`` (server/ota.py, docs/ota.md)
+- device (a device-scope API key, the fleet's): ``POST /v1/devices`` registers a device (server/devices.py)
+- a registered device's credential: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``,
+  ``GET /v1/ota/deltas/{from}/{to}``, ``POST /v1/ota/keys``, ``POST /v1/ota/report``,
+  ``GET /v1/ota/signing-keys`` (server/ota.py, docs/ota.md)
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
 - open: ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself
 """
@@ -29,9 +31,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tandem.registry.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import images, oip, openapi, ota, tfserving, webapp
+from tandem.server import devices, images, oip, openapi, ota, tfserving, webapp
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.metrics import CONTENT_TYPE, Metrics
@@ -56,6 +59,7 @@ class Services:
     limiter: Limiter
     metrics: Metrics
     ota: OtaService
+    devices: Devices
 
 
 def _server_logging() -> None:
@@ -92,8 +96,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                                                     settings.auth_failures_burst)
         guard = FailureGuard(failures, settings.auth_failures_per_s, settings.auth_failures_burst,
                              lambda reason: metrics.auth_failures.labels(reason).inc())
-        app.state.services = Services(settings, reg, pool, Authenticator(reg.verify_key, settings.key_cache_s, guard),
-                                      limiter, metrics, ota_service)
+        registered = Devices(reg)
+        auth = Authenticator(reg.verify_key, settings.key_cache_s, guard, registered.verify,
+                             settings.ota_shared_key_updates)
+        app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered)
         try:
             await pool.start()
             await ota_service.start()
@@ -115,6 +121,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *oip.routes(),
         *tfserving.routes(),
         *images.routes(),
+        *devices.routes(),
         *ota.routes(),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),

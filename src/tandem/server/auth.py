@@ -1,6 +1,13 @@
-"""API-key authentication and scope checks for every route but health.
+"""Authentication (API keys and registered devices' credentials) and scope checks for every route
+but health.
 
-Keys are checked by the registry (stored hashed, compared in constant time there). A worker
+Two kinds of caller present a bearer token: an API key (``tdm_…``, scope predict, device or admin)
+and a registered device (``tdd_…``, from ``POST /v1/devices``; scope device, speaking only as its
+own device id). The OTA routes (``device_route``) take a registered device or an admin key: the
+fleet's device-scope API key only enrols devices there (unless TANDEM_OTA_SHARED_KEY_UPDATES lets
+apps from before registration on), and a device credential is good for the OTA routes only.
+
+Tokens are checked by the registry (stored hashed, compared in constant time there). A worker
 remembers each answer for ``key_cache_s`` so that a busy route does not query the database per
 request; the cache is keyed by the key's sha256, so plaintext keys are never kept, and a revoked key
 stops working within ``key_cache_s``.
@@ -20,6 +27,7 @@ from collections.abc import Callable
 
 from tandem.errors import Forbidden, RateLimited, Unauthenticated
 from tandem.registry.records import KeyInfo, Scope, grants
+from tandem.security.apikeys import is_device_token
 from tandem.server.ratelimit import Limiter
 
 MAX_KEY_CHARS = 512
@@ -94,20 +102,26 @@ class FailureGuard:
 
 
 class Authenticator:
-    def __init__(self, verify: Callable[[str], KeyInfo | None], cache_s: float, guard: FailureGuard | None = None) -> None:
+    def __init__(self, verify: Callable[[str], KeyInfo | None], cache_s: float, guard: FailureGuard | None = None,
+                 verify_device: Callable[[str], KeyInfo | None] | None = None,
+                 shared_key_updates: bool = False) -> None:
         self._verify = verify
+        self._verify_device = verify_device or (lambda _token: None)
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[KeyInfo | None, float]] = {}
         self._guard = guard
+        self._shared_key_updates = shared_key_updates
 
-    async def authenticate(self, header: str | None, need: Scope, client: str = "") -> KeyInfo:
-        """The key's record if it may call a route that needs ``need``; 401 or 403 otherwise (429
-        while ``client``, the caller's address, has failed too often)."""
+    async def authenticate(self, header: str | None, need: Scope, client: str = "",
+                           device_route: bool = False) -> KeyInfo:
+        """The caller's record if it may call a route that needs ``need`` (``device_route``: an OTA
+        route, for registered devices); 401 or 403 otherwise (429 while ``client``, the caller's
+        address, has failed too often)."""
         if self._guard is None:
-            return await self._authenticate(header, need)
+            return await self._authenticate(header, need, device_route)
         self._guard.check(client)
         try:
-            return await self._authenticate(header, need)
+            return await self._authenticate(header, need, device_route)
         except Unauthenticated as e:
             await self._guard.failed(client, getattr(e, "reason", "invalid_token"), presented=bool(header))
             raise
@@ -115,14 +129,23 @@ class Authenticator:
             await self._guard.failed(client, "insufficient_scope", presented=False)
             raise
 
-    async def _authenticate(self, header: str | None, need: Scope) -> KeyInfo:
+    async def _authenticate(self, header: str | None, need: Scope, device_route: bool) -> KeyInfo:
         token = bearer_token(header)
         info = await self._lookup(token)
         if info is None or info.revoked is not None:
-            raise unauthenticated("unknown or revoked API key", "invalid_token")
+            what = "device credential" if is_device_token(token) else "API key"
+            raise unauthenticated(f"unknown or revoked {what}", "invalid_token")
         if not grants(info.scope, need):
             raise forbidden(f"this route needs a key with scope '{need}' (or admin); "
                             f"key {info.key_id} has scope '{info.scope}'", need)
+        if info.device_id is not None and not device_route:
+            raise forbidden(f"this route needs a key with scope '{need}' (or admin); a registered device's credential "
+                            f"(device {info.device_id}) is good for the OTA routes /v1/ota/* only", need)
+        if device_route and info.device_id is None and info.scope == "device" and not self._shared_key_updates:
+            raise forbidden(f"this route needs a registered device's credential (or an admin key); key {info.key_id} "
+                            "is the fleet's shared device key, which only registers devices: POST /v1/devices with "
+                            "it once, keep the credential it returns, and send 'Authorization: Bearer <credential>' "
+                            "(docs/ota.md)", need)
         return info
 
     async def _lookup(self, token: str) -> KeyInfo | None:
@@ -131,7 +154,8 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        info = await asyncio.to_thread(self._verify, token)
+        verify = self._verify_device if is_device_token(token) else self._verify
+        info = await asyncio.to_thread(verify, token)
         if self._cache_s > 0:
             if len(self._cache) >= CACHE_ENTRIES:  # unknown keys must not grow memory without bound
                 self._cache.clear()

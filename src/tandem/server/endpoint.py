@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tandem.errors import RequestTimeout, TandemError
-from tandem.registry.records import Scope
+from tandem.registry.records import KeyInfo, Scope
 from tandem.server import ratelimit
 from tandem.server.responses import error_response, json_response
 
@@ -30,6 +30,7 @@ class Call:
     version: str = ""
     key_id: str = ""
     error: str = ""
+    principal: KeyInfo | None = None  # who called (None on open routes): an API key or a registered device
 
     def serving(self, name: str, version: int) -> None:
         self.model, self.version = name, str(version)
@@ -45,8 +46,10 @@ def call_of(request: Request) -> Call:
 Handler = Callable[[Request, Call], Awaitable[Response]]
 
 
-def endpoint(route: str, need: Scope | None, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap ``handler`` for the route template ``route``; ``need``: the scope it takes (None: open)."""
+def endpoint(route: str, need: Scope | None, handler: Handler,
+             device_route: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap ``handler`` for the route template ``route``; ``need``: the scope it takes (None: open);
+    ``device_route``: an OTA route, for registered devices (and admin keys), see server/auth.py."""
 
     async def run(request: Request) -> Response:
         services = request.app.state.services
@@ -55,9 +58,11 @@ def endpoint(route: str, need: Scope | None, handler: Handler) -> Callable[[Requ
         try:
             if need is not None:
                 client = request.client.host if request.client else ""
-                key = await services.auth.authenticate(request.headers.get("authorization"), need, client)
-                call.key_id = key.key_id
-                await ratelimit.check(services.limiter, key.key_id, *services.settings.rate_for(key.scope))
+                key = await services.auth.authenticate(request.headers.get("authorization"), need, client,
+                                                       device_route)
+                call.key_id, call.principal = key.key_id, key
+                await ratelimit.check(services.limiter, key.key_id,
+                                      *services.settings.rate_for(key.scope, key.device_id is not None))
             timeout = services.settings.request_timeout_s
             try:
                 async with asyncio.timeout(timeout) as deadline:

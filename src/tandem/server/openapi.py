@@ -145,6 +145,7 @@ def document(metrics_scope: str | None) -> dict:
     paths["/metrics"] = {"get": _op("Prometheus metrics", {"description": "Prometheus text format",
                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, (), metrics_scope)}
     paths["/openapi.json"] = {"get": _op("This document", ok({"type": "object"}), (), "predict")}
+    paths.update(_devices_paths())
     paths.update(_ota_paths())
     for path, ops in paths.items():
         for method, op in ops.items():
@@ -191,11 +192,28 @@ def _link(paths: dict[str, dict], source: str, targets: dict[str, tuple[str, str
 
 def _ota_op(summary: str, responses: dict[str, Any], errors: tuple[int, ...], body: str | None = None,
             params: list[dict] | None = None) -> dict:
-    """An OTA route (scope device): its own success answers, the shared error answers."""
+    """An OTA route (a registered device): its own success answers, the shared error answers."""
     op = _op(summary, {}, errors, "device", _json(_ref(body)) if body else None, params)
     del op["responses"]["200"]
     op["responses"] = {**responses, **op["responses"]}
+    op["description"] = ("Needs a registered device's credential (`POST /v1/devices`), which speaks for that device "
+                         "alone, or an API key with scope `admin` (naming any device_id). The fleet's shared key "
+                         "with scope `device` only registers devices (403 here).")
     return op
+
+
+def _devices_paths() -> dict[str, dict]:
+    op = _op("Register this device: a server-assigned id and a credential of its own (docs/ota.md)", {}, (503, 504),
+             "device")
+    del op["responses"]["200"]
+    op["responses"] = {"201": {"description": "Registered. Keep the credential: it is shown once, and every OTA "
+                                              "call sends it as 'Authorization: Bearer <credential>'.",
+                               "content": _json(_ref("DeviceRegistration"))}, **op["responses"]}
+    op["responses"]["403"] = {**op["responses"]["403"], "description": ERROR_TEXT[403] + " Or: a registered "
+                              "device's credential (a device registers once, with the fleet's key)."}
+    op["responses"]["429"] = {**op["responses"]["429"], "description": ERROR_TEXT[429] + " Or: the key's "
+                              "registration budget (TANDEM_DEVICE_ENROL_*) is spent for now."}
+    return {"/v1/devices": {"post": op}}
 
 
 def _ota_paths() -> dict[str, dict]:
@@ -252,7 +270,9 @@ def _ota_paths() -> dict[str, dict]:
 _DEVICE = {
     "model": {"type": "string", "description": "The model's name."},
     "channel": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "default": "production"},
-    "device_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+    "device_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                  "description": "A registered device: its own id, or leave it out. An admin key: the device to "
+                                 "answer for."},
     "platform": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,32}$"},
     "os_version": {"type": "string", "description": "e.g. 14 or 17.2.1"},
     "app_version": {"type": "string", "description": "e.g. 2.4.0 or 3.0rc1"},
@@ -265,20 +285,25 @@ _COUNT = {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}
 _MS = {"type": "number", "minimum": 0, "maximum": 10**7}
 
 OTA_SCHEMAS: dict[str, Any] = {
-    "OtaCheck": {"type": "object", "required": ["model", "device_id"], "examples": [_DEVICE_EXAMPLE], "properties": {
+    "DeviceRegistration": {"type": "object", "required": ["device_id", "credential", "created"],
+                           "additionalProperties": False, "properties": {
+                               "device_id": {"type": "string", "pattern": "^[0-9a-f]{20}$"},
+                               "credential": {"type": "string", "pattern": "^tdd_[0-9a-f]{20}_[A-Za-z0-9_-]{43}$"},
+                               "created": {"type": "string"}}},
+    "OtaCheck": {"type": "object", "required": ["model"], "examples": [_DEVICE_EXAMPLE], "properties": {
         **_DEVICE, "version": {"oneOf": [_VERSION_NUMBER, {"type": "null"}], "description": "Installed; null: none."},
         "precision": {"type": "string", "enum": ["fp32", "int8"], "default": "fp32"}}},
     "OtaEnvelope": {"type": "object", "required": ["payload", "signature", "key_id"], "additionalProperties": False,
                     "properties": {"payload": {"type": "string", "description": "base64 of the payload's JSON bytes"},
                                    "signature": {"type": "string", "description": "base64 Ed25519 signature"},
                                    "key_id": {"type": "string"}}},
-    "OtaKeyRequest": {"type": "object", "required": ["model", "version", "device_id"], "examples": [_DEVICE_EXAMPLE],
+    "OtaKeyRequest": {"type": "object", "required": ["model", "version"], "examples": [_DEVICE_EXAMPLE],
                       "properties": {**_DEVICE, "version": _VERSION_NUMBER}},
     "OtaDataKey": {"type": "object", "required": ["model", "version", "key_id", "alg", "key"],
                    "properties": {"model": {"type": "string"}, "version": {"type": "integer"},
                                   "key_id": {"type": "string"}, "alg": {"type": "string", "enum": ["AES-256-GCM"]},
                                   "key": {"type": "string", "description": "base64 of 32 bytes"}}},
-    "OtaReport": {"type": "object", "required": ["model", "version", "device_id"], "examples": [
+    "OtaReport": {"type": "object", "required": ["model", "version"], "examples": [
         {**_DEVICE_EXAMPLE, "load_failures": 0, "inference_errors": 0, "inferences": 120, "p50_ms": 18.5,
          "p99_ms": 41.0}], "properties": {
         **_DEVICE, "version": _VERSION_NUMBER, "load_failures": _COUNT, "inference_errors": _COUNT,

@@ -1,4 +1,5 @@
-"""Over-the-air delivery routes for devices (docs/ota.md is the contract), scope ``device``:
+"""Over-the-air delivery routes for registered devices (docs/ota.md is the contract); a device is
+the id its credential names (an admin key names any ``device_id``):
 
 - ``POST /v1/ota/check``: 204 when the device runs what it should, else a signed payload naming it
 - ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from_sha256}/{to_sha256}``: the bytes
@@ -108,10 +109,23 @@ def _channel(obj: dict[str, Any]) -> str:
     return check_channel(obj.get("channel") or DEFAULT_CHANNEL)
 
 
-def _device(obj: dict[str, Any], installed: int | None) -> Device:
+def _device_id(obj: dict[str, Any], call: Call) -> str:
+    """Who the request is about: a registered device is itself (its server-assigned id), whatever the
+    body claims; an admin key (or, in transition, the fleet's shared key) names a device_id."""
+    principal = call.principal
+    claimed = obj.get("device_id")
+    if principal is not None and principal.device_id is not None:
+        if claimed is not None and claimed != principal.device_id:
+            raise Forbidden(f"device_id {repr(claimed)[:80]} is not the id of the device whose credential this is "
+                            f"({principal.device_id}): a device speaks only for itself; send its own id or none")
+        return principal.device_id
+    return check_device_id(claimed)
+
+
+def _device(obj: dict[str, Any], installed: int | None, call: Call) -> Device:
     platform = obj.get("platform")
     return Device.parse(
-        check_device_id(obj.get("device_id")), installed, check_platform(platform) if platform is not None else None,
+        _device_id(obj, call), installed, check_platform(platform) if platform is not None else None,
         _text(obj, "os_version"), _text(obj, "app_version"), _int(obj, "ram_mb", 0, MAX_RAM_MB))
 
 
@@ -128,7 +142,7 @@ async def check(request: Request, call: Call) -> Response:
     precision = obj.get("precision") or "fp32"
     if precision not in PRECISIONS:
         raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {repr(precision)[:40]}")
-    device = _device(obj, installed)
+    device = _device(obj, installed, call)
     state = svc.state
     state.check_channel(name, channel)
     call.model = name  # only names that exist become metric labels
@@ -191,7 +205,7 @@ async def keys(request: Request, call: Call) -> Response:
     version = _int(obj, "version", 1, MAX_VERSION, required=True, what="the version whose data key the device needs")
     assert version is not None
     channel = _channel(obj)
-    device = _device(obj, None)
+    device = _device(obj, None, call)
     state = svc.state
     state.check_channel(name, channel)
     if version not in state.versions.get(name, {}):
@@ -214,7 +228,7 @@ async def report(request: Request, call: Call) -> Response:
     version = _int(obj, "version", 1, MAX_VERSION, required=True, what="the version the device runs")
     assert version is not None
     channel = _channel(obj)
-    device = _device(obj, version)
+    device = _device(obj, version, call)
     counts = {f: _int(obj, f, 0, MAX_COUNT, default=0) or 0 for f in ("load_failures", "inference_errors", "inferences")}
     if counts["inference_errors"] > counts["inferences"]:
         raise InvalidRequest(f"inference_errors ({counts['inference_errors']}) is more than inferences "
@@ -225,6 +239,9 @@ async def report(request: Request, call: Call) -> Response:
     if (name, version, channel) not in state.released:
         raise NotFound(f"{name} v{version} has no release on channel {channel}, so there is no release to report on")
     call.serving(name, version)
+    if call.principal is not None and call.principal.scope == "device" and call.principal.device_id is None:
+        raise Forbidden("health reports count only from registered devices, not from the fleet's shared key: "
+                        "register with POST /v1/devices and report with the device's credential (docs/ota.md)")
     if not state.was_offered(name, channel, device, version):
         raise Forbidden(f"{name} v{version} was never offered to device {device.device_id} on channel {channel} (no "
                         "release or pin of it covers this device), so its report does not count; send the same "
@@ -254,4 +271,4 @@ def routes() -> list[Route]:
         ("/v1/ota/report", report, "POST"),
         ("/v1/ota/signing-keys", signing_keys, "GET"),
     ]
-    return [Route(path, endpoint(path, "device", fn), methods=[method]) for path, fn, method in table]
+    return [Route(path, endpoint(path, "device", fn, device_route=True), methods=[method]) for path, fn, method in table]

@@ -86,7 +86,9 @@ def ota_server(tmp_path_factory, lfw_people) -> Iterator[OtaServer]:
     bundles["cut"] = make_bundle(root / "cut", None, name="cut", seed=9)
     split_bundle(bundles["cut"], [5, 7])
     env = {**os.environ, "TANDEM_HOME": str(root / "home"), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
-           "TANDEM_ALIAS_POLL_S": "0.1", "TANDEM_OTA_REPORT_FLUSH_S": "0.2", "TANDEM_REDIS_URL": ""}
+           "TANDEM_ALIAS_POLL_S": "0.1", "TANDEM_OTA_REPORT_FLUSH_S": "0.2", "TANDEM_REDIS_URL": "",
+           # Copies of one device store are one registered device here, in many tests at once.
+           "TANDEM_PER_DEVICE_RATE_LIMIT_PER_S": "100000", "TANDEM_PER_DEVICE_RATE_LIMIT_BURST": "100000"}
     env.pop("TANDEM_OTA_MASTER_KEY", None)
     for name in ("v1", "v2", "rolling1", "staged", "cut"):
         tandem("push", bundles[name], env=env)

@@ -22,6 +22,7 @@ import pytest
 
 from tandem.device import DeviceConditions, DownloadConditions, ModelUpdater, Progress
 from tandem.device.faults import ENV
+from tandem.device.identity import Identity
 from tandem.errors import (
     ChecksumError,
     ConditionsNotMet,
@@ -221,15 +222,56 @@ def test_wrong_device_key_unknown_model_and_a_device_outside_the_rollout(ota_ser
         u.get_model("latest")
     with ota_server.updater(tmp_path / "b", model="no-such-model") as u, pytest.raises(NotFound, match="no model named"):
         u.get_model("latest")
-    # 'staged' is released to 30% of devices: the same rule the server applies decides who is in.
-    inside = next(f"phone-{i}" for i in range(1000) if bucket("staged", "production", f"phone-{i}") < 30)
-    outside = next(f"phone-{i}" for i in range(1000) if bucket("staged", "production", f"phone-{i}") >= 30)
-    with ota_server.updater(tmp_path / "c", model="staged", device_id=outside) as u:
-        with pytest.raises(NotFound, match="outside its rollout"):
-            u.get_model("latest")
-        assert u.installed() == []
-    with ota_server.updater(tmp_path / "d", model="staged", device_id=inside) as u:
-        assert u.get_model("latest").version == 1
+    # 'staged' is released to 30% of devices: the same rule the server applies, on the id the server
+    # assigned at registration (a device cannot choose it), decides who is in.
+    seen = {True: 0, False: 0}
+    for i in range(40):
+        with ota_server.updater(tmp_path / f"phone-{i}", model="staged") as u:
+            inside = bucket("staged", "production", u.device_id) < 30
+            if seen[inside]:
+                continue
+            seen[inside] += 1
+            if inside:
+                assert u.get_model("latest").version == 1
+            else:
+                with pytest.raises(NotFound, match="outside its rollout"):
+                    u.get_model("latest")
+                assert u.installed() == []
+        if all(seen.values()):
+            break
+    assert all(seen.values()), seen
+
+
+def test_the_device_registers_once_and_keeps_its_credential_wrapped(ota_server, tmp_path):
+    store = tmp_path / "store"
+    with ota_server.updater(store) as u:
+        device_id = u.device_id  # registers now: the id is the server's
+        credential = u.registration().credential
+        assert credential.startswith(f"tdd_{device_id}_")
+        assert u.check() is not None
+    with ota_server.updater(store) as u:
+        assert u.device_id == device_id  # kept: no second registration
+    stored = (store / "device.json").read_text()
+    assert device_id in stored and credential.split("_")[2] not in stored  # the secret only wrapped
+    listed = ota_server.cli("devices", "list")
+    assert [d["enrolled_by"] for d in listed if d["device_id"] == device_id] == [ota_server.device_key.split("_")[1]]
+    # The credential is bound to this server: an app pointed at another server registers there instead.
+    other = Identity(store, "http://elsewhere.example", ota_server.device_key)
+    assert other.load() is None
+    # Revoked alone: this device is refused, and says so; a new registration is the app's explicit choice.
+    assert ota_server.cli("devices", "revoke", device_id)["revoked"] is not None
+    with ota_server.updater(store) as u:
+
+        def refused() -> bool:  # within TANDEM_KEY_CACHE_S
+            try:
+                u.check()
+            except Unauthenticated as e:
+                assert "this device's credential was refused" in str(e)
+                return True
+            return False
+
+        until(refused, "the revocation to reach the server", timeout=15)
+        assert u.register(again=True) != device_id and u.check() is not None
 
 
 class CutOnce(httpx.BaseTransport):

@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from tritonclient._plugin import InferenceServerClientPlugin
 
+from tandem.registry.devices import Devices
 from tandem.registry.registry import Registry
 from tandem.server.app import create_app
 from tandem.settings import Settings
@@ -23,9 +24,10 @@ from tandem.settings import Settings
 @dataclass(frozen=True)
 class Keys:
     predict: str
-    device: str
+    device: str  # the fleet's device-scope API key: it registers devices (POST /v1/devices)
     admin: str
     revoked: str
+    registered: str = ""  # a registered device's credential (tdd_…): what the OTA routes take
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ def populate(settings: Settings, bundles: list[Path], production: int | None = 1
         keys = {scope: reg.create_key(scope, f"test {scope}")[0] for scope in ("predict", "device", "admin")}
         revoked, info = reg.create_key("predict", "revoked")
         reg.revoke_key(info.key_id)
-    return Keys(keys["predict"], keys["device"], keys["admin"], revoked)
+        registered = Devices(reg).register(keys["device"].split("_")[1])[0]
+    return Keys(keys["predict"], keys["device"], keys["admin"], revoked, registered)
 
 
 @contextlib.contextmanager

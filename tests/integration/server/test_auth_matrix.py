@@ -36,6 +36,7 @@ SCOPES: dict[str, str | None] = {
     "/v1/models/{name}/versions/{version}": "predict",
     "/v1/models/{name}/labels/{label}": "predict",
     "/v1/apps/{app}/{model}": "predict",
+    "/v1/devices": "device",  # the fleet's device-scope key registers a device
     "/v1/ota/check": "device",
     "/v1/ota/files/{sha256}": "device",
     "/v1/ota/deltas/{from_sha256}/{to_sha256}": "device",
@@ -46,23 +47,26 @@ SCOPES: dict[str, str | None] = {
     "/metrics": "admin",
     "/app": None,  # the browser app: a public page that asks for keys itself
 }
+# Routes for a registered device's credential (or admin): the fleet's device-scope key is refused there.
+REGISTERED = {path for path in SCOPES if path.startswith("/v1/ota/")}
 PARAMS = {"name": "faces", "version": "1", "label": "production", "app": "classify", "model": "faces:predict",
           "sha256": "a" * 64, "from_sha256": "b" * 64, "to_sha256": "c" * 64}
 REALM = 'Bearer realm="tandem"'
 HIDDEN = "tdm_000000000000_" + "x" * 43  # well-formed, but no such key
 
 
-def requests_of(app) -> list[tuple[str, str, str | None]]:
-    """(method, concrete path, scope) for every method of every route of ``app``."""
+def requests_of(app) -> list[tuple[str, str, str | None, bool]]:
+    """(method, concrete path, scope, for registered devices) for every method of every route of ``app``."""
     out = []
     for route in app.routes:
         assert route.path in SCOPES, f"{route.path} is a new route: add its scope to SCOPES (and docs/serving.md)"
         if isinstance(route, Mount):
-            out += [("GET", route.path + "/", SCOPES[route.path]), ("GET", route.path + "/index.html", None)]
+            out += [("GET", route.path + "/", SCOPES[route.path], False), ("GET", route.path + "/index.html", None,
+                                                                           False)]
             continue
         assert isinstance(route, Route)
         path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
-        out += [(method, path, SCOPES[route.path]) for method in sorted(route.methods or ())]
+        out += [(method, path, SCOPES[route.path], route.path in REGISTERED) for method in sorted(route.methods or ())]
     return out
 
 
@@ -99,10 +103,11 @@ class Records(logging.Handler):
         self.lines.append(f"{record.name} {record.getMessage()} {record.exc_text or ''}")
 
 
-def credentials(keys: Keys, need: str | None) -> dict[str, str | None]:
-    """Authorization header per kind of caller."""
+def credentials(keys: Keys, need: str | None, registered: bool = False) -> dict[str, str | None]:
+    """Authorization header per kind of caller. ``registered``: a route for registered devices, where the
+    right caller is a device's credential, and the fleet's device key (right scope, wrong kind) is refused."""
     wrong = {"predict": keys.device, "device": keys.predict, "admin": keys.predict}
-    right = {"predict": keys.predict, "device": keys.device, "admin": keys.admin}
+    right = {"predict": keys.predict, "device": keys.registered if registered else keys.device, "admin": keys.admin}
     return {
         "none": None,
         "not bearer": "Basic dXNlcjpwYXNz",
@@ -114,6 +119,8 @@ def credentials(keys: Keys, need: str | None) -> dict[str, str | None]:
         "wrong scope": f"Bearer {wrong[need]}" if need else f"Bearer {keys.device}",
         "right scope": f"Bearer {right[need]}" if need else f"Bearer {keys.predict}",
         "admin": f"Bearer {keys.admin}",
+        # The other kind of device credential: the fleet's key on a device's route, a device's credential elsewhere.
+        "other device kind": f"Bearer {keys.device if registered else keys.registered}",
     }
 
 
@@ -135,8 +142,8 @@ def test_every_route_answers_every_caller_exactly(served):
     assert len(calls) >= len(SCOPES)
     seen = set()
     with server.client() as c:
-        for method, path, need in calls:
-            for who, header in credentials(keys, need).items():
+        for method, path, need, registered in calls:
+            for who, header in credentials(keys, need, registered).items():
                 r = c.request(method, path, headers={"authorization": header} if header else {})
                 where = f"{method} {path} as {who}: {r.status_code} {r.text[:200]}"
                 www = r.headers.get("www-authenticate")
@@ -151,11 +158,20 @@ def test_every_route_answers_every_caller_exactly(served):
                     assert www == f'{REALM}, error="insufficient_scope", scope="{need}"', where
                     if method != "HEAD":
                         assert f"this route needs a key with scope '{need}'" in r.json()["error"], where
+                elif who == "other device kind":
+                    if registered:  # the fleet's key on an OTA route: it only registers devices
+                        assert r.status_code == 403, where
+                        assert www == f'{REALM}, error="insufficient_scope", scope="{need}"', where
+                        if method != "HEAD":
+                            assert "only registers devices: POST /v1/devices" in r.json()["error"], where
+                    elif need is not None:  # a device's credential off the OTA routes
+                        assert r.status_code == 403 and 'error="insufficient_scope"' in (www or ""), where
                 else:  # right scope, admin: past the key check; what follows is the route's business
                     assert r.status_code not in (401, 429) and "insufficient_scope" not in (www or ""), where
                     assert r.status_code < 500, where  # an empty body or unknown model is the caller's fault
                 seen.add((method, path, who))
-    assert len(seen) == len(calls) * len(EXPECTED | {"wrong scope": 0, "right scope": 0, "admin": 0})
+    assert len(seen) == len(calls) * len(EXPECTED | {"wrong scope": 0, "right scope": 0, "admin": 0,
+                                                      "other device kind": 0})
 
 
 def test_no_key_reaches_any_log(served):
@@ -168,7 +184,7 @@ def test_no_key_reaches_any_log(served):
         assert time.monotonic() < deadline, "the access log did not record the calls"
         time.sleep(0.02)
     text = "\n".join(records.lines)
-    for key in (keys.predict, keys.device, keys.admin, keys.revoked, HIDDEN):
+    for key in (keys.predict, keys.device, keys.admin, keys.revoked, keys.registered, HIDDEN):
         secret = key.split("_", 2)[2]  # the secret itself may hold "_"
         assert secret not in text and key not in text
     assert keys.predict.split("_")[1] in text  # the public key id is what identifies a key

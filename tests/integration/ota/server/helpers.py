@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from tandem.bundle import Bundle, write_manifest
+from tandem.registry.devices import Devices
 from tandem.registry.ota import Ota
 from tandem.registry.registry import Registry
 from tandem.security import encryption
@@ -63,7 +64,8 @@ class Env:
 
 
 def new_env(home: Path, bundles: list[Path], **settings: Any) -> Env:
-    # One device key speaks for a whole fleet (here: a thousand ids), and rate limits are per key.
+    # The rollout tests speak for a thousand device ids with one admin key (an admin key names any device_id),
+    # and rate limits are per key.
     settings = test_settings(home, **{"preload": False, "alias_poll_s": 0.05, "ota_report_flush_s": 0.05,
                                       "rate_limit_per_s": 100_000, "rate_limit_burst": 100_000, **settings})
     with Registry.open(settings) as reg:
@@ -72,7 +74,8 @@ def new_env(home: Path, bundles: list[Path], **settings: Any) -> Env:
         keys = {scope: reg.create_key(scope, f"test {scope}")[0] for scope in ("predict", "device", "admin")}
         revoked, info = reg.create_key("device", "revoked")
         reg.revoke_key(info.key_id)
-    return Env(settings, Keys(keys["predict"], keys["device"], keys["admin"], revoked))
+        registered = Devices(reg).register(keys["device"].split("_")[1])[0]
+    return Env(settings, Keys(keys["predict"], keys["device"], keys["admin"], revoked, registered))
 
 
 def synced(server: Running) -> int:
@@ -88,8 +91,14 @@ def synced(server: Running) -> int:
     return gen
 
 
+def _body(device_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A request body about model faces; ``device_id`` None: left out (a registered device is itself)."""
+    return {"model": "faces", **({} if device_id is None else {"device_id": device_id}), **fields}
+
+
 class DeviceSide:
-    """One HTTP client speaking for any number of device ids."""
+    """One HTTP client speaking for any number of device ids (with an admin key), or for the one device
+    whose credential it holds."""
 
     def __init__(self, server: Running, key: str) -> None:
         self.http = server.client(key)
@@ -104,11 +113,10 @@ class DeviceSide:
     def close(self) -> None:
         self.http.close()
 
-    def check_raw(self, device_id: str, version: int | None = None, **facts: Any) -> httpx.Response:
-        return self.http.post("/v1/ota/check", json={"model": "faces", "version": version, "device_id": device_id,
-                                                     **facts})
+    def check_raw(self, device_id: str | None, version: int | None = None, **facts: Any) -> httpx.Response:
+        return self.http.post("/v1/ota/check", json=_body(device_id, version=version, **facts))
 
-    def check(self, device_id: str, version: int | None = None, **facts: Any) -> dict | None:
+    def check(self, device_id: str | None, version: int | None = None, **facts: Any) -> dict | None:
         """The verified payload, or None for 204."""
         r = self.check_raw(device_id, version, **facts)
         if r.status_code == 204:
@@ -121,14 +129,13 @@ class DeviceSide:
         verify_envelope(payload, base64.b64decode(envelope["signature"]), envelope["key_id"], self.trusted)
         return json.loads(payload)
 
-    def data_key(self, device_id: str, version: int, **facts: Any) -> bytes:
-        r = self.http.post("/v1/ota/keys", json={"model": "faces", "version": version, "device_id": device_id, **facts})
+    def data_key(self, device_id: str | None, version: int, **facts: Any) -> bytes:
+        r = self.http.post("/v1/ota/keys", json=_body(device_id, version=version, **facts))
         assert r.status_code == 200, r.text
         return base64.b64decode(r.json()["key"])
 
-    def report(self, device_id: str, version: int, **counts: Any) -> httpx.Response:
-        return self.http.post("/v1/ota/report", json={"model": "faces", "version": version, "device_id": device_id,
-                                                      **counts})
+    def report(self, device_id: str | None, version: int, **counts: Any) -> httpx.Response:
+        return self.http.post("/v1/ota/report", json=_body(device_id, version=version, **counts))
 
     def download(self, entry: dict, key: bytes) -> bytes:
         """A file of a payload, decrypted and checked against the payload's sha256 and size."""

@@ -19,7 +19,7 @@ ANDROID = {"platform": "android", "os_version": "14", "app_version": "2.4.0", "r
 @pytest.fixture()
 def served(env):
     with env.server() as server:
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             yield server, device
         finally:
@@ -199,7 +199,7 @@ def test_forged_and_repeated_reports_count_once_per_device(env):
         ota.releases.release("faces", 1, max_failure_rate=0.3, min_devices=4)
     fast = env.settings.model_copy(update={"ota_report_interval_s": 0.05})
     with running(fast) as server:
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             synced(server)
             for i in range(30):  # spaced past the interval: each counted, each replacing the one before
@@ -215,7 +215,7 @@ def test_forged_and_repeated_reports_count_once_per_device(env):
 
     slow = env.settings.model_copy(update={"ota_report_interval_s": 60})
     with running(slow) as server:
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             synced(server)
             assert device.report("flooder", 1, inferences=10).status_code == 204

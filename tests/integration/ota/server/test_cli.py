@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tandem.registry.devices import Devices
 from tandem.registry.registry import Registry
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.registry_backends import Backend
@@ -60,3 +61,19 @@ def test_signing_key_commands(tmp_path):
     assert [(k["key_id"], k["current"]) for k in listed] == [(first["key_id"], False), (second["key_id"], True)]
     assert tandem_json("keys", "signing", "retire", first["key_id"], env=env)["retired"] is not None
     assert second["key_id"] in tandem("keys", "signing", "list", env=env).stdout
+
+
+def test_device_commands(tmp_path):
+    db = Backend("sqlite", tmp_path / "home", None)
+    with Registry.open(db.settings()) as reg:
+        key_id = reg.create_key("device", "phones")[1].key_id
+        first, second = (Devices(reg).register(key_id)[1] for _ in range(2))
+    env = db.env()
+    listed = tandem_json("devices", "list", env=env)
+    assert [(d["device_id"], d["enrolled_by"], d["revoked"]) for d in listed] == [
+        (first.device_id, key_id, None), (second.device_id, key_id, None)]
+    assert tandem_json("devices", "revoke", first.device_id, env=env)["revoked"] is not None
+    assert [d["device_id"] for d in tandem_json("devices", "list", "--no-revoked", env=env)] == [second.device_id]
+    assert first.device_id in tandem("devices", "list", env=env).stdout
+    proc = tandem("devices", "revoke", "nope", env=env, ok=False)
+    assert proc.returncode == 8 and "no registered device with id 'nope'" in proc.stderr

@@ -24,7 +24,7 @@ def offered(env):
         ota.releases.release("faces", 2)
     with env.server() as server:
         synced(server)
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             payload = device.check("phone", 1)
             assert payload is not None and payload["version"] == 2

@@ -1,5 +1,5 @@
 """Data keys only for an authenticated device and a version offered to it; signing keys rotate with the
-old key still listed until it is retired; every OTA route refuses the wrong kind of API key."""
+old key still listed until it is retired; every OTA route refuses the wrong kind of credential."""
 
 from __future__ import annotations
 
@@ -26,20 +26,31 @@ ROUTES = [("post", "/v1/ota/check", {"json": {"model": "faces", "device_id": "d"
           ("get", f"/v1/ota/deltas/{'0' * 64}/{'1' * 64}", {})]
 
 
-def test_every_ota_route_needs_a_device_or_admin_key(env):
+def test_every_ota_route_needs_a_registered_device_or_an_admin_key(env):
     with env.ota() as ota:
         ota.releases.release("faces", 1)
     with env.server() as server:
         synced(server)
         for method, path, kwargs in ROUTES:
-            for key, status in ((None, 401), (env.keys.revoked, 401), (env.keys.predict, 403)):
+            for key, status in ((None, 401), (env.keys.revoked, 401), (env.keys.predict, 403),
+                                (env.keys.device, 403)):  # the fleet's shared key only registers devices
                 with server.client(key) as http:
                     r = getattr(http, method)(path, **kwargs)
                 assert r.status_code == status, (path, key, r.text)
                 assert r.headers["www-authenticate"].startswith("Bearer"), path
-            for key in (env.keys.device, env.keys.admin):
+            with server.client(env.keys.device) as http:
+                assert "only registers devices: POST /v1/devices" in getattr(http, method)(path, **kwargs).text
+            for key in (env.keys.registered, env.keys.admin):
                 with server.client(key) as http:
-                    assert getattr(http, method)(path, **kwargs).status_code not in (401, 403), path
+                    r = getattr(http, method)(path, **{k: _own(v, key, env) for k, v in kwargs.items()})
+                    assert r.status_code not in (401, 403), (path, r.text)
+
+
+def _own(kwargs: dict, key: str, env) -> dict:  # type: ignore[no-untyped-def]
+    """A registered device names no device_id (or its own); an admin key names one."""
+    if key == env.keys.registered and isinstance(kwargs, dict):
+        return {k: v for k, v in kwargs.items() if k != "device_id"}
+    return kwargs
 
 
 def test_a_data_key_only_for_a_version_offered_to_the_device(env):
@@ -51,7 +62,7 @@ def test_a_data_key_only_for_a_version_offered_to_the_device(env):
     outside = next(d for d in (f"d{i}" for i in range(1000)) if bucket("faces", "production", d) >= 10)
     with env.server() as server:
         synced(server)
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             payload = device.check(inside, 1, app_version="2.1")
             assert payload["version"] == 2
@@ -89,7 +100,7 @@ def test_signing_keys_rotate_and_the_old_one_stays_listed_until_retired(env):
         [first] = ota.keys.signing_keys()
     with env.server() as server:
         synced(server)
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             old_envelope = device.check_raw("phone").json()
             assert old_envelope["key_id"] == first.key_id
@@ -122,7 +133,7 @@ def test_metrics_and_the_openapi_document_cover_the_ota_routes(env):
         ota.releases.release("faces", 1)
     with env.server() as server:
         synced(server)
-        device = DeviceSide(server, env.keys.device)
+        device = DeviceSide(server, env.keys.admin)
         try:
             payload = device.check("phone")
             device.download(payload["files"]["model.onnx"], device.data_key("phone", 1))
@@ -148,14 +159,16 @@ def test_metrics_and_the_openapi_document_cover_the_ota_routes(env):
         assert {"401", "403", "429"} <= set(op["responses"]), path
     assert set(doc["paths"]["/v1/ota/files/{sha256}"]["get"]["responses"]) >= {"200", "206", "304", "404", "416"}
     assert set(doc["paths"]["/v1/ota/check"]["post"]["responses"]) >= {"200", "204", "400", "404"}
-    assert doc["components"]["schemas"]["OtaCheck"]["required"] == ["model", "device_id"]
+    assert doc["components"]["schemas"]["OtaCheck"]["required"] == ["model"]  # a registered device is itself
+    op = doc["paths"]["/v1/devices"]["post"]
+    assert {"201", "401", "403", "429"} <= set(op["responses"]) and op["security"] == [{"bearer": []}]
 
 
 def test_a_server_with_another_master_key_says_so_and_still_serves_inference(env):
     with env.ota() as ota:
         ota.releases.release("faces", 1)
     other = env.settings.model_copy(update={"ota_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode())})
-    with running(other) as server, server.client(env.keys.device) as http:
+    with running(other) as server, server.client(env.keys.admin) as http:
         for _ in range(2):
             r = http.post("/v1/ota/check", json={"model": "faces", "device_id": "phone"})
             assert r.status_code == 500 and "wrapped with another one" in r.json()["error"]
