@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         "still check, fetch data keys and download, naming its own device_id (which then decides its rollout "
         "bucket, as before). Its health reports are refused either way. Off: only registered devices get updates.",
     )
+    ota_payload_ttl_s: float = Field(
+        default=3600.0, ge=60, le=7 * 86_400,
+        description="Payload schema 2: how long a signed check answer stays valid (its expires_at); a device "
+        "refuses an older one, so a captured answer cannot be replayed to it later.",
+    )
     ota_gate_min_devices: int = Field(
         default=20, ge=1, le=10**9,
         description="Health gate: distinct devices that must have reported on a release before its failure rate "

@@ -1,9 +1,10 @@
-"""The device's checks on a signed OTA payload, each attack refused with its reason."""
+"""The device's checks on a signed OTA payload (schema 2), each attack refused with its reason."""
 
 from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,11 +16,13 @@ SERVER = SigningKey.generate()
 TRUSTED = {SERVER.public.key_id: SERVER.public}
 DEVICE = "d" * 32
 SHA = "a" * 64
+NOW = datetime(2026, 11, 27, 6, 30, tzinfo=UTC)  # the device's clock, inside the payloads' hour
 
 
 def payload(**changes) -> dict:
-    p = {"schema": 1, "model": "faces", "version": 4, "action": "install", "channel": "production",
-         "device_id": DEVICE, "issued_at": "2026-11-27T06:00:00Z", "sequence": 17, "manifest_sha256": SHA,
+    p = {"schema": 2, "model": "faces", "version": 4, "action": "install", "reason": "release",
+         "channel": "production", "device_id": DEVICE, "issued_at": "2026-11-27T06:00:00Z",
+         "expires_at": "2026-11-27T07:00:00Z", "sequence": 17, "manifest_sha256": SHA,
          "files": {"manifest.json": {"sha256": SHA, "size": 10, "url": f"/v1/ota/files/{SHA}"},
                    "model.onnx": {"sha256": "b" * 64, "size": 100, "url": "/v1/ota/files/" + "c" * 64,
                                   "encrypted": {"alg": "AES-256-GCM", "sha256": "c" * 64, "size": 132},
@@ -37,8 +40,8 @@ def envelope(p: dict | bytes, key: SigningKey = SERVER, **changes) -> bytes:
     return json.dumps(env).encode()
 
 
-def expected(installed: int | None = 3, last_sequence: int = 16) -> Expected:
-    return Expected("faces", "production", DEVICE, installed, last_sequence)
+def expected(installed: int | None = 3, last_sequence: int = 16, now: datetime = NOW) -> Expected:
+    return Expected("faces", "production", DEVICE, installed, last_sequence, now)
 
 
 def test_a_well_signed_payload_is_accepted():
@@ -69,13 +72,19 @@ def test_a_key_the_device_does_not_trust_is_refused():
     ({"channel": "beta"}, "is for channel 'beta'"),
     ({"sequence": 15}, "an old manifest was replayed"),
     ({"version": 2}, "refusing the downgrade"),
-    ({"schema": 2}, "this SDK reads schema 1"),
+    ({"schema": 1}, "this SDK reads schema 2"),
+    ({"expires_at": "2026-11-27T06:10:00Z"}, "the answer expired at 2026-11-27T06:10:00"),
+    ({"expires_at": "2026-11-27T07:00:00"}, "must name their zone"),
+    ({"version": 2, "action": "rollback", "reason": "release", "sequence": 18}, "not a rollback or pin recorded"),
+    ({"action": "stay", "reason": "current", "files": {}, "version": 2}, "says stay on version 2"),
+    ({"action": "stay", "reason": "current", "version": 3}, "a 'stay' answer lists no files"),
     ({"files": {"model.onnx": {"sha256": SHA, "size": 1, "url": "/x"}}}, "must include manifest.json"),
     ({"files": {"manifest.json": {"sha256": SHA, "size": 1, "url": "https://evil.example/x"}}}, "path on the update server"),
     ({"files": {"manifest.json": {"sha256": SHA, "size": 1, "url": "/x"}, "../../etc/x": {"sha256": SHA, "size": 1, "url": "/x"}}},
      "plain relative names"),
-    ({"action": "wipe"}, "does not follow schema 1"),
-    ({"manifest_sha256": "nothex"}, "does not follow schema 1"),
+    ({"action": "wipe"}, "does not follow schema 2"),
+    ({"manifest_sha256": "nothex"}, "does not follow schema 2"),
+    ({"manifest_sha256": None}, "needs version and manifest_sha256"),
 ])
 def test_claims_this_device_cannot_accept_are_refused(changes, reason):
     with pytest.raises(SignatureError, match=reason):
@@ -83,10 +92,25 @@ def test_claims_this_device_cannot_accept_are_refused(changes, reason):
 
 
 def test_a_rollback_may_go_down_but_not_behind_the_sequence():
-    p = verify(envelope(payload(version=2, action="rollback", sequence=18)), TRUSTED, expected())
-    assert p.action == "rollback" and p.version == 2
+    for reason in ("rolled_back", "pin"):
+        p = verify(envelope(payload(version=2, action="rollback", reason=reason, sequence=18)), TRUSTED, expected())
+        assert p.action == "rollback" and p.version == 2
     with pytest.raises(SignatureError, match="replayed"):
-        verify(envelope(payload(version=2, action="rollback", sequence=12)), TRUSTED, expected())
+        verify(envelope(payload(version=2, action="rollback", reason="pin", sequence=12)), TRUSTED, expected())
+
+
+def test_a_signed_stay_is_an_answer_and_expires_like_any_other():
+    stay = payload(action="stay", reason="current", version=3, files={})
+    del stay["manifest_sha256"]
+    p = verify(envelope(stay), TRUSTED, expected())
+    assert (p.action, p.reason, p.version, p.files) == ("stay", "current", 3, {})
+    nothing = {**stay, "version": None, "reason": "no_release"}
+    assert verify(envelope(nothing), TRUSTED, expected(installed=None)).reason == "no_release"
+    # Replayed a day later (to freeze the device on what it has): refused, whatever it says.
+    with pytest.raises(SignatureError, match="expired"):
+        verify(envelope(stay), TRUSTED, expected(now=NOW + timedelta(days=1)))
+    # A device clock a few minutes off still takes a fresh answer.
+    assert verify(envelope(stay), TRUSTED, expected(now=NOW + timedelta(minutes=33))).action == "stay"
 
 
 def test_a_first_install_takes_any_version():

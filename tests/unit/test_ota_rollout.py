@@ -99,8 +99,24 @@ def test_halted_keeps_its_devices_and_takes_no_new_ones():
 
 def test_a_rolled_back_release_is_left_by_everyone():
     rules = [Rule.of(1), Rule.of(2, state="rolled_back")]
-    assert decide("m", "c", rules, {}, Device("d", 2)) == Decision(1, "rollback")
+    back = decide("m", "c", rules, {}, Device("d", 2))
+    assert back == Decision(1, "rollback") and back.reason == "rolled_back"
     assert decide("m", "c", [Rule.of(2, state="rolled_back")], {}, Device("d", 2)) is None
+    assert decide("m", "c", rules, {"d": 1}, Device("d", 2)).reason == "pin"
+
+
+def test_a_downgrade_is_signed_only_when_the_server_recorded_one():
+    """A device that claims a newer version than its releases offer, or an app version the newest release
+    does not cover, is not sent back: nothing was rolled back or pinned, so it stays, and no key is given
+    for the version it claims."""
+    rules = [Rule.of(1), Rule.of(2, min_app_version="3.0")]
+    old_app = Device.parse("d", 2, app_version="2.0")  # really on v2? Its word only: no rollback for it
+    stay = decide("m", "c", rules, {}, old_app)
+    assert (stay.version, stay.action, stay.reason) == (2, "stay", "no_recorded_rollback")
+    assert not offers("m", "c", rules, {}, old_app, 2) and offers("m", "c", rules, {}, old_app, 1)
+    claims_v9 = Device("d", 9)
+    assert decide("m", "c", [Rule.of(1)], {}, claims_v9) == Decision(9, "stay")
+    assert not offers("m", "c", [Rule.of(1)], {}, claims_v9, 9)
 
 
 def test_keys_are_offered_for_covered_pinned_and_kept_versions():

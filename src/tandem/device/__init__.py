@@ -25,9 +25,9 @@ from tandem.device.hybrid import (
 )
 from tandem.device.install import UpdateResult
 from tandem.device.store import ModelStore
-from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater
+from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater, SignedAnswer
 
 __all__ = ["AdvisorRule", "AutoPolicy", "CircuitBreaker", "CircuitOpen", "CloudClient", "CloudResult", "Deadline",
            "DeadlineExceeded", "DeviceConditions", "DeviceState", "DownloadConditions", "HybridModel",
            "InstalledVersion", "LatencyRule", "LoadedModel", "Measurement", "ModelStore", "ModelUpdater", "NothingAvailable",
-           "Prediction", "Progress", "Timings", "UpdateResult"]
+           "Prediction", "Progress", "SignedAnswer", "Timings", "UpdateResult"]

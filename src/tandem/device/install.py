@@ -74,6 +74,7 @@ class Installer:
 
     def install(self, offered: Payload, conditions: DownloadConditions, progress: ProgressCallback | None,
                 started: float) -> UpdateResult:
+        assert offered.version is not None and offered.action != "stay"  # the updater installs offers only
         manifest_info = offered.files[MANIFEST]
         if manifest_info.sha256 != offered.manifest_sha256:
             raise SignatureError("the payload's manifest_sha256 and its manifest.json entry disagree; refusing it")

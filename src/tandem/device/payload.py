@@ -2,8 +2,10 @@
 
 Order matters: the signature is checked over the exact payload bytes before they are parsed
 (docs/ota.md, "Check"), so nothing an attacker wrote reaches the JSON parser's consumers. Then
-the claims: schema, model, channel, this device's id, a sequence no lower than the last one
-accepted, and no version lower than the installed one unless the server says ``rollback``.
+the claims: schema (2: every answer signed, "stay" too), model, channel, this device's id, a
+sequence no lower than the last one accepted, not expired, a "stay" for the version it runs, and
+no version lower than the installed one unless the server says ``rollback`` for a reason it
+recorded (the release was rolled back, or the device is pinned).
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tandem.device.store import safe_file_name
 from tandem.errors import SignatureError
 from tandem.security.signing import PublicKey, verify_envelope
 
-SCHEMA = 1
+SCHEMA = 2  # the payload schema this SDK asks for (the check's "schema") and reads
 MANIFEST = "manifest.json"
+CLOCK_SKEW = timedelta(minutes=5)  # a device's clock may be this far behind or ahead of the server's
+ROLLBACK_REASONS = ("rolled_back", "pin")  # downgrades the server signs only when it recorded them
 _HEX64 = r"^[0-9a-f]{64}$"
 MAX_ENVELOPE = 1 << 20  # a payload lists a handful of files; anything larger is not one
 
@@ -72,14 +77,16 @@ class Payload(BaseModel):
 
     schema_: int = Field(alias="schema")
     model: str
-    version: int = Field(ge=1)
-    action: Literal["install", "rollback"]
+    version: int | None = Field(default=None, ge=1)  # stay: the installed version (None: nothing installed)
+    action: Literal["install", "rollback", "stay"]
+    reason: str
     channel: str
     device_id: str
-    issued_at: str
+    issued_at: datetime
+    expires_at: datetime
     sequence: int = Field(ge=0)
-    manifest_sha256: str = Field(pattern=_HEX64)
-    files: dict[str, FileInfo]
+    manifest_sha256: str | None = Field(default=None, pattern=_HEX64)
+    files: dict[str, FileInfo] = Field(default_factory=dict)
 
     @field_validator("files")
     @classmethod
@@ -87,9 +94,26 @@ class Payload(BaseModel):
         bad = [n for n in files if not safe_file_name(n)]
         if bad:
             raise ValueError(f"file names must be plain relative names, not {bad[:3]}")
-        if MANIFEST not in files:
-            raise ValueError("files must include manifest.json")
         return files
+
+    @field_validator("issued_at", "expires_at")
+    @classmethod
+    def _aware(cls, t: datetime) -> datetime:
+        if t.tzinfo is None:
+            raise ValueError("times must name their zone (e.g. 2026-11-27T06:00:00Z)")
+        return t
+
+    @model_validator(mode="after")
+    def _complete(self) -> Payload:
+        if self.action == "stay":
+            if self.files:
+                raise ValueError("a 'stay' answer lists no files")
+            return self
+        if self.version is None or self.manifest_sha256 is None:
+            raise ValueError(f"an {self.action!r} answer needs version and manifest_sha256")
+        if MANIFEST not in self.files:
+            raise ValueError("files must include manifest.json")
+        return self
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,7 @@ class Expected:
     device_id: str
     installed_version: int | None
     last_sequence: int
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # this device's clock
 
 
 def _b64(value: object, what: str) -> bytes:
@@ -156,6 +181,20 @@ def check_claims(p: Payload, e: Expected) -> None:
     if p.sequence < e.last_sequence:
         raise SignatureError(f"the manifest has sequence {p.sequence}, lower than the {e.last_sequence} this device "
                              "already accepted: an old manifest was replayed; refusing it")
-    if e.installed_version is not None and p.version < e.installed_version and p.action != "rollback":
-        raise SignatureError(f"the manifest offers version {p.version}, older than the installed {e.installed_version}, "
-                             "without a rollback: refusing the downgrade")
+    if p.expires_at + CLOCK_SKEW < e.now:
+        raise SignatureError(f"the answer expired at {p.expires_at.isoformat()} (issued {p.issued_at.isoformat()}); "
+                             f"this device's clock says {e.now.isoformat(timespec='seconds')}: an old answer was "
+                             "replayed (or the device's clock is wrong); refusing it")
+    if p.action == "stay":
+        if p.version != e.installed_version:
+            raise SignatureError(f"the answer says stay on version {p.version}, but this device runs "
+                                 f"{e.installed_version}: it was meant for another moment; refusing it")
+        return
+    assert p.version is not None
+    if e.installed_version is not None and p.version < e.installed_version:
+        if p.action != "rollback":
+            raise SignatureError(f"the manifest offers version {p.version}, older than the installed "
+                                 f"{e.installed_version}, without a rollback: refusing the downgrade")
+        if p.reason not in ROLLBACK_REASONS:
+            raise SignatureError(f"the manifest rolls back to version {p.version} for reason {p.reason!r}, not a "
+                                 "rollback or pin recorded on the server: refusing the downgrade")

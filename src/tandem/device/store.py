@@ -9,6 +9,7 @@ Layout under the store folder::
     <model>/
       current.json                   {"version", "previous", "sequence", "updated_at"}: THE pointer
       state.json                     {"last_sequence"}: survives delete(), so a replay stays refused
+      answer.json                    the last signed check answer verified: its times, action, reason
       versions/<v>/                  one complete version:
         version.json                 what it holds (plaintext sha256/size of each file, how it is stored)
         manifest.json                the bundle manifest, as the server signed it
@@ -48,6 +49,7 @@ from tandem.errors import ChecksumError, ConfigError, NotFound
 
 CURRENT = "current.json"
 STATE = "state.json"
+ANSWER = "answer.json"
 RECORD = "version.json"
 # A stored file name: bundle-relative, plain segments only (it becomes a path on the device).
 _FILE_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$")
@@ -211,6 +213,16 @@ class ModelStore:
         if pointer is not None:
             seqs.append(pointer.sequence)
         return max(seqs)
+
+    def last_answer(self, model: str) -> dict | None:
+        """What :meth:`record_answer` kept of the last signed check answer, or None."""
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            found = json.loads((self.model_dir(model) / ANSWER).read_text("utf-8"))
+            return found if isinstance(found, dict) else None
+        return None
+
+    def record_answer(self, model: str, answer: dict) -> None:
+        atomic.write_text(self.model_dir(model) / ANSWER, json.dumps(answer) + "\n")
 
     # --- changing ------------------------------------------------------------------------------
     def install(self, record: VersionRecord, blobs: dict[str, bytes], keystore: KeyStore | None = None,

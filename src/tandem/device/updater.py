@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,21 @@ class LoadedModel:
     @property
     def session(self):  # noqa: ANN201 - onnxruntime.InferenceSession
         return self.model.session
+
+
+@dataclass(frozen=True)
+class SignedAnswer:
+    """The last signed check answer a device verified: when the server signed it, until when it held,
+    what it said and why (docs/ota.md)."""
+
+    issued_at: datetime
+    expires_at: datetime
+    action: str  # install | rollback | stay
+    reason: str
+
+
+def _age(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.0f} s ago"
 
 
 @dataclass(frozen=True)
@@ -232,14 +248,39 @@ class ModelUpdater:
 
     # --- check and update ----------------------------------------------------------------------
     def check(self) -> Payload | None:
-        """Ask the server what this device should run: a verified payload, or None if current."""
+        """Ask the server what this device should run: a verified payload, or None if current (a signed
+        "stay"; an unsigned 204 from a server of payload schema 1 is taken as "nothing new" too, but does
+        not refresh :meth:`last_signed_answer`)."""
         installed = self.installed_version()
         answer = self.client.check({**self._device(), "model": self.model, "version": installed,
-                                    "precision": self.precision})
+                                    "precision": self.precision, "schema": payload_mod.SCHEMA})
         if answer is None:
+            log.info("the server answered the check of %s unsigned (204): no proof that nothing is new; last signed "
+                     "answer: %s", self.model, _age(self.answer_age_s()))
             return None
         expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model))
-        return payload_mod.verify(answer, self.trusted, expected)
+        payload = payload_mod.verify(answer, self.trusted, expected)
+        self.store.record_answer(self.model, {
+            "issued_at": payload.issued_at.isoformat(), "expires_at": payload.expires_at.isoformat(),
+            "action": payload.action, "reason": payload.reason, "version": payload.version,
+            "sequence": payload.sequence})
+        return None if payload.action == "stay" else payload
+
+    def last_signed_answer(self) -> SignedAnswer | None:
+        """The last check answer this device verified (any action, "stay" included), or None."""
+        raw = self.store.last_answer(self.model)
+        try:
+            return SignedAnswer(datetime.fromisoformat(raw["issued_at"]), datetime.fromisoformat(raw["expires_at"]),
+                                str(raw["action"]), str(raw["reason"])) if raw else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def answer_age_s(self) -> float | None:
+        """How stale this device's view of its server is: seconds since the server signed the last answer
+        it verified (None: never). An attacker who blocks or fakes the server's answers cannot reset it;
+        an app can warn, or stop trusting a model, when it grows past what it accepts."""
+        last = self.last_signed_answer()
+        return None if last is None else max(0.0, (datetime.now(UTC) - last.issued_at).total_seconds())
 
     def _drop_damaged(self) -> None:
         """Remove the current version if its stored files no longer match what was installed, so

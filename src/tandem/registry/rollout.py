@@ -10,14 +10,18 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tandem.errors import InvalidRequest
 
 ReleaseState = Literal["active", "halted", "rolled_back"]
 STATES: tuple[ReleaseState, ...] = ("active", "halted", "rolled_back")
-Action = Literal["install", "rollback"]
+Action = Literal["install", "rollback", "stay"]
+# Why, as the signed payload says it (docs/ota.md): install for a release or a pin; rollback only for a
+# rollback recorded on the server (the release the device runs was rolled back) or a pin; stay when the
+# device runs what it should, nothing is for it, or it runs a newer version with no rollback recorded.
+Reason = Literal["release", "pin", "rolled_back", "current", "no_release", "no_recorded_rollback"]
 
 # A version such as 2.4, 2.4.0, v17.2.1, 3.0rc1, 3.0.dev2, 2.4.0-beta.3, 2.4.post1 or 2.4.0+build.7:
 # up to eight numeric parts, then an optional pre-release (dev, a/alpha, b/beta, rc/c/pre/preview), an
@@ -153,6 +157,7 @@ class Decision:
     version: int
     action: Action
     pinned: bool = False
+    reason: Reason = field(default="release", compare=False)
 
 
 def decide(name: str, channel: str, rules: Sequence[Rule], pins: Mapping[str, int], device: Device) -> Decision | None:
@@ -161,15 +166,26 @@ def decide(name: str, channel: str, rules: Sequence[Rule], pins: Mapping[str, in
     ``rules``: the channel's releases, any order. A pin wins over every release. Otherwise the
     newest release that is for the device: an active one whose targeting and percentage cover it,
     or a halted one it already runs (a halted release keeps its devices but takes no new ones).
-    Rolled-back releases are for nobody. A version lower than the installed one is a rollback.
+    Rolled-back releases are for nobody.
+
+    A version lower than the installed one is a rollback only when the server recorded one: a pin,
+    or the installed version's release on this channel was rolled back. Otherwise the device stays
+    on what it runs (``action`` "stay", the installed version): what a device says about itself
+    (an old app version, another platform) never earns it a signed downgrade.
     """
+    installed = device.installed
     pinned = pins.get(device.device_id)
     if pinned is not None:
-        return Decision(pinned, _action(pinned, device.installed), pinned=True)
+        action: Action = "rollback" if installed is not None and pinned < installed else "install"
+        return Decision(pinned, action, pinned=True, reason="pin")
     for rule in sorted(rules, key=lambda r: r.version, reverse=True):
         if rule.state == "active" and covers(rule, name, channel, device):
-            return Decision(rule.version, _action(rule.version, device.installed))
-        if rule.state == "halted" and device.installed == rule.version and targets(rule, device):
+            if installed is None or rule.version >= installed:
+                return Decision(rule.version, "install")
+            if any(r.version == installed and r.state == "rolled_back" for r in rules):
+                return Decision(rule.version, "rollback", reason="rolled_back")
+            return Decision(installed, "stay", reason="no_recorded_rollback")
+        if rule.state == "halted" and installed == rule.version and targets(rule, device):
             return Decision(rule.version, "install")
     return None
 
@@ -182,16 +198,10 @@ def offers(name: str, channel: str, rules: Iterable[Rule], pins: Mapping[str, in
     if pins.get(device.device_id) == version:
         return True
     decision = decide(name, channel, list(rules), pins, device)
-    if decision is not None and decision.version == version:
+    if decision is not None and decision.action != "stay" and decision.version == version:
         return True
     return any(r.version == version and r.state in ("active", "halted") and covers(r, name, channel, device)
                for r in rules)
-
-
-def _action(target: int, installed: int | None) -> Action:
-    # The device refuses a lower version unless told it is a rollback (a replayed old manifest must
-    # not downgrade it), so every move down is one.
-    return "rollback" if installed is not None and target < installed else "install"
 
 
 def offered(name: str, channel: str, rules: Iterable[Rule], pins: Mapping[str, int], device: Device,

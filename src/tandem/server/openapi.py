@@ -248,9 +248,10 @@ def _ota_paths() -> dict[str, dict]:
     return {
         "/v1/ota/check": {"post": _ota_op(
             "What this device should run: 204 if it runs it, else a signed payload (docs/ota.md)",
-            {"200": {"description": "A signed payload naming the version, its files and their URLs.",
+            {"200": {"description": "A signed payload naming the version, its files and their URLs (schema 2: "
+                                    "also a signed 'stay' with its reason; every one with an expiry).",
                      "content": _json(_ref("OtaEnvelope"))},
-             "204": {"description": "The device runs what it should (or there is nothing for it)."}},
+             "204": {"description": "Schema 1: the device runs what it should (or there is nothing for it)."}},
             json_errors, "OtaCheck")},
         "/v1/ota/files/{sha256}": {"get": _ota_op(
             "A file a signed payload names (encrypted model files, the manifest)", download, (404, 503, 504),
@@ -292,7 +293,10 @@ OTA_SCHEMAS: dict[str, Any] = {
                                "created": {"type": "string"}}},
     "OtaCheck": {"type": "object", "required": ["model"], "examples": [_DEVICE_EXAMPLE], "properties": {
         **_DEVICE, "version": {"oneOf": [_VERSION_NUMBER, {"type": "null"}], "description": "Installed; null: none."},
-        "precision": {"type": "string", "enum": ["fp32", "int8"], "default": "fp32"}}},
+        "precision": {"type": "string", "enum": ["fp32", "int8"], "default": "fp32"},
+        "schema": {"type": "integer", "enum": [1, 2], "default": 1,
+                   "description": "The payload schema the device reads: 2 signs every answer (a 'stay' instead of "
+                                  "204) with a reason and an expiry."}}},
     "OtaEnvelope": {"type": "object", "required": ["payload", "signature", "key_id"], "additionalProperties": False,
                     "properties": {"payload": {"type": "string", "description": "base64 of the payload's JSON bytes"},
                                    "signature": {"type": "string", "description": "base64 Ed25519 signature"},

@@ -1,7 +1,8 @@
 """Over-the-air delivery routes for registered devices (docs/ota.md is the contract); a device is
 the id its credential names (an admin key names any ``device_id``):
 
-- ``POST /v1/ota/check``: 204 when the device runs what it should, else a signed payload naming it
+- ``POST /v1/ota/check``: a signed payload naming what the device should run (schema 1: 204 when it
+  runs it; schema 2, asked for with ``"schema": 2``: a signed "stay" then, every answer with an expiry)
 - ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from_sha256}/{to_sha256}``: the bytes
 - ``POST /v1/ota/keys``: a version's data key, for a version offered to the device
 - ``POST /v1/ota/report``: device health, one counted report per device and release (the health gate)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -42,7 +43,9 @@ from tandem.server.ota_service import OtaService
 from tandem.server.ota_state import ALG
 from tandem.server.responses import json_response
 
-SCHEMA = 1
+SCHEMA = 1  # what a device that names no payload schema gets: 204 when current, rollbacks as recorded
+SIGNED_STAY = 2  # every answer signed (stay too), with a reason and an expiry
+SCHEMAS = (SCHEMA, SIGNED_STAY)
 MAX_BODY = 16 * 1024  # a check or a report is a few hundred bytes
 MAX_VERSION = 2**31 - 1
 MAX_COUNT = 10**9
@@ -129,8 +132,8 @@ def _device(obj: dict[str, Any], installed: int | None, call: Call) -> Device:
         _text(obj, "os_version"), _text(obj, "app_version"), _int(obj, "ram_mb", 0, MAX_RAM_MB))
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def check(request: Request, call: Call) -> Response:
@@ -138,6 +141,9 @@ async def check(request: Request, call: Call) -> Response:
     obj = await _json(request)
     name = _model(obj)
     installed = _int(obj, "version", 1, MAX_VERSION)
+    schema = _int(obj, "schema", 1, 1_000, default=SCHEMA)
+    if schema not in SCHEMAS:
+        raise InvalidRequest(f"'schema' {schema} is not a payload schema this server signs ({SCHEMAS}); see docs/ota.md")
     channel = _channel(obj)
     precision = obj.get("precision") or "fp32"
     if precision not in PRECISIONS:
@@ -148,19 +154,30 @@ async def check(request: Request, call: Call) -> Response:
     call.model = name  # only names that exist become metric labels
     decision = state.decide(name, channel, device)
     metrics = svc.metrics
-    if decision is None or decision.version == installed:
+    current = decision is None or decision.version == installed
+    if current:
         metrics.ota_checks.labels(name, "none" if decision is None else "current").inc()
-        return Response(status_code=204)
+        if schema == SCHEMA:
+            return Response(status_code=204)
     if state.signer is None:
-        raise ConfigError("the server has no current signing key, so it cannot sign an update; create one with "
+        raise ConfigError("the server has no current signing key, so it cannot sign an answer; create one with "
                           "`tandem keys signing create`")
+    issued = datetime.now(UTC).replace(microsecond=0)
+    payload: dict[str, Any] = {"schema": schema, "model": name, "channel": channel, "device_id": device.device_id,
+                               "issued_at": _stamp(issued), "sequence": state.generation}
+    if schema == SIGNED_STAY:
+        payload["expires_at"] = _stamp(issued + timedelta(seconds=svc.settings.ota_payload_ttl_s))
+    if current:  # schema 2 only: "stay", signed, so that silence cannot be forged
+        reason = "no_release" if decision is None else ("current" if decision.action != "stay" else decision.reason)
+        payload.update({"version": installed, "action": "stay", "reason": reason})
+        return json_response(state.sign(orjson.dumps(payload)), headers=NO_STORE)
+    assert decision is not None
     files = await svc.files(state, name, decision.version, precision, installed)
-    payload = {
-        "schema": SCHEMA, "model": name, "version": decision.version, "action": decision.action, "channel": channel,
-        "device_id": device.device_id, "issued_at": _now(), "sequence": state.generation,
-        "precision": files.precision, "manifest_sha256": state.versions[name][decision.version].manifest_sha256,
-        "files": files.files,
-    }
+    payload.update({"version": decision.version, "action": decision.action,
+                    "precision": files.precision, "manifest_sha256": state.versions[name][decision.version].manifest_sha256,
+                    "files": files.files})
+    if schema == SIGNED_STAY:
+        payload["reason"] = decision.reason
     call.serving(name, decision.version)
     metrics.ota_checks.labels(name, decision.action).inc()
     deltas = sum("delta" in f for f in files.files.values())

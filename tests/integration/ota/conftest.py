@@ -143,9 +143,9 @@ def on_v1(ota_server, tmp_path_factory) -> OnV1:
         ota_server.unpin(u.device_id)
         until(lambda: (p := u.check()) is not None and p.version == 2, "the unpin")
         device_id = u.device_id
-    installed_v1 = [c for c in recorder.checks if c and _payload_version(c) == 1][-1]
+    installed_v1 = [c for c in recorder.checks if c and _payload(c)["version"] == 1 and _payload(c)["action"] == "install"][-1]
     return OnV1(store, device_id, installed_v1)
 
 
-def _payload_version(envelope: bytes) -> int:
-    return json.loads(base64.b64decode(json.loads(envelope)["payload"]))["version"]
+def _payload(envelope: bytes) -> dict:
+    return json.loads(base64.b64decode(json.loads(envelope)["payload"]))

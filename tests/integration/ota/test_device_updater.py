@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -204,6 +205,36 @@ def test_a_damaged_delta_costs_the_full_download_not_the_update(ota_server, on_v
         result = u.update()
     assert result.version == 2 and result.sources["model.onnx"] == "full"
     assert_runs(ota_server, store, 2)
+
+
+class Freeze(httpx.BaseTransport):
+    """A network that answers every update check with an unsigned 204 ("nothing new") to hold the device back."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/ota/check":
+            return httpx.Response(204)
+        return self.inner.handle_request(request)
+
+
+def test_a_frozen_device_knows_how_stale_its_last_signed_answer_is(ota_server, on_v1, tmp_path):
+    store = copy_of(on_v1, tmp_path)
+    with ota_server.updater(store) as u:
+        assert u.update().version == 2
+        assert u.check() is None  # current: the server signed a "stay" saying so
+        last = u.last_signed_answer()
+        assert (last.action, last.reason) == ("stay", "current") and last.expires_at > last.issued_at
+        assert 0 <= u.answer_age_s() < 60
+    with ota_server.updater(store, transport=Freeze()) as u:
+        time.sleep(1.1)
+        assert u.update().status == "current"  # the unsigned 204 is taken as "nothing new"…
+        assert u.last_signed_answer() == last  # …but proves nothing: the last signed answer stays the old one
+        assert u.answer_age_s() >= 1
 
 
 def test_a_replayed_old_manifest_cannot_downgrade(ota_server, on_v1, tmp_path):

@@ -1,9 +1,11 @@
-"""`POST /v1/ota/check` on a real server over a real SQLite registry: signed answers, 204 when current,
-staged rollouts, targeting, pins, halt, rollback, and the health gate."""
+"""`POST /v1/ota/check` on a real server over a real SQLite registry: signed answers (schema 1: 204 when
+current; schema 2: a signed stay, reasons, expiry), staged rollouts, targeting, pins, halt, rollback, and
+the health gate."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -276,3 +278,44 @@ def test_bad_requests_say_what_was_wrong(env, served):
     for kwargs, status, message in cases:
         r = http.post("/v1/ota/check", **kwargs)
         assert r.status_code == status and message in r.json()["error"], (kwargs, r.text)
+
+
+def test_schema_2_signs_every_answer_with_a_reason_and_an_expiry(env, served):
+    server, device = served
+    with env.ota() as ota:
+        ota.releases.release("faces", 1)
+        ota.releases.release("faces", 2, min_app_version="2.0")
+    synced(server)
+    device.trust_server_keys()
+    two = {"schema": 2, "app_version": "2.4"}
+    offer = device.check("phone", 1, **two)
+    assert (offer["schema"], offer["version"], offer["action"], offer["reason"]) == (2, 2, "install", "release")
+    issued = datetime.fromisoformat(offer["issued_at"])
+    assert datetime.fromisoformat(offer["expires_at"]) - issued == timedelta(seconds=env.settings.ota_payload_ttl_s)
+    stay = device.check("phone", 2, **two)  # current: a signed "stay", not an unsigned 204
+    assert (stay["action"], stay["reason"], stay["version"], stay["device_id"]) == ("stay", "current", 2, "phone")
+    assert "files" not in stay and stay["expires_at"] > stay["issued_at"]
+    # What a device (or a network in between) says of itself never earns a signed downgrade: nothing
+    # was rolled back or pinned, so a v2 device claiming an app v2 no longer covers stays where it is.
+    claim = device.check("phone", 2, schema=2, app_version="1.0")
+    assert (claim["action"], claim["reason"], claim["version"]) == ("stay", "no_recorded_rollback", 2)
+    assert device.check("phone", 2, app_version="1.0") is None  # schema 1: 204, and no rollback either
+    assert device.check("phone", 9, **two)["reason"] == "no_recorded_rollback"
+    with env.ota() as ota:
+        ota.releases.pin("faces", "pinned", 1)
+    synced(server)
+    pinned = device.check("pinned", 2, **two)
+    assert (pinned["action"], pinned["reason"], pinned["version"]) == ("rollback", "pin", 1)
+    with env.ota() as ota:
+        ota.releases.rollback("faces")
+    synced(server)
+    back = device.check("phone", 2, **two)
+    assert (back["action"], back["reason"], back["version"]) == ("rollback", "rolled_back", 1)
+    assert device.check("new", None, schema=2, platform="ios", app_version="0.1")["action"] == "install"
+    with env.ota() as ota:
+        ota.releases.halt("faces", 1)
+    synced(server)
+    none = device.check("new", None, **two)
+    assert (none["action"], none["reason"], none["version"]) == ("stay", "no_release", None)
+    r = device.check_raw("phone", 1, schema=3)
+    assert r.status_code == 400 and "not a payload schema this server signs" in r.json()["error"]
