@@ -8,8 +8,8 @@ export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 .PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
-WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js) web/index.html web/vite.config.js \
-	web/scripts/copy-assets.mjs web/package.json web/package-lock.json
+WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
+	web/scripts/copy-assets.mjs web/scripts/opencv-csp.mjs web/package.json web/package-lock.json
 
 install: $(VENV)/.installed src/tandem/webapp/index.html chromium
 

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import re
+import reprlib
+from collections.abc import Mapping
+from pathlib import Path
 
 
 class TandemError(Exception):
@@ -207,3 +212,66 @@ class ClusterError(TandemError):
 
     status_code = 503
     exit_code = 16
+
+
+# --- what an error message may show -----------------------------------------------------------
+
+# ascii() leaves these as they are; in a message that a browser or a log viewer may render they
+# could start markup, so they are written as the escapes a Python literal would accept.
+_MARKUP = str.maketrans({"<": "\\x3c", ">": "\\x3e", "&": "\\x26"})
+# One character of ascii()'s output: an escape is never cut in half.
+_LITERAL_CHAR = re.compile(r"\\x[0-9a-f]{2}|\\u[0-9a-f]{4}|\\U[0-9a-f]{8}|\\.|.", re.S)
+_ELLIPSIS = "..."
+
+
+def quoted(value: object, limit: int = 80) -> str:
+    """``value`` (client input: a name, a header, a file name) as it may appear in an error message.
+
+    Python's ``ascii()`` of it, so quotes, control characters and non-ASCII are escaped, with ``<``,
+    ``>`` and ``&`` escaped too (``'\\x3cscript\\x3e'``), and at most ``limit`` characters: longer
+    values end in ``...``. The result is still a Python literal of the (cut) value, and never markup.
+    """
+    cut = False
+    if isinstance(value, str | bytes) and len(value) > limit:
+        value, cut = value[:limit], True  # ascii() of a huge value costs; no more than this is shown
+    try:
+        text = ascii(value) if isinstance(value, str | bytes | int | float | bool | None) else _short_repr(value, limit)
+    except ValueError:  # an int past the interpreter's limit on digits
+        return "(a value too long to show)"
+    text = text.translate(_MARKUP)
+    if not cut and len(text) <= limit:
+        return text
+    out, n = [], 0
+    for ch in _LITERAL_CHAR.findall(text):
+        if n + len(ch) > limit - len(_ELLIPSIS):
+            break
+        out.append(ch)
+        n += len(ch)
+    return "".join(out) + _ELLIPSIS
+
+
+def _short_repr(value: object, limit: int) -> str:
+    r = reprlib.Repr()  # Python 3.11's takes no arguments
+    r.maxlevel = 2
+    r.maxtuple = r.maxlist = r.maxarray = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = 4
+    r.maxstring = r.maxlong = r.maxother = limit
+    return r.repr(value).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def without_paths(message: str, places: Mapping[str, Path]) -> str:
+    """``message`` with every path inside one of ``places`` (name → folder) replaced by ``NAME/…``.
+
+    For messages that leave the machine (HTTP answers): "object … is missing from the artifact store
+    at /home/ann/.tandem/objects" becomes "… at TANDEM_HOME/…". Such a message names the stored
+    object by model, version or sha256; where it lies is the operator's business (the log has it).
+    """
+    roots: list[tuple[str, str]] = []
+    for name, folder in places.items():
+        forms = {str(folder)}
+        with contextlib.suppress(OSError, RuntimeError):
+            forms.add(str(Path(folder).resolve()))
+        roots += [(form.rstrip("/"), name) for form in forms if form.rstrip("/")]
+    for root, name in sorted(roots, key=lambda r: -len(r[0])):  # the innermost folder names a path
+        shown = f"{name}/…"
+        message = re.sub(re.escape(root) + r"(?![^/\s'\"(),;:])(?:/[^\s'\"(),;:]*)?", lambda _m, shown=shown: shown, message)
+    return message

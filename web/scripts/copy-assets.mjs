@@ -1,9 +1,11 @@
 // Copies what the page loads at run time but no bundler should touch into public/ (git-ignored):
 // OpenCV's opencv.js (11 MB, loaded only when a face must be found) and the Haar cascade the
 // server's face finder uses (taken from the Python opencv package: both sides run the same file).
+// opencv.js is patched on the way so that it runs under the page's CSP without eval (opencv-csp.mjs).
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { withoutEval } from "./opencv-csp.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
@@ -30,5 +32,7 @@ function findCascade() {
   process.exit(1);
 }
 
-copy(path.join(root, "node_modules", "@techstark", "opencv-js", "dist", "opencv.js"), path.join(pub, "vendor", "opencv.js"));
+const opencv = path.join(root, "node_modules", "@techstark", "opencv-js", "dist", "opencv.js");
+copy(opencv, path.join(pub, "vendor", "opencv.js"));
+fs.writeFileSync(path.join(pub, "vendor", "opencv.js"), withoutEval(fs.readFileSync(opencv, "utf8")));
 copy(findCascade(), path.join(pub, "vendor", "haarcascade_frontalface_default.xml"));

@@ -5,11 +5,13 @@ import { matchInCloud } from "./cloud.js";
 import { DeviceModel } from "./device.js";
 import { ModelUpdater, Offline } from "./ota.js";
 import { findFaces } from "./face.js";
+import { el, fill } from "./dom.js";
 import { decodeImage, toInput } from "./preprocess.js";
 
 const $ = (id) => document.getElementById(id);
 const SETTINGS = ["model", "alias", "channel", "device-key", "predict-key"];
 const FRAGMENT_KEYS = { device: "device-key", predict: "predict-key", model: "model", alias: "alias", channel: "channel" };
+const LABELS = { "device-key": "Device key", "predict-key": "Predict key", model: "Model", alias: "Alias or version (cloud)", channel: "OTA channel (device)" };
 
 const state = { photo: null, device: null, deviceLoading: null, rule: new LatencyRule() };
 
@@ -18,22 +20,54 @@ function loadSettings() {
     const saved = localStorage.getItem(`tandem.${id}`);
     if (saved !== null) $(id).value = saved;
   }
-  // Keys in the fragment (#device=…&predict=…) win, then leave the address bar.
-  const params = new URLSearchParams(location.hash.slice(1));
-  let given = false;
-  for (const [k, id] of Object.entries(FRAGMENT_KEYS)) {
-    if (params.has(k)) {
-      $(id).value = params.get(k);
-      given = true;
-    }
-  }
-  if (given) history.replaceState(null, "", location.pathname + location.search);
   saveSettings();
   for (const id of SETTINGS) $(id).addEventListener("change", () => {
     saveSettings();
-    state.device = null;
-    state.deviceLoading = null;
+    resetDevice();
   });
+  offerLinkSettings();
+}
+
+function resetDevice() {
+  state.device = null;
+  state.deviceLoading = null;
+}
+
+/**
+ * Settings in the link's fragment (#device=…&predict=…&model=…) are only an offer: anyone can send
+ * a link, so nothing from it is used or stored until the user says so on the page. The fragment
+ * leaves the address bar at once either way, and keys are shown masked.
+ */
+function offerLinkSettings() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  const offered = Object.entries(FRAGMENT_KEYS).filter(([k]) => params.has(k)).map(([k, id]) => [id, params.get(k).trim()]);
+  if (!offered.length) return;
+  const panel = $("link-settings");
+  fill(
+    $("link-settings-list"),
+    offered.map(([id, value]) => [el("dt", {}, LABELS[id]), el("dd", { data: { setting: id } }, id.endsWith("-key") ? maskKey(value) : value || "(empty)")]),
+  );
+  const close = () => {
+    panel.hidden = true;
+    fill($("link-settings-list"));
+  };
+  $("link-accept").addEventListener("click", () => {
+    for (const [id, value] of offered) $(id).value = value;
+    saveSettings();
+    resetDevice();
+    close();
+    if (setting("device-key")) deviceModel().catch(() => {});
+  }, { once: true });
+  $("link-ignore").addEventListener("click", close, { once: true });
+  panel.hidden = false;
+}
+
+/** "tdm_0123456789ab_…" shows which key it is (the key id is public) and none of its secret. */
+function maskKey(value) {
+  const m = /^tdm_([0-9a-f]{12})_/.exec(value);
+  if (m) return `key tdm_${m[1]}_… (secret hidden)`;
+  return value ? `•••• (hidden, ${value.length} characters)` : "(empty)";
 }
 
 function saveSettings() {
@@ -120,22 +154,22 @@ async function runAuto() {
 }
 
 function render(r) {
-  const card = $(`result-${r.where}`);
-  const rows = Object.entries(r.timings)
-    .map(([k, v]) => `<tr><td>${k.replace(/_ms$/, "").replaceAll("_", " ")}</td><td class="ms">${v.toFixed(1)} ms</td></tr>`)
-    .join("");
-  const top = r.result.top.map((t) => `<li>${t.name} <span class="pct">${t.percent}%</span></li>`).join("");
-  card.innerHTML = `
-    <h2>${r.where === "device" ? "On device" : "Cloud"}</h2>
-    <p class="sentence" data-testid="sentence">${escapeHtml(r.result.sentence)}</p>
-    <p class="where" data-testid="where">ran on the ${r.where}${r.version ? `, ${setting("model")} v${r.version}` : ""}${r.auto ? ` · ${r.auto}` : ""}</p>
-    <ol class="top">${top}</ol>
-    <table class="timings" data-testid="timings">${rows}</table>`;
-  card.dataset.result = JSON.stringify({ result: r.result, version: r.version, where: r.where, timings: r.timings });
-}
-
-function escapeHtml(s) {
-  return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+  const where = [`ran on the ${r.where}`, r.version ? `, ${setting("model")} v${r.version}` : "", r.auto ? ` · ${r.auto}` : ""].join("");
+  fill(
+    $(`result-${r.where}`),
+    el("h2", {}, r.where === "device" ? "On device" : "Cloud"),
+    el("p", { class: "sentence", data: { testid: "sentence" } }, r.result.sentence),
+    el("p", { class: "where", data: { testid: "where" } }, where),
+    el("ol", { class: "top" }, r.result.top.map((t) => el("li", {}, `${t.name} `, el("span", { class: "pct" }, `${t.percent}%`)))),
+    el(
+      "table",
+      { class: "timings", data: { testid: "timings" } },
+      Object.entries(r.timings).map(([k, v]) =>
+        el("tr", {}, el("td", {}, k.replace(/_ms$/, "").replaceAll("_", " ")), el("td", { class: "ms" }, `${Number(v).toFixed(1)} ms`)),
+      ),
+    ),
+  );
+  $(`result-${r.where}`).dataset.result = JSON.stringify({ result: r.result, version: r.version, where: r.where, timings: r.timings });
 }
 
 async function run(modes) {
@@ -198,8 +232,7 @@ function wire() {
   $("both").addEventListener("click", () => run(["device", "cloud"]));
   $("forget").addEventListener("click", async () => {
     await updater().forget();
-    state.device = null;
-    state.deviceLoading = null;
+    resetDevice();
     status("model: cache cleared");
   });
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});

@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tandem.errors import Conflict, InvalidRequest, NotFound, RegistryError
+from tandem.errors import Conflict, InvalidRequest, NotFound, RegistryError, quoted
 from tandem.registry.ota_keys import OtaKeys
 from tandem.registry.ota_objects import OtaObjects
 from tandem.registry.records import ALIAS_RE, HealthInfo, PinInfo, ReleaseInfo
@@ -40,14 +40,14 @@ IN_CHUNK = 500  # device ids per IN (...) lookup: well under every database's pa
 
 def check_channel(channel: object) -> str:
     if not isinstance(channel, str) or not ALIAS_RE.fullmatch(channel):
-        raise InvalidRequest(f"channel {repr(channel)[:80]} is not a valid channel name: use 1-64 lowercase letters, "
+        raise InvalidRequest(f"channel {quoted(channel)} is not a valid channel name: use 1-64 lowercase letters, "
                              "digits, '-' or '_', e.g. production or beta")
     return channel
 
 
 def check_device_id(device_id: object) -> str:
     if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
-        raise InvalidRequest(f"device_id {repr(device_id)[:80]} is not a valid device id: use 1-128 letters, digits, "
+        raise InvalidRequest(f"device_id {quoted(device_id)} is not a valid device id: use 1-128 letters, digits, "
                              "'.', '_', ':' or '-' (a UUID works)")
     return device_id
 
@@ -55,7 +55,7 @@ def check_device_id(device_id: object) -> str:
 def check_platform(platform: object) -> str:
     text = platform.strip().lower() if isinstance(platform, str) else platform
     if not isinstance(text, str) or not PLATFORM_RE.fullmatch(text):
-        raise InvalidRequest(f"platform {repr(platform)[:80]} is not a platform name: use 1-32 letters, digits, "
+        raise InvalidRequest(f"platform {quoted(platform)} is not a platform name: use 1-32 letters, digits, "
                              "'.', '_' or '-', e.g. android or ios")
     return text
 

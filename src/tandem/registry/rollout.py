@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tandem.errors import InvalidRequest
+from tandem.errors import InvalidRequest, quoted
 
 ReleaseState = Literal["active", "halted", "rolled_back"]
 STATES: tuple[ReleaseState, ...] = ("active", "halted", "rolled_back")
@@ -69,7 +69,7 @@ def parse_version(text: object, what: str = "app_version") -> AppVersion:
     m = _VERSION.fullmatch(text.strip()) if isinstance(text, str) and len(text) <= 100 else None
     if m is None:
         raise InvalidRequest(
-            f"{what} {repr(text)[:60]} is not a version: use numbers separated by dots, optionally with a "
+            f"{what} {quoted(text, 60)} is not a version: use numbers separated by dots, optionally with a "
             "pre-release or post-release suffix, e.g. 2.4, 2.4.1, 3.0rc1 or 17.2.1"
         )
     parts = [int(p) for p in m.group("release").split(".")]

@@ -31,12 +31,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tandem.errors import quoted
 from tandem.registry.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
 from tandem.server import devices, images, oip, openapi, ota, tfserving, webapp
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.endpoint import Call, endpoint
+from tandem.server.headers import SecurityHeaders
 from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.models import ModelPool
 from tandem.server.observe import Observe, setup_access_log
@@ -130,7 +132,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(Observe, metrics=metrics, log_requests=settings.access_log)],
+        middleware=[Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
+                    Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS})],
         exception_handlers={HTTPException: _http_error},
     )
 
@@ -139,9 +142,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own answers (no such route, wrong method) in the same ``{"error": ...}`` shape."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}; see /openapi.json"
+        message = f"no route {request.method} {quoted(request.url.path)}; see /openapi.json"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
+        message = f"{request.method} is not allowed on {quoted(request.url.path)}"
     else:
         message = exc.detail
     return json_response({"error": message}, exc.status_code, dict(exc.headers or {}))

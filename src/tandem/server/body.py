@@ -6,7 +6,7 @@ import zlib
 
 from starlette.requests import Request
 
-from tandem.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from tandem.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, quoted
 
 # zlib's wbits: 16 + MAX_WBITS reads a gzip stream, MAX_WBITS a zlib ("deflate" in HTTP) one.
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -33,7 +33,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in _WBITS:
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or identity")
+        raise UnsupportedMediaType(f"Content-Encoding {quoted(encoding, 40)} is not supported; send gzip, deflate or identity")
     return _decompress(body, encoding, limit)
 
 

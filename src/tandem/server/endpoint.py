@@ -14,7 +14,7 @@ from starlette.responses import Response
 from tandem.errors import RequestTimeout, TandemError
 from tandem.registry.records import KeyInfo, Scope
 from tandem.server import ratelimit
-from tandem.server.responses import error_response, json_response
+from tandem.server.responses import error_response, hidden_places, json_response
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def endpoint(route: str, need: Scope | None, handler: Handler,
                 raise
         except TandemError as e:
             call.error = type(e).__name__
-            return error_response(e)
+            return error_response(e, hidden_places(services.settings))
         except Exception:
             call.error = "InternalError"
             log.exception("unhandled error on %s %s", request.method, route)

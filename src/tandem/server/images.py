@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tandem.apps.celebmatch.gallery import APP as CELEBMATCH
 from tandem.apps.celebmatch.gallery import region_views
-from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType, quoted
 from tandem.preprocess import decode_image, to_input
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
@@ -36,7 +36,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
         return default
     value = number(raw)
     if value is None or not lo <= value <= hi:
-        raise InvalidRequest(f"query parameter {name}={raw[:40]!r}: expected a whole number from {lo} to {hi}")
+        raise InvalidRequest(f"query parameter {name}={quoted(raw, 40)}: expected a whole number from {lo} to {hi}")
     return value
 
 
@@ -46,7 +46,7 @@ def _bool_param(request: Request, name: str, default: bool) -> bool:
         return default
     value = {"true": True, "1": True, "false": False, "0": False}.get(raw.lower())
     if value is None:
-        raise InvalidRequest(f"query parameter {name}={raw!r}: expected true or false")
+        raise InvalidRequest(f"query parameter {name}={quoted(raw, 40)}: expected true or false")
     return value
 
 
@@ -55,9 +55,9 @@ def _ref(request: Request) -> str | None:
     if version is not None and alias is not None:
         raise InvalidRequest("give either ?version= or ?alias=, not both")
     if version is not None and not is_version(version):
-        raise InvalidRequest(f"?version={version!r} is not a version number; use ?alias= for an alias")
+        raise InvalidRequest(f"?version={quoted(version)} is not a version number; use ?alias= for an alias")
     if alias is not None and is_version(alias):
-        raise InvalidRequest(f"?alias={alias!r} is a version number; use ?version=")
+        raise InvalidRequest(f"?alias={quoted(alias)} is a version number; use ?version=")
     return version if version is not None else alias
 
 
@@ -65,7 +65,7 @@ async def _photo(request: Request, limit: int) -> bytes:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type {ctype or 'missing'}: send the photo's bytes as image/jpeg, image/png or "
+            f"Content-Type {quoted(ctype) if ctype else 'missing'}: send the photo's bytes as image/jpeg, image/png or "
             "application/octet-stream")
     body = await read_body(request, limit)
     if not body:
@@ -77,9 +77,10 @@ async def predict(request: Request, call: Call) -> Response:
     app = request.path_params["app"]
     name, colon, action = request.path_params["model"].partition(":")
     if app not in APPS:
-        raise NotFound(f"unknown app {app!r}; apps: {', '.join(APPS)}")
+        raise NotFound(f"unknown app {quoted(app)}; apps: {', '.join(APPS)}")
     if not colon or action != "predict":
-        raise NotFound(f"the image endpoint is POST /v1/apps/{app}/{name}:predict")
+        raise NotFound(f"the image endpoint is POST /v1/apps/{app}/MODEL:predict, not "
+                       f"/v1/apps/{app}/{quoted(request.path_params['model'])}")
     services = request.app.state.services
     model = await services.pool.get(name, _ref(request))
     call.serving(model.name, model.version)

@@ -28,7 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
-from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable
+from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable, quoted
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
@@ -82,9 +82,9 @@ def parse_ref(ref: str | int | None) -> Ref:
 
 def check_ref(name: str, ref: Ref) -> None:
     if not NAME_RE.fullmatch(name):
-        raise NotFound(f"no model named {name!r}: model names are 1-64 letters, digits, '.', '_' or '-'")
+        raise NotFound(f"no model named {quoted(name)}: model names are 1-64 letters, digits, '.', '_' or '-'")
     if isinstance(ref, str) and not ALIAS_RE.fullmatch(ref):
-        raise NotFound(f"model {name} has no alias {ref!r}: aliases are 1-64 lowercase letters, digits, "
+        raise NotFound(f"model {name} has no alias {quoted(ref)}: aliases are 1-64 lowercase letters, digits, "
                        "'-' or '_'; versions are numbers")
     if isinstance(ref, int) and not 0 < ref < 2**31:
         raise NotFound(f"model {name} has no version {ref}")

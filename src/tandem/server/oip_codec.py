@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tandem.errors import InvalidRequest
+from tandem.errors import InvalidRequest, quoted
 from tandem.export import activations
 from tandem.server import tensors
 from tandem.server.tensors import TensorSig
@@ -71,7 +71,7 @@ def _parameters(obj: dict, where: str) -> dict[str, Any]:
 def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
     value = params.get(key, default)
     if not isinstance(value, bool):
-        raise InvalidRequest(f"{where}: parameters.{key} must be true or false, got {value!r}")
+        raise InvalidRequest(f"{where}: parameters.{key} must be true or false, got {quoted(value)}")
     return value
 
 
@@ -83,7 +83,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, int]
     try:
         n = int(header_length.strip())
     except ValueError:
-        raise InvalidRequest(f"{HEADER_LENGTH}: {header_length!r} is not a byte count") from None
+        raise InvalidRequest(f"{HEADER_LENGTH}: {quoted(header_length)} is not a byte count") from None
     if n < 0 or n > len(body):
         raise InvalidRequest(
             f"{HEADER_LENGTH}: {n} bytes of JSON header, but the request body holds {len(body)} bytes"
@@ -97,10 +97,10 @@ def _quantization(params: dict[str, Any], request_params: dict[str, Any], name: 
     scale, zero_point = source.get("scale"), source.get("zero_point")
     if type(scale) not in (int, float) or not np.isfinite(scale) or not scale > 0:
         raise InvalidRequest(f"input '{name}': UINT8 values of an FP32 input need parameters.scale, a positive "
-                             f"number (int8 transfer: x = (q - zero_point) * scale), got {scale!r}")
+                             f"number (int8 transfer: x = (q - zero_point) * scale), got {quoted(scale)}")
     if type(zero_point) is not int or not 0 <= zero_point <= 255:
         raise InvalidRequest(f"input '{name}': UINT8 values of an FP32 input need parameters.zero_point, an "
-                             f"integer from 0 to 255, got {zero_point!r}")
+                             f"integer from 0 to 255, got {quoted(zero_point)}")
     return float(scale), zero_point
 
 
@@ -117,7 +117,7 @@ def parse_infer_request(
         raise InvalidRequest(f"inference request must be a JSON object, got {type(req).__name__}")
     request_id = req.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise InvalidRequest(f"id must be a string, got {request_id!r}")
+        raise InvalidRequest(f"id must be a string, got {quoted(request_id)}")
     params = _parameters(req, "request")
     binary_default = _flag(params, "binary_data_output", "request")
 
@@ -132,11 +132,11 @@ def parse_infer_request(
             raise InvalidRequest(f"inputs[{i}] must be a JSON object, got {type(item).__name__}")
         name = item.get("name")
         if not isinstance(name, str):
-            raise InvalidRequest(f"inputs[{i}]: name must be a string, got {name!r}")
+            raise InvalidRequest(f"inputs[{i}]: name must be a string, got {quoted(name)}")
         sig = sigs.get(name)
         if sig is None:
             raise InvalidRequest(
-                f"input '{name}' is not an input of this model; it takes: {', '.join(sorted(sigs))}"
+                f"input {quoted(name)} is not an input of this model; it takes: {', '.join(sorted(sigs))}"
             )
         if name in arrays:
             raise InvalidRequest(f"input '{name}' is given twice")
@@ -154,7 +154,7 @@ def parse_infer_request(
             arrays[name] = _decoded(tensors.from_json_values(sig, item["data"], shape), quantized)
             continue
         if type(size) is not int or size < 0:
-            raise InvalidRequest(f"input '{name}': binary_data_size must be a byte count, got {size!r}")
+            raise InvalidRequest(f"input '{name}': binary_data_size must be a byte count, got {quoted(size)}")
         if "data" in item:
             raise InvalidRequest(f"input '{name}' has both data and binary_data_size; send one of them")
         if header_length is None:
@@ -202,7 +202,7 @@ def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: b
             raise InvalidRequest(f"outputs[{i}] must be an object with a string name")
         name = item["name"]
         if name not in names:
-            raise InvalidRequest(f"output '{name}' is not an output of this model; it gives: {', '.join(names)}")
+            raise InvalidRequest(f"output {quoted(name)} is not an output of this model; it gives: {', '.join(names)}")
         if any(p.name == name for p in picked):
             raise InvalidRequest(f"output '{name}' is requested twice")
         params = _parameters(item, f"output '{name}'")

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tandem.bundle import NAME_RE
-from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited
+from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited, quoted
 from tandem.registry.releases import (
     DEFAULT_CHANNEL,
     MAX_RAM_MB,
@@ -78,7 +78,7 @@ def _int(obj: dict[str, Any], field: str, low: int, high: int, required: bool = 
             raise InvalidRequest(f"{field!r} is required: {what}")
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequest(f"{field!r} must be a whole number from {low} to {high}, not {repr(value)[:40]}")
+        raise InvalidRequest(f"{field!r} must be a whole number from {low} to {high}, not {quoted(value, 40)}")
     return value
 
 
@@ -95,7 +95,7 @@ def _ms(obj: dict[str, Any], field: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or not 0 <= value <= MAX_MS:
-        raise InvalidRequest(f"{field!r} must be milliseconds from 0 to {MAX_MS}, not {repr(value)[:40]}")
+        raise InvalidRequest(f"{field!r} must be milliseconds from 0 to {MAX_MS}, not {quoted(value, 40)}")
     return float(value)
 
 
@@ -104,7 +104,7 @@ def _model(obj: dict[str, Any]) -> str:
     if not isinstance(name, str):
         raise InvalidRequest("'model' is required: the name of the model the app runs, e.g. \"celebmatch\"")
     if not NAME_RE.fullmatch(name):
-        raise NotFound(f"no model named {name[:80]!r}: model names are 1-64 letters, digits, '.', '_' or '-'")
+        raise NotFound(f"no model named {quoted(name)}: model names are 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -119,7 +119,7 @@ def _device_id(obj: dict[str, Any], call: Call) -> str:
     claimed = obj.get("device_id")
     if principal is not None and principal.device_id is not None:
         if claimed is not None and claimed != principal.device_id:
-            raise Forbidden(f"device_id {repr(claimed)[:80]} is not the id of the device whose credential this is "
+            raise Forbidden(f"device_id {quoted(claimed)} is not the id of the device whose credential this is "
                             f"({principal.device_id}): a device speaks only for itself; send its own id or none")
         return principal.device_id
     return check_device_id(claimed)
@@ -147,7 +147,7 @@ async def check(request: Request, call: Call) -> Response:
     channel = _channel(obj)
     precision = obj.get("precision") or "fp32"
     if precision not in PRECISIONS:
-        raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {repr(precision)[:40]}")
+        raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {quoted(precision, 40)}")
     device = _device(obj, installed, call)
     state = svc.state
     state.check_channel(name, channel)
@@ -192,7 +192,7 @@ async def file(request: Request, call: Call) -> Response:
     state = _service(request).state
     served = state.served.get(sha) if SHA256_RE.fullmatch(sha) else None
     if served is None:
-        raise NotFound(f"no downloadable object {sha[:64]!r}: download only the URLs a signed payload of "
+        raise NotFound(f"no downloadable object {quoted(sha, 70)}: download only the URLs a signed payload of "
                        "POST /v1/ota/check names")
     return await _send(request, served.sha256, served.kind)
 

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tandem.bundle import MANIFEST, Manifest
-from tandem.errors import NotFound
+from tandem.errors import NotFound, quoted
 from tandem.registry.ota import OtaSnapshot
 from tandem.registry.ota_objects import DELTA, FILE, device_files, source_path
 from tandem.registry.records import OtaObjectInfo
@@ -113,7 +113,7 @@ class OtaState:
 
     def check_channel(self, name: str, channel: str) -> None:
         if name not in self.models:
-            raise NotFound(f"no model named {name!r} in the registry; check the model name the app asks for")
+            raise NotFound(f"no model named {quoted(name)} in the registry; check the model name the app asks for")
         channels = self.channels.get(name, set())
         if channel not in channels:
             raise NotFound(f"model {name} has no releases on channel {channel!r} (channels: "

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tandem.errors import InvalidRequest
+from tandem.errors import InvalidRequest, quoted
 
 # OIP v2 datatypes with a fixed-size numpy equivalent (BYTES, variable-length strings, has none).
 DATATYPES: dict[str, np.dtype] = {
@@ -52,7 +52,7 @@ class TensorSig:
 def check_shape(sig: TensorSig, shape: Any) -> tuple[int, ...]:
     """The request's ``shape`` for input ``sig``: a list of non-negative integers fitting the model's."""
     if not isinstance(shape, list | tuple) or not all(type(d) is int for d in shape):
-        raise InvalidRequest(f"input '{sig.name}': shape must be a list of integers, got {shape!r}")
+        raise InvalidRequest(f"input '{sig.name}': shape must be a list of integers, got {quoted(shape)}")
     if any(d < 0 for d in shape):
         raise InvalidRequest(f"input '{sig.name}': shape {list(shape)} has a negative dimension")
     want = sig.shape
@@ -68,7 +68,7 @@ def check_shape(sig: TensorSig, shape: Any) -> tuple[int, ...]:
 def check_datatype(sig: TensorSig, datatype: Any) -> None:
     if datatype != sig.datatype:
         raise InvalidRequest(
-            f"input '{sig.name}': datatype {datatype!r}, but the model takes {sig.datatype}; "
+            f"input '{sig.name}': datatype {quoted(datatype)}, but the model takes {sig.datatype}; "
             f"send {sig.datatype} values"
         )
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tandem.errors import InvalidRequest, NotFound
+from tandem.errors import InvalidRequest, NotFound, quoted
 from tandem.server import tfserving_codec
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
@@ -33,14 +33,14 @@ def _split(segment: str) -> tuple[str, str | None]:
 def _version_ref(segment: str) -> tuple[str, str | None]:
     version, action = _split(segment)
     if not is_version(version):
-        raise InvalidRequest(f"version {version!r} is not a version number; use /labels/{version} for an alias")
+        raise InvalidRequest(f"version {quoted(version)} is not a version number; use /labels/ALIAS for an alias")
     return version, action
 
 
 def _label_ref(segment: str) -> tuple[str, str | None]:
     label, action = _split(segment)
     if is_version(label):
-        raise InvalidRequest(f"label {label!r} is a version number; use /versions/{label}")
+        raise InvalidRequest(f"label {quoted(label)} is a version number; use /versions/{label}")
     return label, action
 
 
@@ -81,7 +81,7 @@ async def _dispatch(request: Request, call: Call, name: str, ref: str | None, ac
     if action in UNSUPPORTED:
         raise InvalidRequest(f":{action} is not supported; use :predict")
     if action != "predict":
-        raise NotFound(f"unknown action :{action}; TF-Serving's REST API here has :predict")
+        raise NotFound(f"unknown action {quoted(action)}; TF-Serving's REST API here has :predict")
     if request.method not in PREDICT_METHODS:
         return _not_allowed(request.method, PREDICT_METHODS)
     call.route += ":predict"

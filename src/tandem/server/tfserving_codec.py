@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tandem.errors import InvalidRequest
+from tandem.errors import InvalidRequest, quoted
 from tandem.server import tensors
 from tandem.server.oip_codec import loads
 from tandem.server.tensors import TensorSig
@@ -30,7 +30,7 @@ def parse_predict(body: bytes, inputs: Sequence[TensorSig]) -> tuple[dict[str, n
         raise InvalidRequest(f"predict request must be a JSON object, got {type(req).__name__}")
     signature = req.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
-        raise InvalidRequest(f"signature_name {signature!r}: this model has only {SIGNATURE!r}")
+        raise InvalidRequest(f"signature_name {quoted(signature)}: this model has only {SIGNATURE!r}")
     if ("instances" in req) == ("inputs" in req):
         raise InvalidRequest("send exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     names = [s.name for s in inputs]
@@ -71,7 +71,8 @@ def _columns(columns: Any, inputs: Sequence[TensorSig], names: list[str]) -> dic
 def _check_names(obj: dict, names: list[str], where: str) -> None:
     unknown = sorted(set(obj) - set(names))
     if unknown:
-        raise InvalidRequest(f"{where}: {', '.join(map(repr, unknown))} is not an input of this model; "
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidRequest(f"{where}: {', '.join(map(quoted, unknown[:5]))}{more} is not an input of this model; "
                              f"it takes: {', '.join(names)}")
     missing = [n for n in names if n not in obj]
     if missing:

@@ -3,10 +3,18 @@
 Open to everyone, like a web page: the page asks for API keys itself (a device key for the OTA
 model, a predict key for the cloud) and sends them only to the API routes. The service worker is
 served uncached so a new build reaches browsers at once; hashed assets are immutable.
+
+Every answer under ``/app`` carries ``HEADERS`` (added by server/headers.py): a Content-Security-Policy
+that lets the page run only its own files. No inline script and no eval: ``'wasm-unsafe-eval'``
+alone lets onnxruntime-web and OpenCV.js compile their WebAssembly (OpenCV.js's run-time code
+generation is patched out at build time, web/scripts/opencv-csp.mjs). ``connect-src 'self'``: the
+page talks to this server only. ``blob:`` images are the photo preview; the webcam's stream needs no
+source (``srcObject``). The page cannot be framed, and has no base, plugin or form targets.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from starlette.requests import Request
@@ -19,8 +27,24 @@ from tandem.server.endpoint import CALL, call_of
 from tandem.server.responses import json_response
 from tandem.settings import Settings
 
+log = logging.getLogger(__name__)
+
 PACKAGED = Path(__file__).resolve().parents[1] / "webapp"
 PREFIX = "/app"
+
+CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    "style-src 'self'",
+    "img-src 'self' blob:",
+    "connect-src 'self'",
+    "worker-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+])
+HEADERS = {"content-security-policy": CSP, "x-frame-options": "DENY"}
 
 
 class _AppFiles(StaticFiles):
@@ -51,9 +75,11 @@ def routes(settings: Settings) -> list[BaseRoute]:
 
     to_slash = Route(PREFIX, slash, methods=["GET", "HEAD"])
     if not (directory / "index.html").is_file():
+        log.warning("the browser app is not built (%s has no index.html): /app/ answers 404", directory)
         async def not_built(scope: Scope, receive: Receive, send: Send) -> None:
-            message = (f"the browser app is not built (no {directory / 'index.html'}): run `make install`, which "
-                       "builds web/ with npm, or set TANDEM_WEB_DIR to a built copy")
+            # The folder is the server's business, not the visitor's: the log above names it.
+            message = ("the browser app is not built on this server: its operator runs `make install`, which "
+                       "builds web/ with npm, or sets TANDEM_WEB_DIR to a built copy")
             await json_response({"error": message}, 404)(scope, receive, send)
         return [to_slash, Mount(PREFIX, app=_named(not_built, PREFIX + "/{path}"))]
     return [to_slash, Mount(PREFIX, app=_named(_AppFiles(directory=directory, html=True), PREFIX + "/{path}"))]

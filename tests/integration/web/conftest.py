@@ -3,6 +3,7 @@ Playwright (``executable_path``: Playwright downloads no browser here)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tandem.server.webapp import PACKAGED
 from tests.conftest import REPO, make_folder_dataset
@@ -32,8 +33,14 @@ class WebServer:
     proc: subprocess.Popen = field(repr=False)
 
     def page_url(self) -> str:
-        # Keys in the fragment: the page stores them and never sends the fragment to the server.
+        # Keys in the fragment: the fragment never reaches the server, and the page uses and stores
+        # them only once the user confirms them on the page (open()).
         return f"{self.url}/app/#device={self.device_key}&predict={self.predict_key}&model=faces"
+
+    def open(self, page: Page) -> None:
+        """Open the page with the link's settings and accept them, as a user would."""
+        page.goto(self.page_url())
+        page.click("#link-accept")
 
     def stop(self) -> None:
         stop(self.proc)
@@ -41,13 +48,22 @@ class WebServer:
 
 @pytest.fixture(scope="module")
 def web_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
-    if not (PACKAGED / "index.html").is_file():
-        pytest.fail(f"the browser app is not built ({PACKAGED} has no index.html): run `make install`")
     root = tmp_path_factory.mktemp("web")
     faces = make_folder_dataset(root / "faces", lfw_people, PEOPLE, 4)
-    bundle = make_bundle(root / "v1", faces, seed=1)
+    with web_server_for(make_bundle(root / "v1", faces, seed=1), root) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
+    """`tandem serve` with ``bundle`` pushed as v1 of model faces, aliased production and released
+    on channel production, and a device key and a predict key for the page."""
+    if not (PACKAGED / "index.html").is_file():
+        pytest.fail(f"the browser app is not built ({PACKAGED} has no index.html): run `make install`")
+    # The page still checks for updates with the fleet's shared device key (it does not register
+    # as a device yet, issue 14 section 2): the server's transition setting lets that key update.
     env = {**os.environ, "TANDEM_HOME": str(root / "home"), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
-           "TANDEM_REDIS_URL": ""}
+           "TANDEM_REDIS_URL": "", "TANDEM_OTA_SHARED_KEY_UPDATES": "1"}
     for var in ("TANDEM_OTA_MASTER_KEY", "TANDEM_WEB_DIR"):
         env.pop(var, None)
     tandem("push", bundle, env=env)

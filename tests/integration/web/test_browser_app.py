@@ -19,14 +19,14 @@ WAIT_MS = 90_000
 
 
 def result(page, where: str) -> dict:
-    page.wait_for_function(f"document.getElementById('result-{where}').dataset.result !== undefined", timeout=WAIT_MS)
+    page.wait_for_function(f"() => document.getElementById('result-{where}').dataset.result !== undefined", timeout=WAIT_MS)
     return json.loads(page.get_attribute(f"#result-{where}", "data-result"))
 
 
 def match(page, mode: str) -> None:
     page.check(f"input[name=mode][value={mode}]")
     page.click("#match")
-    page.wait_for_function("document.body.dataset.busy === undefined", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.busy === undefined", timeout=WAIT_MS)
 
 
 def clear_results(page) -> None:
@@ -35,7 +35,7 @@ def clear_results(page) -> None:
 
 def model_status(page, contains: str) -> str:
     page.wait_for_function(
-        f"document.querySelector('[data-testid=model-status]').textContent.includes({json.dumps(contains)})",
+        f"() => document.querySelector('[data-testid=model-status]').textContent.includes({json.dumps(contains)})",
         timeout=WAIT_MS)
     return page.text_content("[data-testid=model-status]")
 
@@ -55,7 +55,7 @@ def test_a_damaged_cached_model_is_downloaded_again(web_server, browser):
     context = browser.new_context()
     page = context.new_page()
     try:
-        page.goto(web_server.page_url())
+        web_server.open(page)
         model_status(page, "downloaded just now")
         assert page.evaluate(DAMAGE_CACHE) == 3  # manifest, model, gallery
         page.reload()
@@ -70,12 +70,12 @@ def test_a_webcam_photo_goes_through_the_same_path(web_server, browser):
     context = browser.new_context(permissions=["camera"])
     page = context.new_page()
     try:
-        page.goto(web_server.page_url())
+        web_server.open(page)
         model_status(page, "works offline")
         page.click("#camera")
-        page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=WAIT_MS)
+        page.wait_for_function("() => document.getElementById('video').videoWidth > 0", timeout=WAIT_MS)
         page.click("#snap")
-        page.wait_for_function("!document.getElementById('match').disabled", timeout=WAIT_MS)
+        page.wait_for_function("() => !document.getElementById('match').disabled", timeout=WAIT_MS)
         size = page.evaluate("(() => { const i = document.getElementById('preview'); return [i.naturalWidth, i.naturalHeight]; })()")
         assert size[0] > 0 and size[1] > 0
         # Chromium's fake camera shows a test pattern: both sides decode the PNG snapshot and find no face.
@@ -95,14 +95,14 @@ def test_both_modes_agree_and_the_device_works_offline(web_server, browser, lfw_
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        page.goto(web_server.page_url())
+        web_server.open(page)
         status = model_status(page, "works offline")
         assert "v1" in status and "downloaded" in status
         assert "#" not in page.url, "the keys leave the address bar"
 
         page.set_input_files("#file", photo)
         page.click("#both")
-        page.wait_for_function("document.body.dataset.busy === undefined", timeout=WAIT_MS)
+        page.wait_for_function("() => document.body.dataset.busy === undefined", timeout=WAIT_MS)
         device, cloud = result(page, "device"), result(page, "cloud")
         assert page.text_content("[data-testid=error]") == ""
         assert device["where"] == "device" and cloud["where"] == "cloud"

@@ -21,7 +21,7 @@ def page(web_server, browser):
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{web_server.url}/app/")
-    page.wait_for_function("window.tandem !== undefined")
+    page.wait_for_function("() => window.tandem !== undefined")
     yield page
     context.close()
 
