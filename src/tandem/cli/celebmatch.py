@@ -24,12 +24,12 @@ def enroll(
     """Build the gallery (mean embedding per identity) and store it in the bundle."""
     from rich.progress import Progress
 
-    from tandem.apps.celebmatch.face import FaceFinder
     from tandem.apps.celebmatch.gallery import build_gallery
     from tandem.apps.celebmatch.gallery import enroll as store
     from tandem.bundle import Bundle
     from tandem.data import load_catalog
     from tandem.data.resolve import default_min_faces
+    from tandem.faces.finder import FaceFinder
     from tandem.runtime import OnnxModel
 
     b = Bundle.load(bundle)

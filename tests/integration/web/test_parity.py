@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tandem.apps.celebmatch.face import FaceFinder
 from tandem.bundle import Bundle
+from tandem.faces.finder import FaceFinder
 from tandem.preprocess import CropSpec, decode_image, to_input
 
 pytestmark = pytest.mark.integration

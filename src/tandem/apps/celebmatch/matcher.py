@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tandem.apps.celebmatch.face import FaceFinder
 from tandem.apps.celebmatch.gallery import REGIONS, Gallery, embed_views
 from tandem.bundle import Bundle, Precision
 from tandem.errors import NoFaceFound
+from tandem.faces.finder import FaceFinder
 from tandem.preprocess import decode_image, to_input
 from tandem.runtime import OnnxModel
 
