@@ -96,11 +96,12 @@ function deviceModel() {
     state.deviceLoading = (async () => {
       if (!setting("device-key")) throw new Error("no device key: open 'Server and keys' and paste one (tandem keys create --scope device)");
       status("checking for the model…");
-      const delivered = await updater().getModel();
+      const ota = updater();
+      const delivered = await ota.getModel();
       const model = await DeviceModel.open(delivered);
       state.device = model;
       const where = delivered.source === "network" ? "downloaded just now" : "from this browser's cache";
-      status(`model: ${setting("model")} v${model.version} (${where}${delivered.offline ? `; offline: ${delivered.offline}` : ""}) — works offline`);
+      status(`model: ${setting("model")} v${model.version} (${where}${delivered.offline ? `; offline: ${delivered.offline}` : ""}) — works offline${freshness(await ota.answerAgeS(), delivered.unsigned)}`);
       return model;
     })();
     state.deviceLoading.catch((e) => {
@@ -127,6 +128,16 @@ async function runCloud() {
     detect: $("detect").checked,
   });
   return { ...r, where: "cloud" };
+}
+
+/**
+ * How stale the server's word is: the age of the last answer it signed for this browser. An attacker
+ * who blocks the server, or answers "nothing new" in its name (unsigned), cannot make it younger.
+ */
+function freshness(ageS, unsigned = false) {
+  if (ageS === null) return " · no signed answer from the server yet";
+  const age = ageS < 90 ? `${Math.round(ageS)} s` : ageS < 5400 ? `${Math.round(ageS / 60)} min` : `${Math.round(ageS / 3600)} h`;
+  return ` · server's last signed answer: ${age} ago${unsigned ? " (an unsigned answer since, not trusted)" : ""}`;
 }
 
 const RUN = { device: runDevice, cloud: runCloud };
@@ -248,6 +259,7 @@ window.tandem = {
     return findFaces(await decodeImage(new Uint8Array(bytes)));
   },
   deviceModel,
+  updater,
   state,
 };
 

@@ -31,6 +31,7 @@ class WebServer:
     predict_key: str
     bundle: Path
     proc: subprocess.Popen = field(repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # the server's, for `tandem` commands on its registry
 
     def page_url(self) -> str:
         # Keys in the fragment: the fragment never reaches the server, and the page uses and stores
@@ -60,11 +61,11 @@ def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
     on channel production, and a device key and a predict key for the page."""
     if not (PACKAGED / "index.html").is_file():
         pytest.fail(f"the browser app is not built ({PACKAGED} has no index.html): run `make install`")
-    # The page still checks for updates with the fleet's shared device key (it does not register
-    # as a device yet, issue 14 section 2): the server's transition setting lets that key update.
+    # The page registers as a device with the fleet's key (POST /v1/devices) and updates with its own
+    # credential, as any device: the shared key alone gets no updates (no transition setting here).
     env = {**os.environ, "TANDEM_HOME": str(root / "home"), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0",
-           "TANDEM_REDIS_URL": "", "TANDEM_OTA_SHARED_KEY_UPDATES": "1"}
-    for var in ("TANDEM_OTA_MASTER_KEY", "TANDEM_WEB_DIR"):
+           "TANDEM_REDIS_URL": ""}
+    for var in ("TANDEM_OTA_MASTER_KEY", "TANDEM_WEB_DIR", "TANDEM_OTA_SHARED_KEY_UPDATES"):
         env.pop(var, None)
     tandem("push", bundle, env=env)
     tandem("alias", "faces", "production", 1, env=env)
@@ -72,7 +73,7 @@ def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "browser", env=env)["key"]
     predict_key = tandem_json("keys", "create", "--scope", "predict", "--label", "browser", env=env)["key"]
     proc, url = serve(env)
-    server = WebServer(url, device_key, predict_key, bundle, proc)
+    server = WebServer(url, device_key, predict_key, bundle, proc, env)
     try:
         yield server
     finally:

@@ -44,6 +44,7 @@ EXPECTED_PATHS = [
     r"/app/precache\.json",
     r"/app/vendor/opencv\.js",
     r"/app/vendor/haarcascade_frontalface_default\.xml",
+    r"/v1/devices",  # the page registers once with the fleet's device key
     r"/v1/ota/check",
     r"/v1/ota/signing-keys",
     r"/v1/ota/keys",
