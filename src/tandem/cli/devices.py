@@ -30,9 +30,9 @@ def list_devices(
         console.print("no registered devices yet: an app registers itself with POST /v1/devices and the fleet's "
                       "device key (`tandem keys create --scope device`)")
         return
-    t = table("device id", "enrolled with key", "registered", "revoked")
+    t = table("device id", "enrolled with key", "models", "registered", "revoked")
     for d in found:
-        t.add_row(d.device_id, d.enrolled_by, when(d.created), when(d.revoked))
+        t.add_row(d.device_id, d.enrolled_by, d.model_scope.describe(), when(d.created), when(d.revoked))
     console.print(t)
 
 

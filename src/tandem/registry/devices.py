@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tandem.errors import NotFound
-from tandem.registry.records import DeviceInfo, KeyInfo
-from tandem.registry.registry import Registry, _aware
+from tandem.registry.records import EVERY_MODEL, DeviceInfo, KeyInfo, ModelScope
+from tandem.registry.registry import Registry, _aware, stored_scope
 from tandem.registry.schema import RegisteredDevice, utcnow
 from tandem.security import apikeys
 
@@ -21,12 +21,14 @@ class Devices:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
 
-    def register(self, enrolled_by: str) -> tuple[str, DeviceInfo]:
+    def register(self, enrolled_by: str, model_scope: ModelScope = EVERY_MODEL) -> tuple[str, DeviceInfo]:
         """A new device: its credential (given to the device once, never stored) and its record.
-        ``enrolled_by``: the key id of the device-scope key it enrolled with."""
+        ``enrolled_by``: the key id of the device-scope key it enrolled with; ``model_scope``: that key's,
+        which the device inherits (the models it may see over the air)."""
         token, parsed = apikeys.new_device_token()
         row = RegisteredDevice(device_id=parsed.key_id, secret_hash=apikeys.hash_secret(parsed.secret),
-                               enrolled_by=enrolled_by, created=utcnow(), revoked=None)
+                               enrolled_by=enrolled_by, created=utcnow(), revoked=None,
+                               models=list(model_scope.models) or None, apps=list(model_scope.apps) or None)
         with self.reg.db.write() as s:
             s.add(row)
         return token, device_info(row)
@@ -76,4 +78,4 @@ class Devices:
 def device_info(row: RegisteredDevice) -> DeviceInfo:
     created = _aware(row.created)
     assert created is not None
-    return DeviceInfo(row.device_id, row.enrolled_by, created, _aware(row.revoked))
+    return DeviceInfo(row.device_id, row.enrolled_by, created, _aware(row.revoked), stored_scope(row.models, row.apps))

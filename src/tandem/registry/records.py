@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,34 @@ class AliasInfo:
 
 
 @dataclass(frozen=True)
+class ModelScope:
+    """The models a device key, and every device registered with it, may see over the air: those it
+    names, and those of the apps it names (a model one of whose versions' manifests lists the app, e.g.
+    celebmatch). Neither named: every model. A model outside it does not exist for that caller (404)."""
+
+    models: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.models and not self.apps
+
+    def allows(self, name: str, apps_of: Callable[[str], Iterable[str]]) -> bool:
+        if self.everything or name in self.models:
+            return True
+        return bool(self.apps) and any(app in self.apps for app in apps_of(name))
+
+    def describe(self) -> str:
+        if self.everything:
+            return "all models"
+        parts = [*(f"model {m}" for m in self.models), *(f"app {a}" for a in self.apps)]
+        return ", ".join(parts)
+
+
+EVERY_MODEL = ModelScope()
+
+
+@dataclass(frozen=True)
 class KeyInfo:
     """Who called: an API key, or a registered device (``device_id`` set, scope ``device``)."""
 
@@ -53,6 +82,7 @@ class KeyInfo:
     created: datetime
     revoked: datetime | None = None
     device_id: str | None = None  # a registered device's credential, not an API key
+    model_scope: ModelScope = EVERY_MODEL  # device keys and devices: the models they may see (OTA)
 
 
 @dataclass(frozen=True)
@@ -63,10 +93,11 @@ class DeviceInfo:
     enrolled_by: str  # the id of the device-scope API key it registered with
     created: datetime
     revoked: datetime | None = None
+    model_scope: ModelScope = EVERY_MODEL  # inherited from the key it registered with
 
     def principal(self) -> KeyInfo:
         return KeyInfo(self.device_id, "device", f"device enrolled with key {self.enrolled_by}", self.created,
-                       self.revoked, device_id=self.device_id)
+                       self.revoked, device_id=self.device_id, model_scope=self.model_scope)
 
 
 @dataclass(frozen=True)

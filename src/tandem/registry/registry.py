@@ -30,7 +30,18 @@ from tandem.errors import (
 )
 from tandem.registry import migrate
 from tandem.registry.db import Database
-from tandem.registry.records import ALIAS_RE, SCOPES, AliasInfo, KeyInfo, ModelInfo, Resolved, Scope, VersionInfo
+from tandem.registry.records import (
+    ALIAS_RE,
+    EVERY_MODEL,
+    SCOPES,
+    AliasInfo,
+    KeyInfo,
+    ModelInfo,
+    ModelScope,
+    Resolved,
+    Scope,
+    VersionInfo,
+)
 from tandem.registry.schema import Alias, AliasMove, ApiKey, Model, RegistryState, Version, utcnow
 from tandem.registry.store import UMASK, ArtifactStore, LocalStore
 from tandem.security import apikeys
@@ -54,6 +65,25 @@ def check_alias_name(alias: str) -> str:
     if alias == LATEST:
         raise InvalidRequest(f"'{LATEST}' always means the newest version and cannot be set as an alias; choose another name")
     return alias
+
+
+MAX_SCOPE_NAMES = 100
+
+
+def check_model_scope(scope: ModelScope) -> ModelScope:
+    """The scope with its names checked (model and app names as manifests spell them), each once, sorted."""
+    for kind, names in (("model", scope.models), ("app", scope.apps)):
+        bad = [n for n in names if not isinstance(n, str) or not NAME_RE.fullmatch(n)]
+        if bad:
+            raise InvalidRequest(f"{kind} name {bad[0]!r:.80} is not one: names are 1-64 letters, digits, '.', '_' "
+                                 "or '-'")
+        if len(set(names)) > MAX_SCOPE_NAMES:
+            raise InvalidRequest(f"a key may name at most {MAX_SCOPE_NAMES} {kind}s")
+    return ModelScope(tuple(sorted(set(scope.models))), tuple(sorted(set(scope.apps))))
+
+
+def stored_scope(models: list[str] | None, apps: list[str] | None) -> ModelScope:
+    return ModelScope(tuple(models or ()), tuple(apps or ()))
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -262,16 +292,22 @@ class Registry:
 
     # --- API keys -----------------------------------------------------------------------------
 
-    def create_key(self, scope: Scope, label: str = "") -> tuple[str, KeyInfo]:
-        """A new key: the token (shown to the user once, never stored) and its record."""
+    def create_key(self, scope: Scope, label: str = "", model_scope: ModelScope = EVERY_MODEL) -> tuple[str, KeyInfo]:
+        """A new key: the token (shown to the user once, never stored) and its record. ``model_scope``
+        (device keys only): the models it, and the devices registered with it, may see over the air."""
         if scope not in SCOPES:
             raise InvalidRequest(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         label = (label or "").strip()
         if len(label) > 200:
             raise InvalidRequest(f"the label is {len(label)} characters long; keep it to 200")
+        model_scope = check_model_scope(model_scope)
+        if not model_scope.everything and scope != "device":
+            raise InvalidRequest(f"--model and --app limit what a device key (and its devices) may download; a "
+                                 f"{scope} key has no model scope (docs/ota.md)")
         token, parsed = apikeys.new_token()
         row = ApiKey(key_id=parsed.key_id, secret_hash=apikeys.hash_secret(parsed.secret), scope=scope,
-                     label=label, created=utcnow(), revoked=None)
+                     label=label, created=utcnow(), revoked=None, models=list(model_scope.models) or None,
+                     apps=list(model_scope.apps) or None)
         with self.db.write() as s:
             s.add(row)
         return token, self._key_info(row)
@@ -378,7 +414,7 @@ class Registry:
     @staticmethod
     def _key_info(row: ApiKey) -> KeyInfo:
         return KeyInfo(key_id=row.key_id, scope=row.scope, label=row.label, created=_aware(row.created),
-                       revoked=_aware(row.revoked))
+                       revoked=_aware(row.revoked), model_scope=stored_scope(row.models, row.apps))
 
     def _materialise(self, info: VersionInfo) -> Path:
         target = self.home / "bundles" / info.name / str(info.version)

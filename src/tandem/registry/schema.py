@@ -105,6 +105,10 @@ class ApiKey(Base):
     label: Mapped[str] = mapped_column(String(200), default="")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A device key's model scope (records.ModelScope): the models, and the apps whose models, it serves;
+    # both None: every model.
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    apps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class RegisteredDevice(Base):
@@ -117,6 +121,9 @@ class RegisteredDevice(Base):
     enrolled_by: Mapped[str] = mapped_column(String(32))  # the key id of the device-scope key it registered with
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The model scope it inherited from that key at registration (None: every model).
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    apps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class RegistryState(Base):

@@ -27,7 +27,8 @@ async def register(request: Request, call: Call) -> Response:
     if wait > 0:
         raise RateLimited(f"key {key_id} has registered as many devices as it may for now "
                           f"(TANDEM_DEVICE_ENROL_PER_S); retry in {wait:.1f} s", retry_after=wait)
-    token, info = await asyncio.to_thread(services.devices.register, key_id)
+    # The device inherits the enrolling key's model scope: it sees only the models that key may.
+    token, info = await asyncio.to_thread(services.devices.register, key_id, call.principal.model_scope)
     return json_response({"device_id": info.device_id, "credential": token, "created": info.created.isoformat()},
                          201, NO_STORE)
 

@@ -40,7 +40,7 @@ from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.ota_downloads import send_object
 from tandem.server.ota_service import OtaService
-from tandem.server.ota_state import ALG
+from tandem.server.ota_state import ALG, OtaState, Served, unknown_model
 from tandem.server.responses import json_response
 
 SCHEMA = 1  # what a device that names no payload schema gets: 204 when current, rollbacks as recorded
@@ -108,6 +108,15 @@ def _model(obj: dict[str, Any]) -> str:
     return name
 
 
+def _visible(state: OtaState, call: Call, name: str) -> None:
+    """404, as for a model that does not exist, when the caller's model scope (its device key's,
+    inherited at registration) leaves ``name`` out: asked about another model, a device learns nothing,
+    not even that it exists."""
+    principal = call.principal
+    if principal is not None and not principal.model_scope.allows(name, state.apps_of):
+        raise unknown_model(name)
+
+
 def _channel(obj: dict[str, Any]) -> str:
     return check_channel(obj.get("channel") or DEFAULT_CHANNEL)
 
@@ -150,6 +159,7 @@ async def check(request: Request, call: Call) -> Response:
         raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {quoted(precision, 40)}")
     device = _device(obj, installed, call)
     state = svc.state
+    _visible(state, call, name)
     state.check_channel(name, channel)
     call.model = name  # only names that exist become metric labels
     decision = state.decide(name, channel, device)
@@ -190,7 +200,7 @@ async def check(request: Request, call: Call) -> Response:
 async def file(request: Request, call: Call) -> Response:
     sha = request.path_params["sha256"]
     state = _service(request).state
-    served = state.served.get(sha) if SHA256_RE.fullmatch(sha) else None
+    served = _in_scope(state, call, state.served.get(sha) if SHA256_RE.fullmatch(sha) else None)
     if served is None:
         raise NotFound(f"no downloadable object {quoted(sha, 70)}: download only the URLs a signed payload of "
                        "POST /v1/ota/check names")
@@ -200,11 +210,20 @@ async def file(request: Request, call: Call) -> Response:
 async def delta(request: Request, call: Call) -> Response:
     src, dst = request.path_params["from_sha256"], request.path_params["to_sha256"]
     state = _service(request).state
-    served = state.delta_urls.get((src, dst)) if SHA256_RE.fullmatch(src) and SHA256_RE.fullmatch(dst) else None
+    served = _in_scope(state, call, state.delta_urls.get((src, dst))
+                       if SHA256_RE.fullmatch(src) and SHA256_RE.fullmatch(dst) else None)
     if served is None:
         raise NotFound("no delta patch between these objects: download only the delta URLs a signed payload of "
                        "POST /v1/ota/check names (or the full file)")
     return await _send(request, served.sha256, served.kind)
+
+
+def _in_scope(state: OtaState, call: Call, served: Served | None) -> Served | None:
+    """``served``, or None (the same 404 as an unknown object) when it belongs to a model outside the
+    caller's model scope."""
+    if served is None or call.principal is None or call.principal.model_scope.allows(served.model, state.apps_of):
+        return served
+    return None
 
 
 async def _send(request: Request, sha: str, kind: str) -> Response:
@@ -224,6 +243,7 @@ async def keys(request: Request, call: Call) -> Response:
     channel = _channel(obj)
     device = _device(obj, None, call)
     state = svc.state
+    _visible(state, call, name)
     state.check_channel(name, channel)
     if version not in state.versions.get(name, {}):
         raise NotFound(f"model {name} has no version {version}")
@@ -252,6 +272,7 @@ async def report(request: Request, call: Call) -> Response:
                              f"({counts['inferences']}): count every inference run in inferences, failed ones too")
     p50, p99 = _ms(obj, "p50_ms"), _ms(obj, "p99_ms")
     state = svc.state
+    _visible(state, call, name)
     state.check_channel(name, channel)
     if (name, version, channel) not in state.released:
         raise NotFound(f"{name} v{version} has no release on channel {channel}, so there is no release to report on")

@@ -34,6 +34,7 @@ class Served:
     sha256: str
     size: int
     kind: str  # manifest | file | delta
+    model: str = ""  # whose: a caller whose model scope leaves the model out gets 404 for it
 
 
 @dataclass
@@ -44,6 +45,12 @@ class Files:
     files: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # paths without an encrypted object yet
     wanted: list[tuple[str, int, str]] = field(default_factory=list)  # (path, from version, from sha256): no delta yet
+
+
+def unknown_model(name: str) -> NotFound:
+    """The answer for a model that does not exist, and, word for word, for one outside the caller's model
+    scope: a device must not learn which models a server holds beyond its own."""
+    return NotFound(f"no model named {quoted(name)} in the registry; check the model name the app asks for")
 
 
 class OtaState:
@@ -74,9 +81,13 @@ class OtaState:
             (name, v.version): manifest(v.manifest_sha256) for name, vs in snap.versions.items() for v in vs.values()}
         self._files: dict[tuple[str, int, str, int | None], Files] = {}
         self.served: dict[str, Served] = {}
+        # The apps each model's versions declare (a device key's model scope may name an app).
+        self.apps: dict[str, frozenset[str]] = {}
+        for (name, _v), m in self.manifests.items():
+            self.apps[name] = self.apps.get(name, frozenset()) | frozenset(m.apps)
         for name, version in offered:
             sha = snap.versions[name][version].manifest_sha256
-            self.served[sha] = Served(sha, size(sha), "manifest")
+            self.served[sha] = Served(sha, size(sha), "manifest", name)
         self.file_objects: dict[tuple[str, int, str], OtaObjectInfo] = {}
         self.delta_objects: dict[tuple[str, int, str, str], OtaObjectInfo] = {}
         self.delta_urls: dict[tuple[str, str], Served] = {}  # (from plaintext sha, target blob sha) -> patch
@@ -102,18 +113,21 @@ class OtaState:
             if (o.name, o.version) not in self.offered:
                 continue
             if o.kind == FILE:
-                self.served[o.sha256] = Served(o.sha256, o.size, "file")
+                self.served[o.sha256] = Served(o.sha256, o.size, "file", o.name)
             elif o.kind == DELTA:
                 target = self.file_objects.get((o.name, o.version, o.path))
                 if target is not None:
-                    self.delta_urls[(o.from_sha256, target.sha256)] = Served(o.sha256, o.size, "delta")
+                    self.delta_urls[(o.from_sha256, target.sha256)] = Served(o.sha256, o.size, "delta", o.name)
         self._files.clear()  # payload files built before may now have a delta, or a re-made object
 
     # --- decisions ----------------------------------------------------------------------------
 
+    def apps_of(self, name: str) -> frozenset[str]:
+        return self.apps.get(name, frozenset())
+
     def check_channel(self, name: str, channel: str) -> None:
         if name not in self.models:
-            raise NotFound(f"no model named {quoted(name)} in the registry; check the model name the app asks for")
+            raise unknown_model(name)
         channels = self.channels.get(name, set())
         if channel not in channels:
             raise NotFound(f"model {name} has no releases on channel {channel!r} (channels: "
