@@ -3,10 +3,12 @@
 An archive comes from anywhere, so extraction trusts nothing in it: every name must be a plain
 relative path inside the bundle (no ``..``, no absolute or drive paths, no backslashes), every
 entry a regular file (no symlinks, devices or encrypted entries), no name twice, and only the
-files the manifest lists. Sizes are capped twice: the sizes the zip declares, before anything is
-written, and the bytes that really come out of each entry while they are written, since a zip can
-lie about them. Extraction writes into a staging folder beside the target and renames it into
-place only once the bundle verifies, so a refused archive leaves nothing behind.
+files the manifest lists. Sizes are capped by the manifest, not the zip: an entry whose zip header
+claims another size than the manifest declares is refused before anything is written, and the bytes
+that really come out of each entry are cut off past the manifest's size while they are written,
+since a zip can lie about them (the manifest itself and the signature have fixed caps). Extraction
+writes into a staging folder beside the target and renames it into place only once the bundle
+verifies, so a refused archive leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ SUFFIX = ".tandem"
 MAX_BYTES = 4 << 30
 MAX_ENTRIES = 1000
 MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 4096  # an Ed25519 signature and its key id, with room to spare
+SIGNATURE = "signature"
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What zipfile and zlib raise on a damaged archive.
@@ -99,8 +103,9 @@ def _entries(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
     return files
 
 
-def _listed(zf: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo]) -> set[str]:
-    """The names the archive's manifest lists, read (size-capped) before anything is written."""
+def _listed(zf: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo]) -> dict[str, int]:
+    """The names the archive's manifest lists and the size it declares for each (for the manifest and
+    the signature, which it does not list: their caps), read (size-capped) before anything is written."""
     if MANIFEST not in files:
         raise BundleError(f"the archive has no {MANIFEST} at its top level; it is not a bundle archive")
     if files[MANIFEST].file_size > MAX_MANIFEST_BYTES:
@@ -111,22 +116,26 @@ def _listed(zf: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo]) -> set[str]:
         listed = json.loads(raw)["files"]
         if not isinstance(listed, dict):
             raise TypeError
+        sizes = {name: entry["size"] for name, entry in listed.items()}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes.values()):
+            raise TypeError("a file's size is not a whole number of bytes")
     except (ValueError, RecursionError, KeyError, TypeError) as e:
         raise BundleError(f"the archive's {MANIFEST} does not list its files as a JSON object: {e!r:.200}") from e
-    return set(listed) | UNHASHED
+    return {**sizes, MANIFEST: MAX_MANIFEST_BYTES, SIGNATURE: MAX_SIGNATURE_BYTES}
 
 
-def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, budget: int) -> int:
-    """Write one entry, stopping as soon as it yields more than it declared or ``budget`` allows."""
+def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, declared: int, budget: int) -> int:
+    """Write one entry, stopping as soon as it yields more than its manifest declares (``declared``; the
+    zip's own claim is believed no further) or ``budget`` allows."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    limit = min(info.file_size, budget)
+    limit = min(declared, budget)
     with zf.open(info) as src, dst.open("xb") as out:
         while chunk := src.read(min(_CHUNK, limit + 1 - written)):
             written += len(chunk)
             if written > limit:
-                raise BundleError(f"archive entry {info.filename!r} unpacks to more than the {info.file_size:,} bytes "
-                                  "it declares (or past the size limit); refusing the archive")
+                raise BundleError(f"archive entry {info.filename!r} unpacks to more than the {declared:,} bytes "
+                                  "its manifest declares (or past the size limit); refusing the archive")
             out.write(chunk)
     return written
 
@@ -143,14 +152,21 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Bundle:
     try:
         with zipfile.ZipFile(archive) as zf:
             files = _entries(zf, max_bytes)
-            listed = _listed(zf, files)
-            extra = sorted(set(files) - listed)
+            declared = _listed(zf, files)
+            extra = sorted(set(files) - set(declared))
             if extra:
                 raise BundleError(f"archive entry {extra[0]!r} is not listed in its manifest; refusing the archive")
+            for name, info in files.items():
+                if name not in UNHASHED and info.file_size != declared[name]:
+                    raise BundleError(f"archive entry {name!r} says it holds {info.file_size:,} bytes, its manifest "
+                                      f"says {declared[name]:,}; refusing the archive")
+                if info.file_size > declared[name]:
+                    raise BundleError(f"archive entry {name!r} says it holds {info.file_size:,} bytes, more than "
+                                      f"the {declared[name]:,} such a file may; refusing the archive")
             with atomic.staged_dir(dest) as stage:
                 budget = max_bytes
                 for name, info in files.items():
-                    budget -= _copy(zf, info, stage / name, budget)
+                    budget -= _copy(zf, info, stage / name, declared[name], budget)
                 bundle = Bundle.load(stage)
     except BundleError:
         raise

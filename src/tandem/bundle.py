@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,10 @@ from tandem import atomic
 from tandem.errors import BundleError
 from tandem.preprocess import PreprocessSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Schema 1 bundles (image classification only) still load; schema 2 adds the face-embedding task.
+READABLE_SCHEMAS = (1, 2)
+Task = Literal["image-classification", "face-embedding"]
 MANIFEST = "manifest.json"
 # Files that are not covered by the manifest's own hash list.
 UNHASHED = {MANIFEST, "signature"}
@@ -81,7 +85,7 @@ class Manifest(BaseModel):
     version: int | None = Field(default=None, description="set by the registry on push")
     parent_version: int | None = None
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    task: Literal["image-classification"] = "image-classification"
+    task: Task = "image-classification"
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     preprocessing: PreprocessSpec
@@ -101,10 +105,14 @@ class Manifest(BaseModel):
         if "fp32" not in self.models:
             raise ValueError("models must name an fp32 model")
         if [t.name for t in self.inputs] != ["pixels"] or self.inputs[0].dtype != "uint8":
-            raise ValueError("an image-classification bundle takes exactly one input: uint8 'pixels'")
+            raise ValueError(f"an {self.task} bundle takes exactly one input: uint8 'pixels'")
         names = {t.name for t in self.outputs}
-        if not {"probabilities", "embedding"} <= names:
-            raise ValueError(f"outputs must include 'probabilities' and 'embedding', found {sorted(names)}")
+        needed = {"probabilities", "embedding"} if self.task == "image-classification" else {"embedding"}
+        if not needed <= names:
+            raise ValueError(f"an {self.task} bundle's outputs must include {', '.join(sorted(needed))}, "
+                             f"found {sorted(names)}")
+        if self.schema_version == 1 and self.task != "image-classification":
+            raise ValueError(f"schema_version 1 knows only image-classification, not {self.task}")
         bad = [k for k, v in self.metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise ValueError(f"metrics must be finite numbers: {', '.join(bad)}")
@@ -120,6 +128,58 @@ class Manifest(BaseModel):
         have = ", ".join(str(s.k) for s in self.splits) or "none"
         raise BundleError(f"{self.name}: no split at k={k} in this bundle (it has: {have}); "
                           f"add one with `tandem split BUNDLE {k}`")
+
+
+MAX_PATH_CHARS = 255
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def normal_path(rel: object) -> str:
+    """The normal form of a file name a manifest lists: a relative POSIX path inside the bundle, or
+    BundleError saying why it is none (absolute, a drive, a backslash, ``..``, ``.``, empty parts, NUL,
+    control characters, too long)."""
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"manifest file name {rel!r:.80} is not a file name")
+    if len(rel) > MAX_PATH_CHARS or not rel.isprintable() or "\\" in rel or rel.startswith("/") or _DRIVE.match(rel):
+        raise BundleError(f"manifest file name {rel[:80]!r} is not a relative path inside the bundle (no absolute "
+                          f"or drive paths, no backslashes or control characters, at most {MAX_PATH_CHARS} characters)")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        kept = "/".join(p for p in parts if p not in ("", "."))
+        raise BundleError(f"manifest file name {rel[:80]!r} has an empty, '.' or '..' part; list files by their "
+                          f"plain path inside the bundle" + (f" ({kept[:80]!r})" if ".." not in parts and kept else ""))
+    return unicodedata.normalize("NFC", rel)
+
+
+def check_paths(manifest: Manifest) -> None:
+    """Every file name the manifest lists or refers to is a plain relative path in its normal form, and no
+    two name the same file once normalised (case and Unicode folded, as devices' file systems may)."""
+    seen: dict[str, str] = {}
+    for rel in manifest.files:
+        norm = normal_path(rel)
+        if norm != rel:
+            raise BundleError(f"manifest file name {rel[:80]!r} is not in Unicode normal form NFC; list it as "
+                              f"{norm[:80]!r}")
+        if rel in UNHASHED:
+            raise BundleError(f"manifest lists {rel!r} among its files; that name is the bundle's own")
+        folded = norm.casefold()
+        if folded in seen:
+            raise BundleError(f"manifest lists {seen[folded][:80]!r} and {rel[:80]!r}, the same file on a file "
+                              "system that folds case; rename one")
+        seen[folded] = rel
+    folders = {p.casefold() for f in manifest.files for p in _parents(f)}
+    clash = sorted(f for f in seen if f in folders)
+    if clash:
+        raise BundleError(f"manifest file name {seen[clash[0]][:80]!r} is also a folder of other files")
+    for rel in [*manifest.models.values(), *(f for s in manifest.splits for f in (s.head, s.tail))]:
+        if rel not in manifest.files:
+            normal_path(rel)
+            raise BundleError(f"manifest refers to {rel[:80]!r}, which its files do not list")
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def sha256_file(path: Path) -> str:
@@ -158,10 +218,10 @@ class Bundle:
         if not isinstance(raw, dict):
             raise BundleError(f"{manifest_path}: expected a JSON object")
         found = raw.get("schema_version")
-        if found != SCHEMA_VERSION:
+        if isinstance(found, bool) or found not in READABLE_SCHEMAS:
             raise BundleError(
                 f"{manifest_path}: schema_version {found!r}, but this Tandem reads schema_version "
-                f"{SCHEMA_VERSION}; use the Tandem release that wrote it, or re-export the bundle"
+                f"{' or '.join(map(str, READABLE_SCHEMAS))}; use the Tandem release that wrote it, or re-export the bundle"
             )
         try:
             manifest = Manifest.model_validate(raw)

@@ -200,6 +200,13 @@ class ServerUnreachable(Unavailable):
     exit_code = 12
 
 
+class AnswerTooLarge(Unavailable):
+    """A server's answer larger than any answer of its kind (a check, a key, a message), read no further:
+    a broken or hostile server, or someone in between, cannot make a device hold gigabytes."""
+
+    status_code = 502
+
+
 class ConditionsNotMet(TandemError):
     """A download is needed, but the device's conditions (unmetered network, charging, idle) forbid it now."""
 

@@ -75,6 +75,64 @@ class Settings(BaseSettings):
         "spent: the shared key ships in every app, so whoever unpacks one can make devices at this rate at most.",
     )
     device_enrol_burst: int = Field(default=1000, ge=1, description="Registrations a device-scope key may make at once.")
+    # --- the edge: what one client may hold of a server worker (docs/serving.md, "Limits") -------
+    max_in_flight: int = Field(
+        default=128, ge=1, le=100_000,
+        description="Requests a server worker handles at once (from the first header to the last byte of the "
+        "answer, downloads included); more get 503 with Retry-After at once. 128: four times the concurrency at "
+        "which a 2-core machine reaches its capacity (bench/soak ramps to 32); health checks are not counted.",
+    )
+    max_in_flight_per_client: int = Field(
+        default=0, ge=0, le=100_000,
+        description="Of those, requests one client address may have in flight (0: half of TANDEM_MAX_IN_FLIGHT): "
+        "one client's slow requests cannot take every slot. Behind a proxy, set TANDEM_TRUSTED_PROXIES, or every "
+        "client shares the proxy's address and its share.",
+    )
+    max_connections: int = Field(
+        default=4096, ge=16, le=1_000_000,
+        description="Open connections a server worker keeps (also capped by its file-descriptor limit, less "
+        "64). At the cap, a new connection closes the oldest one that is not in the middle of a request (idle "
+        "keep-alives, clients still sending headers): held sockets cannot lock others out.",
+    )
+    header_timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="A connection must send a request's complete headers within this many seconds of opening (or "
+        "of its previous answer); else it is closed (408 if it had sent part of a request). Slowloris defence.",
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, le=3600, description="An idle keep-alive connection is closed after this many seconds."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (127.0.0.1, 10.0.0.0/8, ::1) of the reverse proxies in "
+        "front of the server. Only from these is the forwarding header (TANDEM_FORWARDED_HEADER) believed, and "
+        "the client is the rightmost address in it that is not one of them. Empty (default): no header is "
+        "believed; the client is the connection's peer.",
+    )
+    forwarded_header: str = Field(
+        default="x-forwarded-for", pattern=r"^(x-forwarded-for|forwarded)$",
+        description="The header the trusted proxies set: x-forwarded-for, or forwarded (RFC 7239, its for= "
+        "parameters). Only that one is read: the client may send the other.",
+    )
+    # --- photos (the image endpoint) -------------------------------------------------------------
+    decode_max_pixels: int = Field(
+        default=16_000_000, ge=10_000, le=40_000_000,
+        description="No photo is decoded to more pixels than this. A larger JPEG is decoded at 1/2, 1/4 or 1/8 "
+        "scale (its DCT, cheaply) to fit; another format is refused (400). JPEGs are decoded reduced anyway "
+        "down to what the model can use (64 times its input's pixels, at least 2 MP).",
+    )
+    decode_max_bytes: int = Field(
+        default=128 * 1024 * 1024, ge=1024 * 1024, le=4 * 1024**3,
+        description="Memory one decode may take, from the header (width x height x the format's bytes per pixel, "
+        "plus the RGB copy): 16-bit and huge-canvas PNGs above it are refused (400) before decoding.",
+    )
+    decode_threads: int = Field(
+        default=0, ge=0, le=256, description="Photos a server worker decodes at once; 0: cores // workers (at least 1)."
+    )
+    decode_queue: int = Field(
+        default=32, ge=0, le=10_000,
+        description="Photos that may wait for a decoding thread; more get 503 with Retry-After at once.",
+    )
     alias_poll_s: float = Field(
         default=0.5, gt=0, le=60, description="How often each server worker looks for moved aliases in the registry."
     )
@@ -204,6 +262,9 @@ class Settings(BaseSettings):
         if scope == "device":
             return self.device_rate_limit_per_s, self.device_rate_limit_burst
         return self.rate_limit_per_s, self.rate_limit_burst
+
+    def proxies(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def registry_url(self) -> str:

@@ -59,9 +59,17 @@ def serve(
     console.print(f"serving the registry at {settings.registry_url.split('@')[-1]} on http://{host}:{port} "
                   f"({workers} worker(s), batches up to {settings.max_batch_size} rows / "
                   f"{settings.max_delay_ms:g} ms)", highlight=False)
+    from tandem.server.connections import protocol, raise_fd_limit
+
+    raise_fd_limit()
     try:
+        # The edge's budgets (docs/serving.md, "Limits"): the guarded protocol closes connections that send no
+        # complete headers in time and keeps connections under a cap; keep-alives idle past a bound close;
+        # forwarding headers are read by the app (server/proxies.py) from trusted proxies only, so
+        # uvicorn's own reading of them (which trusts 127.0.0.1 by default) is off.
         uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=False,
-                    log_level=log_level, timeout_graceful_shutdown=10)
+                    log_level=log_level, timeout_graceful_shutdown=10, http=protocol(),
+                    timeout_keep_alive=settings.keep_alive_s, proxy_headers=False)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from tandem.device import faults
+from tandem.device import answers, faults
 from tandem.device.identity import Registration
+from tandem.device.payload import MAX_ENVELOPE
 from tandem.errors import (
     ChecksumError,
     DecryptionError,
@@ -37,6 +38,9 @@ from tandem.errors import (
 from tandem.security.apikeys import parse_device
 
 STEP = 16 * 1024  # a progress callback per 16 KiB: ~220 for a 3.6 MB model
+# What the device reads of an answer at most (answers.py): a registration, a data key, a report's
+# answer or an error message are a few hundred bytes; a check answer is capped by payload.MAX_ENVELOPE.
+SMALL_ANSWER = 64 * 1024
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -138,17 +142,20 @@ class OtaClient:
             raise ServerUnreachable(f"{what}: {e}") from e
         return {"authorization": f"Bearer {credential}"}
 
-    def _post(self, path: str, body: dict | None, what: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def _post(self, path: str, body: dict | None, what: str, cap: int,
+              headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST ``body`` and read the answer within ``cap`` bytes (answers.py)."""
         headers = headers if headers is not None else self._auth(what)
         try:
-            return self.http.post(path, json=body, headers=headers)
+            return answers.send(self.http, self.http.build_request("POST", path, json=body, headers=headers), cap, what)
         except httpx.TransportError as e:
             raise ServerUnreachable(f"{what}: cannot reach {self.http.base_url} ({e}); the installed model "
                                     "keeps running, try again when online") from e
 
     def register(self) -> Registration:
         """Enrol this device with the app's device API key: its server-assigned id and credential."""
-        r = self._post("/v1/devices", None, "device registration", {"authorization": f"Bearer {self._api_key}"})
+        r = self._post("/v1/devices", None, "device registration", SMALL_ANSWER,
+                       {"authorization": f"Bearer {self._api_key}"})
         if r.status_code not in (200, 201):
             raise refusal(r, "device registration", registering=True)
         try:
@@ -164,7 +171,7 @@ class OtaClient:
 
     def check(self, body: dict) -> bytes | None:
         """The signed envelope's bytes, or None when the device is current (204)."""
-        r = self._post("/v1/ota/check", body, "update check")
+        r = self._post("/v1/ota/check", body, "update check", MAX_ENVELOPE)
         if r.status_code == 204:
             return None
         if r.status_code != 200:
@@ -175,7 +182,7 @@ class OtaClient:
         """``device``: the same fields the check sends (the server gives a key only for a version
         it offers to this device, judged by the same rules)."""
         r = self._post("/v1/ota/keys", {**device, "model": model, "version": version},
-                       f"data key for {model} v{version}")
+                       f"data key for {model} v{version}", SMALL_ANSWER)
         if r.status_code != 200:
             raise refusal(r, f"data key for {model} v{version}")
         try:
@@ -187,7 +194,7 @@ class OtaClient:
         return key
 
     def report(self, body: dict) -> None:
-        r = self._post("/v1/ota/report", body, "health report")
+        r = self._post("/v1/ota/report", body, "health report", SMALL_ANSWER)
         if r.status_code not in (200, 202, 204):
             raise refusal(r, "health report")
 
@@ -221,7 +228,9 @@ class OtaClient:
         headers = {"range": f"bytes={have}-"} if have else {}
         written = have
         try:
-            with self.http.stream("GET", url, headers={**headers, **self._auth(f"download of {name}")}) as r:
+            # Raw bytes only (no encoding asked for, none taken): the signed size caps what is read.
+            with self.http.stream("GET", url, headers={**headers, **answers.IDENTITY,
+                                                       **self._auth(f"download of {name}")}) as r:
                 if r.status_code == 416 and have:
                     part.unlink()  # our partial file is not a prefix the server recognises
                     transfer.restart(name)
@@ -237,12 +246,14 @@ class OtaClient:
                     transfer.restart(name)  # no Range asked, or the server ignored it: from byte 0
                     written, mode = 0, "wb"
                 else:
-                    r.read()
-                    raise refusal(r, f"download of {name}")
+                    raise refusal(answers.read(r, SMALL_ANSWER, f"download of {name}"), f"download of {name}")
+                if r.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+                    raise ChecksumError(f"{name}: the server sent it encoded ({r.headers['content-encoding'][:40]!r}), "
+                                        "not as the signed bytes; refusing it")
                 with open(part, mode) as f:
                     # Taken as received (re-chunking would hold back bytes a cut connection then loses),
                     # written and reported in steps of STEP bytes so that progress moves smoothly.
-                    for received in r.iter_bytes():
+                    for received in answers.raw_chunks(r):
                         if written + len(received) > size:
                             raise ChecksumError(f"{name}: the server sent more than the {size} bytes the signed "
                                                 "manifest promises; refusing it")

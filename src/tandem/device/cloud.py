@@ -37,8 +37,10 @@ import httpx
 import numpy as np
 import orjson
 
+from tandem.device import answers
 from tandem.device.deadline import Deadline, DeadlineExceeded, within
 from tandem.errors import (
+    AnswerTooLarge,
     Forbidden,
     InvalidRequest,
     NoFaceFound,
@@ -56,6 +58,8 @@ from tandem.errors import (
 Protocol = Literal["oip", "tfserving"]
 Clock = Callable[[], float]
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# An answer is read no further than this (device/answers.py): outputs of a large batch fit, a flood does not.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # A timeout that fires this close to the deadline was the deadline's doing, not the client's own timeout.
 _DEADLINE_SLACK_S = 0.01
 
@@ -223,6 +227,7 @@ class CloudClient:
         backoff_cap_s: float = 2.0,
         breaker: CircuitBreaker | None = None,
         headers: dict[str, str] | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
@@ -239,6 +244,7 @@ class CloudClient:
         self.backoff_cap_s = backoff_cap_s
         self.breaker = breaker or CircuitBreaker()
         self.timeout_s = timeout_s
+        self.max_answer_bytes = max_answer_bytes
         self._sleep = sleep
         self._rng = rng
         all_headers = dict(headers or {})
@@ -266,7 +272,11 @@ class CloudClient:
         attempt = 0
         while True:
             try:
-                resp = self._http.request(method, path, content=content, headers=headers, timeout=self._timeout(call))
+                request = self._http.build_request(method, path, content=content, headers=headers,
+                                                   timeout=self._timeout(call))
+                resp = answers.send(self._http, request, self.max_answer_bytes, where)
+            except AnswerTooLarge as e:  # a server that answers that much is not one to retry
+                error, retry = e, False
             except httpx.ConnectError as e:  # refused or unresolvable: nothing was sent, safe to retry
                 error: TandemError = ServerUnreachable(f"{where}: cannot connect ({e}); no network or server down")
                 retry = True

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tandem.bundle import MANIFEST, NAME_RE, Bundle, parse_tail_name, sha256_file
+from tandem.bundle import MANIFEST, NAME_RE, Bundle, check_paths, parse_tail_name, sha256_file
 from tandem.errors import (
     BundleError,
     ConfigError,
@@ -136,6 +136,7 @@ class Registry:
         """Store a verified bundle as the next version of its model (the manifest's name)."""
         bundle = Bundle.load(bundle_dir)
         m = bundle.manifest
+        check_paths(m)  # every listed name a plain relative path, no two the same file: before anything is stored
         tail = parse_tail_name(m.name)
         if tail is not None:  # the server would serve split k of model X there instead
             raise InvalidRequest(f"model name {m.name!r} is reserved: the server serves the tail of "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from tandem.registry.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
 from tandem.server import devices, images, oip, openapi, ota, tfserving, webapp
+from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.headers import SecurityHeaders
@@ -43,6 +45,8 @@ from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.models import ModelPool
 from tandem.server.observe import Observe, setup_access_log
 from tandem.server.ota_service import OtaService
+from tandem.server.photos import DecodePool
+from tandem.server.proxies import ClientAddress, networks
 from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from tandem.server.responses import json_response
 from tandem.settings import Settings, get_settings
@@ -62,6 +66,7 @@ class Services:
     metrics: Metrics
     ota: OtaService
     devices: Devices
+    photos: DecodePool  # the image endpoint's decoding threads (server/photos.py)
 
 
 def _server_logging() -> None:
@@ -83,6 +88,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     if settings.access_log:
         setup_access_log()
     metrics_scope: Scope | None = None if settings.metrics_public else "admin"
+    proxies = settings.proxies()
+    networks(proxies)  # a wrong TANDEM_TRUSTED_PROXIES fails here, at start-up
     doc = openapi.document(metrics_scope)
 
     @contextlib.asynccontextmanager
@@ -101,7 +108,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         registered = Devices(reg)
         auth = Authenticator(reg.verify_key, settings.key_cache_s, guard, registered.verify,
                              settings.ota_shared_key_updates)
-        app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        photos = DecodePool(settings.decode_threads or max(1, cores // settings.workers), settings.decode_queue,
+                             metrics.overload.labels("decode").inc)
+        app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered, photos)
         try:
             await pool.start()
             await ota_service.start()
@@ -109,6 +119,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         finally:
             await ota_service.close()  # writes the health reports still held in memory
             await pool.close()
+            photos.close()
             await limiter.close()
             if registry is None:
                 reg.close()
@@ -132,7 +143,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
+        middleware=[Middleware(ClientAddress, proxies=proxies, header=settings.forwarded_header),
+                    Middleware(InFlightLimit, limit=settings.max_in_flight,
+                               per_client=settings.max_in_flight_per_client,
+                               refused=metrics.overload.labels("in_flight").inc),
+                    Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
                     Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS})],
         exception_handlers={HTTPException: _http_error},
     )

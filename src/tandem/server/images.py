@@ -1,13 +1,14 @@
 """The image endpoint: ``POST /v1/apps/{app}/{model}:predict`` with a JPEG or PNG as the body.
 
 The server applies the bundle's preprocessing, so a phone app sends the photo as it is. Decoding
-and face finding run in a worker thread; the model part goes through the model's batcher (for
+and face finding run in the worker's bounded decode pool, within the photo budget (server/photos.py); the model part goes through the model's batcher (for
 celebmatch the four views of a photo, whole face, eyes, nose and mouth, travel as one 4-row request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -17,11 +18,13 @@ from starlette.routing import Route
 
 from tandem.apps.celebmatch.gallery import APP as CELEBMATCH
 from tandem.apps.celebmatch.gallery import region_views
+from tandem.apps.celebmatch.matcher import FacePixels
 from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType, quoted
-from tandem.preprocess import decode_image, to_input
+from tandem.preprocess import to_input
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.models import LoadedModel, is_version, number
+from tandem.server.photos import Budget, Cancelled, DecodePool, decode
 from tandem.server.responses import json_response
 
 CLASSIFY = "classify"
@@ -84,24 +87,28 @@ async def predict(request: Request, call: Call) -> Response:
     services = request.app.state.services
     model = await services.pool.get(name, _ref(request))
     call.serving(model.name, model.version)
+    settings = services.settings
+    spec = model.bundle.manifest.preprocessing
+    budget = Budget.for_model(spec.height, spec.width, settings.decode_max_pixels, settings.decode_max_bytes)
     if app == CELEBMATCH:
-        return await _celebmatch(request, model, services.settings.max_body_bytes)
-    return await _classify(request, model, services.settings.max_body_bytes)
+        return await _celebmatch(request, model, settings.max_body_bytes, services.photos, budget)
+    return await _classify(request, model, settings.max_body_bytes, services.photos, budget)
 
 
-async def _classify(request: Request, model: LoadedModel, limit: int) -> Response:
+async def _classify(request: Request, model: LoadedModel, limit: int, photos: DecodePool, budget: Budget) -> Response:
     top_k = _int_param(request, "top_k", 5, 1, MAX_TOP_K)
     spec = model.bundle.manifest.preprocessing
     with model.batcher.slot() as slot:
         photo = await _photo(request, limit)
-        pixels = await asyncio.to_thread(lambda: to_input(decode_image(photo), spec)[None])
+        pixels = await photos.run(lambda cancelled: to_input(decode(photo, budget, cancelled), spec)[None])
         out = await slot.submit({model.inputs[0].name: pixels})
     guesses = model.onnx.top_k(out["probabilities"], top_k)[0]
     return json_response({"model": model.name, "version": model.version, "precision": "fp32",
                           "predictions": [{"top": [g.__dict__ for g in guesses]}]})
 
 
-async def _celebmatch(request: Request, model: LoadedModel, limit: int) -> Response:
+async def _celebmatch(request: Request, model: LoadedModel, limit: int, photos: DecodePool,
+                      budget: Budget) -> Response:
     if CELEBMATCH not in model.bundle.manifest.apps:
         raise NotFound(f"{model.label} has no celebmatch gallery: enrol one with `tandem celebmatch enroll BUNDLE "
                        "--data DIR`, push the bundle and point the alias at the new version")
@@ -111,7 +118,13 @@ async def _celebmatch(request: Request, model: LoadedModel, limit: int) -> Respo
     with model.batcher.slot() as slot:
         photo = await _photo(request, limit)
         t0 = time.perf_counter()
-        face = await asyncio.to_thread(matcher.face, photo, detect)
+        def find(cancelled: threading.Event) -> FacePixels:
+            img = decode(photo, budget, cancelled)
+            if cancelled.is_set():  # the request is over: do not look for the face
+                raise Cancelled()
+            return matcher.face(img, detect)
+
+        face = await photos.run(find)
         views = region_views(face.pixels, matcher.model.spec)
         t1 = time.perf_counter()
         out = await slot.submit({model.inputs[0].name: np.concatenate(list(views.values()))})

@@ -68,6 +68,8 @@ class Metrics:
                                    "saw a load failure or inference error.", ["model", "failed"], registry=r)
         self.ota_gate_trips = Counter("tandem_ota_health_gate_trips", "Releases the health gate halted and rolled "
                                       "back.", ["model"], registry=r)
+        self.overload = Counter("tandem_overload_refusals", "Requests turned away at a budget, by budget: in_flight "
+                                "(TANDEM_MAX_IN_FLIGHT), decode (TANDEM_DECODE_THREADS/_QUEUE).", ["budget"], registry=r)
 
     def observer(self, model: str, version: int) -> BatchStats:
         return BatchStats(self, model, str(version))

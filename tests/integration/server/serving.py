@@ -18,6 +18,7 @@ from tritonclient._plugin import InferenceServerClientPlugin
 from tandem.registry.devices import Devices
 from tandem.registry.registry import Registry
 from tandem.server.app import create_app
+from tandem.server.connections import protocol
 from tandem.settings import Settings
 
 
@@ -89,7 +90,10 @@ def running(settings: Settings, registry: Registry | None = None) -> Iterator[Ru
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    # As `tandem serve` runs it: the guarded protocol, and forwarding headers left to the app (server/proxies.py).
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                           http=protocol(), proxy_headers=False,
+                                           timeout_keep_alive=settings.keep_alive_s))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
