@@ -16,11 +16,23 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _brief(value: object) -> str:
+    """An app setting in a few words: nested objects (alignment, calibration curves) by their keys."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(str(k) for k in value) + "}"
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{len(value)} values]"
+    return str(value)
+
+
 def show_bundle(b: Bundle) -> None:
     m = b.manifest
     console.print(f"[bold]{m.name}[/]  version {m.version if m.version is not None else '(not pushed)'}  "
                   f"schema {m.schema_version}  created {m.created:%Y-%m-%d %H:%M} UTC  [green]verified[/]")
-    console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}")
+    if m.labels:
+        console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}")
+    else:
+        console.print(f"task {m.task}")
     io = table("", "name", "dtype", "shape", title="tensors")
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for t in specs:
@@ -43,7 +55,7 @@ def show_bundle(b: Bundle) -> None:
         ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
     console.print(ft)
     for app, spec in m.apps.items():
-        console.print(f"app [bold]{app}[/]: " + ", ".join(f"{k}={v}" for k, v in spec.items() if k != "regions"))
+        console.print(f"app [bold]{app}[/]: " + ", ".join(f"{k}={_brief(v)}" for k, v in spec.items() if k != "regions"))
     for s in m.splits:
         shape = "×".join("N" if d < 0 else str(d) for d in s.tensor.shape)
         console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)")

@@ -56,18 +56,31 @@ def train(
     workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Train data parallel on this many Ray Train workers (same seed and global batch: the same training; needs tandem[ray]).")] = None,
     address: Annotated[str | None, typer.Option(help="With --workers: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
     gpus_per_worker: Annotated[float, typer.Option(min=0, help="With --workers: GPUs each worker reserves (implies --device cuda).")] = 0.0,
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    objective: Annotated[str, typer.Option(help="classify: a classifier over the classes; embed: a face embedding that matches people it never saw (celebmatch).")] = "classify",
+    teacher: Annotated[str, typer.Option(help="embed: also learn from dlib's face recogniser (needs tandem\\[teacher]); none: the margin loss alone.")] = "none",
+    size: Annotated[int, typer.Option(min=32, max=256, help="embed: side of the aligned face crop in pixels.")] = 80,
+    region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.25,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train an image classifier / face-embedding network on your data."""
     from tandem.data.resolve import default_min_faces
     from tandem.training.run import TrainConfig
 
-    cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces), subset=subset,
+    embed = objective == "embed"
+    cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces, objective), subset=subset,
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                      stem_stride=stem_stride, stop_after=stop_after, val_fraction=val_fraction)
+                      stem_stride=2 if embed else stem_stride, stop_after=stop_after, val_fraction=val_fraction,
+                      objective=objective, teacher=teacher if embed else "none", align_size=size,
+                      region_views=region_views if embed else 0.0)
     show = not no_progress and not json_out
-    if workers is None:
+    if embed:
+        if workers is not None:
+            raise ConfigError("--objective embed trains on one machine for now; drop --workers")
+        from tandem.training.embed import train_embed
+
+        result = train_embed(cfg, resume=resume, show_progress=show)
+    elif workers is None:
         if address is not None or gpus_per_worker:
             raise ConfigError("--address and --gpus-per-worker are for Ray Train: add --workers N")
         from tandem.training.trainer import train as run_train
@@ -81,13 +94,15 @@ def train(
 
         result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), resume=resume, show_progress=show)
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
-               "best_val_top1": result.best_val_acc, "train_images": result.train_images,
+               ("best_val_verification" if embed else "best_val_top1"): result.best_val_acc, "train_images": result.train_images,
                "classes": result.classes, "seconds": round(result.seconds, 1)}
     if json_out:
         print_json(summary)
         return
-    console.print(f"[bold green]trained[/] {result.classes} classes on {result.train_images} images in "
-                  f"{result.seconds:.0f}s; best validation top-1 {result.best_val_acc:.3f} (epoch {result.best_epoch})")
+    what = "verification accuracy on unseen people" if embed else "top-1"
+    console.print(f"[bold green]trained[/] {result.classes} {'people' if embed else 'classes'} on {result.train_images} "
+                  f"images in {result.seconds:.0f}s; best validation {what} {result.best_val_acc:.3f} "
+                  f"(epoch {result.best_epoch})")
     console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)")
 
 

@@ -12,10 +12,13 @@ from tandem.settings import Settings, get_settings
 LFW_MIN_FACES = 20
 
 
-def default_min_faces(data: str, min_faces: int | None) -> int:
-    """LFW's long tail of one-photo people is useless for training; a user's folder is taken whole."""
+def default_min_faces(data: str, min_faces: int | None, objective: str = "classify") -> int:
+    """For a classifier LFW's long tail of one-photo people is useless; an embedding learns from
+    everyone (one-photo people through the teacher, if any); a user's folder is taken whole."""
     if min_faces is not None:
         return min_faces
+    if objective == "embed":
+        return 1
     return LFW_MIN_FACES if data == "lfw" else 1
 
 

@@ -67,3 +67,29 @@ def stratified_split(labels: list[int], val: float = 0.1, test: float = 0.2, see
         out["val"].extend(perm[n_test : n_test + n_val])
         out["train"].extend(perm[n_test + n_val :])
     return Split(*(sorted(out[k]) for k in ("train", "val", "test")))
+
+
+def identity_split(labels: list[int], val: float = 0.1, seed: int = 0, test_classes: set[int] | None = None,
+                   min_val_images: int = 2) -> Split:
+    """Split by identity: no person's images are in two parts (open-set training and evaluation).
+
+    ``test_classes`` (e.g. the people of LFW's last pair folds) make the test part; ``val`` of the
+    remaining people with at least ``min_val_images`` images make validation; the rest train.
+    """
+    if not 0 <= val < 1:
+        raise DataError(f"validation fraction {val} must be in [0, 1)")
+    groups = _by_class(labels)
+    test_classes = test_classes or set()
+    eligible = sorted(c for c, idx in groups.items() if c not in test_classes and len(idx) >= min_val_images)
+    rng = np.random.default_rng(seed)
+    n_val = round(len(eligible) * val)
+    if val and n_val == 0 and len(eligible) >= 2:
+        n_val = 1
+    val_classes = set(rng.permutation(eligible)[:n_val].tolist())
+    out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for c, idx in groups.items():
+        part = "test" if c in test_classes else "val" if c in val_classes else "train"
+        out[part].extend(idx)
+    if not out["train"]:
+        raise DataError("no identity is left for training after the validation and test people; add people")
+    return Split(*(sorted(out[k]) for k in ("train", "val", "test")))

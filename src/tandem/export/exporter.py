@@ -88,6 +88,10 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
     cfg, data = load_run(run_dir)
     name = options.name or cfg.name
     net, state = load_net(run_dir)
+    if cfg.objective == "embed":
+        from tandem.export.embed_export import export_embed_run
+
+        return export_embed_run(run_dir, out, cfg, data, net, state, name, options.calibration_images)
     spec = preprocess_spec(cfg, data, net.cfg)
     train_x, train_y, _ = load_pixels(data.part("train"), spec)
     test_cat = data.part("test")

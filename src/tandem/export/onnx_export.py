@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from tandem.models.mobilenet import EmbeddingNet, PixelModel
+
+# onnxscript and onnx_ir report every graph rewrite at INFO (65-100 lines an export); Tandem shows its
+# own progress, and their warnings still come through.
+for _name in ("onnxscript", "onnx_ir"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 INPUT = "pixels"
 OUTPUTS = ("probabilities", "embedding")

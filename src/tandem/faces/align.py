@@ -175,3 +175,22 @@ class Landmarker:
         """Landmarks (N×10) and probabilities (N) for N landmark inputs (N×48×48×3)."""
         out = self.session.run(["landmarks", "face_probability"], {"pixels": np.ascontiguousarray(pixels)})
         return out[0], out[1]
+
+
+def region_boxes(spec: AlignSpec) -> dict[str, tuple[float, float, float, float]]:
+    """Eyes, nose and mouth as fractions (x0, y0, x1, y1) of the aligned crop, measured from the
+    template's landmarks in units of the eye distance: on an aligned face the landmarks sit on the
+    template, so these boxes follow each face's own features."""
+    p = spec.points()
+    le, re, nose, ml, mr = p
+    iod = float(np.linalg.norm(re - le))
+    eye_y = (le[1] + re[1]) / 2
+    mouth_y = (ml[1] + mr[1]) / 2
+    boxes = {
+        "eyes": (le[0] - 0.55 * iod, eye_y - 0.45 * iod, re[0] + 0.55 * iod, eye_y + 0.35 * iod),
+        "nose": (nose[0] - 0.4 * iod, eye_y + 0.05 * iod, nose[0] + 0.4 * iod, nose[1] + 0.3 * iod),
+        "mouth": (ml[0] - 0.3 * iod, mouth_y - 0.35 * iod, mr[0] + 0.3 * iod, mouth_y + 0.4 * iod),
+    }
+    w, h = spec.width, spec.height
+    return {k: (round(max(0.0, x0 / w), 4), round(max(0.0, y0 / h), 4), round(min(1.0, x1 / w), 4),
+                round(min(1.0, y1 / h), 4)) for k, (x0, y0, x1, y1) in boxes.items()}

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tandem.errors import ConfigError
+from tandem.export import onnx_export  # noqa: F401  (quiets the exporter's INFO flood)
 
 WEIGHTS_DIST = "facenet-pytorch"
 WEIGHTS_FILE = "facenet_pytorch/data/onet.pt"

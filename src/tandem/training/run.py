@@ -54,6 +54,16 @@ class TrainConfig:
     augment: bool = True
     # Stop after this many epochs of an --epochs long schedule (continue later with --resume).
     stop_after: int | None = None
+    # classify: a softmax over the classes; embed: a face embedding for open-set matching (training/embed.py).
+    objective: str = "classify"
+    teacher: str = "none"
+    align_size: int = 80
+    align_zoom: float = 1.0
+    arc_margin: float = 11.5  # degrees (pytorch-metric-learning's unit): 0.2 rad
+    arc_scale: float = 30.0
+    arc_weight: float = 1.0
+    kd_weight: float = 1.0
+    region_views: float = 0.0
 
     def validate(self) -> None:
         """Refuse settings that would only fail deep inside torch, with what to use instead."""
@@ -70,6 +80,8 @@ class TrainConfig:
             problems.append(f"--seed must be 0 or more, got {self.seed}")
         if self.stem_stride not in (1, 2):
             problems.append(f"--stem-stride must be 1 or 2, got {self.stem_stride}")
+        if self.objective not in ("classify", "embed"):
+            problems.append(f"--objective {self.objective!r}: use classify or embed")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
             problems.append(f"--stop-after must be between 1 and --epochs ({self.epochs}), got {self.stop_after}")
         if problems:
