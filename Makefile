@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-placement bench-scale clean
+.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
@@ -74,6 +74,11 @@ bench-hardening: install
 # ARGS="--minutes 1" for a short run.
 bench-soak: install
 	$(BIN)/python bench/soak.py $(ARGS)
+
+# The red-team suite (tests/security: every attack of issue 14 against a real `tandem serve` and Chromium),
+# case by case, with the legitimate p99 under 1,100 half-open sockets: bench/results/security.json.
+bench-security: install
+	$(BIN)/python bench/security.py $(ARGS)
 
 # Ray Train and Ray Serve against the plain paths on this machine: training images/s (1 and 2 workers)
 # and serving answers/s at concurrency 16 (1 and 2 replicas); writes bench/results/scale.json.

@@ -18,12 +18,14 @@ import httpx
 from tandem.errors import AnswerTooLarge
 
 IDENTITY = {"accept-encoding": "identity"}
+MESSAGE_CAP = 64 * 1024  # an error answer says what went wrong in a sentence: this is plenty
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS}
 _DROP = {"content-encoding", "content-length", "transfer-encoding"}
 
 
 def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
-    """A streamed response's bytes as sent (no decoding), chunk by chunk; whole if a transport read it already."""
+    """A streamed response's bytes as sent (no decoding), chunk by chunk; whole if a transport made it of
+    bytes in memory (a test's)."""
     try:
         yield response.content
         return
@@ -38,18 +40,13 @@ def _too_large(what: str, cap: int, got: str = "") -> AnswerTooLarge:
 
 
 def body(response: httpx.Response, cap: int, what: str) -> bytes:
-    """The (decoded) body of a streamed ``response``: at most ``cap`` bytes, or AnswerTooLarge."""
+    """The (decoded) body of a streamed ``response``: at most ``cap`` bytes (an error's message at most
+    MESSAGE_CAP), or AnswerTooLarge."""
+    if not 200 <= response.status_code < 300:
+        cap = min(cap, MESSAGE_CAP)
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise _too_large(what, cap, f" of {int(declared):,} bytes")
-    try:
-        whole = response.content  # read (and decoded) before, by a transport that does so (a test's)
-    except httpx.ResponseNotRead:
-        whole = None
-    if whole is not None:
-        if len(whole) > cap:
-            raise _too_large(what, cap)
-        return whole
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     inflate = None
     if encoding not in ("", "identity"):
@@ -59,7 +56,7 @@ def body(response: httpx.Response, cap: int, what: str) -> bytes:
         inflate = zlib.decompressobj(_WBITS[encoding])
     out = bytearray()
     try:
-        for raw in response.iter_raw():
+        for raw in raw_chunks(response):
             piece = inflate.decompress(raw, cap + 1 - len(out)) if inflate is not None else raw
             out += piece
             if len(out) > cap or (inflate is not None and inflate.unconsumed_tail):

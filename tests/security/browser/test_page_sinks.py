@@ -22,7 +22,7 @@ from tests.integration.server.bundles import make_bundle
 from tests.integration.web.conftest import web_server_for
 from tests.integration.web.test_browser_app import WAIT_MS, match, model_status, result
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redteam("browser")]
 
 IMG = "<img src=x onerror=window.__xss=1>"
 SCRIPT = '"><script>window.__xss=1</script>'

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.cli import tandem_json
 from tests.integration.web.test_browser_app import model_status
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redteam("browser")]
 
 REGISTRATION = "() => window.tandem.updater().registration()"
 LAST_ANSWER = "() => window.tandem.updater().lastSignedAnswer()"

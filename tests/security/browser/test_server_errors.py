@@ -1,11 +1,12 @@
 """Markup and long junk sent as model names, aliases, versions, actions, headers and JSON fields to
-OIP v2, TF-Serving, the image endpoint and the OTA routes of a real server: every error answer
+OIP v2, TF-Serving, the image endpoint and the OTA routes of a real `tandem serve`: every error answer
 quotes it escaped and cut (tandem.errors.quoted), shows no server path, is a 4xx, and carries
 nosniff and no-referrer. A page that shows such a message can only show text."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,9 +14,9 @@ import pytest
 
 from tandem.registry.registry import Registry
 from tandem.server.webapp import PACKAGED
-from tests.integration.server.serving import populate, running, test_settings
+from tests.security.target import Target, target
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redteam("browser")]
 
 PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(1)</script>', "<svg/onload=alert(1)>" + "A" * 300]
 PIXELS = {"name": "pixels", "datatype": "UINT8", "shape": [1, 100, 75, 3], "data": [0] * 22500}
@@ -77,14 +78,22 @@ def requests_for(p: str) -> list[tuple[str, str, str, dict]]:
     ]
 
 
+@dataclass
+class Hostile:
+    server: Target
+    home: Path
+    web_dir: Path
+
+
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory, bundles):
+def hostile(tmp_path_factory, gallery_bundle, tiny_bundles):
+    """A real `tandem serve` with faces v1 (enrolled for celebmatch) and v2, released on production,
+    loading models only when asked, and an empty web folder: /app/ answers "not built", which once
+    named the folder."""
     home = tmp_path_factory.mktemp("home")
-    # An empty web folder: /app/ answers "not built", which once named the folder.
-    settings = test_settings(home, web_dir=tmp_path_factory.mktemp("no-web-app"))
-    keys = populate(settings, list(bundles))
-    with running(settings) as server:
-        yield server, keys, home
+    web_dir = tmp_path_factory.mktemp("no-web-app")
+    with target(home, [gallery_bundle, tiny_bundles["v2"]], web_dir=web_dir, preload=0) as server:
+        yield Hostile(server, home, web_dir)
 
 
 def server_paths(home: Path, web_dir: Path) -> list[str]:
@@ -93,10 +102,10 @@ def server_paths(home: Path, web_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=["img", "script", "long"])
 def test_every_error_quotes_client_input_as_text(hostile, payload):
-    server, keys, home = hostile
+    server, home = hostile.server, hostile.home
     checked = []
     # The admin key may call every route, the OTA ones included (naming the device in the body).
-    with server.client(keys.admin) as http:
+    with server.client(server.keys["admin"]) as http:
         for name, method, path, kwargs in requests_for(payload):
             r = http.request(method, path, **kwargs)
             assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
@@ -109,7 +118,7 @@ def test_every_error_quotes_client_input_as_text(hostile, payload):
             assert "<" not in error and ">" not in error, (name, error)
             assert "onerror=alert(1)\\x3e" in error or "onerror" not in error, (name, error)
             assert "A" * 100 not in error, (name, error)
-            for p in server_paths(home, server.settings.web_dir):
+            for p in server_paths(home, hostile.web_dir):
                 assert p not in error, (name, error)
             checked.append(name)
     assert len(checked) == len(requests_for(payload))
@@ -118,25 +127,24 @@ def test_every_error_quotes_client_input_as_text(hostile, payload):
 def test_a_message_about_a_stored_file_names_no_server_path(hostile):
     """Version 2 lost a file from the artifact store: the registry's message (written for the CLI)
     names the store's folder; the HTTP answer says TANDEM_HOME/… and the object's sha256 instead."""
-    server, keys, home = hostile
+    server, home = hostile.server, hostile.home
     with Registry.open(server.settings) as reg:
         info = next(v for v in reg.versions("faces") if v.version == 2)
         sha = info.files["model.onnx"]
         stored = reg.store.path(sha)
     shutil.rmtree(home / "bundles" / "faces" / "2", ignore_errors=True)
     stored.unlink()
-    with server.client(keys.predict) as http:
+    with server.client(server.keys["predict"]) as http:
         r = http.get("/v2/models/faces/versions/2")
     error = r.json()["error"]
     assert r.status_code == 500, r.text
     assert sha in error and "TANDEM_HOME/…" in error, error
-    for p in server_paths(home, server.settings.web_dir):
+    for p in server_paths(home, hostile.web_dir):
         assert p not in error, error
 
 
 def test_the_page_and_its_errors_carry_the_security_headers(hostile):
-    server, keys, _ = hostile
-    with server.client() as http:
+    with hostile.server.client() as http:
         for path in ("/app", "/app/", "/app/sw.js", "/app/missing"):
             r = http.get(path)
             assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
