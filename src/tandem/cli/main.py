@@ -59,7 +59,7 @@ def train(
     objective: Annotated[str, typer.Option(help="classify: a classifier over the classes; embed: a face embedding that matches people it never saw (celebmatch).")] = "classify",
     teacher: Annotated[str, typer.Option(help="embed: also learn from dlib's face recogniser (needs tandem\\[teacher]); none: the margin loss alone.")] = "none",
     size: Annotated[int, typer.Option(min=32, max=256, help="embed: side of the aligned face crop in pixels.")] = 80,
-    region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.25,
+    region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.2,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -72,7 +72,10 @@ def train(
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       stem_stride=2 if embed else stem_stride, stop_after=stop_after, val_fraction=val_fraction,
                       objective=objective, teacher=teacher if embed else "none", align_size=size,
-                      region_views=region_views if embed else 0.0)
+                      region_views=region_views if embed else 0.0,
+                      # With a teacher the margin loss only nudges: at equal weight it slowed learning here
+                      # (verification of unseen people 0.73 against 0.79 for distillation alone after 5 epochs).
+                      arc_weight=0.1 if embed and teacher != "none" else 1.0)
     show = not no_progress and not json_out
     if embed:
         if workers is not None:

@@ -58,9 +58,13 @@ def _find(img: Image.Image, fixed: tuple[float, float, float, float] | None,
 
 
 def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker,
-                  progress: Callable[[int], None] | None = None, threads: int = 2) -> AlignedFaces:
+                  progress: Callable[[int], None] | None = None, threads: int = 2,
+                  box_of: Callable[[Image.Image], tuple[float, float, float, float]] | None = None,
+                  min_face_probability: float = 0.0) -> AlignedFaces:
     """Every readable image with a face, aligned. Unreadable images and images without a face are
-    skipped, counted in ``catalog.notes``."""
+    skipped, counted in ``catalog.notes``. ``box_of(image)`` (pixels) replaces the detector; LFW's
+    own box is used for LFW catalogs. Faces the landmark network scores below
+    ``min_face_probability`` count as not found."""
     if not catalog.records:
         raise DataError(f"{catalog.root}: no images to read")
     fixed = face_box(catalog)
@@ -74,9 +78,12 @@ def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker
         except ImageError as e:
             return f"unreadable: {e}"
         finder = None
-        if fixed is None:
-            finder = finders.setdefault(threading.get_ident(), FaceFinder())
-        box = _find(img, fixed, finder)
+        if box_of is not None:
+            box: tuple[float, float, float, float] | None = box_of(img)
+        else:
+            if fixed is None:
+                finder = finders.setdefault(threading.get_ident(), FaceFinder())
+            box = _find(img, fixed, finder)
         if box is None:
             return "no face found"
         pixels, square = landmark_input(img, box)
@@ -99,6 +106,11 @@ def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker
                     skipped[reason] = skipped.get(reason, 0) + 1
             if ok:
                 lm, prob = landmarker.find_many(np.stack([r[1] for _, r in ok]))
+                faint = prob < min_face_probability
+                if faint.any():
+                    skipped["no face found"] = skipped.get("no face found", 0) + int(faint.sum())
+                    ok = [item for item, f in zip(ok, faint, strict=True) if not f]
+                    lm, prob = lm[~faint], prob[~faint]
                 jobs = [(r[0], points_in_image(lm[k], r[2])) for k, (_, r) in enumerate(ok)]
                 for k, c in enumerate(pool.map(lambda job: aligned_crop(job[0], job[1], spec)[0], jobs)):
                     crops.append(c)

@@ -29,7 +29,7 @@ from tandem.errors import BundleError
 from tandem.export.onnx_export import INPUT
 from tandem.export.quantize import quantize_int8
 from tandem.faces import calibration, metrics
-from tandem.faces.align import AlignSpec, region_boxes
+from tandem.faces.align import AlignSpec, region_boxes, region_views
 from tandem.models.mobilenet import EmbeddingNet
 from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.runtime import OnnxModel
@@ -66,20 +66,6 @@ def export_embedder(net: EmbeddingNet, path: Path, size: int) -> None:
                                 dynamic_shapes={"pixels": {0: batch}}, opset_version=18, dynamo=True,
                                 external_data=False, optimize=True, verbose=False)
     program.save(str(path), external_data=False)
-
-
-def region_views(pixels: np.ndarray, regions: dict[str, tuple[float, float, float, float]],
-                 fill: np.ndarray) -> dict[str, np.ndarray]:
-    """The whole face and one copy per region, everything else in ``fill`` (the network's mean colour)."""
-    n, h, w, _ = pixels.shape
-    views = {"face": pixels}
-    for name, (x0, y0, x1, y1) in regions.items():
-        masked = np.empty_like(pixels)
-        masked[:] = fill
-        r0, r1, c0, c1 = round(y0 * h), round(y1 * h), round(x0 * w), round(x1 * w)
-        masked[:, r0:r1, c0:c1] = pixels[:, r0:r1, c0:c1]
-        views[name] = masked
-    return views
 
 
 def _sample(catalog: ImageCatalog, n: int, seed: int) -> list[int]:
@@ -125,9 +111,9 @@ def no_detect_crop(data: RunData) -> CropSpec:
     box = face_box(catalog)
     if box is None:
         return CropSpec(mode="center")
-    # The template's bounding square around LFW's face box, as the aligned crop frames it on average.
+    # Where the detector finds LFW's faces: the landmark network starts from there.
     x0, y0, x1, y1 = box
-    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 1.1
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
     return CropSpec(mode="box", box=(round(max(0.0, cx - side / 2), 4), round(max(0.0, cy - side / 2), 4),
                                      round(min(1.0, cx + side / 2), 4), round(min(1.0, cy + side / 2), 4)))
 

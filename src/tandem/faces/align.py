@@ -194,3 +194,19 @@ def region_boxes(spec: AlignSpec) -> dict[str, tuple[float, float, float, float]
     w, h = spec.width, spec.height
     return {k: (round(max(0.0, x0 / w), 4), round(max(0.0, y0 / h), 4), round(min(1.0, x1 / w), 4),
                 round(min(1.0, y1 / h), 4)) for k, (x0, y0, x1, y1) in boxes.items()}
+
+
+def region_views(pixels: np.ndarray, regions: dict[str, tuple[float, float, float, float]],
+                 fill: np.ndarray) -> dict[str, np.ndarray]:
+    """The whole face and one copy per region, everything else in ``fill`` (the network's mean
+    colour, which its normalisation turns into zeros). Rows and columns: round half to even of the
+    fraction times the size, as Python's round() does (the browser repeats it)."""
+    h, w = pixels.shape[1:3]
+    views = {"face": pixels}
+    for name, (x0, y0, x1, y1) in regions.items():
+        masked = np.empty_like(pixels)
+        masked[:] = fill
+        r0, r1, c0, c1 = round(y0 * h), round(y1 * h), round(x0 * w), round(x1 * w)
+        masked[:, r0:r1, c0:c1] = pixels[:, r0:r1, c0:c1]
+        views[name] = masked
+    return views

@@ -17,7 +17,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tandem.apps.celebmatch.gallery import APP as CELEBMATCH
-from tandem.apps.celebmatch.gallery import region_views
 from tandem.apps.celebmatch.matcher import FacePixels
 from tandem.errors import InvalidRequest, NotFound, UnsupportedMediaType, quoted
 from tandem.preprocess import to_input
@@ -125,7 +124,7 @@ async def _celebmatch(request: Request, model: LoadedModel, limit: int, photos: 
             return matcher.face(img, detect)
 
         face = await photos.run(find)
-        views = region_views(face.pixels, matcher.model.spec)
+        views = matcher.views(face)
         t1 = time.perf_counter()
         out = await slot.submit({model.inputs[0].name: np.concatenate(list(views.values()))})
     t2 = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem import atomic
+from tandem.apps.celebmatch.kit import MIN_FACE_PROBABILITY, FaceKit
 from tandem.bundle import Bundle, editing, write_manifest
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import BundleError, DataError, ImageError
@@ -55,14 +56,17 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Gallery:
-    """``vectors[view]``: one unit row per identity, measured from ``centers[view]`` (the mean over
-    identities). Masked regions all look alike to the network; without centring, every eyes
-    match scored 90–99%. Centred, a percentage says how distinctively alike two faces are."""
+    """``vectors[view]``: one unit row per identity, measured from ``centers[view]``. A classifier's
+    embedding (schema-1 bundles) is centred on the mean over identities: its masked regions all look
+    alike, and uncentred every eyes match scored 90–99%. A face-embedding bundle's network learned
+    regions and is calibrated as it is: its centres are zero. ``threshold``: the face similarity
+    below which the best match is "no close match" (face-embedding bundles; None before)."""
 
     names: list[str]
     counts: np.ndarray
     vectors: dict[str, np.ndarray]
     centers: dict[str, np.ndarray]
+    threshold: float | None = None
 
     def query(self, view: str, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity of each embedding (rows) with each identity (columns)."""
@@ -70,9 +74,10 @@ class Gallery:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        extra = {} if self.threshold is None else {"threshold": np.array(self.threshold, np.float64)}
         np.savez(buf, names=np.array(self.names, dtype=str), counts=self.counts,
                  **{f"view_{k}": v.astype(np.float32) for k, v in self.vectors.items()},
-                 **{f"center_{k}": v.astype(np.float32) for k, v in self.centers.items()})
+                 **{f"center_{k}": v.astype(np.float32) for k, v in self.centers.items()}, **extra)
         return buf.getvalue()
 
     @classmethod
@@ -83,9 +88,10 @@ class Gallery:
                 vectors = {k: z[f"view_{k}"] for k in VIEWS}
                 centers = {k: z[f"center_{k}"] for k in VIEWS}
                 counts = z["counts"]
+                threshold = float(z["threshold"]) if "threshold" in z.files else None
         except (OSError, KeyError, ValueError) as e:
             raise BundleError(f"{path}: unreadable celebmatch gallery ({e}); enrol again") from e
-        return cls(names, counts, vectors, centers)
+        return cls(names, counts, vectors, centers, threshold)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> Gallery:
@@ -150,13 +156,45 @@ def build_gallery(
                    {v: centers[v].astype(np.float32) for v in VIEWS})
 
 
+def build_face_gallery(model: OnnxModel, kit: FaceKit, catalog: ImageCatalog, max_per_identity: int | None = None,
+                       progress: Callable[[int], None] | None = None, detect: bool = True) -> Gallery:
+    """A face-embedding bundle's gallery: every photo aligned (landmarks → canonical crop), the
+    mean embedding per identity and view, and the no-match threshold for this very gallery."""
+    from tandem.data.faces import align_catalog
+
+    if max_per_identity is not None:
+        seen: dict[int, int] = {}
+        keep = []
+        for i, r in enumerate(catalog.records):
+            seen[r.label] = seen.get(r.label, 0) + 1
+            if seen[r.label] <= max_per_identity:
+                keep.append(i)
+        catalog = catalog.subset(keep)
+    spec = model.spec
+    faces = align_catalog(catalog, kit.align, kit.landmarker, progress, min_face_probability=MIN_FACE_PROBABILITY,
+                          box_of=None if detect else (lambda img: spec.crop_pixels(img.width, img.height)))
+    views = {v: model.run(px)["embedding"] for v, px in kit.views(faces.pixels).items()}
+    present = np.unique(faces.labels)
+    means = {v: _unit(np.stack([_unit(e[faces.labels == c]).mean(0) for c in present])) for v, e in views.items()}
+    names = [catalog.classes[i] for i in present]
+    counts = np.array([int((faces.labels == c).sum()) for c in present], np.int64)
+    dim = next(iter(means.values())).shape[1]
+    threshold = kit.threshold(means["face"], names)
+    return Gallery(names, counts, {v: m.astype(np.float32) for v, m in means.items()},
+                   {v: np.zeros(dim, np.float32) for v in means}, None if np.isnan(threshold) else threshold)
+
+
 def enroll(bundle: Bundle, gallery: Gallery, source: str) -> Bundle:
     """Store ``gallery`` in the bundle (replacing any earlier one) and re-hash the manifest."""
     manifest = bundle.manifest.model_copy(deep=True)
+    faces = bundle.manifest.apps.get("faces")
+    regions = faces["regions"] if faces else {k: list(v) for k, v in REGIONS.items()}
     manifest.apps[APP] = {
         "gallery": GALLERY_FILE, "identities": len(gallery.names), "images": int(gallery.counts.sum()),
-        "source": source, "regions": {k: list(v) for k, v in REGIONS.items()}, "precision": "fp32",
+        "source": source, "regions": regions, "precision": "fp32",
     }
+    if gallery.threshold is not None:
+        manifest.apps[APP]["threshold"] = gallery.threshold
     with editing(bundle) as stage:
         atomic.write_bytes(stage / GALLERY_FILE, gallery.to_bytes())
         write_manifest(stage, manifest)

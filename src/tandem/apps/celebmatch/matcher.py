@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tandem.apps.celebmatch.gallery import REGIONS, Gallery, embed_views
+from tandem.apps.celebmatch.gallery import REGIONS, Gallery, region_views
+from tandem.apps.celebmatch.kit import FaceKit
 from tandem.bundle import Bundle, Precision
 from tandem.errors import NoFaceFound
 from tandem.faces.finder import FaceFinder
@@ -30,10 +31,12 @@ def percent(similarity: float) -> int:
 class Likeness:
     name: str
     similarity: float
+    # The calibrated chance (in %) that the faces are the same person; schema-1 bundles: the cosine.
+    percent: int = -1
 
-    @property
-    def percent(self) -> int:
-        return percent(self.similarity)
+    def __post_init__(self) -> None:
+        if self.percent < 0:
+            object.__setattr__(self, "percent", percent(self.similarity))
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,14 @@ class MatchResult:
     parts: dict[str, Likeness]
     face_box: tuple[int, int, int, int] | None
     crop_window: tuple[int, int, int, int]
+    no_match: bool = False
+    landmarks: list[list[float]] | None = None
 
     @property
     def sentence(self) -> str:
         best = self.top[0]
+        if self.no_match:
+            return f"No close match — the nearest is {display_name(best.name)} ({best.percent}%)"
         head = f"You look {best.percent}% like {display_name(best.name)}"
         others = [(part, lk) for part, lk in self.parts.items() if lk.name != best.name]
         if not others:
@@ -61,6 +68,8 @@ class MatchResult:
                       for k, v in self.parts.items()},
             "face_box": self.face_box,
             "crop_window": self.crop_window,
+            "no_match": self.no_match,
+            "landmarks": self.landmarks,
         }
 
 
@@ -71,6 +80,7 @@ class FacePixels:
     pixels: np.ndarray  # 1×H×W×3 uint8
     face_box: tuple[int, int, int, int] | None
     crop_window: tuple[int, int, int, int]
+    landmarks: np.ndarray | None = None  # 5×2 (face-embedding bundles)
 
 
 class CelebMatcher:
@@ -82,6 +92,9 @@ class CelebMatcher:
         self.bundle = bundle
         self.gallery = Gallery.from_bundle(bundle)
         self.model = model or OnnxModel.open(bundle, precision, threads)
+        self.kit = FaceKit.of(bundle)
+        regions = bundle.manifest.apps.get("faces", {}).get("regions") or REGIONS
+        self.parts = list(regions)
         # OpenCV's cascade keeps scratch buffers: one finder per thread that calls ``face``.
         self._local = threading.local()
 
@@ -105,21 +118,39 @@ class CelebMatcher:
             window = f.crop_window()
         else:
             window = self.model.spec.crop_pixels(img.width, img.height)
+        if self.kit is not None:
+            aligned = self.kit.align_face(img, face_box or window)
+            return FacePixels(aligned.pixels[None], face_box, aligned.window, aligned.landmarks)
         return FacePixels(to_input(img, self.model.spec, window)[None], face_box, window)
+
+    def views(self, face: FacePixels) -> dict[str, np.ndarray]:
+        """The rows the model runs on: the whole face, then each region."""
+        if self.kit is not None:
+            return self.kit.views(face.pixels)
+        return region_views(face.pixels, self.model.spec)
 
     def score(self, face: FacePixels, views: dict[str, np.ndarray], top_k: int = 3) -> MatchResult:
         """The result from the embedding of each view (``embed_views`` of ``face.pixels``)."""
         g = self.gallery
         face_sims = g.query("face", views["face"])[0]
         order = np.argsort(-face_sims)[:top_k]
-        top = [Likeness(g.names[i], float(face_sims[i])) for i in order]
+        top = [self._likeness("face", g.names[i], float(face_sims[i])) for i in order]
         parts = {}
-        for part in REGIONS:
+        for part in self.parts:
             sims = g.query(part, views[part])[0]
             j = int(np.argmax(sims))
-            parts[part] = Likeness(g.names[j], float(sims[j]))
-        return MatchResult(top, parts, face.face_box, face.crop_window)
+            parts[part] = self._likeness(part, g.names[j], float(sims[j]))
+        no_match = g.threshold is not None and float(face_sims[order[0]]) < g.threshold
+        lm = None if face.landmarks is None else [[round(float(v), 2) for v in p] for p in face.landmarks]
+        return MatchResult(top, parts, face.face_box, face.crop_window, no_match, lm)
+
+    def _likeness(self, view: str, name: str, similarity: float) -> Likeness:
+        if self.kit is None:
+            return Likeness(name, similarity)
+        return Likeness(name, similarity, self.kit.percent(view, similarity))
 
     def match(self, photo: bytes | Path | str | Image.Image, detect: bool = True, top_k: int = 3) -> MatchResult:
         face = self.face(photo, detect)
-        return self.score(face, embed_views(self.model, face.pixels), top_k)
+        views = self.views(face)
+        out = self.model.run(np.concatenate(list(views.values())))["embedding"]
+        return self.score(face, {v: out[i : i + 1] for i, v in enumerate(views)}, top_k)

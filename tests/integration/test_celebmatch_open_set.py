@@ -1,0 +1,108 @@
+"""celebmatch for people the network never saw: train the embed objective briefly, export, enrol
+people who were not in training, and ask about photos — through the CLI and through the server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import make_folder_dataset
+from tests.integration.cli import tandem, tandem_json
+from tests.integration.served import serve, stop
+
+pytestmark = pytest.mark.integration
+
+
+def _people(lfw_people: Path, at_least: int) -> list[str]:
+    return sorted(p.name for p in lfw_people.iterdir() if len(list(p.glob("*.jpg"))) >= at_least)
+
+
+@pytest.fixture(scope="module")
+def open_set(tmp_path_factory, lfw_people):
+    root = tmp_path_factory.mktemp("open_set")
+    people = _people(lfw_people, 8)
+    train_people, enrolled, stranger = people[:24], people[24:27], people[27]
+    train_dir = make_folder_dataset(root / "train", lfw_people, train_people, 6)
+    enrol_dir = make_folder_dataset(root / "enrol", lfw_people, enrolled, 4)
+    env = {"TANDEM_HOME": str(root / "home")}
+    tandem("train", "--data", train_dir, "--objective", "embed", "--size", "48", "--epochs", "3", "--batch-size", "32",
+           "--val-fraction", "0.25", "--out", root / "run", "--no-progress", env=env)
+    tandem("export", root / "run", "--out", root / "bundle", "--name", "faces", env=env)
+    summary = tandem_json("celebmatch", "enroll", root / "bundle", "--data", enrol_dir, env=env)
+    return {"root": root, "bundle": root / "bundle", "enrolled": enrolled, "stranger": stranger, "env": env,
+            "enrol_summary": summary, "train_people": train_people}
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_the_bundle_is_a_face_embedding_with_its_alignment_and_calibration(open_set):
+    manifest = json.loads((open_set["bundle"] / "manifest.json").read_text())
+    assert manifest["schema_version"] == 2 and manifest["task"] == "face-embedding"
+    assert [o["name"] for o in manifest["outputs"]] == ["embedding"]
+    faces = manifest["apps"]["faces"]
+    assert faces["landmarks"] in manifest["files"] and faces["impostors"] in manifest["files"]
+    assert set(faces["calibration"]) == {"face", "eyes", "nose", "mouth"}
+    for curve in faces["calibration"].values():
+        assert all(b >= a for a, b in zip(curve["y"], curve["y"][1:], strict=False))  # monotone
+    run = json.loads((open_set["root"] / "run" / "dataset.json").read_text())
+    by_part = {part: {run["labels"][i] for i in idx} for part, idx in run["split"].items()}
+    assert not by_part["train"] & by_part["val"]  # identity-disjoint
+    assert manifest["metrics"]["max_abs_onnx_torch"] < 1e-4
+
+
+def test_enrolled_strangers_to_the_network_are_matched_and_others_get_no_close_match(open_set, lfw_people):
+    enrolled = open_set["enrolled"]
+    assert open_set["enrol_summary"]["identities"] == 3
+    assert not set(enrolled) & set(open_set["train_people"])
+    gallery = json.loads((open_set["bundle"] / "manifest.json").read_text())["apps"]["celebmatch"]
+    threshold = gallery["threshold"]
+    own = [sorted((lfw_people / name).glob("*.jpg"))[0] for name in enrolled]  # photos that were enrolled
+    stranger = sorted((lfw_people / open_set["stranger"]).glob("*.jpg"))[:3]
+    out = tandem("celebmatch", "match", open_set["bundle"], *own, *stranger, "--json", env=open_set["env"]).stdout
+    lines = _lines(out)
+    assert [line["photo"] for line in lines] == [str(p) for p in [*own, *stranger]]
+    for line in lines:
+        assert line["no_match"] == (line["top"][0]["similarity"] < threshold)
+        assert all(0 <= t["percent"] <= 100 for t in line["top"]) and len(line["landmarks"]) == 5
+    for name, line in zip(enrolled, lines[:3], strict=True):
+        assert line["top"][0]["label"] == name  # the enrolled photo itself finds its person
+    assert any(line["no_match"] for line in lines[3:])
+    assert any(line["sentence"].startswith("No close match") for line in lines[3:])
+    # A folder is answered photo by photo, in order.
+    folder = tandem("celebmatch", "match", open_set["bundle"], open_set["root"] / "enrol" / enrolled[0], "--json",
+                    env=open_set["env"]).stdout
+    assert len(_lines(folder)) == 4
+
+
+def test_noise_is_no_face_even_without_detection(open_set, tmp_path):
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (250, 250, 3), dtype=np.uint8)).save(noise)
+    proc = tandem("celebmatch", "match", open_set["bundle"], noise, "--no-detect", "--json", ok=False,
+                  env=open_set["env"])
+    assert proc.returncode != 0 and "no face" in proc.stderr
+
+
+def test_the_server_answers_the_same_with_no_match(open_set, lfw_people):
+    env = {**os.environ, **open_set["env"], "TANDEM_DATABASE_URL": "", "TANDEM_REDIS_URL": "", "TANDEM_ACCESS_LOG": "0"}
+    tandem("push", open_set["bundle"], env=env)
+    key = tandem_json("keys", "create", "--scope", "predict", env=env)["key"]
+    photo = sorted((lfw_people / open_set["stranger"]).glob("*.jpg"))[0]
+    cli = _lines(tandem("celebmatch", "match", open_set["bundle"], photo, "--json", env=env).stdout)[0]
+    proc, url = serve(env)
+    try:
+        r = httpx.post(f"{url}/v1/apps/celebmatch/faces:predict?version=1", content=photo.read_bytes(),
+                       headers={"authorization": f"Bearer {key}", "content-type": "image/jpeg"}, timeout=30)
+    finally:
+        stop(proc)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["no_match"] == cli["no_match"] and body["top"][0]["label"] == cli["top"][0]["label"]
+    assert body["top"][0]["similarity"] == pytest.approx(cli["top"][0]["similarity"], abs=1e-4)
