@@ -60,6 +60,7 @@ def train(
     teacher: Annotated[str, typer.Option(help="embed: also learn from dlib's face recogniser (needs tandem\\[teacher]); none: the margin loss alone.")] = "none",
     size: Annotated[int, typer.Option(min=32, max=256, help="embed: side of the aligned face crop in pixels.")] = 80,
     region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.2,
+    max_images: Annotated[int | None, typer.Option(min=2, help="embed: train on at most this many photos, spread over the people (the teacher's budget).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -72,7 +73,7 @@ def train(
                       epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                       stem_stride=2 if embed else stem_stride, stop_after=stop_after, val_fraction=val_fraction,
                       objective=objective, teacher=teacher if embed else "none", align_size=size,
-                      region_views=region_views if embed else 0.0,
+                      region_views=region_views if embed else 0.0, max_images=max_images if embed else None,
                       # With a teacher the margin loss only nudges: at equal weight it slowed learning here
                       # (verification of unseen people 0.73 against 0.79 for distillation alone after 5 epochs).
                       arc_weight=0.1 if embed and teacher != "none" else 1.0)
@@ -181,12 +182,13 @@ def predict(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo's run and bundle go.")] = Path("tandem-demo"),
-    epochs: Annotated[int, typer.Option()] = 20,
-    subset: Annotated[float, typer.Option(help="Train, enrol and match on this fraction of each person's "
-                                               "photos (0-1]: a quicker, less accurate look.")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training photos.")] = 8,
+    subset: Annotated[float, typer.Option(min=0.01, max=1.0, help="Train on this fraction of the demo's photo budget and "
+                                               "enrol this fraction of the people: a quicker, less accurate look.")] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train celebmatch on LFW (a few minutes on 2 cores), export, enrol and match held-out photos."""
+    """Train celebmatch's face embedding on LFW (about 5 minutes on 2 cores), export, enrol people it never saw
+    and match their other photos."""
     from tandem.demo import run_demo
 
     if json_out:

@@ -90,6 +90,16 @@ def _part_sample(cfg: TrainConfig, data: RunData, part: str, n: int, run_dir: Pa
     return load_faces(cfg, sub, part, run_dir)
 
 
+def _pairs_only(data: RunData) -> RunData:
+    """For LFW, the test part cut to the photos of the held-out folds' pairs (what the metrics read)."""
+    if data.source != "lfw":
+        return data
+    pairs = read_pairs(data.catalog().root.parent / "pairs.txt")
+    wanted = {f for p in pairs if p.fold in HELD_OUT_FOLDS for f in (p.a, p.b)}
+    test = [i for i in data.split["test"] if data.files[i] in wanted]
+    return RunData(**{**data.__dict__, "split": {**data.split, "test": test}})
+
+
 def _lfw_pairs_scores(model: OnnxModel, cfg: TrainConfig, data: RunData, test: FaceSet) -> tuple | None:
     """Scores, same-flags and folds of LFW's pairs in the held-out folds, when the run is on LFW."""
     if data.source != "lfw":
@@ -127,7 +137,7 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
     landmarker(run_dir)  # the run's landmark network (exported now if the run folder lacks it)
     calib_faces = _part_sample(cfg, data, "train", calibration_images, run_dir)
     val = load_faces(cfg, data, "val", run_dir)
-    test = load_faces(cfg, data, "test", run_dir)
+    test = load_faces(cfg, _pairs_only(data), "test", run_dir)
     fill = np.round(np.array(net.cfg.mean) * 255).astype(np.uint8)
     history = load_history(run_dir)
     with staged_dir(out) as stage:

@@ -27,7 +27,7 @@ from tandem.data import load_catalog
 from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import AlignedFaces, align_catalog, face_box
 from tandem.data.lfw_pairs import people_of, read_pairs
-from tandem.data.split import identity_split, stratified_subset
+from tandem.data.split import Split, identity_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.faces import metrics
 from tandem.faces.align import AlignSpec, Landmarker
@@ -81,8 +81,27 @@ def prepare_embed_run(cfg: TrainConfig) -> RunData:
     keep = stratified_subset(labels, cfg.subset, cfg.seed, min_per_class=1)
     test_classes = _held_out_classes(catalog)
     catalog = catalog.subset(keep)
-    split = identity_split([r.label for r in catalog.records], cfg.val_fraction, cfg.seed, test_classes)
+    labels = [r.label for r in catalog.records]
+    split = identity_split(labels, cfg.val_fraction, cfg.seed, test_classes)
+    if cfg.max_images is not None and len(split.train) > cfg.max_images:
+        split = Split(spread(split.train, labels, cfg.max_images, cfg.seed), split.val, split.test)
     return RunData.from_catalog(catalog, split)
+
+
+def spread(indices: list[int], labels: list[int], n: int, seed: int) -> list[int]:
+    """``n`` of ``indices``, taken one person at a time in a seeded order: as many people as possible."""
+    rng = np.random.default_rng(seed)
+    by: dict[int, list[int]] = {}
+    for i in indices:
+        by.setdefault(labels[i], []).append(i)
+    queues = [rng.permutation(v).tolist() for _, v in sorted(by.items())]
+    order = rng.permutation(len(queues))
+    picked: list[int] = []
+    while len(picked) < n:
+        for k in order:
+            if queues[k] and len(picked) < n:
+                picked.append(queues[k].pop())
+    return sorted(picked)
 
 
 def open_embed_run(cfg: TrainConfig, resume: bool) -> tuple[RunData, dict | None]:
@@ -348,6 +367,8 @@ def check_embed_config(cfg: TrainConfig) -> None:
         problems.append("nothing to learn from: give --arc-weight > 0 or --teacher dlib with --kd-weight > 0")
     if not 0 <= cfg.region_views < 1:
         problems.append(f"--region-views {cfg.region_views}: a share from 0 to below 1")
+    if cfg.max_images is not None and cfg.max_images < 2:
+        problems.append(f"--max-images {cfg.max_images}: at least 2")
     if problems:
         raise ConfigError("; ".join(problems))
 

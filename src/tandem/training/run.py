@@ -64,6 +64,8 @@ class TrainConfig:
     arc_weight: float = 1.0
     kd_weight: float = 1.0
     region_views: float = 0.0
+    # embed: train on at most this many photos, spread over the training people (a budget for the teacher).
+    max_images: int | None = None
 
     def validate(self) -> None:
         """Refuse settings that would only fail deep inside torch, with what to use instead."""
