@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.open_set` when run as a script
 from rich.table import Table
 
 from tandem.bundle import Bundle
@@ -107,8 +109,67 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
     return statistics.median(times)
 
 
+def open_set_part(args: argparse.Namespace) -> dict:
+    """Issue 15's figures: the full face embedding and the demo's, each on people it never saw, against
+    eigenfaces on the same photos (bench/open_set.py says how each is measured)."""
+    from bench.open_set import detection, evaluate
+    from tandem.demo import run_demo
+    from tandem.training.embed import train_embed
+
+    run_dir = args.embed_run or WORK / f"embed-e{args.embed_epochs}-s{args.seed}"
+    bundle_dir = WORK / f"embed-bundle-{run_dir.name}"
+    cfg = TrainConfig(data="lfw", name="celebmatch", out=run_dir, min_faces=1, epochs=args.embed_epochs, seed=args.seed,
+                      device=args.device, stem_stride=2, objective="embed", teacher="dlib", align_size=args.size,
+                      region_views=0.2, arc_weight=0.1)
+    if args.embed_run is None or not (run_dir / checkpoint.BEST).exists():
+        console.print(f"[bold]training[/] the face embedding, {args.embed_epochs} epochs at {args.size}×{args.size}")
+        train_embed(cfg, resume=(run_dir / checkpoint.LAST).exists())
+    history = json.loads((run_dir / "history.json").read_text())
+    export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"))
+    full = evaluate(run_dir, bundle_dir, args.seed)
+    console.print("[bold]demo[/]: `tandem demo` as a user runs it, then the same measures")
+    demo_dir = WORK / "demo"
+    if demo_dir.exists():
+        shutil.rmtree(demo_dir)
+    t0 = time.perf_counter()
+    run_demo(demo_dir, seed=args.seed)
+    demo_seconds = time.perf_counter() - t0
+    demo = evaluate(demo_dir / "run", demo_dir / "bundle", args.seed, regions=False)
+    det = detection(bundle_dir=bundle_dir)
+    bundle = Bundle.load(bundle_dir)
+    fp32, int8 = OnnxModel.open(bundle, "fp32"), OnnxModel.open(bundle, "int8")
+    px = np.zeros((32, bundle.manifest.preprocessing.height, bundle.manifest.preprocessing.width, 3), np.uint8)
+    keys = ("verif_acc", "verif_auc", "tar_at_far1", "own_verif_acc", "own_verif_auc", "own_tar_at_far1", "open_top1",
+            "open_top1_k1", "reject_at_far1", "region_top1_eyes", "region_top1_nose", "region_top1_mouth")
+    out: dict = {k: full["fp32"][k] for k in keys if k in full["fp32"]}
+    for kind in ("int8", "eigenfaces"):
+        out.update({f"{kind}_{k}": full[kind][k] for k in keys if k in full[kind]})
+    out["region_top1"] = {v: full["fp32"][f"region_top1_{v}"] for v in ("eyes", "nose", "mouth")}
+    out.update(det)
+    out.update({"demo_open_top1": demo["fp32"]["open_top1"], "demo_verif_acc": demo["fp32"]["verif_acc"],
+                "demo_open_top1_k1": demo["fp32"]["open_top1_k1"], "demo_reject_at_far1": demo["fp32"]["reject_at_far1"],
+                "demo_eigenfaces_open_top1": demo["eigenfaces"]["open_top1"],
+                "demo_eigenfaces_verif_acc": demo["eigenfaces"]["verif_acc"], "demo_seconds": round(demo_seconds, 1),
+                "demo_distractors": demo["fp32"]["distractors"]})
+    out["open_set"] = {"full": full, "demo": demo}
+    out.update({"embed_fp32_bytes": bundle.manifest.files["model.onnx"].size,
+                "embed_int8_bytes": bundle.manifest.files["model.int8.onnx"].size,
+                "embed_fp32_b1_ms": latency_ms(fp32, px, 1, 200), "embed_int8_b1_ms": latency_ms(int8, px, 1, 200),
+                "embed_max_abs_onnx_torch": bundle.manifest.metrics["max_abs_onnx_torch"],
+                "embed_epochs": len(history), "embed_train_seconds": round(sum(h["seconds"] for h in history), 1),
+                "embed_device": "+".join(sorted({h.get("device", "cpu") for h in history})),
+                "embed_size": bundle.manifest.preprocessing.height, "embed_teacher": "dlib"})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("all", "classify", "open-set"), default="all",
+                    help="classify: the 47-way classifier (the keys from before issue 15); open-set: the face "
+                         "embedding and the demo on people never trained on")
+    ap.add_argument("--embed-run", type=Path, help="an existing embed run folder to measure (else one is trained)")
+    ap.add_argument("--embed-epochs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=80, help="the face embedding's aligned crop size")
     ap.add_argument("--epochs", type=int, default=120)
     ap.add_argument("--val-fraction", type=float, default=0.0,
                     help="0 trains on train+validation (the test split is the same either way)")
@@ -118,6 +179,14 @@ def main() -> None:
     ap.add_argument("--train-only", action="store_true",
                     help="only train (e.g. on a GPU machine); a later run without it picks the run folder up")
     args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "accuracy.json"
+    if args.part in ("all", "open-set"):
+        merged = {**(json.loads(path.read_text()) if path.exists() else {}), **open_set_part(args)}
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+        show_open_set(merged)
+        if args.part == "open-set":
+            return
 
     tag = f"e{args.epochs}-v{args.val_fraction:g}-s{args.seed}"
     run_dir, bundle_dir = WORK / f"run-{tag}", WORK / f"bundle-{tag}"
@@ -170,8 +239,8 @@ def main() -> None:
         "classes": len(data.classes), "train_images": len(data.split["train"]), "val_images": len(data.split["val"]),
         "test_images": len(test_y), "parameters": count_parameters(load_net(run_dir)[0]),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, **results}, indent=2) + "\n")
     for png in ("curves.png", "confusion.png"):
         shutil.copy(run_dir / png, RESULTS / f"accuracy_{png}")
 
@@ -191,6 +260,30 @@ def main() -> None:
         table.add_row(key, shown, target, "" if met is None else ("[green]yes[/]" if met else "[red]no[/]"))
     console.print(table)
     console.print(f"wrote {RESULTS / 'accuracy.json'}")
+
+
+def show_open_set(r: dict) -> None:
+    targets = {
+        "verif_acc": ("≥ 0.90", r["verif_acc"] >= 0.90),
+        "open_top1": ("≥ 0.80", r["open_top1"] >= 0.80),
+        "reject_at_far1": ("≥ 0.80", r["reject_at_far1"] >= 0.80),
+        "demo_open_top1": ("≥ 0.60 and ≥ eigenfaces + 0.15",
+                           r["demo_open_top1"] >= 0.60 and r["demo_open_top1"] >= r["demo_eigenfaces_open_top1"] + 0.15),
+    }
+    for k in ("verif_acc", "open_top1", "reject_at_far1", "tar_at_far1", "open_top1_k1"):
+        if f"int8_{k}" in r:
+            targets[f"int8_{k}"] = ("within 1 pt of fp32", abs(r[k] - r[f"int8_{k}"]) <= 0.01)
+    table = Table(title="celebmatch on people never trained on (LFW pair folds 9–10 people)")
+    for col in ("measure", "value", "target", "met"):
+        table.add_column(col)
+    for key, value in r.items():
+        if not any(key.startswith(p) for p in ("verif", "own_", "open_top1", "reject", "region_top1_", "int8_", "eigenfaces_",
+                                               "demo_", "detect", "align", "embed_", "tar_at")):
+            continue
+        target, met = targets.get(key, ("", None))
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown, target, "" if met is None else ("[green]yes[/]" if met else "[red]no[/]"))
+    console.print(table)
 
 
 if __name__ == "__main__":

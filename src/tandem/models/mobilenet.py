@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# (expansion t, channels c, repeats n, first stride s), as in the MobileNetV2 paper's table 2.
+STAGES = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 40, 3, 2), (4, 80, 3, 2), (4, 112, 2, 1), (4, 160, 2, 2))
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -22,15 +25,15 @@ class NetConfig:
     dropout: float = 0.2
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    # (expansion t, channels c, repeats n, first stride s), as in the MobileNetV2 paper's table 2.
-    stages: tuple[tuple[int, int, int, int], ...] = field(
-        default=((1, 16, 1, 1), (4, 24, 2, 2), (4, 40, 3, 2), (4, 80, 3, 2), (4, 112, 2, 1), (4, 160, 2, 2))
-    )
+    stages: tuple[tuple[int, int, int, int], ...] = field(default=STAGES)
     stem_channels: int = 24
     # Stride 1 keeps 100×75 faces at full resolution through the stem: 3.7× the multiply-adds of
     # stride 2 (112M vs 31M), which is what let validation accuracy climb past 0.8 on LFW.
     stem_stride: int = 1
     last_channels: int = 512
+    # 0: global average pooling before the embedding; N: a global depthwise N×N convolution (GDC, as in
+    # MobileFaceNet), which weighs each place of the final feature map: a face's parts are not alike.
+    gdc_size: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +94,8 @@ class EmbeddingNet(nn.Module):
         last = _ch(cfg.last_channels, cfg.width)
         layers.append(ConvBNAct(c, last, k=1))
         self.features = nn.Sequential(*layers)
+        self.gdc = (nn.Sequential(nn.Conv2d(last, last, cfg.gdc_size, groups=last, bias=False), nn.BatchNorm2d(last))
+                    if cfg.gdc_size else None)
         self.dropout = nn.Dropout(cfg.dropout)
         self.embed = nn.Sequential(nn.Linear(last, cfg.embedding_dim, bias=False), nn.BatchNorm1d(cfg.embedding_dim))
         self.classifier = nn.Linear(cfg.embedding_dim, cfg.num_classes)
@@ -117,7 +122,7 @@ class EmbeddingNet(nn.Module):
         """x: N×3×H×W floats in [0, 1]. Returns (logits, raw embedding)."""
         x = (x - self.mean) / self.std
         x = self.features(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = torch.flatten(self.gdc(x) if self.gdc is not None else F.adaptive_avg_pool2d(x, 1), 1)
         emb = self.embed(self.dropout(x))
         return self.classifier(emb), emb
 
