@@ -16,6 +16,22 @@ export function percent(similarity) {
   return pyRound(Math.max(0.0, similarity) * 100);
 }
 
+/** numpy's interp: linear between the calibration's points, clipped at its ends. */
+export function interp(x, xs, ys) {
+  if (x <= xs[0]) return ys[0];
+  const n = xs.length;
+  if (x >= xs[n - 1]) return ys[n - 1];
+  let lo = 0;
+  let hi = n - 1;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] <= x) lo = mid;
+    else hi = mid;
+  }
+  const slope = (ys[hi] - ys[lo]) / (xs[hi] - xs[lo]);
+  return slope * (x - xs[lo]) + ys[lo];
+}
+
 export class Gallery {
   constructor(arrays, views) {
     this.names = arrays.names.data;
@@ -27,6 +43,8 @@ export class Gallery {
       this.vectors[v] = arrays[`view_${v}`].data;
       this.centers[v] = arrays[`center_${v}`].data;
     }
+    // Face-embedding bundles: the similarity below which the best match is "no close match".
+    this.threshold = arrays.threshold ? arrays.threshold.data[0] : null;
   }
 
   /** Cosine similarity of one embedding with every identity (Gallery.query). */
@@ -55,9 +73,17 @@ export class CelebMatch {
   /** manifest: the bundle's manifest; arrays: the gallery's .npz arrays. */
   constructor(manifest, arrays) {
     this.spec = manifest.preprocessing;
-    this.regions = manifest.apps?.celebmatch?.regions || DEFAULT_REGIONS;
+    this.faces = manifest.apps?.faces || null; // alignment, calibration (face-embedding bundles)
+    this.regions = this.faces?.regions || manifest.apps?.celebmatch?.regions || DEFAULT_REGIONS;
     this.views = ["face", ...Object.keys(this.regions)];
     this.gallery = new Gallery(arrays, this.views);
+  }
+
+  /** The calibrated percentage for a view's similarity (schema-1 bundles: the cosine). */
+  percentOf(view, similarity) {
+    const curve = this.faces?.calibration?.[view];
+    if (!curve) return percent(similarity);
+    return pyRound(100 * interp(similarity, curve.x, curve.y));
   }
 
   /** The whole face, then one copy per region with everything else in the training mean colour. */
@@ -82,26 +108,34 @@ export class CelebMatch {
   }
 
   /** MatchResult.to_json() from the embeddings of viewBatch's rows (Float32Array, rows × dim). */
-  score(embeddings, faceBox, cropWindow, topK = 3) {
+  score(embeddings, faceBox, cropWindow, topK = 3, landmarks = null) {
     const g = this.gallery;
     const row = (i) => embeddings.subarray(i * g.dim, (i + 1) * g.dim);
-    const like = (idx, sim) => ({ name: displayName(g.names[idx]), label: g.names[idx], similarity: sim, percent: percent(sim) });
+    const like = (view, idx, sim) => ({ name: displayName(g.names[idx]), label: g.names[idx], similarity: sim, percent: this.percentOf(view, sim) });
     const faceSims = g.query("face", row(0));
     const order = Array.from(faceSims.keys()).sort((a, b) => faceSims[b] - faceSims[a]).slice(0, topK);
-    const top = order.map((i) => like(i, faceSims[i]));
+    const top = order.map((i) => like("face", i, faceSims[i]));
     const parts = {};
     this.views.slice(1).forEach((part, k) => {
       const sims = g.query(part, row(k + 1));
       let j = 0;
       for (let i = 1; i < sims.length; i++) if (sims[i] > sims[j]) j = i;
-      parts[part] = like(j, sims[j]);
+      parts[part] = like(part, j, sims[j]);
     });
-    return { sentence: sentence(top, parts), top, parts, face_box: faceBox, crop_window: cropWindow };
+    const noMatch = g.threshold !== null && faceSims[order[0]] < g.threshold;
+    const lm = landmarks ? landmarks.map(([x, y]) => [pyRound2(x), pyRound2(y)]) : null;
+    return { sentence: sentence(top, parts, noMatch), top, parts, face_box: faceBox, crop_window: cropWindow, no_match: noMatch, landmarks: lm };
   }
 }
 
-export function sentence(top, parts) {
+/** Python's round(x, 2). */
+function pyRound2(x) {
+  return pyRound(x * 100) / 100;
+}
+
+export function sentence(top, parts, noMatch = false) {
   const best = top[0];
+  if (noMatch) return `No close match — the nearest is ${best.name} (${best.percent}%)`;
   const head = `You look ${best.percent}% like ${best.name}`;
   const others = Object.entries(parts).filter(([, lk]) => lk.label !== best.label);
   if (!others.length) return `${head} — ${Object.keys(parts).join(", ")} included.`;

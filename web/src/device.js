@@ -1,6 +1,7 @@
 // celebmatch on this device: the OTA-delivered bundle run by onnxruntime-web (WASM, one thread:
 // a page without cross-origin isolation has no SharedArrayBuffer for more).
 import * as ort from "onnxruntime-web/wasm";
+import { alignedCrop, cropBounds, landmarkInput, pointsInImage, regionViews } from "./align.js";
 import { CelebMatch } from "./celebmatch.js";
 import { cropWindow, findFaces, loadFinder } from "./face.js";
 import { readNpz } from "./npz.js";
@@ -10,6 +11,9 @@ ort.env.wasm.numThreads = 1;
 
 export class NoFace extends Error {}
 
+// As src/tandem/apps/celebmatch/kit.py: below this, the landmark network sees no face in the box.
+const MIN_FACE_PROBABILITY = 0.5;
+
 export class DeviceModel {
   static async open(delivered) {
     const { manifest, files } = delivered;
@@ -18,9 +22,17 @@ export class DeviceModel {
     const galleryFile = manifest.apps?.celebmatch?.gallery;
     if (!galleryFile || !files[galleryFile]) throw new Error("the delivered bundle has no celebmatch gallery; enrol one and release again");
     const finder = loadFinder(); // OpenCV compiles meanwhile, so the first match does not wait for it
-    const session = await ort.InferenceSession.create(files[modelFile], { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    const session = await ort.InferenceSession.create(files[modelFile], options);
     const app = new CelebMatch(manifest, await readNpz(files[galleryFile]));
-    const model = new DeviceModel(session, app, delivered);
+    // Face-embedding bundles bring their landmark network: the photo is aligned as on the server.
+    let landmarks = null;
+    const lmFile = manifest.apps?.faces?.landmarks;
+    if (lmFile) {
+      if (!files[lmFile]) throw new Error(`the delivered bundle has no ${lmFile} (its landmark network)`);
+      landmarks = await ort.InferenceSession.create(files[lmFile], options);
+    }
+    const model = new DeviceModel(session, app, delivered, landmarks);
     // One run first, as the server warms a version up before it serves: the first run of a WASM
     // session allocates and plans, and would show as a slow inference stage.
     const { height, width } = model.spec;
@@ -29,8 +41,9 @@ export class DeviceModel {
     return model;
   }
 
-  constructor(session, app, delivered) {
+  constructor(session, app, delivered, landmarks = null) {
     this.session = session;
+    this.landmarks = landmarks;
     this.app = app;
     this.version = delivered.version;
     this.source = delivered.source;
@@ -42,6 +55,33 @@ export class DeviceModel {
     const input = new ort.Tensor("uint8", batch, [n, height, width, 3]);
     const out = await this.session.run({ [this.session.inputNames[0]]: input });
     return out.embedding.data;
+  }
+
+  /** Five landmarks and the face probability for the face in box [x0, y0, x1, y1]. */
+  async findLandmarks(image, box) {
+    const { pixels, square } = landmarkInput(image, box);
+    const input = new ort.Tensor("uint8", pixels, [1, 48, 48, 3]);
+    const out = await this.landmarks.run({ pixels: input });
+    return { points: pointsInImage(out.landmarks.data, square), probability: out.face_probability.data[0] };
+  }
+
+  /** The model input for a face box: aligned (face-embedding bundles) or the fixed crop. */
+  async faceInput(image, box) {
+    const faces = this.app.faces;
+    if (!this.landmarks) return { pixels: toInput(image, this.spec, box), window: box, landmarks: null };
+    const { points, probability } = await this.findLandmarks(image, box);
+    if (!(probability >= MIN_FACE_PROBABILITY)) {
+      throw new NoFace(`no face found in the photo (face probability ${probability.toFixed(2)} where the face should be): use a well-lit, frontal photo where the face fills at least an eighth of the picture`);
+    }
+    const spec = { height: faces.align.height, width: faces.align.width, template: faces.align.template };
+    const { pixels, m } = alignedCrop(image, points, spec);
+    return { pixels, window: cropBounds(m, spec), landmarks: points };
+  }
+
+  viewBatch(pixels) {
+    const faces = this.app.faces;
+    if (!faces) return this.app.viewBatch(pixels);
+    return regionViews(pixels, this.spec.height, this.spec.width, faces.regions, new Uint8Array(faces.fill));
   }
 
   /** The whole match, with the time each stage took. */
@@ -58,17 +98,17 @@ export class DeviceModel {
       }
       const f = faces[0];
       faceBox = [f.x, f.y, f.x + f.w, f.y + f.h];
-      window = cropWindow(f);
+      window = this.landmarks ? faceBox : cropWindow(f);
     } else {
       window = cropPixels(this.spec, image.width, image.height);
     }
     t.detect = performance.now();
-    const pixels = toInput(image, this.spec, window);
-    const batch = this.app.viewBatch(pixels);
+    const input = await this.faceInput(image, window);
+    const batch = this.viewBatch(input.pixels);
     t.preprocess = performance.now();
     const embeddings = await this.run(batch, this.app.views.length);
     t.inference = performance.now();
-    const result = this.app.score(embeddings, faceBox, window);
+    const result = this.app.score(embeddings, faceBox, input.window, 3, input.landmarks);
     t.score = performance.now();
     return {
       result,

@@ -4,6 +4,7 @@ import { LatencyRule } from "./auto.js";
 import { matchInCloud } from "./cloud.js";
 import { DeviceModel } from "./device.js";
 import { ModelUpdater, Offline } from "./ota.js";
+import { alignedCrop, landmarkInput } from "./align.js";
 import { findFaces } from "./face.js";
 import { el, fill } from "./dom.js";
 import { decodeImage, toInput } from "./preprocess.js";
@@ -257,6 +258,15 @@ window.tandem = {
   },
   async findFaces(bytes) {
     return findFaces(await decodeImage(new Uint8Array(bytes)));
+  },
+  // The alignment's pixel steps, for the parity tests: the landmark network's input for a box, and
+  // the canonical crop for given landmarks (spec: {height, width, template}).
+  async landmarkInput(bytes, box) {
+    const { pixels, square } = landmarkInput(await decodeImage(new Uint8Array(bytes)), box);
+    return { pixels: Array.from(pixels), square };
+  },
+  async align(bytes, points, spec) {
+    return Array.from(alignedCrop(await decodeImage(new Uint8Array(bytes)), points, spec).pixels);
   },
   deviceModel,
   updater,

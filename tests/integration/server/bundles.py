@@ -83,3 +83,76 @@ def make_bundle(root: Path, faces: Path | None, name: str = "faces", seed: int =
         catalog = scan_class_folders(faces)
         enroll(bundle, build_gallery(OnnxModel.open(bundle), catalog, max_per_identity=4), source="test")
     return root
+
+
+FACE = 48
+
+
+def tiny_face_onnx(path: Path, seed: int) -> None:
+    """A face-embedding graph at 48×48: normalise, 4×4 average pooling, one dense layer, L2 norm."""
+    rng = np.random.default_rng(seed)
+    pooled = 3 * (FACE // 4) ** 2
+    inits = [
+        numpy_helper.from_array(np.array(MEAN, np.float32).reshape(1, 3, 1, 1) * 255, "mean"),
+        numpy_helper.from_array(1 / (np.array(STD, np.float32).reshape(1, 3, 1, 1) * 255), "inv_std"),
+        numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(pooled), (pooled, EMBED)).astype(np.float32), "w1"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["nchw", "mean"], ["centred"]),
+        helper.make_node("Mul", ["centred", "inv_std"], ["normal"]),
+        helper.make_node("AveragePool", ["normal"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w1"], ["h"]),
+        helper.make_node("LpNormalization", ["h"], ["embedding"], axis=1, p=2),
+    ]
+    graph = helper.make_graph(nodes, "tiny_face",
+                              [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", FACE, FACE, 3])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def make_face_bundle(root: Path, faces: Path, name: str = "faces", seed: int = 1) -> Path:
+    """A schema-2 face-embedding bundle (random weights, the real landmark network, alignment, region
+    boxes, calibration curves and impostors), enrolled on ``faces`` with Tandem's own enrolment."""
+    import io
+
+    from tandem.apps.celebmatch.gallery import build_face_gallery
+    from tandem.apps.celebmatch.kit import FaceKit
+    from tandem.faces.align import AlignSpec, region_boxes
+    from tandem.faces.calibration import fit
+    from tandem.models.onet import export_landmarker
+
+    root.mkdir(parents=True)
+    tiny_face_onnx(root / "model.onnx", seed)
+    export_landmarker(root / "landmarks.onnx")
+    rng = np.random.default_rng(seed)
+    impostors = rng.normal(size=(200, EMBED))
+    buf = io.BytesIO()
+    np.savez(buf, embeddings=(impostors / np.linalg.norm(impostors, axis=1, keepdims=True)).astype(np.float16),
+             names=np.array([f"someone_{i % 40}" for i in range(200)]))
+    (root / "impostors.npz").write_bytes(buf.getvalue())
+    spec = AlignSpec.square(FACE)
+    curve = fit(rng.normal(0.8, 0.1, 300), rng.normal(0.4, 0.15, 1000)).to_json()
+    fill = [round(m * 255) for m in MEAN]
+    write_manifest(root, Manifest(
+        name=name, task="face-embedding",
+        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, FACE, FACE, 3])],
+        outputs=[TensorSpec(name="embedding", dtype="float32", shape=[-1, EMBED])],
+        preprocessing=PreprocessSpec(height=FACE, width=FACE, normalize_in_graph=NormalizeSpec(mean=MEAN, std=STD)),
+        labels=[], models={"fp32": "model.onnx"}, training={"note": "tiny test graph, random weights"},
+        apps={"faces": {"landmarks": "landmarks.onnx", "align": spec.to_json(),
+                        "regions": {k: list(v) for k, v in region_boxes(spec).items()},
+                        "calibration": {v: curve for v in ("face", "eyes", "nose", "mouth")},
+                        "impostors": "impostors.npz", "far": 0.01, "fill": fill}},
+    ))
+    bundle = Bundle.load(root)
+    kit = FaceKit.of(bundle)
+    assert kit is not None
+    gallery = build_face_gallery(OnnxModel.open(bundle), kit, scan_class_folders(faces), max_per_identity=4)
+    enroll(bundle, gallery, source="test")
+    return root

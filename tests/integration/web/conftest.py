@@ -18,7 +18,7 @@ from tandem.server.webapp import PACKAGED
 from tests.conftest import REPO, make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.served import serve, stop
-from tests.integration.server.bundles import make_bundle
+from tests.integration.server.bundles import make_face_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
 ARTIFACTS = REPO / "test-artifacts"
@@ -51,7 +51,8 @@ class WebServer:
 def web_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
     root = tmp_path_factory.mktemp("web")
     faces = make_folder_dataset(root / "faces", lfw_people, PEOPLE, 4)
-    with web_server_for(make_bundle(root / "v1", faces, seed=1), root) as server:
+    # A face-embedding bundle: the page aligns photos with the bundle's landmark network, as the server does.
+    with web_server_for(make_face_bundle(root / "v1", faces, seed=1), root) as server:
         yield server
 
 

@@ -57,7 +57,7 @@ def test_a_damaged_cached_model_is_downloaded_again(web_server, browser):
     try:
         web_server.open(page)
         model_status(page, "downloaded just now")
-        assert page.evaluate(DAMAGE_CACHE) == 3  # manifest, model, gallery
+        assert page.evaluate(DAMAGE_CACHE) == 5  # manifest, model, gallery, landmark network, impostors
         page.reload()
         # The update check says v1 is current; opening the cache finds the damage, drops it and
         # downloads the model again instead of running a broken one.
@@ -115,6 +115,9 @@ def test_both_modes_agree_and_the_device_works_offline(web_server, browser, lfw_
                 assert abs(got["similarity"] - want["similarity"]) <= 1e-4
             assert {k: v["label"] for k, v in r["result"]["parts"].items()} == \
                    {k: v["label"] for k, v in expected["parts"].items()}
+            assert r["result"]["no_match"] == expected["no_match"]
+            # Landmarks from ONNX Runtime Web and from ONNX Runtime agree to float precision.
+            assert np.abs(np.array(r["result"]["landmarks"]) - np.array(expected["landmarks"])).max() <= 0.02
         assert device["result"]["sentence"] == cloud["result"]["sentence"] == expected["sentence"]
         assert set(device["timings"]) >= {"decode_ms", "detect_ms", "preprocess_ms", "inference_ms", "total_ms"}
         assert {"network_ms", "server_inference_ms"} <= set(cloud["timings"])

@@ -73,3 +73,26 @@ def test_same_faces_as_python(page, lfw_people):
         js = [(b["x"], b["y"], b["w"], b["h"]) for b in page.evaluate("(b) => window.tandem.findFaces(b)", list(data))]
         assert py, "Python finds a face in every LFW photo"
         assert js == py
+
+
+def test_same_alignment_as_python(page, lfw_people):
+    """The landmark network's input and the aligned crop, given the same landmarks, byte for byte."""
+    from tandem.faces.align import AlignSpec, aligned_crop, landmark_input
+
+    spec = AlignSpec.square(48)
+    js_spec = {"height": spec.height, "width": spec.width, "template": [list(p) for p in spec.template]}
+    for path in photos(lfw_people):
+        data = path.read_bytes()
+        img = decode_image(data)
+        box = (67.3, 66.8, 183.1, 184.9)
+        py_in, square = landmark_input(img, box)
+        js = page.evaluate("([b, box]) => window.tandem.landmarkInput(b, box)", [list(data), list(box)])
+        assert tuple(js["square"]) == square
+        assert np.array_equal(np.array(js["pixels"], np.uint8).reshape(48, 48, 3), py_in)
+        rng = np.random.default_rng(len(data))
+        base = np.array([[105.0, 115.0], [145.0, 113.0], [126.0, 140.0], [108.0, 160.0], [142.0, 159.0]])
+        for scale in (1.0, 0.3, 2.2):  # shrinking (resize first), plain, enlarging
+            pts = 125 + (base - 125) * scale + rng.normal(0, 1.5, base.shape)
+            py = aligned_crop(img, pts, spec)[0]
+            got = page.evaluate("([b, p, s]) => window.tandem.align(b, p, s)", [list(data), pts.tolist(), js_spec])
+            assert np.array_equal(np.array(got, np.uint8).reshape(48, 48, 3), py), (path.name, scale)
