@@ -69,6 +69,20 @@ def test_other_schema_version_is_refused(bundle_dir):
         Bundle.load(bundle_dir)
 
 
+def test_a_schema_1_bundle_still_loads(bundle_dir):
+    """Bundles written before face embeddings (schema 1, image classification) load as they were."""
+    raw = json.loads((bundle_dir / "manifest.json").read_text())
+    raw["schema_version"] = 1
+    raw.pop("task", None)
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    b = Bundle.load(bundle_dir)
+    assert b.manifest.schema_version == 1 and b.manifest.task == "image-classification"
+    raw["schema_version"] = True  # JSON true is no schema number, though Python counts it as 1
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema_version True"):
+        Bundle.load(bundle_dir)
+
+
 def test_bad_json_missing_manifest_and_missing_folder(bundle_dir, tmp_path):
     (bundle_dir / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
@@ -122,7 +136,9 @@ def test_editing_replaces_the_bundle_only_when_the_edit_completes(bundle_dir):
 @pytest.mark.parametrize("change, message", [
     ({"models": {"int8": "model.int8.onnx"}}, "fp32 model"),
     ({"inputs": []}, "exactly one input"),
-    ({"outputs": []}, "must include 'probabilities' and 'embedding'"),
+    ({"outputs": []}, "must include embedding, probabilities"),
+    ({"task": "face-embedding", "outputs": []}, "face-embedding bundle's outputs must include embedding"),
+    ({"schema_version": 1, "task": "face-embedding"}, "schema_version 1 knows only image-classification"),
     ({"metrics": {"test_top1_fp32": float("nan")}}, "finite"),
 ])
 def test_manifest_enforces_the_specs_musts(change, message):
