@@ -20,7 +20,8 @@ def enroll(
     min_faces: Annotated[int | None, typer.Option(help="Enrol identities with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many images per identity.")] = None,
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Find faces first (default: yes for folders, no for aligned LFW).")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    index_above: Annotated[int, typer.Option(min=0, help="Face-embedding bundles: search galleries of more identities than this through an approximate index (needs tandem\\[ann]).")] = 20_000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Build the gallery (mean embedding per identity) and store it in the bundle."""
     from rich.progress import Progress
@@ -52,7 +53,7 @@ def enroll(
         if kit is not None:
             task = progress.add_task("aligning and enrolling faces", total=len(catalog.records))
             gallery = build_face_gallery(model, kit, catalog, max_per_identity, lambda n: progress.advance(task, n),
-                                         detect=use_detect)
+                                         detect=use_detect, ann_above=index_above)
         else:
             task = progress.add_task("enrolling", total=len(catalog.classes))
             gallery = build_gallery(model, catalog, boxes if finder else None, max_per_identity,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tandem import atomic
 from tandem.apps.celebmatch.kit import MIN_FACE_PROBABILITY, FaceKit
+from tandem.apps.celebmatch.search import EXACT_UP_TO, Searcher, build_index
 from tandem.bundle import Bundle, editing, write_manifest
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import BundleError, DataError, ImageError
@@ -67,6 +68,25 @@ class Gallery:
     vectors: dict[str, np.ndarray]
     centers: dict[str, np.ndarray]
     threshold: float | None = None
+    # Serialized approximate-search indexes per view (search.py), for galleries above EXACT_UP_TO.
+    indexes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._searchers: dict[str, Searcher] = {}
+
+    def top(self, view: str, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(identity indices, similarities) of the ``k`` best identities for one embedding, best first."""
+        searcher = self._searchers.get(view)
+        if searcher is None:
+            searcher = self._searchers[view] = Searcher(self.vectors[view], self.indexes.get(view))
+        return searcher.top(_unit(np.asarray(embedding, np.float64).reshape(-1) - self.centers[view]), k)
+
+    def with_indexes(self, above: int = EXACT_UP_TO) -> Gallery:
+        """This gallery with an approximate-search index per view when it holds more than ``above`` identities."""
+        if len(self.names) <= above:
+            return self
+        return Gallery(self.names, self.counts, self.vectors, self.centers, self.threshold,
+                       {v: build_index(vec) for v, vec in self.vectors.items()})
 
     def query(self, view: str, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity of each embedding (rows) with each identity (columns)."""
@@ -74,7 +94,8 @@ class Gallery:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        extra = {} if self.threshold is None else {"threshold": np.array(self.threshold, np.float64)}
+        extra: dict[str, np.ndarray] = {} if self.threshold is None else {"threshold": np.array(self.threshold, np.float64)}
+        extra.update({f"index_{k}": v for k, v in self.indexes.items()})
         np.savez(buf, names=np.array(self.names, dtype=str), counts=self.counts,
                  **{f"view_{k}": v.astype(np.float32) for k, v in self.vectors.items()},
                  **{f"center_{k}": v.astype(np.float32) for k, v in self.centers.items()}, **extra)
@@ -89,9 +110,10 @@ class Gallery:
                 centers = {k: z[f"center_{k}"] for k in VIEWS}
                 counts = z["counts"]
                 threshold = float(z["threshold"]) if "threshold" in z.files else None
+                indexes = {k: z[f"index_{k}"] for k in VIEWS if f"index_{k}" in z.files}
         except (OSError, KeyError, ValueError) as e:
             raise BundleError(f"{path}: unreadable celebmatch gallery ({e}); enrol again") from e
-        return cls(names, counts, vectors, centers, threshold)
+        return cls(names, counts, vectors, centers, threshold, indexes)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> Gallery:
@@ -157,7 +179,8 @@ def build_gallery(
 
 
 def build_face_gallery(model: OnnxModel, kit: FaceKit, catalog: ImageCatalog, max_per_identity: int | None = None,
-                       progress: Callable[[int], None] | None = None, detect: bool = True) -> Gallery:
+                       progress: Callable[[int], None] | None = None, detect: bool = True,
+                       ann_above: int = EXACT_UP_TO) -> Gallery:
     """A face-embedding bundle's gallery: every photo aligned (landmarks → canonical crop), the
     mean embedding per identity and view, and the no-match threshold for this very gallery."""
     from tandem.data.faces import align_catalog
@@ -181,7 +204,8 @@ def build_face_gallery(model: OnnxModel, kit: FaceKit, catalog: ImageCatalog, ma
     dim = next(iter(means.values())).shape[1]
     threshold = kit.threshold(means["face"], names)
     return Gallery(names, counts, {v: m.astype(np.float32) for v, m in means.items()},
-                   {v: np.zeros(dim, np.float32) for v in means}, None if np.isnan(threshold) else threshold)
+                   {v: np.zeros(dim, np.float32) for v in means},
+                   None if np.isnan(threshold) else threshold).with_indexes(ann_above)
 
 
 def enroll(bundle: Bundle, gallery: Gallery, source: str) -> Bundle:

@@ -132,15 +132,13 @@ class CelebMatcher:
     def score(self, face: FacePixels, views: dict[str, np.ndarray], top_k: int = 3) -> MatchResult:
         """The result from the embedding of each view (``embed_views`` of ``face.pixels``)."""
         g = self.gallery
-        face_sims = g.query("face", views["face"])[0]
-        order = np.argsort(-face_sims)[:top_k]
-        top = [self._likeness("face", g.names[i], float(face_sims[i])) for i in order]
+        order, sims = g.top("face", views["face"][0], top_k)
+        top = [self._likeness("face", g.names[i], float(v)) for i, v in zip(order, sims, strict=True)]
         parts = {}
         for part in self.parts:
-            sims = g.query(part, views[part])[0]
-            j = int(np.argmax(sims))
-            parts[part] = self._likeness(part, g.names[j], float(sims[j]))
-        no_match = g.threshold is not None and float(face_sims[order[0]]) < g.threshold
+            j, v = g.top(part, views[part][0], 1)
+            parts[part] = self._likeness(part, g.names[int(j[0])], float(v[0]))
+        no_match = g.threshold is not None and float(sims[0]) < g.threshold
         lm = None if face.landmarks is None else [[round(float(v), 2) for v in p] for p in face.landmarks]
         return MatchResult(top, parts, face.face_box, face.crop_window, no_match, lm)
 
