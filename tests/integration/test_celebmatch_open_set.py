@@ -106,3 +106,20 @@ def test_the_server_answers_the_same_with_no_match(open_set, lfw_people):
     body = r.json()
     assert body["no_match"] == cli["no_match"] and body["top"][0]["label"] == cli["top"][0]["label"]
     assert body["top"][0]["similarity"] == pytest.approx(cli["top"][0]["similarity"], abs=1e-4)
+
+
+def test_a_face_embedding_bundle_splits_for_split_inference(open_set, tmp_path):
+    import shutil
+
+    from tandem.bundle import Bundle
+    from tandem.runtime import OnnxModel, load_session
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(open_set["bundle"], copy)
+    tandem("split", copy, "20", env=open_set["env"])
+    b = Bundle.load(copy)
+    s = b.manifest.split(20)
+    head, tail = load_session(b.path(s.head)), load_session(b.path(s.tail))
+    x = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    out = tail.run(None, {tail.get_inputs()[0].name: head.run(None, {"pixels": x})[0]})[0]
+    assert np.abs(out - OnnxModel.open(b).run(x)["embedding"]).max() < 1e-5
