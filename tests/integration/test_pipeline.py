@@ -69,7 +69,7 @@ def test_export_writes_a_verified_bundle_with_measured_metrics(bundle_dir):
 def test_info_prints_readably_and_as_json(bundle_dir):
     out = tandem("info", bundle_dir).stdout
     assert "verified" in out and "model.int8.onnx" in out and "test_top1_fp32" in out
-    assert tandem_json("info", bundle_dir)["schema_version"] == 1
+    assert tandem_json("info", bundle_dir)["schema_version"] == 2
 
 
 def test_predict_runs_on_onnx_runtime_alone(bundle_dir, lfw_people):
