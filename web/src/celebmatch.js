@@ -1,5 +1,6 @@
 // celebmatch on the device: the same views, gallery scoring and sentence as
 // src/tandem/apps/celebmatch (gallery.py and matcher.py), so that both modes give one answer.
+import { regionViews } from "./align.js";
 import { pyRound } from "./preprocess.js";
 
 const DEFAULT_REGIONS = {
@@ -89,22 +90,8 @@ export class CelebMatch {
   /** The whole face, then one copy per region with everything else in the training mean colour. */
   viewBatch(pixels) {
     const { height: h, width: w } = this.spec;
-    const size = h * w * 3;
-    const fill = this.spec.normalize_in_graph.mean.map((m) => pyRound(m * 255));
-    const batch = new Uint8Array(size * this.views.length);
-    batch.set(pixels, 0);
-    Object.values(this.regions).forEach(([x0, y0, x1, y1], i) => {
-      const off = size * (i + 1);
-      for (let p = 0; p < h * w; p++) batch.set(fill, off + p * 3);
-      const r0 = pyRound(y0 * h);
-      const r1 = pyRound(y1 * h);
-      const c0 = pyRound(x0 * w);
-      const c1 = pyRound(x1 * w);
-      for (let r = r0; r < r1; r++) {
-        batch.set(pixels.subarray((r * w + c0) * 3, (r * w + c1) * 3), off + (r * w + c0) * 3);
-      }
-    });
-    return batch;
+    const fill = this.faces?.fill || this.spec.normalize_in_graph.mean.map((m) => pyRound(m * 255));
+    return regionViews(pixels, h, w, this.regions, new Uint8Array(fill));
   }
 
   /** MatchResult.to_json() from the embeddings of viewBatch's rows (Float32Array, rows × dim). */

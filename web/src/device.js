@@ -1,7 +1,7 @@
 // celebmatch on this device: the OTA-delivered bundle run by onnxruntime-web (WASM, one thread:
 // a page without cross-origin isolation has no SharedArrayBuffer for more).
 import * as ort from "onnxruntime-web/wasm";
-import { alignedCrop, cropBounds, landmarkInput, pointsInImage, regionViews } from "./align.js";
+import { alignedCrop, cropBounds, landmarkInput, pointsInImage } from "./align.js";
 import { CelebMatch } from "./celebmatch.js";
 import { cropWindow, findFaces, loadFinder } from "./face.js";
 import { readNpz } from "./npz.js";
@@ -78,12 +78,6 @@ export class DeviceModel {
     return { pixels, window: cropBounds(m, spec), landmarks: points };
   }
 
-  viewBatch(pixels) {
-    const faces = this.app.faces;
-    if (!faces) return this.app.viewBatch(pixels);
-    return regionViews(pixels, this.spec.height, this.spec.width, faces.regions, new Uint8Array(faces.fill));
-  }
-
   /** The whole match, with the time each stage took. */
   async match(photo, { detect = true } = {}) {
     const t = { start: performance.now() };
@@ -104,7 +98,7 @@ export class DeviceModel {
     }
     t.detect = performance.now();
     const input = await this.faceInput(image, window);
-    const batch = this.viewBatch(input.pixels);
+    const batch = this.app.viewBatch(input.pixels);
     t.preprocess = performance.now();
     const embeddings = await this.run(batch, this.app.views.length);
     t.inference = performance.now();

@@ -28,7 +28,7 @@ from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import AlignedFaces, align_catalog, face_box
 from tandem.data.lfw_pairs import people_of, read_pairs
 from tandem.data.split import Split, identity_split, stratified_subset
-from tandem.errors import CheckpointError, ConfigError, DataError
+from tandem.errors import ConfigError, DataError
 from tandem.faces import metrics
 from tandem.faces.align import AlignSpec, Landmarker
 from tandem.models.mobilenet import STAGES, EmbeddingNet, NetConfig
@@ -37,8 +37,8 @@ from tandem.training.augment import AugmentConfig, apply, draw
 from tandem.training.loop import batches, lr_at, to_float
 from tandem.training.progress import TrainProgress
 from tandem.training.regions import RegionMasks
-from tandem.training.run import DATASET, RunData, TrainConfig, load_run, write_json
-from tandem.training.trainer import TrainResult, resolve_device, save_epoch, write_run_files
+from tandem.training.run import DATASET, RunData, TrainConfig, write_json
+from tandem.training.trainer import TrainResult, open_run, resolve_device, save_epoch, write_run_files
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +105,7 @@ def spread(indices: list[int], labels: list[int], n: int, seed: int) -> list[int
 
 
 def open_embed_run(cfg: TrainConfig, resume: bool) -> tuple[RunData, dict | None]:
-    out = cfg.out
-    if not resume:
-        if (out / checkpoint.LAST).exists():
-            raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-        data = prepare_embed_run(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        return data, None
-    state = checkpoint.load(out / checkpoint.LAST)
-    old_cfg, data = load_run(out)
-    if old_cfg.identity() != cfg.identity():
-        changed = sorted(k for k, v in cfg.identity().items() if old_cfg.identity().get(k) != v)
-        raise CheckpointError(f"{out}: --resume with different settings ({', '.join(changed)}); resume with the same "
-                              "settings (only --epochs may grow) or train into a new --out")
-    if cfg.epochs < state.get("epoch", 0):
-        raise CheckpointError(f"{out} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} would go "
-                              "backwards. Export it as it is, or pass a larger --epochs")
-    return data, state
+    return open_run(cfg, resume, prepare_embed_run)
 
 
 @dataclass

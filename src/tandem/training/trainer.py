@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,14 +87,16 @@ def _check_trainable(classes: list[str], labels: np.ndarray, root: str) -> None:
         )
 
 
-def open_run(cfg: TrainConfig, resume: bool) -> tuple[RunData, dict | None]:
+def open_run(cfg: TrainConfig, resume: bool,
+             prepare: Callable[[TrainConfig], RunData] | None = None) -> tuple[RunData, dict | None]:
     """The run folder's data and, for ``cfg``'s --resume, its last checkpoint; refuses a resume with
-    other settings, a run that would go backwards, and a fresh run into a used folder."""
+    other settings, a run that would go backwards, and a fresh run into a used folder. ``prepare``
+    makes a new run's data (default: the classifier's stratified split)."""
     out = cfg.out
     if not resume:
         if (out / checkpoint.LAST).exists():
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-        data = prepare_run(cfg)
+        data = (prepare or prepare_run)(cfg)
         out.mkdir(parents=True, exist_ok=True)
         return data, None
     state = checkpoint.load(out / checkpoint.LAST)

@@ -16,6 +16,7 @@ from tandem.apps.celebmatch.search import EXACT_UP_TO, Searcher, build_index
 from tandem.bundle import Bundle, editing, write_manifest
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import BundleError, DataError, ImageError
+from tandem.faces.align import region_views as faces_region_views
 from tandem.preprocess import PreprocessSpec, decode_image, to_input
 from tandem.runtime import OnnxModel
 
@@ -35,16 +36,8 @@ VIEWS = ("face", *REGIONS)
 def region_views(pixels: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
     """The whole face, and one copy per region with everything else set to the training mean
     colour (which the graph's normalisation turns into zeros)."""
-    n, h, w, _ = pixels.shape
     fill = np.round(np.array(spec.normalize_in_graph.mean) * 255).astype(np.uint8)
-    views = {"face": pixels}
-    for name, (x0, y0, x1, y1) in REGIONS.items():
-        masked = np.empty_like(pixels)
-        masked[:] = fill
-        r0, r1, c0, c1 = round(y0 * h), round(y1 * h), round(x0 * w), round(x1 * w)
-        masked[:, r0:r1, c0:c1] = pixels[:, r0:r1, c0:c1]
-        views[name] = masked
-    return views
+    return faces_region_views(pixels, REGIONS, fill)
 
 
 def embed_views(model: OnnxModel, pixels: np.ndarray) -> dict[str, np.ndarray]:
