@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
+.PHONY: install chromium demo celebmatch test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
@@ -33,6 +33,14 @@ chromium:
 
 demo: install
 	$(BIN)/tandem demo
+
+# celebmatch's full face embedding (about 45 minutes on 2 cores; the demo's is a 4-minute sketch):
+# trained with dlib's recogniser as teacher on every LFW person outside the held-out verification folds,
+# exported to bundles/celebmatch and enrolled with the LFW people who have at least 10 photos.
+celebmatch: install
+	$(BIN)/tandem train --data lfw --objective embed --teacher dlib --size 80 --epochs 30 --name celebmatch --out runs/celebmatch $$( [ -f runs/celebmatch/checkpoint.pt ] && echo --resume )
+	$(BIN)/tandem export runs/celebmatch --out bundles/celebmatch
+	$(BIN)/tandem celebmatch enroll bundles/celebmatch --data lfw --min-faces 10
 
 # Ray's tests run in their own process: a Ray driver leaves state behind (its event loop among
 # it) that later tests in the same interpreter would trip over.

@@ -150,6 +150,13 @@ def evaluate(run: Path, bundle_dir: Path, seed: int = 0, with_eigenfaces: bool =
         top1, gallery, g_labels, strangers = identification(test, te, (d_vec, d_lab), ENROL)
         r["open_top1"] = top1
         r["open_top1_k1"] = identification(test, te, (d_vec, d_lab), 1)[0]
+        # The app's case: a gallery of people the network never saw (the held-out people with 2-5
+        # photos, each enrolled from all of them, as distractors), no training photo in it.
+        few = [c for c in np.unique(test.labels) if 2 <= (test.labels == c).sum() <= ENROL]
+        if few:
+            s_lab, s_vec = metrics.templates(te[np.isin(test.labels, few)], test.labels[np.isin(test.labels, few)])
+            r["open_top1_unseen_gallery"] = identification(test, te, (s_vec, s_lab), ENROL)[0]
+            r["unseen_distractors"] = len(s_lab)
         # The no-match threshold as the app sets it: validation people searched in this gallery. The
         # bundle's impostors are the fp32 network's; other embedders embed the same photos themselves.
         ve = e.embed(val.pixels)

@@ -22,7 +22,8 @@ EPOCHS = 8
 ENROL = 5
 
 
-def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, subset: float = 1.0) -> dict:
+def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, subset: float = 1.0,
+             min_faces: int = 1) -> dict:
     from tandem.apps.celebmatch.gallery import build_face_gallery, enroll
     from tandem.apps.celebmatch.kit import FaceKit
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
@@ -38,7 +39,7 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
     t0 = time.perf_counter()
     run_dir, bundle_dir = out / "run", out / "bundle"
     # ``subset``: a smaller photo budget for a quicker look (the tests use it).
-    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=1, epochs=epochs, seed=seed,
+    cfg = TrainConfig(data="lfw", out=run_dir, name="celebmatch", min_faces=min_faces, epochs=epochs, seed=seed,
                       stem_stride=2, objective="embed", teacher="dlib", align_size=64, region_views=0.2,
                       arc_weight=0.1, max_images=max(64, round(IMAGES * subset)))
     resume = (run_dir / checkpoint.LAST).exists()
