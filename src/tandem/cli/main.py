@@ -182,7 +182,7 @@ def predict(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo's run and bundle go.")] = Path("tandem-demo"),
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training photos.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training photos.")] = 14,
     subset: Annotated[float, typer.Option(min=0.01, max=1.0, help="Train on this fraction of the demo's photo budget and "
                                                "enrol this fraction of the people: a quicker, less accurate look.")] = 1.0,
     json_out: JsonOpt = False,

@@ -47,19 +47,49 @@ FAR = 0.01
 
 
 class PixelEmbedder(nn.Module):
-    """uint8 NHWC pixels of aligned faces in, a unit-length embedding out."""
+    """uint8 NHWC pixels of aligned faces in, a unit-length embedding out; with ``whiten`` (mean,
+    matrix), the unit embedding is whitened and normalised again inside the graph."""
 
-    def __init__(self, net: EmbeddingNet) -> None:
+    def __init__(self, net: EmbeddingNet, whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.net = net
+        self.whiten = whiten is not None
+        if whiten is not None:
+            self.register_buffer("w_mean", torch.from_numpy(whiten[0].astype(np.float32)))
+            self.register_buffer("w_matrix", torch.from_numpy(whiten[1].astype(np.float32)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2).float() / 255.0
-        return nn.functional.normalize(self.net(x)[1], dim=1)
+        e = nn.functional.normalize(self.net(x)[1], dim=1)
+        if self.whiten:
+            e = nn.functional.normalize((e - self.w_mean) @ self.w_matrix, dim=1)
+        return e
 
 
-def export_embedder(net: EmbeddingNet, path: Path, size: int) -> None:
-    model = PixelEmbedder(net).eval()
+WHITEN_PHOTOS = 3000
+WHITEN_SHRINK = 1e-3
+
+
+def whitening(net: EmbeddingNet, faces: FaceSet) -> tuple[np.ndarray, np.ndarray] | None:
+    """PCA whitening of the unit embeddings of training photos (mean, symmetric matrix), shrunk by
+    ``WHITEN_SHRINK``. A distilled student spreads people along few directions; whitening evens them
+    out, as eigenfaces does. Measured on the 30-epoch CPU model: open-set top-1 with 4,697 trained
+    distractors 0.553 → 0.610, in a gallery of never-trained people 0.725 → 0.766, verification
+    0.928 → 0.924 (own pairs). None when there are too few photos (under 4 per dimension) to
+    estimate the covariance."""
+    if len(faces.pixels) < 4 * net.cfg.embedding_dim:
+        return None
+    with torch.no_grad():
+        e = PixelEmbedder(net).eval()(torch.from_numpy(faces.pixels)).numpy().astype(np.float64)
+    mean = e.mean(0)
+    cov = np.cov((e - mean).T) + WHITEN_SHRINK * np.eye(e.shape[1])
+    vals, vecs = np.linalg.eigh(cov)
+    return mean, vecs @ np.diag(vals**-0.5) @ vecs.T
+
+
+def export_embedder(net: EmbeddingNet, path: Path, size: int,
+                    whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    model = PixelEmbedder(net, whiten).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=["embedding"],
@@ -136,12 +166,14 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                          normalize_in_graph=NormalizeSpec(mean=net.cfg.mean, std=net.cfg.std))
     landmarker(run_dir)  # the run's landmark network (exported now if the run folder lacks it)
     calib_faces = _part_sample(cfg, data, "train", calibration_images, run_dir)
+    white_faces = _part_sample(cfg, data, "train", WHITEN_PHOTOS, run_dir)
+    white = whitening(net, white_faces)
     val = load_faces(cfg, data, "val", run_dir)
     test = load_faces(cfg, _pairs_only(data), "test", run_dir)
     fill = np.round(np.array(net.cfg.mean) * 255).astype(np.uint8)
     history = load_history(run_dir)
     with staged_dir(out) as stage:
-        export_embedder(net, stage / FP32_FILE, spec.height)
+        export_embedder(net, stage / FP32_FILE, spec.height, white)
         quantize_int8(stage / FP32_FILE, stage / INT8_FILE, calib_faces.pixels)
         shutil.copyfile(run_dir / LANDMARKS, stage / LANDMARKS)
         fp32 = OnnxModel(stage / FP32_FILE, pre, [], "fp32")
@@ -150,7 +182,7 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                                                  "val_verification": float(state["best_val_acc"])}
         probe = val if len(val.pixels) else calib_faces
         with torch.no_grad():
-            ref = PixelEmbedder(net).eval()(torch.from_numpy(probe.pixels[:64])).numpy()
+            ref = PixelEmbedder(net, white).eval()(torch.from_numpy(probe.pixels[:64])).numpy()
         metric_values["max_abs_onnx_torch"] = float(np.abs(fp32.run(probe.pixels[:64])["embedding"] - ref).max())
         if not np.isfinite(metric_values["max_abs_onnx_torch"]):
             raise BundleError(f"{run_dir}: the network outputs NaN or infinity; training diverged — train again with "
@@ -196,7 +228,8 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                 training={"data": source, "objective": "embed", "teacher": cfg.teacher, "epochs": len(history),
                           "exported_epoch": state["epoch"], "seed": cfg.seed, "subset": cfg.subset,
                           "min_faces": cfg.min_faces, "train_people": len({data.labels[i] for i in data.split["train"]}),
-                          "train_images": len(data.split["train"]), "network": net.cfg.to_dict()},
+                          "train_images": len(data.split["train"]), "network": net.cfg.to_dict(),
+                          "whitened_on": f"{len(white_faces.pixels)} training photos" if white else "not whitened"},
                 apps={APP: {"landmarks": LANDMARKS, "align": spec.to_json(), "regions": {k: list(v) for k, v in regions.items()},
                             "calibration": curves, "impostors": IMPOSTORS_FILE, "far": FAR,
                             "fill": [int(v) for v in fill]}},
