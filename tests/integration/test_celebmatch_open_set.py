@@ -116,9 +116,9 @@ def test_a_face_embedding_bundle_splits_for_split_inference(open_set, tmp_path):
 
     copy = tmp_path / "bundle"
     shutil.copytree(open_set["bundle"], copy)
-    tandem("split", copy, "20", env=open_set["env"])
+    tandem("split", copy, "10", env=open_set["env"])
     b = Bundle.load(copy)
-    s = b.manifest.split(20)
+    s = b.manifest.split(10)
     head, tail = load_session(b.path(s.head)), load_session(b.path(s.tail))
     x = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
     out = tail.run(None, {tail.get_inputs()[0].name: head.run(None, {"pixels": x})[0]})[0]
