@@ -112,7 +112,7 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
 def open_set_part(args: argparse.Namespace) -> dict:
     """Issue 15's figures: the full face embedding and the demo's, each on people it never saw, against
     eigenfaces on the same photos (bench/open_set.py says how each is measured)."""
-    from bench.open_set import detection, evaluate
+    from bench.open_set import ann_recall, detection, evaluate
     from tandem.demo import run_demo
     from tandem.training.embed import train_embed
 
@@ -139,7 +139,7 @@ def open_set_part(args: argparse.Namespace) -> dict:
         run_demo(demo_dir, seed=args.seed)
         demo_seconds = time.perf_counter() - t0
     demo = evaluate(demo_dir / "run", demo_dir / "bundle", args.seed, regions=False)
-    det = detection(bundle_dir=bundle_dir)
+    det = {**detection(bundle_dir=bundle_dir), **ann_recall(run_dir, bundle_dir, args.seed)}
     bundle = Bundle.load(bundle_dir)
     fp32, int8 = OnnxModel.open(bundle, "fp32"), OnnxModel.open(bundle, "int8")
     px = np.zeros((32, bundle.manifest.preprocessing.height, bundle.manifest.preprocessing.width, 3), np.uint8)

@@ -178,6 +178,32 @@ def evaluate(run: Path, bundle_dir: Path, seed: int = 0, with_eigenfaces: bool =
     return out
 
 
+def ann_recall(run: Path, bundle_dir: Path, seed: int = 0) -> dict:
+    """How often the gallery's approximate index (forced on) gives the exact top-1: the open-set
+    gallery (held-out people's templates and every training person) searched by the held-out photos."""
+    from tandem.apps.celebmatch.gallery import VIEWS, Gallery
+
+    bundle = Bundle.load(bundle_dir)
+    kit = FaceKit.of(bundle)
+    assert kit is not None
+    _, data = load_run(run)
+    test, train = aligned(data, data.split["test"], kit), aligned(data, data.split["train"], kit)
+    e = Embedder("fp32", bundle, kit)
+    te, tr = e.embed(test.pixels), e.embed(train.pixels)
+    labels, vectors = metrics.templates(np.concatenate([te, tr]), np.concatenate([test.labels, train.labels]))
+    dim = vectors.shape[1]
+    g = Gallery([str(c) for c in labels], np.ones(len(labels), np.int64), {v: vectors.astype(np.float32) for v in VIEWS},
+                {v: np.zeros(dim, np.float32) for v in VIEWS})
+    indexed = g.with_indexes(above=0)
+    t0 = time.perf_counter()
+    exact = [int(g.top("face", q, 1)[0][0]) for q in te]
+    t1 = time.perf_counter()
+    approx = [int(indexed.top("face", q, 1)[0][0]) for q in te]
+    t2 = time.perf_counter()
+    return {"ann_recall_at1": float(np.mean(np.array(exact) == np.array(approx))), "ann_gallery": len(labels),
+            "ann_queries": len(te), "exact_ms": (t1 - t0) * 1e3 / len(te), "ann_ms": (t2 - t1) * 1e3 / len(te)}
+
+
 def detection(n: int = 1000, seed: int = 0, bundle_dir: Path | None = None) -> dict:
     """detect_rate and align_px_err on ``n`` random LFW photos (see the module docstring)."""
     import importlib.metadata
