@@ -22,6 +22,9 @@ def test_pack_then_push_the_archive(tmp_path):
     assert archive.is_file() and "tandem push" in out
     pushed = tandem_json("push", archive, env=env)
     assert (pushed["name"], pushed["version"]) == ("faces", 1)
+    again = tandem_json("pack", bundle, "--out", tmp_path / "again.tandem", env=env)
+    assert again["archive"] == str(tmp_path / "again.tandem") and again["name"] == "faces"
+    assert again["size"] == archive.stat().st_size and len(again["sha256"]) == 64  # the same bytes again
 
     slip = tmp_path / "slip.tandem"
     with zipfile.ZipFile(archive) as src, zipfile.ZipFile(slip, "w") as dst:

@@ -40,7 +40,7 @@ def advise(
     threads: Annotated[int, typer.Option(min=1, max=256, help="ONNX Runtime threads while profiling.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder for report.html and advice.json.")] = Path("advice"),
     split_best: Annotated[bool, typer.Option("--split-best", help="Write head/tail files into the bundle for every split that is best somewhere.")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar while profiling.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Device, cloud or split? Profile the bundle here, model networks, energy and cost, recommend a placement."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tandem.cli.output import console, err_console, print_json
 from tandem.errors import ConfigError
@@ -15,7 +16,7 @@ app = typer.Typer(help="Which celebrity do you look like — and whose eyes do y
 
 @app.command()
 def enroll(
-    bundle: Annotated[Path, typer.Argument()],
+    bundle: Annotated[Path, typer.Argument(help="A face-embedding bundle folder written by `tandem export`.")],
     data: Annotated[str, typer.Option(help="A folder with one sub-folder per identity, or 'lfw'.")] = "lfw",
     min_faces: Annotated[int | None, typer.Option(help="Enrol identities with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     max_per_identity: Annotated[int | None, typer.Option(help="Use at most this many images per identity.")] = None,
@@ -68,7 +69,7 @@ def enroll(
 
 @app.command()
 def match(
-    bundle: Annotated[Path, typer.Argument()],
+    bundle: Annotated[Path, typer.Argument(help="A face-embedding bundle folder written by `tandem export`.")],
     photos: Annotated[list[Path], typer.Argument(help="JPEG/PNG photos with a face, or folders of them (searched recursively).")],
     detect: Annotated[bool, typer.Option("--detect/--no-detect", help="Find the face first; --no-detect for LFW-style photos (the face where LFW puts it).")] = True,
     int8: Annotated[bool, typer.Option("--int8", help="Run the int8 model.")] = False,
@@ -96,14 +97,14 @@ def match(
                 print(json.dumps({"photo": str(path), "error": str(e), "no_face": type(e).__name__ == "NoFaceFound"}),
                       flush=True)
             else:
-                err_console.print(f"{path}: {e}")
+                err_console.print(f"{path}: {e}", markup=False, highlight=False)
             continue
         answered += 1
         if json_out:
             print(json.dumps({"photo": str(path), **result.to_json()}), flush=True)
             continue
         if len(files) > 1:
-            console.print(f"[dim]{path}[/]")
+            console.print(f"[dim]{escape(str(path))}[/]")
         console.print(f"[bold]{result.sentence}[/]")
         for i, t in enumerate(result.top, 1):
             console.print(f"  {i}. {display_name(t.name):30s} {t.percent:3d}%")

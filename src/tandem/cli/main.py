@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tandem.cli import advise as advise_cli
 from tandem.cli import ota as ota_cli
@@ -14,12 +15,14 @@ from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
 from tandem.cli.devices import app as devices_app
+from tandem.cli.help import TandemGroup
 from tandem.cli.keys import app as keys_app
 from tandem.cli.output import console, err_console, print_json, setup_logging
 from tandem.errors import ConfigError, TandemError
 
 app = typer.Typer(
     name="tandem",
+    cls=TandemGroup,
     help="Own your model end to end: train it, export a bundle, run it on the device or in the cloud.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -33,7 +36,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print debug messages (Tandem's and its libraries').")] = False) -> None:
     setup_logging(verbose)
 
 
@@ -43,17 +46,17 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints, plots and metrics.")],
     min_faces: Annotated[int | None, typer.Option(help="Keep only classes with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     subset: Annotated[float, typer.Option(help="Use this fraction of each class (try the pipeline small first).")] = 1.0,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training images (the learning-rate schedule spans them all).")] = 30,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per training step.")] = 64,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Fixes the split, the initial weights and every random draw: the same seed, the same run.")] = 0,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held out for validation; 0 trains on it too (the test split stays the same).")] = 0.1,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many epochs of the schedule; continue later with --resume.")] = None,
     stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
     name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Train data parallel on this many Ray Train workers (same seed and global batch: the same training; needs tandem[ray]).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Train data parallel on this many Ray Train workers (same seed and global batch: the same training; needs tandem\\[ray]).")] = None,
     address: Annotated[str | None, typer.Option(help="With --workers: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
     gpus_per_worker: Annotated[float, typer.Option(min=0, help="With --workers: GPUs each worker reserves (implies --device cuda).")] = 0.0,
     objective: Annotated[str, typer.Option(help="classify: a classifier over the classes; embed: a face embedding that matches people it never saw (celebmatch).")] = "classify",
@@ -136,7 +139,8 @@ def export(
 
 
 @app.command()
-def info(bundle: Annotated[Path, typer.Argument()], json_out: JsonOpt = False) -> None:
+def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
+         json_out: JsonOpt = False) -> None:
     """Verify a bundle and print its manifest readably."""
     from tandem.bundle import Bundle
     from tandem.cli.info import show_bundle
@@ -150,10 +154,10 @@ def info(bundle: Annotated[Path, typer.Argument()], json_out: JsonOpt = False) -
 
 @app.command()
 def predict(
-    bundle: Annotated[Path, typer.Argument()],
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
     images: Annotated[list[Path], typer.Argument(help="JPEG/PNG files.")],
     int8: Annotated[bool, typer.Option("--int8", help="Use the int8 model.")] = False,
-    top_k: Annotated[int, typer.Option(min=1)] = 5,
+    top_k: Annotated[int, typer.Option(min=1, help="How many labels to list for each image.")] = 5,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images on this device with ONNX Runtime alone (no torch)."""
@@ -211,5 +215,6 @@ def main() -> None:
     try:
         app()
     except TandemError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        # The message is text, not markup: "pip install 'tandem[serve]'" must keep its [serve].
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)

@@ -68,12 +68,23 @@ def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
 
 
 def pack(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
-         out: Annotated[Path | None, typer.Option(help="The archive to write; default: BUNDLE.tandem.")] = None) -> None:
+         out: Annotated[Path | None, typer.Option(help="The archive to write; default: BUNDLE.tandem.")] = None,
+         json_out: JsonOpt = False) -> None:
     """Write a verified bundle as one .tandem file (a zip) to copy or push elsewhere."""
+    import hashlib
+
     from tandem import archive
+    from tandem.bundle import Bundle
 
     target = archive.pack(bundle, out or bundle.with_name(bundle.name + archive.SUFFIX))
-    console.print(f"wrote {target}; push it with `tandem push {target}`", highlight=False)
+    if json_out:
+        manifest = Bundle.load(bundle).manifest
+        with target.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        print_json({"archive": str(target), "size": target.stat().st_size, "sha256": digest,
+                    "name": manifest.name, "version": manifest.version})
+        return
+    console.print(f"wrote {target}; push it with `tandem push {target}`", highlight=False, markup=False)
 
 
 def models(json_out: JsonOpt = False) -> None:

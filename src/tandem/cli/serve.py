@@ -18,12 +18,12 @@ APP = "tandem.server.app:create_app"
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; each loads the models.")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Dynamic batching: most rows per model call (TANDEM_MAX_BATCH_SIZE).")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(min=0, max=1000, help="Dynamic batching: longest wait for more requests (TANDEM_MAX_DELAY_MS).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
-    ray: Annotated[bool, typer.Option("--ray", help="Run the same app as a Ray Serve deployment (needs tandem[ray]; docs/scale.md).")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run the same app as a Ray Serve deployment (needs tandem\\[ray]; docs/scale.md).")] = False,
     replicas: Annotated[int | None, typer.Option(min=1, max=1024, help="With --ray: replicas of the app (default 1).")] = None,
     autoscale: Annotated[str | None, typer.Option(help="With --ray: min,max,target_ongoing_requests for Ray Serve's autoscaler, e.g. 1,4,8.")] = None,
     address: Annotated[str | None, typer.Option(help="With --ray: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
