@@ -609,7 +609,7 @@ def profile_cell(srv: Server, requests_file: Path, concurrency: int, seconds: fl
 
 BUCKETS = {
     "onnxruntime run (model thread)": ("run (onnxruntime",),
-    "JSON parse (orjson.loads)": ("loads (tandem/server/oip_codec.py",),
+    "JSON parse (orjson.loads)": ("loads (tandem/protocol/jsonbody.py",),
     "JSON list -> numpy (from_json_values)": ("from_json_values (",),
     "response encode (orjson.dumps)": ("encode_infer_response (",),
     "request parse (parse_infer_request)": ("parse_infer_request (",),

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tandem.errors import InvalidRequest, PayloadTooLarge
+from tandem.protocol.datatypes import DATATYPES, TensorSig
+from tandem.protocol.oip import InferRequest, parse_infer_request
+from tandem.protocol.tfserving import parse_predict
 from tandem.server import body as bodies
-from tandem.server.oip_codec import InferRequest, parse_infer_request
-from tandem.server.tensors import DATATYPES, TensorSig
-from tandem.server.tfserving_codec import parse_predict
 from tests.fuzz import tally
 from tests.fuzz.strategies import dumps, json_values, mutated, nested, numbers, text
 

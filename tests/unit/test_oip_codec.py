@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tandem.errors import InvalidRequest
-from tandem.server.oip_codec import RequestedOutput, encode_infer_response, parse_infer_request
-from tandem.server.tensors import TensorSig
+from tandem.protocol.datatypes import TensorSig
+from tandem.protocol.oip import RequestedOutput, encode_infer_response, parse_infer_request
 
 PIXELS = TensorSig("pixels", "UINT8", (-1, 2, 2, 3))
 SCALE = TensorSig("scale", "FP32", (-1, 1))

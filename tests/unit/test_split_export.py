@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tandem.bundle import Bundle, Manifest, TensorSpec, write_manifest
 from tandem.errors import BundleError
-from tandem.export import activations
 from tandem.export.split import PARITY_ATOL, load_cuts, run_split, split_bundle
 from tandem.preprocess import NormalizeSpec, PreprocessSpec, decode_image, to_input
+from tandem.protocol import activations
 from tandem.runtime import OnnxModel
 from tests.integration.server.bundles import EMBED, MEAN, STD, H, W, make_bundle
 

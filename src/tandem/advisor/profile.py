@@ -19,7 +19,7 @@ class CutProfile:
     op: str
     shape: list[int]  # of the crossing tensor at batch 1
     tensor_bytes: int  # its bytes as computed (fp32)
-    int8_bytes: int  # its bytes sent int8 (tandem.export.activations)
+    int8_bytes: int  # its bytes sent int8 (tandem.protocol.activations)
     head_ms: float
     tail_ms: float
     quantize_ms: float  # int8 encoding on this machine (the device's side)

@@ -28,8 +28,8 @@ from onnx import helper
 from tandem.advisor.profile import CutProfile, ModelProfile
 from tandem.bundle import Bundle
 from tandem.errors import InvalidRequest, ModelError
-from tandem.export import activations
 from tandem.export.split import GraphCuts, load_cuts
+from tandem.protocol import activations
 from tandem.runtime import load_session, session_options
 
 Progress = Callable[[int, int, str], None]

@@ -26,15 +26,11 @@ from tandem.device.payload import MAX_ENVELOPE
 from tandem.errors import (
     ChecksumError,
     DecryptionError,
-    Forbidden,
     InvalidRequest,
-    NotFound,
-    RateLimited,
     ServerUnreachable,
     TandemError,
-    Unauthenticated,
-    Unavailable,
 )
+from tandem.protocol import status
 from tandem.security.apikeys import parse_device
 
 STEP = 16 * 1024  # a progress callback per 16 KiB: ~220 for a 3.6 MB model
@@ -91,34 +87,15 @@ class Transfer:
         self.grow(self._counted.pop(file, 0))
 
 
-def _message(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            return body["error"]
-    except ValueError:
-        pass
-    return r.text[:200] or r.reason_phrase
-
-
 def refusal(r: httpx.Response, what: str, registering: bool = False) -> TandemError:
-    """The TandemError for a non-success answer to ``what``."""
-    msg = f"{what}: the server answered {r.status_code}: {_message(r)}"
+    """The TandemError for a non-success answer to ``what`` (tandem.protocol.status), with the server's message."""
+    message = status.error_message(r.content) or r.text[:200] or r.reason_phrase
+    msg = f"{what}: the server answered {r.status_code}: {message}"
     if r.status_code == 401:
-        if registering:
-            return Unauthenticated(msg + " (is the app's device API key right and not revoked?)")
-        return Unauthenticated(msg + " (this device's credential was refused: revoked by the operator, or the "
-                               "server's registry is another; ModelUpdater.register(again=True) enrols anew)")
-    if r.status_code == 403:
-        return Forbidden(msg)
-    if r.status_code == 404:
-        return NotFound(msg)
-    if r.status_code == 429:
-        retry = r.headers.get("retry-after", "1")
-        return RateLimited(msg, float(retry) if retry.isdigit() else 1.0)
-    if 400 <= r.status_code < 500:
-        return InvalidRequest(msg)
-    return Unavailable(msg)
+        msg += (" (is the app's device API key right and not revoked?)" if registering else
+                " (this device's credential was refused: revoked by the operator, or the server's registry is "
+                "another; ModelUpdater.register(again=True) enrols anew)")
+    return status.error_for(r.status_code, msg, status.retry_after(r.headers.get("retry-after")))
 
 
 class OtaClient:

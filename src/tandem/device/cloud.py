@@ -1,14 +1,16 @@
 """The cloud side of the device SDK: a client for any Open Inference Protocol v2 or TF-Serving endpoint.
 
 Written to the specs, not to Tandem's server, so the same client talks to Tandem, Triton, KServe or a
-hosted service:
+hosted service. The protocol is a strategy object (tandem.device.wire), as httpx takes a transport:
 
-- OIP v2 (KServe v2) REST, ``POST /v2/models/{name}[/versions/{v}]/infer``, with the binary tensor
-  data extension by default (a JSON header of ``Inference-Header-Content-Length`` bytes, then the
-  raw little-endian tensor bytes) or plain JSON tensors;
+- ``OipV2()``: OIP v2 (KServe v2) REST, ``POST /v2/models/{name}[/versions/{v}]/infer``, with the
+  binary tensor data extension by default (a JSON header of ``Inference-Header-Content-Length``
+  bytes, then the raw little-endian tensor bytes) or plain JSON tensors (``OipV2(binary=False)``);
   https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
-- TF-Serving REST, ``POST /v1/models/{name}[/versions/{n}|/labels/{alias}]:predict`` (columnar
-  ``inputs``); https://www.tensorflow.org/tfx/serving/api_rest
+- ``TfServing()``: TF-Serving REST, ``POST /v1/models/{name}[/versions/{n}|/labels/{alias}]:predict``
+  (columnar ``inputs``); https://www.tensorflow.org/tfx/serving/api_rest
+
+The names ``protocol="oip"`` (with ``binary=``) and ``protocol="tfserving"`` are accepted too.
 
 Failure handling, so that a dead server costs one timeout rather than one per call:
 
@@ -35,54 +37,22 @@ from typing import Any, Literal
 
 import httpx
 import numpy as np
-import orjson
 
 from tandem.device import answers
 from tandem.device.deadline import Deadline, DeadlineExceeded, within
-from tandem.errors import (
-    AnswerTooLarge,
-    Forbidden,
-    InvalidRequest,
-    NoFaceFound,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    RequestTimeout,
-    ServerUnreachable,
-    TandemError,
-    Unauthenticated,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from tandem.device.wire import WireProtocol, wire_protocol
+from tandem.errors import AnswerTooLarge, InvalidRequest, ServerUnreachable, TandemError, Unavailable
+from tandem.protocol import jsonbody, status
 
-Protocol = Literal["oip", "tfserving"]
 Clock = Callable[[], float]
-HEADER_LENGTH = "Inference-Header-Content-Length"
 # An answer is read no further than this (device/answers.py): outputs of a large batch fit, a flood does not.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # A timeout that fires this close to the deadline was the deadline's doing, not the client's own timeout.
 _DEADLINE_SLACK_S = 0.01
 
-# OIP v2 datatypes <-> numpy (BYTES, i.e. strings, are not tensors a vision model takes).
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-}
-_NAMES = {v: k for k, v in DATATYPES.items()}
-
 
 class CircuitOpen(ServerUnreachable):
     """The circuit breaker is open: the endpoint failed repeatedly and is not tried until the cool-down ends."""
-
-
-def datatype_of(arr: np.ndarray) -> str:
-    try:
-        return _NAMES[arr.dtype]
-    except KeyError:
-        raise InvalidRequest(f"tensors of dtype {arr.dtype} cannot be sent; use one of "
-                             f"{', '.join(str(d) for d in DATATYPES.values())}") from None
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random) -> float:
@@ -169,47 +139,17 @@ class CloudResult:
     received_bytes: int = 0  # the answer's body
 
 
-_ERRORS: dict[int, type[TandemError]] = {
-    400: InvalidRequest, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge,
-    415: UnsupportedMediaType, 422: NoFaceFound, 504: RequestTimeout,
-}
-
-
 def _error_for(url: str, resp: httpx.Response) -> TandemError:
-    try:
-        body = resp.json()
-        message = body.get("error") if isinstance(body, dict) else None
-    except ValueError:
-        message = None
-    message = message or resp.text[:300] or resp.reason_phrase
-    text = f"{url}: HTTP {resp.status_code}: {message}"
-    retry_after = _retry_after(resp)
-    if resp.status_code == 429:
-        return RateLimited(text, retry_after or 1.0)
-    if resp.status_code in _ERRORS:
-        return _ERRORS[resp.status_code](text)
-    if resp.status_code >= 500:
-        return Unavailable(text, retry_after or 1.0)
-    return TandemError(text)
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        return float(resp.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-
-
-def _version_path(protocol: Protocol, version: int | str | None) -> str:
-    if version is None:
-        return ""
-    if protocol == "oip":
-        return f"/versions/{version}"
-    return f"/versions/{version}" if str(version).isdigit() else f"/labels/{version}"
+    """The server's refusal as the matching TandemError (tandem.protocol.status), with its message."""
+    message = status.error_message(resp.content) or resp.text[:300] or resp.reason_phrase
+    return status.error_for(resp.status_code, f"{url}: HTTP {resp.status_code}: {message}",
+                            status.retry_after(resp.headers.get("retry-after")))
 
 
 class CloudClient:
-    """One model on one endpoint. ``version``: a number, an alias (Tandem; TF-Serving labels) or None."""
+    """One model on one endpoint. ``version``: a number, an alias (Tandem; TF-Serving labels) or None.
+    ``protocol``: ``OipV2()`` (the default), ``TfServing()`` or their names "oip" and "tfserving";
+    ``binary`` goes with the name "oip" (default True), ``OipV2(binary=...)`` otherwise."""
 
     def __init__(
         self,
@@ -218,8 +158,8 @@ class CloudClient:
         *,
         version: int | str | None = None,
         api_key: str | None = None,
-        protocol: Protocol = "oip",
-        binary: bool = True,
+        protocol: str | WireProtocol = "oip",
+        binary: bool | None = None,
         connect_timeout_s: float = 2.0,
         timeout_s: float = 10.0,
         retries: int = 2,
@@ -232,13 +172,10 @@ class CloudClient:
         rng: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if protocol not in ("oip", "tfserving"):
-            raise InvalidRequest(f"protocol {protocol!r}: use 'oip' (Open Inference Protocol v2) or 'tfserving'")
+        self.protocol = wire_protocol(protocol, binary)
         self.url = url.rstrip("/")
         self.model = model
         self.version = version
-        self.protocol: Protocol = protocol
-        self.binary = binary
         self.retries = retries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -252,7 +189,7 @@ class CloudClient:
             all_headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(base_url=self.url, headers=all_headers, transport=transport,
                                   timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
-        self._tf_version: int | None = None
+        self._served: dict[str, int] = {}  # model status path → the version it serves (answers that name none)
 
     def close(self) -> None:
         self._http.close()
@@ -334,22 +271,20 @@ class CloudClient:
     # --- idempotent calls ---------------------------------------------------------------------
     def ready(self) -> bool:
         """Whether the server says it is ready (OIP ``/v2/health/ready``; TF-Serving: the model's status)."""
+        path = self.protocol.ready_path()
         try:
-            if self.protocol == "oip":
-                self._send("GET", "/v2/health/ready", idempotent=True)
-            else:
+            if path is None:
                 self.metadata()
+            else:
+                self._send("GET", path, idempotent=True)
             return True
         except TandemError:
             return False
 
     def metadata(self) -> dict[str, Any]:
         """OIP model metadata (name, versions, inputs, outputs) or TF-Serving model status."""
-        if self.protocol == "oip":
-            path = f"/v2/models/{self.model}{_version_path('oip', self.version)}"
-        else:
-            path = f"/v1/models/{self.model}{_version_path('tfserving', self.version)}"
-        body = _json(self._send("GET", path, idempotent=True), path)
+        path = self.protocol.model_path(self.model, self.version)
+        body = jsonbody.answer(self._send("GET", path, idempotent=True).content, f"{self.url}{path}")
         if not isinstance(body, dict):
             raise Unavailable(f"{self.url}{path}: expected a JSON object, got {type(body).__name__}")
         return body
@@ -368,7 +303,7 @@ class CloudClient:
         if self.breaker.state == "open":  # fail fast: before encoding the request or starting a worker
             raise self._circuit_open()
         target = (model or self.model, version if version is not None or model is not None else self.version)
-        if self.protocol != "oip" and (model is not None or input_parameters):
+        if not self.protocol.addresses_other_models and (model is not None or input_parameters):
             raise InvalidRequest("another model's name and input parameters need an OIP v2 endpoint "
                                  "(split inference talks to NAME.tail.K over OIP)")
         start = time.perf_counter()
@@ -384,138 +319,38 @@ class CloudClient:
     def _infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None,
                target: tuple[str, int | str | None], input_parameters: dict[str, dict[str, Any]] | None
                ) -> CloudResult:
-        if self.protocol == "oip":
-            return self._infer_oip(inputs, outputs, call, target, input_parameters or {})
-        return self._infer_tf(inputs, outputs, call)
+        model, version = target
+        request = self.protocol.infer_request(model, version, inputs, outputs, input_parameters)
+        resp = self._send("POST", request.path, idempotent=False, content=request.body, headers=request.headers,
+                          call=call)
+        answer = self.protocol.infer_answer(resp.content, resp.headers, f"{self.url}{request.path}", outputs)
+        served = answer.model_version
+        if served is None and not self.protocol.answers_carry_version:
+            served = self._served_version(model, version, call)
+        return CloudResult(answer.outputs, answer.model_name or model, served, 0.0, len(request.body),
+                           len(resp.content))
 
     def _abandon(self, call: _Call) -> None:
         with call.lock:
             call.abandoned = True
             self.breaker.failure()  # a server that cannot answer within the deadline is failing, for us
 
-    def _infer_oip(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, call: _Call | None,
-                   target: tuple[str, int | str | None], input_parameters: dict[str, dict[str, Any]]) -> CloudResult:
-        model, version = target
-        path = f"/v2/models/{model}{_version_path('oip', version)}/infer"
-        arrays = {n: np.ascontiguousarray(a) for n, a in inputs.items()}
-        tensors: list[dict[str, Any]] = []
-        for name, arr in arrays.items():
-            t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype_of(arr)}
-            if name in input_parameters:
-                t["parameters"] = dict(input_parameters[name])
-            if self.binary:
-                t["parameters"] = {**t.get("parameters", {}), "binary_data_size": arr.nbytes}
-            else:
-                if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                    raise InvalidRequest(f"input '{name}' holds NaN or infinity, which JSON cannot carry")
-                t["data"] = arr.reshape(-1).tolist()
-            tensors.append(t)
-        req: dict[str, Any] = {"inputs": tensors}
-        if outputs is not None:
-            req["outputs"] = [{"name": o, "parameters": {"binary_data": self.binary}} for o in outputs]
-        elif self.binary:
-            req["parameters"] = {"binary_data_output": True}
-        header = orjson.dumps(req)
-        if self.binary:
-            body = b"".join([header, *(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-                                       for a in arrays.values())])
-            headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
-        else:
-            body, headers = header, {"Content-Type": "application/json"}
-        resp = self._send("POST", path, idempotent=False, content=body, headers=headers, call=call)
-        result = self._parse_oip(resp, path, model)
-        result.sent_bytes, result.received_bytes = len(body), len(resp.content)
-        return result
-
-    def _parse_oip(self, resp: httpx.Response, path: str, model: str) -> CloudResult:
-        where = f"{self.url}{path}"
-        raw = resp.content
-        n = resp.headers.get(HEADER_LENGTH)
-        try:
-            split = int(n) if n is not None else len(raw)
-        except ValueError:
-            raise Unavailable(f"{where}: bad {HEADER_LENGTH} {n!r} in the answer") from None
-        if not 0 <= split <= len(raw):
-            raise Unavailable(f"{where}: {HEADER_LENGTH} {split} is past the end of a {len(raw)}-byte answer")
-        body = _json_bytes(raw[:split], where)
-        if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
-            raise Unavailable(f"{where}: the answer has no 'outputs' list; is this an OIP v2 endpoint?")
-        out: dict[str, np.ndarray] = {}
-        offset = split
-        try:
-            for t in body["outputs"]:
-                dtype = DATATYPES[t["datatype"]]
-                shape = [int(d) for d in t["shape"]]
-                size = (t.get("parameters") or {}).get("binary_data_size")
-                if size is not None:
-                    if offset + int(size) > len(raw):
-                        raise ValueError(f"output {t['name']} reaches past the end of the answer")
-                    arr = np.frombuffer(raw, dtype.newbyteorder("<"), count=int(size) // dtype.itemsize,
-                                        offset=offset).astype(dtype)
-                    offset += int(size)
-                else:
-                    arr = np.asarray(t["data"], dtype=dtype)
-                out[t["name"]] = arr.reshape(shape)
-        except (KeyError, TypeError, ValueError) as e:
-            raise Unavailable(f"{where}: malformed output tensor in the answer ({type(e).__name__}: {e})") from e
-        version = body.get("model_version")
-        return CloudResult(out, str(body.get("model_name") or model),
-                           int(version) if str(version).isdigit() else None, 0.0)
-
-    def _infer_tf(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None,
-                  call: _Call | None) -> CloudResult:
-        base = f"/v1/models/{self.model}{_version_path('tfserving', self.version)}"
-        path = base + ":predict"
-        if len(inputs) == 1:
-            payload: Any = next(iter(inputs.values())).tolist()
-        else:
-            payload = {n: a.tolist() for n, a in inputs.items()}
-        resp = self._send("POST", path, idempotent=False, content=orjson.dumps({"inputs": payload}),
-                          headers={"Content-Type": "application/json"}, call=call)
-        where = f"{self.url}{path}"
-        body = _json(resp, path)
-        if not isinstance(body, dict) or "outputs" not in body:
-            raise Unavailable(f"{where}: the answer has no 'outputs'; is this a TF-Serving endpoint?")
-        raw = body["outputs"]
-        try:
-            named = raw if isinstance(raw, dict) else {(outputs[0] if outputs else "output"): raw}
-            out = {n: np.asarray(v, dtype=np.float32 if _is_float(v) else None) for n, v in named.items()}
-        except (TypeError, ValueError) as e:
-            raise Unavailable(f"{where}: malformed outputs in the answer ({e})") from e
-        if outputs is not None:
-            out = {n: out[n] for n in outputs if n in out}
-        return CloudResult(out, self.model, self._served_version(base, call), 0.0)
-
-    def _served_version(self, base: str, call: _Call | None) -> int | None:
-        """TF-Serving answers carry no version: ask the model status once (an idempotent GET)."""
-        if self.version is not None and str(self.version).isdigit():
-            return int(self.version)
-        if self._tf_version is None:
+    def _served_version(self, model: str, version: int | str | None, call: _Call | None) -> int | None:
+        """For answers that carry no version (TF-Serving): ask the model's status once (an idempotent GET)."""
+        if version is not None and str(version).isdigit():
+            return int(version)
+        path = self.protocol.model_path(model, version)
+        if path not in self._served:
             try:
-                status = _json(self._send("GET", base, idempotent=True, call=call), base).get("model_version_status", [])
-                versions = [int(s["version"]) for s in status if s.get("state") == "AVAILABLE"]
-                self._tf_version = max(versions) if versions else None
-            except (TandemError, KeyError, TypeError, ValueError, AttributeError):
+                served = self.protocol.version_from_status(
+                    jsonbody.answer(self._send("GET", path, idempotent=True, call=call).content, path))
+            except TandemError:
                 return None
-        return self._tf_version
+            if served is None:
+                return None
+            self._served[path] = served
+        return self._served[path]
 
 
 def _cap(configured: float | None, left: float) -> float:
     return left if configured is None else min(configured, left)
-
-
-def _is_float(v: Any) -> bool:
-    while isinstance(v, list) and v:
-        v = v[0]
-    return isinstance(v, float)
-
-
-def _json(resp: httpx.Response, path: str) -> Any:
-    return _json_bytes(resp.content, f"{resp.request.url if resp.request else path}")
-
-
-def _json_bytes(raw: bytes, where: str) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise Unavailable(f"{where}: the answer is not JSON ({e})") from e

@@ -36,8 +36,8 @@ from tandem.bundle import Bundle, Precision, SplitSpec, tail_name
 from tandem.device.conditions import unmet
 from tandem.device.deadline import Deadline
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
-from tandem.export import activations
 from tandem.preprocess import PreprocessSpec, decode_image, to_input
+from tandem.protocol import activations
 from tandem.runtime import Guess, OnnxModel, load_session
 
 if TYPE_CHECKING:

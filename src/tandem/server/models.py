@@ -29,11 +29,11 @@ import onnxruntime as ort
 
 from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
 from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable, quoted
+from tandem.protocol.datatypes import BUNDLE_TO_OIP, TensorSig
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.metrics import Metrics
-from tandem.server.tensors import BUNDLE_TO_OIP, TensorSig
 from tandem.settings import Settings
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class LoadedModel:
                                   ort_threads(settings))
             ins = [self.split.tensor]
         self.inputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in ins]
-        # A tail's float input may also arrive int8-encoded (oip_codec: UINT8 with scale and zero point).
+        # A tail's float input may also arrive int8-encoded (tandem.protocol.oip: UINT8 with scale and zero point).
         self.int8_inputs = frozenset(s.name for s in self.inputs if s.datatype == "FP32") if self.split else frozenset()
         self.outputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in m.outputs]
         self._output_names = [s.name for s in self.outputs]

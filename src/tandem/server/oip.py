@@ -1,7 +1,7 @@
 """Open Inference Protocol v2 (KServe v2) over HTTP: health, metadata, readiness and infer.
 
 What Triton and KServe speak, so their clients (tritonclient.http) work unchanged. The codec
-(oip_codec.py) parses and writes the bodies; this module only routes, checks and delegates.
+(tandem.protocol.oip) parses and writes the bodies; this module only routes, checks and delegates.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 import tandem
 from tandem.errors import Unavailable
-from tandem.server import oip_codec
+from tandem.protocol import oip as oip_codec
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.models import LoadedModel
@@ -23,10 +23,6 @@ from tandem.server.responses import json_response
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data"]
-
-
-def sig_json(sigs) -> list[dict]:  # type: ignore[no-untyped-def]
-    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sigs]
 
 
 async def live(request: Request, call: Call) -> Response:
@@ -62,8 +58,8 @@ async def model_metadata(request: Request, call: Call) -> Response:
         "name": model.name,
         "versions": [str(v.version) for v in versions],
         "platform": PLATFORM,
-        "inputs": sig_json(model.inputs),
-        "outputs": sig_json(model.outputs),
+        "inputs": oip_codec.tensor_metadata(model.inputs),
+        "outputs": oip_codec.tensor_metadata(model.outputs),
     })
 
 

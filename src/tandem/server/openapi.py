@@ -11,12 +11,13 @@ from typing import Any
 
 import tandem
 from tandem.bundle import NAME_PATTERN
+from tandem.protocol.datatypes import DATATYPES as OIP_DATATYPES
 
 NAME = {"type": "string", "pattern": NAME_PATTERN}
 VERSION_OR_ALIAS = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"}
 # An alias (or `latest`), never a version number: TF-Serving's /labels/ refuses digits (use /versions/).
 LABEL = {"type": "string", "maxLength": 64, "pattern": r"^[a-z0-9_-]*[a-z_-][a-z0-9_-]*$"}
-DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+DATATYPES = list(OIP_DATATYPES)
 
 ERROR_TEXT = {
     400: "Malformed request: bad JSON, unknown tensor name, wrong datatype, shape or element count, "

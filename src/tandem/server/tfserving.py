@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tandem.errors import InvalidRequest, NotFound, quoted
-from tandem.server import tfserving_codec
+from tandem.protocol import tfserving as tfserving_codec
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.models import LoadedModel, is_version
@@ -94,14 +94,10 @@ async def _model(request: Request, call: Call, name: str, ref: str | None) -> Lo
     return model
 
 
-def _available(model: LoadedModel) -> dict:
-    return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-
-
 async def _status(request: Request, call: Call, name: str, ref: str | None) -> Response:
     model = await _model(request, call, name, ref)
     served = [model] if ref is not None else request.app.state.services.pool.loaded(name)
-    return json_response({"model_version_status": [_available(m) for m in served]})
+    return json_response(tfserving_codec.encode_status([m.version for m in served]))
 
 
 async def _predict(request: Request, call: Call, name: str, ref: str | None) -> Response:

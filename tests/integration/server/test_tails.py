@@ -14,8 +14,8 @@ import tritonclient.http as triton
 
 from tandem.bundle import Bundle, tail_name
 from tandem.errors import InvalidRequest
-from tandem.export import activations
 from tandem.export.split import split_bundle
+from tandem.protocol import activations
 from tandem.registry.registry import Registry
 from tandem.runtime import OnnxModel, load_session
 from tests.integration.server.bundles import make_bundle

@@ -1,52 +1,17 @@
-"""Tensors as the wire protocols name them (OIP datatypes) and their checked conversion to numpy.
+"""Tensors from a request, checked against what the model takes (tandem.protocol.datatypes), as numpy.
 
-Shared by the OIP codec and the TF-Serving adapter, so a tensor is validated the same way whichever
-protocol carried it. Every failure is an InvalidRequest naming the tensor, what was expected and
-what arrived.
+Shared by the OIP and TF-Serving codecs, so a tensor is validated the same way whichever protocol
+carried it. Every failure is an InvalidRequest naming the tensor, what was expected and what arrived.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tandem.errors import InvalidRequest, quoted
-
-# OIP v2 datatypes with a fixed-size numpy equivalent (BYTES, variable-length strings, has none).
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-# Bundle manifests name dtypes the numpy way.
-BUNDLE_TO_OIP = {"uint8": "UINT8", "float32": "FP32", "int64": "INT64"}
-
-
-@dataclass(frozen=True)
-class TensorSig:
-    """What a model takes or gives: a name, an OIP datatype and a shape where -1 is any size."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    @property
-    def dtype(self) -> np.dtype:
-        return DATATYPES[self.datatype]
-
-    def describe(self) -> str:
-        return f"{self.name} {self.datatype} {list(self.shape)}"
+from tandem.protocol.datatypes import TensorSig
 
 
 def check_shape(sig: TensorSig, shape: Any) -> tuple[int, ...]:

@@ -1,4 +1,9 @@
-"""Open Inference Protocol v2 (KServe v2) inference requests and responses, without HTTP.
+"""Open Inference Protocol v2 (KServe v2) inference requests and responses, both ways, without HTTP.
+
+The server parses a request (:func:`parse_infer_request`) and writes its answer
+(:func:`encode_infer_response`); a client (the device SDK) writes a request
+(:func:`encode_infer_request`) and reads the answer (:func:`decode_infer_response`). A client's
+malformed request is an InvalidRequest (400); a server's malformed answer is Unavailable.
 
 Covers JSON tensors and the binary tensor data extension: the body is a JSON header of
 ``Inference-Header-Content-Length`` bytes followed by the raw bytes of every input that declares
@@ -9,7 +14,7 @@ as raw bytes after the JSON header, per output (``parameters.binary_data``) or f
 int8 transfer (a split's tail, docs/serving.md): an FP32 input named in ``int8_inputs`` may instead
 arrive as UINT8 with ``parameters.scale`` and ``parameters.zero_point`` on the input (or on the
 request, for clients such as tritonclient that cannot set an input's parameters); it is decoded to
-``(q - zero_point) * scale`` in float32, as tandem.export.activations encodes it. Spec:
+``(q - zero_point) * scale`` in float32, as tandem.protocol.activations encodes it. Spec:
 https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
 and Triton's binary_tensor_data extension.
 """
@@ -21,12 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
-from tandem.errors import InvalidRequest, quoted
-from tandem.export import activations
-from tandem.server import tensors
-from tandem.server.tensors import TensorSig
+from tandem.errors import InvalidRequest, Unavailable, quoted
+from tandem.protocol import activations, jsonbody, tensors
+from tandem.protocol.datatypes import DATATYPES, TensorSig, datatype_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
@@ -48,15 +51,6 @@ class InferRequest:
     @property
     def rows(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
-
-
-def loads(raw: bytes | memoryview, what: str = "request body") -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(
-            f"{what} is not valid JSON ({e}); NaN and Infinity are not JSON numbers either"
-        ) from e
 
 
 def _parameters(obj: dict, where: str) -> dict[str, Any]:
@@ -112,7 +106,7 @@ def parse_infer_request(
     are read-only views into ``body``, not copies). ``int8_inputs``: FP32 inputs that may arrive
     int8-encoded (see the module's docstring)."""
     header, binary_start = split_body(body, header_length)
-    req = loads(header, "inference request")
+    req = jsonbody.request(header, "inference request")
     if not isinstance(req, dict):
         raise InvalidRequest(f"inference request must be a JSON object, got {type(req).__name__}")
     request_id = req.get("id")
@@ -213,13 +207,6 @@ def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: b
     return picked
 
 
-def datatype_of(arr: np.ndarray) -> str:
-    for name, dtype in tensors.DATATYPES.items():
-        if dtype == arr.dtype:
-            return name
-    raise InvalidRequest(f"output of dtype {arr.dtype} has no Open Inference Protocol datatype")
-
-
 def encode_infer_response(
     model_name: str, model_version: int | str, request_id: str | None,
     outputs: Sequence[tuple[RequestedOutput, np.ndarray]],
@@ -228,7 +215,8 @@ def encode_infer_response(
     blobs: list[bytes] = []
     tensors_out = []
     for req, arr in outputs:
-        t: dict[str, Any] = {"name": req.name, "datatype": datatype_of(arr), "shape": list(arr.shape)}
+        t: dict[str, Any] = {"name": req.name, "datatype": datatype_of(arr, f"output '{req.name}'"),
+                             "shape": list(arr.shape)}
         if req.binary:
             raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
             t["parameters"] = {"binary_data_size": len(raw)}
@@ -240,7 +228,94 @@ def encode_infer_response(
     if request_id is not None:
         resp["id"] = request_id
     resp["outputs"] = tensors_out
-    header = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
+    header = jsonbody.dumps(resp)
     if not blobs:
         return header, {"content-type": JSON_TYPE}
     return b"".join([header, *blobs]), {"content-type": BINARY_TYPE, HEADER_LENGTH.lower(): str(len(header))}
+
+
+def model_path(model: str, version: int | str | None = None) -> str:
+    """``/v2/models/{model}[/versions/{version}]``: a model's metadata; ``/infer`` and ``/ready`` follow it."""
+    return f"/v2/models/{model}" if version is None else f"/v2/models/{model}/versions/{version}"
+
+
+def tensor_metadata(sigs: Sequence[TensorSig]) -> list[dict[str, Any]]:
+    """Tensors as a model metadata answer lists them."""
+    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sigs]
+
+
+# --- the client's side -------------------------------------------------------------------------
+
+
+def encode_infer_request(
+    inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None, *, binary: bool = True,
+    input_parameters: dict[str, dict[str, Any]] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of a request for ``inputs`` (name → array, batch first) and ``outputs`` (all
+    when None): binary tensor data when ``binary``, else JSON tensors. ``input_parameters``: OIP
+    parameters per input (an int8-encoded tensor's ``scale`` and ``zero_point``)."""
+    arrays = {n: np.ascontiguousarray(a) for n, a in inputs.items()}
+    params = input_parameters or {}
+    items: list[dict[str, Any]] = []
+    for name, arr in arrays.items():
+        t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype_of(arr, f"input '{name}'")}
+        if name in params:
+            t["parameters"] = dict(params[name])
+        if binary:
+            t["parameters"] = {**t.get("parameters", {}), "binary_data_size": arr.nbytes}
+        else:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InvalidRequest(f"input '{name}' holds NaN or infinity, which JSON cannot carry")
+            t["data"] = arr.reshape(-1).tolist()
+        items.append(t)
+    req: dict[str, Any] = {"inputs": items}
+    if outputs is not None:
+        req["outputs"] = [{"name": o, "parameters": {"binary_data": binary}} for o in outputs]
+    elif binary:
+        req["parameters"] = {"binary_data_output": True}
+    header = jsonbody.dumps(req)
+    if not binary:
+        return header, {"Content-Type": JSON_TYPE}
+    body = b"".join([header, *(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays.values())])
+    return body, {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}
+
+
+@dataclass
+class InferResponse:
+    outputs: dict[str, np.ndarray]
+    model_name: str | None
+    model_version: int | None  # None: not a version number (or not said)
+
+
+def decode_infer_response(raw: bytes, header_length: str | None, where: str) -> InferResponse:
+    """An answer's outputs (JSON ``data`` or binary tensor data after the JSON header of
+    ``header_length`` bytes); Unavailable, naming ``where``, when it is not an OIP v2 answer."""
+    try:
+        split = int(header_length) if header_length is not None else len(raw)
+    except ValueError:
+        raise Unavailable(f"{where}: bad {HEADER_LENGTH} {header_length!r} in the answer") from None
+    if not 0 <= split <= len(raw):
+        raise Unavailable(f"{where}: {HEADER_LENGTH} {split} is past the end of a {len(raw)}-byte answer")
+    body = jsonbody.answer(raw[:split], where)
+    if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
+        raise Unavailable(f"{where}: the answer has no 'outputs' list; is this an OIP v2 endpoint?")
+    out: dict[str, np.ndarray] = {}
+    offset = split
+    try:
+        for t in body["outputs"]:
+            dtype = DATATYPES[t["datatype"]]
+            shape = [int(d) for d in t["shape"]]
+            size = (t.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                if offset + int(size) > len(raw):
+                    raise ValueError(f"output {t['name']} reaches past the end of the answer")
+                arr = np.frombuffer(raw, dtype.newbyteorder("<"), count=int(size) // dtype.itemsize,
+                                    offset=offset).astype(dtype)
+                offset += int(size)
+            else:
+                arr = np.asarray(t["data"], dtype=dtype)
+            out[t["name"]] = arr.reshape(shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise Unavailable(f"{where}: malformed output tensor in the answer ({type(e).__name__}: {e})") from e
+    name, version = body.get("model_name"), body.get("model_version")
+    return InferResponse(out, str(name) if name else None, int(version) if str(version).isdigit() else None)

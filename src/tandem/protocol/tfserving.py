@@ -1,4 +1,4 @@
-"""TensorFlow Serving's REST predict bodies, without HTTP.
+"""TensorFlow Serving's REST predict and status bodies, both ways, without HTTP.
 
 Row format: ``{"instances": [...]}``, one entry per example (a value, or ``{input: value}``),
 answered with ``{"predictions": [...]}`` (one value per example, or ``{output: value}`` when the
@@ -13,19 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
-from tandem.errors import InvalidRequest, quoted
-from tandem.server import tensors
-from tandem.server.oip_codec import loads
-from tandem.server.tensors import TensorSig
+from tandem.errors import InvalidRequest, Unavailable, quoted
+from tandem.protocol import jsonbody, tensors
+from tandem.protocol.datatypes import TensorSig
 
 SIGNATURE = "serving_default"
 
 
 def parse_predict(body: bytes, inputs: Sequence[TensorSig]) -> tuple[dict[str, np.ndarray], bool]:
     """(arrays by input name, whether the request used the row format)."""
-    req = loads(body, "predict request")
+    req = jsonbody.request(body, "predict request")
     if not isinstance(req, dict):
         raise InvalidRequest(f"predict request must be a JSON object, got {type(req).__name__}")
     signature = req.get("signature_name", SIGNATURE)
@@ -80,11 +78,68 @@ def _check_names(obj: dict, names: list[str], where: str) -> None:
 
 
 def encode_predict(outputs: dict[str, np.ndarray], rows: bool) -> bytes:
-    opt = orjson.OPT_SERIALIZE_NUMPY
     if not rows:
         value: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-        return orjson.dumps({"outputs": value}, option=opt)
+        return jsonbody.dumps({"outputs": value})
     if len(outputs) == 1:
-        return orjson.dumps({"predictions": next(iter(outputs.values()))}, option=opt)
+        return jsonbody.dumps({"predictions": next(iter(outputs.values()))})
     n = len(next(iter(outputs.values())))
-    return orjson.dumps({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(n)]}, option=opt)
+    return jsonbody.dumps({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(n)]})
+
+
+def model_path(model: str, version: int | str | None = None) -> str:
+    """``/v1/models/{model}[/versions/{n}|/labels/{alias}]``: a model's status; ``:predict`` follows it."""
+    if version is None:
+        return f"/v1/models/{model}"
+    return f"/v1/models/{model}/versions/{version}" if str(version).isdigit() else f"/v1/models/{model}/labels/{version}"
+
+
+def encode_status(versions: Sequence[int]) -> dict[str, Any]:
+    """A model status answer: each of ``versions`` available."""
+    return {"model_version_status": [
+        {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        for v in versions]}
+
+
+def served_version(status: Any) -> int | None:
+    """The newest AVAILABLE version in a model status answer (a predict answer carries none)."""
+    try:
+        versions = [int(s["version"]) for s in status.get("model_version_status", []) if s.get("state") == "AVAILABLE"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return max(versions) if versions else None
+
+
+# --- the client's side -------------------------------------------------------------------------
+
+
+def encode_request(inputs: dict[str, np.ndarray]) -> bytes:
+    """A columnar predict request: the only input's value, else ``{input: value}``."""
+    if len(inputs) == 1:
+        payload: Any = next(iter(inputs.values())).tolist()
+    else:
+        payload = {n: a.tolist() for n, a in inputs.items()}
+    return jsonbody.dumps({"inputs": payload})
+
+
+def decode_answer(raw: bytes, where: str, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """A columnar answer's outputs (a lone unnamed output takes the first name of ``outputs``, else
+    "output"), only those named in ``outputs`` when given; Unavailable when it is not one."""
+    body = jsonbody.answer(raw, where)
+    if not isinstance(body, dict) or "outputs" not in body:
+        raise Unavailable(f"{where}: the answer has no 'outputs'; is this a TF-Serving endpoint?")
+    value = body["outputs"]
+    try:
+        named = value if isinstance(value, dict) else {(outputs[0] if outputs else "output"): value}
+        out = {n: np.asarray(v, dtype=np.float32 if _is_float(v) else None) for n, v in named.items()}
+    except (TypeError, ValueError) as e:
+        raise Unavailable(f"{where}: malformed outputs in the answer ({e})") from e
+    if outputs is not None:
+        out = {n: out[n] for n in outputs if n in out}
+    return out
+
+
+def _is_float(v: Any) -> bool:
+    while isinstance(v, list) and v:
+        v = v[0]
+    return isinstance(v, float)

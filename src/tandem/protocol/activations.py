@@ -3,8 +3,8 @@
 Per-tensor affine quantization to uint8 (as ONNX's QuantizeLinear): ``q = clip(round(x / scale) +
 zero_point, 0, 255)``, ``x ≈ (q - zero_point) · scale``, with ``scale = (max - min) / 255`` over the
 tensor (min ≤ 0 ≤ max, so that 0 is exact). The error is at most ``scale / 2`` per value. The device
-sends ``q`` as a UINT8 tensor with ``scale`` and ``zero_point`` beside it; only numpy is needed here,
-so that the device SDK and the server can both import it.
+sends ``q`` as a UINT8 tensor with ``scale`` and ``zero_point`` beside it (OIP v2 input parameters,
+tandem.protocol.oip decodes them on the server).
 """
 
 from __future__ import annotations
