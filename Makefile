@@ -5,13 +5,35 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install chromium demo celebmatch test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
+.PHONY: install check-data need-data lfw chromium demo celebmatch test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
 	web/scripts/copy-assets.mjs web/scripts/opencv-csp.mjs web/package.json web/package-lock.json
 
-install: $(VENV)/.installed src/tandem/webapp/index.html chromium
+# LFW is looked for before anything is installed: `make demo`, `make celebmatch` and `make test` need it
+# (need-data stops there), `make install` only says so (check-data).
+LFW_DIR = $(TANDEM_DATA_HOME)/lfw_home/lfw_funneled
+define NO_LFW
+LFW (Labeled Faces in the Wild) is not at $(LFW_DIR).
+  If you have it elsewhere: make ... TANDEM_DATA_HOME=/the/folder/that/holds/lfw_home
+  To download it there (about 230 MB, scikit-learn's fetch_lfw_people): make install && make lfw
+endef
+export NO_LFW
+
+check-data:
+	@test -d "$(LFW_DIR)" || { echo "$$NO_LFW" >&2; echo "(installing anyway: the demo and the tests need it)" >&2; }
+
+need-data:
+	@test -d "$(LFW_DIR)" || { echo "$$NO_LFW" >&2; exit 2; }
+
+# Downloads LFW into TANDEM_DATA_HOME the way scikit-learn lays it out (needs internet).
+lfw: $(VENV)/.installed
+	$(BIN)/python -c "import sys; from sklearn.datasets import fetch_lfw_pairs, fetch_lfw_people; \
+		fetch_lfw_people(data_home=sys.argv[1], download_if_missing=True); \
+		fetch_lfw_pairs(data_home=sys.argv[1], download_if_missing=True)" "$(TANDEM_DATA_HOME)"
+
+install: check-data $(VENV)/.installed src/tandem/webapp/index.html chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,25 +53,28 @@ src/tandem/webapp/index.html: $(WEB_SRC) $(VENV)/.installed
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-demo: install
+demo: need-data install
 	$(BIN)/tandem demo
 
 # celebmatch's full face embedding (about 45 minutes on 2 cores; the demo's is a 4-minute sketch):
 # trained with dlib's recogniser as teacher on every LFW person outside the held-out verification folds,
 # exported to bundles/celebmatch and enrolled with the LFW people who have at least 10 photos.
-celebmatch: install
+celebmatch: need-data install
 	$(BIN)/tandem train --data lfw --objective embed --teacher dlib --size 80 --epochs 30 --name celebmatch --out runs/celebmatch $$( [ -f runs/celebmatch/checkpoint.pt ] && echo --resume )
 	$(BIN)/tandem export runs/celebmatch --out bundles/celebmatch
 	$(BIN)/tandem celebmatch enroll bundles/celebmatch --data lfw --min-faces 10
 
 # Ray's tests run in their own process: a Ray driver leaves state behind (its event loop among
-# it) that later tests in the same interpreter would trip over.
-test: install
-	$(BIN)/pytest -m "not ray"
-	$(BIN)/pytest -m ray
+# it) that later tests in the same interpreter would trip over. Both parts always run; the status
+# is the first failure's.
+test: need-data install
+	@$(BIN)/pytest -m "not ray"; first=$$?; \
+	$(BIN)/pytest -m ray; second=$$?; \
+	if [ $$first -ne 0 ]; then echo "make test: the tests outside Ray failed (pytest exit $$first)" >&2; exit $$first; fi; \
+	exit $$second
 
 # Only the tests that start a local Ray cluster (Ray Train, Ray Serve): a few minutes on 2 cores.
-test-ray: install
+test-ray: need-data install
 	$(BIN)/pytest -m ray
 
 bench-accuracy: install
