@@ -160,27 +160,56 @@ def predict(
     top_k: Annotated[int, typer.Option(min=1, help="How many labels to list for each image.")] = 5,
     json_out: JsonOpt = False,
 ) -> None:
-    """Classify images on this device with ONNX Runtime alone (no torch)."""
+    """Classify images on this device with ONNX Runtime alone (no torch).
+
+    Every readable image is answered; each one that is not is reported, and the exit status is then non-zero."""
     import time
 
+    import numpy as np
+
     from tandem.bundle import Bundle
+    from tandem.errors import ImageError
+    from tandem.preprocess import decode_image, to_input
     from tandem.runtime import OnnxModel
 
+    folders = [p for p in images if p.is_dir()]
+    if folders:
+        raise ConfigError(f"{folders[0]} is a folder: predict takes image files; pass the photos in it, "
+                          f"e.g. {folders[0] / '*.jpg'}")
     b = Bundle.load(bundle)
     model = OnnxModel.open(b, "int8" if int8 else "fp32")
-    t0 = time.perf_counter()
-    probs = model.run(model.pixels_from_files(images))["probabilities"]
-    ms = (time.perf_counter() - t0) * 1000
-    guesses = model.top_k(probs, top_k)
+    good: list[tuple[Path, np.ndarray]] = []
+    failed: list[tuple[Path, ImageError]] = []
+    for path in images:
+        try:
+            good.append((path, to_input(decode_image(path), model.spec)))
+        except ImageError as e:
+            if len(images) == 1:
+                raise
+            failed.append((path, e))
+    ms = 0.0
+    guesses = []
+    if good:
+        t0 = time.perf_counter()
+        probs = model.run(np.stack([pixels for _, pixels in good]))["probabilities"]
+        ms = (time.perf_counter() - t0) * 1000
+        guesses = model.top_k(probs, top_k)
     if json_out:
         print_json({"model": b.manifest.name, "precision": model.precision, "milliseconds": round(ms, 2),
-                    "predictions": [{"image": str(p), "top": [g.__dict__ for g in gs]} for p, gs in zip(images, guesses, strict=True)]})
-        return
-    for path, gs in zip(images, guesses, strict=True):
-        console.print(f"[bold]{path}[/]")
-        for g in gs:
-            console.print(f"  {g.probability:6.1%}  {g.label}")
-    console.print(f"[dim]{len(images)} image(s), {model.precision}, {ms:.1f} ms[/]")
+                    "predictions": [{"image": str(p), "top": [g.__dict__ for g in gs]}
+                                    for (p, _), gs in zip(good, guesses, strict=True)],
+                    "errors": [{"image": str(p), "error": str(e)} for p, e in failed]})
+    else:
+        for (path, _), gs in zip(good, guesses, strict=True):
+            console.print(str(path), style="bold", markup=False, highlight=False)
+            for g in gs:
+                console.print(f"  {g.probability:6.1%}  {g.label}", markup=False, highlight=False)
+        if good:
+            console.print(f"[dim]{len(good)} image(s), {model.precision}, {ms:.1f} ms[/]")
+        for _, e in failed:
+            err_console.print(f"skipped {e}", markup=False, highlight=False)
+    if failed:
+        raise ImageError(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)")
 
 
 @app.command()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 import tempfile
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from tandem.cli.output import console
+from tandem.cli.output import console, err_console
 from tandem.errors import ConfigError
 from tandem.settings import Settings
 
@@ -45,7 +48,12 @@ def serve(
     if max_delay_ms is not None:
         os.environ["TANDEM_MAX_DELAY_MS"] = str(max_delay_ms)
     settings = get_settings()
-    Registry.open(settings).close()  # a wrong database URL or home fails here, once, with its own message
+    check_port_free(host, port)  # before any model is loaded: a taken port fails at once
+    with Registry.open(settings) as reg:  # a wrong database URL or home fails here, once, with its own message
+        empty = not reg.models()
+    if empty:
+        err_console.print(f"[yellow]warning:[/] the registry at {escape(settings.registry_url.split('@')[-1])} holds "
+                          "no models yet: model routes answer 404 until you `tandem push BUNDLE` (no restart needed)", highlight=False)
     if ray:
         _serve_on_ray(settings, host, port, workers, replicas, autoscale, address, log_level)
         return
@@ -58,7 +66,8 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     console.print(f"serving the registry at {settings.registry_url.split('@')[-1]} on http://{host}:{port} "
                   f"({workers} worker(s), batches up to {settings.max_batch_size} rows / "
-                  f"{settings.max_delay_ms:g} ms)", highlight=False)
+                  f"{settings.max_delay_ms:g} ms)", highlight=False, markup=False)
+    console.print(f"the browser app: {page_url(host, port)}", highlight=False, markup=False)
     from tandem.server.connections import protocol, raise_fd_limit
 
     raise_fd_limit()
@@ -92,8 +101,37 @@ def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replic
 
     def ready() -> None:
         console.print(f"serving on http://{host}:{port} through Ray Serve; Ctrl-C stops", highlight=False)
+        console.print(f"the browser app: {page_url(host, port)}", highlight=False, markup=False)
 
     serve_forever(settings, scaling, host, port, address, verbose=log_level in ("debug", "trace"), on_ready=ready)
+
+
+def page_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the page (a wildcard address is not one to open)."""
+    shown = {"0.0.0.0": "localhost", "::": "localhost", "": "localhost"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/app/"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError naming the port when something already listens there (port 0: any free one)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host!r} is not an address this machine has ({e.strerror})") from e
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (another `tandem serve`?): stop what "
+                                  f"listens there or pass another port, e.g. --port {port + 1 if port < 65535 else 8000}") from e
+            raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --host or --port") from e
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,105 @@
+"""A new user's first hour with the real CLI (issue 22): several photos where one is bad, a folder
+where files are expected, a server on a port already taken or over an empty registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tandem.errors import ConfigError, ImageError
+from tests.integration.cli import tandem
+from tests.integration.server.bundles import make_bundle
+from tests.integration.server.serving import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("first-hour") / "tiny", None)
+
+
+def test_predict_answers_every_good_photo_and_reports_each_bad_one(tiny, tmp_path, lfw_people):
+    good = [sorted((lfw_people / p).glob("*.jpg"))[0] for p in ("Tony_Blair", "Hugo_Chavez")]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    missing = tmp_path / "missing.jpg"
+    args = ("predict", tiny, good[0], bad, missing, good[1], "--top-k", "2")
+    proc = tandem(*args, ok=False)
+    assert proc.returncode == ImageError.exit_code
+    assert proc.stdout.count("%") == 4 and str(good[0]) in proc.stdout and str(good[1]) in proc.stdout
+    assert f"{bad}: not a readable image" in proc.stderr and f"{missing}: no such file" in proc.stderr
+    assert "2 of 4 image(s) could not be read" in proc.stderr
+
+    proc = tandem(*args, "--json", ok=False)
+    assert proc.returncode == ImageError.exit_code
+    out = json.loads(proc.stdout)
+    assert [p["image"] for p in out["predictions"]] == [str(good[0]), str(good[1])]
+    assert [e["image"] for e in out["errors"]] == [str(bad), str(missing)]
+
+    assert tandem("predict", tiny, *good).returncode == 0
+    one = tandem("predict", tiny, bad, ok=False)  # one photo: its own error, once
+    assert one.returncode == ImageError.exit_code and one.stderr.count("not a readable image") == 1
+
+
+def test_predict_says_a_folder_is_not_a_photo(tiny, tmp_path):
+    proc = tandem("predict", tiny, tmp_path, ok=False)
+    assert proc.returncode == ConfigError.exit_code
+    assert f"{tmp_path} is a folder" in proc.stderr and "*.jpg" in proc.stderr
+
+
+def serve_env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "TANDEM_HOME": str(home), "TANDEM_DATABASE_URL": "", "TANDEM_ACCESS_LOG": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def test_serve_on_a_taken_port_fails_at_once_naming_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        t0 = time.monotonic()
+        proc = tandem("serve", "--port", port, env=serve_env(tmp_path / "home"), ok=False, timeout=60)
+    assert proc.returncode == ConfigError.exit_code
+    assert f"port {port} on 127.0.0.1 is already in use" in proc.stderr and f"--port {port + 1}" in proc.stderr
+    assert "serving" not in proc.stdout and time.monotonic() - t0 < 30
+
+
+def test_serve_warns_of_an_empty_registry_and_shows_the_page_address(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--log-level", "warning"],
+                            env={**serve_env(tmp_path / "home"), "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert f"the browser app: http://127.0.0.1:{port}/app/" in out
+    assert "holds no models yet" in err and "tandem push BUNDLE" in err
+
+
+def test_the_page_address_is_one_a_browser_can_open():
+    from tandem.cli.serve import page_url
+
+    assert page_url("0.0.0.0", 8000) == "http://localhost:8000/app/"
+    assert page_url("::1", 8080) == "http://[::1]:8080/app/"
+    assert page_url("10.1.2.3", 80) == "http://10.1.2.3:80/app/"
