@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tandem.errors import NotFound
+from tandem.registry import tx
+from tandem.registry.keys import NO_SUCH_HASH, stored_scope
 from tandem.registry.records import EVERY_MODEL, DeviceInfo, KeyInfo, ModelScope
-from tandem.registry.registry import Registry, _aware, stored_scope
+from tandem.registry.registry import Registry
 from tandem.registry.schema import RegisteredDevice, utcnow
 from tandem.security import apikeys
-
-_NO_SUCH_HASH = "0" * 64
 
 
 class Devices:
@@ -41,7 +41,7 @@ class Devices:
             return None
         with self.reg.db.read() as s:
             row = s.get(RegisteredDevice, parsed.key_id)
-            matches = apikeys.secret_matches(parsed.secret, row.secret_hash if row is not None else _NO_SUCH_HASH)
+            matches = apikeys.secret_matches(parsed.secret, row.secret_hash if row is not None else NO_SUCH_HASH)
             if row is None or not matches or row.revoked is not None:
                 return None
             return device_info(row).principal()
@@ -76,6 +76,6 @@ class Devices:
 
 
 def device_info(row: RegisteredDevice) -> DeviceInfo:
-    created = _aware(row.created)
+    created = tx.aware(row.created)
     assert created is not None
-    return DeviceInfo(row.device_id, row.enrolled_by, created, _aware(row.revoked), stored_scope(row.models, row.apps))
+    return DeviceInfo(row.device_id, row.enrolled_by, created, tx.aware(row.revoked), stored_scope(row.models, row.apps))

@@ -22,8 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tandem.errors import ConfigError, Conflict, DecryptionError, NotFound
+from tandem.registry import tx
 from tandem.registry.records import SigningKeyInfo
-from tandem.registry.registry import _aware
 from tandem.registry.schema import DataKey, SigningKeyRow, utcnow
 from tandem.security import encryption
 from tandem.security.signing import SigningKey
@@ -118,9 +118,9 @@ def data_key_label(name: str, version: int) -> str:
 
 
 def signing_key_info(row: SigningKeyRow) -> SigningKeyInfo:
-    created = _aware(row.created)
+    created = tx.aware(row.created)
     assert created is not None
-    return SigningKeyInfo(row.key_id, row.public_key, created, _aware(row.retired), bool(row.current))
+    return SigningKeyInfo(row.key_id, row.public_key, created, tx.aware(row.retired), bool(row.current))
 
 
 class OtaKeys:
@@ -147,7 +147,7 @@ class OtaKeys:
     def create_signing_key(self) -> SigningKeyInfo:
         """The first signing key. Refused while a current key exists: replacing it is a rotation."""
         with self.reg.db.write() as s:
-            self.reg._lock(s)
+            tx.lock(s)
             current = s.scalar(select(SigningKeyRow).where(SigningKeyRow.current.is_(True)))
             if current is not None:
                 raise Conflict(f"signing key {current.key_id} is already current; replace it with "
@@ -157,13 +157,13 @@ class OtaKeys:
     def rotate_signing_key(self) -> SigningKeyInfo:
         """A new current key; the old one stays listed (and trusted by devices) until it is retired."""
         with self.reg.db.write() as s:
-            self.reg._lock(s)
+            tx.lock(s)
             s.execute(update(SigningKeyRow).where(SigningKeyRow.current.is_(True)).values(current=False))
             return self._add(s)
 
     def retire_signing_key(self, key_id: str) -> SigningKeyInfo:
         with self.reg.db.write() as s:
-            self.reg._lock(s)
+            tx.lock(s)
             row = s.get(SigningKeyRow, key_id) if isinstance(key_id, str) else None
             if row is None:
                 raise NotFound(f"no signing key with id {key_id!r}; `tandem keys signing list` shows them")
@@ -172,7 +172,7 @@ class OtaKeys:
                                "(`tandem keys signing rotate`), then retire this one")
             if row.retired is None:
                 row.retired = utcnow()
-                self.reg._bump(s)
+                tx.bump(s)
             return signing_key_info(row)
 
     def ensure_signing_key(self) -> SigningKeyInfo | None:
@@ -193,7 +193,7 @@ class OtaKeys:
                             created=utcnow(), retired=None, current=True)
         s.add(row)
         s.flush()
-        self.reg._bump(s)  # servers pick up the new signer (and the listed keys) on their next poll
+        tx.bump(s)  # servers pick up the new signer (and the listed keys) on their next poll
         return signing_key_info(row)
 
     def signer(self, row: SigningKeyRow) -> SigningKey:
@@ -205,8 +205,8 @@ class OtaKeys:
         """(key id, key) of the version's data key, created on first use."""
         for _ in range(2):
             with self.reg.db.read() as s:
-                model = self.reg._model(s, name)
-                self.reg._version(s, model, version)
+                model = tx.model(s, name)
+                tx.version(s, model, version)
                 row = s.scalar(select(DataKey).where(DataKey.model_id == model.id, DataKey.version == version))
                 if row is not None:
                     return row.key_id, unwrap(self.master, row.wrapped, data_key_label(name, version))

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tandem.bundle import MANIFEST, Manifest, sha256_file
 from tandem.errors import NotFound, RegistryError, TandemError
+from tandem.registry import tx
 from tandem.registry.ota_keys import OtaKeys
 from tandem.registry.records import OtaObjectInfo, VersionInfo
 from tandem.registry.schema import Model, OtaObject, utcnow
@@ -200,13 +201,13 @@ class OtaObjects:
                 if replaces is not None:
                     # The recorded object went missing from the store or was damaged: record the new one,
                     # and move the generation on, since payloads that servers cached name the old one.
-                    self.reg._lock(s)
+                    tx.lock(s)
                     row = s.scalar(select(OtaObject).where(
                         OtaObject.model_id == model_id, OtaObject.version == info.version, OtaObject.kind == kind,
                         OtaObject.path == path, OtaObject.from_sha256 == from_sha))
                     if row is not None:
                         row.sha256, row.size, row.created = sha, size, utcnow()
-                        self.reg._bump(s)
+                        tx.bump(s)
                         return object_info(info.name, row)
                 row = OtaObject(model_id=model_id, version=info.version, kind=kind, path=path, from_sha256=from_sha,
                                 plain_sha256=plain, sha256=sha, size=size, created=utcnow())

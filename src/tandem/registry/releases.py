@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tandem.errors import Conflict, InvalidRequest, NotFound, RegistryError, quoted
+from tandem.registry import tx
 from tandem.registry.ota_keys import OtaKeys
 from tandem.registry.ota_objects import OtaObjects
 from tandem.registry.records import ALIAS_RE, HealthInfo, PinInfo, ReleaseInfo
-from tandem.registry.registry import _aware
 from tandem.registry.rollout import Health, gate_trips, parse_version
 from tandem.registry.schema import DeviceHealth, Model, Release, ReleaseHealth, ReleasePin, utcnow
 
@@ -114,16 +114,16 @@ class Releases:
         changes = _rule_changes(percent, min_app_version, max_app_version, platforms, min_os_version, min_ram_mb,
                                 max_failure_rate, min_devices, no_health_gate)
         with self.reg.db.read() as s:  # every refusal before anything is written
-            model = self.reg._model(s, name)
-            self.reg._version(s, model, version)
+            model = tx.model(s, name)
+            tx.version(s, model, version)
             row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
                                                  Release.version == version))
             _check_range(changes.get("min_app_version", row.min_app_version if row else None),  # type: ignore[arg-type]
                          changes.get("max_app_version", row.max_app_version if row else None))  # type: ignore[arg-type]
         self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
-            model = self._locked_model(s, name)
-            self.reg._version(s, model, version)
+            model = tx.locked_model(s, name)
+            tx.version(s, model, version)
             row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
                                                  Release.version == version))
             now = utcnow()
@@ -140,13 +140,13 @@ class Releases:
             _check_range(row.min_app_version, row.max_app_version)
             row.state, row.note, row.updated = "active", "", now
             s.flush()
-            self.reg._bump(s)
+            tx.bump(s)
             return self._info(s, name, row)
 
     def releases(self, name: str, channel: str | None = None) -> list[ReleaseInfo]:
         """The model's releases (newest version first per channel), with their health figures."""
         with self.reg.db.read() as s:
-            model = self.reg._model(s, name)
+            model = tx.model(s, name)
             q = select(Release).where(Release.model_id == model.id)
             if channel is not None:
                 q = q.where(Release.channel == check_channel(channel))
@@ -156,21 +156,21 @@ class Releases:
     def halt(self, name: str, version: int, channel: str = DEFAULT_CHANNEL) -> ReleaseInfo:
         """Stop a rollout where it is: devices that have the version keep it, no new ones get it."""
         with self.reg.db.write() as s:
-            model = self._locked_model(s, name)
+            model = tx.locked_model(s, name)
             row = self._release(s, model, version, check_channel(channel))
             if row.state == "rolled_back":
                 raise Conflict(f"{name} v{version} on {channel} is rolled back already; release it again with "
                                f"`tandem release {name} {version} --channel {channel}` first")
             if row.state == "active":
                 row.state, row.note, row.updated = "halted", "halted by hand", utcnow()
-                self.reg._bump(s)
+                tx.bump(s)
             return self._info(s, name, row)
 
     def rollback(self, name: str, channel: str = DEFAULT_CHANNEL) -> ReleaseInfo:
         """Roll back the channel's current release (its newest active or halted one): its devices go
         back to the release before it. Returns the rolled-back release."""
         with self.reg.db.write() as s:
-            model = self._locked_model(s, name)
+            model = tx.locked_model(s, name)
             live = s.scalars(select(Release).where(
                 Release.model_id == model.id, Release.channel == check_channel(channel),
                 Release.state.in_(("active", "halted"))).order_by(Release.version.desc())).all()
@@ -183,7 +183,7 @@ class Releases:
                                f"--channel {channel}`, or release an older version first")
             row = live[0]
             row.state, row.note, row.updated = "rolled_back", f"rolled back by hand to v{live[1].version}", utcnow()
-            self.reg._bump(s)
+            tx.bump(s)
             return self._info(s, name, row)
 
     # --- pins ---------------------------------------------------------------------------------
@@ -195,8 +195,8 @@ class Releases:
         self.reg.get(name, version)
         self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
-            model = self._locked_model(s, name)
-            self.reg._version(s, model, version)
+            model = tx.locked_model(s, name)
+            tx.version(s, model, version)
             row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id, ReleasePin.channel == channel,
                                                     ReleasePin.device_id == device_id))
             if row is None:
@@ -208,12 +208,12 @@ class Releases:
             else:
                 row.version, row.created = version, utcnow()
             s.flush()
-            self.reg._bump(s)
+            tx.bump(s)
             return pin_info(name, row)
 
     def unpin(self, name: str, device_id: str, channel: str = DEFAULT_CHANNEL) -> PinInfo:
         with self.reg.db.write() as s:
-            model = self._locked_model(s, name)
+            model = tx.locked_model(s, name)
             row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id,
                                                     ReleasePin.channel == check_channel(channel),
                                                     ReleasePin.device_id == device_id))
@@ -222,12 +222,12 @@ class Releases:
                                f"`tandem releases {name}` lists the pins")
             info = pin_info(name, row)
             s.delete(row)
-            self.reg._bump(s)
+            tx.bump(s)
             return info
 
     def pins(self, name: str, channel: str | None = None) -> list[PinInfo]:
         with self.reg.db.read() as s:
-            model = self.reg._model(s, name)
+            model = tx.model(s, name)
             q = select(ReleasePin).where(ReleasePin.model_id == model.id)
             if channel is not None:
                 q = q.where(ReleasePin.channel == check_channel(channel))
@@ -248,7 +248,7 @@ class Releases:
                     # Locked first, as every registry writer does, so writers never wait on each other in
                     # opposite orders (the gate may change a release and the generation). It also makes
                     # the read-then-write of each device's row below an upsert no other server interleaves.
-                    self.reg._lock(s)
+                    tx.lock(s)
                     return self._record(s, batch)
             except IntegrityError as e:
                 if attempt == WRITE_ATTEMPTS:
@@ -310,7 +310,7 @@ class Releases:
                 release.note = (f"health gate: {health.failed_devices} of {health.devices} devices failed "
                                 f"({health.failure_rate:.1%} > {release.max_failure_rate:.1%}); halted and rolled back")
                 s.flush()
-                self.reg._bump(s)
+                tx.bump(s)
                 tripped.append(self._info(s, name, release))
         return tripped
 
@@ -320,7 +320,7 @@ class Releases:
         """Older versions devices on this channel probably hold: those released or pinned on it, and
         the version's parent. Deltas from these are made up front; others when first asked for."""
         with self.reg.db.read() as s:
-            model = self.reg._model(s, name)
+            model = tx.model(s, name)
             released = set(s.scalars(select(Release.version).where(Release.model_id == model.id,
                                                                    Release.channel == channel)))
             pinned = set(s.scalars(select(ReleasePin.version).where(ReleasePin.model_id == model.id,
@@ -332,11 +332,6 @@ class Releases:
         """Signing key, encrypted files and likely deltas exist before a release or pin points at them."""
         self.keys.ensure_signing_key()
         self.objects.prepare(name, version, self._likely_sources(name, channel, version))
-
-    def _locked_model(self, s: Session, name: str) -> Model:
-        """The model's row, with the registry's write lock taken first (see Registry._lock)."""
-        self.reg._lock(s)
-        return self.reg._model(s, name)
 
     @staticmethod
     def _release(s: Session, model: Model, version: int, channel: str) -> Release:
@@ -376,12 +371,12 @@ def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInf
                        min_app_version=row.min_app_version, max_app_version=row.max_app_version,
                        platforms=tuple(row.platforms or ()), min_os_version=row.min_os_version,
                        min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_devices=row.min_devices,
-                       note=row.note, created=_aware(row.created), updated=_aware(row.updated), health=health)
+                       note=row.note, created=tx.aware(row.created), updated=tx.aware(row.updated), health=health)
 
 
 def pin_info(name: str, row: ReleasePin) -> PinInfo:
     return PinInfo(name=name, channel=row.channel, device_id=row.device_id, version=row.version,
-                   created=_aware(row.created))
+                   created=tx.aware(row.created))
 
 
 def _stored(row: DeviceHealth) -> DeviceReport:
