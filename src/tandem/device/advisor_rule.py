@@ -1,7 +1,7 @@
 """``auto`` by the placement advisor: predict every placement from the model's profile and what this
 device measures now, and run the best.
 
-:class:`AdvisorRule` implements :class:`~tandem.device.hybrid.AutoPolicy` (``choose``/``observe``)
+:class:`AdvisorRule` implements :class:`~tandem.device.policies.AutoPolicy` (``choose``/``observe``)
 and takes each call's parts through ``measured``:
 
 - **device speed**: measured compute (the whole model, or a split's head with its int8 encoding)
@@ -51,7 +51,7 @@ from tandem.advisor.profile import ModelProfile
 from tandem.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
-    from tandem.device.hybrid import Measurement
+    from tandem.device.policies import Measurement
 
 # A line needs sizes this far apart (max ÷ min bytes) to tell the uplink from the fixed part.
 SIZE_SPREAD = 1.5

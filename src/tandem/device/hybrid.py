@@ -3,7 +3,8 @@
 ``HybridModel`` holds an optional local model (a bundle folder, an ``OnnxModel`` or a
 ``ModelUpdater``'s installed version) and an optional :class:`~tandem.device.cloud.CloudClient`.
 Images are preprocessed once, on the device, with the manifest's spec (``tandem.preprocess``, the
-code the server uses), so both sides see the same tensor. A policy picks the side per call:
+code the server uses), so both sides see the same tensor. A policy (tandem.device.policies) orders
+the placements to try per call, each run by its runner (tandem.device.runners); by name:
 
 - ``only_device`` / ``only_cloud``: that side or a clear error;
 - ``prefer_device``: the device; the cloud when there is no usable local model (or it fails);
@@ -23,22 +24,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from tandem.advisor.placement import Placement
-from tandem.bundle import Bundle, Precision, SplitSpec, tail_name
+from tandem.advisor.placement import CLOUD, DEVICE, Placement
+from tandem.bundle import Bundle, Precision
 from tandem.device.conditions import unmet
 from tandem.device.deadline import Deadline
+from tandem.device.policies import AutoPolicy, LatencyRule, Measurement, Policy, as_policy
+from tandem.device.runners import CloudRunner, DeviceRunner, LocalModel, RowTime, Runner, SplitRunner, batch_rows
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
 from tandem.preprocess import PreprocessSpec, decode_image, to_input
-from tandem.protocol import activations
-from tandem.runtime import Guess, OnnxModel, load_session
+from tandem.runtime import Guess, OnnxModel
 
 if TYPE_CHECKING:
     from tandem.device.cloud import CloudClient
@@ -47,10 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["AutoPolicy", "HybridModel", "LatencyRule", "Measurement", "NothingAvailable", "Prediction", "Timings"]
+
 Where = Literal["device", "cloud", "split"]
-# Besides these, "split@K" and "split@K+int8" (tandem.advisor.Placement names).
-Policy = Literal["only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto"] | str
-POLICIES: tuple[str, ...] = ("only_device", "prefer_device", "prefer_cloud", "only_cloud", "auto")
 Image_ = Union[str, Path, bytes, Image.Image, np.ndarray]
 Inputs = Union[Image_, Sequence[Image_], dict[str, np.ndarray]]
 
@@ -96,98 +96,14 @@ class Prediction:
         return [[Guess(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order, strict=True)]
 
 
-class AutoPolicy(Protocol):
-    """The ``auto`` hook: choose a placement among those available ("device", "cloud", "split@K",
-    "split@K+int8"), and learn from what happened. A policy that also has a method
-    ``measured(m: Measurement)`` gets each successful call's parts (device time, round trip)."""
-
-    def choose(self, available: Sequence[str]) -> str: ...
-
-    def observe(self, where: str, seconds: float, ok: bool) -> None: ...
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one successful call of ``placement`` cost, in parts: for an AutoPolicy's ``measured``."""
-
-    placement: str
-    rows: int
-    device_ms: float  # model compute on the device (the whole model, or the head and its int8 encoding)
-    round_trip_ms: float  # request out, answer back (0 on the device)
-    sent_bytes: int
-    received_bytes: int
-
-
-class LatencyRule:
-    """EWMA of measured latency per side; the faster wins; every ``probe_every``-th choice tries the
-    other side so that its estimate stays fresh. A side never measured is tried first. A failure
-    counts as ``failure_penalty_s``."""
-
-    def __init__(self, alpha: float = 0.3, probe_every: int = 20, failure_penalty_s: float = 10.0) -> None:
-        self.alpha = alpha
-        self.probe_every = probe_every
-        self.failure_penalty_s = failure_penalty_s
-        self.ewma: dict[str, float] = {}
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def choose(self, available: Sequence[str]) -> str:
-        if not available:
-            raise ConfigError("auto policy: neither the device nor the cloud is available")
-        with self._lock:
-            self.calls += 1
-            unmeasured = [w for w in available if w not in self.ewma]
-            if unmeasured:
-                return unmeasured[0]
-            ranked = sorted(available, key=lambda w: self.ewma[w])
-            if len(ranked) > 1 and self.probe_every > 0 and self.calls % self.probe_every == 0:
-                return ranked[1]
-            return ranked[0]
-
-    def observe(self, where: str, seconds: float, ok: bool) -> None:
-        x = seconds if ok else max(seconds, self.failure_penalty_s)
-        with self._lock:
-            old = self.ewma.get(where)
-            self.ewma[where] = x if old is None else self.alpha * x + (1 - self.alpha) * old
-
-
-@dataclass
-class _Local:
-    model: OnnxModel
-    name: str
-    version: int | None
-    labels: list[str] = field(default_factory=list)
-    splits: dict[int, SplitSpec] = field(default_factory=dict)
-    read: Callable[[str], Path | bytes] | None = None  # a bundle file (a head), by its name in the manifest
-    heads: dict[int, ort.InferenceSession] = field(default_factory=dict)  # k → the head, opened on first use
-    placements: list[str] = field(default_factory=list)  # the splits as auto's candidates
-
-    def __post_init__(self) -> None:
-        self.placements = [p for k in sorted(self.splits) for p in (f"split@{k}", f"split@{k}+int8")]
-
-    def head(self, k: int, threads: int | None) -> ort.InferenceSession:
-        head = self.heads.get(k)
-        if head is None:
-            spec = self.splits.get(k)
-            if spec is None or self.read is None:
-                have = ", ".join(str(s) for s in sorted(self.splits)) or "none"
-                raise ConfigError(f"the local model {self.name} has no split at k={k} (its splits: {have}); "
-                                  f"cut the bundle with `tandem split BUNDLE {k}`")
-            try:
-                source = self.read(spec.head)
-            except (KeyError, OSError) as e:
-                raise ConfigError(f"the local model {self.name} lists {spec.head} but it is not on this device "
-                                  f"({e})") from e
-            head = self.heads[k] = load_session(source, threads)
-        return head
-
-
 class HybridModel:
     """``predict(images_or_tensors, policy=None)`` on the device, in the cloud, or both as fallback.
 
     ``local``: a bundle folder, an ``OnnxModel``, a ``ModelUpdater`` (its installed version is
     loaded, and loaded again when the updater installs a newer one) or None. ``cloud``: a
-    ``CloudClient`` or None. ``preprocessing``: the spec for images when there is no local model
+    ``CloudClient`` or None. ``policy``: a Policy (tandem.device.policies) or its name, the default
+    of every ``predict``; ``auto``: the rule of the ``auto`` policy (default :class:`LatencyRule`).
+    ``preprocessing``: the spec for images when there is no local model
     to take it from (cloud only). ``timeout_s``: the default deadline of a ``predict`` call (None:
     none). ``update_conditions``: with an updater, start a background update under these download
     conditions; one that was deferred or failed is started again at a later ``predict`` once the
@@ -199,7 +115,7 @@ class HybridModel:
         local: Path | str | OnnxModel | ModelUpdater | None = None,
         cloud: CloudClient | None = None,
         *,
-        policy: Policy = "prefer_device",
+        policy: str | Policy = "prefer_device",
         name: str | None = None,
         version: int | None = None,
         preprocessing: PreprocessSpec | None = None,
@@ -211,8 +127,7 @@ class HybridModel:
         update_retry_s: float = 60.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        _check_policy(policy)
-        self.policy: Policy = policy
+        self.policy: Policy = as_policy(policy)
         self.cloud = cloud
         self.auto: AutoPolicy = auto or LatencyRule()
         self.timeout_s = _check_timeout(timeout_s)
@@ -225,17 +140,17 @@ class HybridModel:
         self._precision = precision
         self._spec = preprocessing
         self._labels = labels
-        self._local: _Local | None = None
+        self._local: LocalModel | None = None
         self._load_error: TandemError | None = None  # why the local model did not load, kept (see _device)
         self._loaded_from: object = None  # the updater pointer that _local (or _load_error) came from
-        self._row_s: float | None = None  # EWMA of a device run per batch row: what a deadline keeps back for it
+        self._row_time = RowTime()  # a device run per batch row: what a deadline keeps back for it
         self._lock = threading.Lock()
         self._updater = local if local is not None and not isinstance(local, (str, Path, OnnxModel)) else None
         if self._updater is not None and update_conditions is not None:
             self._updater.start_background_update(update_conditions)
 
     # --- the local model ----------------------------------------------------------------------
-    def _device(self) -> _Local:
+    def _device(self) -> LocalModel:
         """The local model, loaded on first use (and again after an updater installed, repaired or
         rolled back a version). A failure to load is kept until what is installed changes, so a
         damaged model costs one attempt, not one per call."""
@@ -265,7 +180,7 @@ class HybridModel:
                 self._local, self._load_error = None, None
                 try:
                     loaded = updater.load()  # the kept previous version when the current one cannot be opened
-                    self._local = _Local(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels,
+                    self._local = LocalModel(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels,
                                          {s.k: s for s in loaded.manifest.splits}, loaded.files.__getitem__)
                 except TandemError as e:
                     self._load_error = e
@@ -280,19 +195,19 @@ class HybridModel:
                 raise self._load_error  # type: ignore[misc]
             return self._local
 
-    def _open_static(self, src: Path | str | OnnxModel) -> _Local:
+    def _open_static(self, src: Path | str | OnnxModel) -> LocalModel:
         if isinstance(src, OnnxModel):
-            return _Local(src, self._name or "model", self._version, src.labels)
+            return LocalModel(src, self._name or "model", self._version, src.labels)
         bundle = Bundle.load(src)
         m = bundle.manifest
-        return _Local(OnnxModel.open(bundle, self._precision), self._name or m.name,
+        return LocalModel(OnnxModel.open(bundle, self._precision), self._name or m.name,
                       self._version if self._version is not None else m.version, m.labels,
                       {s.k: s for s in m.splits}, bundle.path)
 
     def device_available(self) -> bool:
         return self._device_or_none() is not None
 
-    def _device_or_none(self) -> _Local | None:
+    def _device_or_none(self) -> LocalModel | None:
         try:
             return self._device()
         except TandemError:
@@ -305,9 +220,20 @@ class HybridModel:
         """The splits the local model holds, each sent fp32 and int8: what ``auto`` may choose besides
         the device and the cloud."""
         try:
-            return list(self._device().placements)
+            return [p.name for p in self._device().placements]
         except TandemError:
             return []
+
+    def candidates(self) -> list[Placement]:
+        """What ``auto`` chooses among now: the device when its model loads, the cloud unless its
+        circuit breaker is open, and with both the local bundle's splits. When none can run, the side
+        that is configured (the device if any), so that its error is the one reported."""
+        local = self._device_or_none()
+        cloud_ok = self._cloud_available()
+        available = [p for p, ok in ((DEVICE, local is not None), (CLOUD, cloud_ok)) if ok]
+        if local is not None and cloud_ok:
+            available += local.placements
+        return available or [DEVICE if self._source is not None else CLOUD]
 
     def _keep_updating(self, updater: ModelUpdater, conditions: DownloadConditions) -> None:
         """Start the background update again when the last one was deferred or failed, the device
@@ -357,13 +283,13 @@ class HybridModel:
             return "pixels"
 
     # --- predict ------------------------------------------------------------------------------
-    def predict(self, inputs: Inputs, policy: Policy | None = None, *, timeout_s: float | None = None) -> Prediction:
+    def predict(self, inputs: Inputs, policy: str | Policy | None = None, *,
+                timeout_s: float | None = None) -> Prediction:
         """Run one batch (one image, many images, or ``{"input": array}``) under ``policy``
         (this model's default when None), within ``timeout_s`` (this model's default when None; None:
         no deadline). Raises a TandemError saying what is missing when no side can answer, and
         DeadlineExceeded when the only side allowed had not answered by the deadline."""
-        policy = policy or self.policy
-        _check_policy(policy)
+        chosen = as_policy(policy if policy is not None else self.policy)
         budget = self.timeout_s if timeout_s is None else _check_timeout(timeout_s)
         t0 = self.clock()
         deadline = Deadline.after(budget) if budget is not None else None
@@ -374,156 +300,58 @@ class HybridModel:
         if "" in tensors:
             tensors = {self._input_name(): tensors.pop("")}
 
-        order: tuple[str, ...]
-        if policy.startswith("split@"):
-            order = (policy, "device")
-        elif policy == "only_device":
-            order = ("device",)
-        elif policy == "prefer_device":
-            order = ("device", "cloud")
-        elif policy == "prefer_cloud":
-            order = ("cloud", "device")
-        elif policy == "only_cloud":
-            order = ("cloud",)
-        else:
-            local = self._device_or_none()
-            cloud_ok = self._cloud_available()
-            available = [w for w, ok in (("device", local is not None), ("cloud", cloud_ok)) if ok]
-            if local is not None and cloud_ok:
-                available += local.placements
-            if not available:
-                available = ["device"] if self._source is not None else ["cloud"]
-            first = self.auto.choose(available)
-            order = (first, "cloud" if first == "device" else "device")
-
-        failures: list[tuple[str, TandemError]] = []
-        for i, where in enumerate(order):
+        order = chosen.order(self)
+        failures: list[tuple[Placement, TandemError]] = []
+        for i, placement in enumerate(order):
             start = self.clock()
             try:
-                if where == "device":
-                    try:
-                        local = self._device()
-                    except TandemError as e:
-                        failures.append(("device", e))
-                        continue
-                    run = self._run_device(local, tensors)
-                else:
-                    if self.cloud is None:
-                        failures.append((where, ConfigError("no cloud endpoint configured "
-                                                            "(pass cloud=CloudClient(...))")))
-                        continue
-                    device_next = "device" in order[i + 1:] and self._source is not None
-                    call_deadline = self._cloud_deadline(deadline, tensors, device_next)
-                    if where == "cloud":
-                        run = self._run_cloud(tensors, call_deadline)
-                    else:
-                        run = self._run_split(Placement.parse(where), tensors, call_deadline)
+                runner = self._runner(placement)  # what the placement lacks (no local model, no cloud) is no failed run
             except TandemError as e:
-                if policy == "auto":
-                    self.auto.observe(where, self.clock() - start, ok=False)
-                failures.append((where, e))
-                log.info("%s could not answer (%s)", where, e)
+                failures.append((placement, e))
                 continue
-            if policy == "auto":
-                self.auto.observe(where, self.clock() - start, ok=True)
-                measured = getattr(self.auto, "measured", None)
-                if measured is not None:
-                    measured(Measurement(where, _rows(tensors), run.inference_ms or 0.0, run.network_ms,
-                                         run.sent_bytes, run.received_bytes))
+            device_next = DEVICE in order[i + 1:] and self._source is not None
+            call_deadline = deadline if placement == DEVICE else self._cloud_deadline(deadline, tensors, device_next)
+            try:
+                run = runner.run(tensors, call_deadline)
+            except TandemError as e:
+                chosen.observe(self, placement, self.clock() - start, False, None)
+                failures.append((placement, e))
+                log.info("%s could not answer (%s)", placement, e)
+                continue
+            chosen.observe(self, placement, self.clock() - start, True,
+                           Measurement(placement.name, batch_rows(tensors), run.inference_ms or 0.0, run.network_ms,
+                                       run.sent_bytes, run.received_bytes))
             total_ms = (self.clock() - t0) * 1000
-            kind: Where = "split" if where.startswith("split@") else where  # type: ignore[assignment]
-            return Prediction(run.outputs, kind, run.model, run.version,
-                              Timings(pre_ms, run.network_ms, run.inference_ms, total_ms), policy,
+            return Prediction(run.outputs, placement.kind, run.model, run.version,
+                              Timings(pre_ms, run.network_ms, run.inference_ms, total_ms), chosen.name,
                               self._labels_for(),
-                              "; ".join(f"{w}: {e}" for w, e in failures) if failures else None, where)
-        raise _no_side(policy, failures)
+                              "; ".join(f"{p}: {e}" for p, e in failures) if failures else None, placement.name)
+        raise _no_side(chosen, failures)
+
+    def _runner(self, placement: Placement) -> Runner:
+        """The runner of ``placement`` for this call; the TandemError saying what it lacks when it has none."""
+        if placement == DEVICE:
+            return DeviceRunner(self._device(), self._row_time, self.clock)
+        if self.cloud is None:
+            raise ConfigError("no cloud endpoint configured (pass cloud=CloudClient(...))")
+        if placement == CLOUD:
+            return CloudRunner(self.cloud)
+        return SplitRunner(placement, self._device, self.cloud, self.clock)
 
     def _cloud_deadline(self, deadline: Deadline | None, tensors: dict[str, np.ndarray],
                         device_next: bool) -> Deadline | None:
         """The call's deadline, less the time the device takes for this batch (as measured so far)
         when the device answers if the cloud does not: so that a fallback, too, lands in time."""
-        if deadline is None or not device_next or self._row_s is None:
+        row_s = self._row_time.seconds
+        if deadline is None or not device_next or row_s is None:
             return deadline
-        return deadline.sooner(self._row_s * _rows(tensors))
-
-    def _run_device(self, local: _Local, tensors: dict[str, np.ndarray]) -> _Run:
-        model = local.model
-        start = self.clock()
-        if len(tensors) == 1 and model.input_name in tensors:
-            outputs = model.run(tensors[model.input_name])
-        else:
-            try:
-                outs = model.session.run(model.output_names, tensors)
-            except Exception as e:
-                raise InvalidRequest(f"the local model cannot run these tensors ({e})") from e
-            outputs = dict(zip(model.output_names, outs, strict=True))
-        seconds = self.clock() - start
-        row_s = seconds / _rows(tensors)
-        self._row_s = row_s if self._row_s is None else 0.8 * self._row_s + 0.2 * row_s
-        return _Run(outputs, local.name, local.version, 0.0, seconds * 1000)
-
-    def _run_cloud(self, tensors: dict[str, np.ndarray], deadline: Deadline | None) -> _Run:
-        assert self.cloud is not None
-        r = self.cloud.infer(tensors, deadline=deadline)
-        return _Run(r.outputs, r.model, r.version, r.network_s * 1000, None, r.sent_bytes, r.received_bytes)
-
-    def _run_split(self, placement: Placement, tensors: dict[str, np.ndarray], deadline: Deadline | None) -> _Run:
-        """The head here, the tail of the same version on the server (``NAME.tail.K``)."""
-        assert self.cloud is not None
-        local = self._device()
-        head = local.head(placement.k, None)
-        head_input = head.get_inputs()[0].name
-        if list(tensors) != [head_input]:
-            raise InvalidRequest(f"split@{placement.k} runs the head on '{head_input}'; got tensors {sorted(tensors)}")
-        spec = local.splits[placement.k]
-        start = self.clock()
-        try:
-            (mid,) = head.run([spec.tensor.name], tensors)
-        except Exception as e:  # ONNX Runtime raises its own unexported exception types
-            raise InvalidRequest(f"the head of split@{placement.k} cannot run these tensors ({e})") from e
-        params = None
-        if placement.int8:
-            q = activations.quantize(mid)
-            mid, params = q.values, {spec.tensor.name: {"scale": q.scale, "zero_point": q.zero_point}}
-        head_ms = (self.clock() - start) * 1000
-        # The tail must come from the head's version: a head and a tail of different weights disagree.
-        version = local.version if local.version is not None else self.cloud.version
-        r = self.cloud.infer({spec.tensor.name: mid}, deadline=deadline, model=tail_name(self.cloud.model, placement.k),
-                             version=version, input_parameters=params)
-        return _Run(r.outputs, local.name, r.version, r.network_s * 1000, head_ms, r.sent_bytes, r.received_bytes)
+        return deadline.sooner(row_s * batch_rows(tensors))
 
     def _labels_for(self) -> list[str] | None:
         if self._labels is not None:
             return self._labels
         local = self._local
         return local.labels if local is not None and local.labels else None
-
-
-@dataclass
-class _Run:
-    """One placement's answer."""
-
-    outputs: dict[str, np.ndarray]
-    model: str
-    version: int | None
-    network_ms: float
-    inference_ms: float | None  # on the device
-    sent_bytes: int = 0
-    received_bytes: int = 0
-
-
-def _check_policy(policy: str) -> None:
-    if policy in POLICIES:
-        return
-    if policy.startswith("split@"):
-        Placement.parse(policy)  # InvalidRequest naming the forms when malformed
-        return
-    raise InvalidRequest(f"policy {policy!r}: use one of {', '.join(POLICIES)}, 'split@K' or 'split@K+int8'")
-
-
-def _rows(tensors: dict[str, np.ndarray]) -> int:
-    first = next(iter(tensors.values()))
-    return max(1, len(first)) if first.ndim else 1
 
 
 def _check_timeout(timeout_s: float | None) -> float | None:
@@ -545,8 +373,8 @@ def _decode(img: Image_) -> Image.Image:
                      "or an HxWx3 uint8 array")
 
 
-def _no_side(policy: str, failures: list[tuple[str, TandemError]]) -> TandemError:
+def _no_side(policy: Policy, failures: list[tuple[Placement, TandemError]]) -> TandemError:
     if len(failures) == 1:
         return failures[0][1]  # one side was allowed and it said why (e.g. ServerUnreachable, CircuitOpen)
-    text = "; ".join(f"{w}: {e}" for w, e in failures)
+    text = "; ".join(f"{p}: {e}" for p, e in failures)
     return NothingAvailable(f"policy {policy}: neither the device nor the cloud could answer — {text}")
