@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
+from tandem.registry.ota.rollout import bucket
 from tandem.registry.records import ModelScope
 from tandem.registry.registry import Registry
-from tandem.registry.rollout import bucket
 from tests.security.target import target
 
 pytestmark = [pytest.mark.integration, pytest.mark.redteam("device_identity")]

@@ -1,4 +1,4 @@
-"""The OTA rollout rules (tandem.registry.rollout): buckets, versions, targeting, pins, states, health gate."""
+"""The OTA rollout rules (tandem.registry.ota.rollout): buckets, versions, targeting, pins, states, health gate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from tandem.errors import InvalidRequest
-from tandem.registry.rollout import (
+from tandem.registry.ota.rollout import (
     Decision,
     Device,
     Health,

@@ -19,7 +19,7 @@ def list_devices(
     json_out: JsonOpt = False,
 ) -> None:
     """Every registered device: its server-assigned id, the key it enrolled with, when; never its credential."""
-    from tandem.registry.devices import Devices
+    from tandem.registry.ota.devices import Devices
 
     with open_registry() as reg:
         found = Devices(reg).registered(revoked)
@@ -40,7 +40,7 @@ def list_devices(
 def revoke(device_id: Annotated[str, typer.Argument(help="The device id shown by `tandem devices list`.")],
            json_out: JsonOpt = False) -> None:
     """Revoke one device: its credential gets 401 (within TANDEM_KEY_CACHE_S); the fleet is untouched."""
-    from tandem.registry.devices import Devices
+    from tandem.registry.ota.devices import Devices
 
     with open_registry() as reg:
         info = Devices(reg).revoke(device_id)

@@ -13,7 +13,7 @@ from tandem.cli.registry import JsonOpt, open_registry, record_json, when
 
 if TYPE_CHECKING:
     from tandem.registry.ota import Ota
-    from tandem.registry.records import ReleaseInfo
+    from tandem.registry.ota.records import ReleaseInfo
 
 ChannelOpt = Annotated[str, typer.Option("--channel", "-c", help="Release channel, e.g. production or beta.")]
 NameArg = Annotated[str, typer.Argument(help="Model name.")]

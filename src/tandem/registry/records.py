@@ -86,21 +86,6 @@ class KeyInfo:
 
 
 @dataclass(frozen=True)
-class DeviceInfo:
-    """A registered device (``POST /v1/devices``)."""
-
-    device_id: str  # assigned by the server
-    enrolled_by: str  # the id of the device-scope API key it registered with
-    created: datetime
-    revoked: datetime | None = None
-    model_scope: ModelScope = EVERY_MODEL  # inherited from the key it registered with
-
-    def principal(self) -> KeyInfo:
-        return KeyInfo(self.device_id, "device", f"device enrolled with key {self.enrolled_by}", self.created,
-                       self.revoked, device_id=self.device_id, model_scope=self.model_scope)
-
-
-@dataclass(frozen=True)
 class Resolved:
     """A model reference resolved to one stored version, with a verified bundle folder to load from."""
 
@@ -115,77 +100,3 @@ def grants(have: Scope, need: Scope) -> bool:
     predict and device keys only their own routes (a device key embedded in an app must not run the
     cloud model at someone else's cost, and a predict key must not download weights)."""
     return have == need or have == "admin"
-
-
-# --- over-the-air delivery (docs/ota.md) ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HealthInfo:
-    """A release's health over distinct devices: each device counts once, by its latest report."""
-
-    reports: int = 0  # counted reports, those a later one replaced included
-    devices: int = 0  # distinct devices that reported
-    failed_devices: int = 0  # devices whose latest report saw a load failure or an inference error
-    load_failures: int = 0  # the rest: sums and means over the devices' latest reports
-    inference_errors: int = 0
-    inferences: int = 0
-    p50_ms_mean: float | None = None
-    p99_ms_mean: float | None = None
-    p99_ms_max: float | None = None  # the highest p99 any counted report gave
-
-    @property
-    def failure_rate(self) -> float:
-        return self.failed_devices / self.devices if self.devices else 0.0
-
-
-@dataclass(frozen=True)
-class ReleaseInfo:
-    name: str
-    version: int
-    channel: str
-    percent: float
-    state: str  # active | halted | rolled_back
-    min_app_version: str | None = None
-    max_app_version: str | None = None
-    platforms: tuple[str, ...] = ()
-    min_os_version: str | None = None
-    min_ram_mb: int | None = None
-    max_failure_rate: float | None = None
-    min_devices: int = 0  # distinct devices the health gate needs before it judges
-    note: str = ""  # why the state is what it is (e.g. the health gate's figures)
-    created: datetime | None = None
-    updated: datetime | None = None
-    health: HealthInfo = field(default_factory=HealthInfo)
-
-
-@dataclass(frozen=True)
-class PinInfo:
-    name: str
-    channel: str
-    device_id: str
-    version: int
-    created: datetime | None = None
-
-
-@dataclass(frozen=True)
-class SigningKeyInfo:
-    key_id: str
-    public_key: str  # base64 of the raw 32-byte Ed25519 public key
-    created: datetime
-    retired: datetime | None = None
-    current: bool = False
-
-
-@dataclass(frozen=True)
-class OtaObjectInfo:
-    """A store object made for devices (see schema.OtaObject)."""
-
-    name: str
-    version: int
-    kind: str  # file | delta
-    path: str
-    from_sha256: str  # delta: the older plaintext file it patches; file: ""
-    plain_sha256: str  # the version's plaintext file
-    sha256: str  # the stored, served object
-    size: int

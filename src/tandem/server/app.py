@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tandem.errors import quoted
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
 from tandem.server import devices, images, oip, openapi, ota, tfserving, webapp

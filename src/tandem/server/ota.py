@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from tandem.bundle import NAME_RE
 from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited, quoted
-from tandem.registry.releases import (
+from tandem.registry.ota.releases import (
     DEFAULT_CHANNEL,
     MAX_RAM_MB,
     DeviceReport,
@@ -35,7 +35,7 @@ from tandem.registry.releases import (
     check_device_id,
     check_platform,
 )
-from tandem.registry.rollout import Device
+from tandem.registry.ota.rollout import Device
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.ota_downloads import send_object

@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from tandem.registry.records import ReleaseInfo
-from tandem.registry.releases import DeviceReport, HealthBatch, HealthKey
+from tandem.registry.ota.records import ReleaseInfo
+from tandem.registry.ota.releases import DeviceReport, HealthBatch, HealthKey
 
 log = logging.getLogger(__name__)
 

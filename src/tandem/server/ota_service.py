@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from tandem.errors import TandemError, Unavailable
 from tandem.registry.ota import Ota
-from tandem.registry.records import OtaObjectInfo, ReleaseInfo
+from tandem.registry.ota.records import OtaObjectInfo, ReleaseInfo
 from tandem.registry.registry import Registry
 from tandem.server.metrics import Metrics
 from tandem.server.ota_downloads import Verified

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tandem.bundle import MANIFEST, Manifest
 from tandem.errors import NotFound, quoted
-from tandem.registry.ota import OtaSnapshot
-from tandem.registry.ota_objects import DELTA, FILE, device_files, source_path
-from tandem.registry.records import OtaObjectInfo
-from tandem.registry.rollout import Decision, Device, Rule, decide, offered, offers
+from tandem.registry.ota.objects import DELTA, FILE, device_files, source_path
+from tandem.registry.ota.records import OtaObjectInfo
+from tandem.registry.ota.rollout import Decision, Device, Rule, decide, offered, offers
+from tandem.registry.ota.snapshot import OtaSnapshot
 
 ALG = "AES-256-GCM"
 FILES_URL = "/v1/ota/files/"

@@ -33,7 +33,7 @@ from tandem.errors import (
     SignatureError,
     Unauthenticated,
 )
-from tandem.registry.rollout import bucket
+from tandem.registry.ota.rollout import bucket
 from tandem.security.signing import SigningKey
 from tests.integration.ota.conftest import OnV1, OtaServer, Recorder
 from tests.integration.served import until

@@ -15,7 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from tritonclient._plugin import InferenceServerClientPlugin
 
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
 from tandem.registry.registry import Registry
 from tandem.server.app import create_app
 from tandem.server.connections import protocol

@@ -20,8 +20,8 @@ import onnx
 from onnx import numpy_helper
 
 from tandem.bundle import Bundle, write_manifest
-from tandem.registry.devices import Devices
 from tandem.registry.ota import Ota
+from tandem.registry.ota.devices import Devices
 from tandem.registry.registry import Registry
 from tandem.security import encryption
 from tandem.security.signing import PublicKey, verify_envelope

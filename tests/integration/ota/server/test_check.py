@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tandem.registry.rollout import bucket
+from tandem.registry.ota.rollout import bucket
 from tests.integration.ota.server.helpers import SYNC_DEADLINE_S, DeviceSide, synced
 from tests.integration.server.serving import running
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
 from tandem.registry.registry import Registry
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.registry_backends import Backend

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
+from tandem.registry.ota.rollout import bucket
 from tandem.registry.registry import Registry
-from tandem.registry.rollout import bucket
 from tests.integration.ota.server.helpers import DeviceSide, synced
 from tests.integration.server.serving import Running, running
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from tandem.delta import apply
-from tandem.registry.ota_objects import delta_aad
+from tandem.registry.ota.objects import delta_aad
 from tandem.security import encryption
 from tests.integration.ota.server.helpers import DeviceSide, synced
 

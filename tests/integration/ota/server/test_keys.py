@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from tandem.errors import SignatureError
-from tandem.registry.rollout import bucket
+from tandem.registry.ota.rollout import bucket
 from tandem.security import encryption
 from tandem.security.signing import PublicKey, verify_envelope
 from tests.integration.ota.server.helpers import DeviceSide, synced

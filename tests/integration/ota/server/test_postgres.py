@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.registry.devices import Devices
 from tandem.registry.ota import Ota
+from tandem.registry.ota.devices import Devices
 from tandem.registry.registry import Registry
 from tests.integration.ota.server.helpers import DeviceSide, new_env, synced
 from tests.integration.registry_backends import postgres_schema

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from tandem.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from tandem.registry.ota import Ota
-from tandem.registry.ota_keys import MASTER_KEY_FILE, master_key
+from tandem.registry.ota.keys import MASTER_KEY_FILE, master_key
+from tandem.registry.ota.releases import DeviceReport, Releases
 from tandem.registry.registry import Registry
-from tandem.registry.releases import DeviceReport, Releases
 from tandem.settings import Settings
 from tests.integration.registry_backends import backend
 

@@ -11,7 +11,7 @@ import pytest
 
 from tandem.bundle import Bundle, write_manifest
 from tandem.errors import InvalidRequest
-from tandem.registry.devices import Devices
+from tandem.registry.ota.devices import Devices
 from tandem.registry.records import ModelScope
 from tandem.registry.registry import Registry
 from tests.integration.cli import tandem_json

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from tandem.errors import ConfigError, Conflict, DecryptionError, NotFound
 from tandem.registry import tx
-from tandem.registry.records import SigningKeyInfo
+from tandem.registry.ota.records import SigningKeyInfo
 from tandem.registry.schema import DataKey, SigningKeyRow, utcnow
 from tandem.security import encryption
 from tandem.security.signing import SigningKey

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from tandem.errors import Conflict, InvalidRequest, NotFound, RegistryError, quoted
 from tandem.registry import tx
-from tandem.registry.ota_keys import OtaKeys
-from tandem.registry.ota_objects import OtaObjects
-from tandem.registry.records import ALIAS_RE, HealthInfo, PinInfo, ReleaseInfo
-from tandem.registry.rollout import Health, gate_trips, parse_version
+from tandem.registry.ota.keys import OtaKeys
+from tandem.registry.ota.objects import OtaObjects
+from tandem.registry.ota.records import HealthInfo, PinInfo, ReleaseInfo
+from tandem.registry.ota.rollout import Health, gate_trips, parse_version
+from tandem.registry.records import ALIAS_RE
 from tandem.registry.schema import DeviceHealth, Model, Release, ReleaseHealth, ReleasePin, utcnow
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from tandem.errors import NotFound
 from tandem.registry import tx
 from tandem.registry.keys import NO_SUCH_HASH, stored_scope
-from tandem.registry.records import EVERY_MODEL, DeviceInfo, KeyInfo, ModelScope
+from tandem.registry.ota.records import DeviceInfo
+from tandem.registry.records import EVERY_MODEL, KeyInfo, ModelScope
 from tandem.registry.registry import Registry
 from tandem.registry.schema import RegisteredDevice, utcnow
 from tandem.security import apikeys

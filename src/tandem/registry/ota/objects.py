@@ -25,8 +25,9 @@ from sqlalchemy.exc import IntegrityError
 from tandem.bundle import MANIFEST, Manifest, sha256_file
 from tandem.errors import NotFound, RegistryError, TandemError
 from tandem.registry import tx
-from tandem.registry.ota_keys import OtaKeys
-from tandem.registry.records import OtaObjectInfo, VersionInfo
+from tandem.registry.ota.keys import OtaKeys
+from tandem.registry.ota.records import OtaObjectInfo
+from tandem.registry.records import VersionInfo
 from tandem.registry.schema import Model, OtaObject, utcnow
 from tandem.security import encryption
 
