@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.server.ota_downloads import etag_matches, parse_range
+from tandem.server.ota.downloads import etag_matches, parse_range
 
 SHA = "ab" * 32
 

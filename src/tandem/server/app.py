@@ -7,10 +7,10 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
 - predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready]``,
   ``POST /v2/models/{name}[/versions/{v}]/infer``, ``GET|POST /v1/models/{name}[/versions/{n}|/labels/{a}][:predict]``,
   ``POST /v1/apps/{app}/{model}:predict``, ``GET /openapi.json``
-- device (a device-scope API key, the fleet's): ``POST /v1/devices`` registers a device (server/devices.py)
+- device (a device-scope API key, the fleet's): ``POST /v1/devices`` registers a device (server/ota/devices.py)
 - a registered device's credential: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``,
   ``GET /v1/ota/deltas/{from}/{to}``, ``POST /v1/ota/keys``, ``POST /v1/ota/report``,
-  ``GET /v1/ota/signing-keys`` (server/ota.py, docs/ota.md)
+  ``GET /v1/ota/signing-keys`` (server/ota/endpoints.py, docs/ota.md)
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
 - open: ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself
 """
@@ -36,7 +36,7 @@ from tandem.errors import quoted
 from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import devices, images, oip, openapi, ota, tfserving, webapp
+from tandem.server import images, oip, openapi, ota, tfserving, webapp
 from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.endpoint import Call, endpoint
@@ -44,7 +44,7 @@ from tandem.server.headers import SecurityHeaders
 from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.models import ModelPool
 from tandem.server.observe import Observe, setup_access_log
-from tandem.server.ota_service import OtaService
+from tandem.server.ota.service import OtaService
 from tandem.server.photos import DecodePool
 from tandem.server.proxies import ClientAddress, networks
 from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
@@ -134,7 +134,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *oip.routes(),
         *tfserving.routes(),
         *images.routes(),
-        *devices.routes(),
         *ota.routes(),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),

@@ -54,7 +54,7 @@ class Metrics:
                                      registry=r)
         self.rate_limit_errors = Counter("tandem_rate_limit_backend_errors", "Rate-limit checks that failed "
                                          "(Redis unreachable); such requests are let through.", registry=r)
-        # Over-the-air delivery (server/ota.py).
+        # Over-the-air delivery (server/ota/).
         self.ota_checks = Counter("tandem_ota_checks", "OTA checks answered, by model and outcome: install, "
                                   "rollback, current (204, up to date), none (204, no release for the device).",
                                   ["model", "outcome"], registry=r)

@@ -8,7 +8,7 @@ the id its credential names (an admin key names any ``device_id``):
 - ``POST /v1/ota/report``: device health, one counted report per device and release (the health gate)
 - ``GET /v1/ota/signing-keys``: the public keys devices should trust
 
-Every answer comes from the worker's in-memory state (ota_state.py); the database is not on these
+Every answer comes from the worker's in-memory state (state.py); the database is not on these
 routes' path, except to make an object that is missing or to write health reports in batches.
 """
 
@@ -38,9 +38,9 @@ from tandem.registry.ota.releases import (
 from tandem.registry.ota.rollout import Device
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
-from tandem.server.ota_downloads import send_object
-from tandem.server.ota_service import OtaService
-from tandem.server.ota_state import ALG, OtaState, Served, unknown_model
+from tandem.server.ota.downloads import send_object
+from tandem.server.ota.service import OtaService
+from tandem.server.ota.state import ALG, OtaState, Served, unknown_model
 from tandem.server.responses import json_response
 
 SCHEMA = 1  # what a device that names no payload schema gets: 204 when current, rollbacks as recorded
