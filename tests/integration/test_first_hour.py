@@ -103,3 +103,70 @@ def test_the_page_address_is_one_a_browser_can_open():
     assert page_url("0.0.0.0", 8000) == "http://localhost:8000/app/"
     assert page_url("::1", 8080) == "http://[::1]:8080/app/"
     assert page_url("10.1.2.3", 80) == "http://10.1.2.3:80/app/"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, lfw_people) -> Path:
+    """Three people, ten photos each, and two unreadable files per person (some land in training,
+    some in validation)."""
+    from tests.conftest import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path_factory.mktemp("photos") / "faces", lfw_people,
+                               ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder"], 10)
+    for person in root.iterdir():
+        for i in range(4):
+            (person / f"broken{i}.jpg").write_text("not a photo")
+    return root
+
+
+QUICK = ("--stem-stride", "2", "--batch-size", "8", "--no-progress")
+
+
+def test_unreadable_files_are_counted_once_for_the_dataset(photos, tmp_path):
+    proc = tandem("train", "--data", photos, "--out", tmp_path / "run", "--epochs", "1", "--val-fraction", "0.4", *QUICK)
+    split = json.loads((tmp_path / "run" / "dataset.json").read_text())
+    files = split["files"]
+    bad = [i for part in ("train", "val") for i in split["split"][part] if "broken" in files[i]]
+    assert {part for part in ("train", "val") if any("broken" in files[i] for i in split["split"][part])} == {"train", "val"}
+    counts = [line for line in proc.stderr.splitlines() if "unreadable image file(s) of" in line]
+    assert len(counts) == 1 and f"skipped {len(bad)} unreadable image file(s)" in counts[0], proc.stderr
+    assert proc.stderr.count("skipping ") == len(bad)
+    assert split["notes"] == [f"skipped {len(bad)} unreadable image file(s) of "
+                              f"{len(split['split']['train']) + len(split['split']['val'])} (training and validation)"]
+
+
+def test_ctrl_c_says_how_to_resume_and_the_resumed_run_says_where_it_continues(photos, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(photos), "--out", str(out), "--epochs", "200", "--seed", "4", *QUICK]
+    proc = subprocess.Popen([sys.executable, "-m", "tandem", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "300"})
+    deadline = time.monotonic() + 300
+    while not (out / "history.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = len(json.loads((out / "history.json").read_text()))
+    assert f"stopped: {out} keeps epoch {done} of 200 (checkpoint.pt)" in err
+    again = err.split("Continue with:\n", 1)[1].strip().splitlines()[0]
+    assert again.startswith("tandem train ") and again.endswith(" --resume")
+    assert f"--out {out}" in again and "--seed 4" in again and "--stem-stride 2" in again and "--no-progress" in again
+    assert "Traceback" not in err
+
+    resumed = tandem(*again.split()[1:], "--epochs", str(done + 1))
+    assert f"resuming after epoch {done} of {done + 1}: training continues with epoch {done + 1}" in resumed.stderr
+
+
+def test_settings_out_of_range_are_refused_before_any_work(tmp_path):
+    proc = tandem("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", "--subset", "1.5", ok=False)
+    assert proc.returncode == ConfigError.exit_code and "--subset" in proc.stderr and "1.5" in proc.stderr
+    assert not (tmp_path / "run").exists()
+    proc = tandem("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", "--subset", "0", ok=False)
+    assert proc.returncode == ConfigError.exit_code and "above 0" in proc.stderr
+    t0 = time.monotonic()
+    proc = tandem("demo", "--epochs", "0", "--out", tmp_path / "demo", ok=False)
+    assert proc.returncode == 2 and "'--epochs'" in proc.stderr and "greater than or equal to 1" in proc.stderr
+    assert not (tmp_path / "demo").exists() and time.monotonic() - t0 < 30

@@ -37,7 +37,7 @@ def test_unreadable_images_are_skipped_with_a_count_and_a_warning(tmp_path, capl
         pixels, labels, kept = load_pixels(c, SPEC)
     assert pixels.shape == (5, 20, 15, 3) and len(kept) == 5 and labels.tolist() == [0, 0, 0, 1, 1]
     assert "skipped 1 unreadable" in caplog.text
-    assert c.notes == ["skipped 1 unreadable image file(s)"]
+    assert c.notes == ["skipped 1 unreadable image file(s) of 6"]
 
 
 def test_empty_class_is_an_error_naming_it(tmp_path):

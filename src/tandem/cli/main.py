@@ -42,6 +42,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also pr
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="A folder with one sub-folder per class, or 'lfw' (TANDEM_DATA_HOME).")],
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints, plots and metrics.")],
     min_faces: Annotated[int | None, typer.Option(help="Keep only classes with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
@@ -80,26 +81,33 @@ def train(
                       # With a teacher the margin loss only nudges: at equal weight it slowed learning here
                       # (verification of unseen people 0.73 against 0.79 for distillation alone after 5 epochs).
                       arc_weight=0.1 if embed and teacher != "none" else 1.0)
+    cfg.validate()  # before any data is read
     show = not no_progress and not json_out
-    if embed:
-        if workers is not None:
-            raise ConfigError("--objective embed trains on one machine for now; drop --workers")
-        from tandem.training.embed import train_embed
+    if embed and workers is not None:
+        raise ConfigError("--objective embed trains on one machine for now; drop --workers")
+    if workers is None and (address is not None or gpus_per_worker):
+        raise ConfigError("--address and --gpus-per-worker are for Ray Train: add --workers N")
+    from tandem.cli.resume import stopped_training
 
-        result = train_embed(cfg, resume=resume, show_progress=show)
-    elif workers is None:
-        if address is not None or gpus_per_worker:
-            raise ConfigError("--address and --gpus-per-worker are for Ray Train: add --workers N")
-        from tandem.training.trainer import train as run_train
+    try:
+        if embed:
+            from tandem.training.embed import train_embed
 
-        result = run_train(cfg, resume=resume, show_progress=show)
-    else:
-        from tandem.ray_cluster import require_ray
+            result = train_embed(cfg, resume=resume, show_progress=show)
+        elif workers is None:
+            from tandem.training.trainer import train as run_train
 
-        require_ray()
-        from tandem.training.distributed import RayOptions, train_on_ray
+            result = run_train(cfg, resume=resume, show_progress=show)
+        else:
+            from tandem.ray_cluster import require_ray
 
-        result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), resume=resume, show_progress=show)
+            require_ray()
+            from tandem.training.distributed import RayOptions, train_on_ray
+
+            result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), resume=resume,
+                                  show_progress=show)
+    except KeyboardInterrupt:
+        raise stopped_training(ctx, out, epochs) from None
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
                ("best_val_verification" if embed else "best_val_top1"): result.best_val_acc, "train_images": result.train_images,
                "classes": result.classes, "seconds": round(result.seconds, 1)}
@@ -222,11 +230,15 @@ def demo(
 ) -> None:
     """Train celebmatch's face embedding on LFW (about 5 minutes on 2 cores), export, enrol people it never saw
     and match their other photos."""
+    from tandem.cli.resume import stopped_demo
     from tandem.demo import run_demo
 
     if json_out:
         console.quiet = True
-    summary = run_demo(out, epochs=epochs, subset=subset)
+    try:
+        summary = run_demo(out, epochs=epochs, subset=subset)
+    except KeyboardInterrupt:
+        raise stopped_demo(out / "run") from None
     if json_out:
         print_json(summary)
 

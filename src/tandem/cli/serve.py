@@ -48,7 +48,10 @@ def serve(
     if max_delay_ms is not None:
         os.environ["TANDEM_MAX_DELAY_MS"] = str(max_delay_ms)
     settings = get_settings()
-    check_port_free(host, port)  # before any model is loaded: a taken port fails at once
+    if not (ray and (address or settings.ray_address)):
+        # Before any model is loaded: a taken port fails at once. On a Ray cluster the port is its
+        # running proxy's, already listening by design.
+        check_port_free(host, port)
     with Registry.open(settings) as reg:  # a wrong database URL or home fails here, once, with its own message
         empty = not reg.models()
     if empty:

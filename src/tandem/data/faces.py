@@ -60,9 +60,10 @@ def _find(img: Image.Image, fixed: tuple[float, float, float, float] | None,
 def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker,
                   progress: Callable[[int], None] | None = None, threads: int = 2,
                   box_of: Callable[[Image.Image], tuple[float, float, float, float]] | None = None,
-                  min_face_probability: float = 0.0) -> AlignedFaces:
+                  min_face_probability: float = 0.0, skipped: dict[str, int] | None = None) -> AlignedFaces:
     """Every readable image with a face, aligned. Unreadable images and images without a face are
-    skipped, counted in ``catalog.notes``. ``box_of(image)`` (pixels) replaces the detector; LFW's
+    skipped, counted in ``catalog.notes`` (with ``skipped``: only added to it, by reason, for a caller
+    that aligns several parts of one dataset to report them once, report_skipped_faces). ``box_of(image)`` (pixels) replaces the detector; LFW's
     own box is used for LFW catalogs. Faces the landmark network scores below
     ``min_face_probability`` count as not found."""
     if not catalog.records:
@@ -93,7 +94,7 @@ def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker
     points: list[np.ndarray] = []
     probs: list[float] = []
     kept: list[int] = []
-    skipped: dict[str, int] = {}
+    counts: dict[str, int] = {}
     order = list(range(len(catalog.records)))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(order), BATCH):
@@ -103,12 +104,12 @@ def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker
             for r in loaded:
                 if isinstance(r, str):
                     reason = r.split(":")[0]
-                    skipped[reason] = skipped.get(reason, 0) + 1
+                    counts[reason] = counts.get(reason, 0) + 1
             if ok:
                 lm, prob = landmarker.find_many(np.stack([r[1] for _, r in ok]))
                 faint = prob < min_face_probability
                 if faint.any():
-                    skipped["no face found"] = skipped.get("no face found", 0) + int(faint.sum())
+                    counts["no face found"] = counts.get("no face found", 0) + int(faint.sum())
                     ok = [item for item, f in zip(ok, faint, strict=True) if not f]
                     lm, prob = lm[~faint], prob[~faint]
                 jobs = [(r[0], points_in_image(lm[k], r[2])) for k, (_, r) in enumerate(ok)]
@@ -119,10 +120,22 @@ def align_catalog(catalog: ImageCatalog, spec: AlignSpec, landmarker: Landmarker
                     kept.append(ok[k][0])
             if progress:
                 progress(len(part))
-    for reason, n in sorted(skipped.items()):
-        log.warning("%s: skipped %d image(s): %s", catalog.root, n, reason)
-        catalog.notes.append(f"skipped {n} image(s): {reason}")
+    if skipped is not None:
+        for reason, n in counts.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    else:
+        catalog.notes.extend(report_skipped_faces(catalog.root, counts, len(order)))
     if not kept:
         raise DataError(f"{catalog.root}: no face found in any of the {len(order)} images")
     labels = np.array([catalog.records[i].label for i in kept], dtype=np.int64)
     return AlignedFaces(np.stack(crops), labels, kept, np.stack(points), np.array(probs, np.float32))
+
+
+def report_skipped_faces(root: object, skipped: dict[str, int], total: int, parts: str = "") -> list[str]:
+    """Log the images skipped among ``total`` (read for ``parts``), once per reason; the notes for the run's records."""
+    notes = []
+    of = f"{total} ({parts})" if parts else str(total)
+    for reason, n in sorted(skipped.items()):
+        log.warning("%s: skipped %d image(s) of %s: %s", root, n, of, reason)
+        notes.append(f"skipped {n} image(s) of {of}: {reason}")
+    return notes

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
-from tandem.data.pixels import load_pixels
+from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
@@ -93,9 +93,11 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
 
         return export_embed_run(run_dir, out, cfg, data, net, state, name, options.calibration_images)
     spec = preprocess_spec(cfg, data, net.cfg)
-    train_x, train_y, _ = load_pixels(data.part("train"), spec)
-    test_cat = data.part("test")
-    test_x, test_y = (load_pixels(test_cat, spec)[:2]) if test_cat.records else (train_x[:0], train_y[:0])
+    train_cat, test_cat = data.part("train"), data.part("test")
+    skipped: list[str] = []  # reported once for both parts
+    train_x, train_y, _ = load_pixels(train_cat, spec, skipped=skipped)
+    test_x, test_y = (load_pixels(test_cat, spec, skipped=skipped)[:2]) if test_cat.records else (train_x[:0], train_y[:0])
+    report_skipped(data.root, skipped, len(train_cat.records) + len(test_cat.records), "training and test")
     history = load_history(run_dir)
 
     with staged_dir(out) as stage:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from tandem.data import load_catalog
 from tandem.data.catalog import ImageCatalog
-from tandem.data.faces import AlignedFaces, align_catalog, face_box
+from tandem.data.faces import AlignedFaces, align_catalog, face_box, report_skipped_faces
 from tandem.data.lfw_pairs import people_of, read_pairs
 from tandem.data.split import Split, identity_split, stratified_subset
 from tandem.errors import ConfigError, DataError
@@ -118,7 +118,9 @@ class FaceSet:
     teacher: np.ndarray | None = None
 
 
-def load_faces(cfg: TrainConfig, data: RunData, part: str, run_dir: Path, show_progress: bool = False) -> FaceSet:
+def load_faces(cfg: TrainConfig, data: RunData, part: str, run_dir: Path, show_progress: bool = False,
+               skipped: dict[str, int] | None = None) -> FaceSet:
+    """``part``'s faces, aligned; with ``skipped``, what was skipped is only counted there (align_catalog)."""
     catalog = data.part(part)
     if not catalog.records:
         return FaceSet(np.zeros((0, cfg.align_size, cfg.align_size, 3), np.uint8), np.zeros(0, np.int64), [])
@@ -127,7 +129,7 @@ def load_faces(cfg: TrainConfig, data: RunData, part: str, run_dir: Path, show_p
     with Progress(disable=not show_progress) as bar:
         task = bar.add_task(f"aligning {part} faces", total=len(catalog.records))
         faces: AlignedFaces = align_catalog(catalog, align_spec(cfg), landmarker(run_dir),
-                                            lambda n: bar.advance(task, n))
+                                            lambda n: bar.advance(task, n), skipped=skipped)
     files = [catalog.records[i].path.relative_to(catalog.root).as_posix() for i in faces.kept]
     data.notes = sorted(set(data.notes) | {f"{part}: {n}" for n in catalog.notes})
     return FaceSet(faces.pixels, faces.labels, files)
@@ -370,8 +372,12 @@ def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = Tr
     device = resolve_device(cfg.device)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     data, state = open_embed_run(cfg, resume)
-    train = load_faces(cfg, data, "train", cfg.out, show_progress)
-    val = load_faces(cfg, data, "val", cfg.out, show_progress)
+    skipped: dict[str, int] = {}  # counted once for the dataset, not once per part
+    train = load_faces(cfg, data, "train", cfg.out, show_progress, skipped)
+    val = load_faces(cfg, data, "val", cfg.out, show_progress, skipped)
+    notes = report_skipped_faces(data.root, skipped, len(data.split["train"]) + len(data.split["val"]),
+                                 "training and validation")
+    data.notes = sorted(set(data.notes) | set(notes))
     if len(train.pixels) < 2:
         raise DataError(f"{data.root}: fewer than two training faces were found; add photos")
     add_teacher(cfg, data, train, cfg.out, show_progress)

@@ -74,6 +74,8 @@ class TrainConfig:
             problems.append(f"--name {self.name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
         if self.epochs < 1:
             problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        if not 0 < self.subset <= 1:
+            problems.append(f"--subset is the fraction of each class to use: above 0 and at most 1, got {self.subset}")
         if self.batch_size < 2:
             problems.append(f"--batch-size must be at least 2 (BatchNorm needs two images), got {self.batch_size}")
         if not self.lr > 0:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tandem.data import load_catalog
-from tandem.data.pixels import load_pixels
+from tandem.data.pixels import load_pixels, report_skipped
 from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
@@ -112,18 +112,23 @@ def open_run(cfg: TrainConfig, resume: bool,
             f"{out} has already trained {state['epoch']} epochs; --epochs {cfg.epochs} would go backwards. "
             "Export it as it is, or pass a larger --epochs"
         )
+    done = state.get("epoch", 0)
+    if done < cfg.epochs:
+        log.info("%s: resuming after epoch %d of %d: training continues with epoch %d", out, done, cfg.epochs, done + 1)
     return data, state
 
 
 def load_run_pixels(cfg: TrainConfig, data: RunData) -> Pixels:
     """The train and validation images, decoded and cropped; their loaders' notes join the run's."""
     train_cat, val_cat = data.part("train"), data.part("val")
-    train_x, train_y, _ = load_pixels(train_cat, _load_spec(cfg, data))
-    _check_trainable(data.classes, train_y, data.root)
-    val_x, val_y, _ = load_pixels(val_cat, _load_spec(cfg, data)) if len(val_cat.records) else (
+    skipped: list[str] = []  # counted once for the dataset, not once per part
+    train_x, train_y, _ = load_pixels(train_cat, _load_spec(cfg, data), skipped=skipped)
+    val_x, val_y, _ = load_pixels(val_cat, _load_spec(cfg, data), skipped=skipped) if len(val_cat.records) else (
         np.zeros((0, cfg.height, cfg.width, 3), np.uint8), np.zeros(0, np.int64), [])
-    for part, cat in (("train", train_cat), ("val", val_cat)):
-        data.notes = sorted(set(data.notes) | {f"{part}: {n}" for n in cat.notes})
+    note = report_skipped(data.root, skipped, len(train_cat.records) + len(val_cat.records), "training and validation")
+    if note:
+        data.notes = sorted(set(data.notes) | {note})
+    _check_trainable(data.classes, train_y, data.root)
     return Pixels(train_x, train_y, val_x, val_y)
 
 
