@@ -5,8 +5,10 @@ here), with Ray's own logging kept to warnings and its session files under one s
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -56,6 +58,16 @@ def connected(address: str | None, settings: Settings, verbose: bool = False) ->
         yield not address
     finally:
         ray.shutdown()
+        collect_ray_leftovers()
+
+
+def collect_ray_leftovers() -> None:
+    """Collect what ray.shutdown() leaves for the garbage collector (its log files and a watcher
+    subprocess, unclosed): otherwise their ResourceWarnings surface later, at whatever line happens to
+    trigger a collection, in code that has nothing to do with Ray."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def cluster_cpus() -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tandem.ray_cluster import collect_ray_leftovers
 from tandem.server.app import create_app
 from tandem.settings import Settings
 from tests.integration.server.serving import Running, free_port
@@ -52,6 +53,7 @@ def local_cluster() -> Iterator[Cluster]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        collect_ray_leftovers()
         shutil.rmtree(ingress["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
 
 
