@@ -46,7 +46,7 @@ def test_migrations_build_exactly_the_orm_schema(reg):
 
     from tandem.registry.schema import Base
 
-    assert migrate.HEAD == ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+    assert ScriptDirectory.from_config(migrate.alembic_config()).get_current_head() == migrate.HEAD
     assert migrate.current(reg.db) == migrate.HEAD
     with reg.db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -135,7 +135,7 @@ def test_unknown_names_say_what_exists(reg, bundles):
 
 def test_a_bundle_that_fails_verification_is_refused(reg, bundles):
     (bundles[0] / "model.onnx").write_bytes(b"changed after export")
-    with pytest.raises(BundleError, match="model.onnx"):
+    with pytest.raises(BundleError, match=r"model\.onnx"):
         reg.push(bundles[0])
     assert reg.models() == [] and reg.generation() == 0
 
@@ -275,7 +275,9 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     created = tandem_json("keys", "create", "--scope", "device", "--label", "ci", env=env)
     assert created["scope"] == "device" and created["key"].startswith(f"tdm_{created['key_id']}_")
     human = tandem("keys", "create", "--scope", "predict", env=env)
-    assert human.stdout.strip().startswith("tdm_") and "cannot be shown again" in human.stderr
+    # The key alone on stdout, so that KEY=$(tandem keys create --scope predict) holds just the key (README).
+    assert human.stdout.startswith("tdm_") and human.stdout.count("\n") == 1 and " " not in human.stdout
+    assert "cannot be shown again" in human.stderr
     listed = tandem_json("keys", "list", env=env)
     assert [k["scope"] for k in listed] == ["device", "predict"] and "key" not in listed[0]
     assert tandem_json("keys", "revoke", created["key_id"], env=env)["revoked"] is not None

@@ -1,4 +1,5 @@
-"""The browser app at ``/app/``: static files built from web/ (Vite, onnxruntime-web).
+"""The browser app at ``/app/`` (and ``GET /`` sends a browser there): static files built from web/
+(Vite, onnxruntime-web).
 
 Open to everyone, like a web page: the page asks for API keys itself (a device key for the OTA
 model, a predict key for the cloud) and sends them only to the API routes. The service worker is
@@ -73,7 +74,14 @@ def routes(settings: Settings) -> list[BaseRoute]:
         call_of(request).route = PREFIX
         return RedirectResponse(PREFIX + "/", 308)
 
+    def root(request: Request) -> Response:
+        # A person who types the server's address gets the page; the API lives under /v1 and /v2.
+        # Temporary (307): a browser does not remember it, should "/" ever answer something else.
+        call_of(request).route = "/"
+        return RedirectResponse(PREFIX + "/", 307)
+
     to_slash = Route(PREFIX, slash, methods=["GET", "HEAD"])
+    to_app = Route("/", root, methods=["GET", "HEAD"])
     if not (directory / "index.html").is_file():
         log.warning("the browser app is not built (%s has no index.html): /app/ answers 404", directory)
         async def not_built(scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,6 +89,6 @@ def routes(settings: Settings) -> list[BaseRoute]:
             message = ("the browser app is not built on this server: its operator runs `make install`, which "
                        "builds web/ with npm, or sets TANDEM_WEB_DIR to a built copy")
             await json_response({"error": message}, 404)(scope, receive, send)
-        return [to_slash, Mount(PREFIX, app=_named(not_built, PREFIX + "/{path}"))]
-    return [to_slash, Mount(PREFIX, app=_named(_AppFiles(directory=directory, html=True), PREFIX + "/{path}"))]
+        return [to_app, to_slash, Mount(PREFIX, app=_named(not_built, PREFIX + "/{path}"))]
+    return [to_app, to_slash, Mount(PREFIX, app=_named(_AppFiles(directory=directory, html=True), PREFIX + "/{path}"))]
 

@@ -46,6 +46,7 @@ SCOPES: dict[str, str | None] = {
     "/openapi.json": "predict",
     "/metrics": "admin",
     "/app": None,  # the browser app: a public page that asks for keys itself
+    "/": None,  # sends a browser to /app/
 }
 # Routes for a registered device's credential (or admin): the fleet's device-scope key is refused there.
 REGISTERED = {path for path in SCOPES if path.startswith("/v1/ota/")}
@@ -172,6 +173,14 @@ def test_every_route_answers_every_caller_exactly(served):
                 seen.add((method, path, who))
     assert len(seen) == len(calls) * len(EXPECTED | {"wrong scope": 0, "right scope": 0, "admin": 0,
                                                       "other device kind": 0})
+
+
+def test_the_servers_address_opens_the_browser_app(served):
+    server, _, _ = served
+    with server.client() as c:
+        r = c.get("/")
+        assert r.status_code == 307 and r.headers["location"] == "/app/"
+        assert c.get("/", follow_redirects=True).url.path == "/app/"
 
 
 def test_no_key_reaches_any_log(served):
