@@ -11,9 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
-
-from tandem.cli.output import console
 
 # The budget (about 4.5 minutes on 2 cores): the teacher embeds each photo once (about 0.1 s a photo
 # on each core), the student trains EPOCHS passes over them at SIZE×SIZE. Measured: 2,000 photos, 8
@@ -25,7 +24,8 @@ ENROL = 5
 
 
 def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, subset: float = 1.0,
-             min_faces: int = 1) -> dict:
+             min_faces: int = 1, console: Console | None = None) -> dict:
+    """``console``: where the story is told (the CLI passes its own, quiet under --json)."""
     from tandem.apps.celebmatch.gallery import build_face_gallery, enroll
     from tandem.apps.celebmatch.kit import FaceKit
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
@@ -38,6 +38,7 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
     from tandem.training.embed import train_embed
     from tandem.training.run import TrainConfig, load_run
 
+    console = console or Console()
     t0 = time.perf_counter()
     run_dir, bundle_dir = out / "run", out / "bundle"
     # ``subset``: a smaller photo budget for a quicker look (the tests use it).

@@ -161,9 +161,9 @@ def tmpfs(path: Path, size: str) -> Iterator[Path | None]:
     permitted (not root, or a container without CAP_SYS_ADMIN)."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True).returncode == 0
+                             check=False, capture_output=True, text=True).returncode == 0
     try:
         yield path if mounted else None
     finally:
         if mounted:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+            subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)

@@ -55,7 +55,7 @@ class PrivatePostgres:
         if self._user is not None:
             cmd = ["runuser", "-u", self._user.pw_name, "--", *cmd]
         # cwd: the postgres user may not be allowed into the caller's directory.
-        r = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, cwd=self.root, check=False, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-800:]}\n"
                                f"log: {self.log_tail()}")

@@ -108,7 +108,7 @@ def served(root: Path, lfw_people: Path) -> Iterator[Served]:
 
 
 def _config(served_: Served, scope: str, examples: int, seed: int | None, phases: tuple[str, ...]) -> SchemathesisConfig:
-    often = lambda dictionary: {"dictionary": dictionary, "probability": 0.6}  # noqa: E731
+    often = lambda dictionary: {"dictionary": dictionary, "probability": 0.6}
     data: dict = {
         "workers": 1,
         "generation": {"max-examples": examples, "deterministic": seed is not None},

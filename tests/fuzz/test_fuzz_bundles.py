@@ -291,7 +291,7 @@ def _bomb(tmp_path: Path, sandbox: Path, declared: int | None = None) -> Path:
 
 def test_a_decompression_bomb_is_refused_before_anything_is_written(sandbox, tmp_path):
     path = _bomb(tmp_path, sandbox)
-    with pytest.raises(BundleError, match="unpacks to 67,1.* bytes, over the limit of 1,048,576"):
+    with pytest.raises(BundleError, match=r"unpacks to 67,1.* bytes, over the limit of 1,048,576"):
         archive.unpack(path, tmp_path / "out", max_bytes=1 << 20)
     assert listing(tmp_path) == {"bomb.tandem"}
 

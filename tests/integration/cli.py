@@ -13,7 +13,7 @@ def tandem(*args: object, env: dict[str, str] | None = None, ok: bool = True, ti
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "tandem", *map(str, args)],
-        capture_output=True, text=True, env=full_env, timeout=timeout,
+        check=False, capture_output=True, text=True, env=full_env, timeout=timeout,
     )
     if ok and proc.returncode != 0:
         raise AssertionError(f"tandem {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

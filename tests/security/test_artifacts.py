@@ -19,7 +19,7 @@ from tests.security.target import environment
 pytestmark = [pytest.mark.integration, pytest.mark.redteam("artifacts")]
 
 
-def listing(bundle: Path, change) -> Path:  # noqa: ANN001 - a function of the manifest's files
+def listing(bundle: Path, change) -> Path:
     """``bundle`` with its manifest's file list changed by ``change(files, root)`` (the files on disk
     made to match, so that the bundle itself verifies)."""
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -28,7 +28,7 @@ def listing(bundle: Path, change) -> Path:  # noqa: ANN001 - a function of the m
     return bundle
 
 
-def _alias(to: str, make_file: bool = False):  # noqa: ANN202
+def _alias(to: str, make_file: bool = False):
     def change(files: dict, root: Path) -> None:
         files[to] = dict(files["model.onnx"])
         if make_file:

@@ -49,7 +49,7 @@ def report(http, channel: str, failed: bool):
 
 
 def test_a_device_speaks_only_for_itself(server):
-    me, http = device(server)
+    _me, http = device(server)
     other, _ = server.register()
     with http:
         for route, body in (("/v1/ota/check", {}), ("/v1/ota/keys", {"version": 1}),

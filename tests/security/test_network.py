@@ -180,9 +180,9 @@ def test_a_tampered_answer_is_refused(server, tmp_path):
     p = json.loads(base64.b64decode(envelope["payload"]))
     p["version"] = 99
     envelope["payload"] = base64.b64encode(json.dumps(p).encode()).decode()
-    with updater(server, tmp_path / "b", Middle(on_check(json.dumps(envelope).encode()))) as u:
-        with pytest.raises(SignatureError, match="signature"):
-            u.update()
+    with (updater(server, tmp_path / "b", Middle(on_check(json.dumps(envelope).encode()))) as u,
+          pytest.raises(SignatureError, match="signature")):
+        u.update()
 
 
 @pytest.mark.parametrize("route", ["/v1/ota/check", "/v1/ota/keys", "/v1/devices"])

@@ -4,6 +4,7 @@ inflate. Each must cost its sender, not the next client: a legitimate request st
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import socket
@@ -87,10 +88,8 @@ def flood(default_server) -> Flood:
         while not stop.wait(0.5):
             for kind, s in held:
                 if kind == "dribble":
-                    try:
+                    with contextlib.suppress(OSError):
                         s.send(b"X")
-                    except OSError:
-                        pass
 
     dribbler = threading.Thread(target=dribble, daemon=True)
     dribbler.start()

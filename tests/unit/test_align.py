@@ -65,7 +65,7 @@ def test_aligned_crop_puts_the_landmarks_on_the_template(angle, scale):
     r = max(2, int(3 / scale))
     for x, y in pts:
         img[int(y) - r : int(y) + r + 1, int(x) - r : int(x) + r + 1] = 255
-    crop, m = aligned_crop(Image.fromarray(img), pts, SPEC)
+    crop, _m = aligned_crop(Image.fromarray(img), pts, SPEC)
     assert crop.shape == (80, 80, 3) and crop.dtype == np.uint8
     for tx, ty in SPEC.points():
         patch = crop[int(ty) - 2 : int(ty) + 3, int(tx) - 2 : int(tx) + 3]

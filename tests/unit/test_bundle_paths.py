@@ -81,7 +81,7 @@ def test_an_archive_member_is_capped_at_the_manifests_size(bundle_dir, tmp_path)
     # size, and its CRC then fails), nothing is written.
     short = rewrite(archive, tmp_path / "short.tandem", sizes={"model.onnx": 100},
                     manifest_sizes={"model.onnx": 100})
-    with pytest.raises(BundleError, match="Bad CRC-32 for file 'model.onnx'"):
+    with pytest.raises(BundleError, match=r"Bad CRC-32 for file 'model\.onnx'"):
         unpack(short, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
     assert unpack(archive, tmp_path / "out3").manifest.files["model.onnx"].size == 1600

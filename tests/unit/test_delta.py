@@ -148,7 +148,7 @@ def test_a_gallery_with_one_identity_re_enrolled_costs_about_that_identity():
 
 def test_a_gallery_with_new_identities_rebuilds_byte_for_byte():
     names = [f"person_{i:03d}" for i in range(40)]
-    _roundtrip(_gallery(names, 0), _gallery(names + ["newcomer_a", "newcomer_b"], 0), "bytes")
+    _roundtrip(_gallery(names, 0), _gallery([*names, "newcomer_a", "newcomer_b"], 0), "bytes")
 
 
 def test_onnx_kind_on_a_file_that_is_not_onnx_falls_back_to_bytes():
@@ -186,7 +186,7 @@ def test_damaged_patches_raise_patch_errors_never_crash(models):
     old, new = models["v1"][1], models["head"][1]
     patch = delta.diff(old, new, "onnx")
     rng = np.random.default_rng(0)
-    cuts = sorted({int(c) for c in rng.integers(0, len(patch), 60)}) + [0, 3, tdp.HEADER_SIZE, len(patch) - 1]
+    cuts = [*sorted({int(c) for c in rng.integers(0, len(patch), 60)}), 0, 3, tdp.HEADER_SIZE, len(patch) - 1]
     for cut in cuts:
         with pytest.raises(TandemError):
             delta.apply(old, patch[:cut])

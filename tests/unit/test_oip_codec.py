@@ -152,5 +152,5 @@ def test_an_int8_encoded_float_input_is_decoded_where_the_model_allows_it():
     with pytest.raises(InvalidRequest, match="datatype 'UINT8', but the model takes FP32"):
         parse_infer_request(raw, length, [mid], OUTS)  # a whole model's float input: no int8
     raw, length = body({"inputs": [tensor("mid", "UINT8", (1, 4), data=[1, 2, 3, 4])]})
-    with pytest.raises(InvalidRequest, match="parameters.scale"):
+    with pytest.raises(InvalidRequest, match=r"parameters\.scale"):
         parse_infer_request(raw, length, [mid], OUTS, int8_inputs={"mid"})

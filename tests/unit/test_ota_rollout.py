@@ -33,8 +33,8 @@ def test_bucket_is_the_documented_hash():
 
 
 def test_widening_a_rollout_keeps_every_device_that_was_in():
-    rules = lambda p: [Rule.of(1), Rule.of(2, percent=p)]  # noqa: E731
-    gets_2 = lambda p, d: decide("faces", "production", rules(p), {}, Device(d, 1)) == Decision(2, "install")  # noqa: E731
+    rules = lambda p: [Rule.of(1), Rule.of(2, percent=p)]
+    gets_2 = lambda p, d: decide("faces", "production", rules(p), {}, Device(d, 1)) == Decision(2, "install")
     at = {p: {d for d in IDS if gets_2(p, d)} for p in (0, 10, 50, 100)}
     assert at[0] == set() and at[100] == set(IDS)
     assert at[10] <= at[50] <= at[100]
@@ -50,7 +50,7 @@ def test_widening_a_rollout_keeps_every_device_that_was_in():
 ])
 def test_versions_compare_by_their_numbers(low, high):
     a, b = parse_version(low), parse_version(high)
-    if low in ("2.4",) and high == "2.4.0" or (low, high) == ("2.4.0", "v2.4"):
+    if (low in ("2.4",) and high == "2.4.0") or (low, high) == ("2.4.0", "v2.4"):
         assert a == b and hash(a) == hash(b)
     else:
         assert a < b and b > a and a != b

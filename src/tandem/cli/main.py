@@ -236,7 +236,7 @@ def demo(
     if json_out:
         console.quiet = True
     try:
-        summary = run_demo(out, epochs=epochs, subset=subset)
+        summary = run_demo(out, epochs=epochs, subset=subset, console=console)
     except KeyboardInterrupt:
         raise stopped_demo(out / "run") from None
     if json_out:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 __all__ = ["AutoPolicy", "HybridModel", "LatencyRule", "Measurement", "NothingAvailable", "Prediction", "Timings"]
 
 Where = Literal["device", "cloud", "split"]
-Image_ = Union[str, Path, bytes, Image.Image, np.ndarray]
-Inputs = Union[Image_, Sequence[Image_], dict[str, np.ndarray]]
+Image_ = str | Path | bytes | Image.Image | np.ndarray
+Inputs = Image_ | Sequence[Image_] | dict[str, np.ndarray]
 
 
 class NothingAvailable(Unavailable):

@@ -326,7 +326,7 @@ class ModelStore:
             faults.reached("staged")
         _fsync_dir(target.parent)
 
-    def _point(self, model: str, version: int, sequence: int | None, previous: int | None | object = _LEAVING) -> Pointer:
+    def _point(self, model: str, version: int, sequence: int | None, previous: int | object | None = _LEAVING) -> Pointer:
         old = self.current(model)
         if previous is _LEAVING:  # the version we leave becomes the one to roll back to
             previous = old.version if old is not None and old.version != version else (old.previous if old else None)

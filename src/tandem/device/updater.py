@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+import onnxruntime as ort
 
 from tandem.bundle import Manifest
 from tandem.device import payload as payload_mod
@@ -77,7 +78,7 @@ class LoadedModel:
     files: dict[str, bytes] = field(default_factory=dict)  # the other files (e.g. gallery.npz), plaintext
 
     @property
-    def session(self):  # noqa: ANN201 - onnxruntime.InferenceSession
+    def session(self) -> ort.InferenceSession:
         return self.model.session
 
 

@@ -59,7 +59,7 @@ def load_net(run_dir: Path) -> tuple[EmbeddingNet, dict]:
     try:
         net = EmbeddingNet(NetConfig.from_dict(state["net"]))
         net.load_state_dict(state["model"])
-        state["epoch"], state["best_epoch"], state["best_val_acc"]  # noqa: B018 - fail here, not later
+        state["epoch"], state["best_epoch"], state["best_val_acc"]  # a missing key fails here, not later
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: the checkpoint does not fit this Tandem's network ({e}); train again") from e
     return net.eval(), state
@@ -115,7 +115,7 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
             raise BundleError(f"{run_dir}: the model outputs NaN or infinity; training diverged — train again with a lower --lr")
         selection = "val" if data.split["val"] else "train"
         metrics: dict[str, float | int] = {
-            "max_abs_onnx_torch": max_abs, "test_images": int(len(test_y)), "best_epoch": int(state["best_epoch"]),
+            "max_abs_onnx_torch": max_abs, "test_images": len(test_y), "best_epoch": int(state["best_epoch"]),
             f"{selection}_top1": float(state["best_val_acc"]),
         }
         if len(test_y):
@@ -141,7 +141,7 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                 fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
                 training={"data": source, "epochs": len(history), "exported_epoch": state["epoch"],
                           "selected_on": selection, "parity_on": parity_split, "seed": cfg.seed,
-                          "subset": cfg.subset, "min_faces": cfg.min_faces, "train_images": int(len(train_y)),
+                          "subset": cfg.subset, "min_faces": cfg.min_faces, "train_images": len(train_y),
                           "network": net.cfg.to_dict()},
             )
         except ValidationError as e:

@@ -187,8 +187,9 @@ class GraphCuts:
                 copy = onnx.NodeProto()
                 copy.CopyFrom(node)
                 copy.input[0] = cut.tensor
-                node = copy
-            rerouted.append(node)
+                rerouted.append(copy)
+            else:
+                rerouted.append(node)
         outputs = [o for o in self.model.graph.output]
         return self._model(f"tail_{k}", rerouted, [self._tensor_info(cut.tensor)], outputs)
 

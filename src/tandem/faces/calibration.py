@@ -17,6 +17,7 @@ numpy only: this runs on devices. Fitting needs scikit-learn (the train extra).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class Calibration:
     @classmethod
     def from_json(cls, d: dict) -> Calibration:
         x, y = tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["y"])
-        if len(x) != len(y) or len(x) < 2 or any(b < a for a, b in zip(x, x[1:], strict=False)):
+        if len(x) != len(y) or len(x) < 2 or any(b < a for a, b in pairwise(x)):
             raise ValueError("a calibration needs at least two points with increasing x")
         return cls(x, y)
 

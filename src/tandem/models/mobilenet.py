@@ -48,7 +48,7 @@ class NetConfig:
 
 
 def _ch(c: int, width: float) -> int:
-    return max(8, int(round(c * width / 8)) * 8)
+    return max(8, round(c * width / 8) * 8)
 
 
 class ConvBNAct(nn.Sequential):

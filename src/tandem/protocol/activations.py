@@ -32,7 +32,7 @@ def quantize(x: np.ndarray) -> Quantized:
     x = np.asarray(x, dtype=np.float32)
     lo, hi = min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0)
     scale = (hi - lo) / 255.0 or 1.0  # an all-zero tensor: any scale reproduces it
-    zero_point = int(round(-lo / scale))
+    zero_point = round(-lo / scale)
     q = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)
     return Quantized(q, scale, zero_point)
 

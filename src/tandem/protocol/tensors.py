@@ -21,7 +21,7 @@ def check_shape(sig: TensorSig, shape: Any) -> tuple[int, ...]:
     if any(d < 0 for d in shape):
         raise InvalidRequest(f"input '{sig.name}': shape {list(shape)} has a negative dimension")
     want = sig.shape
-    if len(shape) != len(want) or any(w != -1 and w != d for w, d in zip(want, shape, strict=True)):
+    if len(shape) != len(want) or any(w not in (-1, d) for w, d in zip(want, shape, strict=True)):
         raise InvalidRequest(
             f"input '{sig.name}': shape {list(shape)} does not fit the model's {list(want)} (-1: any size)"
         )

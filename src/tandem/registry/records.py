@@ -99,4 +99,4 @@ def grants(have: Scope, need: Scope) -> bool:
     """Whether a key of scope ``have`` may call a route that needs ``need``: admin may do everything;
     predict and device keys only their own routes (a device key embedded in an app must not run the
     cloud model at someone else's cost, and a predict key must not download weights)."""
-    return have == need or have == "admin"
+    return have in (need, "admin")

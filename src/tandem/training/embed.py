@@ -280,7 +280,7 @@ class EmbedLoop:
         val_acc, val_auc = self.validate()
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
                "train_acc": 1 - kd_sum / seen if self.teacher is not None else float("nan"),
-               "val_loss": 1 - val_auc if val_auc == val_auc else float("nan"), "val_acc": val_acc,
+               "val_loss": 1 - val_auc if not math.isnan(val_auc) else float("nan"), "val_acc": val_acc,
                "val_auc": val_auc, "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
                "device": self.device.type}
         self.history.append(row)

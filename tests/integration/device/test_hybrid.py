@@ -126,7 +126,7 @@ def test_neither_side_is_a_clear_error(device_bundle: Path, lfw_photos: list[Pat
     spec = Bundle.load(device_bundle).manifest.preprocessing
     with dead_cloud() as cloud:
         hm = HybridModel(None, cloud, preprocessing=spec, policy="prefer_cloud")
-        with pytest.raises(NothingAvailable, match="cannot connect.*no local model"):
+        with pytest.raises(NothingAvailable, match=r"cannot connect.*no local model"):
             hm.predict(lfw_photos[:1])
     with pytest.raises(ConfigError, match="preprocessing="):
         HybridModel(None, None).predict(lfw_photos[:1])

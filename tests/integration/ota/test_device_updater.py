@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -65,7 +66,7 @@ def assert_runs(server: OtaServer, store: Path, version: int, **kw) -> None:
 
 
 def monotonic(events: list[Progress]) -> bool:
-    return all(b.done >= a.done for a, b in zip(events, events[1:], strict=False)) and \
+    return all(b.done >= a.done for a, b in pairwise(events)) and \
         events[-1].done == events[-1].total
 
 
@@ -370,7 +371,7 @@ def test_a_download_killed_with_its_process_resumes_in_the_next(ota_server, tmp_
     )
     args = [ota_server.url, ota_server.device_key, str(store), *(k.to_b64() for k in ota_server.trusted)]
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, ENV: "download"},
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     parts = list((store / "faces" / "downloads").glob("*.part"))
     model_size = os.path.getsize(ota_server.bundles["v2"] / "model.onnx")
@@ -389,7 +390,7 @@ def test_a_download_killed_with_its_process_resumes_in_the_next(ota_server, tmp_
 
 def test_conditions_defer_and_a_background_update_lands_for_the_next_call(ota_server, on_v1, tmp_path):
     store = copy_of(on_v1, tmp_path)
-    on_cellular = lambda: DeviceConditions(unmetered=False, charging=True, idle=True)  # noqa: E731
+    on_cellular = lambda: DeviceConditions(unmetered=False, charging=True, idle=True)
     wifi_only = DownloadConditions(unmetered_only=True)
     with ota_server.updater(store, device_state=on_cellular) as u:
         assert u.update(wifi_only).status == "deferred"

@@ -55,7 +55,7 @@ def test_a_damaged_model_falls_back_to_the_cloud_and_the_next_update_downloads_i
         r = hm.predict(PIXELS)
         assert (r.where, r.version) == ("cloud", 2)
         assert r.fallback is not None and "v2 of faces, installed on this device, cannot be opened" in r.fallback
-        with pytest.raises(ChecksumError, match="cannot be opened .*downloads it again"):
+        with pytest.raises(ChecksumError, match=r"cannot be opened .*downloads it again"):
             hm.predict(PIXELS, policy="only_device")
         assert u.load_failures == 1  # the failure is kept, not met again at every call
 

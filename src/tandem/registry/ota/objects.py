@@ -86,7 +86,7 @@ def source_path(target: Manifest, source: Manifest, path: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def _delta_library():  # type: ignore[no-untyped-def]
     try:
-        import tandem.delta as delta
+        from tandem import delta
 
         return delta
     except ImportError as e:  # the delta library or its zstandard dependency is missing: full files only

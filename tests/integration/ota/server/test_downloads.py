@@ -34,7 +34,7 @@ def offered(env):
 
 
 def test_a_cut_download_resumes_with_range_and_decrypts(offered):
-    server, device, payload, key = offered
+    _server, device, payload, key = offered
     entry = payload["files"]["model.onnx"]
     blob_sha, size = entry["encrypted"]["sha256"], entry["encrypted"]["size"]
     half = bytearray()
@@ -67,7 +67,7 @@ def test_a_cut_download_resumes_with_range_and_decrypts(offered):
 
 
 def test_the_manifest_and_the_delta_rebuild_the_new_version(env, offered):
-    server, device, payload, key = offered
+    _server, device, payload, key = offered
     manifest = device.download(payload["files"]["manifest.json"], key)
     assert hashlib.sha256(manifest).hexdigest() == payload["manifest_sha256"]
     entry = payload["files"]["model.onnx"]
@@ -84,7 +84,7 @@ def test_the_manifest_and_the_delta_rebuild_the_new_version(env, offered):
 
 
 def test_only_what_a_payload_names_is_served(env, offered):
-    server, device, payload, key = offered
+    _server, device, payload, _key = offered
     entry = payload["files"]["model.onnx"]
     with env.ota() as ota:
         unreleased = ota.reg.get("faces", 3)

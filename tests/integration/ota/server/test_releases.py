@@ -218,5 +218,5 @@ def test_another_master_key_cannot_unwrap_the_secrets(tmp_path, ota_bundles):
         reg.push(ota_bundles[0])
         Ota(reg, settings).releases.release("faces", 1)
         other = settings.model_copy(update={"ota_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode())})
-        with pytest.raises(ConfigError, match="wrapped with another one. Every server and CLI of a registry must use"):
+        with pytest.raises(ConfigError, match=r"wrapped with another one\. Every server and CLI of a registry must use"):
             Ota(reg, other).snapshot()
