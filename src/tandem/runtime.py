@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,11 @@ class OnnxModel:
     """One ONNX model file with its preprocessing and labels, ready to run on pixels or files."""
 
     def __init__(self, path: Path | bytes, spec: PreprocessSpec, labels: list[str], precision: Precision = "fp32",
-                 threads: int | None = None):
+                 threads: int | None = None, label: str | None = None):
         # bytes: a model decrypted in memory (tandem.device); it has no path then.
         self.path = None if isinstance(path, bytes) else path
+        # How errors name this model: the server's "NAME vN", else the file.
+        self.label = label or (self.path.name if self.path is not None else "the model in memory")
         self.precision = precision
         self.spec = spec
         self.labels = labels
@@ -58,27 +61,30 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @classmethod
-    def open(cls, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None) -> OnnxModel:
+    def open(cls, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None,
+             label: str | None = None) -> OnnxModel:
         m = bundle.manifest
-        return cls(bundle.model_path(precision), m.preprocessing, m.labels, precision, threads)
+        return cls(bundle.model_path(precision), m.preprocessing, m.labels, precision, threads, label)
+
+    def infer(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None,
+              session: ort.InferenceSession | None = None) -> dict[str, np.ndarray]:
+        """The one way Tandem runs a model (CLI, device, server): ``feeds`` by input name, ``outputs``
+        by name (default: all), on ``session`` (default: this model's; the server also has a session
+        with more threads for lone requests)."""
+        names = list(self.output_names if outputs is None else outputs)
+        try:
+            outs = (session or self.session).run(names, feeds)
+        except Exception as e:  # ONNX Runtime raises its own unexported exception types
+            shapes = {k: v.shape for k, v in feeds.items()}
+            raise ModelError(f"{self.label}: ONNX Runtime failed on inputs of shape {shapes}: {e}") from e
+        return dict(zip(names, outs, strict=True))
 
     def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
         x = check_pixels(pixels, self.spec)
         if len(x) <= batch:  # the usual case on a device: no split, and no copy of the outputs to join them
-            try:
-                outs = self.session.run(self.output_names, {self.input_name: x})
-            except Exception as e:
-                raise ModelError(f"ONNX Runtime failed on a batch of shape {x.shape}: {e}") from e
-            return dict(zip(self.output_names, outs, strict=True))
-        parts: list[list[np.ndarray]] = [[] for _ in self.output_names]
-        for i in range(0, len(x), batch):
-            try:
-                outs = self.session.run(self.output_names, {self.input_name: x[i : i + batch]})
-            except Exception as e:
-                raise ModelError(f"ONNX Runtime failed on a batch of shape {x[i:i+batch].shape}: {e}") from e
-            for p, o in zip(parts, outs, strict=True):
-                p.append(o)
-        return {n: np.concatenate(p) for n, p in zip(self.output_names, parts, strict=True)}
+            return self.infer({self.input_name: x})
+        parts = [self.infer({self.input_name: x[i : i + batch]}) for i in range(0, len(x), batch)]
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.output_names}
 
     def pixels_from_files(self, paths: list[Path]) -> np.ndarray:
         return np.stack([to_input(decode_image(p), self.spec) for p in paths])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from tandem.bundle import Bundle
+from tandem.apps.registry import Apps, builtin
+from tandem.bundle import Bundle, Manifest
 from tandem.cli.output import console, table
 
 
@@ -25,7 +26,20 @@ def _brief(value: object) -> str:
     return str(value)
 
 
-def show_bundle(b: Bundle) -> None:
+def show_apps(m: Manifest, apps: Apps) -> None:
+    """Which of the registered apps the bundle serves on the server's image endpoint, and why not the others."""
+    serving = apps.serving(m)
+    if serving:
+        console.print(f"image apps: {', '.join(a.name for a in serving)} (POST /v1/apps/APP/{m.name}:predict)",
+                      markup=False, highlight=False)
+    for app in apps:
+        reason = app.unsupported(m)
+        if reason is not None:
+            console.print(f"not {app.name}: {m.name} {reason}", style="dim", markup=False, highlight=False)
+
+
+def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
+    """``apps``: those to say the bundle serves or not; default: Tandem's own."""
     m = b.manifest
     console.print(f"[bold]{m.name}[/]  version {m.version if m.version is not None else '(not pushed)'}  "
                   f"schema {m.schema_version}  created {m.created:%Y-%m-%d %H:%M} UTC  [green]verified[/]")
@@ -59,3 +73,4 @@ def show_bundle(b: Bundle) -> None:
     for s in m.splits:
         shape = "×".join("N" if d < 0 else str(d) for d in s.tensor.shape)
         console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)")
+    show_apps(m, apps or Apps(builtin()))

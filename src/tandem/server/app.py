@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tandem.apps.base import App
+from tandem.apps.registry import Apps, builtin
 from tandem.errors import quoted
 from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
@@ -40,6 +42,7 @@ from tandem.registry.registry import Registry
 from tandem.server import images, oip, openapi, ota, tfserving, webapp
 from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
+from tandem.server.dataplane import DataPlane, Limits
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.headers import SecurityHeaders
 from tandem.server.metrics import CONTENT_TYPE, Metrics
@@ -68,6 +71,7 @@ class Services:
     ota: OtaService
     devices: Devices
     photos: DecodePool  # the image endpoint's decoding threads (server/photos.py)
+    plane: DataPlane  # what the inference routes delegate to (server/dataplane.py)
 
 
 def _server_logging() -> None:
@@ -81,9 +85,12 @@ def _server_logging() -> None:
         tandem_log.setLevel(logging.INFO)
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
-    """``registry``: an open registry to use (and leave open); default: open the settings' own."""
+def create_app(settings: Settings | None = None, registry: Registry | None = None,
+               apps: Sequence[App] | None = None) -> Starlette:
+    """``registry``: an open registry to use (and leave open); default: open the settings' own.
+    ``apps``: those the image endpoint serves (tandem/apps/); default: Tandem's own, ``builtin()``."""
     settings = settings or get_settings()
+    served_apps = Apps(builtin() if apps is None else apps)
     metrics = Metrics()
     _server_logging()
     if settings.access_log:
@@ -112,7 +119,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         photos = DecodePool(settings.decode_threads or max(1, cores // settings.workers), settings.decode_queue,
                              metrics.overload.labels("decode").inc)
-        app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered, photos)
+        plane = DataPlane(pool, photos, served_apps, Limits.of(settings))
+        app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered, photos,
+                                      plane)
         try:
             await pool.start()
             await ota_service.start()

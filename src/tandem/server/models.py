@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,8 +27,9 @@ import numpy as np
 import onnxruntime as ort
 
 from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
-from tandem.errors import BundleError, InvalidRequest, ModelError, NotFound, TandemError, Unavailable, quoted
+from tandem.errors import BundleError, ModelError, NotFound, TandemError, Unavailable, quoted
 from tandem.protocol.datatypes import BUNDLE_TO_OIP, TensorSig
+from tandem.protocol.numbers import is_version, number
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
@@ -37,32 +37,12 @@ from tandem.server.metrics import Metrics
 from tandem.settings import Settings
 
 if TYPE_CHECKING:
-    from tandem.apps.celebmatch.matcher import CelebMatcher
+    from tandem.apps.base import AppModel
     from tandem.registry.registry import Registry
 
 log = logging.getLogger(__name__)
 
 Ref = int | str | None  # a version number, an alias, or the default
-
-
-# What can exist in the registry (the manifest's name rule, the registry's alias rule). Anything
-# else is refused before it reaches the database: it cannot name a model, and a database may choke
-# on it (PostgreSQL on NUL characters, on integers past int32).
-VERSION = re.compile(r"[0-9]+")
-
-
-def is_version(text: str) -> bool:
-    """ASCII digits only (str.isdigit also takes '²', which int() refuses)."""
-    return VERSION.fullmatch(text) is not None
-
-
-def number(text: str) -> int | None:
-    """The value of ASCII digits, or None for anything else and for more than 18 significant digits:
-    int() raises ValueError on strings of over 4300 digits, and no version or count comes near 10**18."""
-    if not is_version(text):
-        return None
-    digits = text.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 18 else None
 
 
 def parse_ref(ref: str | int | None) -> Ref:
@@ -81,6 +61,9 @@ def parse_ref(ref: str | int | None) -> Ref:
 
 
 def check_ref(name: str, ref: Ref) -> None:
+    """What can exist in the registry (the manifest's name rule, the registry's alias rule). Anything
+    else is refused before it reaches the database: it cannot name a model, and a database may choke
+    on it (PostgreSQL on NUL characters, on integers past int32)."""
     if not NAME_RE.fullmatch(name):
         raise NotFound(f"no model named {quoted(name)}: model names are 1-64 letters, digits, '.', '_' or '-'")
     if isinstance(ref, str) and not ALIAS_RE.fullmatch(ref):
@@ -138,11 +121,11 @@ class LoadedModel:
         self.model_name = tail[0] if tail else resolved.name  # the registry's name
         self.split: SplitSpec | None = _split_of(m, self.model_name, resolved.version, tail[1]) if tail else None
         if self.split is None:
-            self.onnx = OnnxModel.open(self.bundle, "fp32", ort_threads(settings))
+            self.onnx = OnnxModel.open(self.bundle, "fp32", ort_threads(settings), self.label)
             ins = m.inputs
         else:
             self.onnx = OnnxModel(self.bundle.path(self.split.tail), m.preprocessing, m.labels, "fp32",
-                                  ort_threads(settings))
+                                  ort_threads(settings), self.label)
             ins = [self.split.tensor]
         self.inputs = [TensorSig(t.name, BUNDLE_TO_OIP[t.dtype], tuple(t.shape)) for t in ins]
         # A tail's float input may also arrive int8-encoded (tandem.protocol.oip: UINT8 with scale and zero point).
@@ -164,7 +147,8 @@ class LoadedModel:
                                in_flight=batches_in_flight(settings),
                                run_lone=self._run_lone if self._lone_session is not None else None)
         self.last_used = time.monotonic()
-        self._matcher: CelebMatcher | None = None
+        # What apps built on this version (their galleries, say: server/dataplane.py), kept as long as it is.
+        self.apps: dict[str, AppModel] = {}
 
     @property
     def label(self) -> str:
@@ -185,12 +169,7 @@ class LoadedModel:
         return self._run_on(self._lone_session, feeds)
 
     def _run_on(self, session: ort.InferenceSession, feeds: Tensors) -> Tensors:
-        try:
-            outs = session.run(self._output_names, feeds)
-        except Exception as e:  # ONNX Runtime raises its own unexported exception types
-            shapes = {k: v.shape for k, v in feeds.items()}
-            raise ModelError(f"{self.label}: ONNX Runtime failed on inputs of shape {shapes}: {e}") from e
-        return dict(zip(self._output_names, outs, strict=True))
+        return self.onnx.infer(feeds, self._output_names, session)
 
     def warm_up(self, runs: int, batch_sizes: Sequence[int]) -> None:
         """Run dummy inputs so that the first real request does not pay for ONNX Runtime's lazy setup."""
@@ -200,16 +179,6 @@ class LoadedModel:
                 self._run(feeds)
                 if self._lone_session is not None:
                     self._run_on(self._lone_session, feeds)
-
-    def matcher(self) -> CelebMatcher:
-        """celebmatch on this version (its gallery), sharing this version's ONNX session."""
-        if self.split is not None:
-            raise InvalidRequest(f"{self.label} is a split's tail: it takes the tensor {self.split.tensor.name}, not photos")
-        if self._matcher is None:
-            from tandem.apps.celebmatch.matcher import CelebMatcher
-
-            self._matcher = CelebMatcher(self.bundle, model=self.onnx)
-        return self._matcher
 
 
 def _split_of(manifest: Manifest, model: str, version: int, k: int) -> SplitSpec:

@@ -6,17 +6,15 @@ What Triton and KServe speak, so their clients (tritonclient.http) work unchange
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import tandem
-from tandem.errors import Unavailable
 from tandem.protocol import oip as oip_codec
+from tandem.server.batching import Tensors
 from tandem.server.body import read_body
+from tandem.server.dataplane import DataPlane
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.models import LoadedModel
 from tandem.server.responses import json_response
@@ -30,12 +28,7 @@ async def live(request: Request, call: Call) -> Response:
 
 
 async def ready(request: Request, call: Call) -> Response:
-    pool = request.app.state.services.pool
-    settings = request.app.state.services.settings
-    last = pool.last_poll_ok
-    # Ready while the registry answers: the watcher polls it every alias_poll_s.
-    if last is None or time.monotonic() - last > max(5.0, 10 * settings.alias_poll_s):
-        raise Unavailable("the model registry has not answered recently; see the server log", retry_after=2)
+    _plane(request).check_ready()
     return json_response({"ready": True})
 
 
@@ -43,20 +36,23 @@ async def server_metadata(request: Request, call: Call) -> Response:
     return json_response({"name": "tandem", "version": tandem.__version__, "extensions": EXTENSIONS})
 
 
+def _plane(request: Request) -> DataPlane:
+    return request.app.state.services.plane
+
+
 async def _model(request: Request, call: Call) -> LoadedModel:
     p = request.path_params
-    model = await request.app.state.services.pool.get(p["name"], p.get("version"), tails=True)
+    model = await _plane(request).model(p["name"], p.get("version"), tails=True)
     call.serving(model.name, model.version)
     return model
 
 
 async def model_metadata(request: Request, call: Call) -> Response:
     model = await _model(request, call)
-    registry = request.app.state.services.registry
-    versions = await asyncio.to_thread(registry.versions, model.model_name)  # a tail's are its model's
+    versions = await _plane(request).versions(model)
     return json_response({
         "name": model.name,
-        "versions": [str(v.version) for v in versions],
+        "versions": [str(v) for v in versions],
         "platform": PLATFORM,
         "inputs": oip_codec.tensor_metadata(model.inputs),
         "outputs": oip_codec.tensor_metadata(model.outputs),
@@ -70,12 +66,13 @@ async def model_ready(request: Request, call: Call) -> Response:
 
 async def infer(request: Request, call: Call) -> Response:
     model = await _model(request, call)
-    services = request.app.state.services
-    with model.batcher.slot() as slot:  # tells the batcher this request is on its way
-        body = await read_body(request, services.settings.max_body_bytes)
-        req = oip_codec.parse_infer_request(
-            body, request.headers.get(oip_codec.HEADER_LENGTH), model.inputs, model.outputs, model.int8_inputs)
-        result = await slot.submit(req.inputs)
+    header_length = request.headers.get(oip_codec.HEADER_LENGTH)
+
+    def decode(body: bytes) -> tuple[Tensors, oip_codec.InferRequest]:
+        req = oip_codec.parse_infer_request(body, header_length, model.inputs, model.outputs, model.int8_inputs)
+        return req.inputs, req
+
+    result, req = await _plane(request).infer(model, lambda limit: read_body(request, limit), decode)
     content, headers = oip_codec.encode_infer_response(
         model.name, model.version, req.id, [(o, result[o.name]) for o in req.outputs])
     return Response(content, headers=headers)

@@ -15,9 +15,11 @@ from starlette.types import Receive, Scope, Send
 
 from tandem.errors import InvalidRequest, NotFound, quoted
 from tandem.protocol import tfserving as tfserving_codec
+from tandem.protocol.numbers import is_version
 from tandem.server.body import read_body
+from tandem.server.dataplane import DataPlane
 from tandem.server.endpoint import Call, endpoint
-from tandem.server.models import LoadedModel, is_version
+from tandem.server.models import LoadedModel
 from tandem.server.responses import json_response
 
 UNSUPPORTED = ("classify", "regress")
@@ -88,24 +90,26 @@ async def _dispatch(request: Request, call: Call, name: str, ref: str | None, ac
     return await _predict(request, call, name, ref)
 
 
+def _plane(request: Request) -> DataPlane:
+    return request.app.state.services.plane
+
+
 async def _model(request: Request, call: Call, name: str, ref: str | None) -> LoadedModel:
-    model = await request.app.state.services.pool.get(name, ref)
+    model = await _plane(request).model(name, ref)
     call.serving(model.name, model.version)
     return model
 
 
 async def _status(request: Request, call: Call, name: str, ref: str | None) -> Response:
     model = await _model(request, call, name, ref)
-    served = [model] if ref is not None else request.app.state.services.pool.loaded(name)
+    served = [model] if ref is not None else _plane(request).loaded(name)
     return json_response(tfserving_codec.encode_status([m.version for m in served]))
 
 
 async def _predict(request: Request, call: Call, name: str, ref: str | None) -> Response:
     model = await _model(request, call, name, ref)
-    with model.batcher.slot() as slot:
-        body = await read_body(request, request.app.state.services.settings.max_body_bytes)
-        inputs, rows = tfserving_codec.parse_predict(body, model.inputs)
-        outputs = await slot.submit(inputs)
+    outputs, rows = await _plane(request).infer(model, lambda limit: read_body(request, limit),
+                                                lambda body: tfserving_codec.parse_predict(body, model.inputs))
     return Response(tfserving_codec.encode_predict(outputs, rows), media_type="application/json")
 
 

@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from tritonclient._plugin import InferenceServerClientPlugin
 
+from tandem.apps.base import App
 from tandem.registry.ota.devices import Devices
 from tandem.registry.registry import Registry
 from tandem.server.app import create_app
@@ -84,8 +85,8 @@ def populate(settings: Settings, bundles: list[Path], production: int | None = 1
 
 
 @contextlib.contextmanager
-def running(settings: Settings, registry: Registry | None = None) -> Iterator[Running]:
-    app = create_app(settings, registry)
+def running(settings: Settings, registry: Registry | None = None, apps: list[App] | None = None) -> Iterator[Running]:
+    app = create_app(settings, registry, apps)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
