@@ -35,8 +35,11 @@ def run_dir(work) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_dir(run_dir, work) -> Path:
-    manifest = tandem_json("export", run_dir, "--out", work / "bundle")
+    proc = tandem("export", run_dir, "--out", work / "bundle", "--json")
+    manifest = json.loads(proc.stdout)
     assert manifest["name"] == "faces" and "model.int8.onnx" in manifest["files"]
+    # The exporter's own chatter (onnxscript's INFO lines, torch's warnings) stays in the debug log.
+    assert proc.stderr == "", proc.stderr
     return work / "bundle"
 
 

@@ -1,12 +1,15 @@
 """The network, its ONNX export and int8 quantization, on a tiny real model."""
 
+import logging
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from tandem.errors import CheckpointError
-from tandem.export.onnx_export import export_onnx
+from tandem.export.onnx_export import export_onnx, warnings_to_debug_log
 from tandem.export.quantize import quantize_int8
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel, count_parameters
 from tandem.training import checkpoint
@@ -49,6 +52,18 @@ def test_onnx_export_has_dynamic_batch_and_matches_torch(tmp_path):
             tp, te = PixelModel(net)(torch.from_numpy(x))
         assert probs.shape == (batch, 4)
         assert np.abs(probs - tp.numpy()).max() < 1e-5 and np.abs(emb - te.numpy()).max() < 1e-5
+
+
+def test_warnings_during_an_export_go_to_the_debug_log(caplog, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        before = warnings.showwarning
+        with caplog.at_level(logging.DEBUG, logger="tandem.export.onnx_export"), warnings_to_debug_log():
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, stacklevel=1)
+        assert warnings.showwarning is before
+    [record] = caplog.records
+    assert record.levelno == logging.DEBUG and "FutureWarning" in record.message and "LeafSpec" in record.message
+    assert capsys.readouterr().err == ""
 
 
 def test_static_int8_is_smaller_qdq_and_close(tmp_path):

@@ -23,7 +23,10 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("torch", "onnxruntime", "matplotlib", "PIL", "alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # The ONNX exporter narrates every graph rewrite at INFO (onnxscript, onnx_ir: 65-100 lines an export) and
+    # sends Python warnings to the debug log (export/onnx_export.py): -v shows both (not its own debug lines: thousands).
+    for exporter, quiet in (("onnxscript", logging.WARNING), ("onnx_ir", logging.WARNING), ("torch.onnx", logging.ERROR)):
+        logging.getLogger(exporter).setLevel(logging.INFO if verbose else quiet)
 
 
 def print_json(obj: Any) -> None:

@@ -26,7 +26,7 @@ from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import face_box
 from tandem.data.lfw_pairs import read_pairs
 from tandem.errors import BundleError
-from tandem.export.onnx_export import INPUT
+from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.faces import calibration, metrics
 from tandem.faces.align import AlignSpec, region_boxes, region_views
@@ -91,11 +91,7 @@ def export_embedder(net: EmbeddingNet, path: Path, size: int,
                     whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     model = PixelEmbedder(net, whiten).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=["embedding"],
-                                dynamic_shapes={"pixels": {0: batch}}, opset_version=18, dynamo=True,
-                                external_data=False, optimize=True, verbose=False)
-    program.save(str(path), external_data=False)
+    write_onnx(model, example, path, INPUT, ["embedding"])
 
 
 def _sample(catalog: ImageCatalog, n: int, seed: int) -> list[int]:

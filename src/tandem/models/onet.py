@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tandem.errors import ConfigError
-from tandem.export import onnx_export  # noqa: F401  (quiets the exporter's INFO flood)
+from tandem.export.onnx_export import write_onnx
 
 WEIGHTS_DIST = "facenet-pytorch"
 WEIGHTS_FILE = "facenet_pytorch/data/onet.pt"
@@ -88,9 +88,4 @@ def export_landmarker(path: Path) -> None:
     ``face_probability`` (N), ``box_offsets`` (N×4)."""
     model = PixelONet(ONet().eval()).eval()
     example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(model, (example,), input_names=["pixels"],
-                                output_names=["landmarks", "face_probability", "box_offsets"],
-                                dynamic_shapes={"pixels": {0: batch}}, opset_version=18, dynamo=True,
-                                external_data=False, optimize=True, verbose=False)
-    program.save(str(path), external_data=False)
+    write_onnx(model, example, path, "pixels", ["landmarks", "face_probability", "box_offsets"])
