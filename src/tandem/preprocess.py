@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -20,10 +21,18 @@ from pydantic import BaseModel, Field, model_validator
 from tandem.errors import ImageError
 
 # Images with more pixels are refused from their header, before Pillow opens them, so that the
-# message names the dimensions. Pillow's own guard (a warning above this, an error above twice
-# this; also for GIF frames and other sizes found later) stays on behind ours.
+# message names the dimensions; nothing is decoded to more.
 MAX_IMAGE_PIXELS = 40_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# But a JPEG (a 48- or 200-megapixel phone photo) is decoded reduced to fit, at 1/2, 1/4 or 1/8 scale
+# by its own DCT (Pillow's draft mode), far cheaper than decoding it whole: up to this many pixels.
+MAX_JPEG_PIXELS = 256_000_000
+DCT_SCALES = (1, 2, 4, 8)
+# A progressive JPEG's decoder holds every DCT coefficient of the whole image (2 bytes each) until its
+# last scan, whatever the scale: its memory, from the header, up to that of a 40 MP 4:4:4 one.
+MAX_COEFFICIENT_BYTES = MAX_IMAGE_PIXELS * 3 * 2
+# Pillow's own guard (a warning above this, an error above twice this; also for GIF frames and other
+# sizes found later) stays on behind ours, at the JPEG limit, the largest of ours.
+Image.MAX_IMAGE_PIXELS = MAX_JPEG_PIXELS
 # The formats of photos. Pillow reads dozens more (EPS through Ghostscript, TIFF through libtiff,
 # ...): each one a parser that anyone with a predict key could aim at, for no photo's sake.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
@@ -96,8 +105,36 @@ def _round_half_up(v: float) -> int:
     return int(np.floor(v + 0.5))
 
 
-def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
-    f.seek(2)
+@dataclass(frozen=True)
+class JpegFrame:
+    """What a JPEG's frame header declares."""
+
+    width: int
+    height: int
+    progressive: bool
+    sampling: tuple[tuple[int, int], ...]  # (horizontal, vertical) sampling factors of each component
+
+    def coefficient_bytes(self) -> int:
+        """The memory a decoder holds for the whole image's coefficients: a progressive JPEG's (2 bytes a
+        sample of each component, subsampled ones fewer); 0 for a baseline one, which is decoded in a stream."""
+        if not self.progressive or not self.sampling:
+            return 0
+        hmax = max(h for h, _ in self.sampling) or 1
+        vmax = max(v for _, v in self.sampling) or 1
+        return sum(2 * -(-self.width * h // hmax) * -(-self.height * v // vmax) for h, v in self.sampling)
+
+
+def jpeg_frame(f: BinaryIO) -> JpegFrame | None:
+    """The frame header of a JPEG file, read without decoding anything; None when ``f`` is not a JPEG or
+    its header cannot be found (Pillow then decides what the file is)."""
+    start = f.tell()
+    try:
+        return _jpeg_frame(f) if f.read(2) == b"\xff\xd8" else None
+    finally:
+        f.seek(start)
+
+
+def _jpeg_frame(f: BinaryIO) -> JpegFrame | None:
     while True:  # every turn reads at least one byte or skips a segment: it ends with the file
         marker = f.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
@@ -109,8 +146,13 @@ def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
                 return None
             code = nxt[0]
         if code in _JPEG_FRAMES:
-            head = f.read(7)
-            return (int.from_bytes(head[5:7], "big"), int.from_bytes(head[3:5], "big")) if len(head) == 7 else None
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            components = f.read(3 * head[7])
+            sampling = tuple((b >> 4, b & 0x0F) for b in components[1::3])
+            return JpegFrame(int.from_bytes(head[5:7], "big"), int.from_bytes(head[3:5], "big"),
+                             code in _PROGRESSIVE_FRAMES, sampling)
         if code in (0xD9, 0xDA):  # end of image or scan data before any frame header
             return None
         if code == 0x01 or 0xD0 <= code <= 0xD8:  # markers without a length
@@ -121,8 +163,26 @@ def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
         f.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
 
 
+def dct_scale(width: int, height: int, most: int, least: int | None = None) -> int:
+    """The reduction (1, 2, 4 or 8 in each direction) to decode a JPEG of this size at: the largest that
+    keeps at least ``least`` pixels (default: ``most``), and at least the smallest that brings it to
+    ``most`` or fewer (1/8 when even that does not)."""
+    pixels, least = width * height, most if least is None else least
+    fit = next((s for s in DCT_SCALES if pixels <= most * s * s), DCT_SCALES[-1])
+    keep = max((s for s in DCT_SCALES if pixels >= least * s * s), default=1)
+    return max(fit, keep)
+
+
+def reduce_jpeg(img: Image.Image, scale: int) -> None:
+    """Have an opened JPEG decode at 1/``scale`` (draft mode); its size becomes the reduced one."""
+    if scale > 1:
+        # draft picks the largest reduction that still gives at least the size asked for.
+        img.draft("RGB", (img.width // scale, img.height // scale))
+
+
 # Start-of-frame markers: every JPEG coding but the DHT, JPG and DAC markers that share the range.
 _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE_FRAMES = {0xC2, 0xC6, 0xCA, 0xCE}
 
 
 def _header_size(head: bytes) -> tuple[int, int] | None:
@@ -152,29 +212,51 @@ def declared_size(f: BinaryIO) -> tuple[int, int] | None:
     """The (width, height) a JPEG, PNG, GIF, BMP or WebP header declares, read without decoding
     anything; None when the header does not say (Pillow then decides what the file is)."""
     head = f.read(32)
-    size = _jpeg_size(f) if head.startswith(b"\xff\xd8") else _header_size(head)
     f.seek(0)
-    return size
+    if head.startswith(b"\xff\xd8"):
+        frame = jpeg_frame(f)
+        return (frame.width, frame.height) if frame else None
+    return _header_size(head)
 
 
-def _check_size(name: str, width: int, height: int) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{name}: image too large ({width}×{height}, over {MAX_IMAGE_PIXELS:,} pixels); "
-                         "send a smaller photo")
+def _check_size(name: str, width: int, height: int, limit: int = MAX_IMAGE_PIXELS) -> None:
+    if width * height > limit:
+        hint = "send a smaller photo"
+        if limit < MAX_JPEG_PIXELS:
+            hint += ", or save it as JPEG (a large JPEG is read at reduced size)"
+        raise ImageError(f"{name}: image too large ({width}×{height}, over {limit:,} pixels); {hint}")
+
+
+def check_jpeg_frame(name: str, frame: JpegFrame, max_coefficient_bytes: int, budget: str) -> None:
+    """Refuse a JPEG larger than any reduction makes usable, or a progressive one whose coefficients
+    alone would take more than ``max_coefficient_bytes`` (``budget``: what sets that limit)."""
+    _check_size(name, frame.width, frame.height, MAX_JPEG_PIXELS)
+    cost = frame.coefficient_bytes()
+    if cost > max_coefficient_bytes:
+        raise ImageError(f"{name}: a progressive JPEG of {frame.width}×{frame.height} pixels: its decoder holds all "
+                         f"{cost / 2**20:,.0f} MiB of its coefficients at once, over {budget}; save it as a baseline "
+                         "(not progressive) JPEG, or send a smaller photo")
 
 
 def decode_image(source: bytes | Path | str) -> Image.Image:
     """Decode JPEG/PNG/... bytes or a file into an upright RGB image, or raise ImageError saying why.
 
-    EXIF orientation is applied (phones store portraits sideways and flag it), as browsers do.
+    EXIF orientation is applied (phones store portraits sideways and flag it), as browsers do. A JPEG
+    over MAX_IMAGE_PIXELS is decoded reduced (1/2, 1/4 or 1/8) to fit.
     """
     name = str(source) if not isinstance(source, bytes) else "image bytes"
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
-            size = declared_size(f)
-            if size is not None:
+            frame = jpeg_frame(f)
+            if frame is not None:
+                check_jpeg_frame(name, frame, MAX_COEFFICIENT_BYTES,
+                                 f"the {MAX_COEFFICIENT_BYTES / 2**20:,.0f} MiB a decode may take")
+            elif (size := declared_size(f)) is not None:
                 _check_size(name, *size)
             img = Image.open(f, formats=FORMATS)
+            if img.format == "JPEG":
+                _check_size(name, img.width, img.height, MAX_JPEG_PIXELS)
+                reduce_jpeg(img, dct_scale(img.width, img.height, MAX_IMAGE_PIXELS))
             _check_size(name, img.width, img.height)
             img.load()
         img = ImageOps.exif_transpose(img)

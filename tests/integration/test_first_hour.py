@@ -50,6 +50,21 @@ def test_predict_answers_every_good_photo_and_reports_each_bad_one(tiny, tmp_pat
     assert one.returncode == ImageError.exit_code and one.stderr.count("not a readable image") == 1
 
 
+def test_predict_answers_a_48_megapixel_phone_photo_and_refuses_a_png_that_size(tiny, tmp_path):
+    from PIL import Image
+
+    jpeg, png = tmp_path / "phone.jpg", tmp_path / "phone.png"
+    Image.new("RGB", (8000, 6000), (150, 110, 90)).save(jpeg, quality=70)  # one colour: made in a moment
+    Image.new("1", (8000, 6000)).save(png)
+    proc = tandem("predict", tiny, jpeg, png, "--json", ok=False)
+    assert proc.returncode == ImageError.exit_code
+    out = json.loads(proc.stdout)
+    assert [p["image"] for p in out["predictions"]] == [str(jpeg)]  # decoded reduced, by its DCT
+    [error] = out["errors"]
+    assert error["image"] == str(png) and "image too large (8000×6000, over 40,000,000 pixels)" in error["error"]
+    assert "save it as JPEG" in error["error"]
+
+
 def test_predict_says_a_folder_is_not_a_photo(tiny, tmp_path):
     proc = tandem("predict", tiny, tmp_path, ok=False)
     assert proc.returncode == ConfigError.exit_code

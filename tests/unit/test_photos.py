@@ -42,12 +42,24 @@ def test_a_large_jpeg_is_decoded_reduced_by_its_dct():
     assert decode(jpeg(800, 600), BUDGET).size == (800, 600)  # small ones are decoded whole
 
 
+def test_a_48_megapixel_phone_photo_is_decoded_reduced_to_fit():
+    photo = jpeg(8000, 6000)
+    assert decode(photo, BUDGET).size == (2000, 1500)  # 1/4: what a small model can use
+    # A large model would use all 16 MP this server decodes: 1/2 brings it within them.
+    assert decode(photo, Budget.for_model(1000, 1000, 16_000_000, 128 << 20)).size == (4000, 3000)
+    progressive = io.BytesIO()
+    Image.new("RGB", (1000, 1000)).save(progressive, "JPEG", progressive=True)  # 3 MB of coefficients (4:2:0)
+    with pytest.raises(ImageError, match=r"progressive JPEG of 1000×1000 pixels.*over the server's 2 MiB "
+                                         r"\(TANDEM_DECODE_MAX_BYTES\)"):
+        decode(progressive.getvalue(), Budget(max_pixels=16_000_000, max_bytes=2 << 20, target_pixels=2_000_000))
+
+
 @pytest.mark.parametrize(("data", "words"), [
     (png_header(20000, 1), "more than 20 times as long"),
     (png_header(1, 20000), "more than 20 times as long"),
     (png_header(5000, 5000, depth=16, colour=6), "of 8 bytes each"),  # 16-bit RGBA
     (png_header(6000, 6000, depth=8, colour=6), "over the server's 128 MiB"),  # a huge canvas
-    (png_header(8000, 6000), "over 40,000,000 pixels"),
+    (png_header(8000, 6000), "over 40,000,000 pixels\\); send a smaller photo, or save it as JPEG"),
 ])
 def test_costly_or_degenerate_photos_are_refused_from_their_header(data, words):
     with pytest.raises(ImageError, match=words):

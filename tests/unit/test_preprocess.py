@@ -7,12 +7,17 @@ from PIL import Image
 
 from tandem.errors import ImageError
 from tandem.preprocess import (
+    MAX_COEFFICIENT_BYTES,
     MAX_IMAGE_PIXELS,
+    MAX_JPEG_PIXELS,
     CropSpec,
+    JpegFrame,
     NormalizeSpec,
     PreprocessSpec,
     check_pixels,
+    dct_scale,
     decode_image,
+    jpeg_frame,
     to_input,
 )
 
@@ -83,7 +88,7 @@ def test_decode_rejects_non_images_and_truncated_files(tmp_path):
 
 
 def test_decompression_bomb_guard_is_our_own_and_explicit():
-    assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
+    assert Image.MAX_IMAGE_PIXELS == MAX_JPEG_PIXELS  # Pillow's, behind ours: the largest of ours
     # A small PNG that claims 50M pixels: above our limit, below Pillow's hard error (2x). Pillow
     # only warns there, so with warnings silenced it is our check that must refuse it.
     big = Image.new("1", (7100, 7100))
@@ -93,6 +98,58 @@ def test_decompression_bomb_guard_is_our_own_and_explicit():
         warnings.simplefilter("ignore")
         with pytest.raises(ImageError, match="too large"):
             decode_image(buf.getvalue())
+
+
+def jpeg_bytes(width: int, height: int, **kw: object) -> bytes:
+    """A JPEG of one colour: even 48 megapixels of it are made in a fraction of a second."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (150, 110, 90)).save(buf, format="JPEG", quality=70, **kw)
+    return buf.getvalue()
+
+
+def claiming(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a JPEG) with a frame header that declares another size."""
+    out = bytearray(data)
+    i = 2
+    while out[i + 1] not in (0xC0, 0xC1, 0xC2):  # walk the segments to the frame header
+        i += 2 + int.from_bytes(out[i + 2 : i + 4], "big")
+    out[i + 5 : i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(out)
+
+
+def test_a_48_megapixel_phone_photo_is_decoded_reduced_and_a_png_that_size_refused():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a portrait, stored sideways
+    img = decode_image(jpeg_bytes(8000, 6000, exif=exif.tobytes()))
+    assert img.size == (3000, 4000) and img.mode == "RGB"  # 1/2 by the JPEG's own DCT, then turned upright
+    assert np.abs(np.asarray(img)[2000, 1500].astype(int) - (150, 110, 90)).max() <= 3
+    png = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(png, format="PNG")  # PNG has no reduced decoding
+    with pytest.raises(ImageError, match=r"image too large \(8000×6000, over 40,000,000 pixels\); send a smaller "
+                                         "photo, or save it as JPEG"):
+        decode_image(png.getvalue())
+
+
+def test_a_jpeg_too_large_or_too_costly_even_reduced_is_refused_from_its_header():
+    baseline, progressive = jpeg_bytes(48, 32), jpeg_bytes(48, 32, progressive=True)
+    with pytest.raises(ImageError, match=r"image too large \(20000×20000, over 256,000,000 pixels\)"):
+        decode_image(claiming(baseline, 20000, 20000))
+    # A progressive JPEG's decoder holds every coefficient: 2 bytes a sample, chroma at a quarter (4:2:0).
+    frame = jpeg_frame(io.BytesIO(claiming(progressive, 12000, 9000)))
+    assert frame == JpegFrame(12000, 9000, True, ((2, 2), (1, 1), (1, 1)))
+    assert frame.coefficient_bytes() == 3 * 12000 * 9000 > MAX_COEFFICIENT_BYTES
+    with pytest.raises(ImageError, match=r"progressive JPEG of 12000×9000 pixels.*309 MiB.*baseline"):
+        decode_image(claiming(progressive, 12000, 9000))
+    assert jpeg_frame(io.BytesIO(baseline)) == JpegFrame(48, 32, False, ((2, 2), (1, 1), (1, 1)))
+
+
+def test_the_dct_reduction_fits_the_limit_and_keeps_what_is_asked():
+    assert dct_scale(8000, 6000, MAX_IMAGE_PIXELS) == 2
+    assert dct_scale(16320, 12240, MAX_IMAGE_PIXELS) == 4  # a 200 MP phone photo
+    assert dct_scale(6000, 6000, MAX_IMAGE_PIXELS) == 1
+    assert dct_scale(8000, 6000, 16_000_000, least=2_000_000) == 4  # the server: down to what the model uses
+    assert dct_scale(8000, 6000, 16_000_000, least=16_000_000) == 2  # ... but within its pixel cap
+    assert dct_scale(65535, 65535, 1_000_000) == 8  # the most there is
 
 
 def test_exif_orientation_is_applied():

@@ -11,7 +11,9 @@ no model can use. Before a pixel is decoded:
 - **Pixels, sized to the model**: a JPEG larger than the model can use (64 times its input's pixels,
   at least 2 MP: enough for the face finder and the crop) is decoded at 1/2, 1/4 or 1/8 scale by its
   own DCT (Pillow's ``draft``), far cheaper than decoding it whole and shrinking it; nothing is decoded
-  to more than TANDEM_DECODE_MAX_PIXELS (a larger non-JPEG is refused).
+  to more than TANDEM_DECODE_MAX_PIXELS (a larger non-JPEG is refused; a larger JPEG, a 48 or 200 MP
+  phone photo, is reduced further to fit). A progressive JPEG's decoder holds all of its coefficients
+  whatever the scale: they count against TANDEM_DECODE_MAX_BYTES.
 
 Then the work runs in a bounded pool (TANDEM_DECODE_THREADS threads, TANDEM_DECODE_QUEUE waiting, more:
 503 at once), and stops when its request does: work still queued is dropped, a running decode stops
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
-import math
 import os
 import threading
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from typing import TypeVar
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tandem.errors import ImageError, Unavailable
-from tandem.preprocess import FORMATS, MAX_IMAGE_PIXELS, declared_size
+from tandem.preprocess import (
+    FORMATS,
+    MAX_IMAGE_PIXELS,
+    check_jpeg_frame,
+    dct_scale,
+    declared_size,
+    jpeg_frame,
+    reduce_jpeg,
+)
 
 T = TypeVar("T")
 MAX_ASPECT = 20
@@ -91,13 +100,17 @@ def decode(data: bytes, budget: Budget, cancelled: threading.Event | None = None
     """An upright RGB image of ``data`` within ``budget``, or ImageError saying why not (Cancelled when
     ``cancelled`` is set before it is done)."""
     cancelled = cancelled or threading.Event()
-    size = declared_size(io.BytesIO(data))
-    if size is not None:
+    frame = jpeg_frame(io.BytesIO(data))
+    if frame is not None:
+        check_shape(frame.width, frame.height)
+        check_jpeg_frame("image bytes", frame, budget.max_bytes,
+                         f"the server's {budget.max_bytes / 2**20:,.0f} MiB (TANDEM_DECODE_MAX_BYTES)")
+    elif (size := declared_size(io.BytesIO(data))) is not None:
         width, height = size
         check_shape(width, height)
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageError(f"image too large ({width}×{height}, over {MAX_IMAGE_PIXELS:,} pixels); send a "
-                             "smaller photo")
+                             "smaller photo, or save it as JPEG (a large JPEG is read at reduced size)")
         per_pixel = _png_bytes_per_pixel(data)
         if per_pixel is not None:
             cost = width * height * (per_pixel + 3)
@@ -108,10 +121,10 @@ def decode(data: bytes, budget: Budget, cancelled: threading.Event | None = None
     try:
         img = Image.open(_Source(data, cancelled), formats=FORMATS)
         check_shape(img.width, img.height)
-        if img.format == "JPEG" and img.width * img.height > budget.target_pixels:
-            # The largest DCT reduction (1/2, 1/4, 1/8) that still leaves target_pixels: far less work.
-            scale = math.sqrt(budget.target_pixels / (img.width * img.height))
-            img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        if img.format == "JPEG":
+            # The largest DCT reduction (1/2, 1/4, 1/8) that still leaves target_pixels (far less work),
+            # and at least the one that brings it within max_pixels.
+            reduce_jpeg(img, dct_scale(img.width, img.height, budget.max_pixels, budget.target_pixels))
         if img.width * img.height > budget.max_pixels:
             raise ImageError(f"the photo is {img.width}×{img.height} pixels, over the {budget.max_pixels:,} this "
                              "server decodes (TANDEM_DECODE_MAX_PIXELS); send a JPEG, or a smaller photo")
