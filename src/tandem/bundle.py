@@ -106,11 +106,13 @@ class Manifest(BaseModel):
             raise ValueError("models must name an fp32 model")
         if [t.name for t in self.inputs] != ["pixels"] or self.inputs[0].dtype != "uint8":
             raise ValueError(f"an {self.task} bundle takes exactly one input: uint8 'pixels'")
-        names = {t.name for t in self.outputs}
-        needed = {"probabilities", "embedding"} if self.task == "image-classification" else {"embedding"}
-        if not needed <= names:
-            raise ValueError(f"an {self.task} bundle's outputs must include {', '.join(sorted(needed))}, "
-                             f"found {sorted(names)}")
+        # Which outputs a bundle needs is its apps' business (tandem/apps/: classify reads probabilities,
+        # celebmatch an embedding); the format only asks that outputs be named, once each.
+        names = [t.name for t in self.outputs]
+        if not names:
+            raise ValueError(f"an {self.task} bundle gives at least one output")
+        if len(set(names)) != len(names):
+            raise ValueError(f"outputs must have distinct names, found {names}")
         if self.schema_version == 1 and self.task != "image-classification":
             raise ValueError(f"schema_version 1 knows only image-classification, not {self.task}")
         bad = [k for k, v in self.metrics.items() if isinstance(v, float) and not math.isfinite(v)]

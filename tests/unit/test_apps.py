@@ -46,6 +46,11 @@ def test_each_app_says_which_bundles_it_serves_and_why_not():
     assert [a.name for a in Apps(builtin()).serving(face_net)] == ["celebmatch"]
     assert CelebMatch().unsupported(classifier).startswith("has no celebmatch gallery: enrol one with")
     assert "is not a classifier (task face-embedding: outputs embedding" in Classify().unsupported(face_net)
+    # The bundle format asks for no output by name (bundle.py): each app checks those it reads.
+    no_embedding = manifest(outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2])],
+                            apps={"celebmatch": {}})
+    assert "has no 'embedding' output" in CelebMatch().unsupported(no_embedding)
+    assert Classify().unsupported(no_embedding) is None
 
 
 def test_options_come_from_the_query_with_defaults_and_clear_refusals():

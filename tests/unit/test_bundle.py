@@ -136,8 +136,9 @@ def test_editing_replaces_the_bundle_only_when_the_edit_completes(bundle_dir):
 @pytest.mark.parametrize("change, message", [
     ({"models": {"int8": "model.int8.onnx"}}, "fp32 model"),
     ({"inputs": []}, "exactly one input"),
-    ({"outputs": []}, "must include embedding, probabilities"),
-    ({"task": "face-embedding", "outputs": []}, "face-embedding bundle's outputs must include embedding"),
+    ({"outputs": []}, "an image-classification bundle gives at least one output"),
+    ({"outputs": [TensorSpec(name="embedding", dtype="float32", shape=[-1, 8])] * 2},
+     r"outputs must have distinct names, found \['embedding', 'embedding'\]"),
     ({"schema_version": 1, "task": "face-embedding"}, "schema_version 1 knows only image-classification"),
     ({"metrics": {"test_top1_fp32": float("nan")}}, "finite"),
 ])

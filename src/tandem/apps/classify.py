@@ -38,7 +38,7 @@ class Classify(App[ClassifyOptions]):
         outputs = [t.name for t in manifest.outputs]
         if OUTPUT not in outputs or not manifest.labels:
             return (f"is not a classifier (task {manifest.task}: outputs {', '.join(outputs)}; a classifier gives "
-                    f"'{OUTPUT}' over its labels); use an app for its task")
+                    f"'{OUTPUT}' over its labels); `tandem info BUNDLE` lists the apps it serves")
         return None
 
     def options(self, query: Mapping[str, str]) -> ClassifyOptions:

@@ -175,8 +175,9 @@ def predict(
 
     import numpy as np
 
+    from tandem.apps.classify import Classify
     from tandem.bundle import Bundle
-    from tandem.errors import ImageError
+    from tandem.errors import BundleError, ImageError
     from tandem.preprocess import decode_image, to_input
     from tandem.runtime import OnnxModel
 
@@ -185,6 +186,9 @@ def predict(
         raise ConfigError(f"{folders[0]} is a folder: predict takes image files; pass the photos in it, "
                           f"e.g. {folders[0] / '*.jpg'}")
     b = Bundle.load(bundle)
+    not_classifier = Classify().unsupported(b.manifest)
+    if not_classifier is not None:
+        raise BundleError(f"{b.root}: {b.manifest.name} {not_classifier}")
     model = OnnxModel.open(b, "int8" if int8 else "fp32")
     good: list[tuple[Path, np.ndarray]] = []
     failed: list[tuple[Path, ImageError]] = []
