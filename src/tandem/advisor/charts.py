@@ -1,7 +1,9 @@
 """Small inline-SVG charts for the advisor's report: no plotting library, no script, no network.
 
 Two kinds: grouped bars and lines over categorical x positions, on a linear or log y axis. Every
-mark carries a ``<title>`` so that hovering shows its exact value.
+mark carries a ``<title>`` so that hovering shows its exact value. Lines often coincide (two networks
+that cost the same on the device, a head that is the whole time): each has its own dash pattern and
+marker shape, and sits a few pixels aside within its category, so that none hides another.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from html import escape
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
+DASHES = ("", "8 4", "2 3", "10 3 2 3", "5 2", "1 4")  # stroke-dasharray per line: solid first
+MARKERS = ("circle", "square", "triangle", "diamond", "cross")
+NUDGE = 4.0  # pixels between neighbouring lines' points within a category
 W, H = 900, 320
 LEFT, RIGHT, TOP, BOTTOM = 70, 150, 34, 70
 
@@ -56,7 +61,7 @@ class _Axis:
         if self.log:
             e0, e1 = round(math.log10(self.lo)), round(math.log10(self.hi))
             return [10.0 ** e for e in range(e0, e1 + 1)]
-        n = int(round((self.hi - self.lo) / self.step))
+        n = round((self.hi - self.lo) / self.step)
         return [self.lo + i * self.step for i in range(n + 1)]
 
 
@@ -92,14 +97,44 @@ def _x(i: int, n: int) -> float:
     return LEFT + (i + 0.5) * (W - LEFT - RIGHT) / max(n, 1)
 
 
-def _legend(names: Sequence[str], dashed: Sequence[bool] | None = None) -> list[str]:
+def _dash(j: int) -> str:
+    pattern = DASHES[j % len(DASHES)]
+    return f' stroke-dasharray="{pattern}"' if pattern else ""
+
+
+def _marker(j: int, x: float, y: float, colour: str, r: float = 3.0, title: str = "") -> str:
+    """Line ``j``'s point shape at (x, y)."""
+    shape = MARKERS[j % len(MARKERS)]
+    tip = f"<title>{escape(title)}</title>" if title else ""
+    if shape == "circle":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:g}" fill="{colour}">{tip}</circle>'
+    if shape == "square":
+        return (f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:g}" height="{2 * r:g}" '
+                f'fill="{colour}">{tip}</rect>')
+    if shape == "cross":
+        return (f'<path d="M{x - r:.1f},{y:.1f}H{x + r:.1f}M{x:.1f},{y - r:.1f}V{y + r:.1f}" stroke="{colour}" '
+                f'stroke-width="2">{tip}</path>')
+    d = r * 1.3
+    points = (((x, y - d), (x + d, y + d * 0.8), (x - d, y + d * 0.8)) if shape == "triangle"
+              else ((x, y - d), (x + d, y), (x, y + d), (x - d, y)))
+    return f'<polygon points="{" ".join(f"{px:.1f},{py:.1f}" for px, py in points)}" fill="{colour}">{tip}</polygon>'
+
+
+def _polyline(j: int, colour: str, points: list[str]) -> str:
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="2"{_dash(j)} points="{" ".join(points)}"/>'
+
+
+def _legend(names: Sequence[str], styled: bool = False) -> list[str]:
+    """A swatch per series; ``styled``: the lines' own dash pattern and marker in it."""
     out = []
     for j, name in enumerate(names):
         y = TOP + 14 * j
-        dash = ' stroke-dasharray="4 3"' if dashed and dashed[j] else ""
-        out.append(f'<line x1="{W - RIGHT + 10}" x2="{W - RIGHT + 28}" y1="{y}" y2="{y}" '
-                   f'stroke="{PALETTE[j % len(PALETTE)]}" stroke-width="3"{dash}/>')
-        out.append(f'<text x="{W - RIGHT + 32}" y="{y + 4}">{escape(name)}</text>')
+        colour = PALETTE[j % len(PALETTE)]
+        out.append(f'<line x1="{W - RIGHT + 6}" x2="{W - RIGHT + 30}" y1="{y}" y2="{y}" '
+                   f'stroke="{colour}" stroke-width="{2 if styled else 3}"{_dash(j) if styled else ""}/>')
+        if styled:
+            out.append(_marker(j, W - RIGHT + 18, y, colour))
+        out.append(f'<text x="{W - RIGHT + 34}" y="{y + 4}">{escape(name)}</text>')
     return out
 
 
@@ -139,29 +174,31 @@ def lines(labels: Sequence[str], series: dict[str, Sequence[float | None]], *, t
     values = [v for s in series.values() for v in s if v is not None]
     axis = _Axis(values, log)
     out = _frame(title, y_label, axis, labels)
-    n = len(labels)
+    n, m = len(labels), len(series)
     for j, (name, vals) in enumerate(series.items()):
         colour = PALETTE[j % len(PALETTE)]
+        nudge = (j - (m - 1) / 2) * NUDGE  # within the category: the x axis is not a scale
+
         path: list[str] = []
         for i, v in enumerate(vals):
             ok = v is not None and math.isfinite(v) and (v > 0 or not axis.log)
             if not ok:
                 if len(path) > 1:
-                    out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(path)}"/>')
+                    out.append(_polyline(j, colour, path))
                 path = []
                 continue
-            x, y = _x(i, n), axis.y(v)  # type: ignore[arg-type]
+            x, y = _x(i, n) + nudge, axis.y(v)  # type: ignore[arg-type]
             path.append(f"{x:.1f},{y:.1f}")
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}">'
-                       f'<title>{escape(name)} · {escape(labels[i])}: {v:.4g}</title></circle>')
+            out.append(_marker(j, x, y, colour, title=f"{name} · {labels[i]}: {v:.4g}"))
         if len(path) > 1:
-            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(path)}"/>')
+            out.append(_polyline(j, colour, path))
         if marks and name in marks:
             i = marks[name]
             v = vals[i]
             if v is not None and math.isfinite(v) and (v > 0 or not axis.log):
-                out.append(f'<circle cx="{_x(i, n):.1f}" cy="{axis.y(v):.1f}" r="6" fill="none" stroke="{colour}" '
-                           f'stroke-width="2"><title>best on {escape(name)}: {escape(labels[i])}</title></circle>')
-    out += _legend(list(series))
+                out.append(f'<circle cx="{_x(i, n) + nudge:.1f}" cy="{axis.y(v):.1f}" r="7" fill="none" '
+                           f'stroke="{colour}" stroke-width="2"><title>best on {escape(name)}: '
+                           f'{escape(labels[i])}</title></circle>')
+    out += _legend(list(series), styled=True)
     out.append("</svg>")
     return "\n".join(out)

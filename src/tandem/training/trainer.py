@@ -155,12 +155,13 @@ def save_epoch(out: Path, ckpt: dict, improved: bool) -> None:
     if improved:
         checkpoint.save(out / checkpoint.BEST, ckpt)
     checkpoint.save(out / checkpoint.LAST, ckpt)
-    write_history(out, ckpt["history"])
+    write_history(out, ckpt["history"], ckpt.get("best_epoch"))
 
 
-def write_history(out: Path, history: list[dict]) -> None:
+def write_history(out: Path, history: list[dict], best_epoch: int | None = None) -> None:
+    """history.json, and curves.png with ``best_epoch`` marked (default: the best validation accuracy)."""
     write_json(out / HISTORY, history)
-    plots.plot_curves(history, out / CURVES)
+    plots.plot_curves(history, out / CURVES, best_epoch)
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
