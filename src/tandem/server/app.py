@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     metrics_scope: Scope | None = None if settings.metrics_public else "admin"
     proxies = settings.proxies()
     networks(proxies)  # a wrong TANDEM_TRUSTED_PROXIES fails here, at start-up
-    doc = openapi.document(metrics_scope)
+    doc = openapi.document(metrics_scope, served_apps.names)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ body) is listed, so that a schema-driven fuzzer (schemathesis) can check the ser
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import tandem
@@ -88,7 +89,8 @@ QUANT = {"scale": {"type": "number", "exclusiveMinimum": 0},
 BODY_ERRORS = (400, 404, 413, 415, 503, 504)
 
 
-def document(metrics_scope: str | None) -> dict:
+def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "classify")) -> dict:
+    """``apps``: the names the image endpoint serves (the registered apps)."""
     name, version, label = _path("name", NAME), _path("version", VERSION_OR_ALIAS), _path("label", LABEL)
     numeric = _path("version", {"type": "string", "pattern": "^[0-9]{1,9}$"})
     ok = lambda schema, text="OK": {"description": text, "content": _json(schema)}  # noqa: E731
@@ -106,7 +108,7 @@ def document(metrics_scope: str | None) -> dict:
     image_body = {t: {"schema": {"type": "string", "format": "binary"}}
                   for t in ("image/jpeg", "image/png", "application/octet-stream")}
     image_params = [
-        _path("app", {"type": "string", "enum": ["celebmatch", "classify"]}), _path("model", NAME),
+        _path("app", {"type": "string", "enum": list(apps)}), _path("model", NAME),
         _query("version", {"type": "string", "pattern": "^[0-9]{1,9}$"}, "Serve this version."),
         _query("alias", {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}, "Serve the version of this alias."),
         _query("top_k", {"type": "integer", "minimum": 1, "maximum": 100}, "How many identities/labels."),
