@@ -120,6 +120,8 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
         "/v2/health/ready": {"get": _op("Readiness (the registry answers)", ok(_ref("Ready")), (503,), None)},
         "/v2": {"get": _op("Server metadata", ok(_ref("ServerMetadata")), (), "predict")},
         # The browser app (server/webapp.py): a web page, open like one; it asks for keys itself.
+        "/": {"get": {"summary": "Redirects to the browser app at /app/", "security": [],
+                      "responses": {"307": {"description": "to /app/"}}}},
         "/app": {"get": {"summary": "The browser app: redirects to /app/", "security": [],
                          "responses": {"308": {"description": "to /app/"}}}},
         "/app/{path}": {"get": _op("The browser app's files (index.html, scripts, WASM)",
