@@ -39,9 +39,22 @@ class ImageError(DataError):
 
 
 class NoFaceFound(ImageError):
-    """The face finder saw no face in a photo."""
+    """No face in a photo: the face finder saw none, or the landmark network none where it looked."""
 
     status_code = 422
+
+    def with_skip(self, control: str) -> NoFaceFound:
+        """This error as the surface at hand says it, ``control`` being that surface's way to skip finding
+        the face (the CLI's ``--no-detect``, HTTP's ``?detect=false``): offered only where it would help."""
+        return self
+
+
+class NoFaceDetected(NoFaceFound):
+    """The face finder saw no face. A photo that is already a cropped, aligned face need not be searched:
+    the library's message does not say how (each surface has its own control, ``with_skip``)."""
+
+    def with_skip(self, control: str) -> NoFaceFound:
+        return NoFaceFound(f"{self} (or {control} for a photo that is already a cropped, aligned face)")
 
 
 class CheckpointError(TandemError):

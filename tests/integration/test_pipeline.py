@@ -116,6 +116,7 @@ def test_celebmatch_enroll_then_match_a_photo(bundle_dir, enrolled, lfw_people):
 def test_celebmatch_says_clearly_when_no_face_is_found(bundle_dir, enrolled, work):
     proc = tandem("celebmatch", "match", bundle_dir, write_png(work / "noise.png", 300, 300), ok=False)
     assert proc.returncode != 0 and "no face found" in proc.stderr
+    assert "(or --no-detect for a photo that is already a cropped, aligned face)" in proc.stderr  # the CLI's own control
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(work):

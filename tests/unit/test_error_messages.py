@@ -1,4 +1,5 @@
-"""What an error message may show of client input (quoted) and of the server's folders (without_paths)."""
+"""What an error message may show of client input (quoted) and of the server's folders (without_paths),
+and how each surface names its own way around a photo without a face (with_skip)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.errors import quoted, without_paths
+from tandem.errors import NoFaceDetected, NoFaceFound, quoted, without_paths
 
 PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(1)</script>', "a&b", "'; DROP TABLE x; --",
             "é\u202e\x00\n", "\\x3c", "<" * 200, "x" * 1000, "\U0001f600" * 40]
@@ -78,3 +79,13 @@ def test_paths_are_found_through_symlinks(tmp_path):
 def test_messages_without_paths_are_untouched():
     message = "no route GET '/v3/x'; see /openapi.json; it is served at /v2/models/faces/infer"
     assert without_paths(message, {"TANDEM_HOME": Path("/srv/tandem"), "~": Path("/root")}) == message
+
+
+def test_each_surface_names_its_own_way_to_skip_finding_the_face():
+    found_none = NoFaceDetected("no face found in the photo")
+    cli = found_none.with_skip("--no-detect")
+    assert str(cli) == "no face found in the photo (or --no-detect for a photo that is already a cropped, aligned face)"
+    assert type(cli) is NoFaceFound and cli.with_skip("?detect=false") is cli  # said once, by one surface
+    # The landmark network saw no face where the face should be: skipping the finder would not help.
+    aligned = NoFaceFound("no face found in the photo (face probability 0.10 where the face should be)")
+    assert aligned.with_skip("--no-detect") is aligned

@@ -81,7 +81,7 @@ def match(
 
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
     from tandem.bundle import Bundle
-    from tandem.errors import TandemError
+    from tandem.errors import NoFaceFound, TandemError
 
     files = photo_files(photos)
     matcher = CelebMatcher(Bundle.load(bundle), "int8" if int8 else "fp32")
@@ -89,12 +89,15 @@ def match(
     for path in files:
         try:
             result = matcher.match(path, detect=detect, top_k=top_k)
-        except TandemError as e:
+        except TandemError as caught:
+            e = caught.with_skip("--no-detect") if isinstance(caught, NoFaceFound) else caught
             if len(files) == 1:
-                raise
+                if e is caught:
+                    raise
+                raise e from caught
             last_error = e
             if json_out:
-                print(json.dumps({"photo": str(path), "error": str(e), "no_face": type(e).__name__ == "NoFaceFound"}),
+                print(json.dumps({"photo": str(path), "error": str(e), "no_face": isinstance(e, NoFaceFound)}),
                       flush=True)
             else:
                 err_console.print(f"{path}: {e}", markup=False, highlight=False)

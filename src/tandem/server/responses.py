@@ -12,7 +12,15 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from tandem.errors import Forbidden, RateLimited, TandemError, Unauthenticated, Unavailable, without_paths
+from tandem.errors import (
+    Forbidden,
+    NoFaceFound,
+    RateLimited,
+    TandemError,
+    Unauthenticated,
+    Unavailable,
+    without_paths,
+)
 from tandem.settings import Settings
 
 JSON = "application/json"
@@ -53,5 +61,7 @@ def error_response(e: TandemError, hide: Mapping[str, Path] | None = None) -> Re
     if isinstance(e, RateLimited | Unavailable):
         # Retry-After takes whole seconds; round up so that a client retrying on time gets a token.
         headers["retry-after"] = str(max(1, math.ceil(e.retry_after)))
+    if isinstance(e, NoFaceFound):
+        e = e.with_skip("?detect=false")  # HTTP's way to skip finding the face, not the CLI's --no-detect
     message = without_paths(str(e), hide) if hide else str(e)
     return json_response({"error": message}, e.status_code, headers)

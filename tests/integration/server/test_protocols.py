@@ -345,6 +345,8 @@ def test_a_photo_without_a_face_is_422(http, tmp_path):
     Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, format="PNG")
     r = http.post("/v1/apps/celebmatch/faces:predict", content=buf.getvalue(), headers={"content-type": "image/png"})
     assert r.status_code == 422 and "no face found in the photo" in r.json()["error"]
+    # HTTP's own way to skip finding the face, not the CLI's.
+    assert "(or ?detect=false for a photo" in r.json()["error"] and "--no-detect" not in r.json()["error"]
 
 
 def test_bodies_over_the_limit_get_413_even_when_compressed(http):

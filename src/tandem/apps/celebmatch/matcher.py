@@ -12,7 +12,7 @@ from PIL import Image
 from tandem.apps.celebmatch.gallery import REGIONS, Gallery, region_views
 from tandem.apps.celebmatch.kit import FaceKit
 from tandem.bundle import Bundle, Precision
-from tandem.errors import NoFaceFound
+from tandem.errors import NoFaceDetected
 from tandem.faces.finder import FaceFinder
 from tandem.preprocess import decode_image, to_input
 from tandem.runtime import OnnxModel
@@ -109,9 +109,10 @@ class CelebMatcher:
                 finder = self._local.finder = FaceFinder()
             faces = finder.find(img)
             if not faces:
-                raise NoFaceFound(
+                # No way to skip the finder is named here: each surface names its own (with_skip).
+                raise NoFaceDetected(
                     "no face found in the photo: use a well-lit, frontal photo where the face fills "
-                    "at least an eighth of the picture (or --no-detect for an already cropped, aligned face)"
+                    "at least an eighth of the picture"
                 )
             f = faces[0]
             face_box = (f.x, f.y, f.x + f.w, f.y + f.h)
