@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: install check-data need-data lfw chromium demo celebmatch test test-ray bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
+.PHONY: install check-data need-data lfw chromium demo celebmatch test test-ray lint bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
 WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
@@ -76,6 +76,15 @@ test: need-data install
 # Only the tests that start a local Ray cluster (Ray Train, Ray Serve): a few minutes on 2 cores.
 test-ray: need-data install
 	$(BIN)/pytest -m ray
+
+# The code's own checks: ruff, the layering contracts (lint-imports: [tool.importlinter] in pyproject.toml) and
+# the types (mypy: strict on protocol, bundle, device, security, delta). All three run; any failure fails it.
+lint: $(VENV)/.installed
+	@status=0; \
+	$(BIN)/ruff check src tests bench || status=1; \
+	$(BIN)/lint-imports || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 bench-accuracy: install
 	$(BIN)/python bench/accuracy.py

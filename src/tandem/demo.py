@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -85,7 +86,7 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
     for col in ("photo", "answer", "right?"):
         table.add_column(col)
     hits = tried = answered_right = strangers_rejected = strangers_tried = 0
-    matches = []
+    matches: list[dict[str, Any]] = []
     queries = [(r, True) for c in people for r in per[c][ENROL:]]
     queries += [(per[c][0], False) for c in strangers[: max(photos, len(people))]]
     for rec, enrolled in queries:

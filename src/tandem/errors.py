@@ -7,7 +7,7 @@ import contextlib
 import errno
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -293,5 +293,10 @@ def without_paths(message: str, places: Mapping[str, Path]) -> str:
         roots += [(form.rstrip("/"), name) for form in forms if form.rstrip("/")]
     for root, name in sorted(roots, key=lambda r: -len(r[0])):  # the innermost folder names a path
         shown = f"{name}/…"
-        message = re.sub(re.escape(root) + r"(?![^/\s'\"(),;:])(?:/[^\s'\"(),;:]*)?", lambda _m, shown=shown: shown, message)
+        message = re.sub(re.escape(root) + r"(?![^/\s'\"(),;:])(?:/[^\s'\"(),;:]*)?", _verbatim(shown), message)
     return message
+
+
+def _verbatim(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that puts ``text`` in as written (a string would expand its backslashes)."""
+    return lambda _m: text

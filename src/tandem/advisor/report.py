@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -109,7 +110,7 @@ def _charts(advice: Advice) -> str:
     order = ["device"] + [f"split@{c.k}" for c in sorted(cuts, key=lambda c: -c.k)] + ["cloud"]
     index = {name: i for i, name in enumerate(order)}
     for obj in OBJECTIVES:
-        series: dict[str, list[float | None]] = {}
+        series: dict[str, Sequence[float | None]] = {}
         marks: dict[str, int] = {}
         for net in advice.networks:
             vals: list[float | None] = [None] * len(order)

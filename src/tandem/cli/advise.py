@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -154,8 +154,10 @@ def split(
     if not k:
         b = Bundle.load(bundle)
         cuts = load_cuts(b.model_path("fp32"))
-        rows = [{"k": c.k, "op": c.op, "node": c.node, "tensor": c.tensor, "shape": cuts.tensor_spec(c.k).shape}
-                for c in cuts.cuts()]
+        rows: list[dict[str, Any]] = [
+            {"k": c.k, "op": c.op, "node": c.node, "tensor": c.tensor, "shape": cuts.tensor_spec(c.k).shape}
+            for c in cuts.cuts()
+        ]
         if json_out:
             print_json({"compute_nodes": len(cuts.compute), "cuts": rows})
             return

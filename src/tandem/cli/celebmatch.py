@@ -44,8 +44,8 @@ def enroll(
     if min_faces < 1:
         raise ConfigError(f"--min-faces must be at least 1, got {min_faces}")
 
-    def boxes(img):  # type: ignore[no-untyped-def]
-        faces = finder.find(img)  # type: ignore[union-attr]
+    def boxes(img):
+        faces = finder.find(img)
         return faces[0].crop_window() if faces else None
 
     model = OnnxModel.open(b)

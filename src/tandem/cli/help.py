@@ -53,7 +53,7 @@ def _tidy_param(param: Any) -> None:
         param.__class__ = _Argument
 
 
-def _help_option(command: Any, base: type, ctx: Any) -> Any:
+def _help_option(command: Any, base: type[TyperCommand] | type[TyperGroup], ctx: Any) -> Any:
     option = base.get_help_option(command, ctx)  # made on first use
     if option is not None:
         _tidy_param(option)

@@ -20,7 +20,7 @@ NameArg = Annotated[str, typer.Argument(help="Model name.")]
 VersionArg = Annotated[int, typer.Argument(min=1, help="Version number (`tandem versions NAME`).")]
 
 
-def _ota(reg) -> Ota:  # type: ignore[no-untyped-def]
+def _ota(reg) -> Ota:
     from tandem.registry.ota import Ota
 
     return Ota(reg)
@@ -213,7 +213,7 @@ def signing_list(json_out: JsonOpt = False) -> None:
     console.print(t)
 
 
-def _show_key(k, verb: str, json_out: bool) -> None:  # type: ignore[no-untyped-def]
+def _show_key(k, verb: str, json_out: bool) -> None:
     if json_out:
         print_json(record_json(k))
         return

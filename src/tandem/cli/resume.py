@@ -27,7 +27,7 @@ def given_options(ctx: typer.Context) -> list[str]:
             continue
         value = ctx.params.get(param.name)
         if getattr(param, "is_flag", False):
-            flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            flag = param.opts[0] if value else (param.secondary_opts[0] if param.secondary_opts else None)
             if flag:
                 words.append(flag)
             continue
@@ -39,9 +39,10 @@ def given_options(ctx: typer.Context) -> list[str]:
 def command_names(ctx: typer.Context) -> list[str]:
     """["train"] for `tandem train` however it was started (`python -m tandem` included)."""
     names = []
-    while ctx.parent is not None:
-        names.append(ctx.info_name or "")
-        ctx = ctx.parent
+    node: Any = ctx  # typer's Context, its parents click's
+    while node.parent is not None:
+        names.append(node.info_name or "")
+        node = node.parent
     return names[::-1]
 
 

@@ -42,6 +42,7 @@ def load_pixels(
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(len(catalog.records))))
     kept = [i for i, r in enumerate(results) if r is not None]
+    read = [r for r in results if r is not None]  # in the order of kept
     failed = [f for f in failures if f is not None]
     if not kept:
         raise DataError(f"{catalog.root}: none of the {len(results)} image files could be read")
@@ -51,7 +52,7 @@ def load_pixels(
         note = report_skipped(catalog.root, failed, len(results))
         if note:
             catalog.notes.append(note)
-    pixels = np.stack([results[i] for i in kept])
+    pixels = np.stack(read)
     labels = np.array([catalog.records[i].label for i in kept], dtype=np.int64)
     return pixels, labels, kept
 

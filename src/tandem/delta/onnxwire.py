@@ -13,6 +13,7 @@ whole.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MODEL_GRAPH = 7
@@ -52,7 +53,7 @@ def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
             return result, i
 
 
-def fields(buf: memoryview, start: int, end: int):
+def fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """Yield ``(field number, wire type, value start, value end)`` for each field of a message."""
     i = start
     while i < end:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class _Ops:
     def more(self) -> bool:
         return self.pos < len(self.data)
 
-    def take(self, fmt: str) -> tuple:
+    def take(self, fmt: str) -> tuple[Any, ...]:
         size = struct.calcsize(fmt)
         if self.pos + size > len(self.data):
             raise PatchError("the patch's op list is truncated")

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -119,7 +120,7 @@ class OtaClient:
             raise ServerUnreachable(f"{what}: {e}") from e
         return {"authorization": f"Bearer {credential}"}
 
-    def _post(self, path: str, body: dict | None, what: str, cap: int,
+    def _post(self, path: str, body: dict[str, Any] | None, what: str, cap: int,
               headers: dict[str, str] | None = None) -> httpx.Response:
         """POST ``body`` and read the answer within ``cap`` bytes (answers.py)."""
         headers = headers if headers is not None else self._auth(what)
@@ -146,7 +147,7 @@ class OtaClient:
                                  f"{str(registration.device_id)[:40]!r}")
         return registration
 
-    def check(self, body: dict) -> bytes | None:
+    def check(self, body: dict[str, Any]) -> bytes | None:
         """The signed envelope's bytes, or None when the device is current (204)."""
         r = self._post("/v1/ota/check", body, "update check", MAX_ENVELOPE)
         if r.status_code == 204:
@@ -155,7 +156,7 @@ class OtaClient:
             raise refusal(r, "update check")
         return r.content
 
-    def data_key(self, model: str, version: int, device: dict) -> bytes:
+    def data_key(self, model: str, version: int, device: dict[str, Any]) -> bytes:
         """``device``: the same fields the check sends (the server gives a key only for a version
         it offers to this device, judged by the same rules)."""
         r = self._post("/v1/ota/keys", {**device, "model": model, "version": version},
@@ -170,7 +171,7 @@ class OtaClient:
             raise DecryptionError(f"the server's data key for {model} v{version} has {len(key)} bytes, not 32")
         return key
 
-    def report(self, body: dict) -> None:
+    def report(self, body: dict[str, Any]) -> None:
         r = self._post("/v1/ota/report", body, "health report", SMALL_ANSWER)
         if r.status_code not in (200, 202, 204):
             raise refusal(r, "health report")

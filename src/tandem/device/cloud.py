@@ -207,6 +207,7 @@ class CloudClient:
         if not self.breaker.allow():
             raise self._circuit_open()
         attempt = 0
+        error: TandemError  # what stopped this attempt
         while True:
             try:
                 request = self._http.build_request(method, path, content=content, headers=headers,
@@ -215,7 +216,7 @@ class CloudClient:
             except AnswerTooLarge as e:  # a server that answers that much is not one to retry
                 error, retry = e, False
             except httpx.ConnectError as e:  # refused or unresolvable: nothing was sent, safe to retry
-                error: TandemError = ServerUnreachable(f"{where}: cannot connect ({e}); no network or server down")
+                error = ServerUnreachable(f"{where}: cannot connect ({e}); no network or server down")
                 retry = True
             except httpx.TimeoutException as e:
                 if call is not None and call.deadline.remaining() < _DEADLINE_SLACK_S:

@@ -278,7 +278,7 @@ class HybridModel:
 
     def _input_name(self) -> str:
         try:
-            return self._device().model.input_name
+            return str(self._device().model.input_name)
         except TandemError:
             return "pixels"
 

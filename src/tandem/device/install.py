@@ -126,9 +126,9 @@ class Installer:
                 raise ChecksumError(f"{name}: the signed payload and the bundle manifest disagree about this file; "
                                     "refusing the update")
         for precision in (self.precision, "fp32"):
-            name = manifest.models.get(precision)  # type: ignore[call-overload]
-            if name in offered.files:
-                return name
+            model_file: str | None = manifest.models.get(precision)  # type: ignore[call-overload]
+            if model_file is not None and model_file in offered.files:
+                return model_file
         raise BundleError(f"the update for {self.model} v{offered.version} holds no model file "
                           f"(the manifest names {manifest.models}, the payload lists {sorted(offered.files)})")
 

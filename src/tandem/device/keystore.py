@@ -20,6 +20,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -37,7 +38,7 @@ class KeyStore:
         self.path = root / FILE
         self._secret = device_api_key.encode("utf-8")
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text("utf-8"))
             if isinstance(data, dict) and data.get("schema") == 1 and isinstance(data.get("keys"), dict):
@@ -49,7 +50,7 @@ class KeyStore:
             pass  # unreadable: start afresh; the server hands keys out again to an installed device
         return {"schema": 1, "salt": base64.b64encode(os.urandom(16)).decode(), "keys": {}}
 
-    def _kek(self, data: dict) -> bytes:
+    def _kek(self, data: dict[str, Any]) -> bytes:
         salt = base64.b64decode(data["salt"])
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO).derive(self._secret)
 

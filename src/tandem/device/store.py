@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tandem import atomic
 from tandem.bundle import NAME_RE
@@ -214,14 +215,14 @@ class ModelStore:
             seqs.append(pointer.sequence)
         return max(seqs)
 
-    def last_answer(self, model: str) -> dict | None:
+    def last_answer(self, model: str) -> dict[str, Any] | None:
         """What :meth:`record_answer` kept of the last signed check answer, or None."""
         with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
             found = json.loads((self.model_dir(model) / ANSWER).read_text("utf-8"))
             return found if isinstance(found, dict) else None
         return None
 
-    def record_answer(self, model: str, answer: dict) -> None:
+    def record_answer(self, model: str, answer: dict[str, Any]) -> None:
         atomic.write_text(self.model_dir(model) / ANSWER, json.dumps(answer) + "\n")
 
     # --- changing ------------------------------------------------------------------------------
@@ -272,7 +273,7 @@ class ModelStore:
                 _fsync_dir(mdir)
                 doomed = self.versions(model) if version is None else [version]
             else:
-                if pointer is not None and pointer.version == version:
+                if pointer is not None and pointer.version == version and pointer.previous is not None:
                     self._point(model, pointer.previous, pointer.sequence, previous=None)
                 elif pointer is not None and pointer.previous == version:
                     self._point(model, pointer.version, pointer.sequence, previous=None)

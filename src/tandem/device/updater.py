@@ -404,7 +404,7 @@ class ModelUpdater:
         rec = self.store.record(self.model, version)
         manifest = manifest_of(self.vault.open(rec, MANIFEST))
         files = {n: self.vault.open(rec, n) for n in rec.files if n not in (MANIFEST, rec.model_file)}
-        precision = next((p for p, f in manifest.models.items() if f == rec.model_file), "fp32")
+        precision: Precision = next((p for p, f in manifest.models.items() if f == rec.model_file), "fp32")
         model = OnnxModel(self.vault.open(rec, rec.model_file), manifest.preprocessing, manifest.labels, precision,
                           self.threads)
         return LoadedModel(version, manifest, model, files)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -35,7 +36,9 @@ from tandem.runtime import load_session
 ACTIVATION, CONSTANT, BATCH = "activation", "constant", "batch"
 # fp32 head → tail must reproduce the whole model this closely (the target).
 PARITY_ATOL = 1e-4
-_SPEC_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT64: "int64"}
+_SPEC_DTYPES: dict[int, Literal["float32", "uint8", "int64"]] = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT64: "int64",
+}
 
 
 def head_file(k: int) -> str:
@@ -197,7 +200,7 @@ class GraphCuts:
         cut = self.cut(k)
         info = self._tensor_info(cut.tensor)
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in info.type.tensor_type.shape.dim]
-        return TensorSpec(name=cut.tensor, dtype=_SPEC_DTYPES[info.type.tensor_type.elem_type],  # type: ignore[arg-type]
+        return TensorSpec(name=cut.tensor, dtype=_SPEC_DTYPES[info.type.tensor_type.elem_type],
                           shape=[-1, *dims[1:]])
 
     def _closure(self, targets: Iterable[str], stop: set[str], reroute_batch: bool) -> list[onnx.NodeProto]:

@@ -38,7 +38,7 @@ class FaceBox:
 
 class FaceFinder:
     def __init__(self) -> None:
-        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)  # type: ignore[attr-defined]
         if self._cascade.empty():
             raise ModelError(f"OpenCV's {CASCADE} did not load; reinstall opencv-python-headless<5 (5.x dropped it)")
 

@@ -50,10 +50,10 @@ class InferRequest:
 
     @property
     def rows(self) -> int:
-        return next(iter(self.inputs.values())).shape[0]
+        return int(next(iter(self.inputs.values())).shape[0])
 
 
-def _parameters(obj: dict, where: str) -> dict[str, Any]:
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
     params = obj.get("parameters", {})
     if params is None:
         return {}
@@ -88,7 +88,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, int]
 def _quantization(params: dict[str, Any], request_params: dict[str, Any], name: str) -> tuple[float, int]:
     """(scale, zero point) of an int8-encoded input: its own parameters, else the request's."""
     source = params if "scale" in params or "zero_point" in params else request_params
-    scale, zero_point = source.get("scale"), source.get("zero_point")
+    scale: Any = source.get("scale")  # JSON: checked below
+    zero_point: Any = source.get("zero_point")
     if type(scale) not in (int, float) or not np.isfinite(scale) or not scale > 0:
         raise InvalidRequest(f"input '{name}': UINT8 values of an FP32 input need parameters.scale, a positive "
                              f"number (int8 transfer: x = (q - zero_point) * scale), got {quoted(scale)}")
@@ -317,5 +318,6 @@ def decode_infer_response(raw: bytes, header_length: str | None, where: str) -> 
             out[t["name"]] = arr.reshape(shape)
     except (KeyError, TypeError, ValueError) as e:
         raise Unavailable(f"{where}: malformed output tensor in the answer ({type(e).__name__}: {e})") from e
-    name, version = body.get("model_name"), body.get("model_version")
+    name: Any = body.get("model_name")
+    version: Any = body.get("model_version")
     return InferResponse(out, str(name) if name else None, int(version) if str(version).isdigit() else None)

@@ -66,7 +66,7 @@ def _columns(columns: Any, inputs: Sequence[TensorSig], names: list[str]) -> dic
     return arrays
 
 
-def _check_names(obj: dict, names: list[str], where: str) -> None:
+def _check_names(obj: dict[str, Any], names: list[str], where: str) -> None:
     unknown = sorted(set(obj) - set(names))
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""

@@ -102,6 +102,7 @@ class Database:
 
 
 def _sqlite_engine(url: URL) -> Engine:
+    assert url.database is not None  # registry_url refuses in-memory databases
     Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 

@@ -4,6 +4,8 @@ a device key may be limited to some models or apps (its model scope, docs/ota.md
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy import select
 
 from tandem.bundle import NAME_RE
@@ -89,5 +91,5 @@ class ApiKeys:
 
 
 def key_info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(key_id=row.key_id, scope=row.scope, label=row.label, created=aware(row.created),
+    return KeyInfo(key_id=row.key_id, scope=cast(Scope, row.scope), label=row.label, created=aware(row.created),
                    revoked=aware(row.revoked), model_scope=stored_scope(row.models, row.apps))

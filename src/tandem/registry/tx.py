@@ -9,6 +9,7 @@ lock order and the generation rule are written once.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -75,6 +76,14 @@ def latest(s: Session, model: Model) -> int:
     if number is None:
         raise NotFound(f"model {model.name} has no versions yet; push one with `tandem push BUNDLE`")
     return number
+
+
+@overload
+def aware(dt: datetime) -> datetime: ...
+
+
+@overload
+def aware(dt: None) -> None: ...
 
 
 def aware(dt: datetime | None) -> datetime | None:

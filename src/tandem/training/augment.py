@@ -50,8 +50,8 @@ class Draws:
     erase: tuple[torch.Tensor, ...] | None = None
 
     def rows(self, idx: torch.Tensor | slice) -> Draws:
-        return Draws(*(getattr(self, f)[idx] for f in _ROW_FIELDS),
-                     erase=None if self.erase is None else tuple(t[idx] for t in self.erase))
+        rows = {f: getattr(self, f)[idx] for f in _ROW_FIELDS}
+        return Draws(**rows, erase=None if self.erase is None else tuple(t[idx] for t in self.erase))
 
 
 _ROW_FIELDS = ("scale", "angle", "tx", "ty", "flip", "brightness", "contrast", "saturation")

@@ -209,7 +209,8 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_
                     name=RUN_NAME, storage_path=str(storage),
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                     failure_config=ray.train.FailureConfig(max_failures=settings.ray_max_failures),
-                    callbacks=[RunFolderSync(str(cfg.out.resolve()), board)],
+                    # Ray Train v2 (ray.train.RunConfig at run time) takes UserCallbacks; the static type is v1's.
+                    callbacks=[RunFolderSync(str(cfg.out.resolve()), board)],  # type: ignore[list-item]
                 ),
             )
             feed = _BarFeed(board, show_progress)

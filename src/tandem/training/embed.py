@@ -145,7 +145,7 @@ def add_teacher(cfg: TrainConfig, data: RunData, faces: FaceSet, run_dir: Path, 
     root = data.catalog().root
     paths = [root / f for f in faces.files]
     fixed = face_box(data.catalog())
-    boxes = []
+    boxes: list[tuple[float, float, float, float] | None] = []
     for p in paths:
         if fixed is None:
             boxes.append(None)  # the teacher looks in the middle of the photo: folders hold face photos
@@ -337,8 +337,8 @@ def embed_net_config(cfg: TrainConfig, train: FaceSet, state: dict | None) -> Ne
     if state is not None:
         return NetConfig.from_dict(state["net"])
     flat = train.pixels.reshape(-1, 3)
-    mean = tuple(float(v) for v in flat.mean(0) / 255.0)
-    std = tuple(float(v) for v in flat.std(0) / 255.0 + 1e-3)
+    m, s = flat.mean(0) / 255.0, flat.std(0) / 255.0 + 1e-3
+    mean, std = (float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2]))
     # A face network keeps more of the face's layout than a classifier: the last stage keeps its
     # resolution (total stride 16, as MobileFaceNet) and a global depthwise convolution weighs each
     # place of the final map. Measured here (64×64, distillation, 3 epochs): verification of unseen

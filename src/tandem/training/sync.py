@@ -67,7 +67,7 @@ class _SyncStats(torch.autograd.Function):
         xhat = (x - g_mean.to(x.dtype).view(shape)) * invstd.view(shape)
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(g_mean.to(x.dtype), alpha=momentum)
-            running_var.mul_(1 - momentum).add_((g_var * total / max(total - 1, 1)).to(x.dtype), alpha=momentum)
+            running_var.mul_(1 - momentum).add_((g_var * total / (total - 1).clamp(min=1)).to(x.dtype), alpha=momentum)
         ctx.save_for_backward(xhat, invstd, weight)
         ctx.total = float(total)
         return xhat * weight.view(shape) + bias.view(shape)
@@ -92,17 +92,19 @@ def _sync_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> tor
     if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
         return nn.modules.batchnorm._BatchNorm.forward(self, x)
     self._check_input_dim(x)
-    self.num_batches_tracked.add_(1)
-    momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+    batches = self.num_batches_tracked
+    assert batches is not None  # Tandem's batch norms track running statistics
+    batches.add_(1)
+    momentum = self.momentum if self.momentum is not None else 1.0 / float(batches)
     return _SyncStats.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, momentum)
 
 
 class _SyncBatchNorm2d(nn.BatchNorm2d):
-    forward = _sync_forward
+    forward = _sync_forward  # type: ignore[assignment]  # torch calls the argument input, not x
 
 
 class _SyncBatchNorm1d(nn.BatchNorm1d):
-    forward = _sync_forward
+    forward = _sync_forward  # type: ignore[assignment]
 
 
 class _ShardedDropout(nn.Dropout):

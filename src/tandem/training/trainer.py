@@ -137,8 +137,9 @@ def net_config(cfg: TrainConfig, data: RunData, pixels: Pixels, state: dict | No
     if state is not None:
         return NetConfig.from_dict(state["net"])
     train_x = pixels.train_x
-    mean = tuple(float(v) for v in (train_x.reshape(-1, 3).mean(0) / 255.0))
-    std = tuple(float(v) for v in (train_x.reshape(-1, 3).std(0) / 255.0 + 1e-3))
+    m = train_x.reshape(-1, 3).mean(0) / 255.0
+    s = train_x.reshape(-1, 3).std(0) / 255.0 + 1e-3
+    mean, std = (float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2]))
     return NetConfig(num_classes=len(data.classes), embedding_dim=cfg.embedding_dim, width=cfg.width_mult,
                      stem_stride=cfg.stem_stride, mean=mean, std=std)
 

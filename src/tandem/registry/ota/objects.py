@@ -65,7 +65,8 @@ def split_heads(manifest: Manifest) -> list[str]:
 def device_files(manifest: Manifest, precision: str) -> list[str]:
     """What a device running ``precision`` is sent besides the manifest: that model, the app files,
     the split heads."""
-    return list(dict.fromkeys([manifest.models[precision], *app_files(manifest), *split_heads(manifest)]))
+    model = manifest.models[precision]  # type: ignore[index]  # a precision the caller found in the manifest
+    return list(dict.fromkeys([model, *app_files(manifest), *split_heads(manifest)]))
 
 
 def delivered_files(manifest: Manifest) -> list[str]:
@@ -84,7 +85,7 @@ def source_path(target: Manifest, source: Manifest, path: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _delta_library():  # type: ignore[no-untyped-def]
+def _delta_library():
     try:
         from tandem import delta
 

@@ -78,7 +78,7 @@ def parse_version(text: object, what: str = "app_version") -> AppVersion:
     pre = m.group("pre")
     pre_key = (_PRE_RANK[pre.lower()], int(m.group("pre_n") or 0)) if pre else (_FINAL, 0)
     post = int(m.group("post_n") or 0) + 1 if m.group("post") else 0
-    return AppVersion((tuple(parts), pre_key, post), text.strip())
+    return AppVersion((tuple(parts), pre_key, post), m.string)  # the text, stripped
 
 
 def optional_version(text: str | None, what: str) -> AppVersion | None:
