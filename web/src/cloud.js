@@ -1,4 +1,5 @@
 // The cloud side: the server's image endpoint, POST /v1/apps/celebmatch/{model}:predict.
+import { NOT_A_PHOTO, noFace } from "./messages.js";
 
 export class CloudError extends Error {}
 
@@ -25,13 +26,25 @@ export async function matchInCloud({ base = "", predictKey, model, alias, photo,
   }
   const body = await resp.json().catch(() => null);
   const networkMs = performance.now() - t0;
-  if (!resp.ok) throw new CloudError(`the server answered ${resp.status}: ${body?.error || "no JSON error"}`);
+  if (!resp.ok) throw new CloudError(refusal(resp.status, body?.error));
   if (!body || !Array.isArray(body.top)) throw new CloudError("the server's answer is not a celebmatch result");
   return {
     result: body,
     version: Number(resp.headers.get("x-tandem-model-version")) || null,
     timings: { network_ms: networkMs, ...serverTiming(resp.headers.get("server-timing")), total_ms: networkMs },
   };
+}
+
+/**
+ * The server's refusal in the page's words where the page knows them: a photo without a face (422) or
+ * not a photo at all are said as the device side says them, naming the page's control where the server
+ * names its own (its "?detect=false": offered when the face finder found nothing); any other refusal
+ * is the server's own message.
+ */
+function refusal(status, error = "") {
+  if (status === 422) return noFace({ finder: /[?&]detect=false/.test(error) });
+  if (status === 400 && /not a readable image/.test(error)) return NOT_A_PHOTO;
+  return `the server answered ${status}: ${error || "no JSON error"}`;
 }
 
 /** Server-Timing: "decode;dur=3.1, infer;dur=4.0" -> {server_decode_ms: 3.1, server_infer_ms: 4.0}. */

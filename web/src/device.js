@@ -4,6 +4,7 @@ import * as ort from "onnxruntime-web/wasm";
 import { alignedCrop, cropBounds, landmarkInput, pointsInImage } from "./align.js";
 import { CelebMatch } from "./celebmatch.js";
 import { cropWindow, findFaces, loadFinder } from "./face.js";
+import { noFace } from "./messages.js";
 import { readNpz } from "./npz.js";
 import { cropPixels, decodeImage, toInput } from "./preprocess.js";
 
@@ -71,7 +72,7 @@ export class DeviceModel {
     if (!this.landmarks) return { pixels: toInput(image, this.spec, box), window: box, landmarks: null };
     const { points, probability } = await this.findLandmarks(image, box);
     if (!(probability >= MIN_FACE_PROBABILITY)) {
-      throw new NoFace(`no face found in the photo (face probability ${probability.toFixed(2)} where the face should be): use a well-lit, frontal photo where the face fills at least an eighth of the picture`);
+      throw new NoFace(noFace({ detail: `face probability ${probability.toFixed(2)} where the face should be` }));
     }
     const spec = { height: faces.align.height, width: faces.align.width, template: faces.align.template };
     const { pixels, m } = alignedCrop(image, points, spec);
@@ -88,7 +89,7 @@ export class DeviceModel {
     if (detect) {
       const faces = await findFaces(image);
       if (!faces.length) {
-        throw new NoFace("no face found in the photo: use a well-lit, frontal photo where the face fills at least an eighth of the picture");
+        throw new NoFace(noFace({ finder: true }));
       }
       const f = faces[0];
       faceBox = [f.x, f.y, f.x + f.w, f.y + f.h];

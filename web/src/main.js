@@ -13,6 +13,7 @@ const $ = (id) => document.getElementById(id);
 const SETTINGS = ["model", "alias", "channel", "device-key", "predict-key"];
 const FRAGMENT_KEYS = { device: "device-key", predict: "predict-key", model: "model", alias: "alias", channel: "channel" };
 const LABELS = { "device-key": "Device key", "predict-key": "Predict key", model: "Model", alias: "Alias or version (cloud)", channel: "OTA channel (device)" };
+const SIDES = { device: "On device", cloud: "Cloud" };
 
 const state = { photo: null, device: null, deviceLoading: null, rule: new LatencyRule() };
 
@@ -159,17 +160,25 @@ async function runAuto() {
       return { ...r, auto: where === first ? `Auto chose ${where}` : `Auto fell back to ${where} (${lastError.message})` };
     } catch (e) {
       state.rule.observe(where, performance.now() - t0, false);
+      clearResult(where);
       lastError = e;
     }
   }
   throw lastError;
 }
 
+/** The side's card as before any answer: an answer shown is always one for the photo shown. */
+function clearResult(where) {
+  const card = $(`result-${where}`);
+  fill(card, el("h2", {}, SIDES[where]), el("p", { class: "empty" }, "No answer yet."));
+  delete card.dataset.result;
+}
+
 function render(r) {
   const where = [`ran on the ${r.where}`, r.version ? `, ${setting("model")} v${r.version}` : "", r.auto ? ` · ${r.auto}` : ""].join("");
   fill(
     $(`result-${r.where}`),
-    el("h2", {}, r.where === "device" ? "On device" : "Cloud"),
+    el("h2", {}, SIDES[r.where]),
     el("p", { class: "sentence", data: { testid: "sentence" } }, r.result.sentence),
     el("p", { class: "where", data: { testid: "where" } }, where),
     el("ol", { class: "top" }, r.result.top.map((t) => el("li", {}, `${t.name} `, el("span", { class: "pct" }, `${t.percent}%`)))),
@@ -193,7 +202,8 @@ async function run(modes) {
       try {
         render(await (mode === "auto" ? runAuto() : RUN[mode]()));
       } catch (e) {
-        $("error").textContent = `${mode === "device" ? "On device" : mode === "cloud" ? "Cloud" : "Auto"}: ${e.message}`;
+        if (mode !== "auto") clearResult(mode); // Auto cleared each side it tried
+        $("error").textContent = `${SIDES[mode] || "Auto"}: ${e.message}`;
         if (e instanceof Offline) status(`model: offline (${e.message})`);
       }
     }
@@ -205,6 +215,9 @@ async function run(modes) {
 
 function usePhoto(blob) {
   state.photo = blob;
+  // A new photo: the answers and the error shown were about the last one.
+  for (const where of Object.keys(SIDES)) clearResult(where);
+  $("error").textContent = "";
   const img = $("preview");
   if (img.src) URL.revokeObjectURL(img.src);
   img.src = URL.createObjectURL(blob);

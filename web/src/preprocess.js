@@ -4,6 +4,8 @@
 // a separable filter whose support widens with the downscale factor, fixed-point coefficients
 // with 22 fractional bits, and a horizontal pass rounded to uint8 before the vertical one.
 
+import { NOT_A_PHOTO } from "./messages.js";
+
 const PRECISION_BITS = 32 - 8 - 2;
 const ONE = 2 ** PRECISION_BITS;
 const HALF = 2 ** (PRECISION_BITS - 1);
@@ -205,8 +207,9 @@ export async function decodeImage(source) {
       premultiplyAlpha: "none",
       colorSpaceConversion: "none",
     });
-  } catch (e) {
-    throw new Error(`not a readable image (${e.message}); choose a JPEG or PNG file`);
+  } catch {
+    // The browser's own words ("The source image could not be decoded") say nothing to a person.
+    throw new Error(NOT_A_PHOTO);
   }
   const { width, height } = bitmap;
   if (width * height > MAX_IMAGE_PIXELS) {

@@ -82,7 +82,52 @@ def test_a_webcam_photo_goes_through_the_same_path(web_server, browser):
         match(page, "device")
         assert "no face found" in page.text_content("[data-testid=error]")
         match(page, "cloud")
-        assert "422" in page.text_content("[data-testid=error]")
+        assert page.text_content("[data-testid=error]").startswith("Cloud: no face found in the photo")
+    finally:
+        context.close()
+
+
+def answers(page) -> dict[str, str | None]:
+    """Each side's answer as the page holds it (None: no answer shown)."""
+    return {w: page.get_attribute(f"#result-{w}", "data-result") for w in ("device", "cloud")}
+
+
+def test_no_answer_outlives_its_photo_or_a_failed_run(web_server, browser, lfw_people, tmp_path):
+    first, second = (sorted((lfw_people / p).glob("*.jpg"))[-1] for p in ("Tony_Blair", "Hugo_Chavez"))
+    not_a_photo = tmp_path / "notes.jpg"
+    not_a_photo.write_text("a shopping list, not a photo")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        web_server.open(page)
+        model_status(page, "works offline")
+        page.set_input_files("#file", first)
+        page.click("#both")
+        page.wait_for_function("() => document.body.dataset.busy === undefined", timeout=WAIT_MS)
+        assert result(page, "device")["result"]["top"] and result(page, "cloud")["result"]["top"]
+
+        # Another photo: the answers about the first one go at once, before anything runs.
+        page.set_input_files("#file", second)
+        assert answers(page) == {"device": None, "cloud": None}
+        assert page.locator(".results .empty").all_inner_texts() == ["No answer yet."] * 2
+        match(page, "cloud")
+        assert result(page, "cloud")["result"]["top"]
+
+        # A run that fails on the same photo leaves no earlier answer standing in that side's card.
+        page.route("**/v1/apps/**", lambda route: route.fulfill(status=503, content_type="application/json",
+                                                                body='{"error": "the server is busy"}'))
+        match(page, "cloud")
+        assert answers(page)["cloud"] is None
+        assert page.text_content("[data-testid=error]") == "Cloud: the server answered 503: the server is busy"
+        page.unroute("**/v1/apps/**")
+
+        # A file that is no photo: the error in the page's words, whichever side reads it.
+        page.set_input_files("#file", not_a_photo)
+        assert page.text_content("[data-testid=error]") == ""  # the last photo's error went with it
+        for mode, side in (("device", "On device"), ("cloud", "Cloud")):
+            match(page, mode)
+            assert page.text_content("[data-testid=error]") == f"{side}: this file is not a photo we can read (JPEG or PNG)"
+        assert answers(page) == {"device": None, "cloud": None}
     finally:
         context.close()
 
@@ -127,14 +172,16 @@ def test_both_modes_agree_and_the_device_works_offline(web_server, browser, lfw_
         match(page, "auto")
         assert "Auto chose" in page.text_content("[data-testid=where]")
 
-        # A photo without a face: a clear error, not a wrong answer.
+        # A photo without a face: a clear error, not a wrong answer, the same from either side, naming the
+        # page's own control (not the CLI's --no-detect nor HTTP's ?detect=false).
         noise = tmp_path / "noise.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(noise)
         page.set_input_files("#file", noise)
-        match(page, "device")
-        assert "no face found" in page.text_content("[data-testid=error]")
-        match(page, "cloud")
-        assert "422" in page.text_content("[data-testid=error]")
+        for mode, side in (("device", "On device"), ("cloud", "Cloud")):
+            match(page, mode)
+            assert page.text_content("[data-testid=error]") == (
+                f"{side}: no face found in the photo: use a well-lit, frontal photo where the face fills at least an "
+                "eighth of the picture (or untick “find the face” for a photo that is already a cropped, aligned face)")
 
         # The server goes away; the page opens again from the service worker's cache and the
         # model from IndexedDB.
