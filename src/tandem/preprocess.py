@@ -253,7 +253,7 @@ def decode_image(source: bytes | Path | str) -> Image.Image:
                                  f"the {MAX_COEFFICIENT_BYTES / 2**20:,.0f} MiB a decode may take")
             elif (size := declared_size(f)) is not None:
                 _check_size(name, *size)
-            img = Image.open(f, formats=FORMATS)
+            img: Image.Image = Image.open(f, formats=FORMATS)
             if img.format == "JPEG":
                 _check_size(name, img.width, img.height, MAX_JPEG_PIXELS)
                 reduce_jpeg(img, dct_scale(img.width, img.height, MAX_IMAGE_PIXELS))

@@ -119,7 +119,7 @@ def decode(data: bytes, budget: Budget, cancelled: threading.Event | None = None
                                  f"take {cost / 2**20:,.0f} MiB, over the server's {budget.max_bytes / 2**20:,.0f} MiB "
                                  "(TANDEM_DECODE_MAX_BYTES); send an 8-bit photo, or a smaller one")
     try:
-        img = Image.open(_Source(data, cancelled), formats=FORMATS)
+        img: Image.Image = Image.open(_Source(data, cancelled), formats=FORMATS)
         check_shape(img.width, img.height)
         if img.format == "JPEG":
             # The largest DCT reduction (1/2, 1/4, 1/8) that still leaves target_pixels (far less work),
