@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.open_set` when run as a script
 from rich.table import Table
 
 from tandem.bundle import Bundle
@@ -112,7 +110,8 @@ def predict_cli_seconds(bundle_dir: Path, photo: Path) -> float:
 def open_set_part(args: argparse.Namespace) -> dict:
     """Issue 15's figures: the full face embedding and the demo's, each on people it never saw, against
     eigenfaces on the same photos (bench/open_set.py says how each is measured)."""
-    from bench.open_set import ann_recall, detection, evaluate
+    from open_set import ann_recall, detection, evaluate  # bench/open_set.py: the script's folder is on sys.path
+
     from tandem.demo import run_demo
     from tandem.training.embed import train_embed
 

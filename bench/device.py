@@ -28,7 +28,6 @@ import os
 import platform
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from tandem.bundle import Bundle
 from tandem.device import CircuitBreaker, CloudClient, HybridModel
 from tandem.preprocess import decode_image, to_input
 from tandem.runtime import OnnxModel
+from tandem.testing.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -62,8 +62,7 @@ def find_bundle(arg: str | None) -> tuple[Path, str]:
             return cand, "trained"
     stand_in = WORK / "stand-in"
     if not (stand_in / "manifest.json").is_file():
-        sys.path.insert(0, str(REPO))  # the tests' tiny bundle builder: no torch, a second to build
-        from tests.integration.server.bundles import make_bundle
+        from tandem.testing.bundles import make_bundle  # the tests' tiny bundle: no torch, a second to build
 
         console.print(f"[yellow]no trained bundle found; building the tests' tiny stand-in in {stand_in}[/]")
         stand_in.parent.mkdir(parents=True, exist_ok=True)
@@ -99,11 +98,11 @@ def overhead(model: OnnxModel, pixels: np.ndarray, n: int, warmup: int) -> dict:
     raw, sdk = [], []
     for i in range(n):
         if i % 2:
-            t = clock(); sess.run(names, feeds); raw.append(clock() - t)  # noqa: E702
-            t = clock(); hm.predict(feeds); sdk.append(clock() - t)  # noqa: E702
+            t = clock(); sess.run(names, feeds); raw.append(clock() - t)
+            t = clock(); hm.predict(feeds); sdk.append(clock() - t)
         else:
-            t = clock(); hm.predict(feeds); sdk.append(clock() - t)  # noqa: E702
-            t = clock(); sess.run(names, feeds); raw.append(clock() - t)  # noqa: E702
+            t = clock(); hm.predict(feeds); sdk.append(clock() - t)
+            t = clock(); sess.run(names, feeds); raw.append(clock() - t)
     raw_ms, sdk_ms = [x * 1000 for x in raw], [x * 1000 for x in sdk]
     r50, s50 = statistics.median(raw_ms), statistics.median(sdk_ms)
     target = max(OVERHEAD_FRACTION * r50, OVERHEAD_FLOOR_MS)
@@ -115,9 +114,7 @@ def overhead(model: OnnxModel, pixels: np.ndarray, n: int, warmup: int) -> dict:
 
 # --- (b) failover -------------------------------------------------------------------------------
 def dead_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+    return f"http://127.0.0.1:{free_port()}"  # closed again: connections are refused
 
 
 def failover(model: OnnxModel, pixels: np.ndarray, url: str, timeout_s: float, calls: int) -> dict:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -65,7 +64,8 @@ def run_pytest(targets: list[str], scale: float, extra: list[str] = ()) -> tuple
         env.setdefault("TANDEM_DATA_HOME", str(REPO.parent / "shared" / "datasets"))
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets, *extra,
-                               f"--junitxml={junit}"], cwd=REPO, env=env, capture_output=True, text=True)
+                               f"--junitxml={junit}"], cwd=REPO, env=env, check=False, capture_output=True,
+                               text=True)
         seconds = time.perf_counter() - t0
         if not tally.exists() or not junit.exists():
             console.print(proc.stdout[-4000:], proc.stderr[-4000:], markup=False)
@@ -95,23 +95,23 @@ def api(scale: float) -> dict:
 
 
 def faults(rounds: int, random_kills: int) -> dict:
-    sys.path.insert(0, str(REPO))
-    from tests.faults import campaign
-
-    # The scenarios' in-process servers log every load and every failed database poll: keep the
-    # bench's own lines readable (create_app adds no handler where one exists).
-    quiet = logging.getLogger("tandem")
-    quiet.addHandler(logging.NullHandler())
-    quiet.setLevel(logging.ERROR)
-
+    """The fault-injection scenarios (tests/faults/campaign.py), run from the repository as a program, as the
+    fuzzers run under pytest: bench/ imports nothing from tests/."""
     t0 = time.perf_counter()
-    scenarios = campaign.run(rounds, random_kills, seed=int(time.time()), log=console.print)
-    return {"faults_injected": sum(s.runs for s in scenarios.values()),
-            "data_lost": sum(s.lost for s in scenarios.values()),
-            "fault_scenarios": {name: {"runs": s.runs, "lost": s.lost, "seconds": round(s.seconds, 1),
-                                       **({"skipped": s.skipped} if s.skipped else {}),
-                                       **({"recovery_s": s.recovery_s} if s.recovery_s else {}),
-                                       **({"problems": s.problems} if s.problems else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = Path(tmp) / "faults.json"
+        proc = subprocess.run([sys.executable, "-m", "tests.faults.campaign", "--rounds", str(rounds),
+                               "--random-kills", str(random_kills), "--seed", str(int(time.time())),
+                               "--out", str(counts)], cwd=REPO, check=False)
+        if proc.returncode or not counts.exists():
+            raise SystemExit(f"the fault campaign did not finish (exit {proc.returncode})")
+        scenarios = json.loads(counts.read_text())
+    return {"faults_injected": sum(s["runs"] for s in scenarios.values()),
+            "data_lost": sum(s["lost"] for s in scenarios.values()),
+            "fault_scenarios": {name: {"runs": s["runs"], "lost": s["lost"], "seconds": round(s["seconds"], 1),
+                                       **({"skipped": s["skipped"]} if s["skipped"] else {}),
+                                       **({"recovery_s": s["recovery_s"]} if s["recovery_s"] else {}),
+                                       **({"problems": s["problems"]} if s["problems"] else {})}
                                 for name, s in scenarios.items()},
             "fault_rounds": rounds, "fault_seconds": round(time.perf_counter() - t0, 1)}
 

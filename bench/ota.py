@@ -25,8 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from tandem.device import ModelUpdater
 from tandem.export.exporter import ExportOptions, export_run, load_net
 from tandem.runtime import OnnxModel
 from tandem.security.signing import PublicKey
+from tandem.testing.served import serve
 from tandem.training import checkpoint
 from tandem.training.run import TrainConfig, load_run
 from tandem.training.trainer import preprocess_spec, train
@@ -162,33 +161,11 @@ def versions(small: bool) -> list[Path]:
 
 # --- the server ---------------------------------------------------------------------------------
 def tandem(env: dict[str, str], *args: object) -> dict | list:
-    proc = subprocess.run([sys.executable, "-m", "tandem", *map(str, args), "--json"], env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, "-m", "tandem", *map(str, args), "--json"], env=env, check=False,
+                          capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"tandem {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"tandem serve exited:\n{proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("tandem serve did not become ready in 120 s")
 
 
 def until_offered(u: ModelUpdater, version: int) -> None:
@@ -238,8 +215,8 @@ def load_test(url: str, key: str, version: int, duration: int, connections: int,
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % {"model": MODEL, "version": version, "key": key})
     try:
-        proc = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", f.name, url],
-                              capture_output=True, text=True)
+        proc = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, duration)}s", "-s", f.name, url],
+                              check=False, capture_output=True, text=True)
     finally:
         os.unlink(f.name)
     out = proc.stdout
@@ -282,14 +259,10 @@ def main() -> None:
     admin = tandem(env, "keys", "create", "--scope", "admin", "--label", "bench checks")["key"]
     trusted = [PublicKey.from_b64(k["public_key"]) for k in tandem(env, "keys", "signing", "list")]
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--workers",
-                             str(args.workers), "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    served = serve("--workers", str(args.workers), env=env)
+    url = served.url
     rows = []
     try:
-        wait_ready(url, proc)
         names = ["(a) first install", "(b) head fine-tuned", "(c) gallery re-enrolled", "(d) full retrain"]
         with ModelUpdater(url, key, MODEL, trusted_keys=trusted, store_dir=device_store, platform="android",
                           os_version="14", app_version="2.4.0", ram_mb=4096, timeout=60) as u:
@@ -310,12 +283,7 @@ def main() -> None:
         signed = load_test(url, admin, 3, args.duration, args.connections, expect=200)
         current = load_test(url, admin, 4, args.duration, args.connections, expect=204)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        served.stop()
 
     first, head, gallery, retrain = rows
     result = {

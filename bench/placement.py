@@ -50,23 +50,22 @@ import json
 import os
 import platform
 import shutil
-import socket
+import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TANDEM_ORT_THREADS", "1")  # the device's sessions: one thread, as profiled
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import httpx
+import numpy as np
+import onnxruntime as ort
+from rich.console import Console
+from rich.table import Table
 
-from tandem import atomic  # noqa: E402
-from tandem.advisor import (  # noqa: E402
+from tandem import atomic
+from tandem.advisor import (
     DEVICES,
     NETWORKS,
     DeviceProfile,
@@ -76,15 +75,17 @@ from tandem.advisor import (  # noqa: E402
     ServerProfile,
     predict,
 )
-from tandem.advisor.measure import measure_server  # noqa: E402
-from tandem.advisor.networks import MIN_RTO_MS, packets  # noqa: E402
-from tandem.advisor.profiler import profile_bundle  # noqa: E402
-from tandem.bundle import Bundle  # noqa: E402
-from tandem.device import CloudClient, HybridModel  # noqa: E402
-from tandem.device.advisor_rule import AdvisorRule  # noqa: E402
-from tandem.preprocess import decode_image, to_input  # noqa: E402
-from tandem.registry.registry import Registry  # noqa: E402
-from tandem.settings import Settings  # noqa: E402
+from tandem.advisor.measure import measure_server
+from tandem.advisor.networks import MIN_RTO_MS, packets
+from tandem.advisor.profiler import profile_bundle
+from tandem.bundle import Bundle
+from tandem.device import CloudClient, HybridModel
+from tandem.device.advisor_rule import AdvisorRule
+from tandem.preprocess import decode_image, to_input
+from tandem.registry.registry import Registry
+from tandem.settings import Settings
+from tandem.testing.processes import stop
+from tandem.testing.served import serve
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -226,35 +227,8 @@ def start_server(bundle: Path) -> tuple[subprocess.Popen, str, str]:
     env = {**os.environ, "TANDEM_HOME": str(home), "TANDEM_DATABASE_URL": "", "TANDEM_REDIS_URL": "",
            "TANDEM_ACCESS_LOG": "0", "TANDEM_ORT_THREADS": "1", "TANDEM_BATCHES_IN_FLIGHT": "1",
            "TANDEM_RATE_LIMIT_PER_S": "1000000", "TANDEM_RATE_LIMIT_BURST": "1000000", "TANDEM_PRELOAD": "1"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--workers", "1",
-                             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"tandem serve exited:\n{proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url, key
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("tandem serve did not become ready in 120 s")
-        time.sleep(0.2)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    served = serve("--workers", "1", env=env)
+    return served.proc, served.url, key
 
 
 # --- measuring --------------------------------------------------------------------------------------
@@ -358,7 +332,7 @@ def main() -> None:
     try:
         measured = measure_server(url, bundle.manifest.name, pixels, api_key=key, repeats=40, idle_gap_s=IDLE_GAP_S)
     finally:
-        stop_server(proc)
+        stop(proc, signal.SIGTERM)
     server = measured.server(profile.whole_ms, profile.idle_factor)
     device = DEVICES["this-machine"].sporadic(profile.idle_factor)
     console.print(f"server: {measured.infer_ms:.2f} ms per request on loopback, RTT {measured.rtt_ms:.2f} ms → "
@@ -389,7 +363,7 @@ def main() -> None:
             rows[net.name] = row
             console.print(f"{net.name}: {rounds} rounds, {row['seconds']} s")
     finally:
-        stop_server(proc)
+        stop(proc, signal.SIGTERM)
 
     report(rows, profile, device, server, src, kind, source, load_start, time.perf_counter() - started)
 

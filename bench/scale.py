@@ -29,17 +29,17 @@ import os
 import pickle
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from tandem.testing.processes import free_port, stop
+from tandem.testing.served import wait_ready
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -65,7 +65,7 @@ def train_cell(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict
     if args.device == "cuda" and mode != "local":
         cmd += ["--gpus-per-worker", "1"]
     load0, t0 = load(), time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -82,12 +82,6 @@ def train_cell(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict
         "wall_s": round(wall, 1), "ips_wall": round(images * len(history) / wall, 1),
         "final_train_loss": round(history[-1]["train_loss"], 4), "load_before": load0, "load_after": load(),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def photos(bundle: Path, n: int) -> np.ndarray:
@@ -130,32 +124,18 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{' '.join(cmd)} stopped:\n{proc.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - t0 > 180:
-                raise SystemExit(f"{' '.join(cmd)} not ready within 180 s")
-            time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
         ready_s = time.perf_counter() - t0
         load0 = load()
         lg = subprocess.run([sys.executable, str(LOADGEN), "--requests", str(requests_file(images, port, key, model)),
                              "--port", str(port), "--concurrency", str(args.concurrency), "--duration",
-                             str(args.duration), "--warmup", "3"], capture_output=True, text=True)
+                             str(args.duration), "--warmup", "3"], check=False, capture_output=True,
+                             text=True)
         if lg.returncode != 0:
             raise SystemExit(f"loadgen failed: {lg.stderr[-2000:]}")
         result = json.loads(lg.stdout.strip().splitlines()[-1])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace_s=60)
     return {"command": " ".join(cmd[1:]), "ready_s": round(ready_s, 1), "rps": result["rps"],
             "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
             "statuses": result["statuses"], "load_before": load0, "load_after": load()}

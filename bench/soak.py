@@ -39,10 +39,7 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +51,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from tandem.testing.served import Served, serve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -132,15 +131,15 @@ def build_plan(url: str, model: str, input_name: str, predict_key: str, device_k
 
 # --- the load generator: raw asyncio HTTP/1.1, cheap enough to share 2 cores with the server ----
 
-def _read_response():  # type: ignore[no-untyped-def]
-    """bench/serving/loadgen.py's response reader (a script of its own, so loaded by path)."""
-    spec = importlib.util.spec_from_file_location("tandem_bench_loadgen", HERE / "serving" / "loadgen.py")
+def _bench_script(name: str):  # type: ignore[no-untyped-def]
+    """Another bench script as a module (bench/ is no package: loaded by path, not through sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"tandem_bench_{name.replace('/', '_')}", HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.read_response
+    return module
 
 
-read_response = _read_response()
+read_response = _bench_script("serving/loadgen").read_response  # bench/serving/loadgen.py's response reader
 BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError, TimeoutError)
 
 
@@ -428,7 +427,7 @@ class Prepared:
     bundle: Path
 
 
-def registry_settings(home: Path):  # noqa: ANN201 - tandem.settings.Settings, imported late (start-up time)
+def registry_settings(home: Path):  # a tandem.settings.Settings, imported late (start-up time)
     from tandem.settings import Settings
 
     return Settings(home=home, database_url=None, redis_url=None, ota_master_key=None)
@@ -441,8 +440,7 @@ def prepare(home: Path, bundle: Path | None) -> Prepared:
     from tandem.registry.registry import Registry
 
     if bundle is None:
-        sys.path.insert(0, str(ROOT))
-        from tests.integration.server.bundles import make_bundle
+        from tandem.testing.bundles import make_bundle
 
         shutil.rmtree(home.parent / "bundle", ignore_errors=True)
         bundle = make_bundle(home.parent / "bundle", None, name="faces", seed=1)
@@ -482,43 +480,12 @@ def photos(bundle: Path, n: int = 16) -> tuple[list[bytes], list[np.ndarray]]:
     return jpegs, [to_input(decode_image(j), spec) for j in jpegs]
 
 
-def serve(home: Path, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def start_server(home: Path, workers: int, log: Path) -> Served:
     env = {**os.environ, "TANDEM_HOME": str(home), "TANDEM_DATABASE_URL": "", "TANDEM_REDIS_URL": "",
            "TANDEM_ACCESS_LOG": "0", "TANDEM_RATE_LIMIT_PER_S": "1000000", "TANDEM_RATE_LIMIT_BURST": "1000000",
            "TANDEM_DEVICE_RATE_LIMIT_PER_S": "1000000", "TANDEM_DEVICE_RATE_LIMIT_BURST": "1000000"}
     env.pop("TANDEM_OTA_MASTER_KEY", None)
-    with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--workers", str(workers), "--log-level", "warning"],
-                                env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tandem serve exited ({proc.returncode}); see {log}:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        time.sleep(0.25)
-    stop(proc)
-    raise RuntimeError(f"tandem serve not ready after 120 s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT (as Ctrl-C), SIGKILL if it is still there after 30 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return serve("--host", "127.0.0.1", "--workers", str(workers), env=env, log=log, cwd=ROOT)
 
 
 def sanity(plan: Plan) -> None:
@@ -615,8 +582,8 @@ def plot(res: dict, path: Path) -> bool:
 
 def merge_into_hardening(res: dict, path: Path = RESULTS / "hardening.json") -> None:
     """The soak's figures into hardening.json, keeping everything else there as it was."""
-    sys.path.insert(0, str(HERE))
-    from hardening import FIGURES, SOAK
+    hardening = _bench_script("hardening")
+    FIGURES, SOAK = hardening.FIGURES, hardening.SOAK
 
     old: dict = json.loads(path.read_text()) if path.exists() else {}
     notes = old.pop("notes", None) or {}
@@ -656,7 +623,8 @@ def main() -> None:
     console.print("setting up a registry under bench/work/soak …")
     prep = prepare(WORK / "home", Path(args.bundle) if args.bundle else None)
     jpegs, pixels = photos(prep.bundle)
-    proc, url = serve(prep.home, args.workers, WORK / "server.log")
+    server = start_server(prep.home, args.workers, WORK / "server.log")
+    proc, url = server.proc, server.url
     sampler = RssSampler(proc.pid, args.rss_every)
     try:
         plan = build_plan(url, prep.model, prep.input_name, prep.predict_key, prep.device_key, prep.version,
@@ -695,14 +663,14 @@ def main() -> None:
                    "load_generator": round((time.process_time() - own0) / seconds, 2)}
         sampler.stop()
     finally:
-        stop(proc)
+        server.stop()
     res = {"minutes": args.minutes, "load": None if args.rate else args.load,
            "capacity_rps": None if cap is None else round(cap, 1), "capacity_steps": steps,
            "target_rps": round(rate, 1), "mix": WEIGHTS, "warmup": {"seconds": warmup_s, "requests": len(warm.ok),
                                                                     "errors": warm.errors, "failures": warm.failures},
            "soak": summarise(rec, seconds, window_s), "rss": rss_figures(sampler.samples),
            "cpu_cores_used": cpu,
-           "bundle": str(args.bundle or "tiny test bundle (tests/integration/server/bundles.py)"),
+           "bundle": str(args.bundle or "tiny test bundle (tandem/testing/bundles.py)"),
            "workers": args.workers, "image_endpoint": f"/v1/apps/classify/{prep.model}:predict",
            "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "loadavg_end": list(os.getloadavg())}}

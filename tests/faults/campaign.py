@@ -1,4 +1,5 @@
-"""Every fault-injection scenario, each run several times, counted: bench/hardening.py runs this.
+"""Every fault-injection scenario, each run several times, counted: bench/hardening.py runs this
+(``python -m tests.faults.campaign --help``, from the repository's root).
 
 A run injects one fault; it "lost data" when its checks found anything lost or broken afterwards
 (a partial version or object visible, an alias pointing nowhere, a device that cannot open its
@@ -8,15 +9,18 @@ behind a relay or a private PostgreSQL really stopped).
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tandem.testing.bundles import make_bundle
 from tests.faults import database_faults, ota_faults, registry_faults
 from tests.faults.harness import with_padding
-from tests.integration.server.bundles import make_bundle
 
 
 @dataclass
@@ -98,3 +102,23 @@ def run(rounds: int, random_kills: int, seed: int, log: Callable[[str], None] = 
                 scenario("device killed at a random instant",
                          lambda w, d=delay: ota_faults.device_killed(rig, w, None, after_s=d))
     return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Every fault-injection scenario, counted into a JSON file.")
+    ap.add_argument("--rounds", type=int, default=2, help="Runs of each fault scenario.")
+    ap.add_argument("--random-kills", type=int, default=6, help="Device processes killed at random instants.")
+    ap.add_argument("--seed", type=int, default=0, help="Seeds the random instants.")
+    ap.add_argument("--out", type=Path, required=True, help="Where the counts go: {scenario: Scenario's fields}.")
+    args = ap.parse_args()
+    # The scenarios' in-process servers log every load and every failed database poll: keep the
+    # progress lines readable (create_app adds no handler where one exists).
+    quiet = logging.getLogger("tandem")
+    quiet.addHandler(logging.NullHandler())
+    quiet.setLevel(logging.ERROR)
+    scenarios = run(args.rounds, args.random_kills, args.seed, log=lambda line: print(line, flush=True))
+    args.out.write_text(json.dumps({name: asdict(s) for name, s in scenarios.items()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from tandem.device import ModelUpdater, Progress
@@ -31,10 +30,10 @@ from tandem.errors import StorageFull, TandemError
 from tandem.registry.ota import Ota
 from tandem.registry.registry import Registry
 from tandem.security.signing import PublicKey
+from tandem.testing.bundles import make_bundle
+from tandem.testing.processes import free_port, stop, until
+from tandem.testing.served import serve
 from tests.faults.harness import PIXELS, REPO, cli_env, reference, settings_of, tmpfs, with_padding
-from tests.integration.served import until
-from tests.integration.server.bundles import make_bundle
-from tests.integration.server.serving import free_port
 
 # The steps of tandem.device.faults an update from v1 to v2 passes ("cleanup" needs a third version).
 DEVICE_STEPS = ("download", "delta", "staging", "staged", "renamed", "keyed", "pointed")
@@ -65,18 +64,7 @@ class OtaRig:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(self.port),
-                                      "--log-level", "warning"], cwd=REPO, env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def ready() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "tandem serve ended during start-up"
-            try:
-                return httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        until(ready, "tandem serve to become ready", 120)
+        self.proc = serve(env=self.env, port=self.port, cwd=REPO, log=self.root / "serve.log").proc
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -84,12 +72,8 @@ class OtaRig:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc is not None:
+            stop(self.proc)
 
     def updater(self, store: Path, url: str | None = None, **kw) -> ModelUpdater:  # type: ignore[no-untyped-def]
         kw.setdefault("timeout", 30)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.server.serving import free_port
+from tandem.testing.processes import free_port
 
 BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/bin"), Path("/usr/bin")]
 RUN_AS = "postgres"

@@ -14,6 +14,7 @@ from pathlib import Path
 from tandem.bundle import Bundle
 from tandem.registry.registry import Registry
 from tandem.registry.store import STALE_INCOMING_S
+from tandem.testing.processes import until
 from tests.faults.harness import (
     cli_env,
     database_problems,
@@ -27,7 +28,6 @@ from tests.faults.harness import (
     verified_versions,
     versions_of,
 )
-from tests.integration.served import until
 from tests.integration.server.serving import populate, running, test_settings
 
 # Where a push is killed: while it writes a big object into the store (a partial .incoming file),

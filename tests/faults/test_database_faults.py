@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tandem.testing.bundles import make_bundle
 from tests.faults import database_faults
-from tests.integration.server.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
 

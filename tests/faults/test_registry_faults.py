@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from tandem.testing.bundles import make_bundle
 from tests.faults import registry_faults
 from tests.faults.harness import with_padding
-from tests.integration.server.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ from schemathesis.engine import events, from_schema
 
 from tandem.registry.ota import Ota
 from tandem.registry.registry import Registry
+from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset
-from tests.integration.server.bundles import make_bundle
 from tests.integration.server.serving import Keys, Running, populate, running, test_settings
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]

@@ -17,7 +17,8 @@ import pytest
 from tandem.ray_cluster import collect_ray_leftovers
 from tandem.server.app import create_app
 from tandem.settings import Settings
-from tests.integration.server.serving import Running, free_port
+from tandem.testing.processes import free_port
+from tests.integration.server.serving import Running
 
 TEMP_DIR = "/tmp/tandem-ray-tests"
 REPLICA_PREFIX = "SERVE_REPLICA::tandem#TandemServer#"

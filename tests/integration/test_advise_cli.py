@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tandem.bundle import Bundle
+from tandem.testing.bundles import make_bundle
 from tests.integration.cli import tandem, tandem_json
-from tests.integration.server.bundles import make_bundle
 from tests.integration.server.serving import populate, running, test_settings
 
 pytestmark = pytest.mark.integration

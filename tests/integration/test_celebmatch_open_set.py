@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tandem.testing.served import serve
 from tests.conftest import make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
-from tests.integration.served import serve, stop
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +96,12 @@ def test_the_server_answers_the_same_with_no_match(open_set, lfw_people):
     key = tandem_json("keys", "create", "--scope", "predict", env=env)["key"]
     photo = sorted((lfw_people / open_set["stranger"]).glob("*.jpg"))[0]
     cli = _lines(tandem("celebmatch", "match", open_set["bundle"], photo, "--json", env=env).stdout)[0]
-    proc, url = serve(env)
+    served = serve(env=env)
     try:
-        r = httpx.post(f"{url}/v1/apps/celebmatch/faces:predict?version=1", content=photo.read_bytes(),
+        r = httpx.post(f"{served.url}/v1/apps/celebmatch/faces:predict?version=1", content=photo.read_bytes(),
                        headers={"authorization": f"Bearer {key}", "content-type": "image/jpeg"}, timeout=30)
     finally:
-        stop(proc)
+        served.stop()
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["no_match"] == cli["no_match"] and body["top"][0]["label"] == cli["top"][0]["label"]

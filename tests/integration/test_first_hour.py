@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tandem.errors import ConfigError, ImageError
+from tandem.testing.bundles import make_bundle
+from tandem.testing.processes import free_port, stop
+from tandem.testing.served import wait_ready
 from tests.integration.cli import tandem
-from tests.integration.server.bundles import make_bundle
-from tests.integration.server.serving import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -95,19 +96,9 @@ def test_serve_warns_of_an_empty_registry_and_shows_the_page_address(tmp_path):
                             env={**serve_env(tmp_path / "home"), "COLUMNS": "200"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}", proc, "/v2/health/live", timeout_s=60)
     finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
+        out, err = stop(proc, signal.SIGTERM)
     assert f"the browser app: http://127.0.0.1:{port}/app/" in out
     assert "holds no models yet" in err and "tandem push BUNDLE" in err
 
@@ -151,8 +142,6 @@ def test_unreadable_files_are_counted_once_for_the_dataset(photos, tmp_path):
 
 
 def test_ctrl_c_says_how_to_resume_and_the_resumed_run_says_where_it_continues(photos, tmp_path):
-    import signal
-
     out = tmp_path / "run"
     args = ["train", "--data", str(photos), "--out", str(out), "--epochs", "200", "--seed", "4", *QUICK]
     proc = subprocess.Popen([sys.executable, "-m", "tandem", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

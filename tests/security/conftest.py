@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from tandem.bundle import Bundle, write_manifest
+from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset
 from tests.integration.ota.server.helpers import head_update
-from tests.integration.server.bundles import make_bundle
 
 CLASSES = ("browser", "device_identity", "network", "resources", "artifacts")
 REPORT = "TANDEM_SECURITY_REPORT"

@@ -15,7 +15,7 @@ import httpx
 from tandem.registry.ota import Ota
 from tandem.registry.registry import Registry
 from tandem.settings import Settings
-from tests.integration.served import serve, stop
+from tandem.testing.served import serve
 from tests.integration.server.serving import test_settings
 
 
@@ -75,8 +75,8 @@ def target(home: Path, bundles: list[Path], releases: tuple[Release, ...] = (("f
         for name, version, *rules in releases:
             ota.releases.release(name, version, **(rules[0] if rules else {}))
     env = environment(home, **settings)
-    proc, url = serve(env)
+    served = serve(env=env)
     try:
-        yield Target(url, env, local, keys, proc)
+        yield Target(served.url, env, local, keys, served.proc)
     finally:
-        stop(proc)
+        served.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 from tandem.device.store import StoredFile, VersionRecord
 from tandem.device.vault import aad_for
 from tandem.security import encryption
-from tests.integration.server.bundles import make_bundle
+from tandem.testing.bundles import make_bundle
 
 MODEL = "faces"
 # The device API key the tests' stores derive their key-wrapping key from.

@@ -13,7 +13,7 @@ from tandem.advisor.devices import device_profile
 from tandem.advisor.profiler import interleaved_ms, profile_bundle
 from tandem.advisor.report import HTML_FILE, JSON_FILE, write
 from tandem.bundle import Bundle
-from tests.integration.server.bundles import EMBED, H, W, make_bundle
+from tandem.testing.bundles import EMBED, H, W, make_bundle
 from tests.unit.test_split_export import residual_bundle
 
 

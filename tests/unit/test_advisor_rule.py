@@ -113,7 +113,7 @@ def test_a_failed_placement_is_left_alone_for_a_while():
 
 def test_hybrid_model_offers_its_splits_to_auto(tmp_path):
     from tandem.export.split import split_bundle
-    from tests.integration.server.bundles import make_bundle
+    from tandem.testing.bundles import make_bundle
 
     b = make_bundle(tmp_path / "b", None)
     split_bundle(b, [5])

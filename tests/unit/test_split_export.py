@@ -17,7 +17,7 @@ from tandem.export.split import PARITY_ATOL, load_cuts, run_split, split_bundle
 from tandem.preprocess import NormalizeSpec, PreprocessSpec, decode_image, to_input
 from tandem.protocol import activations
 from tandem.runtime import OnnxModel
-from tests.integration.server.bundles import EMBED, MEAN, STD, H, W, make_bundle
+from tandem.testing.bundles import EMBED, MEAN, STD, H, W, make_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
 SPEC = PreprocessSpec(height=H, width=W, normalize_in_graph=NormalizeSpec(mean=MEAN, std=STD))

@@ -13,8 +13,8 @@ from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient
 from tandem.device.deadline import DeadlineExceeded
 from tandem.device.hybrid import HybridModel
 from tandem.errors import InvalidRequest, ServerUnreachable, Unavailable
+from tandem.testing.processes import free_port
 from tests.integration.device.fakes import Behaviour, fake_server, garbage, slow, status, trickle
-from tests.integration.server.serving import free_port
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 0.5

@@ -13,7 +13,7 @@ from tandem.bundle import Bundle
 from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient
 from tandem.device.hybrid import HybridModel, NothingAvailable
 from tandem.errors import ConfigError, NotFound, ServerUnreachable, Unauthenticated
-from tests.integration.server.serving import free_port
+from tandem.testing.processes import free_port
 
 pytestmark = pytest.mark.integration
 

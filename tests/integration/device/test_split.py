@@ -16,8 +16,9 @@ from tandem.device.cloud import CloudClient
 from tandem.device.hybrid import HybridModel
 from tandem.export.split import split_bundle
 from tandem.runtime import OnnxModel
-from tests.integration.server.bundles import make_bundle
-from tests.integration.server.serving import free_port, populate, running, test_settings
+from tandem.testing.bundles import make_bundle
+from tandem.testing.processes import free_port
+from tests.integration.server.serving import populate, running, test_settings
 
 pytestmark = pytest.mark.integration
 

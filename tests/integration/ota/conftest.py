@@ -29,10 +29,11 @@ from tandem.bundle import Bundle, write_manifest
 from tandem.device import ModelUpdater
 from tandem.export.split import split_bundle
 from tandem.security.signing import PublicKey
+from tandem.testing.bundles import make_bundle
+from tandem.testing.processes import until
+from tandem.testing.served import serve
 from tests.conftest import make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
-from tests.integration.served import serve, stop, until
-from tests.integration.server.bundles import make_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
 
@@ -97,11 +98,11 @@ def ota_server(tmp_path_factory, lfw_people) -> Iterator[OtaServer]:
         tandem("release", model, version, "--channel", "production", *extra, env=env)
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "phones", env=env)["key"]
     trusted = [PublicKey.from_b64(k["public_key"]) for k in tandem_json("keys", "signing", "list", env=env)]
-    proc, url = serve(env)
+    served = serve(env=env)
     try:
-        yield OtaServer(url, env, device_key, trusted, bundles, proc)
+        yield OtaServer(served.url, env, device_key, trusted, bundles, served.proc)
     finally:
-        stop(proc)
+        served.stop()
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from tandem.errors import (
 )
 from tandem.registry.ota.rollout import bucket
 from tandem.security.signing import SigningKey
+from tandem.testing.processes import until
 from tests.integration.ota.conftest import OnV1, OtaServer, Recorder
-from tests.integration.served import until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]

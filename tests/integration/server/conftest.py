@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset
-from tests.integration.server.bundles import make_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
 
@@ -28,3 +28,11 @@ def bundles(tmp_path_factory, faces) -> tuple[Path, Path]:
 def photos(lfw_people) -> list[Path]:
     """Held-out LFW photos (not among the enrolled ones)."""
     return [sorted((lfw_people / p).glob("*.jpg"))[-1] for p in PEOPLE]
+
+
+@pytest.fixture(scope="module")
+def http(served):
+    """An httpx client with the predict key for the module's ``served`` fixture: ``(server, keys)``."""
+    server, keys = served
+    with server.client(keys.predict) as c:
+        yield c

@@ -110,9 +110,3 @@ def running(settings: Settings, registry: Registry | None = None, apps: list[App
         server.should_exit = True
         thread.join(30)
         sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

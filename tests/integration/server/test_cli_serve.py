@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -16,7 +12,8 @@ import pytest
 import tritonclient.http as triton
 
 from tandem.registry.registry import Registry
-from tests.integration.server.serving import Bearer, free_port, populate, test_settings
+from tandem.testing.served import serve
+from tests.integration.server.serving import Bearer, populate, test_settings
 from tests.integration.server.test_limits import REDIS_URL, redis_or_skip
 
 pytestmark = pytest.mark.integration
@@ -26,28 +23,14 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
     redis_or_skip()
     settings = test_settings(tmp_path / "home")
     keys = populate(settings, list(bundles))
-    port = free_port()
     env = {**os.environ, "TANDEM_HOME": str(settings.home), "TANDEM_REDIS_URL": REDIS_URL,
            "TANDEM_RATE_LIMIT_BURST": "3", "TANDEM_RATE_LIMIT_PER_S": "0.01", "TANDEM_ACCESS_LOG": "0",
            "TANDEM_DATABASE_URL": ""}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--workers", "2",
-                             "--max-batch-size", "4", "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    server = serve("--workers", "2", "--max-batch-size", "4", env=env, timeout_s=90)
+    url = server.url
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "tandem serve did not become ready"
-            time.sleep(0.1)
-
-        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
         client.register_plugin(Bearer(keys.predict))
         try:
             pixels = np.zeros((2, 100, 75, 3), np.uint8)
@@ -68,10 +51,4 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
                                                 r'status="(?:200|429)"\} ([0-9.e+]+)', metrics)]
         assert sum(served) >= 8  # every worker's counts, added up
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        server.stop()

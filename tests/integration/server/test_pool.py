@@ -12,7 +12,7 @@ import pytest
 from tandem.registry.registry import Registry
 from tandem.server.metrics import Metrics
 from tandem.server.models import ModelPool
-from tests.integration.server.bundles import H, W, make_bundle
+from tandem.testing.bundles import H, W, make_bundle
 from tests.integration.server.serving import test_settings
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ from tritonclient.utils import InferenceServerException
 
 from tandem.bundle import Bundle
 from tandem.runtime import OnnxModel
+from tandem.testing.bundles import make_bundle
 from tests.integration.cli import tandem_json
-from tests.integration.server.bundles import make_bundle
 from tests.integration.server.serving import Bearer, populate, running, test_settings
 
 pytestmark = pytest.mark.integration
@@ -44,13 +44,6 @@ def served(request, tmp_path_factory, bundles, plain_bundle):
     else:
         with running(settings) as server:
             yield server, keys
-
-
-@pytest.fixture(scope="module")
-def http(served):
-    server, keys = served
-    with server.client(keys.predict) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +314,7 @@ BAD = [
                                                                          "headers": {"content-type": "text/plain"}},
      415, "Content-Type 'text/plain': send the photo's bytes as image/jpeg, image/png"),
     ("unknown-app", "post", "/v1/apps/paint/faces:predict", {"content": b"x", "headers": JPEG}, 404,
-     "unknown app 'paint'; apps: celebmatch, classify"),
+     "unknown app 'paint'; apps: celebmatch, classify, deepart"),
     ("no-gallery", "post", "/v1/apps/celebmatch/plain:predict", {"content": b"x", "headers": JPEG}, 404,
      "plain v1 has no celebmatch gallery: enrol one with `tandem celebmatch enroll"),
     ("bad-encoding", "post", INFER, {"content": b"x", "headers": {"content-encoding": "br"}}, 415,

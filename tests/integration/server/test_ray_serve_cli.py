@@ -4,14 +4,14 @@ the app on Ray Serve, answers, and on Ctrl-C deletes its app and leaves the clus
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
 import httpx
 import pytest
 
-from tests.integration.ray_serving import wait_for
+from tandem.testing.processes import stop
+from tandem.testing.served import wait_ready
 from tests.integration.server.serving import populate, test_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -29,23 +29,12 @@ def test_serve_ray_deploys_answers_and_deletes_its_app_on_ctrl_c(ray_cluster, tm
                              ray_cluster.address, "--port", port], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        def answers() -> bool:
-            assert proc.poll() is None, proc.stdout.read()  # type: ignore[union-attr]
-            try:
-                return httpx.get(f"{ray_cluster.url}/v2/models/faces/ready", timeout=2,
-                                 headers={"authorization": f"Bearer {keys.predict}"}).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, "tandem serve --ray to answer", 90)
+        wait_ready(ray_cluster.url, proc, "/v2/models/faces/ready", timeout_s=90,
+                   headers={"authorization": f"Bearer {keys.predict}"})
         r = httpx.get(f"{ray_cluster.url}/v2/models/faces", headers={"authorization": f"Bearer {keys.predict}"})
         assert r.status_code == 200 and r.json()["versions"] == ["1", "2"]
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        out, _ = stop(proc, grace_s=60)  # Ctrl-C
     assert proc.returncode == 0, out
     assert "serving on http://127.0.0.1:" in out and "through Ray Serve" in out
     assert "tandem" not in serve.status().applications  # its app is gone, the cluster and its proxy stay

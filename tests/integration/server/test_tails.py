@@ -18,7 +18,7 @@ from tandem.export.split import split_bundle
 from tandem.protocol import activations
 from tandem.registry.registry import Registry
 from tandem.runtime import OnnxModel, load_session
-from tests.integration.server.bundles import make_bundle
+from tandem.testing.bundles import make_bundle
 from tests.integration.server.serving import Bearer, populate, running, test_settings
 
 pytestmark = pytest.mark.integration
@@ -44,13 +44,6 @@ def served(tmp_path_factory, split_bundles):
     keys = populate(settings, list(split_bundles))
     with running(settings) as server:
         yield server, keys
-
-
-@pytest.fixture(scope="module")
-def http(served):
-    server, keys = served
-    with server.client(keys.predict) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tandem.server.webapp import PACKAGED
+from tandem.testing.bundles import make_face_bundle
+from tandem.testing.processes import stop
+from tandem.testing.served import serve
 from tests.conftest import REPO, make_folder_dataset
 from tests.integration.cli import tandem, tandem_json
-from tests.integration.served import serve, stop
-from tests.integration.server.bundles import make_face_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
 ARTIFACTS = REPO / "test-artifacts"
@@ -73,8 +74,8 @@ def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
     tandem("release", "faces", 1, "--channel", "production", env=env)
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "browser", env=env)["key"]
     predict_key = tandem_json("keys", "create", "--scope", "predict", "--label", "browser", env=env)["key"]
-    proc, url = serve(env)
-    server = WebServer(url, device_key, predict_key, bundle, proc, env)
+    served = serve(env=env)
+    server = WebServer(served.url, device_key, predict_key, bundle, served.proc, env)
     try:
         yield server
     finally:

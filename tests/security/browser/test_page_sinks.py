@@ -17,8 +17,8 @@ from tandem.bundle import Bundle
 from tandem.data.folder import scan_class_folders
 from tandem.runtime import OnnxModel
 from tandem.server.webapp import CSP, PACKAGED
+from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset
-from tests.integration.server.bundles import make_bundle
 from tests.integration.web.conftest import web_server_for
 from tests.integration.web.test_browser_app import WAIT_MS, match, model_status, result
 

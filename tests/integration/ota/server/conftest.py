@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tandem.testing.bundles import make_bundle
 from tests.integration.ota.server.helpers import Env, head_update, new_env
-from tests.integration.server.bundles import make_bundle
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tiny real bundles for server tests, built in milliseconds without torch.
+"""Tiny real bundles for the tests and the benchmarks, built in milliseconds without torch (needs onnx).
 
 The ONNX graph has the bundle's interface (uint8 NHWC pixels in; probabilities and a unit-length
 embedding out) and the normalisation inside, like an exported network: cast, normalise, 5×5
