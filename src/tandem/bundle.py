@@ -26,9 +26,10 @@ from tandem.errors import BundleError
 from tandem.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 2
-# Schema 1 bundles (image classification only) still load; schema 2 adds the face-embedding task.
+# Schema 1 bundles (image classification only) still load; schema 2 adds the face-embedding and
+# image-to-image tasks (an image-to-image bundle: any height and width in, a picture out; docs/bundle.md).
 READABLE_SCHEMAS = (1, 2)
-Task = Literal["image-classification", "face-embedding"]
+Task = Literal["image-classification", "face-embedding", "image-to-image"]
 MANIFEST = "manifest.json"
 # Files that are not covered by the manifest's own hash list.
 UNHASHED = {MANIFEST, "signature"}

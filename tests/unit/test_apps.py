@@ -29,8 +29,8 @@ def manifest(**kw) -> Manifest:
 
 def test_the_registry_lists_apps_by_name_and_refuses_two_of_one_name():
     apps = Apps(builtin())
-    assert apps.names == ["celebmatch", "classify"]
-    with pytest.raises(NotFound, match="unknown app 'paint'; apps: celebmatch, classify"):
+    assert apps.names == ["celebmatch", "classify", "deepart"]
+    with pytest.raises(NotFound, match="unknown app 'paint'; apps: celebmatch, classify, deepart"):
         apps.get("paint")
     with pytest.raises(ConfigError, match="two apps are named 'classify'"):
         Apps([Classify(), Classify()])

@@ -7,7 +7,9 @@ image). The server's image endpoint, ``POST /v1/apps/{app}/{model}:predict``, ru
 
 1. ``App.unsupported(manifest)``: can the model's bundle serve this app at all (its outputs, its own
    ``apps`` section and files)? A reason makes a 404.
-2. ``App.options(query)``: the request's query parameters, checked (a bad one makes a 400).
+2. ``App.options(query)``: the request's query parameters, checked (a bad one makes a 400); then
+   ``App.negotiate(options, accept)``: what the Accept header asks of the answer (an image app's
+   media type; by default nothing).
 3. ``App.open(bundle, model, served)``: the app on one version (a gallery loaded, say), built once and
    kept while the version is loaded.
 4. ``AppModel.prepare(photo, options)``: the decoded, upright RGB photo into the model's inputs, in the
@@ -92,6 +94,11 @@ class App(ABC, Generic[OptionsT]):
     @abstractmethod
     def options(self, query: Mapping[str, str]) -> OptionsT:
         """The app's options from the request's query parameters; InvalidRequest for a bad one."""
+
+    def negotiate(self, options: OptionsT, accept: str) -> OptionsT:
+        """``options`` as the request's Accept header (``accept``, "" when none) narrows them: an app that
+        answers in more than one media type picks one here. By default the header changes nothing."""
+        return options
 
     @abstractmethod
     def open(self, bundle: Bundle, model: OnnxModel, served: Served) -> AppModel[OptionsT]:

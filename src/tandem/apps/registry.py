@@ -13,8 +13,9 @@ def builtin() -> list[App]:
     """The apps Tandem ships (a new one is added here, see docs/architecture.md)."""
     from tandem.apps.celebmatch.app import CelebMatch
     from tandem.apps.classify import Classify
+    from tandem.apps.deepart import DeepArt
 
-    return [CelebMatch(), Classify()]
+    return [CelebMatch(), Classify(), DeepArt()]
 
 
 class Apps:

@@ -26,6 +26,12 @@ def _brief(value: object) -> str:
     return str(value)
 
 
+def _dims(shape: list[int]) -> str:
+    """A tensor's shape for people: the dynamic batch N, an image's dynamic height and width H and W."""
+    names = ("N", "H", "W")
+    return "×".join((names[i] if i < 3 else "?") if d < 0 else str(d) for i, d in enumerate(shape))
+
+
 def show_apps(m: Manifest, apps: Apps) -> None:
     """Which of the registered apps the bundle serves on the server's image endpoint, and why not the others."""
     serving = apps.serving(m)
@@ -50,11 +56,14 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
     io = table("", "name", "dtype", "shape", title="tensors")
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for t in specs:
-            io.add_row(kind, t.name, t.dtype, "×".join("N" if d < 0 else str(d) for d in t.shape))
+            io.add_row(kind, t.name, t.dtype, _dims(t.shape))
     console.print(io)
     p = m.preprocessing
     crop = p.crop.mode if p.crop.box is None else f"box {tuple(round(v, 3) for v in p.crop.box)}"
-    console.print(f"preprocessing: decode → {p.color}, crop {crop}, resize {p.height}×{p.width} {p.interpolation}, "
+    # An image-to-image model takes a photo at any size: height×width is the size it learned at.
+    resize = (f"any size (trained at {p.height}×{p.width})" if m.task == "image-to-image"
+              else f"resize {p.height}×{p.width} {p.interpolation}")
+    console.print(f"preprocessing: decode → {p.color}, crop {crop}, {resize}, "
                   f"{p.dtype} {p.layout}; in graph: /255, mean {tuple(round(v, 3) for v in p.normalize_in_graph.mean)}, "
                   f"std {tuple(round(v, 3) for v in p.normalize_in_graph.std)}")
     if m.metrics:

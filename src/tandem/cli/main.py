@@ -64,11 +64,23 @@ def train(
     teacher: Annotated[str, typer.Option(help="embed: also learn from dlib's face recogniser (needs tandem\\[teacher]); none: the margin loss alone.")] = "none",
     size: Annotated[int, typer.Option(min=32, max=256, help="embed: side of the aligned face crop in pixels.")] = 80,
     region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.2,
-    max_images: Annotated[int | None, typer.Option(min=2, help="embed: train on at most this many photos, spread over the people (the teacher's budget).")] = None,
+    max_images: Annotated[int | None, typer.Option(min=2, help="embed: train on at most this many photos, spread over the people (the teacher's budget); stylize: at most this many photos (default 1000).")] = None,
+    task: Annotated[str, typer.Option(help="classify: a network over labelled photos (see --objective); stylize: an image-to-image effect (deep art) learned from --teacher-effect.")] = "classify",
+    teacher_effect: Annotated[str | None, typer.Option(help="stylize: the slow effect to imitate: stylization, pencil, detail or edge-preserving (OpenCV's).")] = None,
+    photo_size: Annotated[int, typer.Option(min=32, max=1024, help="stylize: photos are centre-squared to this side; the teacher works on them whole.")] = 256,
+    crop: Annotated[int, typer.Option(min=16, max=1024, help="stylize: side of the random training crops.")] = 128,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train an image classifier / face-embedding network on your data."""
+    """Train an image classifier / face-embedding network / image effect on your data."""
+    if task == "stylize":
+        _train_stylize(ctx, data, out, name, subset, max_images, epochs, batch_size, lr, device, seed, teacher_effect,
+                       photo_size, crop, val_fraction, resume, not no_progress and not json_out, json_out)
+        return
+    if task != "classify":
+        raise ConfigError(f"unknown --task {task!r}: use classify (with --objective classify or embed) or stylize")
+    if teacher_effect is not None:
+        raise ConfigError("--teacher-effect is for --task stylize")
     from tandem.data.resolve import default_min_faces
     from tandem.training.run import TrainConfig
 
@@ -119,6 +131,38 @@ def train(
                   f"images in {result.seconds:.0f}s; best validation {what} {result.best_val_acc:.3f} "
                   f"(epoch {result.best_epoch})")
     console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)")
+
+
+def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str, subset: float, max_images: int | None,
+                   epochs: int, batch_size: int, lr: float, device: str, seed: int, effect: str | None,
+                   photo_size: int, crop: int, val_fraction: float, resume: bool, show: bool, json_out: bool) -> None:
+    from tandem.cli.resume import stopped_training
+    from tandem.training.stylize import StylizeConfig, train_stylize
+
+    if effect is None:
+        raise ConfigError("--task stylize needs --teacher-effect: stylization, pencil, detail or edge-preserving")
+    # The classifier's defaults do not fit an effect: 64 crops a step and model "model" say nothing here.
+    given = {p for p in ("name", "batch_size")
+             if (src := ctx.get_parameter_source(p)) is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")}
+    cfg = StylizeConfig(data=data, out=out, effect=effect, name=name if "name" in given else f"deepart-{effect}",
+                        subset=subset, max_images=max_images, epochs=epochs,
+                        batch_size=batch_size if "batch_size" in given else 16, lr=lr, photo_size=photo_size,
+                        crop=crop, val_fraction=val_fraction, seed=seed, device=device)
+    cfg.validate()  # before any photo is read
+    try:
+        result = train_stylize(cfg, resume=resume, show_progress=show)
+    except KeyboardInterrupt:
+        raise stopped_training(ctx, out, epochs) from None
+    summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
+               "best_val_psnr_db": round(result.best_psnr, 2), "best_val_ssim": round(result.best_ssim, 4),
+               "train_images": result.train_images, "held_out_images": result.held_out_images,
+               "seconds": round(result.seconds, 1)}
+    if json_out:
+        print_json(summary)
+        return
+    console.print(f"[bold green]trained[/] {effect} on {result.train_images} photos in {result.seconds:.0f}s; held-out "
+                  f"PSNR against the teacher {result.best_psnr:.2f} dB, SSIM {result.best_ssim:.3f} (epoch {result.best_epoch})")
+    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, history.json, contact_sheet.png)")
 
 
 @app.command()

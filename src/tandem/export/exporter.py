@@ -23,6 +23,7 @@ from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.runtime import OnnxModel
 from tandem.training import checkpoint
 from tandem.training.run import load_history, load_run
+from tandem.training.stylize import is_stylize_run
 from tandem.training.trainer import preprocess_spec
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ def _torch_outputs(net: EmbeddingNet, pixels: np.ndarray, batch: int = 128) -> l
 
 def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> Bundle:
     _check_out(run_dir, out)
+    if is_stylize_run(run_dir):
+        from tandem.export.stylize_export import export_stylize_run
+
+        return export_stylize_run(run_dir, out, options.name)
     cfg, data = load_run(run_dir)
     name = options.name or cfg.name
     net, state = load_net(run_dir)

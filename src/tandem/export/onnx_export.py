@@ -41,16 +41,20 @@ def warnings_to_debug_log(logger: logging.Logger = log) -> Iterator[None]:
 
 
 def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
-               output_names: Sequence[str]) -> None:
-    """``model`` traced on ``example`` (its first axis the batch, dynamic) to an ONNX file at ``path``."""
+               output_names: Sequence[str], spatial: bool = False) -> None:
+    """``model`` traced on ``example`` (its first axis the batch, dynamic) to an ONNX file at ``path``;
+    ``spatial``: axes 1 and 2 (an NHWC image's height and width) are dynamic too."""
     batch = torch.export.Dim("batch", min=1, max=4096)
+    axes = {0: batch}
+    if spatial:
+        axes |= {1: torch.export.Dim("height", min=16, max=8192), 2: torch.export.Dim("width", min=16, max=8192)}
     with warnings_to_debug_log():
         program = torch.onnx.export(
             model,
             (example,),
             input_names=[input_name],
             output_names=list(output_names),
-            dynamic_shapes={input_name: {0: batch}},
+            dynamic_shapes={input_name: axes},
             opset_version=OPSET,
             dynamo=True,
             external_data=False,

@@ -145,12 +145,14 @@ class DataPlane:
             outputs = await slot.submit(prepared.inputs)
         return PhotoRun(prepared, outputs, t1 - t0, time.perf_counter() - t1)
 
-    async def predict(self, app: App, model: LoadedModel, query: Mapping[str, str], photo: Reader) -> Prediction:
-        """``app``'s answer to a photo on ``model``, with ``query`` (the request's parameters) as its options."""
+    async def predict(self, app: App, model: LoadedModel, query: Mapping[str, str], photo: Reader,
+                      accept: str = "") -> Prediction:
+        """``app``'s answer to a photo on ``model``, with ``query`` (the request's parameters) as its options
+        and ``accept`` (its Accept header) to choose the answer's media type."""
         reason = app.unsupported(model.bundle.manifest)
         if reason is not None:
             raise NotFound(f"{model.label} {reason}")
-        options = app.options(query)
+        options = app.negotiate(app.options(query), accept)
         on_model = await self._open(app, model)
         run = await self.infer_photo(model, photo, lambda img: on_model.prepare(img, options))
         t0 = time.perf_counter()

@@ -57,7 +57,8 @@ async def predict(request: Request, call: Call) -> Response:
                        f"/v1/apps/{app.name}/{quoted(request.path_params['model'])}")
     model = await plane.model(name, _ref(request))
     call.serving(model.name, model.version)
-    result = await plane.predict(app, model, request.query_params, lambda limit: _photo(request, limit))
+    result = await plane.predict(app, model, request.query_params, lambda limit: _photo(request, limit),
+                                 request.headers.get("accept", ""))
     # Server-Timing lets a client (the browser app) show the server's stages inside its round trip.
     headers = ({"server-timing": result.server_timing(), "x-tandem-model": model.name,
                 "x-tandem-model-version": str(model.version)} if app.timing_headers else None)

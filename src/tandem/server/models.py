@@ -173,12 +173,20 @@ class LoadedModel:
 
     def warm_up(self, runs: int, batch_sizes: Sequence[int]) -> None:
         """Run dummy inputs so that the first real request does not pay for ONNX Runtime's lazy setup."""
+        spec = self.bundle.manifest.preprocessing
         for b in dict.fromkeys(batch_sizes):
-            feeds = {s.name: np.zeros((b, *s.shape[1:]), s.dtype) for s in self.inputs}
+            # An image-to-image model takes any height and width (-1): it warms up at the size it was trained at.
+            feeds = {s.name: np.zeros((b, *_sized(s.shape[1:], spec.height, spec.width)), s.dtype) for s in self.inputs}
             for _ in range(runs):
                 self._run(feeds)
                 if self._lone_session is not None:
                     self._run_on(self._lone_session, feeds)
+
+
+def _sized(dims: tuple[int, ...], height: int, width: int) -> tuple[int, ...]:
+    """An input's dimensions after the batch with any dynamic height and width (NHWC axes 1, 2) given."""
+    fill = (height, width)
+    return tuple(fill[i] if d < 0 and i < 2 else max(d, 1) for i, d in enumerate(dims))
 
 
 def _split_of(manifest: Manifest, model: str, version: int, k: int) -> SplitSpec:

@@ -94,8 +94,9 @@ def test_its_options_unsupported_bundles_and_the_app_list_go_the_same_way_as_tan
     r = http.post("/v1/apps/depth/faces:predict", content=photos[0].read_bytes(), headers=JPEG)
     assert r.status_code == 404 and r.json()["error"] == "faces v1 has no 'depth' output: export a depth model"
     r = http.post("/v1/apps/paint/faces:predict", content=photos[0].read_bytes(), headers=JPEG)
-    assert r.status_code == 404 and r.json()["error"] == "unknown app 'paint'; apps: celebmatch, classify, crop, depth"
+    assert r.status_code == 404 and r.json()["error"] == "unknown app 'paint'; apps: celebmatch, classify, crop, deepart, depth"
     r = http.post("/v1/apps/classify/faces:predict", content=photos[0].read_bytes(), headers=JPEG)
     assert r.status_code == 200 and r.json()["model"] == "faces" and "server-timing" not in r.headers
     params = http.get("/openapi.json").json()["paths"]["/v1/apps/{app}/{model}:predict"]["post"]["parameters"]
-    assert next(p for p in params if p["name"] == "app")["schema"]["enum"] == ["celebmatch", "classify", "crop", "depth"]
+    assert next(p for p in params if p["name"] == "app")["schema"]["enum"] == ["celebmatch", "classify", "crop", "deepart",
+                                                                                    "depth"]

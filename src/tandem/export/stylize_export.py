@@ -1,0 +1,138 @@
+"""A stylize run (`tandem train --task stylize`) → an image-to-image bundle (docs/bundle.md).
+
+fp32 ONNX with a dynamic batch, height and width: uint8 NHWC pixels in, ``image`` out (float32 NHWC,
+0..255, to be rounded by whoever shows it). The int8 variant (static QDQ, calibrated on training
+photos) ships only when it keeps its quality: at most INT8_MAX_LOSS_DB below fp32's PSNR against the
+teacher on the held-out photos; the manifest says why when it does not. ``apps.deepart`` names the
+effect, its teacher and how close the student comes (PSNR and SSIM, measured here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from tandem.atomic import staged_dir
+from tandem.bundle import Bundle, Fingerprint, Manifest, Precision, Task, TensorSpec, write_manifest
+from tandem.effects import EFFECTS, psnr, ssim
+from tandem.errors import BundleError, CheckpointError
+from tandem.export.onnx_export import INPUT, write_onnx
+from tandem.export.quantize import quantize_int8
+from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
+from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
+from tandem.runtime import OnnxModel
+from tandem.training import checkpoint
+from tandem.training.run import load_history
+from tandem.training.stylize import Pictures, load_stylize_run, teacher_pictures
+
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+OUTPUT = "image"
+APP = "deepart"
+TASK: Task = "image-to-image"
+INT8_MAX_LOSS_DB = 1.0
+CALIBRATION_PHOTOS = 64
+# The parity check also runs a photo of an odd size, so the dynamic height and width are exercised.
+ODD_SIZE = (37, 53)
+
+
+def load_stylizer(run_dir: Path) -> tuple[PixelStylizer, dict]:
+    path = run_dir / checkpoint.BEST
+    path = path if path.exists() else run_dir / checkpoint.LAST
+    state = checkpoint.load(path)
+    try:
+        model = PixelStylizer(StylizeNet(StylizeNetConfig.from_dict(state["net"])))
+        model.load_state_dict(state["model"])
+        state["epoch"], state["best"]  # a missing key fails here, not later
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the checkpoint does not fit this Tandem's network ({e}); train again") from e
+    return model.eval(), state
+
+
+@torch.no_grad()
+def _torch_pixels(model: PixelStylizer, photos: np.ndarray) -> np.ndarray:
+    return np.concatenate([model(torch.from_numpy(photos[i : i + 8])).numpy() for i in range(0, len(photos), 8)])
+
+
+def _rounded(image: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(image, 0, 255)).astype(np.uint8)
+
+
+def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bundle:
+    cfg, data = load_stylize_run(run_dir)
+    model, state = load_stylizer(run_dir)
+    train, held = teacher_pictures(cfg, data)
+    teacher = EFFECTS[cfg.effect]
+    net_cfg = model.net.cfg
+    spec = PreprocessSpec(crop=CropSpec(mode="none"), height=cfg.photo_size, width=cfg.photo_size,
+                          normalize_in_graph=NormalizeSpec(mean=net_cfg.mean, std=net_cfg.std))
+    with staged_dir(out) as stage:
+        write_onnx(model, torch.zeros(2, 64, 64, 3, dtype=torch.uint8), stage / FP32_FILE, INPUT, [OUTPUT],
+                   spatial=True)
+        fp32 = OnnxModel(stage / FP32_FILE, spec, [], "fp32")
+        odd = held.photos[:1, : ODD_SIZE[0], : ODD_SIZE[1]]
+        max_abs = 0.0
+        for photos in (held.photos, odd):
+            got = np.concatenate([fp32.infer({INPUT: photos[i : i + 8]})[OUTPUT] for i in range(0, len(photos), 8)])
+            max_abs = max(max_abs, float(np.abs(got - _torch_pixels(model, photos)).max()))
+            if photos is held.photos:
+                out32 = got
+        if not np.isfinite(max_abs) or not np.isfinite(out32).all():
+            raise BundleError(f"{run_dir}: the model outputs NaN or infinity; training diverged — train again with a "
+                              "lower --lr")
+        metrics: dict[str, float | int] = {
+            "max_abs_onnx_torch": max_abs, "held_out_images": len(held.photos), "best_epoch": int(state["best"]["epoch"]),
+            "psnr_db_fp32": psnr(_rounded(out32), held.teacher), "ssim_fp32": ssim(_rounded(out32), held.teacher),
+        }
+        models: dict[Precision, str] = {"fp32": FP32_FILE}
+        int8_note = _int8(stage, train, held, spec, metrics)
+        if int8_note is None:
+            models["int8"] = INT8_FILE
+        app = {"effect": cfg.effect, "teacher": teacher.teacher, "summary": teacher.summary,
+               "psnr_db": round(float(metrics["psnr_db_fp32"]), 2), "ssim": round(float(metrics["ssim_fp32"]), 4),
+               "measured_on": f"{len(held.photos)} held-out photos at {cfg.photo_size}x{cfg.photo_size}",
+               "output": OUTPUT, "int8": int8_note or "kept"}
+        any_size = [-1, -1, -1, 3]
+        try:
+            manifest = Manifest(
+                name=name or cfg.name, task=TASK,
+                inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=any_size)],
+                outputs=[TensorSpec(name=OUTPUT, dtype="float32", shape=any_size)],
+                preprocessing=spec, labels=[], models=models, metrics=metrics,
+                fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
+                training={"task": cfg.task, "effect": cfg.effect, "data": data.source,
+                          "epochs": len(load_history(run_dir)), "exported_epoch": state["epoch"], "seed": cfg.seed,
+                          "subset": cfg.subset, "train_images": len(train.photos), "photo_size": cfg.photo_size,
+                          "crop": cfg.crop, "network": net_cfg.to_dict()},
+                apps={APP: app},
+            )
+        except ValidationError as e:
+            raise BundleError(f"cannot write the manifest: {e}") from e
+        if int8_note is not None:
+            (stage / INT8_FILE).unlink(missing_ok=True)
+        write_manifest(stage, manifest)
+        Bundle.load(stage)  # verify what was written before it replaces anything
+    return Bundle.load(out)
+
+
+def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, metrics: dict[str, float | int]) -> str | None:
+    """Quantise, measure; None when the int8 model keeps its quality, else why it is left out."""
+    quantize_int8(stage / FP32_FILE, stage / INT8_FILE, train.photos[:CALIBRATION_PHOTOS])
+    int8 = OnnxModel(stage / INT8_FILE, spec, [], "int8")
+    out8 = _rounded(np.concatenate([int8.infer({INPUT: held.photos[i : i + 8]})[OUTPUT]
+                                    for i in range(0, len(held.photos), 8)]))
+    metrics["psnr_db_int8"], metrics["ssim_int8"] = psnr(out8, held.teacher), ssim(out8, held.teacher)
+    loss = float(metrics["psnr_db_fp32"]) - float(metrics["psnr_db_int8"])
+    if loss > INT8_MAX_LOSS_DB:
+        return (f"left out: int8 came {loss:.2f} dB below fp32 against the teacher (more than {INT8_MAX_LOSS_DB} dB); "
+                "serve fp32")
+    return None
+
+
+def _sha256_json(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,151 @@
+"""Deep art (issue 18), the first slice: a distilled teacher effect trained by `tandem train --task
+stylize`, exported as an image-to-image bundle and served as the deepart app by the real server.
+
+One short run is shared by the module: a dozen LFW photos in a plain folder, 64×64, one epoch."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tandem.apps.deepart import MAX_SIDE
+from tandem.bundle import Bundle
+from tandem.errors import DataError
+from tandem.export.stylize_export import load_stylizer
+from tandem.runtime import OnnxModel
+from tandem.training.stylize import StylizeConfig, train_stylize
+from tests.integration.cli import tandem, tandem_json
+from tests.integration.server.serving import populate, running, test_settings
+
+pytestmark = pytest.mark.integration
+PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder"]
+TRAIN = ("--task", "stylize", "--teacher-effect", "detail", "--epochs", "1", "--photo-size", "64", "--crop", "32",
+         "--batch-size", "4", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory, lfw_people) -> Path:
+    """LFW photos in a folder of photos (no classes), one level down as a phone's camera roll might be."""
+    root = tmp_path_factory.mktemp("photos") / "roll"
+    for name in PEOPLE:
+        (root / name).mkdir(parents=True)
+        for src in sorted((lfw_people / name).glob("*.jpg"))[:4]:
+            shutil.copy(src, root / name / src.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, photo_folder) -> Path:
+    out = tmp_path_factory.mktemp("art") / "run"
+    summary = tandem_json("train", "--data", photo_folder, "--out", out, *TRAIN)
+    assert summary["epochs"] == 1 and summary["train_images"] + summary["held_out_images"] == 12
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(run) -> Path:
+    out = run.parent / "bundle"
+    manifest = tandem_json("export", run, "--out", out, "--name", "art")
+    assert manifest["task"] == "image-to-image"
+    return out
+
+
+def test_a_run_folder_holds_the_teachers_pictures_history_and_a_contact_sheet(run):
+    history = json.loads((run / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1]
+    assert 5 < history[0]["val_psnr"] < 100 and 0 < history[0]["val_ssim"] <= 1
+    with Image.open(run / "contact_sheet.png") as sheet:
+        assert sheet.format == "PNG" and sheet.width > 3 * 64  # photo, teacher, student
+    with np.load(run / "teacher.npz") as z:
+        assert z["photos"].shape == z["teacher"].shape == (12, 64, 64, 3)
+    dataset = json.loads((run / "dataset.json").read_text())
+    assert len(dataset["held_out"]) == 1 and not set(dataset["held_out"]) & set(dataset["train"])
+
+
+def test_resume_continues_the_run(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = StylizeConfig.from_json(json.loads((copy / "config.json").read_text()))
+    cfg.out, cfg.epochs = copy, 2
+    result = train_stylize(cfg, resume=True, show_progress=False)
+    assert result.epochs == 2
+    assert [row["epoch"] for row in json.loads((copy / "history.json").read_text())] == [1, 2]
+
+
+def test_the_bundle_matches_torch_at_any_size_and_records_the_effect(run, bundle):
+    b = Bundle.load(bundle)
+    m = b.manifest
+    assert [t.shape for t in m.inputs] == [[-1, -1, -1, 3]] and [t.name for t in m.outputs] == ["image"]
+    art = m.apps["deepart"]
+    assert art["effect"] == "detail" and art["teacher"].startswith("cv2.detailEnhance(")
+    assert art["psnr_db"] == round(m.metrics["psnr_db_fp32"], 2) and 0 < art["ssim"] <= 1
+    assert m.metrics["max_abs_onnx_torch"] <= 1e-3
+    assert ("int8" in m.models) == (art["int8"] == "kept")
+    photo = np.random.default_rng(0).integers(0, 256, (1, 45, 70, 3), dtype=np.uint8)
+    got = OnnxModel.open(b).infer({"pixels": photo})["image"]
+    model, _ = load_stylizer(run)
+    with torch.no_grad():
+        want = model(torch.from_numpy(photo)).numpy()
+    assert got.shape == (1, 45, 70, 3) and np.abs(got - want).max() <= 1e-3
+    info = tandem("info", bundle).stdout
+    assert "image apps: deepart (POST /v1/apps/APP/art:predict)" in info and "N×H×W×3" in info
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_the_server_paints_a_photo_as_jpeg_or_png_by_accept(tmp_path, bundle, lfw_people):
+    settings = test_settings(tmp_path / "home")
+    keys = populate(settings, [bundle], production=None)
+    with Image.open(sorted((lfw_people / "Donald_Rumsfeld").glob("*.jpg"))[0]) as original:
+        photo = original.resize((150, 100))
+    with running(settings) as server, server.client(keys.predict) as http:
+        url = "/v1/apps/deepart/art:predict"
+        r = http.post(url, content=_jpeg(photo), headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/jpeg" and r.headers["x-tandem-model"] == "art"
+        assert Image.open(io.BytesIO(r.content)).size == (150, 100)
+        r = http.post(url, content=_jpeg(photo), headers={"content-type": "image/jpeg",
+                                                           "accept": "image/jpeg;q=0.5, image/png"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        painted = Image.open(io.BytesIO(r.content))
+        assert painted.format == "PNG" and painted.size == (150, 100)
+        # A big photo is painted with its longest side at MAX_SIDE, its aspect kept.
+        big = Image.new("RGB", (2 * MAX_SIDE + 200, MAX_SIDE + 100), (200, 120, 40))
+        r = http.post(url, content=_jpeg(big), headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (MAX_SIDE, 512)
+        r = http.post(url, content=_jpeg(photo.resize((12, 30))), headers={"content-type": "image/jpeg"})
+        assert r.status_code == 400 and "at least 16 pixels on each side" in r.json()["error"]
+        r = http.post("/v1/apps/classify/art:predict", content=_jpeg(photo), headers={"content-type": "image/jpeg"})
+        assert r.status_code == 404 and "art v1 is not a classifier (task image-to-image" in r.json()["error"]
+        # OIP v2: uint8 pixels of any size in, the picture's float pixels out.
+        pixels = np.asarray(photo.resize((40, 24)), np.uint8)[None]
+        r = http.post("/v2/models/art/infer", json={"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                                "shape": list(pixels.shape),
+                                                                "data": pixels.reshape(-1).tolist()}]})
+        assert r.status_code == 200, r.text
+        [out] = r.json()["outputs"]
+        assert out["name"] == "image" and out["shape"] == [1, 24, 40, 3]
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, photo_folder):
+    r = tandem("train", "--data", photo_folder, "--out", tmp_path / "a", "--task", "stylize", "--teacher-effect",
+               "oil", ok=False)
+    assert r.returncode != 0 and "unknown --teacher-effect 'oil': use stylization, pencil, detail, edge-preserving" in r.stderr
+    assert not (tmp_path / "a").exists()
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)
+    (empty / "notes" / "readme.txt").write_text("no photos here")
+    with pytest.raises(DataError, match="no photos in it or its sub-folders"):
+        train_stylize(StylizeConfig(data=str(empty), out=tmp_path / "b", effect="detail"), show_progress=False)
+    assert not (tmp_path / "b").exists()
