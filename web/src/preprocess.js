@@ -194,6 +194,20 @@ export function toInput(image, spec, box = null) {
 export const MAX_IMAGE_PIXELS = 40_000_000;
 
 /**
+ * The size a photo is read at: as it is up to MAX_IMAGE_PIXELS; a bigger one (a 48 or 200 MP phone
+ * photo) at a half, a quarter or an eighth of its sides, the steps a JPEG's own decoder scales by, as
+ * the Python side reads it (Pillow's draft mode); [0, 0] past an eighth.
+ */
+export function reducedSize(width, height) {
+  for (const scale of [1, 2, 4, 8]) {
+    const w = Math.ceil(width / scale);
+    const h = Math.ceil(height / scale);
+    if (w * h <= MAX_IMAGE_PIXELS) return [w, h];
+  }
+  return [0, 0];
+}
+
+/**
  * Decode a photo (Blob/File/ArrayBuffer) into {width, height, data: RGB Uint8Array}, upright
  * (EXIF orientation applied, as Pillow's exif_transpose does) and without colour management, so
  * the bytes are the file's own, as Pillow reads them.
@@ -211,14 +225,16 @@ export async function decodeImage(source) {
     // The browser's own words ("The source image could not be decoded") say nothing to a person.
     throw new Error(NOT_A_PHOTO);
   }
-  const { width, height } = bitmap;
-  if (width * height > MAX_IMAGE_PIXELS) {
+  const [width, height] = reducedSize(bitmap.width, bitmap.height);
+  if (!width) {
+    const size = `${bitmap.width}×${bitmap.height}`;
     bitmap.close();
-    throw new Error(`image too large (${width}×${height}, over ${MAX_IMAGE_PIXELS.toLocaleString()} pixels); choose a smaller photo`);
+    throw new Error(`this photo is too large (${size}, over ${(MAX_IMAGE_PIXELS * 64).toLocaleString()} pixels even at an eighth of its size); choose a smaller photo`);
   }
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0);
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, 0, 0, width, height);
   bitmap.close();
   const rgba = ctx.getImageData(0, 0, width, height).data;
   const data = new Uint8Array(width * height * 3);

@@ -96,3 +96,20 @@ def test_same_alignment_as_python(page, lfw_people):
             py = aligned_crop(img, pts, spec)[0]
             got = page.evaluate("([b, p, s]) => window.tandem.align(b, p, s)", [list(data), pts.tolist(), js_spec])
             assert np.array_equal(np.array(got, np.uint8).reshape(48, 48, 3), py), (path.name, scale)
+
+
+def test_a_48_megapixel_photo_is_read_reduced_as_python_reads_it(page, web_server):
+    """An 8000×6000 phone photo is read at half its sides on both sides (JPEG draft in Python, a scaled
+    draw in the page): the model inputs agree to within the two resamplings' difference."""
+    from tandem.preprocess import MAX_IMAGE_PIXELS
+
+    yy, xx = np.mgrid[0:6000, 0:8000]
+    arr = np.stack([xx * 255 // 8000, yy * 255 // 6000, (xx + yy) * 255 // 14000], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=85)
+    data = buf.getvalue()
+    assert 8000 * 6000 > MAX_IMAGE_PIXELS
+    spec = Bundle.load(web_server.bundle).manifest.preprocessing
+    py = to_input(decode_image(data), spec).astype(int)
+    js = js_input(page, data, spec, None).astype(int)
+    assert np.abs(py - js).mean() < 2 and np.abs(py - js).max() <= 12
