@@ -25,8 +25,8 @@ from tandem.apps.base import Answer, App, AppModel, Prepared, Served
 from tandem.apps.registry import Apps
 from tandem.errors import InvalidRequest, NotFound, Unavailable
 from tandem.server.batching import Tensors
-from tandem.server.models import LoadedModel, ModelPool
 from tandem.server.photos import Budget, Cancelled, DecodePool, decode
+from tandem.server.pool import LoadedModel, ModelPool
 from tandem.settings import Settings
 
 C = TypeVar("C")

@@ -16,7 +16,7 @@ from tandem.server.batching import Tensors
 from tandem.server.body import read_body
 from tandem.server.dataplane import DataPlane
 from tandem.server.endpoint import Call, endpoint
-from tandem.server.models import LoadedModel
+from tandem.server.pool import LoadedModel
 from tandem.server.responses import json_response
 
 PLATFORM = "onnxruntime_onnx"

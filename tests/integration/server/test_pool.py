@@ -11,7 +11,7 @@ import pytest
 
 from tandem.registry.registry import Registry
 from tandem.server.metrics import Metrics
-from tandem.server.models import ModelPool
+from tandem.server.pool import ModelPool
 from tandem.testing.bundles import H, W, make_bundle
 from tests.integration.server.serving import test_settings
 
