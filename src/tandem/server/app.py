@@ -45,11 +45,11 @@ from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.dataplane import DataPlane, Limits
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.headers import SecurityHeaders
-from tandem.server.metrics import CONTENT_TYPE, Metrics
 from tandem.server.observe import Observe, setup_access_log
 from tandem.server.ota.service import OtaService
 from tandem.server.photos import DecodePool
 from tandem.server.pool import ModelPool
+from tandem.server.prometheus import CONTENT_TYPE, Metrics
 from tandem.server.proxies import ClientAddress, networks
 from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from tandem.server.responses import json_response

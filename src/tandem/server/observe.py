@@ -17,7 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem.server.endpoint import CALL, Call
-from tandem.server.metrics import Metrics
+from tandem.server.prometheus import Metrics
 
 access_log = logging.getLogger("tandem.access")
 REQUEST_ID = b"x-request-id"

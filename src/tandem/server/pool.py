@@ -33,7 +33,7 @@ from tandem.protocol.numbers import is_version, number
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
-from tandem.server.metrics import Metrics
+from tandem.server.prometheus import Metrics
 from tandem.settings import Settings
 
 if TYPE_CHECKING:

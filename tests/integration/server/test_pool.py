@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tandem.registry.registry import Registry
-from tandem.server.metrics import Metrics
 from tandem.server.pool import ModelPool
+from tandem.server.prometheus import Metrics
 from tandem.testing.bundles import H, W, make_bundle
 from tests.integration.server.serving import test_settings
 

@@ -13,10 +13,10 @@ from tandem.errors import TandemError, Unavailable
 from tandem.registry.ota import Ota
 from tandem.registry.ota.records import OtaObjectInfo, ReleaseInfo
 from tandem.registry.registry import Registry
-from tandem.server.metrics import Metrics
 from tandem.server.ota.downloads import Verified
 from tandem.server.ota.reports import HealthReports
 from tandem.server.ota.state import Files, OtaState
+from tandem.server.prometheus import Metrics
 from tandem.settings import Settings
 
 log = logging.getLogger(__name__)
