@@ -28,11 +28,11 @@ from tandem.bundle import Bundle
 from tandem.data.lfw import load_lfw
 from tandem.data.pixels import load_pixels
 from tandem.export.exporter import ExportOptions, export_run, load_net
-from tandem.metrics import topk_accuracy
 from tandem.models.mobilenet import count_parameters
 from tandem.runtime import OnnxModel
 from tandem.settings import get_settings
 from tandem.training import checkpoint
+from tandem.training.accuracy import topk_accuracy
 from tandem.training.run import TrainConfig, load_run
 from tandem.training.trainer import train
 

@@ -18,10 +18,10 @@ from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
-from tandem.metrics import balanced_accuracy, topk_accuracy
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.runtime import OnnxModel
 from tandem.training import checkpoint
+from tandem.training.accuracy import balanced_accuracy, topk_accuracy
 from tandem.training.run import load_history, load_run
 from tandem.training.stylize import is_stylize_run
 from tandem.training.trainer import preprocess_spec

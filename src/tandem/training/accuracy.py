@@ -1,4 +1,4 @@
-"""Classification metrics on numpy arrays (shared by export and the benchmarks)."""
+"""Accuracy of a classifier on numpy arrays: top-k and balanced (shared by export and the benchmarks)."""
 
 from __future__ import annotations
 
