@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tandem.bundle import Bundle
+from tandem.registry.artifacts import STALE_INCOMING_S
 from tandem.registry.registry import Registry
-from tandem.registry.store import STALE_INCOMING_S
 from tandem.testing.processes import until
 from tests.faults.harness import (
     cli_env,

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.device.store import StoredFile, VersionRecord
+from tandem.device.model_store import StoredFile, VersionRecord
 from tandem.device.vault import aad_for
 from tandem.security import encryption
 from tandem.testing.bundles import make_bundle

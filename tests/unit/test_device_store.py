@@ -20,7 +20,7 @@ from tandem.device import ModelStore, ModelUpdater
 from tandem.device.faults import ENV, STEPS
 from tandem.device.identity import Identity, Registration
 from tandem.device.keystore import KeyStore
-from tandem.device.store import StoredFile
+from tandem.device.model_store import StoredFile
 from tandem.errors import ChecksumError, NotFound, ServerUnreachable
 from tandem.security.apikeys import new_device_token
 from tandem.security.signing import SigningKey
@@ -188,7 +188,7 @@ def _install_in_a_child(root: Path, v: Version, tmp: Path, step: str | None) -> 
     code = (
         "import pickle, sys\n"
         "from tandem.device.keystore import KeyStore\n"
-        "from tandem.device.store import ModelStore\n"
+        "from tandem.device.model_store import ModelStore\n"
         "from tests.unit.ota_versions import API_KEY\n"
         "record, blobs, key = pickle.loads(open(sys.argv[1], 'rb').read())\n"
         "store = ModelStore(sys.argv[2])\n"

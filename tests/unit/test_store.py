@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from tandem.errors import BundleError, RegistryError
-from tandem.registry.store import LocalStore
+from tandem.registry.artifacts import LocalStore
 
 
 @pytest.fixture()

@@ -25,8 +25,8 @@ from tandem.device.hybrid import (
     Timings,
 )
 from tandem.device.install import UpdateResult
+from tandem.device.model_store import ModelStore
 from tandem.device.policies import Policy
-from tandem.device.store import ModelStore
 from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater, SignedAnswer
 from tandem.device.wire import OipV2, TfServing, WireProtocol
 

@@ -5,7 +5,7 @@ reaches that step: no ``finally`` blocks, no flushing, as if the phone's battery
 then open the store again in a fresh process and check that it holds a whole model. Unset (as
 on every real device), each call costs one dictionary lookup.
 
-Steps, in the order an install passes them (tandem.device.store documents what each means):
+Steps, in the order an install passes them (tandem.device.model_store documents what each means):
 ``download`` (a download part-way: some of its bytes in the .part file), ``delta`` (a delta
 patch downloaded and decrypted, the file being rebuilt from it in memory), ``staging`` (one file written into a half-built
 version folder), ``staged`` (every file written, folder not yet in place), ``renamed`` (the

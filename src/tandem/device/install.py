@@ -4,7 +4,7 @@ Each file comes from the cheapest source that works: an installed copy with the 
 sha256 ("local"), the offered delta applied to the installed file it names ("delta"), or the
 whole file ("full"). A delta is an optimisation: anything wrong with it costs the full download,
 never the update. Every byte is checked against the signed sha256 and size, the model must open
-in ONNX Runtime, and only then does the store install it (atomically, tandem.device.store).
+in ONNX Runtime, and only then does the store install it (atomically, tandem.device.model_store).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from tandem.bundle import Manifest
 from tandem.device import faults
 from tandem.device.client import OtaClient, ProgressCallback, Transfer
 from tandem.device.conditions import DeviceState, DownloadConditions, unmet
+from tandem.device.model_store import ModelStore, StoredFile, VersionRecord, sha256_hex
 from tandem.device.payload import MANIFEST, FileInfo, Payload
-from tandem.device.store import ModelStore, StoredFile, VersionRecord, sha256_hex
 from tandem.device.vault import Vault, aad_for, delta_aad, manifest_of
 from tandem.errors import (
     BundleError,

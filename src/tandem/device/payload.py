@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tandem.device.store import safe_file_name
+from tandem.device.model_store import safe_file_name
 from tandem.errors import SignatureError
 from tandem.security.signing import PublicKey, verify_envelope
 

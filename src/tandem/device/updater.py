@@ -12,7 +12,7 @@ that credential, and the server judges the rollout on the id it assigned.
 Each update: drop the current version if its stored files are damaged (so that it is fetched
 again) → check (a signed payload, verified before it is read: tandem.device.payload) → plan,
 fetch, verify, decrypt and install each file (tandem.device.install, atomically through
-tandem.device.store). Any refusal raises a TandemError that says why, and leaves the running
+tandem.device.model_store). Any refusal raises a TandemError that says why, and leaves the running
 model as it was. This module holds the app-facing side: download types, background updates,
 loading into ONNX Runtime, listing, deleting, rollback and health reports.
 """
@@ -41,8 +41,8 @@ from tandem.device.conditions import DeviceState, DownloadConditions, always, un
 from tandem.device.identity import Identity, Registration
 from tandem.device.install import Installer, UpdateResult
 from tandem.device.keystore import KeyStore
+from tandem.device.model_store import ModelStore, Pointer
 from tandem.device.payload import MANIFEST, Expected, Payload
-from tandem.device.store import ModelStore, Pointer
 from tandem.device.vault import Vault, manifest_of
 from tandem.errors import (
     BundleError,

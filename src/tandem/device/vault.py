@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from tandem.bundle import Manifest
 from tandem.device.client import OtaClient
 from tandem.device.keystore import KeyStore
-from tandem.device.store import ModelStore, VersionRecord, sha256_hex
+from tandem.device.model_store import ModelStore, VersionRecord, sha256_hex
 from tandem.errors import BundleError, ChecksumError
 from tandem.security import encryption
 

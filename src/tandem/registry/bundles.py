@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 
 from tandem.bundle import MANIFEST, Bundle, sha256_file
 from tandem.errors import BundleError, RegistryError, StorageFull, is_storage_full
+from tandem.registry.artifacts import UMASK, ArtifactStore
 from tandem.registry.records import VersionInfo
-from tandem.registry.store import UMASK, ArtifactStore
 
 
 class BundleFolders:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from tandem.bundle import Bundle, check_paths, parse_tail_name
 from tandem.errors import ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
 from tandem.registry import migrate, tx
+from tandem.registry.artifacts import ArtifactStore, LocalStore
 from tandem.registry.bundles import BundleFolders
 from tandem.registry.db import Database
 from tandem.registry.keys import ApiKeys
@@ -32,7 +33,6 @@ from tandem.registry.records import (
     VersionInfo,
 )
 from tandem.registry.schema import Alias, AliasMove, Model, Version, utcnow
-from tandem.registry.store import ArtifactStore, LocalStore
 from tandem.settings import Settings, get_settings
 
 DEFAULT_ALIAS = "production"
