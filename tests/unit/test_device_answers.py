@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tandem.device import answers
-from tandem.device.client import OtaClient
-from tandem.device.cloud import CloudClient
+from tandem.device.cloud_client import CloudClient
+from tandem.device.ota_client import OtaClient
 from tandem.errors import AnswerTooLarge
 
 MIB = 1 << 20

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient, backoff_delay
+from tandem.device.cloud_client import CircuitBreaker, CircuitOpen, CloudClient, backoff_delay
 from tandem.device.hybrid import HybridModel, LatencyRule
 from tandem.errors import InvalidRequest, ServerUnreachable, Unavailable
 

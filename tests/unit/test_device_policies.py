@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tandem.advisor.placement import CLOUD, DEVICE, Placement
-from tandem.device.cloud import CloudClient
+from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel, LatencyRule, NothingAvailable
 from tandem.device.policies import (
     ONLY_CLOUD,

@@ -11,8 +11,7 @@ httpx are all a device needs.
 """
 
 from tandem.device.advisor_rule import AdvisorRule
-from tandem.device.client import Progress
-from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient, CloudResult
+from tandem.device.cloud_client import CircuitBreaker, CircuitOpen, CloudClient, CloudResult
 from tandem.device.conditions import DeviceConditions, DeviceState, DownloadConditions
 from tandem.device.deadline import Deadline, DeadlineExceeded
 from tandem.device.hybrid import (
@@ -26,6 +25,7 @@ from tandem.device.hybrid import (
 )
 from tandem.device.install import UpdateResult
 from tandem.device.model_store import ModelStore
+from tandem.device.ota_client import Progress
 from tandem.device.policies import Policy
 from tandem.device.updater import InstalledVersion, LoadedModel, ModelUpdater, SignedAnswer
 from tandem.device.wire import OipV2, TfServing, WireProtocol

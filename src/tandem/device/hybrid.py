@@ -1,7 +1,7 @@
 """One ``predict`` call that runs on the device, in the cloud, or wherever is best right now.
 
 ``HybridModel`` holds an optional local model (a bundle folder, an ``OnnxModel`` or a
-``ModelUpdater``'s installed version) and an optional :class:`~tandem.device.cloud.CloudClient`.
+``ModelUpdater``'s installed version) and an optional :class:`~tandem.device.cloud_client.CloudClient`.
 Images are preprocessed once, on the device, with the manifest's spec (``tandem.preprocess``, the
 code the server uses), so both sides see the same tensor. A policy (tandem.device.policies) orders
 the placements to try per call, each run by its runner (tandem.device.runners); by name:
@@ -42,7 +42,7 @@ from tandem.preprocess import PreprocessSpec, decode_image, to_input
 from tandem.runtime import Guess, OnnxModel
 
 if TYPE_CHECKING:
-    from tandem.device.cloud import CloudClient
+    from tandem.device.cloud_client import CloudClient
     from tandem.device.conditions import DownloadConditions
     from tandem.device.updater import ModelUpdater
 

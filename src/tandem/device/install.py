@@ -17,9 +17,9 @@ from typing import Literal
 from tandem import delta
 from tandem.bundle import Manifest
 from tandem.device import faults
-from tandem.device.client import OtaClient, ProgressCallback, Transfer
 from tandem.device.conditions import DeviceState, DownloadConditions, unmet
 from tandem.device.model_store import ModelStore, StoredFile, VersionRecord, sha256_hex
+from tandem.device.ota_client import OtaClient, ProgressCallback, Transfer
 from tandem.device.payload import MANIFEST, FileInfo, Payload
 from tandem.device.vault import Vault, aad_for, delta_aad, manifest_of
 from tandem.errors import (

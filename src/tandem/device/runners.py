@@ -1,7 +1,7 @@
 """Runners: one placement's way of answering a call, each a small object with ``run(tensors, deadline)``.
 
 - :class:`DeviceRunner`: the whole local model with ONNX Runtime;
-- :class:`CloudRunner`: the whole model on the endpoint (a :class:`~tandem.device.cloud.CloudClient`);
+- :class:`CloudRunner`: the whole model on the endpoint (a :class:`~tandem.device.cloud_client.CloudClient`);
 - :class:`SplitRunner`: the bundle's head here, its tensor (int8-encoded with ``+int8``) to the
   server's tail ``NAME.tail.K`` of the same version, the tail's outputs back.
 
@@ -28,7 +28,7 @@ from tandem.protocol import activations
 from tandem.runtime import OnnxModel, load_session
 
 if TYPE_CHECKING:
-    from tandem.device.cloud import CloudClient
+    from tandem.device.cloud_client import CloudClient
 
 Clock = Callable[[], float]
 

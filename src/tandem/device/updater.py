@@ -36,12 +36,12 @@ import onnxruntime as ort
 
 from tandem.bundle import Manifest
 from tandem.device import payload as payload_mod
-from tandem.device.client import OtaClient, ProgressCallback
 from tandem.device.conditions import DeviceState, DownloadConditions, always, unmet
 from tandem.device.identity import Identity, Registration
 from tandem.device.install import Installer, UpdateResult
 from tandem.device.keystore import KeyStore
 from tandem.device.model_store import ModelStore, Pointer
+from tandem.device.ota_client import OtaClient, ProgressCallback
 from tandem.device.payload import MANIFEST, Expected, Payload
 from tandem.device.vault import Vault, manifest_of
 from tandem.errors import (

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from tandem.bundle import Manifest
-from tandem.device.client import OtaClient
 from tandem.device.keystore import KeyStore
 from tandem.device.model_store import ModelStore, VersionRecord, sha256_hex
+from tandem.device.ota_client import OtaClient
 from tandem.errors import BundleError, ChecksumError
 from tandem.security import encryption
 

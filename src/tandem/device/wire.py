@@ -1,4 +1,4 @@
-"""The wire protocol a :class:`~tandem.device.cloud.CloudClient` speaks, as a strategy object.
+"""The wire protocol a :class:`~tandem.device.cloud_client.CloudClient` speaks, as a strategy object.
 
 As httpx takes a transport, the cloud client takes a protocol: ``OipV2()`` (Open Inference Protocol
 v2, binary tensor data unless ``binary=False``) or ``TfServing()`` (TF-Serving REST, columnar). A

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tandem.apps.celebmatch.matcher import CelebMatcher
 from tandem.bundle import Bundle
-from tandem.device.cloud import CloudClient
+from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel
 from tandem.errors import ImageError, NoFaceFound
 from tandem.preprocess import MAX_IMAGE_PIXELS

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient
+from tandem.device.cloud_client import CircuitBreaker, CircuitOpen, CloudClient
 from tandem.device.deadline import DeadlineExceeded
 from tandem.device.hybrid import HybridModel
 from tandem.errors import InvalidRequest, ServerUnreachable, Unavailable

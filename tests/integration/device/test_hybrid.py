@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tandem.bundle import Bundle
-from tandem.device.cloud import CircuitBreaker, CircuitOpen, CloudClient
+from tandem.device.cloud_client import CircuitBreaker, CircuitOpen, CloudClient
 from tandem.device.hybrid import HybridModel, NothingAvailable
 from tandem.errors import ConfigError, NotFound, ServerUnreachable, Unauthenticated
 from tandem.testing.processes import free_port

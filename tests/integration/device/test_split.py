@@ -12,7 +12,7 @@ import pytest
 from tandem.advisor.profiler import profile_bundle
 from tandem.bundle import Bundle
 from tandem.device.advisor_rule import AdvisorRule
-from tandem.device.cloud import CloudClient
+from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel
 from tandem.export.split import split_bundle
 from tandem.runtime import OnnxModel
