@@ -1,0 +1,162 @@
+"""Deep art (issue 18): how much faster a distilled effect runs than its teacher, and how close it comes.
+
+    .venv/bin/python bench/deepart.py [--effect stylization] [--max-images 300] [--epochs 15] [--quick]
+
+For each --effect: trains `tandem train --task stylize` on LFW (--max-images photos at 256×256, a tenth
+held out), exports the bundle, then on one real LFW photo resized to 512×512 times the teacher (OpenCV,
+cv2.setNumThreads) and the student (ONNX Runtime fp32 and int8, intra-op threads) with 1 and 2 threads,
+interleaved, medians of --reps calls. PSNR and SSIM are the export's (the student's rounded pixels
+against the teacher's on the held-out photos). Writes bench/results/deepart.json:
+
+    {"effects": {NAME: {"teacher_ms", "student_ms", "student_int8_ms", "speedup", "psnr_db", "ssim",
+                        "device_fps", "cloud_fps", "cloud_frame_ms", "bytes_fp32", "bytes_int8",
+                        "train_seconds", ...}},
+     "train_seconds": total, "machine": ..., "null": {key: why}}
+
+``*_ms`` are {"1": ms, "2": ms} by thread count. device_fps, cloud_fps and cloud_frame_ms are null until
+the browser page and the cloud loop exist (the issue's later slices); "null" says why for each key.
+Targets (issue 18): speedup >= 10, psnr_db >= 30, ssim >= 0.9, bytes_int8 <= 2 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from tandem.bundle import Bundle
+from tandem.effects import EFFECTS
+from tandem.export.exporter import export_run
+from tandem.settings import get_settings
+from tandem.training.stylize import StylizeConfig, train_stylize
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work" / "deepart"
+RESULTS = HERE / "results"
+SIDE = 512
+THREADS = (1, 2)
+TARGETS = {"speedup": 10.0, "psnr_db": 30.0, "ssim": 0.9, "bytes_int8": 2_000_000}
+NULL = {
+    "device_fps": "the browser's deep-art page (onnxruntime-web in Chromium) is a later slice of issue 18",
+    "cloud_fps": "the cloud frame loop under emulated network profiles is a later slice of issue 18",
+    "cloud_frame_ms": "the cloud frame loop under emulated network profiles is a later slice of issue 18",
+}
+console = Console(width=130)
+
+
+def photo() -> np.ndarray:
+    lfw = get_settings().require_data_home() / "lfw_home" / "lfw_funneled"
+    path = sorted((lfw / "Tony_Blair").glob("*.jpg"))[0]
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def timings(effect: str, bundle: Bundle, pixels: np.ndarray, reps: int) -> dict[str, dict[str, float]]:
+    """Median milliseconds per call, by thread count, the teacher and the students' calls interleaved."""
+    teach = EFFECTS[effect]
+    batch = pixels[None]
+    out: dict[str, dict[str, float]] = {"teacher_ms": {}, "student_ms": {}, "student_int8_ms": {}}
+    for n in THREADS:
+        cv2.setNumThreads(n)
+        runs = {"teacher_ms": lambda: teach(pixels)}
+        for key, precision in (("student_ms", "fp32"), ("student_int8_ms", "int8")):
+            if precision in bundle.manifest.models:
+                s = session(bundle.model_path(precision), n)  # type: ignore[arg-type]
+                runs[key] = lambda s=s: s.run(None, {"pixels": batch})
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for fn in runs.values():
+            fn()  # warm up
+        for _ in range(reps):
+            for key, fn in runs.items():
+                t0 = time.perf_counter()
+                fn()
+                times[key].append((time.perf_counter() - t0) * 1000)
+        for key, ts in times.items():
+            out[key][str(n)] = round(statistics.median(ts), 2)
+    cv2.setNumThreads(-1)
+    return out
+
+
+def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray) -> dict:
+    run, bundle_dir = WORK / f"run-{effect}", WORK / f"bundle-{effect}"
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = StylizeConfig(data="lfw", out=run, effect=effect, name=f"deepart-{effect}", max_images=args.max_images,
+                        epochs=args.epochs, photo_size=256, crop=128, batch_size=16)
+    t0 = time.perf_counter()
+    result = train_stylize(cfg, show_progress=not args.no_progress)
+    train_seconds = time.perf_counter() - t0
+    bundle = export_run(run, bundle_dir)
+    m = bundle.manifest
+    ms = timings(effect, bundle, pixels, args.reps)
+    speed = {n: round(ms["teacher_ms"][n] / ms["student_ms"][n], 2) for n in ms["student_ms"]}
+    size = {p: m.files[f].size for p, f in m.models.items()}
+    return {
+        "teacher": EFFECTS[effect].teacher,
+        **ms,
+        "speedup": speed,
+        "psnr_db": round(float(m.metrics["psnr_db_fp32"]), 2),
+        "ssim": round(float(m.metrics["ssim_fp32"]), 4),
+        "psnr_db_int8": round(float(m.metrics["psnr_db_int8"]), 2) if "psnr_db_int8" in m.metrics else None,
+        "ssim_int8": round(float(m.metrics["ssim_int8"]), 4) if "ssim_int8" in m.metrics else None,
+        "int8": m.apps["deepart"]["int8"],
+        "device_fps": None, "cloud_fps": None, "cloud_frame_ms": None,
+        "bytes_fp32": size["fp32"], "bytes_int8": size.get("int8"),
+        "train_seconds": round(train_seconds, 1), "train_images": result.train_images,
+        "held_out_images": result.held_out_images, "epochs": result.epochs, "side": SIDE,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--effect", action="append", choices=sorted(EFFECTS), help="repeatable; default stylization")
+    ap.add_argument("--max-images", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="60 photos, 2 epochs, 3 calls: a smoke run")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.max_images, args.epochs, args.reps = 60, 2, 3
+    pixels = photo()
+    effects = {e: bench_effect(e, args, pixels) for e in args.effect or ["stylization"]}
+    table = Table("effect", "teacher ms 1/2 thr", "student ms 1/2", "int8 ms 1/2", "speedup 1/2", "PSNR dB", "SSIM",
+                  "fp32 / int8 bytes", "train s", title=f"deep art at {SIDE}x{SIDE}")
+    for name, r in effects.items():
+        def pair(d: dict) -> str:
+            return " / ".join(str(d.get(str(n), "-")) for n in THREADS)
+        table.add_row(name, pair(r["teacher_ms"]), pair(r["student_ms"]), pair(r["student_int8_ms"]),
+                      pair(r["speedup"]), str(r["psnr_db"]), str(r["ssim"]), f"{r['bytes_fp32']} / {r['bytes_int8']}",
+                      str(r["train_seconds"]))
+    console.print(table)
+    out = {"effects": effects, "train_seconds": round(sum(r["train_seconds"] for r in effects.values()), 1),
+           "train_device": "cpu", "targets": TARGETS, "null": NULL,
+           "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
+                       "opencv": cv2.__version__},
+           "settings": {"max_images": args.max_images, "epochs": args.epochs, "reps": args.reps, "quick": args.quick}}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "deepart.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
