@@ -112,7 +112,7 @@ def open_set_part(args: argparse.Namespace) -> dict:
     eigenfaces on the same photos (bench/open_set.py says how each is measured)."""
     from open_set import ann_recall, detection, evaluate  # bench/open_set.py: the script's folder is on sys.path
 
-    from tandem.demo import run_demo
+    from tandem.apps.celebmatch.demo import run_demo
     from tandem.training.embed import train_embed
 
     run_dir = args.embed_run or WORK / f"embed-e{args.embed_epochs}-s{args.seed}"

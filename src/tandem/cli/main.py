@@ -278,8 +278,8 @@ def demo(
 ) -> None:
     """Train celebmatch's face embedding on LFW (about 5 minutes on 2 cores), export, enrol people it never saw
     and match their other photos."""
+    from tandem.apps.celebmatch.demo import run_demo
     from tandem.cli.resume import stopped_demo
-    from tandem.demo import run_demo
 
     if json_out:
         console.quiet = True
