@@ -143,6 +143,9 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, photo_folder)
                "oil", ok=False)
     assert r.returncode != 0 and "unknown --teacher-effect 'oil': use stylization, pencil, detail, edge-preserving" in r.stderr
     assert not (tmp_path / "a").exists()
+    r = tandem("train", "--data", photo_folder, "--out", tmp_path / "a", "--task", "stylize", "--teacher-effect",
+               "detail", "--workers", "2", ok=False)
+    assert r.returncode != 0 and "--task stylize trains on one machine" in r.stderr and not (tmp_path / "a").exists()
     empty = tmp_path / "empty"
     (empty / "notes").mkdir(parents=True)
     (empty / "notes" / "readme.txt").write_text("no photos here")

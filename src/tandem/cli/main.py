@@ -74,6 +74,9 @@ def train(
 ) -> None:
     """Train an image classifier / face-embedding network / image effect on your data."""
     if task == "stylize":
+        if workers is not None or objective != "classify" or teacher != "none":
+            raise ConfigError("--task stylize trains on one machine from its --teacher-effect: drop --workers, "
+                              "--objective and --teacher")
         _train_stylize(ctx, data, out, name, subset, max_images, epochs, batch_size, lr, device, seed, teacher_effect,
                        photo_size, crop, val_fraction, resume, not no_progress and not json_out, json_out)
         return
