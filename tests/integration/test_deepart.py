@@ -17,9 +17,9 @@ from PIL import Image
 
 from tandem.apps.deepart import MAX_SIDE
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.errors import DataError
 from tandem.export.stylize_export import load_stylizer
-from tandem.runtime import OnnxModel
 from tandem.training.stylize import StylizeConfig, train_stylize
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.server.serving import populate, running, test_settings
@@ -152,3 +152,19 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, photo_folder)
     with pytest.raises(DataError, match="no photos in it or its sub-folders"):
         train_stylize(StylizeConfig(data=str(empty), out=tmp_path / "b", effect="detail"), show_progress=False)
     assert not (tmp_path / "b").exists()
+    (empty / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (empty / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with pytest.raises(DataError, match="none of the 1 training photos can be read"):
+        train_stylize(StylizeConfig(data=str(empty), out=tmp_path / "b", effect="detail"), show_progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_photo_that_cannot_be_read_is_left_out(tmp_path, photo_folder):
+    folder = shutil.copytree(photo_folder / PEOPLE[0], tmp_path / "few")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    cfg = StylizeConfig(data=str(folder), out=tmp_path / "run", effect="edge-preserving", epochs=1, photo_size=32,
+                        crop=16, batch_size=4)
+    result = train_stylize(cfg, show_progress=False)
+    dataset = json.loads((cfg.out / "dataset.json").read_text())
+    assert result.train_images + result.held_out_images == 4
+    assert "broken.jpg" not in dataset["train"] + dataset["held_out"]

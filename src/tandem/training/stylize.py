@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -187,14 +188,16 @@ def choose_photos(cfg: StylizeConfig) -> StylizeData:
                        picked.fingerprint())
 
 
-def teacher_pictures(cfg: StylizeConfig, data: StylizeData, show_progress: bool = False) -> tuple[Pictures, Pictures]:
+def teacher_pictures(cfg: StylizeConfig, data: StylizeData, show_progress: bool = False,
+                     fresh: bool = False) -> tuple[Pictures, Pictures]:
     """(training, held-out) photos and their teacher's pictures: read from the run's teacher.npz when it
-    holds this run's, else computed once and written there."""
+    holds this run's, else computed once and written there. ``fresh`` (a new run, before its
+    dataset.json is written): unreadable photos are left out of ``data``, each logged; otherwise the
+    run's photos must all still read as they did."""
     path = cfg.out / TEACHER
-    key = _teacher_key(cfg, data)
-    if path.is_file():
+    if path.is_file() and not fresh:
         with np.load(path) as z:
-            if str(z["key"]) == key:
+            if str(z["key"]) == _teacher_key(cfg, data):
                 n = int(z["train"])
                 return (Pictures(z["photos"][:n], z["teacher"][:n]), Pictures(z["photos"][n:], z["teacher"][n:]))
         log.info("%s belongs to other settings; computing the teacher's pictures again", path)
@@ -203,9 +206,13 @@ def teacher_pictures(cfg: StylizeConfig, data: StylizeData, show_progress: bool 
     parts = []
     for files, what in ((data.train, "training"), (data.held_out, "held-out")):
         photos, kept = load_squares(root, files, cfg.photo_size)
-        if len(kept) < len(files):
-            raise DataError(f"{root}: {len(files) - len(kept)} of the run's {what} photos cannot be read (see the "
-                            "warnings above); remove them from the folder and train into a new --out")
+        if len(kept) < len(files) and not fresh:
+            raise DataError(f"{root}: {len(files) - len(kept)} of the run's {what} photos cannot be read any more (see "
+                            "the warnings above); put them back as they were, or train into a new --out")
+        if not kept:
+            raise DataError(f"{root}: none of the {len(files)} {what} photos can be read (see the warnings above); "
+                            "pass --data DIR holding JPEG or PNG photos")
+        files[:] = kept
         with _bar(show_progress, f"teacher {cfg.effect}, {what} photos", len(photos)) as bar:
             pictures = []
             for p in photos:
@@ -214,7 +221,7 @@ def teacher_pictures(cfg: StylizeConfig, data: StylizeData, show_progress: bool 
         parts.append(Pictures(photos, np.stack(pictures)))
     train, held = parts
     with atomic.temp_path_for(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, key=np.array(key), train=np.array(len(train.photos)),
+        np.savez(f, key=np.array(_teacher_key(cfg, data)), train=np.array(len(train.photos)),
                  photos=np.concatenate([train.photos, held.photos]), teacher=np.concatenate([train.teacher, held.teacher]))
     return train, held
 
@@ -310,8 +317,14 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
         if (out / checkpoint.LAST).exists():
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
         data = choose_photos(cfg)  # refuses a folder without photos before the run folder exists
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    train, held = teacher_pictures(cfg, data, show_progress)
+    try:
+        train, held = teacher_pictures(cfg, data, show_progress, fresh=not resume)
+    except BaseException:
+        if created:  # a new run that could not start leaves no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     write_json(out / CONFIG, cfg.to_json())
     write_json(out / DATASET, asdict(data))
 
