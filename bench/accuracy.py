@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.lfw import load_lfw
 from tandem.data.pixels import load_pixels
 from tandem.export.exporter import ExportOptions, export_run, load_net
 from tandem.models.mobilenet import count_parameters
-from tandem.runtime import OnnxModel
 from tandem.settings import get_settings
 from tandem.training import checkpoint
 from tandem.training.accuracy import topk_accuracy

@@ -37,9 +37,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem.bundle import Bundle
+from tandem.bundle.preprocess import decode_image, to_input
+from tandem.bundle.runtime import OnnxModel
 from tandem.device import CircuitBreaker, CloudClient, HybridModel
-from tandem.preprocess import decode_image, to_input
-from tandem.runtime import OnnxModel
 from tandem.testing.processes import free_port
 
 HERE = Path(__file__).resolve().parent

@@ -36,12 +36,12 @@ from rich.console import Console
 
 from tandem.apps.celebmatch.kit import FaceKit
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import align_catalog
 from tandem.data.lfw_pairs import read_pairs
 from tandem.faces import metrics
 from tandem.faces.calibration import no_match_threshold
-from tandem.runtime import OnnxModel
 from tandem.training.embed import HELD_OUT_FOLDS, verification_pairs
 from tandem.training.run import RunData, load_run
 

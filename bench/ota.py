@@ -37,11 +37,11 @@ from rich.table import Table
 
 from tandem.apps.celebmatch.gallery import APP, GALLERY_FILE, build_gallery, enroll
 from tandem.bundle import Bundle, write_manifest
+from tandem.bundle.runtime import OnnxModel
 from tandem.data import load_catalog
 from tandem.data.pixels import load_pixels
 from tandem.device import ModelUpdater
 from tandem.export.exporter import ExportOptions, export_run, load_net
-from tandem.runtime import OnnxModel
 from tandem.security.signing import PublicKey
 from tandem.testing.served import serve
 from tandem.training import checkpoint

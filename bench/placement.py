@@ -79,9 +79,9 @@ from tandem.advisor.measure import measure_server
 from tandem.advisor.networks import MIN_RTO_MS, packets
 from tandem.advisor.profiler import profile_bundle
 from tandem.bundle import Bundle
+from tandem.bundle.preprocess import decode_image, to_input
 from tandem.device import CloudClient, HybridModel
 from tandem.device.advisor_rule import AdvisorRule
-from tandem.preprocess import decode_image, to_input
 from tandem.registry.registry import Registry
 from tandem.settings import Settings
 from tandem.testing.processes import stop
@@ -154,10 +154,10 @@ def export_untrained(out: Path) -> None:
     import torch
 
     from tandem.bundle import Manifest, TensorSpec, write_manifest
+    from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
     from tandem.data.lfw import LFW_CROP
     from tandem.export.onnx_export import export_onnx
     from tandem.models.mobilenet import EmbeddingNet, NetConfig
-    from tandem.preprocess import NormalizeSpec, PreprocessSpec
 
     torch.manual_seed(0)
     labels = [f"person-{i:02d}" for i in range(62)]  # LFW with ≥ 20 photos a person has 62 people

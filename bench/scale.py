@@ -86,8 +86,8 @@ def train_cell(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict
 
 def photos(bundle: Path, n: int) -> np.ndarray:
     from tandem.bundle import Bundle
+    from tandem.bundle.preprocess import decode_image, to_input
     from tandem.data.lfw import load_lfw
-    from tandem.preprocess import decode_image, to_input
     from tandem.settings import get_settings
 
     b = Bundle.load(bundle)

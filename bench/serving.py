@@ -49,9 +49,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tandem.bundle import Bundle
+from tandem.bundle.preprocess import decode_image, to_input
+from tandem.bundle.runtime import load_session
 from tandem.data.lfw import load_lfw
-from tandem.preprocess import decode_image, to_input
-from tandem.runtime import load_session
 from tandem.settings import get_settings
 
 HERE = Path(__file__).resolve().parent

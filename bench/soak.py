@@ -462,7 +462,7 @@ def photos(bundle: Path, n: int = 16) -> tuple[list[bytes], list[np.ndarray]]:
     from PIL import Image
 
     from tandem.bundle import Bundle
-    from tandem.preprocess import decode_image, to_input
+    from tandem.bundle.preprocess import decode_image, to_input
 
     lfw = Path(os.environ.get("TANDEM_DATA_HOME", ROOT.parent / "shared" / "datasets")) / "lfw_home" / "lfw_funneled"
     files = sorted(lfw.glob("*/*.jpg"))

@@ -23,7 +23,7 @@ OUTPUTS = ["probabilities", "embedding"]
 
 
 def session() -> ort.InferenceSession:
-    """The same options as tandem.runtime.session_options."""
+    """The same options as tandem.bundle.runtime.session_options."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = THREADS
     so.inter_op_num_threads = 1

@@ -20,8 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tandem import archive
-from tandem.bundle import MANIFEST, Bundle, sha256_file, write_manifest
+from tandem.bundle import MANIFEST, Bundle, archive, sha256_file, write_manifest
 from tandem.errors import BundleError
 from tests.fuzz import tally
 from tests.fuzz.strategies import json_values, mutated

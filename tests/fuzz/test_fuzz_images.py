@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tandem.bundle.preprocess import FORMATS, MAX_IMAGE_PIXELS, MAX_JPEG_PIXELS, declared_size, decode_image
 from tandem.errors import ImageError
-from tandem.preprocess import FORMATS, MAX_IMAGE_PIXELS, MAX_JPEG_PIXELS, declared_size, decode_image
 from tests.fuzz import tally
 from tests.fuzz.strategies import mutated
 

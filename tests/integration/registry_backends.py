@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from tandem.bundle import Manifest, TensorSpec, write_manifest
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.settings import Settings
 
 POSTGRES_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -112,7 +112,7 @@ def test_a_face_embedding_bundle_splits_for_split_inference(open_set, tmp_path):
     import shutil
 
     from tandem.bundle import Bundle
-    from tandem.runtime import OnnxModel, load_session
+    from tandem.bundle.runtime import OnnxModel, load_session
 
     copy = tmp_path / "bundle"
     shutil.copytree(open_set["bundle"], copy)

@@ -221,8 +221,8 @@ def test_bad_inputs_get_clear_errors_and_nonzero_exits(work, bundle_dir, tmp_pat
 
 
 def test_runtime_refuses_pixels_of_the_wrong_size(bundle_dir):
+    from tandem.bundle.runtime import OnnxModel
     from tandem.errors import ImageError
-    from tandem.runtime import OnnxModel
 
     model = OnnxModel.open(Bundle.load(bundle_dir))
     with pytest.raises(ImageError, match="expected"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem.archive import pack
+from tandem.bundle.archive import pack
 from tandem.errors import BundleError
 from tests.integration.cli import tandem, tandem_json
 from tests.security.target import environment

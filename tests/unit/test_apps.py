@@ -9,8 +9,8 @@ from tandem.apps.celebmatch.app import CelebMatch, MatchOptions
 from tandem.apps.classify import Classify, ClassifyOptions
 from tandem.apps.registry import Apps, builtin
 from tandem.bundle import Manifest, TensorSpec
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.errors import ConfigError, InvalidRequest, NotFound
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
 
 
 def manifest(**kw) -> Manifest:

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from tandem.bundle import SCHEMA_VERSION, Bundle, Manifest, TensorSpec, write_manifest
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.errors import BundleError
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
 
 
 def manifest(**kw) -> Manifest:

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from tandem.archive import pack, unpack
 from tandem.bundle import FileEntry, check_paths
+from tandem.bundle.archive import pack, unpack
 from tandem.errors import BundleError
 from tests.unit.test_bundle import bundle_dir, manifest  # noqa: F401  (a fixture, and the manifest it writes)
 

@@ -3,9 +3,9 @@ from PIL import Image
 
 from tandem.apps.celebmatch.gallery import REGIONS, Gallery, region_views
 from tandem.apps.celebmatch.matcher import Likeness, MatchResult, percent
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.data.lfw import LFW_CROP
 from tandem.faces.finder import FaceFinder
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
 
 SPEC = PreprocessSpec(height=100, width=75, normalize_in_graph=NormalizeSpec(mean=(0.4, 0.5, 0.6), std=(0.2,) * 3))
 

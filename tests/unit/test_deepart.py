@@ -9,9 +9,9 @@ from PIL import Image
 
 from tandem.apps.deepart import JPEG, MAX_SIDE, PNG, DeepArt, fitted, preferred_image_type
 from tandem.bundle import Manifest, TensorSpec
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.effects import EFFECTS, effect, psnr, ssim
 from tandem.errors import ConfigError, ImageError
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
 
 ANY = [-1, -1, -1, 3]
 

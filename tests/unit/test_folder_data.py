@@ -2,11 +2,11 @@ import logging
 
 import pytest
 
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.data.folder import scan_class_folders
 from tandem.data.lfw import LFW_CROP, load_lfw
 from tandem.data.pixels import load_pixels
 from tandem.errors import DataError
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
 from tests.conftest import write_png
 
 SPEC = PreprocessSpec(height=20, width=15, normalize_in_graph=NormalizeSpec(mean=(0.5,) * 3, std=(0.2,) * 3))

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tandem.errors import ImageError
-from tandem.preprocess import (
+from tandem.bundle.preprocess import (
     MAX_COEFFICIENT_BYTES,
     MAX_IMAGE_PIXELS,
     MAX_JPEG_PIXELS,
@@ -20,6 +19,7 @@ from tandem.preprocess import (
     jpeg_frame,
     to_input,
 )
+from tandem.errors import ImageError
 
 NORM = NormalizeSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

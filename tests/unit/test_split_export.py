@@ -12,11 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tandem.bundle import Bundle, Manifest, TensorSpec, write_manifest
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec, decode_image, to_input
+from tandem.bundle.runtime import OnnxModel
 from tandem.errors import BundleError
 from tandem.export.split import PARITY_ATOL, load_cuts, run_split, split_bundle
-from tandem.preprocess import NormalizeSpec, PreprocessSpec, decode_image, to_input
 from tandem.protocol import activations
-from tandem.runtime import OnnxModel
 from tandem.testing.bundles import EMBED, MEAN, STD, H, W, make_bundle
 
 PEOPLE = ["Tony_Blair", "Hugo_Chavez", "Gerhard_Schroeder", "Donald_Rumsfeld"]
@@ -77,7 +77,7 @@ def residual_bundle(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def lfw_pixels(lfw_people: Path) -> np.ndarray:
-    """Real LFW photos, decoded, cropped and resized as every runtime does (tandem.preprocess)."""
+    """Real LFW photos, decoded, cropped and resized as every runtime does (tandem.bundle.preprocess)."""
     paths = [sorted((lfw_people / p).glob("*.jpg"))[0] for p in PEOPLE]
     return np.stack([to_input(decode_image(p), SPEC) for p in paths])
 

@@ -27,10 +27,10 @@ from onnx import helper
 
 from tandem.advisor.profile import CutProfile, ModelProfile
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import load_session, session_options
 from tandem.errors import InvalidRequest, ModelError
 from tandem.export.split import GraphCuts, load_cuts
 from tandem.protocol import activations
-from tandem.runtime import load_session, session_options
 
 Progress = Callable[[int, int, str], None]
 # Idle time before each run of the "after idle" measurement: longer than a core takes to clock down

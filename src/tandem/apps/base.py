@@ -32,7 +32,7 @@ from PIL import Image
 from tandem.bundle import Bundle, Manifest
 
 if TYPE_CHECKING:
-    from tandem.runtime import OnnxModel  # onnxruntime: imported where a model runs
+    from tandem.bundle.runtime import OnnxModel  # onnxruntime: imported where a model runs
 
 OptionsT = TypeVar("OptionsT")  # an app's options, parsed from the query
 Tensors = dict[str, np.ndarray]

@@ -15,10 +15,10 @@ from PIL import Image
 from tandem.apps.base import Answer, App, AppModel, Prepared, Served, Tensors
 from tandem.apps.options import MAX_TOP_K, whole_number
 from tandem.bundle import Bundle, Manifest
-from tandem.preprocess import to_input
+from tandem.bundle.preprocess import to_input
 
 if TYPE_CHECKING:
-    from tandem.runtime import OnnxModel  # onnxruntime: imported where a model runs
+    from tandem.bundle.runtime import OnnxModel  # onnxruntime: imported where a model runs
 
 OUTPUT = "probabilities"
 

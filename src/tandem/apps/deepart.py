@@ -27,7 +27,7 @@ from tandem.bundle import Bundle, Manifest
 from tandem.errors import ImageError
 
 if TYPE_CHECKING:
-    from tandem.runtime import OnnxModel
+    from tandem.bundle.runtime import OnnxModel
 
 SECTION = "deepart"
 OUTPUT = "image"

@@ -31,10 +31,10 @@ def enroll(
     from tandem.apps.celebmatch.gallery import enroll as store
     from tandem.apps.celebmatch.kit import FaceKit
     from tandem.bundle import Bundle
+    from tandem.bundle.runtime import OnnxModel
     from tandem.data import load_catalog
     from tandem.data.resolve import default_min_faces
     from tandem.faces.finder import FaceFinder
-    from tandem.runtime import OnnxModel
 
     b = Bundle.load(bundle)
     min_faces = default_min_faces(data, min_faces)

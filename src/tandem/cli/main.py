@@ -224,9 +224,9 @@ def predict(
 
     from tandem.apps.classify import Classify
     from tandem.bundle import Bundle
+    from tandem.bundle.preprocess import decode_image, to_input
+    from tandem.bundle.runtime import OnnxModel
     from tandem.errors import BundleError, ImageError
-    from tandem.preprocess import decode_image, to_input
-    from tandem.runtime import OnnxModel
 
     folders = [p for p in images if p.is_dir()]
     if folders:

@@ -55,7 +55,7 @@ def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
 
     with open_registry() as reg, tempfile.TemporaryDirectory(prefix="tandem-push-") as tmp:
         if bundle.is_file():
-            from tandem import archive
+            from tandem.bundle import archive
 
             bundle = archive.unpack(bundle, Path(tmp) / "bundle").root
         v = reg.push(bundle)
@@ -73,8 +73,7 @@ def pack(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
     """Write a verified bundle as one .tandem file (a zip) to copy or push elsewhere."""
     import hashlib
 
-    from tandem import archive
-    from tandem.bundle import Bundle
+    from tandem.bundle import Bundle, archive
 
     target = archive.pack(bundle, out or bundle.with_name(bundle.name + archive.SUFFIX))
     if json_out:

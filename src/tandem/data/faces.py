@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from tandem.bundle.preprocess import decode_image
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import DataError, ImageError
 from tandem.faces.align import AlignSpec, Landmarker, aligned_crop, landmark_input, points_in_image
 from tandem.faces.finder import FaceFinder
-from tandem.preprocess import decode_image
 
 log = logging.getLogger(__name__)
 

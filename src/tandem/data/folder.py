@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tandem.bundle.preprocess import CropSpec
 from tandem.data.catalog import IMAGE_SUFFIXES, ImageCatalog, ImageRecord
 from tandem.errors import DataError
-from tandem.preprocess import CropSpec
 
 log = logging.getLogger(__name__)
 

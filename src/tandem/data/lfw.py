@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tandem.bundle.preprocess import CropSpec
 from tandem.data.catalog import ImageCatalog
 from tandem.data.folder import scan_class_folders
 from tandem.errors import DataError
-from tandem.preprocess import CropSpec
 
 LFW_SIZE = 250
 LFW_CROP = CropSpec(mode="box", box=(78 / LFW_SIZE, 70 / LFW_SIZE, 172 / LFW_SIZE, 195 / LFW_SIZE))

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from tandem.bundle.preprocess import decode_image
 from tandem.data.catalog import IMAGE_SUFFIXES
 from tandem.data.lfw import lfw_images_dir
 from tandem.errors import DataError, ImageError
-from tandem.preprocess import decode_image
 from tandem.settings import get_settings
 
 log = logging.getLogger(__name__)

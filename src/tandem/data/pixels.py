@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tandem.bundle.preprocess import PreprocessSpec, decode_image, to_input
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import DataError, ImageError
-from tandem.preprocess import PreprocessSpec, decode_image, to_input
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``HybridModel`` holds an optional local model (a bundle folder, an ``OnnxModel`` or a
 ``ModelUpdater``'s installed version) and an optional :class:`~tandem.device.cloud_client.CloudClient`.
-Images are preprocessed once, on the device, with the manifest's spec (``tandem.preprocess``, the
+Images are preprocessed once, on the device, with the manifest's spec (``tandem.bundle.preprocess``, the
 code the server uses), so both sides see the same tensor. A policy (tandem.device.policies) orders
 the placements to try per call, each run by its runner (tandem.device.runners); by name:
 
@@ -33,13 +33,13 @@ from PIL import Image
 
 from tandem.advisor.placement import CLOUD, DEVICE, Placement
 from tandem.bundle import Bundle, Precision
+from tandem.bundle.preprocess import PreprocessSpec, decode_image, to_input
+from tandem.bundle.runtime import Guess, OnnxModel
 from tandem.device.conditions import unmet
 from tandem.device.deadline import Deadline
 from tandem.device.policies import AutoPolicy, LatencyRule, Measurement, Policy, as_policy
 from tandem.device.runners import CloudRunner, DeviceRunner, LocalModel, RowTime, Runner, SplitRunner, batch_rows
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
-from tandem.preprocess import PreprocessSpec, decode_image, to_input
-from tandem.runtime import Guess, OnnxModel
 
 if TYPE_CHECKING:
     from tandem.device.cloud_client import CloudClient

@@ -16,6 +16,7 @@ from typing import Literal
 
 from tandem import delta
 from tandem.bundle import Manifest
+from tandem.bundle.runtime import OnnxModel
 from tandem.device import faults
 from tandem.device.conditions import DeviceState, DownloadConditions, unmet
 from tandem.device.model_store import ModelStore, StoredFile, VersionRecord, sha256_hex
@@ -31,7 +32,6 @@ from tandem.errors import (
     SignatureError,
     TandemError,
 )
-from tandem.runtime import OnnxModel
 from tandem.security import encryption
 
 log = logging.getLogger(__name__)

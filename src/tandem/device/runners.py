@@ -22,10 +22,10 @@ import onnxruntime as ort
 
 from tandem.advisor.placement import Placement
 from tandem.bundle import SplitSpec, tail_name
+from tandem.bundle.runtime import OnnxModel, load_session
 from tandem.device.deadline import Deadline
 from tandem.errors import ConfigError, InvalidRequest
 from tandem.protocol import activations
-from tandem.runtime import OnnxModel, load_session
 
 if TYPE_CHECKING:
     from tandem.device.cloud_client import CloudClient

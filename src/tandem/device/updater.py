@@ -35,6 +35,7 @@ import httpx
 import onnxruntime as ort
 
 from tandem.bundle import Manifest
+from tandem.bundle.runtime import OnnxModel
 from tandem.device import payload as payload_mod
 from tandem.device.conditions import DeviceState, DownloadConditions, always, unmet
 from tandem.device.identity import Identity, Registration
@@ -56,7 +57,6 @@ from tandem.errors import (
     StorageFull,
     is_storage_full,
 )
-from tandem.runtime import OnnxModel
 from tandem.security.signing import PublicKey
 from tandem.settings import get_settings
 

@@ -22,6 +22,8 @@ from torch import nn
 from tandem import atomic
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
+from tandem.bundle.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import face_box
 from tandem.data.lfw_pairs import read_pairs
@@ -31,8 +33,6 @@ from tandem.export.quantize import quantize_int8
 from tandem.faces import calibration, metrics
 from tandem.faces.align import AlignSpec, region_boxes, region_views
 from tandem.models.mobilenet import EmbeddingNet
-from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
-from tandem.runtime import OnnxModel
 from tandem.training.embed import HELD_OUT_FOLDS, LANDMARKS, FaceSet, landmarker, load_faces
 from tandem.training.run import RunData, TrainConfig, load_history
 

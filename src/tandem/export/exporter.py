@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
-from tandem.runtime import OnnxModel
 from tandem.training import checkpoint
 from tandem.training.accuracy import balanced_accuracy, topk_accuracy
 from tandem.training.run import load_history, load_run

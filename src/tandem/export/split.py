@@ -30,8 +30,8 @@ from onnx import helper
 
 from tandem import atomic
 from tandem.bundle import Bundle, SplitSpec, TensorSpec, editing, write_manifest
+from tandem.bundle.runtime import load_session
 from tandem.errors import BundleError, ModelError
-from tandem.runtime import load_session
 
 ACTIVATION, CONSTANT, BATCH = "activation", "constant", "batch"
 # fp32 head → tail must reproduce the whole model this closely (the target).

@@ -19,13 +19,13 @@ from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, Precision, Task, TensorSpec, write_manifest
+from tandem.bundle.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
+from tandem.bundle.runtime import OnnxModel
 from tandem.effects import EFFECTS, psnr, ssim
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
-from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
-from tandem.runtime import OnnxModel
 from tandem.training import checkpoint
 from tandem.training.run import load_history
 from tandem.training.stylize import Pictures, load_stylize_run, teacher_pictures

@@ -161,7 +161,7 @@ class Landmarker:
     """``landmarks.onnx`` with ONNX Runtime: five points for a face box."""
 
     def __init__(self, source: Path | bytes, threads: int | None = 1) -> None:
-        from tandem.runtime import load_session
+        from tandem.bundle.runtime import load_session
 
         self.session = load_session(source, threads)
 

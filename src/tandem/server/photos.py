@@ -33,8 +33,7 @@ from typing import TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tandem.errors import ImageError, Unavailable
-from tandem.preprocess import (
+from tandem.bundle.preprocess import (
     FORMATS,
     MAX_IMAGE_PIXELS,
     check_jpeg_frame,
@@ -43,6 +42,7 @@ from tandem.preprocess import (
     jpeg_frame,
     reduce_jpeg,
 )
+from tandem.errors import ImageError, Unavailable
 
 T = TypeVar("T")
 MAX_ASPECT = 20

@@ -27,11 +27,11 @@ import numpy as np
 import onnxruntime as ort
 
 from tandem.bundle import NAME_RE, Bundle, Manifest, SplitSpec, parse_tail_name
+from tandem.bundle.runtime import OnnxModel, load_session
 from tandem.errors import BundleError, ModelError, NotFound, TandemError, Unavailable, quoted
 from tandem.protocol.datatypes import BUNDLE_TO_OIP, TensorSig
 from tandem.protocol.numbers import is_version, number
 from tandem.registry.records import ALIAS_RE, Resolved
-from tandem.runtime import OnnxModel, load_session
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.prometheus import Metrics
 from tandem.settings import Settings

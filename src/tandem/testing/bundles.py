@@ -17,9 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tandem.apps.celebmatch.gallery import build_gallery, enroll
 from tandem.bundle import Bundle, Manifest, TensorSpec, write_manifest
+from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.folder import scan_class_folders
-from tandem.preprocess import NormalizeSpec, PreprocessSpec
-from tandem.runtime import OnnxModel
 
 H, W = 100, 75
 EMBED = 32

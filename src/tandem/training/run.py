@@ -15,11 +15,11 @@ from typing import Any
 
 from tandem import atomic
 from tandem.bundle import NAME_RE
+from tandem.bundle.preprocess import CropSpec
 from tandem.data.catalog import ImageCatalog, ImageRecord
 from tandem.data.lfw import lfw_images_dir
 from tandem.data.split import Split
 from tandem.errors import CheckpointError, ConfigError, DataError
-from tandem.preprocess import CropSpec
 from tandem.settings import get_settings
 
 CONFIG = "config.json"

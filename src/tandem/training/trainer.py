@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tandem.bundle.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.data import load_catalog
 from tandem.data.pixels import load_pixels, report_skipped
 from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
-from tandem.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.training import checkpoint, plots
 from tandem.training.loop import EpochLoop, Pixels, infer
 from tandem.training.progress import TrainProgress

@@ -13,10 +13,10 @@ from PIL import Image
 
 from tandem.apps.celebmatch.matcher import CelebMatcher
 from tandem.bundle import Bundle
+from tandem.bundle.preprocess import MAX_IMAGE_PIXELS
 from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel
 from tandem.errors import ImageError, NoFaceFound
-from tandem.preprocess import MAX_IMAGE_PIXELS
 
 pytestmark = pytest.mark.integration
 

@@ -52,7 +52,7 @@ def test_every_image_form_gives_the_same_tensor(server, device_bundle: Path, lfw
         np.testing.assert_array_equal(p, probs[0])
     # raw tensors: the preprocessed pixels, by input name
     spec = Bundle.load(device_bundle).manifest.preprocessing
-    from tandem.preprocess import decode_image, to_input
+    from tandem.bundle.preprocess import decode_image, to_input
     pixels = to_input(decode_image(photo), spec)[None]
     np.testing.assert_array_equal(hm.predict({"pixels": pixels}).probabilities, probs[0])
 

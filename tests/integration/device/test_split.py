@@ -11,11 +11,11 @@ import pytest
 
 from tandem.advisor.profiler import profile_bundle
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.device.advisor_rule import AdvisorRule
 from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel
 from tandem.export.split import split_bundle
-from tandem.runtime import OnnxModel
 from tandem.testing.bundles import make_bundle
 from tandem.testing.processes import free_port
 from tests.integration.server.serving import populate, running, test_settings

@@ -14,8 +14,8 @@ from tandem.apps.base import Answer, App, AppModel, Prepared, Served, Tensors
 from tandem.apps.options import whole_number
 from tandem.apps.registry import builtin
 from tandem.bundle import Bundle, Manifest
-from tandem.preprocess import decode_image, to_input
-from tandem.runtime import OnnxModel
+from tandem.bundle.preprocess import decode_image, to_input
+from tandem.bundle.runtime import OnnxModel
 from tests.integration.server.serving import populate, running, test_settings
 
 pytestmark = pytest.mark.integration

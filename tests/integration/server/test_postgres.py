@@ -14,8 +14,8 @@ import tritonclient.http as triton
 from sqlalchemy.engine import make_url
 
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.registry.registry import Registry
-from tandem.runtime import OnnxModel
 from tandem.testing.processes import free_port
 from tests.integration.registry_backends import postgres_schema
 from tests.integration.server.serving import Bearer, populate, running, test_settings

@@ -15,7 +15,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tandem.bundle import Bundle
-from tandem.runtime import OnnxModel
+from tandem.bundle.runtime import OnnxModel
 from tandem.testing.bundles import make_bundle
 from tests.integration.cli import tandem_json
 from tests.integration.server.serving import Bearer, populate, running, test_settings

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tandem.bundle import Bundle
-from tandem.runtime import OnnxModel
+from tandem.bundle.runtime import OnnxModel
 from tests.integration.cli import tandem
 from tests.integration.server.serving import populate, running, test_settings
 

@@ -13,11 +13,11 @@ import pytest
 import tritonclient.http as triton
 
 from tandem.bundle import Bundle, tail_name
+from tandem.bundle.runtime import OnnxModel, load_session
 from tandem.errors import InvalidRequest
 from tandem.export.split import split_bundle
 from tandem.protocol import activations
 from tandem.registry.registry import Registry
-from tandem.runtime import OnnxModel, load_session
 from tandem.testing.bundles import make_bundle
 from tests.integration.server.serving import Bearer, populate, running, test_settings
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tandem.bundle import Bundle
+from tandem.bundle.preprocess import CropSpec, decode_image, to_input
 from tandem.faces.finder import FaceFinder
-from tandem.preprocess import CropSpec, decode_image, to_input
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_same_alignment_as_python(page, lfw_people):
 def test_a_48_megapixel_photo_is_read_reduced_as_python_reads_it(page, web_server):
     """An 8000×6000 phone photo is read at half its sides on both sides (JPEG draft in Python, a scaled
     draw in the page): the model inputs agree to within the two resamplings' difference."""
-    from tandem.preprocess import MAX_IMAGE_PIXELS
+    from tandem.bundle.preprocess import MAX_IMAGE_PIXELS
 
     yy, xx = np.mgrid[0:6000, 0:8000]
     arr = np.stack([xx * 255 // 8000, yy * 255 // 6000, (xx + yy) * 255 // 14000], -1).astype(np.uint8)

@@ -14,8 +14,8 @@ import pytest
 
 from tandem.apps.celebmatch.gallery import build_gallery, enroll
 from tandem.bundle import Bundle
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.folder import scan_class_folders
-from tandem.runtime import OnnxModel
 from tandem.server.webapp import CSP, PACKAGED
 from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset

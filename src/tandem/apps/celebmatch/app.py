@@ -22,7 +22,7 @@ from tandem.bundle import Bundle, Manifest
 
 if TYPE_CHECKING:
     from tandem.apps.celebmatch.matcher import CelebMatcher
-    from tandem.runtime import OnnxModel
+    from tandem.bundle.runtime import OnnxModel
 
 # The manifest sections it reads: gallery.APP (enrolment writes it) and kit.APP (export writes it).
 GALLERY_SECTION = "celebmatch"

@@ -31,10 +31,10 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
     from tandem.apps.celebmatch.kit import FaceKit
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
     from tandem.bundle import Bundle
+    from tandem.bundle.runtime import OnnxModel
     from tandem.data.catalog import ImageCatalog
     from tandem.errors import NoFaceFound
     from tandem.export.exporter import ExportOptions, export_run
-    from tandem.runtime import OnnxModel
     from tandem.training import checkpoint
     from tandem.training.embed import train_embed
     from tandem.training.run import TrainConfig, load_run

@@ -14,11 +14,11 @@ from tandem import atomic
 from tandem.apps.celebmatch.kit import MIN_FACE_PROBABILITY, FaceKit
 from tandem.apps.celebmatch.search import EXACT_UP_TO, Searcher, build_index
 from tandem.bundle import Bundle, editing, write_manifest
+from tandem.bundle.preprocess import PreprocessSpec, decode_image, to_input
+from tandem.bundle.runtime import OnnxModel
 from tandem.data.catalog import ImageCatalog
 from tandem.errors import BundleError, DataError, ImageError
 from tandem.faces.align import region_views as faces_region_views
-from tandem.preprocess import PreprocessSpec, decode_image, to_input
-from tandem.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from PIL import Image
 from tandem.apps.celebmatch.gallery import REGIONS, Gallery, region_views
 from tandem.apps.celebmatch.kit import FaceKit
 from tandem.bundle import Bundle, Precision
+from tandem.bundle.preprocess import decode_image, to_input
+from tandem.bundle.runtime import OnnxModel
 from tandem.errors import NoFaceDetected
 from tandem.faces.finder import FaceFinder
-from tandem.preprocess import decode_image, to_input
-from tandem.runtime import OnnxModel
 
 
 def display_name(label: str) -> str:

@@ -1,4 +1,4 @@
-"""The bundle: a folder holding a model in open formats plus the manifest that describes it.
+"""The bundle manifest: the format of a folder holding a model in open formats, and the checks on it.
 
 docs/bundle.md is the specification; this module reads, writes and verifies it. Loading a bundle
 verifies it: a missing file, a size or sha256 mismatch, or another schema version is refused.
@@ -22,8 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from tandem import atomic
+from tandem.bundle.preprocess import PreprocessSpec
 from tandem.errors import BundleError
-from tandem.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 2
 # Schema 1 bundles (image classification only) still load; schema 2 adds the face-embedding and

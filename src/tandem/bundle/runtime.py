@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tandem.bundle import Bundle, Precision
+from tandem.bundle.manifest import Bundle, Precision
+from tandem.bundle.preprocess import PreprocessSpec, check_pixels, decode_image, to_input
 from tandem.errors import ModelError
-from tandem.preprocess import PreprocessSpec, check_pixels, decode_image, to_input
 from tandem.settings import get_settings
 
 

@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from tandem import atomic
-from tandem.bundle import MANIFEST, UNHASHED, Bundle
+from tandem.bundle.manifest import MANIFEST, UNHASHED, Bundle
 from tandem.errors import BundleError
 
 SUFFIX = ".tandem"
