@@ -77,6 +77,8 @@ def test_resume_continues_the_run(run, tmp_path):
     result = train_stylize(cfg, resume=True, show_progress=False)
     assert result.epochs == 2
     assert [row["epoch"] for row in json.loads((copy / "history.json").read_text())] == [1, 2]
+    r = tandem("train", "--data", "lfw", "--out", copy, "--resume", ok=False)  # forgot --task stylize
+    assert r.returncode != 0 and "holds a --task stylize run: resume it with --task stylize" in r.stderr
 
 
 def test_the_bundle_matches_torch_at_any_size_and_records_the_effect(run, bundle):

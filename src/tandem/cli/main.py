@@ -82,6 +82,11 @@ def train(
         return
     if task != "classify":
         raise ConfigError(f"unknown --task {task!r}: use classify (with --objective classify or embed) or stylize")
+    if resume:
+        from tandem.training.stylize import is_stylize_run
+
+        if is_stylize_run(out):
+            raise ConfigError(f"{out} holds a --task stylize run: resume it with --task stylize and its --teacher-effect")
     if teacher_effect is not None:
         raise ConfigError("--teacher-effect is for --task stylize")
     from tandem.data.resolve import default_min_faces
