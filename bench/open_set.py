@@ -127,7 +127,7 @@ def evaluate(run: Path, bundle_dir: Path, seed: int = 0, with_eigenfaces: bool =
     bundle = Bundle.load(bundle_dir)
     kit = FaceKit.of(bundle)
     assert kit is not None, f"{bundle_dir} is not a face-embedding bundle"
-    cfg, data = load_run(run)
+    _, data = load_run(run)
     t0 = time.perf_counter()
     console.print("aligning the held-out, training and validation people's photos")
     test = aligned(data, data.split["test"], kit)

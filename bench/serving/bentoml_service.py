@@ -10,12 +10,12 @@ Response: JSON nested list of shape [1, 175] float32 = probabilities (47) then e
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import bentoml
 import numpy as np
 import peer_common as pc
 from bentoml.validators import DType, Shape
-from typing_extensions import Annotated
 
 
 @bentoml.service(workers=int(os.environ.get("BENCH_BENTOML_WORKERS", "1")), traffic={"timeout": 30})

@@ -270,8 +270,8 @@ def predict(
                 console.print(f"  {g.probability:6.1%}  {g.label}", markup=False, highlight=False)
         if good:
             console.print(f"[dim]{len(good)} image(s), {model.precision}, {ms:.1f} ms[/]")
-        for _, e in failed:
-            err_console.print(f"skipped {e}", markup=False, highlight=False)
+        for _, error in failed:
+            err_console.print(f"skipped {error}", markup=False, highlight=False)
     if failed:
         raise ImageError(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)")
 

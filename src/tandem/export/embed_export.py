@@ -50,6 +50,9 @@ class PixelEmbedder(nn.Module):
     """uint8 NHWC pixels of aligned faces in, a unit-length embedding out; with ``whiten`` (mean,
     matrix), the unit embedding is whitened and normalised again inside the graph."""
 
+    w_mean: torch.Tensor  # buffers, registered only with ``whiten``
+    w_matrix: torch.Tensor
+
     def __init__(self, net: EmbeddingNet, whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.net = net

@@ -61,6 +61,7 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, input_
             optimize=True,
             verbose=False,
         )
+        assert program is not None  # torch returns None only from the legacy exporter (dynamo=False)
         program.save(str(path), external_data=False)
 
 

@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        reg = registry or await asyncio.to_thread(Registry.open, settings)
+        reg = registry if registry is not None else await asyncio.to_thread(Registry.open, settings)
         limiter: Limiter = (RedisLimiter(settings.redis_url, settings.rate_limit_per_s, settings.rate_limit_burst,
                                          metrics.rate_limit_errors.inc)
                             if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))

@@ -69,7 +69,7 @@ class Guarded:
     cycle: Any
     loop: asyncio.AbstractEventLoop
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._opened = self.loop.time()
         self._header_timer: asyncio.TimerHandle | None = None

@@ -93,7 +93,7 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
     """``apps``: the names the image endpoint serves (the registered apps)."""
     name, version, label = _path("name", NAME), _path("version", VERSION_OR_ALIAS), _path("label", LABEL)
     numeric = _path("version", {"type": "string", "pattern": "^[0-9]{1,9}$"})
-    ok = lambda schema, text="OK": {"description": text, "content": _json(schema)}  # noqa: E731
+    ok = lambda schema, text="OK": {"description": text, "content": _json(schema)}
     infer_ok = {"description": "Outputs as JSON, or a JSON header followed by raw tensor bytes when any output "
                 "is binary (header Inference-Header-Content-Length gives the JSON's length).",
                 "headers": {"Inference-Header-Content-Length": {"schema": {"type": "string"}}},
@@ -223,7 +223,7 @@ def _devices_paths() -> dict[str, dict]:
 
 def _ota_paths() -> dict[str, dict]:
     sha = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-    header = lambda name, text: {"name": name, "in": "header", "required": False,  # noqa: E731
+    header = lambda name, text: {"name": name, "in": "header", "required": False,
                                  "schema": {"type": "string"}, "description": text}
     ranges = [header("Range", "bytes=N- (resume from byte N), bytes=N-M or bytes=-N; one range only."),
               header("If-None-Match", "The ETag held: 304 if it is this object."),

@@ -81,7 +81,7 @@ class ClientAddress:
         if self.trusted and scope["type"] == "http" and scope.get("client"):
             values = [v.decode("latin-1") for k, v in scope["headers"] if k == self.header]
             if values:
-                peer, port = scope["client"]
+                peer = scope["client"][0]
                 client = client_of(peer, hops(self.header.decode(), ",".join(values)), self.trusted)
                 if client != peer:
                     scope = {**scope, "client": (client, 0)}

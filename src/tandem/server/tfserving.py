@@ -18,7 +18,7 @@ from tandem.protocol import tfserving as tfserving_codec
 from tandem.protocol.numbers import is_version
 from tandem.server.body import read_body
 from tandem.server.dataplane import DataPlane
-from tandem.server.endpoint import Call, endpoint
+from tandem.server.endpoint import Call, Handler, endpoint
 from tandem.server.pool import LoadedModel
 from tandem.server.responses import json_response
 
@@ -117,7 +117,7 @@ class _Route(Route):
     """Starlette answers a method no route takes (OPTIONS, PUT, ...) with 405 and ``Allow`` before the
     key check, listing the route's methods: here, those of the resource the last segment names."""
 
-    def __init__(self, path: str, segment: str, handler) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, path: str, segment: str, handler: Handler) -> None:
         super().__init__(path, endpoint(path, "predict", handler), methods=["GET", "POST"])
         self.segment = segment
 

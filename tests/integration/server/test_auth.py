@@ -104,7 +104,7 @@ def test_each_route_needs_a_valid_key_with_the_right_scope(served, photo_kwargs)
 
 
 def test_health_is_open(served):
-    server, keys, _ = served
+    server, _, _ = served
     with server.client() as c:
         assert c.get("/v2/health/live").json() == {"live": True}
         assert c.get("/v2/health/ready").json() == {"ready": True}

@@ -282,7 +282,7 @@ BAD = [
               strict=True)),
      400, "binary_data_size 100 bytes, but shape [1, 100, 75, 3] of UINT8 needs 22500"),
     ("binary-extra-bytes", "post", INFER,
-     dict(zip(("content", "headers"), ((lambda b, h: (b + b"xx", h))(*oip_binary(PIX))), strict=True)),
+     {"content": oip_binary(PIX)[0] + b"xx", "headers": oip_binary(PIX)[1]},
      400, "the inputs' binary_data_size add up to 22500"),
     ("unknown-model", "post", "/v2/models/nope/infer", {"json": oip_json(PIX)}, 404, "no model named 'nope'"),
     ("unknown-version", "post", "/v2/models/faces/versions/9/infer", {"json": oip_json(PIX)}, 404,

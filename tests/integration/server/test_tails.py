@@ -161,7 +161,7 @@ def test_tritonclient_fp32_and_int8(served, split_bundles, pixels):
 
 
 def test_alias_moves_carry_the_tail_and_numbers_pin_it(served, http, split_bundles, pixels):
-    server, keys = served
+    server, _ = served
     mid, _ = head_and_whole(split_bundles[0], pixels)
     body, headers = binary("pooled", mid, "FP32")
 

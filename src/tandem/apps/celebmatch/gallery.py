@@ -89,7 +89,8 @@ class Gallery:
         buf = io.BytesIO()
         extra: dict[str, np.ndarray] = {} if self.threshold is None else {"threshold": np.array(self.threshold, np.float64)}
         extra.update({f"index_{k}": v for k, v in self.indexes.items()})
-        np.savez(buf, names=np.array(self.names, dtype=str), counts=self.counts,
+        # allow_pickle=False, as load() reads it (stated, it also tells mypy that no array lands on it).
+        np.savez(buf, allow_pickle=False, names=np.array(self.names, dtype=str), counts=self.counts,
                  **{f"view_{k}": v.astype(np.float32) for k, v in self.vectors.items()},
                  **{f"center_{k}": v.astype(np.float32) for k, v in self.centers.items()}, **extra)
         return buf.getvalue()

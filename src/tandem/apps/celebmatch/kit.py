@@ -23,6 +23,12 @@ APP = "faces"
 MIN_FACE_PROBABILITY = 0.5
 
 
+def _box(values: list[float]) -> tuple[float, float, float, float]:
+    """A region's (x0, y0, x1, y1) as fractions of the aligned face; ValueError unless four numbers."""
+    x0, y0, x1, y1 = (float(v) for v in values)
+    return x0, y0, x1, y1
+
+
 @dataclass(frozen=True)
 class AlignedFace:
     pixels: np.ndarray  # H×W×3 uint8, the canonical crop
@@ -35,7 +41,7 @@ class FaceKit:
     def __init__(self, bundle: Bundle, spec: dict) -> None:
         try:
             self.align = AlignSpec.from_json(spec["align"])
-            self.regions = {k: tuple(float(v) for v in box) for k, box in spec["regions"].items()}
+            self.regions = {k: _box(box) for k, box in spec["regions"].items()}
             self.calibration = {k: Calibration.from_json(c) for k, c in spec.get("calibration", {}).items()}
             self.fill = np.array(spec["fill"], np.uint8)
             self.far = float(spec.get("far", 0.01))
@@ -71,7 +77,7 @@ class FaceKit:
     def percent(self, view: str, similarity: float) -> int:
         curve = self.calibration.get(view)
         p = float(curve.probability(similarity)) if curve else max(0.0, similarity)
-        return int(round(100 * p))
+        return round(100 * p)
 
     def threshold(self, gallery: np.ndarray, names: list[str]) -> float:
         """The no-match threshold for a gallery of these identity vectors (face view)."""

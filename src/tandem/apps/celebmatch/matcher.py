@@ -24,7 +24,7 @@ def display_name(label: str) -> str:
 
 def percent(similarity: float) -> int:
     """Cosine similarity shown as a percentage; opposite directions read as 0%."""
-    return int(round(max(0.0, similarity) * 100))
+    return round(max(0.0, similarity) * 100)
 
 
 @dataclass(frozen=True)

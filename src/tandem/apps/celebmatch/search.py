@@ -9,16 +9,21 @@ graph finds is the exact answer, and bench/open_set.py measures how often it fin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from tandem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 # A gallery this size is searched exactly in ~2 ms a photo with numpy on one core (4 views × 20,000 × 128).
 EXACT_UP_TO = 20_000
 CANDIDATES = 32
 
 
-def _usearch():  # type: ignore[no-untyped-def]
+def _usearch() -> type[Index]:
     try:
         from usearch.index import Index
     except ImportError as e:
@@ -32,7 +37,9 @@ def build_index(vectors: np.ndarray) -> np.ndarray:
     index = _usearch()(ndim=vectors.shape[1], metric="ip", dtype="f32", connectivity=16, expansion_add=128,
                        expansion_search=CANDIDATES * 2)
     index.add(np.arange(len(vectors), dtype=np.uint64), np.ascontiguousarray(vectors, np.float32))
-    return np.frombuffer(bytes(index.save()), np.uint8)
+    serialized = index.save()  # with no path given, the index as bytes (typed Optional for save(path))
+    assert serialized is not None
+    return np.frombuffer(bytes(serialized), np.uint8)
 
 
 class Searcher:
@@ -40,7 +47,7 @@ class Searcher:
 
     def __init__(self, vectors: np.ndarray, index: np.ndarray | None = None) -> None:
         self.vectors = vectors
-        self.index = None
+        self.index: Index | None = None
         if index is not None and len(index):
             self.index = _usearch().restore(index.tobytes())
 

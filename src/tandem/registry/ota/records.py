@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tandem.registry.ota.rollout import ReleaseState
 from tandem.registry.records import EVERY_MODEL, KeyInfo, ModelScope
 
 
@@ -48,7 +49,7 @@ class ReleaseInfo:
     version: int
     channel: str
     percent: float
-    state: str  # active | halted | rolled_back
+    state: ReleaseState
     min_app_version: str | None = None
     max_app_version: str | None = None
     platforms: tuple[str, ...] = ()

@@ -23,7 +23,7 @@ from tandem.registry import tx
 from tandem.registry.ota.keys import OtaKeys
 from tandem.registry.ota.objects import OtaObjects
 from tandem.registry.ota.records import HealthInfo, PinInfo, ReleaseInfo
-from tandem.registry.ota.rollout import Health, gate_trips, parse_version
+from tandem.registry.ota.rollout import STATES, Health, ReleaseState, gate_trips, parse_version
 from tandem.registry.records import ALIAS_RE
 from tandem.registry.schema import DeviceHealth, Model, Release, ReleaseHealth, ReleasePin, utcnow
 
@@ -361,6 +361,14 @@ class Releases:
         return release_info(name, row, h)
 
 
+def _release_state(value: str) -> ReleaseState:
+    """The state column read back as the rollout's literal (the column itself is plain text)."""
+    for state in STATES:
+        if value == state:
+            return state
+    raise RegistryError(f"a release in the database has the state {quoted(value)}, none of {', '.join(STATES)}")
+
+
 def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInfo:
     health = HealthInfo()
     if h is not None:
@@ -368,7 +376,8 @@ def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInf
         health = HealthInfo(h.reports, h.devices, h.failed_devices, h.load_failures, h.inference_errors,
                             h.inferences, h.p50_ms_sum / lat if lat else None, h.p99_ms_sum / lat if lat else None,
                             h.p99_ms_max if h.p99_ms_max else None)
-    return ReleaseInfo(name=name, version=row.version, channel=row.channel, percent=row.percent, state=row.state,
+    return ReleaseInfo(name=name, version=row.version, channel=row.channel, percent=row.percent,
+                       state=_release_state(row.state),
                        min_app_version=row.min_app_version, max_app_version=row.max_app_version,
                        platforms=tuple(row.platforms or ()), min_os_version=row.min_os_version,
                        min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_devices=row.min_devices,

@@ -28,7 +28,7 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 _MAX_DIGITS = 18  # no object comes near 10**18 bytes; longer numbers are not a range we can satisfy
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """The inclusive (first, last) byte of a single-range header; None to ignore the header (absent,
     malformed, several ranges: a full 200 answer is always allowed); "unsatisfiable" for 416."""
     m = _RANGE.fullmatch(header) if header else None
@@ -51,8 +51,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
 
 def etag_matches(header: str, sha256: str) -> bool:
     """If-None-Match uses the weak comparison: W/"x" matches "x"; * matches anything."""
-    for tag in header.split(","):
-        tag = tag.strip()
+    for raw in header.split(","):
+        tag = raw.strip()
         if tag == "*" or tag.removeprefix("W/") == f'"{sha256}"':
             return True
     return False

@@ -11,6 +11,7 @@ is left is written before the worker exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -82,10 +83,8 @@ class HealthReports:
             # and its batch must then not be written a second time.
             async with self._lock:
                 self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         try:
             await self.flush()
         except Exception as e:

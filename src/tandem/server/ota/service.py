@@ -4,10 +4,11 @@ generation, objects made on demand (once per worker at a time), and the health-r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tandem.errors import TandemError, Unavailable
 from tandem.registry.ota import Ota
@@ -35,8 +36,8 @@ class OtaService:
         self._state: OtaState | None = None
         self._error: TandemError | None = None
         self._refreshing = asyncio.Lock()
-        self._jobs: dict[tuple, asyncio.Task] = {}  # type: ignore[type-arg]
-        self._background: set[asyncio.Task] = set()  # type: ignore[type-arg]
+        self._jobs: dict[tuple[object, ...], asyncio.Task[Any]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         # Deltas this worker could not make (no delta library, a patch that failed its check): not retried.
         self._no_delta: set[tuple[str, int, str, str]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -101,10 +102,8 @@ class OtaService:
             # connection after the registry closed its pool.
             async with self._refreshing:
                 self._watcher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-            except asyncio.CancelledError:
-                pass
         await self.reports.close()
         # Objects being made finish (their threads cannot be stopped), within the shutdown's patience.
         jobs = [*self._jobs.values(), *self._background]
@@ -113,11 +112,11 @@ class OtaService:
 
     # --- objects made on demand ---------------------------------------------------------------
 
-    async def _once(self, key: tuple, fn: Callable[[], T]) -> T:  # type: ignore[type-arg]
+    async def _once(self, key: tuple[object, ...], fn: Callable[[], T]) -> T:
         """Run ``fn`` in a thread; concurrent callers with the same key share one run."""
-        task = self._jobs.get(key)
+        task: asyncio.Task[T] | None = self._jobs.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn))  # type: ignore[arg-type]
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn))
             self._jobs[key] = task
             task.add_done_callback(lambda _t: self._jobs.pop(key, None))
         return await asyncio.shield(task)

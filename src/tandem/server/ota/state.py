@@ -66,7 +66,7 @@ class OtaState:
             self.channels.setdefault(r.name, set()).add(r.channel)
             rules.setdefault((r.name, r.channel), []).append(Rule.of(
                 r.version, r.state, r.percent, r.min_app_version, r.max_app_version, r.platforms, r.min_os_version,
-                r.min_ram_mb))  # type: ignore[arg-type]
+                r.min_ram_mb))
             self.released.add((r.name, r.version, r.channel))
             if r.state in LIVE:
                 offered.add((r.name, r.version))
