@@ -64,10 +64,11 @@ celebmatch: need-data install
 	$(BIN)/tandem export runs/celebmatch --out bundles/celebmatch
 	$(BIN)/tandem celebmatch enroll bundles/celebmatch --data lfw --min-faces 10
 
+# `make lint` comes first: a style, layering or type error fails `make test` before any test runs.
 # Ray's tests run in their own process: a Ray driver leaves state behind (its event loop among
 # it) that later tests in the same interpreter would trip over. Both parts always run; the status
 # is the first failure's.
-test: need-data install
+test: need-data install lint
 	@$(BIN)/pytest -m "not ray"; first=$$?; \
 	$(BIN)/pytest -m ray; second=$$?; \
 	if [ $$first -ne 0 ]; then echo "make test: the tests outside Ray failed (pytest exit $$first)" >&2; exit $$first; fi; \
@@ -79,7 +80,8 @@ test-ray: need-data install
 
 # The code's own checks: ruff, the layering contracts (lint-imports: [tool.importlinter] in pyproject.toml) and
 # the types (mypy: strict on protocol, bundle, device, security, delta). All three run; any failure fails it.
-lint: $(VENV)/.installed
+# It installs first, so a clean checkout (CI's) has the tools.
+lint: install
 	@status=0; \
 	$(BIN)/ruff check src tests bench || status=1; \
 	$(BIN)/lint-imports || status=1; \
