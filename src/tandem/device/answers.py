@@ -6,6 +6,9 @@ no further than the cap allows and raises AnswerTooLarge.
 httpx would inflate gzip, deflate, brotli and zstd bodies by itself, with no limit: every request here
 asks for ``Accept-Encoding: identity``, the body is read raw (``iter_raw``), and a gzip or deflate body
 sent anyway is inflated here, never past the cap; any other encoding is refused.
+
+With a :class:`~tandem.device.deadline.Deadline`, the body is read no later than it: a server that
+trickles its answer a byte at a time beats every per-read timeout, not the deadline.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 
 import httpx
 
+from tandem.device.deadline import Deadline
 from tandem.errors import AnswerTooLarge
 
 IDENTITY = {"accept-encoding": "identity"}
@@ -39,9 +43,9 @@ def _too_large(what: str, cap: int, got: str = "") -> AnswerTooLarge:
                           "refusing it (a broken server, or someone in between)")
 
 
-def body(response: httpx.Response, cap: int, what: str) -> bytes:
+def body(response: httpx.Response, cap: int, what: str, deadline: Deadline | None = None) -> bytes:
     """The (decoded) body of a streamed ``response``: at most ``cap`` bytes (an error's message at most
-    MESSAGE_CAP), or AnswerTooLarge."""
+    MESSAGE_CAP), or AnswerTooLarge; DeadlineExceeded when ``deadline`` passes before its end."""
     if not 200 <= response.status_code < 300:
         cap = min(cap, MESSAGE_CAP)
     declared = response.headers.get("content-length", "")
@@ -61,16 +65,18 @@ def body(response: httpx.Response, cap: int, what: str) -> bytes:
             out += piece
             if len(out) > cap or (inflate is not None and inflate.unconsumed_tail):
                 raise _too_large(what, cap, " (inflated)" if inflate is not None else "")
+            if deadline is not None and deadline.expired():
+                raise deadline.exceeded(what)
     except zlib.error as e:
         raise AnswerTooLarge(f"{what}: the server's {encoding} answer is damaged ({e})") from e
     return bytes(out)
 
 
-def read(streamed: httpx.Response, cap: int, what: str) -> httpx.Response:
-    """A streamed response read within ``cap`` (and closed): a plain response holding that body, its
-    encoding undone, for ``.json()`` and ``.content`` as usual."""
+def read(streamed: httpx.Response, cap: int, what: str, deadline: Deadline | None = None) -> httpx.Response:
+    """A streamed response read within ``cap`` and ``deadline`` (and closed): a plain response holding
+    that body, its encoding undone, for ``.json()`` and ``.content`` as usual."""
     try:
-        data = body(streamed, cap, what)
+        data = body(streamed, cap, what, deadline)
     finally:
         streamed.close()
     headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _DROP]
@@ -78,8 +84,9 @@ def read(streamed: httpx.Response, cap: int, what: str) -> httpx.Response:
                           extensions=streamed.extensions)
 
 
-def send(client: httpx.Client, request: httpx.Request, cap: int, what: str) -> httpx.Response:
-    """Send ``request`` (asking for no encoding) and read its answer within ``cap``."""
+def send(client: httpx.Client, request: httpx.Request, cap: int, what: str,
+         deadline: Deadline | None = None) -> httpx.Response:
+    """Send ``request`` (asking for no encoding) and read its answer within ``cap`` and ``deadline``."""
     for name, value in IDENTITY.items():
         request.headers[name] = value
-    return read(client.send(request, stream=True), cap, what)
+    return read(client.send(request, stream=True), cap, what, deadline)

@@ -21,19 +21,26 @@ Failure handling, so that a dead server costs one timeout rather than one per ca
 - a :class:`CircuitBreaker`: after ``failures`` consecutive failed calls it opens for
   ``cooldown_s`` and fails fast with :class:`CircuitOpen`; then one probe call is let through
   (half-open): success closes it, failure opens it again;
-- an optional per-call :class:`~tandem.device.deadline.Deadline` (``infer(..., deadline=)``): every
-  request gets at most the time left, no retry starts past it, and the caller stops waiting when
-  it passes even if the server is still trickling bytes (:class:`DeadlineExceeded`).
+- a deadline on every call: ``infer(..., deadline=)``, else ``deadline_s`` (10 s by default) from
+  the call's start, for ``metadata`` and ``ready`` too. Every request gets at most the time left,
+  no retry starts past it, an answer is read no further than it, and the caller stops waiting when
+  it passes even if the server is still trickling bytes (:class:`DeadlineExceeded`): httpx's
+  timeouts bound each read, and a server sending a byte a second never trips them.
+
+A server that refuses OIP's binary tensor data (400 or 415 to a binary request, before any binary
+request to that model succeeded) is asked again in JSON, and that model's requests stay JSON on
+this client: one extra request, once.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -44,11 +51,16 @@ from tandem.device.wire import WireProtocol, wire_protocol
 from tandem.errors import AnswerTooLarge, InvalidRequest, ServerUnreachable, TandemError, Unavailable
 from tandem.protocol import jsonbody, status
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 Clock = Callable[[], float]
 # An answer is read no further than this (device/answers.py): outputs of a large batch fit, a flood does not.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # A timeout that fires this close to the deadline was the deadline's doing, not the client's own timeout.
 _DEADLINE_SLACK_S = 0.01
+# What a server that does not read OIP's binary tensor data answers a binary request.
+_REFUSES_BINARY = (400, 415)
 
 
 class CircuitOpen(ServerUnreachable):
@@ -149,7 +161,10 @@ def _error_for(url: str, resp: httpx.Response) -> TandemError:
 class CloudClient:
     """One model on one endpoint. ``version``: a number, an alias (Tandem; TF-Serving labels) or None.
     ``protocol``: ``OipV2()`` (the default), ``TfServing()`` or their names "oip" and "tfserving";
-    ``binary`` goes with the name "oip" (default True), ``OipV2(binary=...)`` otherwise."""
+    ``binary`` goes with the name "oip" (default True), ``OipV2(binary=...)`` otherwise.
+    ``connect_timeout_s``/``timeout_s``: httpx's, per connect and per read or write. ``deadline_s``:
+    the most a call may take in all (connect, send, the whole answer, retries) when it is given no
+    ``deadline``; None: no bound but the per-operation timeouts."""
 
     def __init__(
         self,
@@ -162,6 +177,7 @@ class CloudClient:
         binary: bool | None = None,
         connect_timeout_s: float = 2.0,
         timeout_s: float = 10.0,
+        deadline_s: float | None = 10.0,
         retries: int = 2,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 2.0,
@@ -172,7 +188,10 @@ class CloudClient:
         rng: Callable[[], float] = random.random,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if deadline_s is not None and not deadline_s > 0:
+            raise InvalidRequest(f"deadline_s={deadline_s!r}: a deadline must be a positive number of seconds, or None")
         self.protocol = wire_protocol(protocol, binary)
+        self.deadline_s = deadline_s
         self.url = url.rstrip("/")
         self.model = model
         self.version = version
@@ -190,6 +209,8 @@ class CloudClient:
         self._http = httpx.Client(base_url=self.url, headers=all_headers, transport=transport,
                                   timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s))
         self._served: dict[str, int] = {}  # model status path → the version it serves (answers that name none)
+        # model → the protocol its requests were answered in: binary known to work, or the JSON fallback
+        self._wire: dict[str, WireProtocol] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -202,7 +223,10 @@ class CloudClient:
 
     # --- transport ----------------------------------------------------------------------------
     def _send(self, method: str, path: str, *, idempotent: bool, content: bytes | None = None,
-              headers: dict[str, str] | None = None, call: _Call | None = None) -> httpx.Response:
+              headers: dict[str, str] | None = None, call: _Call | None = None,
+              passthrough: tuple[int, ...] = ()) -> httpx.Response:
+        """The answer to one request, with retries; a refusal raised as its TandemError unless its
+        status is in ``passthrough`` (returned, for the caller to handle)."""
         where = f"{self.url}{path}"
         if not self.breaker.allow():
             raise self._circuit_open()
@@ -212,7 +236,8 @@ class CloudClient:
             try:
                 request = self._http.build_request(method, path, content=content, headers=headers,
                                                    timeout=self._timeout(call))
-                resp = answers.send(self._http, request, self.max_answer_bytes, where)
+                resp = answers.send(self._http, request, self.max_answer_bytes, where,
+                                    call.deadline if call is not None else None)
             except AnswerTooLarge as e:  # a server that answers that much is not one to retry
                 error, retry = e, False
             except httpx.ConnectError as e:  # refused or unresolvable: nothing was sent, safe to retry
@@ -233,7 +258,7 @@ class CloudClient:
             else:
                 if resp.status_code < 500:
                     self._settle(call, ok=True)  # the server is alive, even if it refuses this request
-                    if resp.status_code >= 400:
+                    if resp.status_code >= 400 and resp.status_code not in passthrough:
                         raise _error_for(where, resp)
                     return resp
                 error = _error_for(where, resp)
@@ -277,18 +302,36 @@ class CloudClient:
             if path is None:
                 self.metadata()
             else:
-                self._send("GET", path, idempotent=True)
+                self._bounded(None, path, lambda call: self._send("GET", path, idempotent=True, call=call))
             return True
         except TandemError:
             return False
 
-    def metadata(self) -> dict[str, Any]:
-        """OIP model metadata (name, versions, inputs, outputs) or TF-Serving model status."""
-        path = self.protocol.model_path(self.model, self.version)
-        body = jsonbody.answer(self._send("GET", path, idempotent=True).content, f"{self.url}{path}")
-        if not isinstance(body, dict):
-            raise Unavailable(f"{self.url}{path}: expected a JSON object, got {type(body).__name__}")
-        return body
+    def metadata(self, model: str | None = None, version: int | str | None = None, *,
+                 deadline: Deadline | None = None) -> dict[str, Any]:
+        """OIP model metadata (name, versions, inputs, outputs) or TF-Serving model status; of this
+        client's model unless ``model`` (and ``version``) name another on the endpoint, e.g. a
+        split's tail ``NAME.tail.K`` (NotFound when the server does not have it)."""
+        path = self.protocol.model_path(model or self.model, version if model is not None else self.version)
+
+        def get(call: _Call | None) -> dict[str, Any]:
+            body = jsonbody.answer(self._send("GET", path, idempotent=True, call=call).content, f"{self.url}{path}")
+            if not isinstance(body, dict):
+                raise Unavailable(f"{self.url}{path}: expected a JSON object, got {type(body).__name__}")
+            return body
+        return self._bounded(deadline, path, get)
+
+    def _default_deadline(self) -> Deadline | None:
+        return Deadline.after(self.deadline_s, "deadline_s of the CloudClient") if self.deadline_s is not None else None
+
+    def _bounded(self, deadline: Deadline | None, what: str, fn: Callable[[_Call | None], T]) -> T:
+        """``fn(call)`` under ``deadline`` (else this client's ``deadline_s``): DeadlineExceeded once it
+        passes, whatever the server does (tandem.device.deadline.within)."""
+        deadline = deadline or self._default_deadline()
+        if deadline is None:
+            return fn(None)
+        call = _Call(deadline)
+        return within(deadline, lambda: fn(call), f"{self.url} ({what})", lambda: self._abandon(call))
 
     # --- inference ----------------------------------------------------------------------------
     def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None, *,
@@ -296,6 +339,8 @@ class CloudClient:
               input_parameters: dict[str, dict[str, Any]] | None = None) -> CloudResult:
         """Run the model on ``inputs`` (name → array with the batch first); all outputs unless named.
         ``deadline``: answer or raise DeadlineExceeded by then, whatever the server does.
+        ``deadline``: answer or raise DeadlineExceeded by then, whatever the server does (None: this
+        client's ``deadline_s`` from now).
         ``model``/``version``: another model or version on the same endpoint (a split's tail), sharing
         this client's connections and circuit breaker. ``input_parameters``: OIP parameters per input
         (e.g. an int8-encoded tensor's ``scale`` and ``zero_point``)."""
@@ -308,12 +353,8 @@ class CloudClient:
             raise InvalidRequest("another model's name and input parameters need an OIP v2 endpoint "
                                  "(split inference talks to NAME.tail.K over OIP)")
         start = time.perf_counter()
-        if deadline is None:
-            result = self._infer(inputs, outputs, None, target, input_parameters)
-        else:
-            call = _Call(deadline)
-            result = within(deadline, lambda: self._infer(inputs, outputs, call, target, input_parameters),
-                            f"{self.url} ({target[0]})", lambda: self._abandon(call))
+        result = self._bounded(deadline, target[0], lambda call: self._infer(inputs, outputs, call, target,
+                                                                             input_parameters))
         result.network_s = time.perf_counter() - start
         return result
 
@@ -321,10 +362,21 @@ class CloudClient:
                target: tuple[str, int | str | None], input_parameters: dict[str, dict[str, Any]] | None
                ) -> CloudResult:
         model, version = target
-        request = self.protocol.infer_request(model, version, inputs, outputs, input_parameters)
+        protocol = self._wire.get(model, self.protocol)
+        plain = protocol.plain() if model not in self._wire else None
+        request = protocol.infer_request(model, version, inputs, outputs, input_parameters)
         resp = self._send("POST", request.path, idempotent=False, content=request.body, headers=request.headers,
-                          call=call)
-        answer = self.protocol.infer_answer(resp.content, resp.headers, f"{self.url}{request.path}", outputs)
+                          call=call, passthrough=_REFUSES_BINARY if plain is not None else ())
+        if plain is not None and resp.status_code in _REFUSES_BINARY:
+            # Binary tensors refused before any was taken: ask in JSON; if that is answered, stay with it.
+            refusal = _error_for(f"{self.url}{request.path}", resp)
+            protocol, request = plain, plain.infer_request(model, version, inputs, outputs, input_parameters)
+            resp = self._send("POST", request.path, idempotent=False, content=request.body,
+                              headers=request.headers, call=call)
+            log.warning("%s refused binary tensor data (%s); sending %s JSON tensors from now on",
+                        self.url, refusal, model)
+        self._wire.setdefault(model, protocol)
+        answer = protocol.infer_answer(resp.content, resp.headers, f"{self.url}{request.path}", outputs)
         served = answer.model_version
         if served is None and not self.protocol.answers_carry_version:
             served = self._served_version(model, version, call)

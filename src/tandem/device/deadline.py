@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from tandem.errors import ServerUnreachable
@@ -28,10 +28,11 @@ class DeadlineExceeded(ServerUnreachable):
 class Deadline:
     budget_s: float  # the whole call's budget as given, for messages
     at: float  # time.monotonic() at which the call must have answered
+    setting: str = "timeout_s"  # the setting that gave the budget, for messages
 
     @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(seconds, time.monotonic() + seconds)
+    def after(cls, seconds: float, setting: str = "timeout_s") -> Deadline:
+        return cls(seconds, time.monotonic() + seconds, setting)
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -41,10 +42,10 @@ class Deadline:
 
     def sooner(self, seconds: float) -> Deadline:
         """The same budget ending ``seconds`` earlier: the time kept back for a fallback."""
-        return Deadline(self.budget_s, self.at - max(0.0, seconds))
+        return replace(self, at=self.at - max(0.0, seconds))
 
     def exceeded(self, what: str) -> DeadlineExceeded:
-        return DeadlineExceeded(f"{what}: no answer within this call's deadline ({self.budget_s:g} s, timeout_s); "
+        return DeadlineExceeded(f"{what}: no answer within this call's deadline ({self.budget_s:g} s, {self.setting}); "
                                 "the server is slow or hanging")
 
 

@@ -61,6 +61,11 @@ class WireProtocol(ABC):
         """The version the model's status says is served (only asked when answers carry none)."""
         return None
 
+    def plain(self) -> WireProtocol | None:
+        """The same protocol without its optional extensions, for a server that refuses them (the
+        client falls back to it once); None: there is nothing to fall back to."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -91,6 +96,9 @@ class OipV2(WireProtocol):
     def infer_answer(self, raw: bytes, headers: Mapping[str, str], where: str,
                      outputs: Sequence[str] | None) -> InferResponse:
         return oip.decode_infer_response(raw, headers.get(oip.HEADER_LENGTH), where)
+
+    def plain(self) -> WireProtocol | None:
+        return OipV2(binary=False) if self.binary else None
 
     def __repr__(self) -> str:
         return f"OipV2(binary={self.binary})"

@@ -4,6 +4,7 @@ process looks like from the device. Each answers every request the same way."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,36 @@ def trickle(every_s: float = 0.05) -> Behaviour:
         while not stopping.wait(every_s):
             h.wfile.write(b"X")
             h.wfile.flush()
+    return behave
+
+
+def trickle_body(every_s: float = 0.05) -> Behaviour:
+    """A 200 whose headers come at once and whose body (said to be 1 MB of JSON) comes one byte every
+    ``every_s``, never finishing: a per-read timeout never fires, only a deadline on the whole call."""
+    def behave(h: BaseHTTPRequestHandler, stopping: threading.Event) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(1 << 20))
+        h.end_headers()
+        h.wfile.write(b"{")
+        while not stopping.wait(every_s):
+            h.wfile.write(b" ")
+            h.wfile.flush()
+    return behave
+
+
+def refuses_binary(code: int, seen: list[str]) -> Behaviour:
+    """An OIP server without the binary tensor data extension: ``code`` to a binary request (it has
+    an Inference-Header-Content-Length header), a JSON answer (output ``y`` = [[0.25, 0.75]]) to a
+    JSON one; ``seen`` gets "binary" or "json" for each request."""
+    refuse = answer(code, b'{"error": "the request body is not valid JSON"}')
+    ok = answer(200, json.dumps({"model_name": "faces", "model_version": "1", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]}]}).encode())
+
+    def behave(h: BaseHTTPRequestHandler, stopping: threading.Event) -> None:
+        binary = h.headers.get("Inference-Header-Content-Length") is not None
+        seen.append("binary" if binary else "json")
+        (refuse if binary else ok)(h, stopping)
     return behave
 
 

@@ -4,9 +4,12 @@ within the timeout or the call's deadline (generous bounds: two cores shared wit
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tandem.device.cloud_client import CircuitBreaker, CircuitOpen, CloudClient
@@ -14,7 +17,16 @@ from tandem.device.deadline import DeadlineExceeded
 from tandem.device.hybrid import HybridModel
 from tandem.errors import InvalidRequest, ServerUnreachable, Unavailable
 from tandem.testing.processes import free_port
-from tests.integration.device.fakes import Behaviour, fake_server, garbage, slow, status, trickle
+from tests.integration.device.fakes import (
+    Behaviour,
+    fake_server,
+    garbage,
+    refuses_binary,
+    slow,
+    status,
+    trickle,
+    trickle_body,
+)
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 0.5
@@ -125,3 +137,52 @@ def test_a_healthy_server_answers_within_a_deadline(server, device_bundle: Path,
         r = hm.predict(lfw_photos[:3])
         assert (r.where, r.fallback, r.probabilities.shape) == ("cloud", None, (3, 4))
         assert cloud.breaker.consecutive == 0
+
+
+@pytest.mark.parametrize("call", ["infer", "metadata"])
+def test_every_cloud_call_has_a_deadline_by_default(call: str) -> None:
+    """A server that trickles its answer a byte at a time: per-read timeouts (30 s here) never fire,
+    so without a deadline the call would hang as long as the server likes. The client's own
+    ``deadline_s`` bounds it when the caller gives none."""
+    x = {"x": np.zeros((1, 2), np.float32)}
+    with fake_server(trickle_body()) as url, client(url, timeout_s=30, connect_timeout_s=30, deadline_s=0.5) as cloud:
+        failed, seconds = timed(lambda: cloud.infer(x) if call == "infer" else cloud.metadata())
+    assert isinstance(failed, DeadlineExceeded), repr(failed)
+    assert "deadline (0.5 s, deadline_s of the CloudClient)" in str(failed)
+    assert 0.45 <= seconds <= 0.5 + SLACK
+    assert CloudClient("http://cloud", "m").deadline_s == 10.0  # the default: every call is bounded
+    with pytest.raises(InvalidRequest, match="deadline_s=0"):
+        CloudClient("http://cloud", "m", deadline_s=0)
+
+
+@pytest.mark.parametrize("code", [400, 415])
+def test_a_server_that_refuses_binary_tensors_gets_json_once_and_from_then_on(code: int) -> None:
+    seen: list[str] = []
+    x = {"x": np.zeros((1, 2), np.float32)}
+    with fake_server(refuses_binary(code, seen)) as url, client(url) as cloud:
+        answers = [cloud.infer(x) for _ in range(3)]
+    assert seen == ["binary", "json", "json", "json"]  # one refusal, then JSON only: no double requests
+    for r in answers:
+        assert r.outputs["y"].tolist() == [[0.25, 0.75]] and r.version == 1
+    assert cloud.breaker.consecutive == 0
+
+
+def test_a_bad_input_to_a_server_that_takes_binary_tensors_is_not_sent_twice() -> None:
+    """Once a binary request was answered, a 400 is the input's fault: raised, not asked again in JSON."""
+    seen: list[str] = []
+    ok = refuses_binary(400, [])
+
+    def answers_once(h: BaseHTTPRequestHandler, stopping: threading.Event) -> None:
+        seen.append("binary" if h.headers.get("Inference-Header-Content-Length") else "json")
+        if len(seen) == 1:
+            del h.headers["Inference-Header-Content-Length"]  # answered as the JSON request it is not
+            ok(h, stopping)
+        else:
+            status(400)(h, stopping)
+
+    x = {"x": np.zeros((1, 2), np.float32)}
+    with fake_server(answers_once) as url, client(url) as cloud:
+        assert cloud.infer(x).outputs["y"].shape == (1, 2)
+        with pytest.raises(InvalidRequest, match="HTTP 400"):
+            cloud.infer(x)
+    assert seen == ["binary", "binary"]
