@@ -118,9 +118,21 @@ def test_hybrid_model_runs_a_policy_object_and_converts_names() -> None:
     assert rule.told == [("cloud", True)] and rule.measurements[0].sent_bytes > 0
     assert rule.offered == [["cloud"]]  # no local model: the cloud alone
     r = hm.predict(x, policy=Ordered("device_then_cloud", (DEVICE, CLOUD)))
-    assert (r.where, r.policy) == ("cloud", "device_then_cloud") and "no local model" in (r.fallback or "")
+    assert (r.where, r.policy, r.fallback) == ("cloud", "device_then_cloud", None)
     assert hm.predict(x, policy="only_cloud").where == "cloud"
     with pytest.raises(ConfigError, match="no local model"):
         hm.predict(x, policy="only_device")
     with pytest.raises(NothingAvailable, match="policy split@5"):
         HybridModel(None, None).predict(x, policy="split@5")
+
+
+def test_a_cloud_only_model_attaches_no_fallback_note_to_its_answers() -> None:
+    """No local model was given: answering from the cloud is no fallback, under any policy, every call."""
+    cloud = CloudClient("http://cloud", "m", protocol=OipV2(binary=False), transport=httpx.MockTransport(answer))
+    hm = HybridModel(None, cloud)  # prefer_device, the default
+    x = {"x": np.zeros((1, 2), np.float32)}
+    for policy in ("prefer_device", "prefer_cloud", "auto", "prefer_device"):
+        r = hm.predict(x, policy=policy)
+        assert (r.where, r.fallback) == ("cloud", None), policy
+    with pytest.raises(ConfigError, match="no local model"):  # still said when nothing else answers
+        hm.predict(x, policy="only_device")

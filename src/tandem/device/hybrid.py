@@ -302,12 +302,15 @@ class HybridModel:
 
         order = chosen.order(self)
         failures: list[tuple[Placement, TandemError]] = []
+        absent: set[Placement] = set()  # sides this model was not given: named if nothing answers, no fallback note
         for i, placement in enumerate(order):
             start = self.clock()
             try:
                 runner = self._runner(placement)  # what the placement lacks (no local model, no cloud) is no failed run
             except TandemError as e:
                 failures.append((placement, e))
+                if self._not_configured(placement):
+                    absent.add(placement)
                 continue
             device_next = DEVICE in order[i + 1:] and self._source is not None
             call_deadline = deadline if placement == DEVICE else self._cloud_deadline(deadline, tensors, device_next)
@@ -325,8 +328,16 @@ class HybridModel:
             return Prediction(run.outputs, placement.kind, run.model, run.version,
                               Timings(pre_ms, run.network_ms, run.inference_ms, total_ms), chosen.name,
                               self._labels_for(),
-                              "; ".join(f"{p}: {e}" for p, e in failures) if failures else None, placement.name)
+                              "; ".join(f"{p}: {e}" for p, e in failures if p not in absent) or None,
+                              placement.name)
         raise _no_side(chosen, failures)
+
+    def _not_configured(self, placement: Placement) -> bool:
+        """Whether this model was given no side for ``placement`` at all (a cloud-only or device-only
+        model): its answers from the other side are no fallback and carry no note."""
+        needs_device = placement != CLOUD
+        needs_cloud = placement != DEVICE
+        return (needs_device and self._source is None) or (needs_cloud and self.cloud is None)
 
     def _runner(self, placement: Placement) -> Runner:
         """The runner of ``placement`` for this call; the TandemError saying what it lacks when it has none."""
