@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """A CLI command run in process (CliRunner) sets up logging for the process (basicConfig, force=True):
+    put the root logger back after each test, so a later test's stderr holds only what it wrote itself."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 REPO = Path(__file__).resolve().parents[1]
 
