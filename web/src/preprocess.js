@@ -1,5 +1,5 @@
 // The bundle's preprocessing in the browser: decode, crop, resize to uint8 RGB, exactly as
-// src/tandem/preprocess.py does it (docs/bundle.md), so that the model sees the same bytes here
+// src/tandem/bundle/preprocess.py does it (docs/bundle.md), so that the model sees the same bytes here
 // as on the server. The resize is a port of Pillow's 8-bit resampler (libImaging/Resample.c):
 // a separable filter whose support widens with the downscale factor, fixed-point coefficients
 // with 22 fractional bits, and a horizontal pass rounded to uint8 before the vertical one.
