@@ -13,7 +13,7 @@ the placements to try per call, each run by its runner (tandem.device.runners); 
   (int8-encoded with +int8) to the server's tail ``NAME.tail.K`` of the same version, the tail's
   outputs back; the whole model on the device if the server does not answer;
 - ``auto``: an :class:`AutoPolicy` hook decides among the device, the cloud and the bundle's
-  splits; the default :class:`LatencyRule` keeps an EWMA of each placement's measured latency,
+  splits whose tail the server has (tandem.device.tails); the default :class:`LatencyRule` keeps an EWMA of each placement's measured latency,
   picks the fastest and re-probes the others now and then; ``tandem.device.advisor_rule.AdvisorRule``
   predicts each placement from the advisor's cost model fed with live measurements.
 """
@@ -39,6 +39,7 @@ from tandem.device.conditions import unmet
 from tandem.device.deadline import Deadline
 from tandem.device.policies import AutoPolicy, LatencyRule, Measurement, Policy, as_policy
 from tandem.device.runners import CloudRunner, DeviceRunner, LocalModel, RowTime, Runner, SplitRunner, batch_rows
+from tandem.device.tails import ServedTails
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class HybridModel:
         self._spec = preprocessing
         self._labels = labels
         self._local: LocalModel | None = None
+        self._tails: ServedTails | None = None  # which split tails the cloud has, asked before auto offers a split
         self._load_error: TandemError | None = None  # why the local model did not load, kept (see _device)
         self._loaded_from: object = None  # the updater pointer that _local (or _load_error) came from
         self._row_time = RowTime()  # a device run per batch row: what a deadline keeps back for it
@@ -226,13 +228,17 @@ class HybridModel:
 
     def candidates(self) -> list[Placement]:
         """What ``auto`` chooses among now: the device when its model loads, the cloud unless its
-        circuit breaker is open, and with both the local bundle's splits. When none can run, the side
-        that is configured (the device if any), so that its error is the one reported."""
+        circuit breaker is open, and with both the local bundle's splits whose tail the server has
+        (tandem.device.tails: asked once per tail and version). When none can run, the side that is
+        configured (the device if any), so that its error is the one reported."""
         local = self._device_or_none()
         cloud_ok = self._cloud_available()
         available = [p for p, ok in ((DEVICE, local is not None), (CLOUD, cloud_ok)) if ok]
-        if local is not None and cloud_ok:
-            available += local.placements
+        if local is not None and cloud_ok and self.cloud is not None and local.placements:
+            if self._tails is None or self._tails.cloud is not self.cloud:
+                self._tails = ServedTails(self.cloud)
+            tails = self._tails
+            available += [p for p in local.placements if tails.served(p.k, local.version)]
         return available or [DEVICE if self._source is not None else CLOUD]
 
     def _keep_updating(self, updater: ModelUpdater, conditions: DownloadConditions) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -111,3 +112,35 @@ def test_auto_with_the_advisor_rule_calibrates_measures_and_decides(split_server
         assert (r.probabilities.argmax(1) == whole.probabilities.argmax(1)).all()
     # On loopback (sub-millisecond round trips, a tiny model) every placement is close; the rule settles.
     assert len(set(rule.decisions[-5:])) <= 2
+
+
+class Recorded(httpx.HTTPTransport):
+    """A real transport that writes down every request's method and path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.method} {request.url.path}")
+        return super().handle_request(request)
+
+
+def test_auto_offers_only_the_splits_whose_tail_the_server_has(server, split_server, split_bundles, lfw_photos):
+    """``server`` serves faces without splits: auto asks once per tail and sends no split request;
+    ``split_server`` has the tails of v1 at k=5 and k=7, which auto then offers."""
+    srv, keys = server
+    transport = Recorded()
+    with CloudClient(srv.url, "faces", api_key=keys.predict, transport=transport) as cloud:
+        hm = HybridModel(split_bundles[0], cloud, version=1, policy="auto")
+        assert hm.split_placements() == ["split@5", "split@5+int8", "split@7", "split@7+int8"]
+        results = [hm.predict(lfw_photos[:1]) for _ in range(8)]
+    assert {r.placement for r in results} == {"device", "cloud"} and all(r.fallback is None for r in results)
+    assert not [s for s in transport.seen if ".tail." in s and s.endswith("/infer")]
+    asked = [s for s in transport.seen if ".tail." in s]
+    assert sorted(asked) == ["GET /v2/models/faces.tail.5/versions/1", "GET /v2/models/faces.tail.7/versions/1"]
+    with cloud_of(split_server) as cloud:
+        hm = HybridModel(split_bundles[0], cloud, version=1, policy="auto")
+        assert [p.name for p in hm.candidates()] == [
+            "device", "cloud", "split@5", "split@5+int8", "split@7", "split@7+int8"]
+        assert {hm.predict(lfw_photos[:1]).placement for _ in range(6)} >= {"split@5", "split@7"}
