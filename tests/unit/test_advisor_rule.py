@@ -103,12 +103,35 @@ def test_the_slope_is_fitted_once_two_sizes_crossed_the_link():
     assert 8 / (est.ms_per_byte * 1000) == pytest.approx(FAST.up_mbps, rel=0.01)
 
 
-def test_a_failed_placement_is_left_alone_for_a_while():
+def test_a_failed_placement_is_left_alone_for_a_few_calls_then_tried_again():
     rule = AdvisorRule(profile(), server=SERVER, prior=FAST)
     run(rule, FAST, 5)
     rule.observe("cloud", 2.0, ok=False)
-    picks = [rule.choose(AVAILABLE) for _ in range(5)]
+    picks = [rule.choose(AVAILABLE) for _ in range(4)]
     assert "cloud" not in picks
+    assert run(rule, FAST, 2)[-1] == "cloud"  # the link is back: so is the cloud
+
+
+def test_returns_online_after_a_slow_link_recovers_without_being_told():
+    """No network_changed(): the app makes a call a second, the link was 2G and is fast again. A
+    probe at least every probe_every_s (15 s) finds it, and a link far faster than estimated
+    replaces the slow estimate at once; on the slow link the probes cost at most one per 15 s."""
+    now = [0.0]
+    rule = AdvisorRule(profile(), server=SERVER, clock=lambda: now[0])
+
+    def calls(net: NetworkProfile, n: int) -> list[str]:
+        picks = []
+        for _ in range(n):
+            picks += run(rule, net, 1)
+            now[0] += 1.0
+        return picks
+
+    assert calls(FAST, 15)[-1] == "cloud"
+    slow = calls(SLOW, 60)
+    assert slow[-3:] == ["device"] * 3 and sum(p != "device" for p in slow[10:]) <= 4
+    back = calls(FAST, 20)
+    first_online = next(i for i, p in enumerate(back) if p == "cloud")
+    assert first_online <= 16 and back[-1] == "cloud"
 
 
 def test_hybrid_model_offers_its_splits_to_auto(tmp_path):

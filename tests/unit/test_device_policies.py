@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tandem.advisor.placement import CLOUD, DEVICE, Placement
+from tandem.bundle.runtime import OnnxModel
 from tandem.device.cloud_client import CloudClient
 from tandem.device.hybrid import HybridModel, LatencyRule, NothingAvailable
 from tandem.device.policies import (
@@ -136,3 +137,84 @@ def test_a_cloud_only_model_attaches_no_fallback_note_to_its_answers() -> None:
         assert (r.where, r.fallback) == ("cloud", None), policy
     with pytest.raises(ConfigError, match="no local model"):  # still said when nothing else answers
         hm.predict(x, policy="only_device")
+
+
+class Clock:
+    """Time as the test says it passes: the device model takes 20 ms a call, the cloud 2 ms."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowModel(OnnxModel):
+    """The tiny test model, taking ``seconds`` of the test's clock per run."""
+
+    clock: Clock
+    seconds = 0.020
+
+    def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+        self.clock.now += self.seconds
+        return super().run(pixels, batch)
+
+
+def test_auto_returns_to_the_cloud_within_a_few_calls_after_the_link_recovers(tmp_path) -> None:
+    """A link that goes down and comes back, the default auto rule and circuit breaker: while down,
+    the device answers and the cloud is tried at most one call in five until the breaker opens; once
+    the link is back (and the breaker's cool-down over) the cloud wins the calls back within a few."""
+    from tandem.bundle import Bundle
+    from tandem.device.cloud_client import CircuitBreaker
+    from tandem.testing.bundles import H, W, make_bundle
+
+    clock = Clock()
+    link = {"up": True, "requests": 0}
+
+    def cloud_side(request: httpx.Request) -> httpx.Response:
+        link["requests"] += 1
+        if not link["up"]:
+            raise httpx.ConnectError("network is unreachable", request=request)
+        clock.now += 0.002
+        return httpx.Response(200, json={"model_name": "faces", "model_version": "1", "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]})
+
+    model = SlowModel.open(Bundle.load(make_bundle(tmp_path / "b", None)))
+    model.clock = clock
+    cloud = CloudClient("http://cloud", "faces", protocol=OipV2(binary=False), retries=0,
+                        breaker=CircuitBreaker(failures=3, cooldown_s=30, clock=clock),
+                        transport=httpx.MockTransport(cloud_side))
+    hm = HybridModel(model, cloud, policy="auto", clock=clock)
+    x = {"pixels": np.zeros((1, H, W, 3), np.uint8)}
+
+    def calls(n: int) -> list[str]:
+        return [hm.predict(x).placement for _ in range(n)]
+
+    assert calls(10)[-3:] == ["cloud"] * 3  # each tried once, then the faster
+    link["up"], link["requests"] = False, 0
+    down = calls(30)
+    assert set(down[1:]) == {"device"} and link["requests"] <= 3  # the breaker opened after three
+    clock.now += 30  # the cool-down passes; the link is back
+    link["up"] = True
+    back = calls(10)
+    assert "cloud" in back[:6] and back[-4:] == ["cloud"] * 4
+
+
+def test_the_latency_rule_returns_to_a_side_that_was_slow_at_its_next_probe() -> None:
+    """The cloud was slow (1 s) long enough to lose to the device (20 ms); when it is fast again (2 ms)
+    the next probe's measurement replaces its stale average, and it wins at once."""
+    rule = LatencyRule(probe_every=10)
+    took = {"device": 0.020, "cloud": 1.0}
+
+    def calls(n: int) -> list[str]:
+        picks = []
+        for _ in range(n):
+            pick = rule.choose(["device", "cloud"])
+            rule.observe(pick, took[pick], True)
+            picks.append(pick)
+        return picks
+
+    assert calls(41)[-1] == "device"
+    took["cloud"] = 0.002
+    back = calls(12)
+    assert "cloud" in back[:10] and back[-2:] == ["cloud", "cloud"]

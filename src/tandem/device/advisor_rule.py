@@ -20,6 +20,10 @@ and takes each call's parts through ``measured``:
 - **exploration**: the network is only measured by using it. When the device wins, the best online
   placement is probed now and then, but probes may take at most ``explore_fraction`` of the time
   spent predicting (so a 2 s probe on 2G waits until 40 s of 3 ms device calls have run at 5%);
+  and at least one probe is made every ``probe_every_s`` whatever the budget, so that a link that
+  recovers is found without being told (one probe per ``probe_every_s`` is what a slow link costs).
+  A call that crosses the network under half the time the estimate predicts replaces the estimate
+  (the link changed) and the next call measures it at another size.
   :meth:`network_changed` (an OS connectivity callback) forgets the network and probes at once.
   When an online placement wins, every call measures the network, and a slower network moves the
   estimate within a few calls.
@@ -31,8 +35,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -98,7 +103,9 @@ class AdvisorRule:
     latency, energy or cost. ``prior``: a network to assume before any call crossed it (None: probe
     it first); its down/up ratio also splits the fixed part into RTT and download. ``device``: the
     device profile to calibrate (its watts are kept; its speed is measured). ``server``: the
-    server's speed and per-request overhead.
+    server's speed and per-request overhead. ``probe_every_s``: the longest time between probes,
+    budget or not (None: the budget alone); ``clock``: for it, injectable so tests need not sleep.
+    ``failure_backoff_calls``: how many calls a placement that failed is left alone.
     """
 
     def __init__(
@@ -114,7 +121,9 @@ class AdvisorRule:
         alpha: float = 0.3,
         explore_fraction: float = 0.05,
         min_calls_between_probes: int = 10,
-        failure_backoff_calls: int = 20,
+        failure_backoff_calls: int = 5,
+        probe_every_s: float | None = 15.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < forget <= 1 or not 0 < alpha <= 1 or window < 2 or not 0 <= explore_fraction < 1:
             raise InvalidRequest("AdvisorRule: need 0 < forget ≤ 1, 0 < alpha ≤ 1, window ≥ 2, 0 ≤ explore_fraction < 1")
@@ -128,9 +137,13 @@ class AdvisorRule:
         self.explore_fraction = explore_fraction
         self.min_calls_between_probes = min_calls_between_probes
         self.failure_backoff_calls = failure_backoff_calls
+        self.probe_every_s = probe_every_s
+        self.clock = clock
+        self._last_probe_at = clock()
         shape = prior if prior is not None and prior.online else NETWORKS["4g"]
         self._down_ratio = shape.down_mbps / shape.up_mbps
-        self._slope = 8.0 / (shape.up_mbps * 1000.0)  # ms per byte: the prior's uplink until one is fitted
+        self._prior_slope = 8.0 / (shape.up_mbps * 1000.0)  # ms per byte: the prior's uplink
+        self._slope = self._prior_slope  # the last fitted uplink, the prior's until one is fitted
         self._samples: deque[_Sample] = deque(maxlen=window)
         self.speed: float | None = None  # measured device time ÷ profiled time
         self.calls = 0
@@ -227,7 +240,14 @@ class AdvisorRule:
                 up = self._up_bytes(placement, rows)
                 if up is not None:
                     server_ms = self.server.overhead_ms + rows * self._server_part_ms(placement) * self.server.speed_factor
-                    self._samples.append(_Sample(up, max(m.round_trip_ms - server_ms, 0.0)))
+                    sample = _Sample(up, max(m.round_trip_ms - server_ms, 0.0))
+                    est = self.link()
+                    if est is not None and sample.ms < 0.5 * (est.fixed_ms + est.ms_per_byte * up):
+                        # The link is far faster than it was (a recovery, another network): its past says nothing now.
+                        self._samples.clear()
+                        self._slope = self._prior_slope
+                        self._last_probe_at = -math.inf  # and measure it at another size at the next chance
+                    self._samples.append(sample)
                     est = self.link()
                     if est is not None and est.slope_fitted:
                         self._slope = est.ms_per_byte
@@ -266,8 +286,10 @@ class AdvisorRule:
                 self._probe_now = False
                 return self._probe(self._ranked(online, net)[0])
         plan = self._plan(usable, cands)
-        if (plan.probe is not None and self.calls - self._last_probe_call >= self.min_calls_between_probes
-                and self.explore_ms + plan.probe_ms <= self.explore_fraction * self.busy_ms):
+        if plan.probe is not None and (
+                (self.calls - self._last_probe_call >= self.min_calls_between_probes
+                 and self.explore_ms + plan.probe_ms <= self.explore_fraction * self.busy_ms)
+                or (self.probe_every_s is not None and self.clock() - self._last_probe_at >= self.probe_every_s)):
             return self._probe(plan.probe)
         return plan.best
 
@@ -359,6 +381,7 @@ class AdvisorRule:
     def _probe(self, name: str) -> str:
         self._probing = name
         self._last_probe_call = self.calls
+        self._last_probe_at = self.clock()
         return name
 
     def _predictable(self, p: Placement) -> bool:

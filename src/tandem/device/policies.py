@@ -155,15 +155,24 @@ def as_policy(policy: str | Policy) -> Policy:
 
 class LatencyRule:
     """EWMA of measured latency per side; the faster wins; every ``probe_every``-th choice tries the
-    other side so that its estimate stays fresh. A side never measured is tried first. A failure
-    counts as ``failure_penalty_s``."""
+    runner-up so that its estimate stays fresh. A side never measured is tried first. A failure
+    counts as ``failure_penalty_s``, and a side whose last attempt failed is tried again every
+    ``retry_every`` calls (one failed attempt per ``retry_every`` calls while it stays down; with
+    HybridModel the cloud's circuit breaker also keeps a dead endpoint out during its cool-down).
+    A probe's or a retry's answer replaces that side's estimate instead of joining the average: the
+    side was not used for a while, so its old average (a slow link's, a failure's penalty) says
+    nothing about it now. So a link that recovers wins back the calls at its next probe or retry."""
 
-    def __init__(self, alpha: float = 0.3, probe_every: int = 20, failure_penalty_s: float = 10.0) -> None:
+    def __init__(self, alpha: float = 0.3, probe_every: int = 20, failure_penalty_s: float = 10.0,
+                 retry_every: int = 5) -> None:
         self.alpha = alpha
         self.probe_every = probe_every
         self.failure_penalty_s = failure_penalty_s
+        self.retry_every = retry_every
         self.ewma: dict[str, float] = {}
+        self.failed_at: dict[str, int] = {}  # side → the call at which its last attempt failed (while it stays failed)
         self.calls = 0
+        self._probing: str | None = None  # the side chosen as a probe or a retry, until its outcome is observed
         self._lock = threading.Lock()
 
     def choose(self, available: Sequence[str]) -> str:
@@ -175,12 +184,26 @@ class LatencyRule:
             if unmeasured:
                 return unmeasured[0]
             ranked = sorted(available, key=lambda w: self.ewma[w])
-            if len(ranked) > 1 and self.probe_every > 0 and self.calls % self.probe_every == 0:
-                return ranked[1]
+            if len(ranked) > 1:
+                due = [w for w in ranked[1:] if w in self.failed_at
+                       and self.calls - self.failed_at[w] >= max(self.retry_every, 1)]
+                if due:
+                    self._probing = due[0]
+                    return due[0]
+                if self.probe_every > 0 and self.calls % self.probe_every == 0:
+                    self._probing = ranked[1]
+                    return ranked[1]
+            self._probing = None
             return ranked[0]
 
     def observe(self, where: str, seconds: float, ok: bool) -> None:
-        x = seconds if ok else max(seconds, self.failure_penalty_s)
         with self._lock:
+            fresh = where == self._probing or where in self.failed_at
+            self._probing = None
+            if not ok:
+                self.failed_at[where] = self.calls
+                seconds, fresh = max(seconds, self.failure_penalty_s), False
+            else:
+                self.failed_at.pop(where, None)
             old = self.ewma.get(where)
-            self.ewma[where] = x if old is None else self.alpha * x + (1 - self.alpha) * old
+            self.ewma[where] = seconds if old is None or fresh else self.alpha * seconds + (1 - self.alpha) * old
