@@ -3,6 +3,7 @@
 - ``datatypes``: OIP v2 datatypes ↔ numpy dtypes, and ``TensorSig`` (what a model takes or gives);
 - ``tensors``: tensors from a request, checked against a ``TensorSig``;
 - ``oip``: Open Inference Protocol v2 requests and answers, JSON and binary tensor data, both ways;
+- ``classification``: Triton's classification extension (the top K classes as strings);
 - ``tfserving``: TF-Serving REST predict (rows and columns) and status bodies, both ways;
 - ``activations``: the int8 encoding of a split's intermediate tensor;
 - ``status``: HTTP statuses ↔ TandemErrors;

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tandem.errors import InvalidRequest, Unavailable, quoted
-from tandem.protocol import activations, jsonbody, tensors
+from tandem.protocol import activations, classification, jsonbody, tensors
 from tandem.protocol.datatypes import DATATYPES, TensorSig, datatype_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -40,6 +40,7 @@ BINARY_TYPE = "application/octet-stream"
 class RequestedOutput:
     name: str
     binary: bool
+    classification: int | None = None  # the top K classes as BYTES strings (see protocol/classification.py)
 
 
 @dataclass
@@ -187,6 +188,7 @@ def _decoded(arr: np.ndarray, quantized: tuple[float, int] | None) -> np.ndarray
 
 def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: bool) -> list[RequestedOutput]:
     names = [s.name for s in outputs]
+    sigs = {s.name: s for s in outputs}
     if raw is None:
         return [RequestedOutput(n, binary_default) for n in names]
     if not isinstance(raw, list):
@@ -201,10 +203,9 @@ def _requested_outputs(raw: Any, outputs: Sequence[TensorSig], binary_default: b
         if any(p.name == name for p in picked):
             raise InvalidRequest(f"output '{name}' is requested twice")
         params = _parameters(item, f"output '{name}'")
-        if "classification" in params:
-            raise InvalidRequest(f"output '{name}': the classification extension is not supported; "
-                                 "request the probabilities and take the top-k yourself")
-        picked.append(RequestedOutput(name, _flag(params, "binary_data", f"output '{name}'", binary_default)))
+        k = (classification.check_count(params[classification.PARAMETER], name, sigs[name].shape)
+             if classification.PARAMETER in params else None)
+        picked.append(RequestedOutput(name, _flag(params, "binary_data", f"output '{name}'", binary_default), k))
     return picked
 
 
@@ -216,12 +217,17 @@ def encode_infer_response(
     blobs: list[bytes] = []
     tensors_out = []
     for req, arr in outputs:
-        t: dict[str, Any] = {"name": req.name, "datatype": datatype_of(arr, f"output '{req.name}'"),
+        strings = arr.dtype == object  # BYTES: the classification extension's strings
+        t: dict[str, Any] = {"name": req.name,
+                             "datatype": "BYTES" if strings else datatype_of(arr, f"output '{req.name}'"),
                              "shape": list(arr.shape)}
         if req.binary:
-            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            raw = (_bytes_tensor(arr) if strings
+                   else np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
             t["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
+        elif strings:
+            t["data"] = [b.decode() for b in arr.reshape(-1)]
         else:
             t["data"] = np.ascontiguousarray(arr).reshape(-1)
         tensors_out.append(t)
@@ -235,6 +241,11 @@ def encode_infer_response(
     return b"".join([header, *blobs]), {"content-type": BINARY_TYPE, HEADER_LENGTH.lower(): str(len(header))}
 
 
+def _bytes_tensor(arr: np.ndarray) -> bytes:
+    """A BYTES tensor in binary tensor data: each element's length (4 bytes, little-endian), then its bytes."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in arr.reshape(-1))
+
+
 def model_path(model: str, version: int | str | None = None) -> str:
     """``/v2/models/{model}[/versions/{version}]``: a model's metadata; ``/infer`` and ``/ready`` follow it."""
     return f"/v2/models/{model}" if version is None else f"/v2/models/{model}/versions/{version}"
@@ -243,6 +254,20 @@ def model_path(model: str, version: int | str | None = None) -> str:
 def tensor_metadata(sigs: Sequence[TensorSig]) -> list[dict[str, Any]]:
     """Tensors as a model metadata answer lists them."""
     return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in sigs]
+
+
+def model_config(name: str, platform: str, max_batch_size: int, inputs: Sequence[TensorSig],
+                 outputs: Sequence[TensorSig], max_queue_delay_us: int) -> dict[str, Any]:
+    """Triton's model configuration (``GET /v2/models/NAME/config``, model_config.proto as JSON): with a
+    ``max_batch_size``, ``dims`` leave out the batch dimension, and ``-1`` is any size; numbers are
+    numbers, as Triton writes them (its int64 fields are not protobuf's JSON strings)."""
+    def tensor(s: TensorSig) -> dict[str, Any]:
+        return {"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape[1:])}
+
+    return {"name": name, "platform": platform, "backend": platform.partition("_")[0],
+            "max_batch_size": max_batch_size,
+            "input": [tensor(s) for s in inputs], "output": [tensor(s) for s in outputs],
+            "dynamic_batching": {"max_queue_delay_microseconds": max_queue_delay_us}}
 
 
 # --- the client's side -------------------------------------------------------------------------

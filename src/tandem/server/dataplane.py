@@ -77,6 +77,10 @@ class Prediction:
                 f"score;dur={self.score_s * 1e3:.2f}")
 
 
+def _rows(outputs: Tensors) -> int:
+    return int(next(iter(outputs.values())).shape[0]) if outputs else 0
+
+
 class DataPlane:
     def __init__(self, pool: ModelPool, photos: DecodePool, apps: Apps, limits: Limits) -> None:
         self.pool = pool
@@ -91,8 +95,8 @@ class DataPlane:
         caller serves split tails (``NAME.tail.K``) too."""
         return await self.pool.get(name, ref, tails=tails)
 
-    def loaded(self, name: str) -> list[LoadedModel]:
-        """The versions of ``name`` this server holds now, oldest first."""
+    def loaded(self, name: str | None = None) -> list[LoadedModel]:
+        """The versions of ``name`` (None: of every model) this server holds now, oldest first."""
         return self.pool.loaded(name)
 
     async def versions(self, model: LoadedModel) -> list[int]:
@@ -112,9 +116,16 @@ class DataPlane:
                     decode_body: Callable[[bytes], tuple[Tensors, C]]) -> tuple[Tensors, C]:
         """Read the body, decode it into the model's inputs (and whatever the protocol keeps for its
         answer, ``C``), run them in some batch: (the outputs, ``C``)."""
-        with model.batcher.slot() as slot:  # tells the batcher this request is on its way
-            inputs, kept = decode_body(await body(self.limits.max_body_bytes))
-            return await slot.submit(inputs), kept
+        t0 = time.perf_counter()
+        try:
+            with model.batcher.slot() as slot:  # tells the batcher this request is on its way
+                inputs, kept = decode_body(await body(self.limits.max_body_bytes))
+                outputs = await slot.submit(inputs)
+        except BaseException:  # a timeout's cancellation too: the request failed
+            model.stats.failed(time.perf_counter() - t0)
+            raise
+        model.stats.succeeded(_rows(outputs), time.perf_counter() - t0)
+        return outputs, kept
 
     # --- photos and apps --------------------------------------------------------------------
 
@@ -130,20 +141,27 @@ class DataPlane:
                                  "not photos")
         spec = model.bundle.manifest.preprocessing
         budget = Budget.for_model(spec.height, spec.width, self.limits.decode_max_pixels, self.limits.decode_max_bytes)
-        with model.batcher.slot() as slot:
-            data = await photo(self.limits.max_body_bytes)
-            t0 = time.perf_counter()
+        started = time.perf_counter()
+        try:
+            with model.batcher.slot() as slot:
+                data = await photo(self.limits.max_body_bytes)
+                t0 = time.perf_counter()
 
-            def work(cancelled: threading.Event) -> Prepared:
-                img = decode(data, budget, cancelled)
-                if cancelled.is_set():  # the request is over: do not go on to the app's own work
-                    raise Cancelled()
-                return prepare(img)
+                def work(cancelled: threading.Event) -> Prepared:
+                    img = decode(data, budget, cancelled)
+                    if cancelled.is_set():  # the request is over: do not go on to the app's own work
+                        raise Cancelled()
+                    return prepare(img)
 
-            prepared = await self.photos.run(work)
-            t1 = time.perf_counter()
-            outputs = await slot.submit(prepared.inputs)
-        return PhotoRun(prepared, outputs, t1 - t0, time.perf_counter() - t1)
+                prepared = await self.photos.run(work)
+                t1 = time.perf_counter()
+                outputs = await slot.submit(prepared.inputs)
+        except BaseException:
+            model.stats.failed(time.perf_counter() - started)
+            raise
+        done = time.perf_counter()
+        model.stats.succeeded(_rows(outputs), done - started)
+        return PhotoRun(prepared, outputs, t1 - t0, done - t1)
 
     async def predict(self, app: App, model: LoadedModel, query: Mapping[str, str], photo: Reader,
                       accept: str = "") -> Prediction:

@@ -133,10 +133,18 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
                                     params=params)}
         paths[prefix + "/ready"] = {"get": _op("Model readiness", ok(_ref("ModelReady")), MODEL_ERRORS, "predict",
                                                params=params)}
+        paths[prefix + "/config"] = {"get": _op("Triton model configuration (model_configuration extension)",
+                                                ok(_ref("ModelConfig")), MODEL_ERRORS, "predict", params=params)}
+        paths[prefix + "/stats"] = {"get": _op(
+            "Triton inference statistics of the version (or of every version of the model this worker holds), "
+            "counted since it was loaded in this worker", ok(_ref("ModelStats")), MODEL_ERRORS, "predict",
+            params=params)}
         infer = _op("Inference (JSON or binary tensors)", infer_ok, BODY_ERRORS, "predict", infer_body,
                     [*params, infer_header])
         infer["description"] += TAIL_TEXT
         paths[prefix + "/infer"] = {"post": infer}
+    paths["/v2/models/stats"] = {"get": _op("Triton inference statistics of every model version this worker holds",
+                                            ok(_ref("ModelStats")), (503, 504), "predict")}
     for prefix, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, numeric]),
                            ("/v1/models/{name}/labels/{label}", [name, label])):
         paths[prefix] = {"get": _op("TF-Serving model status", ok(_ref("ModelStatus")), MODEL_ERRORS, "predict",
@@ -326,6 +334,12 @@ OTA_SCHEMAS: dict[str, Any] = {
 _TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "additionalProperties": False,
                 "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
                                "shape": {"type": "array", "items": {"type": "integer"}}}}
+_CONFIG_TENSOR = {"type": "object", "required": ["name", "data_type", "dims"],
+                  "properties": {"name": {"type": "string"},
+                                 "data_type": {"type": "string", "enum": [f"TYPE_{d}" for d in DATATYPES]},
+                                 "dims": {"type": "array", "items": {"type": "integer"}}}}
+_DURATION = {"type": "object", "required": ["count", "ns"],
+             "properties": {"count": {"type": "integer"}, "ns": {"type": "integer"}}}
 _LIKENESS = {"type": "object", "required": ["name", "label", "similarity", "percent"], "additionalProperties": False,
              "properties": {"name": {"type": "string"}, "label": {"type": "string"},
                             "similarity": {"type": "number"}, "percent": {"type": "integer"}}}
@@ -346,6 +360,24 @@ SCHEMAS: dict[str, Any] = {
                                      "platform": {"type": "string"},
                                      "inputs": {"type": "array", "items": _ref("TensorMetadata")},
                                      "outputs": {"type": "array", "items": _ref("TensorMetadata")}}},
+    "ModelConfig": {"type": "object", "required": ["name", "platform", "max_batch_size", "input", "output"],
+                    "properties": {"name": {"type": "string"}, "platform": {"type": "string"},
+                                   "backend": {"type": "string"}, "max_batch_size": {"type": "integer"},
+                                   "input": {"type": "array", "items": _CONFIG_TENSOR},
+                                   "output": {"type": "array", "items": _CONFIG_TENSOR},
+                                   "dynamic_batching": {"type": "object"}}},
+    "ModelStats": {"type": "object", "required": ["model_stats"], "properties": {"model_stats": {
+        "type": "array", "items": {
+            "type": "object", "required": ["name", "version", "inference_count", "execution_count",
+                                           "inference_stats"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "last_inference": {"type": "integer"}, "inference_count": {"type": "integer"},
+                           "execution_count": {"type": "integer"},
+                           "inference_stats": {"type": "object", "additionalProperties": _DURATION},
+                           "batch_stats": {"type": "array", "items": {
+                               "type": "object", "required": ["batch_size"],
+                               "properties": {"batch_size": {"type": "integer"},
+                                              "compute_infer": _DURATION}}}}}}}},
     "ModelReady": {"type": "object", "required": ["name", "ready"],
                    "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
     "InferRequest": {
@@ -367,8 +399,12 @@ SCHEMAS: dict[str, Any] = {
             "outputs": {"type": "array", "items": {
                 "type": "object", "required": ["name"],
                 "properties": {"name": {"type": "string"},
-                               "parameters": {"type": "object",
-                                              "properties": {"binary_data": {"type": "boolean"}}}}}}}},
+                               "parameters": {"type": "object", "properties": {
+                                   "binary_data": {"type": "boolean"},
+                                   "classification": {"type": "integer", "minimum": 1,
+                                                      "description": "The top K classes as BYTES strings "
+                                                                     "'score:index:label' (Triton's classification "
+                                                                     "extension)."}}}}}}}},
     "InferResponse": {
         "type": "object", "required": ["model_name", "model_version", "outputs"],
         "properties": {
@@ -376,9 +412,9 @@ SCHEMAS: dict[str, Any] = {
             "outputs": {"type": "array", "items": {
                 "type": "object", "required": ["name", "datatype", "shape"],
                 "properties": {
-                    "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
+                    "name": {"type": "string"}, "datatype": {"type": "string", "enum": [*DATATYPES, "BYTES"]},
                     "shape": {"type": "array", "items": {"type": "integer"}},
-                    "data": {"type": "array", "items": {"type": ["number", "boolean"]}},
+                    "data": {"type": "array", "items": {"type": ["number", "boolean", "string"]}},
                     "parameters": {"type": "object", "required": ["binary_data_size"],
                                    "properties": {"binary_data_size": {"type": "integer"}}}}}}}},
     "PredictRequest": {

@@ -34,6 +34,7 @@ from tandem.protocol.numbers import is_version, number
 from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.prometheus import Metrics
+from tandem.server.statistics import CountingObserver, InferenceStats
 from tandem.settings import Settings
 
 if TYPE_CHECKING:
@@ -142,8 +143,10 @@ class LoadedModel:
         self._lone_session = (load_session(self.onnx.path, lone, LONE_SESSION_CONFIG)
                               if lone > ort_threads(settings) and self.onnx.path is not None else None)
         self._lone_calls = metrics.lone_calls.labels(self.name, str(self.version))
+        self.stats = InferenceStats()  # Triton's statistics extension (server/statistics.py)
         self.batcher = Batcher(self._run, settings.max_batch_size, settings.max_delay_ms / 1000,
-                               f"{self.name}-{self.version}", metrics.observer(self.name, self.version),
+                               f"{self.name}-{self.version}",
+                               CountingObserver(self.stats, metrics.observer(self.name, self.version)),
                                in_flight=batches_in_flight(settings),
                                run_lone=self._run_lone if self._lone_session is not None else None)
         self.last_used = time.monotonic()
@@ -285,8 +288,10 @@ class ModelPool:
         model.warm_up(self.settings.warmup_runs, (1, self.settings.max_batch_size))
         return model
 
-    def loaded(self, name: str) -> list[LoadedModel]:
-        return sorted((m for (n, _), m in self._loaded.items() if n == name), key=lambda m: m.version)
+    def loaded(self, name: str | None = None) -> list[LoadedModel]:
+        """The versions of ``name`` (None: of every model) loaded now, by name and version."""
+        return sorted((m for (n, _), m in self._loaded.items() if name is None or n == name),
+                      key=lambda m: (m.name, m.version))
 
     # --- start-up, alias watching, shutdown -------------------------------------------------
 
