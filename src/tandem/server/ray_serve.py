@@ -178,9 +178,11 @@ def serve_forever(settings: Settings, scaling: Scaling, host: str, port: int, ad
     from ray import serve
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     with connected(address, settings, verbose) as local:
+        # After ray.init, which sets its own SIGTERM handler (exit at once: status 15 or 1, the app left
+        # deployed): systemd, Docker and Kubernetes stop with SIGTERM, and it must stop as Ctrl-C does.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         deploy(settings, scaling, host, port, local)
         if on_ready is not None:
             on_ready()

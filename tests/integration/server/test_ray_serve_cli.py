@@ -1,9 +1,12 @@
 """`tandem serve --ray` as a user runs it, joining a running Ray cluster with --address: it deploys
-the app on Ray Serve, answers, and on Ctrl-C deletes its app and leaves the cluster running."""
+the app on Ray Serve, answers, and when stopped deletes its app and leaves the cluster running. It is
+stopped with SIGTERM, as systemd, Docker and Kubernetes stop it: Ray installs its own SIGTERM handler
+(exit at once) when it connects, and this checks that SIGTERM stops it as Ctrl-C does, the same handler."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -17,7 +20,7 @@ from tests.integration.server.serving import populate, test_settings
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 
-def test_serve_ray_deploys_answers_and_deletes_its_app_on_ctrl_c(ray_cluster, tmp_path, bundles):
+def test_serve_ray_deploys_answers_and_deletes_its_app_on_sigterm_as_on_ctrl_c(ray_cluster, tmp_path, bundles):
     from ray import serve
 
     settings = test_settings(tmp_path / "home")
@@ -34,7 +37,7 @@ def test_serve_ray_deploys_answers_and_deletes_its_app_on_ctrl_c(ray_cluster, tm
         r = httpx.get(f"{ray_cluster.url}/v2/models/faces", headers={"authorization": f"Bearer {keys.predict}"})
         assert r.status_code == 200 and r.json()["versions"] == ["1", "2"]
     finally:
-        out, _ = stop(proc, grace_s=60)  # Ctrl-C
+        out, _ = stop(proc, signal.SIGTERM, grace_s=60)
     assert proc.returncode == 0, out
     assert "serving on http://127.0.0.1:" in out and "through Ray Serve" in out
     assert "tandem" not in serve.status().applications  # its app is gone, the cluster and its proxy stay
