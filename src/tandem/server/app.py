@@ -4,14 +4,15 @@ into one Starlette app. uvicorn calls it in every worker:
 
 Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everything):
 - open: ``GET /v2/health/live``, ``GET /v2/health/ready``
-- predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready]``,
+- predict: ``GET /v2``, ``GET /v2/models/{name}[/versions/{v}][/ready|/config|/stats]``, ``GET /v2/models/stats``,
   ``POST /v2/models/{name}[/versions/{v}]/infer``, ``GET|POST /v1/models/{name}[/versions/{n}|/labels/{a}][:predict]``,
   ``POST /v1/apps/{app}/{model}:predict``, ``GET /openapi.json``
 - device (a device-scope API key, the fleet's): ``POST /v1/devices`` registers a device (server/ota/devices.py)
 - a registered device's credential: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``,
   ``GET /v1/ota/deltas/{from}/{to}``, ``POST /v1/ota/keys``, ``POST /v1/ota/report``,
   ``GET /v1/ota/signing-keys`` (server/ota/endpoints.py, docs/ota.md)
-- admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public)
+- admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public);
+  ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload`` (server/repository.py)
 - open: ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself;
   ``GET /`` redirects there
 """
@@ -39,7 +40,7 @@ from tandem.errors import quoted
 from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import images, oip, openapi, ota, tfserving, webapp
+from tandem.server import images, oip, openapi, ota, repository, tfserving, webapp
 from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.dataplane import DataPlane, Limits
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     routes = [
         *oip.routes(),
+        *repository.routes(),
         *tfserving.routes(),
         *images.routes(),
         *ota.routes(),

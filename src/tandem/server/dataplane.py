@@ -26,7 +26,7 @@ from tandem.apps.registry import Apps
 from tandem.errors import InvalidRequest, NotFound, Unavailable
 from tandem.server.batching import Tensors
 from tandem.server.photos import Budget, Cancelled, DecodePool, decode
-from tandem.server.pool import LoadedModel, ModelPool
+from tandem.server.pool import LoadedModel, ModelPool, check_ref
 from tandem.settings import Settings
 
 C = TypeVar("C")
@@ -98,6 +98,16 @@ class DataPlane:
     def loaded(self, name: str | None = None) -> list[LoadedModel]:
         """The versions of ``name`` (None: of every model) this server holds now, oldest first."""
         return self.pool.loaded(name)
+
+    async def unload(self, name: str) -> list[LoadedModel]:
+        """Drop model ``name``'s versions from this server (see ModelPool.unload); NotFound for no such model."""
+        check_ref(name, None)
+        await asyncio.to_thread(self.pool.registry.versions, name)  # NotFound: no such model
+        return await self.pool.unload(name)
+
+    async def models(self) -> list[str]:
+        """The names of the registry's models that have a version."""
+        return [m.name for m in await asyncio.to_thread(self.pool.registry.models) if m.versions]
 
     async def versions(self, model: LoadedModel) -> list[int]:
         """Every version the registry holds of ``model``'s model (a tail's are its model's)."""

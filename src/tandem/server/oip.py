@@ -24,7 +24,7 @@ from tandem.server.pool import LoadedModel
 from tandem.server.responses import json_response
 
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
 
 async def live(request: Request, call: Call) -> Response:

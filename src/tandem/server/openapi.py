@@ -145,6 +145,7 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
         paths[prefix + "/infer"] = {"post": infer}
     paths["/v2/models/stats"] = {"get": _op("Triton inference statistics of every model version this worker holds",
                                             ok(_ref("ModelStats")), (503, 504), "predict")}
+    paths.update(_repository_paths(name))
     for prefix, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, numeric]),
                            ("/v1/models/{name}/labels/{label}", [name, label])):
         paths[prefix] = {"get": _op("TF-Serving model status", ok(_ref("ModelStatus")), MODEL_ERRORS, "predict",
@@ -201,6 +202,38 @@ def _link(paths: dict[str, dict], source: str, targets: dict[str, tuple[str, str
         links[label] = {"operationId": operation_id(method, path),
                         "parameters": {"name": "$request.path.name", **params}}
     paths[source]["get"]["responses"]["200"]["links"] = links
+
+
+def _repository_paths(name: dict) -> dict[str, dict]:
+    """Triton's model repository extension (server/repository.py), for admin keys."""
+    entry = {"type": "object", "required": ["name", "state"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"},
+        "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]}, "reason": {"type": "string"}}}
+    index_body = _json({"type": "object", "properties": {"ready": {"type": "boolean"}}})
+    load_body = _json({"type": "object", "properties": {"parameters": {"type": "object", "maxProperties": 0}}})
+    unload_body = _json({"type": "object", "properties": {"parameters": {"type": "object", "properties": {
+        "unload_dependents": {"type": "boolean"}}}}})
+    for body in (index_body, load_body, unload_body):
+        body["application/json"]["schema"]["examples"] = [{}]
+    loaded = {"type": "object", "required": ["name", "version", "state"],
+              "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string"}}}
+    unloaded = {"type": "object", "required": ["name", "unloaded"],
+                "properties": {"name": {"type": "string"}, "unloaded": {"type": "array", "items": {"type": "string"}}}}
+    ok = lambda schema, text: {"description": text, "content": _json(schema)}
+    paths = {
+        "/v2/repository/index": {"post": _op(
+            "The registry's models and the versions this worker has loaded (READY); {\"ready\": true}: only those",
+            ok({"type": "array", "items": entry}, "The index"), (400, 413, 415, 503, 504), "admin", index_body)},
+        "/v2/repository/models/{name}/load": {"post": _op(
+            "Load the model's default version into this worker (warmed up); no config or file overrides",
+            ok(loaded, "Loaded"), BODY_ERRORS, "admin", load_body, [_path("name", name)])},
+        "/v2/repository/models/{name}/unload": {"post": _op(
+            "Drop every version of the model from this worker; a later request loads it again",
+            ok(unloaded, "The versions dropped"), BODY_ERRORS, "admin", unload_body, [_path("name", name)])},
+    }
+    for ops in paths.values():
+        ops["post"]["requestBody"]["required"] = False
+    return paths
 
 
 def _ota_op(summary: str, responses: dict[str, Any], errors: tuple[int, ...], body: str | None = None,

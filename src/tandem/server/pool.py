@@ -288,6 +288,22 @@ class ModelPool:
         model.warm_up(self.settings.warmup_runs, (1, self.settings.max_batch_size))
         return model
 
+    async def unload(self, name: str) -> list[LoadedModel]:
+        """Drop every loaded version of model ``name`` (its split's tails too) from this worker, the
+        versions its aliases serve included: requests still queued for them get a 503 to retry, and the
+        next request for the model loads the version it asks for again. What was dropped."""
+        dropped = [m for m in self._loaded.values() if m.model_name == name]
+        keys = {(m.name, m.version) for m in dropped}
+        for key in keys:
+            del self._loaded[key]
+        for k in [k for k, r in self._refs.items() if (k[0], r.version) in keys]:
+            del self._refs[k]
+        for m in dropped:
+            self.metrics.loaded.labels(m.name, str(m.version)).set(0)
+            await m.batcher.close()
+            log.info("unloaded %s on request", m.label)
+        return dropped
+
     def loaded(self, name: str | None = None) -> list[LoadedModel]:
         """The versions of ``name`` (None: of every model) loaded now, by name and version."""
         return sorted((m for (n, _), m in self._loaded.items() if name is None or n == name),

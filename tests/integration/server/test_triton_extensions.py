@@ -55,7 +55,8 @@ def _input(pixels: np.ndarray, binary: bool = True) -> triton.InferInput:
 
 def test_server_metadata_declares_the_extensions(tc):
     extensions = tc.get_server_metadata()["extensions"]
-    assert {"binary_tensor_data", "classification", "model_configuration", "statistics"} <= set(extensions)
+    assert {"binary_tensor_data", "classification", "model_configuration", "model_repository",
+            "statistics"} <= set(extensions)
 
 
 def test_model_config_is_tritons(tc):
@@ -136,3 +137,54 @@ def test_a_bad_class_count_is_a_precise_400(served, params, text):
     with server.client(keys.predict) as http:
         r = http.post("/v2/models/faces/infer", json=body)
     assert r.status_code == 400 and text in r.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def admin(served):
+    server, keys = served
+    client = _client(server, keys.admin)
+    yield client
+    client.close()
+
+
+def _index(client) -> dict[str, list[str]]:
+    """name → the versions READY in this worker ([] when the model is UNAVAILABLE here)."""
+    out: dict[str, list[str]] = {}
+    for entry in client.get_model_repository_index():
+        versions = out.setdefault(entry["name"], [])
+        if entry["state"] == "READY":
+            versions.append(entry["version"])
+        else:
+            assert entry["state"] == "UNAVAILABLE" and "not loaded in this worker" in entry["reason"]
+    return out
+
+
+def test_the_repository_lists_loads_and_unloads_models(served, admin, tc, pixels):
+    tc.infer("faces", [_input(pixels[:1])], model_version="2")  # version 2 loaded too, beside production's 1
+    assert _index(admin) == {"faces": ["1", "2"]}
+
+    admin.unload_model("faces")
+    assert _index(admin) == {"faces": []}
+    server, keys = served
+    with server.client(keys.admin) as http:  # tritonclient.http does not send Triton's {"ready": true}
+        assert http.post("/v2/repository/index", json={"ready": True}).json() == []
+
+    admin.load_model("faces")  # the default version: alias production, v1
+    assert _index(admin) == {"faces": ["1"]}
+    # A request for another version loads it on demand, as before, and its counts start anew.
+    assert tc.get_inference_statistics("faces", "2")["model_stats"][0]["inference_count"] == 0
+    assert tc.infer("faces", [_input(pixels[:1])], model_version="2").get_response()["model_version"] == "2"
+    assert _index(admin) == {"faces": ["1", "2"]}
+
+
+def test_repository_calls_need_an_admin_key_and_a_known_model(admin, tc):
+    with pytest.raises(InferenceServerException, match="needs a key with scope 'admin'"):
+        tc.get_model_repository_index()
+    with pytest.raises(InferenceServerException, match="needs a key with scope 'admin'"):
+        tc.unload_model("faces")
+    with pytest.raises(InferenceServerException, match="no model named 'nope'"):
+        admin.load_model("nope")
+    with pytest.raises(InferenceServerException, match="no model named 'nope'"):
+        admin.unload_model("nope")
+    with pytest.raises(InferenceServerException, match=r"load takes no parameters .*config.*tandem push"):
+        admin.load_model("faces", config='{"max_batch_size": 4}')
