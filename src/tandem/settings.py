@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         default=0, ge=0,
         description="Unload versions no alias points to after this many idle seconds (0: keep them loaded).",
     )
+    max_loaded_versions: int = Field(
+        default=4, ge=1, le=1000,
+        description="Versions of one model a worker holds at most: loading another unloads the least recently "
+        "used one no alias points to (a request naming old versions one by one cannot fill the memory).",
+    )
     access_log: bool = Field(default=True, description="One JSON line per request on stderr (never the API key).")
 
     # --- over-the-air delivery (docs/ota.md) ----------------------------------------------------

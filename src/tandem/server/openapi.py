@@ -145,7 +145,7 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
         paths[prefix + "/infer"] = {"post": infer}
     paths["/v2/models/stats"] = {"get": _op("Triton inference statistics of every model version this worker holds",
                                             ok(_ref("ModelStats")), (503, 504), "predict")}
-    paths.update(_repository_paths(name))
+    paths.update(_repository_paths())
     for prefix, params in (("/v1/models/{name}", [name]), ("/v1/models/{name}/versions/{version}", [name, numeric]),
                            ("/v1/models/{name}/labels/{label}", [name, label])):
         paths[prefix] = {"get": _op("TF-Serving model status", ok(_ref("ModelStatus")), MODEL_ERRORS, "predict",
@@ -204,7 +204,7 @@ def _link(paths: dict[str, dict], source: str, targets: dict[str, tuple[str, str
     paths[source]["get"]["responses"]["200"]["links"] = links
 
 
-def _repository_paths(name: dict) -> dict[str, dict]:
+def _repository_paths() -> dict[str, dict]:
     """Triton's model repository extension (server/repository.py), for admin keys."""
     entry = {"type": "object", "required": ["name", "state"], "properties": {
         "name": {"type": "string"}, "version": {"type": "string"},
@@ -226,10 +226,10 @@ def _repository_paths(name: dict) -> dict[str, dict]:
             ok({"type": "array", "items": entry}, "The index"), (400, 413, 415, 503, 504), "admin", index_body)},
         "/v2/repository/models/{name}/load": {"post": _op(
             "Load the model's default version into this worker (warmed up); no config or file overrides",
-            ok(loaded, "Loaded"), BODY_ERRORS, "admin", load_body, [_path("name", name)])},
+            ok(loaded, "Loaded"), BODY_ERRORS, "admin", load_body, [_path("name", NAME)])},
         "/v2/repository/models/{name}/unload": {"post": _op(
             "Drop every version of the model from this worker; a later request loads it again",
-            ok(unloaded, "The versions dropped"), BODY_ERRORS, "admin", unload_body, [_path("name", name)])},
+            ok(unloaded, "The versions dropped"), BODY_ERRORS, "admin", unload_body, [_path("name", NAME)])},
     }
     for ops in paths.values():
         ops["post"]["requestBody"]["required"] = False

@@ -281,7 +281,36 @@ class ModelPool:
         self._loaded[(model.name, model.version)] = model
         self.metrics.loaded.labels(model.name, str(model.version)).set(1)
         log.info("loaded %s in %.0f ms", model.label, (time.perf_counter() - t0) * 1000)
+        await self._bound(model)
         return model
+
+    def _pinned(self) -> set[tuple[str, int]]:
+        """The versions an alias or a model's default reference is served by now: never unloaded unasked."""
+        return {(n, r.version) for (n, ref), r in self._refs.items() if not isinstance(ref, int)}
+
+    async def _bound(self, new: LoadedModel) -> None:
+        """At most TANDEM_MAX_LOADED_VERSIONS versions of ``new``'s model: unload the least recently used
+        others that no alias points to and no request is using (so the bound may be passed for a while)."""
+        limit = self.settings.max_loaded_versions
+        mine = [m for m in self._loaded.values() if m.name == new.name]
+        if len(mine) <= limit:
+            return
+        pinned = self._pinned()
+        spare = sorted((m for m in mine if m is not new and (m.name, m.version) not in pinned and not m.batcher.busy),
+                       key=lambda m: m.last_used)
+        for m in spare[:len(mine) - limit]:
+            await self._drop(m, f"to hold at most {limit} versions of {m.name} (TANDEM_MAX_LOADED_VERSIONS)")
+
+    async def _drop(self, model: LoadedModel, why: str) -> None:
+        key = (model.name, model.version)
+        if self._loaded.get(key) is not model:
+            return
+        del self._loaded[key]
+        for k in [k for k, r in self._refs.items() if (k[0], r.version) == key]:
+            del self._refs[k]
+        self.metrics.loaded.labels(model.name, str(model.version)).set(0)
+        await model.batcher.close()
+        log.info("unloaded %s %s", model.label, why)
 
     def _load_and_warm(self, resolved: Resolved) -> LoadedModel:
         model = LoadedModel(resolved, self.settings, self.metrics)
@@ -293,15 +322,8 @@ class ModelPool:
         versions its aliases serve included: requests still queued for them get a 503 to retry, and the
         next request for the model loads the version it asks for again. What was dropped."""
         dropped = [m for m in self._loaded.values() if m.model_name == name]
-        keys = {(m.name, m.version) for m in dropped}
-        for key in keys:
-            del self._loaded[key]
-        for k in [k for k, r in self._refs.items() if (k[0], r.version) in keys]:
-            del self._refs[k]
         for m in dropped:
-            self.metrics.loaded.labels(m.name, str(m.version)).set(0)
-            await m.batcher.close()
-            log.info("unloaded %s on request", m.label)
+            await self._drop(m, "on request")
         return dropped
 
     def loaded(self, name: str | None = None) -> list[LoadedModel]:
@@ -372,15 +394,10 @@ class ModelPool:
 
     async def _unload_idle(self) -> None:
         now = time.monotonic()
-        in_use = {(n, r.version) for (n, ref), r in self._refs.items() if not isinstance(ref, int)}
+        in_use = self._pinned()
         for key, model in list(self._loaded.items()):
             if key not in in_use and now - model.last_used > self.settings.model_idle_s and not model.batcher.busy:
-                del self._loaded[key]
-                for k in [k for k, r in self._refs.items() if (k[0], r.version) == key]:
-                    del self._refs[k]
-                self.metrics.loaded.labels(model.name, str(model.version)).set(0)
-                await model.batcher.close()
-                log.info("unloaded %s after %.0f s idle", model.label, now - model.last_used)
+                await self._drop(model, f"after {now - model.last_used:.0f} s idle")
 
     async def close(self) -> None:
         if self._watcher is not None:

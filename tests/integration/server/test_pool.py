@@ -83,6 +83,34 @@ def test_every_use_keeps_a_version_from_being_unloaded_as_idle(tmp_path):
         assert asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S)) == [2]
 
 
+def test_versions_loaded_on_demand_are_bounded_least_recently_used_first_and_aliases_stay(tmp_path):
+    # A predict key asking for every old version in turn cannot make the worker hold them all.
+    settings = test_settings(tmp_path / "home", preload=False, alias_poll_s=60, warmup_runs=0, max_loaded_versions=3)
+    with Registry.open(settings) as reg:
+        for seed in (1, 2, 3, 4, 5):
+            reg.push(make_bundle(tmp_path / f"v{seed}", None, seed=seed))
+        reg.set_alias("faces", "production", 1)
+        reg.set_alias("faces", "beta", 5)
+
+        async def main() -> list[list[int]]:
+            pool = ModelPool(reg, settings, Metrics())
+            await pool.start()
+            seen = []
+            try:
+                for ref in (None, 2, 3, 2, 4):  # v1 (production), then 2 and 3; 2 again; 4 unloads 3, not 2
+                    await pool.get("faces", ref)
+                seen.append([m.version for m in pool.loaded("faces")])
+                await pool.get("faces", "beta")  # v5: 2, the least recently used, goes; aliases (1, 5) never do
+                seen.append([m.version for m in pool.loaded("faces")])
+                await pool.get("faces", 3)  # past the bound: 4 goes, 3 comes back
+                seen.append([m.version for m in pool.loaded("faces")])
+                return seen
+            finally:
+                await pool.close()
+
+        assert asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S)) == [[1, 2, 4], [1, 4, 5], [1, 3, 5]]
+
+
 @pytest.mark.parametrize("lone_threads", [2, 1])
 def test_a_lone_request_runs_on_a_session_with_more_threads_and_batches_on_single_thread_ones(tmp_path, lone_threads):
     # TANDEM_LONE_REQUEST_THREADS=1 (or ort_threads as many): no session apart, every call alike.
