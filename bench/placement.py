@@ -262,7 +262,8 @@ def measure_profile(net: NetworkProfile, placements: list[str], bundle: Path, mo
     seeded shuffled order) so that load from elsewhere falls on all of them alike."""
     rng = np.random.default_rng(seed)
     link = EmulatedLink(net, seed) if net.online else None
-    cloud = CloudClient(url, model, api_key=key, transport=link, timeout_s=120, retries=0) if link else None
+    cloud = CloudClient(url, model, api_key=key, transport=link, timeout_s=120, deadline_s=None,
+                        retries=0) if link else None
     try:
         # One model for all, so that every placement runs the same ONNX Runtime sessions.
         hm = HybridModel(bundle, cloud, version=1, auto=rule)
