@@ -106,7 +106,7 @@ class HybridModel:
     of every ``predict``; ``auto``: the rule of the ``auto`` policy (default :class:`LatencyRule`).
     ``preprocessing``: the spec for images when there is no local model
     to take it from (cloud only). ``timeout_s``: the default deadline of a ``predict`` call (None:
-    none). ``update_conditions``: with an updater, start a background update under these download
+    none but the cloud client's own ``deadline_s`` on each cloud call). ``update_conditions``: with an updater, start a background update under these download
     conditions; one that was deferred or failed is started again at a later ``predict`` once the
     device meets them, ``update_retry_s`` at the soonest after the last one ended.
     """
