@@ -59,10 +59,15 @@ async def index(request: Request, call: Call) -> Response:
     return json_response(entries)
 
 
-async def load(request: Request, call: Call) -> Response:
-    params = (await _body(request)).get("parameters") or {}
+def _parameters(body: dict[str, Any]) -> dict[str, Any]:
+    params = body.get("parameters", {})
     if not isinstance(params, dict):
-        raise InvalidRequest(f"parameters must be a JSON object, got {type(params).__name__}")
+        raise InvalidRequest(f"parameters must be a JSON object, got {quoted(params)}")
+    return params
+
+
+async def load(request: Request, call: Call) -> Response:
+    params = _parameters(await _body(request))
     if params:
         raise InvalidRequest(f"load takes no parameters (got {', '.join(sorted(map(str, params)))}): the models "
                              "are the registry's; push a bundle with `tandem push` and move an alias instead")
@@ -72,7 +77,10 @@ async def load(request: Request, call: Call) -> Response:
 
 
 async def unload(request: Request, call: Call) -> Response:
-    await _body(request)  # Triton's parameters.unload_dependents: nothing here depends on a model
+    # Triton's parameters.unload_dependents: taken, but nothing here depends on another model.
+    dependents = _parameters(await _body(request)).get("unload_dependents", False)
+    if not isinstance(dependents, bool):
+        raise InvalidRequest(f"parameters.unload_dependents must be true or false, got {quoted(dependents)}")
     name = request.path_params["name"]
     dropped = await _plane(request).unload(name)
     return json_response({"name": name, "unloaded": [str(m.version) for m in dropped if m.name == name]})
