@@ -1,4 +1,6 @@
-"""The image endpoint: ``POST /v1/apps/{app}/{model}:predict`` with a JPEG or PNG as the body.
+"""The image endpoint: ``POST /v1/apps/{app}/{model}:predict`` with a photo as the body: JPEG, PNG,
+WebP, GIF or BMP (the formats the decoder reads, tandem.bundle.preprocess.FORMATS), sent as its own
+media type or as application/octet-stream.
 
 The server applies the bundle's preprocessing, so a phone app sends the photo as it is. This module
 checks the route, the reference and the body's type, and delegates to the data plane
@@ -22,7 +24,7 @@ from tandem.server.dataplane import DataPlane
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.responses import json_response
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "application/octet-stream")
 
 
 def _ref(request: Request) -> str | None:
@@ -40,11 +42,11 @@ async def _photo(request: Request, limit: int) -> bytes:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in IMAGE_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type {quoted(ctype) if ctype else 'missing'}: send the photo's bytes as image/jpeg, image/png or "
-            "application/octet-stream")
+            f"Content-Type {quoted(ctype) if ctype else 'missing'}: send the photo's bytes as image/jpeg, image/png, "
+            "image/webp, image/gif, image/bmp or application/octet-stream")
     body = await read_body(request, limit)
     if not body:
-        raise InvalidRequest("the body is empty; send the photo's bytes (JPEG or PNG)")
+        raise InvalidRequest("the body is empty; send the photo's bytes (JPEG, PNG, WebP, GIF or BMP)")
     return body
 
 

@@ -106,7 +106,8 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
                     "description": "Binary tensor data extension: length of the JSON header in the body."}
     predict_body = _json(_ref("PredictRequest"))
     image_body = {t: {"schema": {"type": "string", "format": "binary"}}
-                  for t in ("image/jpeg", "image/png", "application/octet-stream")}
+                  for t in ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
+                            "application/octet-stream")}
     image_params = [
         _path("app", {"type": "string", "enum": list(apps)}), _path("model", NAME),
         _query("version", {"type": "string", "pattern": "^[0-9]{1,9}$"}, "Serve this version."),
@@ -154,7 +155,7 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
                                                   ok(_ref("PredictResponse")), BODY_ERRORS, "predict",
                                                   predict_body, params)}
     paths["/v1/apps/{app}/{model}:predict"] = {"post": _op(
-        "Image endpoint: a JPEG/PNG photo in, the app's answer out", ok(_ref("AppResult")),
+        "Image endpoint: a photo (JPEG, PNG, WebP, GIF or BMP) in, the app's answer out", ok(_ref("AppResult")),
         (*BODY_ERRORS, 422), "predict", image_body, image_params)}
     paths["/metrics"] = {"get": _op("Prometheus metrics", {"description": "Prometheus text format",
                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, (), metrics_scope)}

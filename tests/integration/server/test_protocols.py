@@ -232,6 +232,28 @@ def test_image_endpoint_classifies_like_predict(http, bundles, photos):
     assert r.status_code == 200 and len(r.json()["predictions"][0]["top"]) == 4
 
 
+@pytest.mark.parametrize(("fmt", "ctype", "lossless"), [("WEBP", "image/webp", True), ("BMP", "image/bmp", True),
+                                                     ("GIF", "image/gif", False)])
+def test_image_endpoint_takes_each_format_it_decodes_under_its_own_type(http, photos, fmt, ctype, lossless):
+    def post(data: bytes, content_type: str) -> list[dict]:
+        r = http.post("/v1/apps/classify/faces:predict", content=data, headers={"content-type": content_type})
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"][0]["top"]
+
+    def saved(img: Image.Image, format: str, **kw) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format=format, **kw)
+        return buf.getvalue()
+
+    img = Image.open(photos[0]).convert("RGB")
+    got = post(saved(img, fmt, **({"lossless": True} if fmt == "WEBP" else {})), ctype)
+    assert len(got) == 4
+    if lossless:  # the same pixels as a PNG of the photo: the same answer
+        want = post(saved(img, "PNG"), "image/png")
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        assert all(abs(g["probability"] - w["probability"]) <= 1e-6 for g, w in zip(got, want, strict=True))
+
+
 def _binary_with_header(pixels: np.ndarray, header_value: str, cut: int = 0) -> tuple[bytes, dict]:
     body, _ = oip_binary(pixels)
     return body[: len(body) - cut], {"Inference-Header-Content-Length": header_value}
@@ -312,7 +334,7 @@ BAD = [
      400, "not a readable image"),
     ("image-content-type", "post", "/v1/apps/celebmatch/faces:predict", {"content": b"x",
                                                                          "headers": {"content-type": "text/plain"}},
-     415, "Content-Type 'text/plain': send the photo's bytes as image/jpeg, image/png"),
+     415, "Content-Type 'text/plain': send the photo's bytes as image/jpeg, image/png, image/webp, image/gif"),
     ("unknown-app", "post", "/v1/apps/paint/faces:predict", {"content": b"x", "headers": JPEG}, 404,
      "unknown app 'paint'; apps: celebmatch, classify, deepart"),
     ("no-gallery", "post", "/v1/apps/celebmatch/plain:predict", {"content": b"x", "headers": JPEG}, 404,
