@@ -13,7 +13,8 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
   ``GET /v1/ota/signing-keys`` (server/ota/endpoints.py, docs/ota.md)
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public);
   ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload`` (server/repository.py)
-- open: ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself;
+- open: ``GET /docs`` the API's documentation page (server/apidocs.py, Swagger UI over this document);
+  ``GET /app/`` the browser app (server/webapp.py, built from web/), which asks for keys itself;
   ``GET /`` redirects there
 """
 
@@ -40,7 +41,7 @@ from tandem.errors import quoted
 from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import images, oip, openapi, ota, repository, tfserving, webapp
+from tandem.server import apidocs, images, oip, openapi, ota, repository, tfserving, webapp
 from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.dataplane import DataPlane, Limits
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
         *webapp.routes(settings),
+        *apidocs.routes(lambda: doc),
     ]
     return Starlette(
         routes=routes,
@@ -159,7 +161,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                per_client=settings.max_in_flight_per_client,
                                refused=metrics.overload.labels("in_flight").inc),
                     Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
-                    Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS})],
+                    Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS, apidocs.PREFIX: apidocs.HEADERS})],
         exception_handlers={HTTPException: _http_error},
     )
 

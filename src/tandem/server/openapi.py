@@ -125,6 +125,15 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
                       "responses": {"307": {"description": "to /app/"}}}},
         "/app": {"get": {"summary": "The browser app: redirects to /app/", "security": [],
                          "responses": {"308": {"description": "to /app/"}}}},
+        # The API's documentation page (server/apidocs.py): open, like a web page.
+        "/docs": {"get": _op("This document in Swagger UI", {"description": "the page", "content": {"text/html": {}}},
+                             (404,), None)},
+        "/docs/openapi.json": {"get": _op("This document, for the documentation page", ok({"type": "object"}), (),
+                                          None)},
+        "/docs/{file}": {"get": _op("The documentation page's files (Swagger UI's, from the Python package)",
+                                    {"description": "the file", "content": {"text/css": {}, "text/javascript": {}}},
+                                    (404,), None, params=[_path("file", {"type": "string", "enum": [
+                                        "swagger-ui.css", "swagger-ui-bundle.js", "init.js"]})])},
         "/app/{path}": {"get": _op("The browser app's files (index.html, scripts, WASM)",
                                    {"description": "the file", "content": {"text/html": {}, "*/*": {}}}, (404,), None,
                                    params=[_path("path", {"type": "string"})])},

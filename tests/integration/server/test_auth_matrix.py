@@ -54,12 +54,15 @@ SCOPES: dict[str, str | None] = {
     "/openapi.json": "predict",
     "/metrics": "admin",
     "/app": None,  # the browser app: a public page that asks for keys itself
+    "/docs": None,  # the API's documentation page, and the document and files it shows
+    "/docs/openapi.json": None,
+    "/docs/{file}": None,
     "/": None,  # sends a browser to /app/
 }
 # Routes for a registered device's credential (or admin): the fleet's device-scope key is refused there.
 REGISTERED = {path for path in SCOPES if path.startswith("/v1/ota/")}
 PARAMS = {"name": "faces", "version": "1", "label": "production", "app": "classify", "model": "faces:predict",
-          "sha256": "a" * 64, "from_sha256": "b" * 64, "to_sha256": "c" * 64}
+          "sha256": "a" * 64, "file": "init.js", "from_sha256": "b" * 64, "to_sha256": "c" * 64}
 REALM = 'Bearer realm="tandem"'
 HIDDEN = "tdm_000000000000_" + "x" * 43  # well-formed, but no such key
 

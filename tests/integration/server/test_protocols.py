@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 
 import numpy as np
 import orjson
@@ -415,3 +416,22 @@ def test_openapi_documents_every_route(http, served):
     infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
     assert {"200", "400", "401", "403", "404", "413", "429"} <= set(infer["responses"])
     assert doc["paths"]["/v2/health/live"]["get"]["security"] == []
+
+
+def test_the_docs_page_is_open_and_loads_only_this_servers_files(served, http):
+    server, _ = served
+    with server.client() as anonymous:  # no key: a page to read, like the browser app
+        r = anonymous.get("/docs")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        refs = re.findall(r'(?:src|href)="([^"]*)"', r.text)
+        assert len(refs) == 3 and all(ref.startswith("/docs/") for ref in refs), refs  # same origin, no CDN
+        for ref in refs:
+            asset = anonymous.get(ref)
+            assert asset.status_code == 200 and asset.content, ref
+            assert "content-security-policy" in asset.headers
+        assert '"/docs/openapi.json"' in anonymous.get("/docs/init.js").text
+        assert anonymous.get("/docs/openapi.json").json() == http.get("/openapi.json").json()
+        r = anonymous.get("/docs/index.html")  # the package's demo page (it points elsewhere) is not served
+        assert r.status_code == 404 and "the page is /docs" in r.json()["error"]
