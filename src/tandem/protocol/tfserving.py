@@ -1,10 +1,15 @@
-"""TensorFlow Serving's REST predict and status bodies, both ways, without HTTP.
+"""TensorFlow Serving's REST predict, classify, status and metadata bodies, both ways, without HTTP.
 
 Row format: ``{"instances": [...]}``, one entry per example (a value, or ``{input: value}``),
 answered with ``{"predictions": [...]}`` (one value per example, or ``{output: value}`` when the
 model has several outputs). Columnar format: ``{"inputs": value or {input: value}}`` with the batch
 as the first dimension, answered with ``{"outputs": value or {output: value}}``.
 https://www.tensorflow.org/tfx/serving/api_rest#predict_api
+
+Classify (a model with a label per score): ``{"examples": [{input: value}, ...]}``, answered with
+``{"result": [[[label, score], ...], ...]}``, every class of each example in the model's order.
+Metadata: the model's ``serving_default`` signature (and ``classification`` for a classifier) as
+TF-Serving writes a ``SignatureDef`` in JSON: TensorFlow dtypes, dimensions as strings (int64).
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from tandem.protocol import jsonbody, tensors
 from tandem.protocol.datatypes import TensorSig
 
 SIGNATURE = "serving_default"
+CLASSIFY_SIGNATURE = "classification"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+# OIP datatypes as TensorFlow names them.
+TF_DTYPES = {"BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
+             "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64",
+             "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "BYTES": "DT_STRING"}
 
 
 def parse_predict(body: bytes, inputs: Sequence[TensorSig]) -> tuple[dict[str, np.ndarray], bool]:
@@ -85,6 +97,57 @@ def encode_predict(outputs: dict[str, np.ndarray], rows: bool) -> bytes:
         return jsonbody.dumps({"predictions": next(iter(outputs.values()))})
     n = len(next(iter(outputs.values())))
     return jsonbody.dumps({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(n)]})
+
+
+def parse_classify(body: bytes, inputs: Sequence[TensorSig]) -> dict[str, np.ndarray]:
+    """A classify request's examples as arrays by input name (one row per example)."""
+    req = jsonbody.request(body, "classify request")
+    if not isinstance(req, dict):
+        raise InvalidRequest(f"classify request must be a JSON object, got {type(req).__name__}")
+    signature = req.get("signature_name", SIGNATURE)
+    if signature not in (SIGNATURE, CLASSIFY_SIGNATURE):
+        raise InvalidRequest(f"signature_name {quoted(signature)}: this model has {SIGNATURE!r} and "
+                             f"{CLASSIFY_SIGNATURE!r}")
+    examples = req.get("examples")
+    if not isinstance(examples, list) or not examples or not all(isinstance(e, dict) for e in examples):
+        raise InvalidRequest("'examples' must be a non-empty list of {input: value} objects, one per example")
+    context = req.get("context", {})
+    if not isinstance(context, dict):
+        raise InvalidRequest(f"'context' must be an {{input: value}} object, got {type(context).__name__}")
+    names = [s.name for s in inputs]
+    merged = [{**context, **e} for e in examples]  # the context's features are every example's
+    for i, example in enumerate(merged):
+        _check_names(example, names, f"examples[{i}]")
+    return {s.name: tensors.from_nested(s, [e[s.name] for e in merged], "examples") for s in inputs}
+
+
+def encode_classify(scores: np.ndarray, labels: Sequence[str]) -> bytes:
+    """Every class of each row, ``[label, score]`` in the model's order."""
+    return jsonbody.dumps({"result": [[[label, float(p)] for label, p in zip(labels, row, strict=True)]
+                                      for row in scores]})
+
+
+def _tensor_info(s: TensorSig) -> dict[str, Any]:
+    return {"dtype": TF_DTYPES[s.datatype], "name": f"{s.name}:0",
+            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in s.shape], "unknown_rank": False}}
+
+
+def _signature(inputs: Sequence[TensorSig], outputs: Sequence[TensorSig], method: str) -> dict[str, Any]:
+    return {"inputs": {s.name: _tensor_info(s) for s in inputs}, "outputs": {s.name: _tensor_info(s) for s in outputs},
+            "method_name": method}
+
+
+def encode_metadata(name: str, version: int, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig],
+                    classifies: TensorSig | None = None) -> dict[str, Any]:
+    """A model metadata answer (``GET /v1/models/NAME[/versions/N]/metadata``): its signatures;
+    ``classifies``: the scores output of a classifier, which gets a ``classification`` signature too."""
+    signatures = {SIGNATURE: _signature(inputs, outputs, PREDICT_METHOD)}
+    if classifies is not None:
+        classes = TensorSig("classes", "BYTES", classifies.shape)
+        signatures[CLASSIFY_SIGNATURE] = _signature(inputs, [classes, TensorSig("scores", "FP32", classifies.shape)],
+                                                    CLASSIFY_METHOD)
+    return {"model_spec": {"name": name, "signature_name": "", "version": str(version)},
+            "metadata": {"signature_def": {"signature_def": signatures}}}
 
 
 def model_path(model: str, version: int | str | None = None) -> str:

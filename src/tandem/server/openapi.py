@@ -163,6 +163,13 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
         paths[prefix + ":predict"] = {"post": _op("TF-Serving predict (instances or inputs)",
                                                   ok(_ref("PredictResponse")), BODY_ERRORS, "predict",
                                                   predict_body, params)}
+        paths[prefix + ":classify"] = {"post": _op(
+            "TF-Serving classify (examples): every class's [label, score] per example; a classifier only "
+            "(a score per label)", ok(_ref("ClassifyResponse")), BODY_ERRORS, "predict",
+            _json(_ref("ClassifyRequest")), params)}
+        paths[prefix + "/metadata"] = {"get": _op("TF-Serving model metadata (signature_def)",
+                                                  ok(_ref("TFModelMetadata")), MODEL_ERRORS, "predict",
+                                                  params=params)}
     paths["/v1/apps/{app}/{model}:predict"] = {"post": _op(
         "Image endpoint: a photo (JPEG, PNG, WebP, GIF or BMP) in, the app's answer out", ok(_ref("AppResult")),
         (*BODY_ERRORS, 422), "predict", image_body, image_params)}
@@ -465,6 +472,24 @@ SCHEMAS: dict[str, Any] = {
         "examples": [{"instances": [[[[200, 150, 100]]]]}, {"inputs": {"pixels": [[[[200, 150, 100]]]]}}],
         "properties": {"signature_name": {"type": "string"}, "instances": {"type": "array", "minItems": 1},
                        "inputs": {}}},
+    "ClassifyRequest": {
+        "type": "object", "required": ["examples"], "examples": [{"examples": [{"pixels": [[[200, 150, 100]]]}]}],
+        "properties": {"signature_name": {"type": "string"}, "context": {"type": "object"},
+                       "examples": {"type": "array", "minItems": 1, "items": {"type": "object"}}}},
+    "ClassifyResponse": {"type": "object", "required": ["result"], "properties": {"result": {
+        "type": "array", "items": {"type": "array", "items": {
+            "type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}], "minItems": 2,
+            "maxItems": 2}}}}},
+    "TFModelMetadata": {"type": "object", "required": ["model_spec", "metadata"], "properties": {
+        "model_spec": {"type": "object", "required": ["name", "version"],
+                       "properties": {"name": {"type": "string"}, "signature_name": {"type": "string"},
+                                      "version": {"type": "string"}}},
+        "metadata": {"type": "object", "required": ["signature_def"], "properties": {"signature_def": {
+            "type": "object", "required": ["signature_def"], "properties": {"signature_def": {
+                "type": "object", "additionalProperties": {
+                    "type": "object", "required": ["inputs", "outputs", "method_name"],
+                    "properties": {"inputs": {"type": "object"}, "outputs": {"type": "object"},
+                                   "method_name": {"type": "string"}}}}}}}}}},
     "PredictResponse": {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}},
     "ModelStatus": {"type": "object", "required": ["model_version_status"], "properties": {
         "model_version_status": {"type": "array", "items": {

@@ -1,4 +1,5 @@
-"""TensorFlow Serving's REST API: ``:predict`` (row and columnar formats) and model status.
+"""TensorFlow Serving's REST API: ``:predict`` (row and columnar formats), ``:classify`` (a model
+with a label per score), model status and ``/metadata`` (the signatures).
 
 The action is part of the last path segment (``/v1/models/faces:predict``), so each route takes
 that segment whole and splits it at the colon. One Starlette route serves two resources (status:
@@ -15,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from tandem.errors import InvalidRequest, NotFound, quoted
 from tandem.protocol import tfserving as tfserving_codec
+from tandem.protocol.datatypes import TensorSig
 from tandem.protocol.numbers import is_version
 from tandem.server.body import read_body
 from tandem.server.dataplane import DataPlane
@@ -22,7 +24,8 @@ from tandem.server.endpoint import Call, Handler, endpoint
 from tandem.server.pool import LoadedModel
 from tandem.server.responses import json_response
 
-UNSUPPORTED = ("classify", "regress")
+UNSUPPORTED = ("regress",)
+ACTIONS = ("predict", "classify")
 STATUS_METHODS = ("GET", "HEAD")
 PREDICT_METHODS = ("POST",)
 
@@ -67,11 +70,12 @@ def _allowed(segment: str) -> tuple[str, ...] | None:
     action = _split(segment)[1]
     if action is None:
         return STATUS_METHODS
-    return PREDICT_METHODS if action == "predict" else None
+    return PREDICT_METHODS if action in ACTIONS else None
 
 
 def _not_allowed(method: str, allowed: tuple[str, ...]) -> Response:
-    hint = "POST needs an action: /v1/models/NAME:predict" if allowed == STATUS_METHODS else ":predict takes POST"
+    hint = ("POST needs an action: /v1/models/NAME:predict" if allowed == STATUS_METHODS
+            else ":predict and :classify take POST")
     return json_response({"error": f"{method} is not allowed here; {hint}"}, 405, {"allow": ", ".join(allowed)})
 
 
@@ -81,12 +85,14 @@ async def _dispatch(request: Request, call: Call, name: str, ref: str | None, ac
             return _not_allowed(request.method, STATUS_METHODS)
         return await _status(request, call, name, ref)  # HEAD: the same answer, uvicorn drops the body
     if action in UNSUPPORTED:
-        raise InvalidRequest(f":{action} is not supported; use :predict")
-    if action != "predict":
-        raise NotFound(f"unknown action {quoted(action)}; TF-Serving's REST API here has :predict")
+        raise InvalidRequest(f":{action} is not supported; use :predict (or :classify for a classifier)")
+    if action not in ACTIONS:
+        raise NotFound(f"unknown action {quoted(action)}; TF-Serving's REST API here has :predict and :classify")
     if request.method not in PREDICT_METHODS:
         return _not_allowed(request.method, PREDICT_METHODS)
-    call.route += ":predict"
+    call.route += ":" + action
+    if action == "classify":
+        return await _classify(request, call, name, ref)
     return await _predict(request, call, name, ref)
 
 
@@ -113,6 +119,37 @@ async def _predict(request: Request, call: Call, name: str, ref: str | None) -> 
     return Response(tfserving_codec.encode_predict(outputs, rows), media_type="application/json")
 
 
+def _scores(model: LoadedModel) -> TensorSig | None:
+    """The output a classifier gives its scores in: one per label of the bundle ("probabilities" first)."""
+    labels = model.bundle.manifest.labels
+    fits = [s for s in model.outputs if labels and len(s.shape) == 2 and s.shape[1] == len(labels)]
+    fits.sort(key=lambda s: s.name != "probabilities")
+    return fits[0] if fits else None
+
+
+async def _classify(request: Request, call: Call, name: str, ref: str | None) -> Response:
+    model = await _model(request, call, name, ref)
+    scores = _scores(model)
+    if scores is None:
+        raise InvalidRequest(f"{model.label} is not a classifier (no output with a score per label): use :predict")
+    outputs, _ = await _plane(request).infer(model, lambda limit: read_body(request, limit),
+                                             lambda body: (tfserving_codec.parse_classify(body, model.inputs), None))
+    return Response(tfserving_codec.encode_classify(outputs[scores.name], model.bundle.manifest.labels),
+                    media_type="application/json")
+
+
+async def metadata(request: Request, call: Call) -> Response:
+    p = request.path_params
+    ref = p.get("version", p.get("label"))
+    if "version" in p and not is_version(ref or ""):
+        raise InvalidRequest(f"version {quoted(ref)} is not a version number; use /labels/ALIAS for an alias")
+    if "label" in p and is_version(ref or ""):
+        raise InvalidRequest(f"label {quoted(ref)} is a version number; use /versions/{ref}")
+    model = await _model(request, call, p["name"], ref)
+    return json_response(tfserving_codec.encode_metadata(model.name, model.version, model.inputs, model.outputs,
+                                                         _scores(model)))
+
+
 class _Route(Route):
     """Starlette answers a method no route takes (OPTIONS, PUT, ...) with 405 and ``Allow`` before the
     key check, listing the route's methods: here, those of the resource the last segment names."""
@@ -129,7 +166,10 @@ class _Route(Route):
 
 
 def routes() -> list[Route]:
+    meta = ("/v1/models/{name}/metadata", "/v1/models/{name}/versions/{version}/metadata",
+            "/v1/models/{name}/labels/{label}/metadata")
     return [
+        *(Route(p, endpoint(p, "predict", metadata), methods=["GET"]) for p in meta),
         _Route("/v1/models/{name}", "name", by_name),
         _Route("/v1/models/{name}/versions/{version}", "version", by_version),
         _Route("/v1/models/{name}/labels/{label}", "label", by_label),

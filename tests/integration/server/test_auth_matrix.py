@@ -43,6 +43,9 @@ SCOPES: dict[str, str | None] = {
     "/v1/models/{name}": "predict",
     "/v1/models/{name}/versions/{version}": "predict",
     "/v1/models/{name}/labels/{label}": "predict",
+    "/v1/models/{name}/metadata": "predict",
+    "/v1/models/{name}/versions/{version}/metadata": "predict",
+    "/v1/models/{name}/labels/{label}/metadata": "predict",
     "/v1/apps/{app}/{model}": "predict",
     "/v1/devices": "device",  # the fleet's device-scope key registers a device
     "/v1/ota/check": "device",

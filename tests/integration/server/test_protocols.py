@@ -182,6 +182,38 @@ def test_tf_serving_model_status(http):
     assert {"version": "1", **ok} in listed
 
 
+@pytest.mark.parametrize(("path", "version"), [("/v1/models/faces", "1"), ("/v1/models/faces/versions/2", "2"),
+                                               ("/v1/models/faces/labels/production", "1")])
+def test_tf_serving_metadata_gives_the_signature_defs(http, path, version):
+    r = http.get(path + "/metadata")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_spec"] == {"name": "faces", "signature_name": "", "version": version}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    dims = lambda *sizes: {"dim": [{"size": str(n), "name": ""} for n in sizes], "unknown_rank": False}
+    assert signatures["serving_default"] == {
+        "inputs": {"pixels": {"dtype": "DT_UINT8", "name": "pixels:0", "tensor_shape": dims(-1, 100, 75, 3)}},
+        "outputs": {"probabilities": {"dtype": "DT_FLOAT", "name": "probabilities:0", "tensor_shape": dims(-1, 4)},
+                    "embedding": {"dtype": "DT_FLOAT", "name": "embedding:0", "tensor_shape": dims(-1, 32)}},
+        "method_name": "tensorflow/serving/predict"}
+    classification = signatures["classification"]  # a label per score: a classifier
+    assert classification["method_name"] == "tensorflow/serving/classify"
+    assert {n: o["dtype"] for n, o in classification["outputs"].items()} == {"classes": "DT_STRING",
+                                                                             "scores": "DT_FLOAT"}
+
+
+def test_tf_serving_classify_gives_every_class_with_its_label(http, pixels, inproc):
+    want = inproc[1].run(pixels[:2])["probabilities"]
+    labels = inproc[1].labels
+    r = http.post("/v1/models/faces/versions/2:classify", json={"examples": [{"pixels": p.tolist()} for p in pixels[:2]]})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert [[c[0] for c in row] for row in result] == [list(labels)] * 2
+    assert np.abs(np.array([[c[1] for c in row] for row in result]) - want).max() <= 1e-5
+    r = http.post("/v1/models/faces:classify", json={"instances": [1]})
+    assert r.status_code == 400 and "'examples' must be a non-empty list" in r.json()["error"]
+
+
 @pytest.mark.parametrize("path", ["/v1/models/faces", "/v1/models/faces/versions/2", "/v1/models/faces/labels/production"])
 def test_tf_serving_status_takes_head_and_each_resource_states_its_own_methods(http, path):
     head = http.head(path)
@@ -189,7 +221,8 @@ def test_tf_serving_status_takes_head_and_each_resource_states_its_own_methods(h
     assert (head.status_code, head.content) == (200, b"") and int(head.headers["content-length"]) > 0
     # One route serves the status (GET, HEAD) and :predict (POST): each says which methods it takes.
     for method, target, allow in (("POST", path, "GET, HEAD"), ("OPTIONS", path, "GET, HEAD"),
-                                  ("GET", path + ":predict", "POST"), ("PUT", path + ":predict", "POST")):
+                                  ("GET", path + ":predict", "POST"), ("PUT", path + ":predict", "POST"),
+                                  ("GET", path + ":classify", "POST")):
         r = http.request(method, target)
         assert (r.status_code, r.headers["allow"]) == (405, allow), (method, target, r.text)
         assert r.json()["error"]
@@ -407,8 +440,8 @@ def test_openapi_documents_every_route(http, served):
     documented = set(doc["paths"])
     for route in served[0].app.routes:
         path = route.path
-        if path.startswith("/v1/models/"):
-            assert path in documented and path + ":predict" in documented
+        if path.startswith("/v1/models/") and not path.endswith("/metadata"):
+            assert path in documented and path + ":predict" in documented and path + ":classify" in documented
         elif path == "/v1/apps/{app}/{model}":
             assert "/v1/apps/{app}/{model}:predict" in documented
         else:
