@@ -107,9 +107,11 @@ async def _model(request: Request, call: Call, name: str, ref: str | None) -> Lo
 
 
 async def _status(request: Request, call: Call, name: str, ref: str | None) -> Response:
+    """The version the reference serves; for the model alone, the one a request without a version gets
+    (TF-Serving's newest AVAILABLE version), whichever worker answers: not the versions this worker
+    happens to have loaded by number."""
     model = await _model(request, call, name, ref)
-    served = [model] if ref is not None else _plane(request).loaded(name)
-    return json_response(tfserving_codec.encode_status([m.version for m in served]))
+    return json_response(tfserving_codec.encode_status([model.version]))
 
 
 async def _predict(request: Request, call: Call, name: str, ref: str | None) -> Response:

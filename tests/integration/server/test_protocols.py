@@ -178,8 +178,10 @@ def test_tf_serving_model_status(http):
     ok = {"state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     assert http.get("/v1/models/faces/versions/2").json() == {"model_version_status": [{"version": "2", **ok}]}
     assert http.get("/v1/models/faces/labels/production").json() == {"model_version_status": [{"version": "1", **ok}]}
-    listed = http.get("/v1/models/faces").json()["model_version_status"]
-    assert {"version": "1", **ok} in listed
+    # The model alone: the version a request without one gets (production's), not what this worker
+    # (or, under Ray, this replica) has loaded besides.
+    assert http.post("/v1/models/faces/versions/2:predict", json={"instances": PIX.tolist()}).status_code == 200
+    assert http.get("/v1/models/faces").json() == {"model_version_status": [{"version": "1", **ok}]}
 
 
 @pytest.mark.parametrize(("path", "version"), [("/v1/models/faces", "1"), ("/v1/models/faces/versions/2", "2"),
