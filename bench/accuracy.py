@@ -122,9 +122,9 @@ def open_set_part(args: argparse.Namespace) -> dict:
                       region_views=0.2, arc_weight=0.1)
     if args.embed_run is None or not (run_dir / checkpoint.BEST).exists():
         console.print(f"[bold]training[/] the face embedding, {args.embed_epochs} epochs at {args.size}×{args.size}")
-        train_embed(cfg, resume=(run_dir / checkpoint.LAST).exists())
+        train_embed(cfg, resume=(run_dir / checkpoint.LAST).exists(), data_home=get_settings().data_home)
     history = json.loads((run_dir / "history.json").read_text())
-    export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"))
+    export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"), get_settings().data_home)
     full = evaluate(run_dir, bundle_dir, args.seed)
     console.print("[bold]demo[/]: `tandem demo` as a user runs it, then the same measures")
     demo_dir = WORK / "demo"
@@ -135,7 +135,7 @@ def open_set_part(args: argparse.Namespace) -> dict:
         if demo_dir.exists():
             shutil.rmtree(demo_dir)
         t0 = time.perf_counter()
-        run_demo(demo_dir, seed=args.seed)
+        run_demo(demo_dir, seed=args.seed, data_home=get_settings().data_home)
         demo_seconds = time.perf_counter() - t0
     demo = evaluate(demo_dir / "run", demo_dir / "bundle", args.seed, regions=False)
     det = {**detection(bundle_dir=bundle_dir), **ann_recall(run_dir, bundle_dir, args.seed)}
@@ -203,7 +203,7 @@ def main() -> None:
                       seed=args.seed, device=args.device, val_fraction=args.val_fraction)
     resume = (run_dir / checkpoint.LAST).exists()
     console.print(f"[bold]training[/] {args.epochs} epochs on LFW ≥ 20 photos{' (resuming)' if resume else ''}")
-    train(cfg, resume=resume)
+    train(cfg, resume=resume, data_home=get_settings().data_home)
     if args.train_only:
         console.print(f"trained: {run_dir}")
         return
@@ -211,11 +211,11 @@ def main() -> None:
     train_seconds = sum(h["seconds"] for h in history)
 
     console.print("[bold]exporting[/] fp32 + int8 and measuring on the test split")
-    bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"))
+    bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"), get_settings().data_home)
     m = bundle.manifest.metrics
 
     console.print("[bold]eigenfaces[/] baseline on the same split")
-    _, data = load_run(run_dir)
+    _, data = load_run(run_dir, get_settings().data_home)
     spec = bundle.manifest.preprocessing
     fit_cat = data.catalog().subset(data.split["train"] + data.split["val"])
     fit_x, fit_y, _ = load_pixels(fit_cat, spec)

@@ -102,9 +102,9 @@ def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray) -> d
     cfg = StylizeConfig(data="lfw", out=run, effect=effect, name=f"deepart-{effect}", max_images=args.max_images,
                         epochs=args.epochs, photo_size=256, crop=128, batch_size=16)
     t0 = time.perf_counter()
-    result = train_stylize(cfg, show_progress=not args.no_progress)
+    result = train_stylize(cfg, show_progress=not args.no_progress, data_home=get_settings().data_home)
     train_seconds = time.perf_counter() - t0
-    bundle = export_run(run, bundle_dir)
+    bundle = export_run(run, bundle_dir, data_home=get_settings().data_home)
     m = bundle.manifest
     ms = timings(effect, bundle, pixels, args.reps)
     speed = {n: round(ms["teacher_ms"][n] / ms["student_ms"][n], 2) for n in ms["student_ms"]}

@@ -42,6 +42,7 @@ from tandem.data.faces import align_catalog
 from tandem.data.lfw_pairs import read_pairs
 from tandem.faces import metrics
 from tandem.faces.calibration import no_match_threshold
+from tandem.settings import get_settings
 from tandem.training.embed import HELD_OUT_FOLDS, verification_pairs
 from tandem.training.run import RunData, load_run
 
@@ -127,7 +128,7 @@ def evaluate(run: Path, bundle_dir: Path, seed: int = 0, with_eigenfaces: bool =
     bundle = Bundle.load(bundle_dir)
     kit = FaceKit.of(bundle)
     assert kit is not None, f"{bundle_dir} is not a face-embedding bundle"
-    _, data = load_run(run)
+    _, data = load_run(run, get_settings().data_home)
     t0 = time.perf_counter()
     console.print("aligning the held-out, training and validation people's photos")
     test = aligned(data, data.split["test"], kit)
@@ -186,7 +187,7 @@ def ann_recall(run: Path, bundle_dir: Path, seed: int = 0) -> dict:
     bundle = Bundle.load(bundle_dir)
     kit = FaceKit.of(bundle)
     assert kit is not None
-    _, data = load_run(run)
+    _, data = load_run(run, get_settings().data_home)
     test, train = aligned(data, data.split["test"], kit), aligned(data, data.split["train"], kit)
     e = Embedder("fp32", bundle, kit)
     te, tr = e.embed(test.pixels), e.embed(train.pixels)
@@ -212,7 +213,6 @@ def detection(n: int = 1000, seed: int = 0, bundle_dir: Path | None = None) -> d
     from PIL import Image
 
     from tandem.faces.finder import FaceFinder
-    from tandem.settings import get_settings
 
     assert bundle_dir is not None
     kit = FaceKit.of(Bundle.load(bundle_dir))

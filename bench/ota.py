@@ -43,6 +43,7 @@ from tandem.data.pixels import load_pixels
 from tandem.device import ModelUpdater
 from tandem.export.exporter import ExportOptions, export_run, load_net
 from tandem.security.signing import PublicKey
+from tandem.settings import get_settings
 from tandem.testing.served import serve
 from tandem.training import checkpoint
 from tandem.training.run import TrainConfig, load_run
@@ -71,7 +72,7 @@ def source_runs(small: bool) -> tuple[Path, Path]:
         if not (out / checkpoint.BEST).exists():
             console.print(f"training a small run (seed {seed}, 3 epochs) into {out}")
             train(TrainConfig(data="lfw", name=MODEL, out=out, min_faces=20, epochs=3, seed=seed),
-                  resume=(out / checkpoint.LAST).exists())
+                  resume=(out / checkpoint.LAST).exists(), data_home=get_settings().data_home)
         runs.append(out)
     return runs[0], runs[1]
 
@@ -85,7 +86,7 @@ def finetune_head(src: Path, dst: Path, epochs: int = 2) -> Path:
     for name in ("config.json", "dataset.json", "history.json", checkpoint.BEST):
         shutil.copy2(src / name, dst / name)
     net, state = load_net(dst)
-    cfg, data = load_run(dst)
+    cfg, data = load_run(dst, get_settings().data_home)
     pixels, labels, _ = load_pixels(data.part("train"), preprocess_spec(cfg, data, net.cfg))
     with torch.no_grad():  # frozen body: its embeddings once, then only the head trains
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
@@ -117,7 +118,7 @@ def enrolled(bundle: Path, min_faces: int) -> Path:
     b = Bundle.load(bundle)
     if APP not in b.manifest.apps:
         console.print(f"enrolling LFW people with >= {min_faces} photos into {bundle}")
-        gallery = build_gallery(OnnxModel.open(b), load_catalog("lfw", min_faces), max_per_identity=10)
+        gallery = build_gallery(OnnxModel.open(b), load_catalog("lfw", min_faces, get_settings().data_home), max_per_identity=10)
         enroll(b, gallery, source=f"lfw min_faces={min_faces} max_per_identity=10")
     return bundle
 
@@ -152,7 +153,7 @@ def versions(small: bool) -> list[Path]:
         shutil.copytree(v2, stage, dirs_exist_ok=True)
         b = Bundle.load(stage)
         console.print("re-enrolling LFW people with >= 15 photos (v3)")
-        enroll(b, build_gallery(OnnxModel.open(b), load_catalog("lfw", 15), max_per_identity=10),
+        enroll(b, build_gallery(OnnxModel.open(b), load_catalog("lfw", 15, get_settings().data_home), max_per_identity=10),
                source="lfw min_faces=15 max_per_identity=10")
         os.replace(stage, v3)
     v4 = enrolled(exported(other_run, root / "v4-retrain"), 15)

@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     )
 
     # --- registry ---------------------------------------------------------------------------
-    database_url: str | None = Field(
+    # A secret: the URL may hold the database's password; reprs and logs show it masked.
+    database_url: SecretStr | None = Field(
         default=None,
         description="SQLAlchemy URL of the registry database (e.g. postgresql+psycopg://127.0.0.1:5432/test). "
         "Unset: a SQLite file, registry.db, under the Tandem home (WAL mode).",
@@ -273,21 +274,34 @@ class Settings(BaseSettings):
 
     @property
     def registry_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+        """The database URL in clear, password included: for making the engine, never for showing."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def registry_location(self) -> str:
+        """The database URL as shown to people: without the user and password."""
+        return self.registry_url.split("@")[-1]
 
     def require_data_home(self) -> Path:
-        if self.data_home is None:
-            raise ConfigError(
-                "No LFW location set: set TANDEM_DATA_HOME to the folder that holds lfw_home/ "
-                "(in this repository: ../shared/datasets), or pass --data DIR with your own images."
-            )
-        lfw = self.data_home / "lfw_home"
-        if not lfw.is_dir():
-            raise ConfigError(
-                f"TANDEM_DATA_HOME={self.data_home} has no lfw_home/ folder: point it at the folder "
-                "that holds lfw_home/lfw_funneled/<Person>/*.jpg."
-            )
-        return self.data_home
+        return require_data_home(self.data_home)
+
+
+def require_data_home(data_home: Path | None) -> Path:
+    """``data_home`` (TANDEM_DATA_HOME, given by the caller), checked to hold lfw_home/."""
+    if data_home is None:
+        raise ConfigError(
+            "No LFW location set: set TANDEM_DATA_HOME to the folder that holds lfw_home/ "
+            "(in this repository: ../shared/datasets), or pass --data DIR with your own images."
+        )
+    lfw = data_home / "lfw_home"
+    if not lfw.is_dir():
+        raise ConfigError(
+            f"TANDEM_DATA_HOME={data_home} has no lfw_home/ folder: point it at the folder "
+            "that holds lfw_home/lfw_funneled/<Person>/*.jpg."
+        )
+    return data_home
 
 
 def get_settings() -> Settings:

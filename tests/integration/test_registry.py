@@ -198,7 +198,8 @@ def test_several_processes_materialise_one_bundle_folder_at_once(tmp_path, bundl
     db = Backend("sqlite", tmp_path / "home", None)
     with Registry.open(db.settings()) as reg:
         reg.push(bundles[0])
-    code = "from tandem.registry.registry import Registry; print(Registry.open().bundle_dir('faces', 1))"
+    code = ("from tandem.registry.registry import Registry; from tandem.settings import Settings; "
+            "print(Registry.open(Settings()).bundle_dir('faces', 1))")
     env = {**os.environ, **db.env()}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for _ in range(4)]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tandem.bundle import Bundle
+from tandem.settings import get_settings
 from tandem.training.distributed import RayOptions, train_on_ray
 from tandem.training.run import TrainConfig
 from tandem.training.trainer import train
@@ -68,7 +69,7 @@ def test_one_ray_worker_trains_exactly_as_the_plain_trainer_and_resumes_there(ra
         return TrainConfig(data=str(faces), out=tmp_path / out, epochs=2, batch_size=8, stem_stride=2, seed=5, **kw)
 
     train(cfg("plain"), show_progress=False)
-    train_on_ray(cfg("mixed", stop_after=1), RayOptions(workers=1), show_progress=False)
+    train_on_ray(cfg("mixed", stop_after=1), RayOptions(workers=1), get_settings(), show_progress=False)
     assert [h["epoch"] for h in history(tmp_path / "mixed")] == [1]
     train(cfg("mixed"), resume=True, show_progress=False)
 

@@ -1,5 +1,6 @@
 """A run folder trained on another machine (a GPU box) still exports here: LFW runs find their
-images under this machine's TANDEM_DATA_HOME, and only if they are the very same files."""
+images under this machine's TANDEM_DATA_HOME (the data_home its opener gives), and only if they are
+the very same files."""
 
 from __future__ import annotations
 
@@ -19,22 +20,21 @@ def _lfw_run(data_home: Path) -> RunData:
     return RunData.from_catalog(catalog, stratified_split([r.label for r in catalog.records], 0.1, 0.2, seed=0))
 
 
-def test_lfw_run_trained_elsewhere_finds_the_same_images_here(data_home, monkeypatch):
-    monkeypatch.setenv("TANDEM_DATA_HOME", str(data_home))
+def test_lfw_run_trained_elsewhere_finds_the_same_images_here(data_home):
     here = _lfw_run(data_home)
-    moved = dataclasses.replace(here, root="/gpu-box/data/lfw_home/lfw_funneled")
+    moved = dataclasses.replace(here, root="/gpu-box/data/lfw_home/lfw_funneled", data_home=data_home)
     catalog = moved.catalog()
     assert catalog.root == Path(here.root)
     assert [r.path for r in catalog.records] == [r.path for r in here.catalog().records]
 
 
-def test_lfw_run_refuses_data_that_differs(data_home, monkeypatch):
-    monkeypatch.setenv("TANDEM_DATA_HOME", str(data_home))
+def test_lfw_run_refuses_data_that_differs(data_home):
     here = _lfw_run(data_home)
-    moved = dataclasses.replace(here, root="/gpu-box/lfw", fingerprint="0" * 64)
+    moved = dataclasses.replace(here, root="/gpu-box/lfw", fingerprint="0" * 64, data_home=data_home)
     with pytest.raises(DataError, match="fingerprint differs"):
         moved.catalog()
-    renamed = dataclasses.replace(here, root="/gpu-box/lfw", files=[f + ".gone" for f in here.files])
+    renamed = dataclasses.replace(here, root="/gpu-box/lfw", files=[f + ".gone" for f in here.files],
+                                  data_home=data_home)
     with pytest.raises(DataError, match="lacks"):
         renamed.catalog()
 

@@ -12,7 +12,6 @@ import onnxruntime as ort
 from tandem.bundle.manifest import Bundle, Precision
 from tandem.bundle.preprocess import PreprocessSpec, check_pixels, decode_image, to_input
 from tandem.errors import ModelError
-from tandem.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -22,9 +21,10 @@ class Guess:
 
 
 def session_options(threads: int | None = None, config: dict[str, str] | None = None) -> ort.SessionOptions:
-    """``config``: ONNX Runtime session config entries (e.g. ``session.force_spinning_stop``)."""
+    """``threads``: intra-op threads; None or 0 lets ONNX Runtime choose (one per core). ``config``: ONNX
+    Runtime session config entries (e.g. ``session.force_spinning_stop``)."""
     so = ort.SessionOptions()
-    so.intra_op_num_threads = get_settings().ort_threads if threads is None else threads
+    so.intra_op_num_threads = threads or 0
     # One model call at a time per session; parallelism comes from intra-op threads.
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

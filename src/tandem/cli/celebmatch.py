@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from tandem.cli.output import console, err_console, print_json
 from tandem.errors import ConfigError
+from tandem.settings import get_settings
 
 app = typer.Typer(help="Which celebrity do you look like — and whose eyes do you have?", no_args_is_help=True)
 
@@ -38,7 +39,7 @@ def enroll(
 
     b = Bundle.load(bundle)
     min_faces = default_min_faces(data, min_faces)
-    catalog = load_catalog(data, min_faces)
+    catalog = load_catalog(data, min_faces, get_settings().data_home)
     use_detect = (data != "lfw") if detect is None else detect
     finder = FaceFinder() if use_detect else None
     if min_faces < 1:
@@ -48,7 +49,7 @@ def enroll(
         faces = finder.find(img)
         return faces[0].crop_window() if faces else None
 
-    model = OnnxModel.open(b)
+    model = OnnxModel.open(b, threads=get_settings().ort_threads)
     kit = FaceKit.of(b)
     with Progress(console=console, disable=json_out) as progress:
         if kit is not None:

@@ -19,6 +19,7 @@ from tandem.cli.help import TandemGroup
 from tandem.cli.keys import app as keys_app
 from tandem.cli.output import console, err_console, print_json, setup_logging
 from tandem.errors import ConfigError, TandemError
+from tandem.settings import get_settings
 
 app = typer.Typer(
     name="tandem",
@@ -113,19 +114,19 @@ def train(
         if embed:
             from tandem.training.embed import train_embed
 
-            result = train_embed(cfg, resume=resume, show_progress=show)
+            result = train_embed(cfg, resume=resume, show_progress=show, data_home=get_settings().data_home)
         elif workers is None:
             from tandem.training.trainer import train as run_train
 
-            result = run_train(cfg, resume=resume, show_progress=show)
+            result = run_train(cfg, resume=resume, show_progress=show, data_home=get_settings().data_home)
         else:
             from tandem.ray_cluster import require_ray
 
             require_ray()
             from tandem.training.distributed import RayOptions, train_on_ray
 
-            result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), resume=resume,
-                                  show_progress=show)
+            result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), get_settings(),
+                                  resume=resume, show_progress=show)
     except KeyboardInterrupt:
         raise stopped_training(ctx, out, epochs) from None
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -158,7 +159,7 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str, subset: 
                         crop=crop, val_fraction=val_fraction, seed=seed, device=device)
     cfg.validate()  # before any photo is read
     try:
-        result = train_stylize(cfg, resume=resume, show_progress=show)
+        result = train_stylize(cfg, resume=resume, show_progress=show, data_home=get_settings().data_home)
     except KeyboardInterrupt:
         raise stopped_training(ctx, out, epochs) from None
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -185,7 +186,7 @@ def export(
     from tandem.export.exporter import ExportOptions, export_run
 
     with console.status("exporting, quantizing and measuring on the test images…", spinner="dots"):
-        bundle = export_run(run_dir, out, ExportOptions(name=name))
+        bundle = export_run(run_dir, out, ExportOptions(name=name), get_settings().data_home)
         if split:
             from tandem.export.split import split_bundle
 
@@ -241,7 +242,7 @@ def predict(
     not_classifier = Classify().unsupported(b.manifest)
     if not_classifier is not None:
         raise BundleError(f"{b.root}: {b.manifest.name} {not_classifier}")
-    model = OnnxModel.open(b, "int8" if int8 else "fp32")
+    model = OnnxModel.open(b, "int8" if int8 else "fp32", threads=get_settings().ort_threads)
     good: list[tuple[Path, np.ndarray]] = []
     failed: list[tuple[Path, ImageError]] = []
     for path in images:
@@ -292,7 +293,7 @@ def demo(
     if json_out:
         console.quiet = True
     try:
-        summary = run_demo(out, epochs=epochs, subset=subset, console=console)
+        summary = run_demo(out, epochs=epochs, subset=subset, console=console, data_home=get_settings().data_home)
     except KeyboardInterrupt:
         raise stopped_demo(out / "run") from None
     if json_out:

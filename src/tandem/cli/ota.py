@@ -10,6 +10,7 @@ import typer
 
 from tandem.cli.output import console, err_console, print_json, table
 from tandem.cli.registry import JsonOpt, open_registry, record_json, when
+from tandem.settings import get_settings
 
 if TYPE_CHECKING:
     from tandem.registry.ota import Ota
@@ -23,7 +24,7 @@ VersionArg = Annotated[int, typer.Argument(min=1, help="Version number (`tandem 
 def _ota(reg) -> Ota:
     from tandem.registry.ota import Ota
 
-    return Ota(reg)
+    return Ota(reg, get_settings())
 
 
 def _rules(r: ReleaseInfo) -> str:

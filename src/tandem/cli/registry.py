@@ -12,6 +12,7 @@ import typer
 
 from tandem.cli.output import console, print_json, table
 from tandem.errors import ConfigError
+from tandem.settings import get_settings
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry
@@ -25,7 +26,7 @@ def open_registry() -> Registry:
     except ModuleNotFoundError as e:
         raise ConfigError(f"the registry needs the serve extras ({e.name} is not installed): "
                           "pip install 'tandem[serve]'") from e
-    return Registry.open()
+    return Registry.open(get_settings())
 
 
 def record_json(obj: Any) -> Any:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import socket
+import sys
 import tempfile
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from tandem.cli.output import console, err_console
 from tandem.errors import ConfigError
-from tandem.settings import Settings
-
-APP = "tandem.server.app:create_app"
+from tandem.settings import Settings, get_settings
 
 
 def serve(
@@ -33,21 +33,20 @@ def serve(
 ) -> None:
     """Serve every model in the registry: Open Inference Protocol v2, TF-Serving REST, image endpoint."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - only to say which extras are missing; run_uvicorn uses it
 
         from tandem.registry.registry import Registry
     except ModuleNotFoundError as e:
         raise ConfigError(f"the server needs the serve extras ({e.name} is not installed): "
                           "pip install 'tandem[serve]'") from e
-    from tandem.settings import get_settings
-
-    # Workers are new processes that read their settings from the environment: pass options that way.
-    os.environ["TANDEM_WORKERS"] = str(workers)
+    # The options over the environment's TANDEM_* settings (typer has checked their bounds, the same as
+    # Settings' own); the workers get these settings themselves (run_uvicorn), not the environment.
+    overrides: dict[str, Any] = {"workers": workers}
     if max_batch_size is not None:
-        os.environ["TANDEM_MAX_BATCH_SIZE"] = str(max_batch_size)
+        overrides["max_batch_size"] = max_batch_size
     if max_delay_ms is not None:
-        os.environ["TANDEM_MAX_DELAY_MS"] = str(max_delay_ms)
-    settings = get_settings()
+        overrides["max_delay_ms"] = max_delay_ms
+    settings = get_settings().model_copy(update=overrides)
     if not (ray and (address or settings.ray_address)):
         # Before any model is loaded: a taken port fails at once. On a Ray cluster the port is its
         # running proxy's, already listening by design.
@@ -55,7 +54,7 @@ def serve(
     with Registry.open(settings) as reg:  # a wrong database URL or home fails here, once, with its own message
         empty = not reg.models()
     if empty:
-        err_console.print(f"[yellow]warning:[/] the registry at {escape(settings.registry_url.split('@')[-1])} holds "
+        err_console.print(f"[yellow]warning:[/] the registry at {escape(settings.registry_location)} holds "
                           "no models yet: model routes answer 404 until you `tandem push BUNDLE` (no restart needed)", highlight=False)
     if ray:
         _serve_on_ray(settings, host, port, workers, replicas, autoscale, address, log_level)
@@ -64,27 +63,53 @@ def serve(
         raise ConfigError("--replicas, --autoscale and --address are for Ray Serve: add --ray")
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker keeps its own counters; prometheus_client's multiprocess mode adds them up.
+        # Each worker keeps its own counters; prometheus_client's multiprocess mode adds them up. This one
+        # stays an environment variable: prometheus_client reads it itself, when each worker imports it
+        # (its value class is chosen then), before any of Tandem's code could hand it a folder.
         metrics_dir = tempfile.mkdtemp(prefix="tandem-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    console.print(f"serving the registry at {settings.registry_url.split('@')[-1]} on http://{host}:{port} "
+    console.print(f"serving the registry at {settings.registry_location} on http://{host}:{port} "
                   f"({workers} worker(s), batches up to {settings.max_batch_size} rows / "
                   f"{settings.max_delay_ms:g} ms)", highlight=False, markup=False)
     console.print(f"the browser app: {page_url(host, port)}", highlight=False, markup=False)
-    from tandem.server.connections import protocol, raise_fd_limit
-
-    raise_fd_limit()
     try:
-        # The edge's budgets (docs/serving.md, "Limits"): the guarded protocol closes connections that send no
-        # complete headers in time and keeps connections under a cap; keep-alives idle past a bound close;
-        # forwarding headers are read by the app (server/proxies.py) from trusted proxies only, so
-        # uvicorn's own reading of them (which trusts 127.0.0.1 by default) is off.
-        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, access_log=False,
-                    log_level=log_level, timeout_graceful_shutdown=10, http=protocol(),
-                    timeout_keep_alive=settings.keep_alive_s, proxy_headers=False)
+        run_uvicorn(settings, host, port, log_level)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def run_uvicorn(settings: Settings, host: str, port: int, log_level: str) -> None:
+    """The app on uvicorn with ``settings.workers`` processes, each given ``settings`` (uvicorn pickles its
+    config, app factory and protocol included, into the worker processes it spawns)."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from tandem.server.app import create_app
+    from tandem.server.connections import protocol, raise_fd_limit
+
+    raise_fd_limit()
+    # The edge's budgets (docs/serving.md, "Limits"): the guarded protocol closes connections that send no
+    # complete headers in time and keeps connections under a cap; keep-alives idle past a bound close;
+    # forwarding headers are read by the app (server/proxies.py) from trusted proxies only, so
+    # uvicorn's own reading of them (which trusts 127.0.0.1 by default) is off.
+    config = uvicorn.Config(functools.partial(create_app, settings), factory=True, host=host, port=port,
+                            workers=settings.workers, access_log=False, log_level=log_level,
+                            timeout_graceful_shutdown=10, http=protocol(settings.header_timeout_s,
+                                                                        settings.max_connections),
+                            timeout_keep_alive=settings.keep_alive_s, proxy_headers=False)
+    # As uvicorn.run does, less its import string: that would make each worker build its settings anew.
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    if config.workers == 1 and not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replicas: int | None,
@@ -99,7 +124,7 @@ def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replic
     scaling = Scaling.parse(replicas, autoscale)
     how = (f"{scaling.replicas} replica(s)" if scaling.autoscale is None
            else "autoscaling {}..{} replicas at {:g} requests in flight each".format(*scaling.autoscale))
-    console.print(f"starting Ray Serve for the registry at {settings.registry_url.split('@')[-1]} ({how}, "
+    console.print(f"starting Ray Serve for the registry at {settings.registry_location} ({how}, "
                   f"batches up to {settings.max_batch_size} rows / {settings.max_delay_ms:g} ms)…", highlight=False)
 
     def ready() -> None:

@@ -20,7 +20,7 @@ from tandem.bundle.preprocess import decode_image
 from tandem.data.catalog import IMAGE_SUFFIXES
 from tandem.data.lfw import lfw_images_dir
 from tandem.errors import DataError, ImageError
-from tandem.settings import get_settings
+from tandem.settings import require_data_home
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ class PhotoSet:
         return h.hexdigest()
 
 
-def find_photos(data: str) -> PhotoSet:
-    """``--data lfw`` (TANDEM_DATA_HOME) or a folder holding photos anywhere beneath it."""
+def find_photos(data: str, data_home: Path | None = None) -> PhotoSet:
+    """``--data lfw`` (LFW under ``data_home``, TANDEM_DATA_HOME) or a folder holding photos anywhere beneath it."""
     if data == "lfw":
-        root = lfw_images_dir(get_settings().require_data_home())
+        root = lfw_images_dir(require_data_home(data_home))
         source = "lfw"
     else:
         root = Path(data)

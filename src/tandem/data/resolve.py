@@ -7,7 +7,7 @@ from pathlib import Path
 from tandem.data.catalog import ImageCatalog
 from tandem.data.folder import scan_class_folders
 from tandem.data.lfw import load_lfw
-from tandem.settings import Settings, get_settings
+from tandem.settings import require_data_home
 
 LFW_MIN_FACES = 20
 
@@ -22,8 +22,8 @@ def default_min_faces(data: str, min_faces: int | None, objective: str = "classi
     return LFW_MIN_FACES if data == "lfw" else 1
 
 
-def load_catalog(data: str, min_faces: int = 1, settings: Settings | None = None) -> ImageCatalog:
+def load_catalog(data: str, min_faces: int = 1, data_home: Path | None = None) -> ImageCatalog:
+    """``data``: a folder of class folders, or ``lfw``: LFW under ``data_home`` (TANDEM_DATA_HOME)."""
     if data == "lfw":
-        settings = settings or get_settings()
-        return load_lfw(settings.require_data_home(), min_faces=max(min_faces, 1))
+        return load_lfw(require_data_home(data_home), min_faces=max(min_faces, 1))
     return scan_class_folders(Path(data), min_images=max(min_faces, 1))

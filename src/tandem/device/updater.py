@@ -58,11 +58,13 @@ from tandem.errors import (
     is_storage_full,
 )
 from tandem.security.signing import PublicKey
-from tandem.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DownloadType = Literal["local", "latest", "local_update_in_background"]
+# Where a ModelUpdater given no store_dir keeps its models and keys; an app passes its own data folder.
+# Fixed, not TANDEM_HOME: the device path reads none of the server's settings.
+DEFAULT_STORE = Path.home() / ".tandem" / "device"
 Precision = Literal["fp32", "int8"]
 ANY_TIME = DownloadConditions()
 TIMEOUT = httpx.Timeout(10.0, read=60.0)  # connect/write/pool 10 s; a slow mobile link gets a minute per read
@@ -146,7 +148,7 @@ class ModelUpdater:
         if not self.trusted:
             raise ConfigError("ModelUpdater needs trusted_keys: the server's signing public keys "
                               "(`tandem keys signing list`), or every manifest is refused")
-        self.store = ModelStore(Path(store_dir) if store_dir is not None else get_settings().home / "device")
+        self.store = ModelStore(Path(store_dir) if store_dir is not None else DEFAULT_STORE)
         self.store.model_dir(model)  # a bad model name fails here, not on the first update
         self.model = model
         self.channel = channel

@@ -84,13 +84,15 @@ def _torch_outputs(net: EmbeddingNet, pixels: np.ndarray, batch: int = 128) -> l
     return [torch.cat([p[k] for p in parts]).numpy() for k in range(len(OUTPUTS))]
 
 
-def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> Bundle:
+def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(),
+               data_home: Path | None = None) -> Bundle:
+    """``data_home``: where this machine keeps LFW (TANDEM_DATA_HOME), for an LFW run trained elsewhere."""
     _check_out(run_dir, out)
     if is_stylize_run(run_dir):
         from tandem.export.stylize_export import export_stylize_run
 
         return export_stylize_run(run_dir, out, options.name)
-    cfg, data = load_run(run_dir)
+    cfg, data = load_run(run_dir, data_home)
     name = options.name or cfg.name
     net, state = load_net(run_dir)
     if cfg.objective == "embed":

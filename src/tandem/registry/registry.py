@@ -33,7 +33,7 @@ from tandem.registry.records import (
     VersionInfo,
 )
 from tandem.registry.schema import Alias, AliasMove, Model, Version, utcnow
-from tandem.settings import Settings, get_settings
+from tandem.settings import Settings
 
 DEFAULT_ALIAS = "production"
 # Not an alias anyone can set: it always means the newest version.
@@ -61,10 +61,9 @@ class Registry:
         self.folders = BundleFolders(store, self.home)
 
     @classmethod
-    def open(cls, settings: Settings | None = None) -> Registry:
+    def open(cls, settings: Settings) -> Registry:
         """The registry under ``settings.home`` (TANDEM_HOME), its database at ``settings.registry_url``,
         upgraded to the newest schema."""
-        settings = settings or get_settings()
         home = settings.home
         try:
             home.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ they would turn every other client away with 503. Here instead:
   answered is never cut. Held sockets thus cost their holder, not the next client.
 
 Requests in flight are bounded separately (server/admission.py). ``tandem serve`` runs uvicorn with
-``http=protocol()``.
+``http=protocol(header_timeout_s, max_connections)``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from functools import cache
-from typing import Any
-
-from tandem.settings import get_settings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, partial
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,22 @@ TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/
                     b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY)
 
 
-@cache
-def limits() -> tuple[float, int]:
-    """(header deadline in seconds, connection cap) for this process, read once."""
-    settings = get_settings()
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float  # TANDEM_HEADER_TIMEOUT_S
+    max_connections: int  # TANDEM_MAX_CONNECTIONS
+
+    def cap(self) -> int:
+        """The connection cap in this process: also under its file-descriptor limit, less a reserve."""
+        return _fd_capped(self.max_connections)
+
+
+@cache  # per process: a worker's limit is the one it started with (raise_fd_limit runs before)
+def _fd_capped(max_connections: int) -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    cap = settings.max_connections
-    if soft != resource.RLIM_INFINITY:
-        cap = max(16, min(cap, soft - FD_RESERVE))
-    return settings.header_timeout_s, cap
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(16, min(max_connections, soft - FD_RESERVE))
 
 
 def raise_fd_limit() -> None:
@@ -69,13 +76,17 @@ class Guarded:
     cycle: Any
     loop: asyncio.AbstractEventLoop
 
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._opened = self.loop.time()
         self._header_timer: asyncio.TimerHandle | None = None
         self._sent = False  # bytes of a request not yet answered
         self._arm()
-        _, cap = limits()
+        cap = self._limits.cap()
         if len(self.connections) > cap:
             self._make_room(cap)
 
@@ -102,8 +113,7 @@ class Guarded:
     def _arm(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
-        timeout, _ = limits()
-        self._header_timer = self.loop.call_later(timeout, self._header_deadline)
+        self._header_timer = self.loop.call_later(self._limits.header_timeout_s, self._header_deadline)
 
     def _header_deadline(self) -> None:
         self._header_timer = None
@@ -138,6 +148,10 @@ GuardedHttpTools: type[asyncio.Protocol] | None = (
     type("GuardedHttpTools", (Guarded, _HttpTools), {"__module__": __name__}) if _HttpTools is not None else None)
 
 
-def protocol() -> type[asyncio.Protocol]:
-    """The guarded HTTP protocol class for uvicorn's ``http=``: httptools' parser where installed, h11's else."""
-    return GuardedHttpTools if GuardedHttpTools is not None else GuardedH11
+def protocol(header_timeout_s: float, max_connections: int) -> type[asyncio.Protocol]:
+    """The guarded HTTP protocol for uvicorn's ``http=``: httptools' parser where installed, h11's else,
+    with these limits bound. A partial of a module-level class, so that it survives the pickling that
+    takes uvicorn's config to its worker processes (``--workers``)."""
+    cls: Callable[..., asyncio.Protocol] = GuardedHttpTools if GuardedHttpTools is not None else GuardedH11
+    # uvicorn only calls what it is given (config=, server_state=, ...), as it would a class.
+    return cast("type[asyncio.Protocol]", partial(cls, limits=ConnectionLimits(header_timeout_s, max_connections)))

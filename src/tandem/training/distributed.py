@@ -32,7 +32,7 @@ from ray.train.torch import TorchTrainer
 from tandem import atomic
 from tandem.errors import ClusterError, ConfigError
 from tandem.ray_cluster import cluster_cpus, connected, local_cpus
-from tandem.settings import Settings, get_settings
+from tandem.settings import Settings
 from tandem.training import checkpoint
 from tandem.training.loop import batches
 from tandem.training.progress import TrainProgress
@@ -167,17 +167,16 @@ class _BarFeed:
                 self.bar.epoch_done(row["epoch"] - 1, row)
 
 
-def train_on_ray(cfg: TrainConfig, opts: RayOptions, resume: bool = False, show_progress: bool = True,
-                 settings: Settings | None = None) -> TrainResult:
+def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: Settings, resume: bool = False,
+                 show_progress: bool = True) -> TrainResult:
     t_start = time.perf_counter()
-    settings = settings or get_settings()
     cfg.validate()
     opts.validate(cfg)
     gpus = opts.gpus_per_worker or (1.0 if cfg.device == "cuda" else 0.0)
     if gpus and cfg.device != "cuda":
         cfg.device = "cuda"  # --gpus-per-worker implies training on them
     torch.set_num_threads(local_cpus())  # for the driver's own part: the confusion matrix at the end
-    data, state = open_run(cfg, resume)
+    data, state = open_run(cfg, resume, data_home=settings.data_home)
     pixels = load_run_pixels(cfg, data)
     net_cfg = net_config(cfg, data, pixels, state)
     write_run_files(cfg, data)

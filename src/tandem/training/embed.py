@@ -75,8 +75,8 @@ def _held_out_classes(catalog: ImageCatalog) -> set[int]:
     return {i for i, name in enumerate(catalog.classes) if name in held}
 
 
-def prepare_embed_run(cfg: TrainConfig) -> RunData:
-    catalog = load_catalog(cfg.data, cfg.min_faces)
+def prepare_embed_run(cfg: TrainConfig, data_home: Path | None = None) -> RunData:
+    catalog = load_catalog(cfg.data, cfg.min_faces, data_home)
     labels = [r.label for r in catalog.records]
     keep = stratified_subset(labels, cfg.subset, cfg.seed, min_per_class=1)
     test_classes = _held_out_classes(catalog)
@@ -104,8 +104,8 @@ def spread(indices: list[int], labels: list[int], n: int, seed: int) -> list[int
     return sorted(picked)
 
 
-def open_embed_run(cfg: TrainConfig, resume: bool) -> tuple[RunData, dict | None]:
-    return open_run(cfg, resume, prepare_embed_run)
+def open_embed_run(cfg: TrainConfig, resume: bool, data_home: Path | None = None) -> tuple[RunData, dict | None]:
+    return open_run(cfg, resume, prepare_embed_run, data_home)
 
 
 @dataclass
@@ -365,13 +365,15 @@ def check_embed_config(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
+def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
+                data_home: Path | None = None) -> TrainResult:
+    """``data_home``: where LFW is (TANDEM_DATA_HOME), for ``--data lfw``."""
     t_start = time.perf_counter()
     cfg.validate()
     check_embed_config(cfg)
     device = resolve_device(cfg.device)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    data, state = open_embed_run(cfg, resume)
+    data, state = open_embed_run(cfg, resume, data_home)
     skipped: dict[str, int] = {}  # counted once for the dataset, not once per part
     train = load_faces(cfg, data, "train", cfg.out, show_progress, skipped)
     val = load_faces(cfg, data, "val", cfg.out, show_progress, skipped)
@@ -383,7 +385,7 @@ def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = Tr
     add_teacher(cfg, data, train, cfg.out, show_progress)
     net_cfg = embed_net_config(cfg, train, state)
     write_run_files(cfg, data)
-    write_json(cfg.out / DATASET, data.__dict__)
+    write_json(cfg.out / DATASET, data.to_json())
     loop = EmbedLoop(cfg, net_cfg, train, val, device, state)
     last = loop.last_epoch()
     with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last) as bar:

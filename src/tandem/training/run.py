@@ -20,7 +20,7 @@ from tandem.data.catalog import ImageCatalog, ImageRecord
 from tandem.data.lfw import lfw_images_dir
 from tandem.data.split import Split
 from tandem.errors import CheckpointError, ConfigError, DataError
-from tandem.settings import get_settings
+from tandem.settings import require_data_home
 
 CONFIG = "config.json"
 DATASET = "dataset.json"
@@ -124,6 +124,15 @@ class RunData:
     fingerprint: str
     skipped_files: int = 0
     notes: list[str] = field(default_factory=list)
+    # Where this machine keeps LFW (TANDEM_DATA_HOME), for a run trained elsewhere (_data_root): given by
+    # whoever opens the run (load_run, open_run), never saved with it (to_json).
+    data_home: Path | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """What dataset.json holds."""
+        d = dict(self.__dict__)
+        d.pop("data_home")
+        return d
 
     @classmethod
     def from_catalog(cls, catalog: ImageCatalog, split: Split) -> RunData:
@@ -153,7 +162,7 @@ class RunData:
         if root.is_dir():
             return root
         if self.source == "lfw":
-            local = lfw_images_dir(get_settings().require_data_home())
+            local = lfw_images_dir(require_data_home(self.data_home))
             records = [ImageRecord(local / f, y) for f, y in zip(self.files, self.labels, strict=True)]
             missing = [r.path for r in records if not r.path.is_file()]
             if missing:
@@ -183,10 +192,11 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
 
 
-def load_run(run_dir: Path) -> tuple[TrainConfig, RunData]:
+def load_run(run_dir: Path, data_home: Path | None = None) -> tuple[TrainConfig, RunData]:
+    """``data_home``: where this machine keeps LFW (TANDEM_DATA_HOME), for an LFW run trained elsewhere."""
     try:
         cfg = TrainConfig.from_json(read_json(run_dir / CONFIG))
-        data = RunData(**read_json(run_dir / DATASET))
+        data = RunData(**read_json(run_dir / DATASET), data_home=data_home)
     except (TypeError, KeyError) as e:
         raise CheckpointError(
             f"{run_dir}: {CONFIG} or {DATASET} does not match this Tandem version ({e}); train the run again"

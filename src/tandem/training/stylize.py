@@ -172,9 +172,10 @@ def load_stylize_run(run_dir: Path) -> tuple[StylizeConfig, StylizeData]:
                               "train the run again") from e
 
 
-def choose_photos(cfg: StylizeConfig) -> StylizeData:
-    """The run's photos: --subset of them (at most --max-images), a --val-fraction held out, by --seed."""
-    found = find_photos(cfg.data)
+def choose_photos(cfg: StylizeConfig, data_home: Path | None = None) -> StylizeData:
+    """The run's photos: --subset of them (at most --max-images), a --val-fraction held out, by --seed.
+    ``data_home``: where LFW is (TANDEM_DATA_HOME), for ``--data lfw``."""
+    found = find_photos(cfg.data, data_home)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(found.files))
     n = min(max(1, round(len(order) * cfg.subset)), cfg.max_images or DEFAULT_MAX_IMAGES)
@@ -296,7 +297,8 @@ def stylize(model: PixelStylizer, photos: np.ndarray, device: torch.device, batc
     return np.rint(np.concatenate(out)).astype(np.uint8)
 
 
-def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool = True) -> StylizeResult:
+def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool = True,
+                  data_home: Path | None = None) -> StylizeResult:
     t_start = time.perf_counter()
     cfg.validate()
     device = _device(cfg.device)
@@ -316,7 +318,7 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
     else:
         if (out / checkpoint.LAST).exists():
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-        data = choose_photos(cfg)  # refuses a folder without photos before the run folder exists
+        data = choose_photos(cfg, data_home)  # refuses a folder without photos before the run folder exists
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -68,8 +68,8 @@ def preprocess_spec(cfg: TrainConfig, data: RunData, net_cfg: NetConfig) -> Prep
     )
 
 
-def prepare_run(cfg: TrainConfig) -> RunData:
-    catalog = load_catalog(cfg.data, cfg.min_faces)
+def prepare_run(cfg: TrainConfig, data_home: Path | None = None) -> RunData:
+    catalog = load_catalog(cfg.data, cfg.min_faces, data_home)
     labels = [r.label for r in catalog.records]
     keep = stratified_subset(labels, cfg.subset, cfg.seed)
     catalog = catalog.subset(keep)
@@ -87,20 +87,21 @@ def _check_trainable(classes: list[str], labels: np.ndarray, root: str) -> None:
         )
 
 
-def open_run(cfg: TrainConfig, resume: bool,
-             prepare: Callable[[TrainConfig], RunData] | None = None) -> tuple[RunData, dict | None]:
+def open_run(cfg: TrainConfig, resume: bool, prepare: Callable[[TrainConfig, Path | None], RunData] | None = None,
+             data_home: Path | None = None) -> tuple[RunData, dict | None]:
     """The run folder's data and, for ``cfg``'s --resume, its last checkpoint; refuses a resume with
     other settings, a run that would go backwards, and a fresh run into a used folder. ``prepare``
-    makes a new run's data (default: the classifier's stratified split)."""
+    makes a new run's data (default: the classifier's stratified split). ``data_home``: where LFW is
+    (TANDEM_DATA_HOME), for ``--data lfw``."""
     out = cfg.out
     if not resume:
         if (out / checkpoint.LAST).exists():
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-        data = (prepare or prepare_run)(cfg)
+        data = (prepare or prepare_run)(cfg, data_home)
         out.mkdir(parents=True, exist_ok=True)
         return data, None
     state = checkpoint.load(out / checkpoint.LAST)
-    old_cfg, data = load_run(out)
+    old_cfg, data = load_run(out, data_home)
     if old_cfg.identity() != cfg.identity():
         changed = sorted(k for k, v in cfg.identity().items() if old_cfg.identity().get(k) != v)
         raise CheckpointError(
@@ -146,7 +147,7 @@ def net_config(cfg: TrainConfig, data: RunData, pixels: Pixels, state: dict | No
 
 def write_run_files(cfg: TrainConfig, data: RunData) -> None:
     write_json(cfg.out / CONFIG, cfg.to_json())  # on resume, records the grown --epochs
-    write_json(cfg.out / DATASET, data.__dict__)
+    write_json(cfg.out / DATASET, data.to_json())
 
 
 def save_epoch(out: Path, ckpt: dict, improved: bool) -> None:
@@ -165,12 +166,14 @@ def write_history(out: Path, history: list[dict], best_epoch: int | None = None)
     plots.plot_curves(history, out / CURVES, best_epoch)
 
 
-def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
+          data_home: Path | None = None) -> TrainResult:
+    """``data_home``: where LFW is (TANDEM_DATA_HOME), for ``--data lfw``."""
     t_start = time.perf_counter()
     cfg.validate()
     device = resolve_device(cfg.device)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    data, state = open_run(cfg, resume)
+    data, state = open_run(cfg, resume, data_home=data_home)
     pixels = load_run_pixels(cfg, data)
     net_cfg = net_config(cfg, data, pixels, state)
     write_run_files(cfg, data)

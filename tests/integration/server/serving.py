@@ -92,9 +92,9 @@ def running(settings: Settings, registry: Registry | None = None, apps: list[App
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # As `tandem serve` runs it: the guarded protocol, and forwarding headers left to the app (server/proxies.py).
+    http = protocol(settings.header_timeout_s, settings.max_connections)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           http=protocol(), proxy_headers=False,
-                                           timeout_keep_alive=settings.keep_alive_s))
+                                           http=http, proxy_headers=False, timeout_keep_alive=settings.keep_alive_s))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -25,8 +25,9 @@ ENROL = 5
 
 
 def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, subset: float = 1.0,
-             min_faces: int = 1, console: Console | None = None) -> dict:
-    """``console``: where the story is told (the CLI passes its own, quiet under --json)."""
+             min_faces: int = 1, console: Console | None = None, data_home: Path | None = None) -> dict:
+    """``console``: where the story is told (the CLI passes its own, quiet under --json). ``data_home``:
+    where LFW is (TANDEM_DATA_HOME)."""
     from tandem.apps.celebmatch.gallery import build_face_gallery, enroll
     from tandem.apps.celebmatch.kit import FaceKit
     from tandem.apps.celebmatch.matcher import CelebMatcher, display_name
@@ -50,19 +51,19 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
     console.rule("[bold]1. train[/] a face embedding on LFW (distilled from dlib's recogniser)")
     if resume:
         console.print(f"continuing the run in {run_dir}")
-    result = train_embed(cfg, resume=resume, show_progress=not console.quiet)
+    result = train_embed(cfg, resume=resume, show_progress=not console.quiet, data_home=data_home)
     console.print(f"{result.train_images} photos of {result.classes} people; verification of unseen validation "
                   f"people {result.best_val_acc:.3f} (epoch {result.best_epoch})")
 
     console.rule("[bold]2. export[/] fp32 + int8 ONNX, landmark network, calibration")
     with console.status("exporting, quantizing and calibrating…"):
-        bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"))
+        bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"), data_home)
     m = bundle.manifest.metrics
     console.print(f"LFW pairs of unseen people (folds 9–10): verification fp32 {m.get('lfw_verif_acc_fp32', float('nan')):.3f}, "
                   f"int8 {m.get('lfw_verif_acc_int8', float('nan')):.3f}; max |onnx − torch| {m['max_abs_onnx_torch']:.1e}")
 
     console.rule(f"[bold]3. enrol[/] people the network never saw, {ENROL} photos each")
-    _, data = load_run(run_dir)
+    _, data = load_run(run_dir, data_home)
     test = data.part("test")
     per: dict[int, list] = {}
     for r in test.records:

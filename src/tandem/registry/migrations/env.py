@@ -1,6 +1,7 @@
 """Alembic environment. Tandem passes its open connection in ``config.attributes["connection"]``
 (inside a transaction that holds the migration lock); without one, the URL comes from the
-``sqlalchemy.url`` option or Tandem's settings, so the alembic command line works too."""
+``sqlalchemy.url`` option (an alembic.ini's, or ``alembic -x url=...``), so the alembic command line
+works too. Tandem's settings are not read here: whoever runs the migrations says which database."""
 
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ def _run(connection: Connection) -> None:
 
 
 def _url() -> str:
-    from tandem.settings import get_settings
+    url = config.get_main_option("sqlalchemy.url") or context.get_x_argument(as_dictionary=True).get("url")
+    if not url:
+        from tandem.errors import ConfigError
 
-    return config.get_main_option("sqlalchemy.url") or get_settings().registry_url
+        raise ConfigError("no database to migrate: set sqlalchemy.url in alembic.ini or pass -x url=URL "
+                          "(Tandem itself migrates the registry whenever it opens it)")
+    return url
 
 
 if context.is_offline_mode():
