@@ -45,6 +45,17 @@ class _Item:
     inputs: Tensors
     rows: int
     future: asyncio.Future[Tensors]
+    enqueued: float = 0.0  # perf_counter() when queued
+    started: float | None = None  # ... when its model call began
+    compute_s: float = 0.0  # how long the model call that answered it took
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where a request's time went in the batcher (Triton's statistics: queue and compute_infer)."""
+
+    queue_s: float  # waiting for a batch and a free model call
+    compute_s: float  # the model call its rows ran in (shared with the batch's other requests)
 
 
 class Slot:
@@ -53,11 +64,16 @@ class Slot:
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self.submitted = False
+        self.timing: Timing | None = None  # once answered
 
     async def submit(self, inputs: Tensors) -> Tensors:
         self.submitted = True
         self._batcher._arriving -= 1
-        return await self._batcher._enqueue(inputs)
+        item = self._batcher._item(inputs)
+        outputs = await self._batcher._wait(item)
+        started = item.started if item.started is not None else item.enqueued
+        self.timing = Timing(started - item.enqueued, item.compute_s)
+        return outputs
 
 
 class Batcher:
@@ -110,13 +126,15 @@ class Batcher:
         with self.slot() as s:
             return await s.submit(inputs)
 
-    async def _enqueue(self, inputs: Tensors) -> Tensors:
+    def _item(self, inputs: Tensors) -> _Item:
+        rows = next(iter(inputs.values())).shape[0]
+        return _Item(inputs, rows, asyncio.get_running_loop().create_future(), time.perf_counter())
+
+    async def _wait(self, item: _Item) -> Tensors:
         if self._closed:
             raise Unavailable(f"model {self.name} is being unloaded; retry", retry_after=1)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
-        rows = next(iter(inputs.values())).shape[0]
-        item = _Item(inputs, rows, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         self._changed.set()
         self._report_depth()
@@ -199,6 +217,9 @@ class Batcher:
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], rows: int,
                          run: Callable[[Tensors], Tensors]) -> None:
         t0 = time.perf_counter()
+        for item in batch:
+            if item.started is None:
+                item.started = t0
         try:
             outputs = await loop.run_in_executor(self._executor, run, _merge(batch))
         except Exception as e:
@@ -209,10 +230,12 @@ class Batcher:
                 return
             _fail(batch[0], e)
             return
+        took = time.perf_counter() - t0
         if self._observer is not None:
-            self._observer.batch(rows, len(batch), time.perf_counter() - t0)
+            self._observer.batch(rows, len(batch), took)
         start = 0
         for item in batch:
+            item.compute_s = took
             end = start + item.rows
             if not item.future.done():
                 item.future.set_result({k: v[start:end] for k, v in outputs.items()})

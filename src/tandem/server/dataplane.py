@@ -129,12 +129,15 @@ class DataPlane:
         t0 = time.perf_counter()
         try:
             with model.batcher.slot() as slot:  # tells the batcher this request is on its way
-                inputs, kept = decode_body(await body(self.limits.max_body_bytes))
+                raw = await body(self.limits.max_body_bytes)
+                t1 = time.perf_counter()
+                inputs, kept = decode_body(raw)
+                t2 = time.perf_counter()
                 outputs = await slot.submit(inputs)
         except BaseException:  # a timeout's cancellation too: the request failed
             model.stats.failed(time.perf_counter() - t0)
             raise
-        model.stats.succeeded(_rows(outputs), time.perf_counter() - t0)
+        model.stats.succeeded(_rows(outputs), time.perf_counter() - t0, t2 - t1, slot.timing)
         return outputs, kept
 
     # --- photos and apps --------------------------------------------------------------------
@@ -170,7 +173,7 @@ class DataPlane:
             model.stats.failed(time.perf_counter() - started)
             raise
         done = time.perf_counter()
-        model.stats.succeeded(_rows(outputs), done - started)
+        model.stats.succeeded(_rows(outputs), done - started, t1 - t0, slot.timing)
         return PhotoRun(prepared, outputs, t1 - t0, done - t1)
 
     async def predict(self, app: App, model: LoadedModel, query: Mapping[str, str], photo: Reader,
@@ -185,7 +188,9 @@ class DataPlane:
         run = await self.infer_photo(model, photo, lambda img: on_model.prepare(img, options))
         t0 = time.perf_counter()
         answer = on_model.answer(run.prepared, run.outputs, options)
-        return Prediction(answer, run.preprocess_s, run.inference_s, time.perf_counter() - t0)
+        score_s = time.perf_counter() - t0
+        model.stats.answered(score_s)
+        return Prediction(answer, run.preprocess_s, run.inference_s, score_s)
 
     async def _open(self, app: App, model: LoadedModel) -> AppModel:
         """``app`` on this version, built once (it may load files: a gallery) and kept while the version is."""

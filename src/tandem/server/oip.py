@@ -8,6 +8,8 @@ Statistics are this worker's (server/statistics.py), as a model's state is.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,8 +79,10 @@ async def infer(request: Request, call: Call) -> Response:
         return req.inputs, req
 
     result, req = await _plane(request).infer(model, lambda limit: read_body(request, limit), decode)
+    t0 = time.perf_counter()
     content, headers = oip_codec.encode_infer_response(
         model.name, model.version, req.id, [(o, _answer(model, o, result[o.name])) for o in req.outputs])
+    model.stats.answered(time.perf_counter() - t0)
     return Response(content, headers=headers)
 
 

@@ -2,10 +2,13 @@
 (``GET /v2/models[/NAME[/versions/V]]/stats``).
 
 Counted since the version was loaded in this worker (an unloaded version starts again from zero), as
-Triton counts since its model was loaded. ``success``/``fail``: requests that reached the model's
-route and their whole duration; ``inference_count``: the rows (batch items) answered;
-``execution_count`` and ``compute_infer``: model calls, several requests' rows in one call when the
-batcher merged them, and ``batch_stats`` per batch size. Durations are nanoseconds.
+Triton counts since its model was loaded. Per request, as Triton's ``inference_stats``: ``success``
+and ``fail`` (the request's time from reading its body to its outputs), and for successes ``queue``
+(waiting in the batcher), ``compute_input`` (decoding the tensors, or the photo and its
+preparation), ``compute_infer`` (the model call it ran in) and ``compute_output`` (encoding the
+answer); there is no response cache (``cache_hit``/``cache_miss`` stay 0). ``inference_count``: the
+rows (batch items) answered; ``execution_count``: model calls, several requests' rows in one call
+when the batcher merged them, with ``batch_stats`` per batch size. Durations are nanoseconds.
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_statistics.md
 """
 
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.server.batching import BatchObserver
+from tandem.server.batching import BatchObserver, Timing
 
 
 @dataclass
@@ -37,29 +40,44 @@ class InferenceStats:
 
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
     by_batch_size: dict[int, Duration] = field(default_factory=dict)
     inference_count: int = 0
+    execution_count: int = 0
     last_inference_ms: int = 0  # since the epoch, as Triton gives it
 
-    def succeeded(self, rows: int, seconds: float) -> None:
+    def succeeded(self, rows: int, seconds: float, input_s: float, timing: Timing | None) -> None:
         self.success.add(seconds)
+        self.compute_input.add(input_s)
+        if timing is not None:
+            self.queue.add(timing.queue_s)
+            self.compute_infer.add(timing.compute_s)
         self.inference_count += rows
         self.last_inference_ms = int(time.time() * 1000)
 
     def failed(self, seconds: float) -> None:
         self.fail.add(seconds)
 
+    def answered(self, seconds: float) -> None:
+        """The answer was encoded (compute_output)."""
+        self.compute_output.add(seconds)
+
     def executed(self, rows: int, seconds: float) -> None:
-        self.compute_infer.add(seconds)
+        self.execution_count += 1
         self.by_batch_size.setdefault(rows, Duration()).add(seconds)
 
     def json(self, name: str, version: int) -> dict[str, Any]:
         return {
             "name": name, "version": str(version), "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count, "execution_count": self.compute_infer.count,
+            "inference_count": self.inference_count, "execution_count": self.execution_count,
             "inference_stats": {"success": self.success.json(), "fail": self.fail.json(),
-                                "compute_infer": self.compute_infer.json()},
+                                "queue": self.queue.json(), "compute_input": self.compute_input.json(),
+                                "compute_infer": self.compute_infer.json(),
+                                "compute_output": self.compute_output.json(),
+                                "cache_hit": Duration().json(), "cache_miss": Duration().json()},
             "batch_stats": [{"batch_size": size, "compute_infer": d.json()}
                             for size, d in sorted(self.by_batch_size.items())],
         }

@@ -8,6 +8,8 @@ GET and HEAD; ``:predict``: POST), so the methods each allows are told apart her
 
 from __future__ import annotations
 
+import time
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -118,7 +120,10 @@ async def _predict(request: Request, call: Call, name: str, ref: str | None) -> 
     model = await _model(request, call, name, ref)
     outputs, rows = await _plane(request).infer(model, lambda limit: read_body(request, limit),
                                                 lambda body: tfserving_codec.parse_predict(body, model.inputs))
-    return Response(tfserving_codec.encode_predict(outputs, rows), media_type="application/json")
+    t0 = time.perf_counter()
+    content = tfserving_codec.encode_predict(outputs, rows)
+    model.stats.answered(time.perf_counter() - t0)  # Triton's statistics count every protocol's requests
+    return Response(content, media_type="application/json")
 
 
 def _scores(model: LoadedModel) -> TensorSig | None:
@@ -136,8 +141,10 @@ async def _classify(request: Request, call: Call, name: str, ref: str | None) ->
         raise InvalidRequest(f"{model.label} is not a classifier (no output with a score per label): use :predict")
     outputs, _ = await _plane(request).infer(model, lambda limit: read_body(request, limit),
                                              lambda body: (tfserving_codec.parse_classify(body, model.inputs), None))
-    return Response(tfserving_codec.encode_classify(outputs[scores.name], model.bundle.manifest.labels),
-                    media_type="application/json")
+    t0 = time.perf_counter()
+    content = tfserving_codec.encode_classify(outputs[scores.name], model.bundle.manifest.labels)
+    model.stats.answered(time.perf_counter() - t0)
+    return Response(content, media_type="application/json")
 
 
 async def metadata(request: Request, call: Call) -> Response:
