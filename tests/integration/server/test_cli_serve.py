@@ -25,7 +25,7 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
     keys = populate(settings, list(bundles))
     env = {**os.environ, "TANDEM_HOME": str(settings.home), "TANDEM_REDIS_URL": REDIS_URL,
            "TANDEM_RATE_LIMIT_BURST": "3", "TANDEM_RATE_LIMIT_PER_S": "0.01", "TANDEM_ACCESS_LOG": "0",
-           "TANDEM_DATABASE_URL": ""}
+           "TANDEM_DATABASE_URL": "", "TANDEM_MAX_BATCH_SIZE": "16", "TANDEM_MAX_DELAY_MS": "3"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     server = serve("--workers", "2", "--max-batch-size", "4", env=env, timeout_s=90)
     url = server.url
@@ -42,6 +42,14 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
 
         with Registry.open(settings) as reg:
             limited = reg.create_key("predict", "limited")[0]
+            readers = [reg.create_key("predict", f"config {i}")[0] for i in range(6)]  # a bucket each
+        # Whichever worker answers has the option (over the environment's 16) and the environment's other
+        # settings: the Settings object the command built travels to the workers.
+        for key in readers:
+            config = httpx.get(f"{url}/v2/models/faces/config", headers={"authorization": f"Bearer {key}"})
+            assert config.status_code == 200, config.text
+            assert config.json()["max_batch_size"] == 4
+            assert config.json()["dynamic_batching"] == {"max_queue_delay_microseconds": 3000}
         # A new connection per request, so that both workers take some of them.
         codes = [httpx.get(f"{url}/v2/models/faces", headers={"authorization": f"Bearer {limited}"}).status_code
                  for _ in range(8)]

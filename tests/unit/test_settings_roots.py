@@ -1,0 +1,50 @@
+"""Settings are read at the composition roots and passed down (STYLE: settings passed in): the CLI
+commands and create_app read the environment; the rest takes what it is given. `tandem serve` hands its
+uvicorn workers the Settings object itself, pickled."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import pickle
+from pathlib import Path
+
+import tandem
+from tandem.server.connections import ConnectionLimits, protocol
+from tandem.settings import Settings
+
+SRC = Path(tandem.__file__).parent
+ROOTS = {"cli", "server/app.py", "settings.py"}  # the CLI commands, create_app, and get_settings itself
+
+
+def test_get_settings_is_called_only_at_the_roots():
+    callers = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel in ROOTS or rel.split("/")[0] in ROOTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_settings":
+                callers.append(f"{rel}:{node.lineno}")
+    assert callers == []
+
+
+def test_the_database_url_is_a_secret_shown_without_credentials():
+    s = Settings(database_url="postgresql+psycopg://tandem:hunter2@db.example:5432/registry")
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+    assert s.registry_url == "postgresql+psycopg://tandem:hunter2@db.example:5432/registry"  # for the engine
+    assert s.registry_location == "db.example:5432/registry"
+    unset = Settings(home=Path("/srv/tandem"), database_url=None)
+    assert unset.registry_url == "sqlite:////srv/tandem/registry.db"
+
+
+def test_what_serve_gives_its_workers_survives_pickling():
+    from tandem.server.app import create_app
+
+    settings = Settings(database_url="postgresql+psycopg://tandem:hunter2@db.example/registry", max_batch_size=4,
+                        workers=2)
+    factory = pickle.loads(pickle.dumps(functools.partial(create_app, settings)))
+    assert factory.func is create_app
+    assert factory.args[0].registry_url == settings.registry_url and factory.args[0].max_batch_size == 4
+    http = pickle.loads(pickle.dumps(protocol(3.0, 64)))
+    assert http.keywords == {"limits": ConnectionLimits(header_timeout_s=3.0, max_connections=64)}  # type: ignore[attr-defined]
