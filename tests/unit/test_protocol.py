@@ -3,6 +3,8 @@ server writes a client reads; refusals become the error the server raised; JSON 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,17 @@ def test_wire_protocols_from_names_or_objects() -> None:
     request = OipV2().infer_request("m.tail.5", 2, {"x": np.zeros((1, 4), np.uint8)}, None,
                                     {"x": {"scale": 0.1, "zero_point": 3}})
     assert request.path == "/v2/models/m.tail.5/versions/2/infer"
+
+
+def test_tf_serving_classify_examples_take_the_context_and_refuse_what_the_model_lacks():
+    inputs = [TensorSig("pixels", "UINT8", (-1, 1, 2)), TensorSig("scale", "FP32", (-1, 1))]
+    body = b'{"context": {"scale": [0.5]}, "examples": [{"pixels": [[1, 2]]}, {"pixels": [[3, 4]], "scale": [2]}]}'
+    arrays = tfserving.parse_classify(body, inputs)
+    assert arrays["pixels"].tolist() == [[[1, 2]], [[3, 4]]] and arrays["scale"].tolist() == [[0.5], [2.0]]
+    for bad, text in ((b'{"examples": [{"pixels": [[1, 2]]}]}', "examples[0]: missing input(s) scale"),
+                      (b'{"examples": []}', "'examples' must be a non-empty list"),
+                      (b'{"signature_name": "x", "examples": [{}]}', "signature_name 'x'")):
+        with pytest.raises(InvalidRequest, match=re.escape(text)):
+            tfserving.parse_classify(bad, inputs)
+    assert tfserving.encode_classify(np.array([[0.25, 0.75]], np.float32), ["a", "b"]) == (
+        b'{"result":[[["a",0.25],["b",0.75]]]}')
