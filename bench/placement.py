@@ -56,8 +56,6 @@ import subprocess
 import time
 from pathlib import Path
 
-os.environ.setdefault("TANDEM_ORT_THREADS", "1")  # the device's sessions: one thread, as profiled
-
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -266,7 +264,7 @@ def measure_profile(net: NetworkProfile, placements: list[str], bundle: Path, mo
                         retries=0) if link else None
     try:
         # One model for all, so that every placement runs the same ONNX Runtime sessions.
-        hm = HybridModel(bundle, cloud, version=1, auto=rule)
+        hm = HybridModel(bundle, cloud, version=1, auto=rule, threads=1)
         for p in placements:  # connections open, tails loaded, sessions warm
             for _ in range(2):
                 timed(hm, feeds, p, link)

@@ -108,7 +108,8 @@ class HybridModel:
     to take it from (cloud only). ``timeout_s``: the default deadline of a ``predict`` call (None:
     none but the cloud client's own ``deadline_s`` on each cloud call). ``update_conditions``: with an updater, start a background update under these download
     conditions; one that was deferred or failed is started again at a later ``predict`` once the
-    device meets them, ``update_retry_s`` at the soonest after the last one ended.
+    device meets them, ``update_retry_s`` at the soonest after the last one ended. ``threads``: ONNX
+    Runtime's intra-op threads for a bundle folder's model and its split heads (None: one per core).
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class HybridModel:
         update_conditions: DownloadConditions | None = None,
         update_retry_s: float = 60.0,
         clock: Callable[[], float] = time.perf_counter,
+        threads: int | None = None,
     ) -> None:
         self.policy: Policy = as_policy(policy)
         self.cloud = cloud
@@ -139,6 +141,7 @@ class HybridModel:
         self._name = name
         self._version = version
         self._precision = precision
+        self._threads = threads
         self._spec = preprocessing
         self._labels = labels
         self._local: LocalModel | None = None
@@ -183,7 +186,8 @@ class HybridModel:
                 try:
                     loaded = updater.load()  # the kept previous version when the current one cannot be opened
                     self._local = LocalModel(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels,
-                                         {s.k: s for s in loaded.manifest.splits}, loaded.files.__getitem__)
+                                         {s.k: s for s in loaded.manifest.splits}, loaded.files.__getitem__,
+                                             threads=updater.threads)
                 except TandemError as e:
                     self._load_error = e
                 running = self._local.version if self._local is not None else None
@@ -202,9 +206,9 @@ class HybridModel:
             return LocalModel(src, self._name or "model", self._version, src.labels)
         bundle = Bundle.load(src)
         m = bundle.manifest
-        return LocalModel(OnnxModel.open(bundle, self._precision), self._name or m.name,
+        return LocalModel(OnnxModel.open(bundle, self._precision, self._threads), self._name or m.name,
                       self._version if self._version is not None else m.version, m.labels,
-                      {s.k: s for s in m.splits}, bundle.path)
+                      {s.k: s for s in m.splits}, bundle.path, threads=self._threads)
 
     def device_available(self) -> bool:
         return self._device_or_none() is not None

@@ -45,6 +45,7 @@ class LocalModel:
     read: Callable[[str], Path | bytes] | None = None  # a bundle file (a head), by its name in the manifest
     heads: dict[int, ort.InferenceSession] = field(default_factory=dict)  # k → the head, opened on first use
     placements: list[Placement] = field(default_factory=list)  # the splits as auto's candidates
+    threads: int | None = None  # the heads' intra-op threads (None: ONNX Runtime's choice, one per core)
 
     def __post_init__(self) -> None:
         self.placements = [Placement.split(k, int8) for k in sorted(self.splits) for int8 in (False, True)]
@@ -145,7 +146,7 @@ class SplitRunner(Runner):
     def run(self, tensors: dict[str, np.ndarray], deadline: Deadline | None) -> Run:
         k = self.placement.k
         local = self.local()
-        head = local.head(k, None)
+        head = local.head(k, local.threads)
         head_input = head.get_inputs()[0].name
         if list(tensors) != [head_input]:
             raise InvalidRequest(f"split@{k} runs the head on '{head_input}'; got tensors {sorted(tensors)}")

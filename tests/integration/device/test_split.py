@@ -144,3 +144,12 @@ def test_auto_offers_only_the_splits_whose_tail_the_server_has(server, split_ser
         assert [p.name for p in hm.candidates()] == [
             "device", "cloud", "split@5", "split@5+int8", "split@7", "split@7+int8"]
         assert {hm.predict(lfw_photos[:1]).placement for _ in range(6)} >= {"split@5", "split@7"}
+
+
+def test_threads_reach_the_model_and_its_split_heads(split_server, split_bundles, lfw_photos):
+    with cloud_of(split_server) as cloud:
+        hm = HybridModel(split_bundles[0], cloud, version=1, threads=1)
+        assert hm.predict(lfw_photos[:1], policy="split@5").where == "split"
+        local = hm._device()
+        opts = [local.model.session.get_session_options(), local.heads[5].get_session_options()]
+    assert [o.intra_op_num_threads for o in opts] == [1, 1]
