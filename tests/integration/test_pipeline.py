@@ -178,7 +178,8 @@ def test_folder_problems_are_reported_not_crashed_on(work, tmp_path):
     assert run["skipped_files"] == 1  # readme.txt
     where = next(part for part, idx in run["split"].items() if run["files"].index(f"{PEOPLE[1]}/broken.jpg") in idx)
     if where in ("train", "val"):
-        assert run["notes"] == [f"{where}: skipped 1 unreadable image file(s)"]
+        seen = len(run["split"]["train"]) + len(run["split"]["val"])
+        assert run["notes"] == [f"skipped 1 unreadable image file(s) of {seen} (training and validation)"]
     else:  # a test image: export skips it and measures on the rest
         manifest = tandem_json("export", tmp_path / "r", "--out", tmp_path / "b")
         assert manifest["metrics"]["test_images"] == len(run["split"]["test"]) - 1
