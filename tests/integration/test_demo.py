@@ -1,4 +1,4 @@
-"""The README's `make demo` path, shortened to one epoch on a third of the photo budget."""
+"""The README's `make demo` path, shortened to one epoch on an eighth of the photo budget."""
 
 import json
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_trains_exports_enrols_and_matches(tmp_path, data_home):
     env = {"TANDEM_DATA_HOME": str(data_home)}
-    proc = tandem("demo", "--out", tmp_path / "demo", "--epochs", "1", "--subset", "0.3", "--json", env=env)
+    proc = tandem("demo", "--out", tmp_path / "demo", "--epochs", "1", "--subset", "0.12", "--json", env=env)
     summary = json.loads(proc.stdout)
     # Tandem's own progress only: no warnings from torch's exporter, no INFO lines from onnxscript.
     assert "Warning" not in proc.stderr and "Replaced initializer" not in proc.stderr, proc.stderr
@@ -22,5 +22,5 @@ def test_demo_trains_exports_enrols_and_matches(tmp_path, data_home):
     assert (tmp_path / "demo" / "bundle" / "gallery.npz").is_file()
     assert (tmp_path / "demo" / "run" / "curves.png").is_file()
     # Run again: the finished run is picked up, not retrained, and the people-facing text is printed.
-    text = tandem("demo", "--out", tmp_path / "demo", "--epochs", "1", "--subset", "0.3", env=env).stdout
+    text = tandem("demo", "--out", tmp_path / "demo", "--epochs", "1", "--subset", "0.12", env=env).stdout
     assert "continuing the run" in text and "found the right person" in text
