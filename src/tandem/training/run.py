@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from tandem import atomic
 from tandem.bundle import NAME_RE
@@ -29,8 +29,36 @@ CURVES = "curves.png"
 CONFUSION = "confusion.png"
 
 
+class RunConfig:
+    """What a run folder's config.json holds, for a dataclass of training options with an ``out`` folder:
+    to and from JSON, and the fields a --resume must keep (all but ``CHANGEABLE``)."""
+
+    out: Path
+    CHANGEABLE: ClassVar[tuple[str, ...]] = ("epochs", "out", "device", "name")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        d["out"] = str(self.out)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self:
+        d = dict(d)
+        d["out"] = Path(d["out"])
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must not change between a run and its --resume."""
+        d = self.to_json()
+        for k in self.CHANGEABLE:
+            d.pop(k)
+        return d
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
+    # --epochs may grow, --name and --device change, --stop-after is for this invocation only.
+    CHANGEABLE: ClassVar[tuple[str, ...]] = ("epochs", "out", "device", "name", "stop_after")
     data: str
     out: Path
     name: str = "model"
@@ -91,23 +119,6 @@ class TrainConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        d["out"] = Path(d["out"])
-        return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that must not change between a run and its --resume (--epochs may grow; --name and --device may change)."""
-        d = self.to_json()
-        for k in ("epochs", "out", "device", "name", "stop_after"):
-            d.pop(k)
-        return d
 
 
 @dataclass

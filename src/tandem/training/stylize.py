@@ -41,7 +41,7 @@ from tandem.effects import EFFECTS, effect, psnr, ssim
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
 from tandem.training import checkpoint
-from tandem.training.run import CONFIG, DATASET, HISTORY, read_json, write_json
+from tandem.training.run import CONFIG, DATASET, HISTORY, RunConfig, read_json, write_json
 from tandem.training.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ DEFAULT_MAX_IMAGES = 1000
 
 
 @dataclass
-class StylizeConfig:
+class StylizeConfig(RunConfig):
     data: str
     out: Path
     effect: str
@@ -101,24 +101,6 @@ class StylizeConfig:
             problems.append(f"unknown --device {self.device!r}: use cpu or cuda")
         if problems:
             raise ConfigError("; ".join(problems))
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> StylizeConfig:
-        d = dict(d)
-        d["out"] = Path(d["out"])
-        return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        """What must not change between a run and its --resume (--epochs may grow)."""
-        d = self.to_json()
-        for k in ("epochs", "out", "device", "name"):
-            d.pop(k)
-        return d
 
 
 @dataclass
