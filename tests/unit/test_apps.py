@@ -9,22 +9,13 @@ from tandem.apps.celebmatch.app import CelebMatch, MatchOptions
 from tandem.apps.classify import Classify, ClassifyOptions
 from tandem.apps.registry import Apps, builtin
 from tandem.bundle import Manifest, TensorSpec
-from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
 from tandem.errors import ConfigError, InvalidRequest, NotFound
+from tests.unit.test_bundle import manifest as bundle_manifest
 
 
 def manifest(**kw) -> Manifest:
-    base = dict(
-        name="faces",
-        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, 100, 75, 3])],
-        outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, 2]),
-                 TensorSpec(name="embedding", dtype="float32", shape=[-1, 8])],
-        preprocessing=PreprocessSpec(height=100, width=75, normalize_in_graph=NormalizeSpec(mean=(0.5,) * 3, std=(0.2,) * 3)),
-        labels=["a", "b"],
-        models={"fp32": "model.onnx"},
-    )
-    base.update(kw)
-    return Manifest(**base)
+    """test_bundle's manifest, with an fp32 model only."""
+    return bundle_manifest(**{"models": {"fp32": "model.onnx"}, **kw})
 
 
 def test_the_registry_lists_apps_by_name_and_refuses_two_of_one_name():
