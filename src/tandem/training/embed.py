@@ -35,10 +35,9 @@ from tandem.models.mobilenet import STAGES, EmbeddingNet, NetConfig
 from tandem.training import checkpoint
 from tandem.training.augment import AugmentConfig, apply, draw
 from tandem.training.loop import batches, lr_at, to_float
-from tandem.training.progress import TrainProgress
 from tandem.training.regions import RegionMasks
 from tandem.training.run import DATASET, RunData, TrainConfig, write_json
-from tandem.training.trainer import TrainResult, open_run, resolve_device, save_epoch, write_run_files
+from tandem.training.trainer import TrainResult, open_run, resolve_device, run_epochs, write_run_files
 
 log = logging.getLogger(__name__)
 
@@ -387,12 +386,7 @@ def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = Tr
     write_run_files(cfg, data)
     write_json(cfg.out / DATASET, data.to_json())
     loop = EmbedLoop(cfg, net_cfg, train, val, device, state)
-    last = loop.last_epoch()
-    with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last) as bar:
-        for epoch in range(loop.start, last):
-            row, improved = loop.run_epoch(epoch, bar.step)
-            save_epoch(cfg.out, loop.checkpoint(data.classes), improved)
-            bar.epoch_done(epoch, row)
+    run_epochs(loop, cfg, data.classes, show_progress)
     final = checkpoint.load(cfg.out / checkpoint.LAST)
     return TrainResult(cfg.out, len(final["history"]), final["best_epoch"], final["best_val_acc"],
                        time.perf_counter() - t_start, len(train.pixels), len(set(train.labels.tolist())))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
 from tandem.training import checkpoint, plots
-from tandem.training.loop import EpochLoop, Pixels, infer
+from tandem.training.loop import EpochLoop, Pixels, StepHook, infer
 from tandem.training.progress import TrainProgress
 from tandem.training.run import (
     CONFIG,
@@ -150,6 +151,27 @@ def write_run_files(cfg: TrainConfig, data: RunData) -> None:
     write_json(cfg.out / DATASET, data.to_json())
 
 
+class Epochs(Protocol):
+    """What run_epochs drives: the classifier's EpochLoop and the face embedding's EmbedLoop."""
+
+    start: int
+    steps_per_epoch: int
+
+    def last_epoch(self) -> int: ...
+    def run_epoch(self, epoch: int, on_step: StepHook | None = None) -> tuple[dict[str, Any], bool]: ...
+    def checkpoint(self, classes: list[str]) -> dict[str, Any]: ...
+
+
+def run_epochs(loop: Epochs, cfg: TrainConfig, classes: list[str], show_progress: bool) -> None:
+    """The loop's remaining epochs, each saved (save_epoch) as it ends, under one progress bar."""
+    last = loop.last_epoch()
+    with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last) as bar:
+        for epoch in range(loop.start, last):
+            row, improved = loop.run_epoch(epoch, bar.step)
+            save_epoch(cfg.out, loop.checkpoint(classes), improved)
+            bar.epoch_done(epoch, row)
+
+
 def save_epoch(out: Path, ckpt: dict, improved: bool) -> None:
     """checkpoint.pt (and best.pt when the epoch is the best yet), history.json and curves.png."""
     # best.pt first: a crash between the two saves must not leave checkpoint.pt pointing at a best
@@ -180,12 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
     loop = EpochLoop(cfg, net_cfg, pixels, device, state)
     if loop.start >= cfg.epochs:
         log.info("%s: already trained for %d epochs", cfg.out, loop.start)
-    last = loop.last_epoch()
-    with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last) as bar:
-        for epoch in range(loop.start, last):
-            row, improved = loop.run_epoch(epoch, bar.step)
-            save_epoch(cfg.out, loop.checkpoint(data.classes), improved)
-            bar.epoch_done(epoch, row)
+    run_epochs(loop, cfg, data.classes, show_progress)
     return finish(cfg, data, pixels, device, t_start)
 
 
