@@ -1,6 +1,6 @@
 // Building the page's UI from data without ever parsing data as markup: every piece of text goes in
 // as a text node. Names from the gallery, error messages from a server and settings from a link are
-// data; the page never hands them to innerHTML, insertAdjacentHTML, outerHTML or document.write.
+// data; the page never gives them to any API that parses HTML from a string.
 
 /**
  * el("p", { class: "where", data: { testid: "where" } }, "ran on ", name) → <p class="where"
