@@ -270,7 +270,7 @@ class ModelStore:
             if version is None or (pointer is not None and pointer.version == version and pointer.previous is None):
                 with contextlib.suppress(FileNotFoundError):
                     (mdir / CURRENT).unlink()
-                _fsync_dir(mdir)
+                atomic.fsync(mdir)
                 doomed = self.versions(model) if version is None else [version]
             else:
                 if pointer is not None and pointer.version == version and pointer.previous is not None:
@@ -323,9 +323,9 @@ class ModelStore:
                 if i == 0:
                     faults.reached("staging")
             atomic.write_text(stage / RECORD, record.to_json())
-            _fsync_dir(stage)
+            atomic.fsync(stage)
             faults.reached("staged")
-        _fsync_dir(target.parent)
+        atomic.fsync(target.parent)
 
     def _point(self, model: str, version: int, sequence: int | None, previous: int | object | None = _LEAVING) -> Pointer:
         old = self.current(model)
@@ -335,7 +335,7 @@ class ModelStore:
         pointer = Pointer(version, previous if isinstance(previous, int) else None, seq, datetime.now(UTC).isoformat())
         mdir = self.model_dir(model)
         atomic.write_text(mdir / CURRENT, json.dumps(asdict(pointer)) + "\n")
-        _fsync_dir(mdir)
+        atomic.fsync(mdir)
         if seq > self.last_sequence_state(model):
             atomic.write_text(mdir / STATE, json.dumps({"last_sequence": seq}) + "\n")
         return pointer
@@ -376,10 +376,3 @@ class ModelStore:
             if v not in keep:
                 self._remove_version(model, v)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
