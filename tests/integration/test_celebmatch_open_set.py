@@ -31,7 +31,9 @@ def open_set(tmp_path_factory, lfw_people):
     train_dir = make_folder_dataset(root / "train", lfw_people, train_people, 6)
     enrol_dir = make_folder_dataset(root / "enrol", lfw_people, enrolled, 4)
     env = {"TANDEM_HOME": str(root / "home")}
-    tandem("train", "--data", train_dir, "--objective", "embed", "--size", "48", "--epochs", "3", "--batch-size", "32",
+    # The small network from scratch (the dlib backbone has its own test below): whitening, split tails.
+    tandem("train", "--data", train_dir, "--objective", "embed", "--backbone", "mobile", "--size", "48", "--epochs", "3",
+           "--batch-size", "32",
            "--val-fraction", "0.25", "--out", root / "run", "--no-progress", env=env)
     tandem("export", root / "run", "--out", root / "bundle", "--name", "faces", env=env)
     summary = tandem_json("celebmatch", "enroll", root / "bundle", "--data", enrol_dir, env=env)
@@ -123,3 +125,27 @@ def test_a_face_embedding_bundle_splits_for_split_inference(open_set, tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
     out = tail.run(None, {tail.get_inputs()[0].name: head.run(None, {"pixels": x})[0]})[0]
     assert np.abs(out - OnnxModel.open(b).run(x)["embedding"]).max() < 1e-5
+
+
+def test_the_dlib_backbone_recognises_never_trained_people_from_their_other_photos(tmp_path, lfw_people):
+    """The default backbone, fine-tuned one epoch: people outside training, enrolled from 3 photos,
+    are found from photos that were not enrolled, and a stranger gets no close match."""
+    people = _people(lfw_people, 8)
+    train_people, enrolled, stranger = people[:12], people[12:16], people[16]
+    train_dir = make_folder_dataset(tmp_path / "train", lfw_people, train_people, 4)
+    enrol_dir = make_folder_dataset(tmp_path / "enrol", lfw_people, enrolled, 3)
+    env = {"TANDEM_HOME": str(tmp_path / "home")}
+    trained = tandem_json("train", "--data", train_dir, "--objective", "embed", "--epochs", "1", "--batch-size", "16",
+                          "--val-fraction", "0.25", "--out", tmp_path / "run", env=env)
+    assert trained["best_val_verification"] > 0.5
+    tandem("export", tmp_path / "run", "--out", tmp_path / "bundle", "--name", "faces", env=env)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["training"]["network"]["arch"] == "dlib-resnet" and manifest["training"]["backbone"] == "dlib"
+    assert manifest["inputs"][0]["shape"][1:] == [150, 150, 3]
+    tandem_json("celebmatch", "enroll", tmp_path / "bundle", "--data", enrol_dir, env=env)
+    others = [sorted((lfw_people / name).glob("*.jpg"))[5] for name in enrolled]  # never enrolled
+    strange = sorted((lfw_people / stranger).glob("*.jpg"))[:2]
+    lines = _lines(tandem("celebmatch", "match", tmp_path / "bundle", *others, *strange, "--json", env=env).stdout)
+    assert [line["top"][0]["label"] for line in lines[:4]] == enrolled
+    assert not any(line["no_match"] for line in lines[:4])
+    assert all(line["no_match"] for line in lines[4:])

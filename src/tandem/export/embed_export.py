@@ -13,6 +13,7 @@ import io
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +33,11 @@ from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.faces import calibration, metrics
 from tandem.faces.align import AlignSpec, region_boxes, region_views
-from tandem.models.mobilenet import EmbeddingNet
 from tandem.training.embed import HELD_OUT_FOLDS, LANDMARKS, FaceSet, landmarker, load_faces
 from tandem.training.run import RunData, TrainConfig, load_history
+
+if TYPE_CHECKING:
+    from tandem.models import FaceNet
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class PixelEmbedder(nn.Module):
     w_mean: torch.Tensor  # buffers, registered only with ``whiten``
     w_matrix: torch.Tensor
 
-    def __init__(self, net: EmbeddingNet, whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def __init__(self, net: FaceNet, whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.net = net
         self.whiten = whiten is not None
@@ -73,14 +76,17 @@ WHITEN_PHOTOS = 3000
 WHITEN_SHRINK = 1e-3
 
 
-def whitening(net: EmbeddingNet, faces: FaceSet) -> tuple[np.ndarray, np.ndarray] | None:
+def whitening(net: FaceNet, faces: FaceSet) -> tuple[np.ndarray, np.ndarray] | None:
     """PCA whitening of the unit embeddings of training photos (mean, symmetric matrix), shrunk by
     ``WHITEN_SHRINK``. A distilled student spreads people along few directions; whitening evens them
     out, as eigenfaces does. Measured on the 30-epoch CPU model: open-set top-1 with 4,697 trained
     distractors 0.553 → 0.610, in a gallery of never-trained people 0.725 → 0.766, verification
     0.928 → 0.924 (own pairs). None when there are too few photos (under 4 per dimension) to
     estimate the covariance."""
-    if len(faces.pixels) < 4 * net.cfg.embedding_dim:
+    if len(faces.pixels) < 4 * net.cfg.embedding_dim or net.cfg.arch != "mobile":
+        # A network trained on millions of faces already spreads people out: whitening dlib's
+        # embeddings by LFW's training photos lowered its verification (measured, folds 9-10: centring
+        # alone 0.995 → 0.989).
         return None
     with torch.no_grad():
         e = PixelEmbedder(net).eval()(torch.from_numpy(faces.pixels)).numpy().astype(np.float64)
@@ -90,7 +96,7 @@ def whitening(net: EmbeddingNet, faces: FaceSet) -> tuple[np.ndarray, np.ndarray
     return mean, vecs @ np.diag(vals**-0.5) @ vecs.T
 
 
-def export_embedder(net: EmbeddingNet, path: Path, size: int,
+def export_embedder(net: FaceNet, path: Path, size: int,
                     whiten: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     model = PixelEmbedder(net, whiten).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
@@ -157,7 +163,7 @@ def no_detect_crop(data: RunData) -> CropSpec:
                                      round(min(1.0, cx + side / 2), 4), round(min(1.0, cy + side / 2), 4)))
 
 
-def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, net: EmbeddingNet, state: dict,
+def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, net: FaceNet, state: dict,
                      name: str, calibration_images: int = 256) -> Bundle:
     spec = AlignSpec.from_json(state["align"])
     regions = region_boxes(spec)
@@ -165,8 +171,8 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                          normalize_in_graph=NormalizeSpec(mean=net.cfg.mean, std=net.cfg.std))
     landmarker(run_dir)  # the run's landmark network (exported now if the run folder lacks it)
     calib_faces = _part_sample(cfg, data, "train", calibration_images, run_dir)
-    white_faces = _part_sample(cfg, data, "train", WHITEN_PHOTOS, run_dir)
-    white = whitening(net, white_faces)
+    white_faces = _part_sample(cfg, data, "train", WHITEN_PHOTOS, run_dir) if net.cfg.arch == "mobile" else None
+    white = whitening(net, white_faces) if white_faces is not None else None
     val = load_faces(cfg, data, "val", run_dir)
     test = load_faces(cfg, _pairs_only(data), "test", run_dir)
     fill = np.round(np.array(net.cfg.mean) * 255).astype(np.uint8)
@@ -224,11 +230,11 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                 outputs=[TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])],
                 preprocessing=pre, labels=[], models={"fp32": FP32_FILE, "int8": INT8_FILE}, metrics=metric_values,
                 fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
-                training={"data": source, "objective": "embed", "teacher": cfg.teacher, "epochs": len(history),
+                training={"data": source, "objective": "embed", "backbone": cfg.backbone, "teacher": cfg.teacher, "epochs": len(history),
                           "exported_epoch": state["epoch"], "seed": cfg.seed, "subset": cfg.subset,
                           "min_faces": cfg.min_faces, "train_people": len({data.labels[i] for i in data.split["train"]}),
                           "train_images": len(data.split["train"]), "network": net.cfg.to_dict(),
-                          "whitened_on": f"{len(white_faces.pixels)} training photos" if white else "not whitened"},
+                          "whitened_on": f"{len(white_faces.pixels)} training photos" if white and white_faces else "not whitened"},
                 apps={APP: {"landmarks": LANDMARKS, "align": spec.to_json(), "regions": {k: list(v) for k, v in regions.items()},
                             "calibration": curves, "impostors": IMPOSTORS_FILE, "far": FAR,
                             "fill": [int(v) for v in fill]}},

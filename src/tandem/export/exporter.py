@@ -7,6 +7,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,12 +20,16 @@ from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
+from tandem.models import build_face_net
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.training import checkpoint
 from tandem.training.accuracy import balanced_accuracy, topk_accuracy
 from tandem.training.run import load_history, load_run
 from tandem.training.stylize import is_stylize_run
 from tandem.training.trainer import preprocess_spec
+
+if TYPE_CHECKING:
+    from tandem.models import FaceNet
 
 log = logging.getLogger(__name__)
 for _name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
@@ -53,12 +58,12 @@ def _calibration_pixels(train_x: np.ndarray, train_y: np.ndarray, n: int, seed: 
     return train_x[sorted(picked)]
 
 
-def load_net(run_dir: Path) -> tuple[EmbeddingNet, dict]:
+def load_net(run_dir: Path) -> tuple[FaceNet, dict]:
     path = run_dir / checkpoint.BEST
     path = path if path.exists() else run_dir / checkpoint.LAST
     state = checkpoint.load(path)
     try:
-        net = EmbeddingNet(NetConfig.from_dict(state["net"]))
+        net = build_face_net(NetConfig.from_dict(state["net"]), pretrained=False)
         net.load_state_dict(state["model"])
         state["epoch"], state["best_epoch"], state["best_val_acc"]  # a missing key fails here, not later
     except (KeyError, TypeError, RuntimeError) as e:
@@ -99,6 +104,8 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
         from tandem.export.embed_export import export_embed_run
 
         return export_embed_run(run_dir, out, cfg, data, net, state, name, options.calibration_images)
+    if not isinstance(net, EmbeddingNet):
+        raise CheckpointError(f"{run_dir}: a {net.cfg.arch} network is a face embedding, but the run is a classifier")
     spec = preprocess_spec(cfg, data, net.cfg)
     train_cat, test_cat = data.part("train"), data.part("test")
     skipped: list[str] = []  # reported once for both parts

@@ -34,6 +34,8 @@ class NetConfig:
     # 0: global average pooling before the embedding; N: a global depthwise N×N convolution (GDC, as in
     # MobileFaceNet), which weighs each place of the final feature map: a face's parts are not alike.
     gdc_size: int = 0
+    # mobile: this module's network; dlib-resnet: dlib's face ResNet (models/dlib_resnet.py)
+    arch: str = "mobile"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,13 +31,17 @@ from tandem.data.split import Split, identity_split, stratified_subset
 from tandem.errors import ConfigError, DataError
 from tandem.faces import metrics
 from tandem.faces.align import AlignSpec, Landmarker
-from tandem.models.mobilenet import STAGES, EmbeddingNet, NetConfig
+from tandem.models import build_face_net
+from tandem.models.mobilenet import STAGES, NetConfig
 from tandem.training import checkpoint
 from tandem.training.augment import AugmentConfig, apply, draw
 from tandem.training.loop import batches, lr_at, to_float
 from tandem.training.regions import RegionMasks
 from tandem.training.run import DATASET, RunData, TrainConfig, write_json
 from tandem.training.trainer import TrainResult, open_run, resolve_device, run_epochs, write_run_files
+
+if TYPE_CHECKING:
+    from tandem.models import FaceNet
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,18 @@ HELD_OUT_FOLDS = {8, 9}
 VAL_PAIRS = 3000
 
 
+BACKBONES = ("dlib", "mobile")
+# Fine-tuning a pretrained backbone moves it gently: at the from-scratch rate (3e-3) it forgets
+# what three million faces taught it within an epoch.
+FINE_TUNE_LR = 1e-4
+
+
 def align_spec(cfg: TrainConfig) -> AlignSpec:
+    if cfg.backbone == "dlib":
+        from tandem.models.dlib_resnet import CHIP_TEMPLATE, SIZE
+
+        k = cfg.align_size / SIZE
+        return AlignSpec(cfg.align_size, cfg.align_size, tuple((round(x * k, 4), round(y * k, 4)) for x, y in CHIP_TEMPLATE))
     return AlignSpec.square(cfg.align_size, cfg.align_zoom)
 
 
@@ -177,7 +192,7 @@ def verification_pairs(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarra
 
 
 @torch.no_grad()
-def embed_pixels(net: EmbeddingNet, pixels: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
+def embed_pixels(net: FaceNet, pixels: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
     """Unit embeddings in eval mode."""
     net.eval()
     out = []
@@ -196,7 +211,7 @@ class EmbedLoop:
 
         self.cfg, self.device, self.train, self.val = cfg, device, train, val
         torch.manual_seed(cfg.seed)
-        self.net = EmbeddingNet(net_cfg).to(device)
+        self.net = build_face_net(net_cfg, pretrained=state is None).to(device)
         # Margin-loss classes: training people with two photos or more (one photo has nothing to pull towards).
         counts = np.bincount(train.labels)
         classes = np.flatnonzero(counts >= 2)
@@ -234,6 +249,26 @@ class EmbedLoop:
             self.opt.load_state_dict(state["optimizer"])
             self.history, self.best_val, self.best_epoch, self.start = (
                 list(state["history"]), state["best_val_acc"], state["best_epoch"], state["epoch"])
+        elif net_cfg.arch != "mobile":
+            self.start_from_pretrained()
+
+    def start_from_pretrained(self) -> None:
+        """A pretrained backbone is epoch 0: validated as it is (it is the best epoch until one
+        beats it, so fine-tuning can never ship a worse network than it started from), and each
+        training person's margin-loss centres start at the mean of their photos' embeddings
+        (weight imprinting, Qi et al. 2018), so the first steps pull towards sensible targets
+        instead of tearing the pretrained features apart towards random ones."""
+        self.best_val, _ = self.validate()
+        if math.isnan(self.best_val):
+            self.best_val = -1.0
+        e = torch.from_numpy(embed_pixels(self.net, self.train.pixels, self.device))
+        w = self.arc.W
+        k = self.arc.sub_centers
+        with torch.no_grad():
+            for c, col in self.class_of.items():
+                mean = F.normalize(e[torch.from_numpy(self.train.labels == c)].mean(0), dim=0).to(w.device)
+                for j in range(k):
+                    w[:, col * k + j] = mean + 0.01 * torch.randn_like(mean)
 
     def last_epoch(self) -> int:
         return self.cfg.epochs if self.cfg.stop_after is None else max(self.start, self.cfg.stop_after)
@@ -335,6 +370,10 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def embed_net_config(cfg: TrainConfig, train: FaceSet, state: dict | None) -> NetConfig:
     if state is not None:
         return NetConfig.from_dict(state["net"])
+    if cfg.backbone == "dlib":
+        from tandem.models.dlib_resnet import dlib_net_config
+
+        return dlib_net_config()
     flat = train.pixels.reshape(-1, 3)
     m, s = flat.mean(0) / 255.0, flat.std(0) / 255.0 + 1e-3
     mean, std = (float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2]))
@@ -352,6 +391,12 @@ def check_embed_config(cfg: TrainConfig) -> None:
     problems = []
     if cfg.teacher not in ("none", "dlib"):
         problems.append(f"--teacher {cfg.teacher!r}: use none or dlib")
+    if cfg.backbone not in BACKBONES:
+        problems.append(f"--backbone {cfg.backbone!r}: use {' or '.join(BACKBONES)}")
+    if cfg.backbone == "dlib" and cfg.align_size != 150:
+        problems.append(f"--size {cfg.align_size}: the dlib backbone reads 150-pixel faces (leave --size out)")
+    if cfg.backbone == "dlib" and cfg.embedding_dim != 128:
+        problems.append("the dlib backbone gives 128-dimensional embeddings")
     if cfg.align_size < 32:
         problems.append(f"--size {cfg.align_size}: at least 32 pixels")
     if cfg.arc_weight <= 0 and (cfg.teacher == "none" or cfg.kd_weight <= 0):
@@ -386,6 +431,10 @@ def train_embed(cfg: TrainConfig, resume: bool = False, show_progress: bool = Tr
     write_run_files(cfg, data)
     write_json(cfg.out / DATASET, data.to_json())
     loop = EmbedLoop(cfg, net_cfg, train, val, device, state)
+    if state is None and net_cfg.arch != "mobile":
+        # The pretrained network is epoch 0's best: exported as it is unless an epoch beats it.
+        checkpoint.save(cfg.out / checkpoint.BEST, loop.checkpoint(data.classes))
+        log.info("pretrained %s: validation verification %.4f", net_cfg.arch, loop.best_val)
     run_epochs(loop, cfg, data.classes, show_progress)
     final = checkpoint.load(cfg.out / checkpoint.LAST)
     return TrainResult(cfg.out, len(final["history"]), final["best_epoch"], final["best_val_acc"],

@@ -85,6 +85,8 @@ class TrainConfig(RunConfig):
     # classify: a softmax over the classes; embed: a face embedding for open-set matching (training/embed.py).
     objective: str = "classify"
     teacher: str = "none"
+    # embed: mobile (our small network, trained from scratch) or dlib (dlib's face ResNet, fine-tuned)
+    backbone: str = "mobile"
     align_size: int = 80
     align_zoom: float = 1.0
     arc_margin: float = 11.5  # degrees (pytorch-metric-learning's unit): 0.2 rad
