@@ -54,9 +54,10 @@ VAL_PAIRS = 3000
 
 
 BACKBONES = ("dlib", "mobile")
-# Fine-tuning a pretrained backbone moves it gently: at the from-scratch rate (3e-3) it forgets
-# what three million faces taught it within an epoch.
-FINE_TUNE_LR = 1e-4
+# Fine-tuning a pretrained backbone moves it gently. Measured on LFW (validation people's
+# verification, pretrained 0.979): 1e-4 on 1,500 photos lowered it (0.971, 0.973 after two epochs);
+# 2e-5 on all 9,147 training photos raised it (0.978, 0.981), with open-set top-1 0.986 → 0.989.
+FINE_TUNE_LR = 2e-5
 
 
 def align_spec(cfg: TrainConfig) -> AlignSpec:
@@ -98,23 +99,30 @@ def prepare_embed_run(cfg: TrainConfig, data_home: Path | None = None) -> RunDat
     labels = [r.label for r in catalog.records]
     split = identity_split(labels, cfg.val_fraction, cfg.seed, test_classes)
     if cfg.max_images is not None and len(split.train) > cfg.max_images:
-        split = Split(spread(split.train, labels, cfg.max_images, cfg.seed), split.val, split.test)
+        # Without a teacher only the margin loss teaches, and it learns nothing from a person's single
+        # photo: the budget then goes to people with two or more, two photos at a time.
+        pairs = cfg.teacher == "none"
+        split = Split(spread(split.train, labels, cfg.max_images, cfg.seed, 2 if pairs else 1), split.val, split.test)
     return RunData.from_catalog(catalog, split)
 
 
-def spread(indices: list[int], labels: list[int], n: int, seed: int) -> list[int]:
-    """``n`` of ``indices``, taken one person at a time in a seeded order: as many people as possible."""
+def spread(indices: list[int], labels: list[int], n: int, seed: int, per_turn: int = 1) -> list[int]:
+    """``n`` of ``indices``, taken ``per_turn`` photos of one person at a time in a seeded order: as
+    many people as possible. People with fewer than ``per_turn`` photos are left out while others
+    have enough to fill ``n``."""
     rng = np.random.default_rng(seed)
     by: dict[int, list[int]] = {}
     for i in indices:
         by.setdefault(labels[i], []).append(i)
     queues = [rng.permutation(v).tolist() for _, v in sorted(by.items())]
+    if sum(len(q) for q in queues if len(q) >= per_turn) >= n:
+        queues = [q for q in queues if len(q) >= per_turn]
     order = rng.permutation(len(queues))
     picked: list[int] = []
     while len(picked) < n:
         for k in order:
-            if queues[k] and len(picked) < n:
-                picked.append(queues[k].pop())
+            take = min(per_turn, len(queues[k]), n - len(picked))
+            picked.extend(queues[k].pop() for _ in range(take))
     return sorted(picked)
 
 
@@ -303,9 +311,10 @@ class EmbedLoop:
                 # ×10: a cosine gap of 0.1 then weighs about as much as the margin loss at its plateau.
                 loss = loss + cfg.kd_weight * 10.0 * kd
                 kd_sum += float(kd.detach()) * len(idx)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            if loss.requires_grad:  # else: a batch with nothing to learn from (no person twice, no teacher)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
             seen += len(idx)
             loss_sum += float(loss.detach()) * len(idx)
             if on_step is not None:
