@@ -116,9 +116,11 @@ def tiny_face_onnx(path: Path, seed: int) -> None:
     onnx.save(model, str(path))
 
 
-def make_face_bundle(root: Path, faces: Path, name: str = "faces", seed: int = 1) -> Path:
-    """A schema-2 face-embedding bundle (random weights, the real landmark network, alignment, region
-    boxes, calibration curves and impostors), enrolled on ``faces`` with Tandem's own enrolment."""
+def make_face_bundle(root: Path, faces: Path, name: str = "faces", seed: int = 1, network: str = "tiny") -> Path:
+    """A schema-2 face-embedding bundle (the real landmark network, alignment, region boxes,
+    calibration curves and impostors), enrolled on ``faces`` with Tandem's own enrolment. ``network``:
+    tiny (a random graph, milliseconds) or dlib (the pretrained dlib ResNet on its 150-pixel chip,
+    exported as `tandem export` does; needs torch, a few seconds)."""
     import io
 
     from tandem.apps.celebmatch.gallery import build_face_gallery
@@ -128,23 +130,34 @@ def make_face_bundle(root: Path, faces: Path, name: str = "faces", seed: int = 1
     from tandem.models.onet import export_landmarker
 
     root.mkdir(parents=True)
-    tiny_face_onnx(root / "model.onnx", seed)
+    embed, size = EMBED, FACE
+    spec = AlignSpec.square(FACE)
+    mean, std = MEAN, STD
+    if network == "dlib":
+        from tandem.export.embed_export import export_embedder
+        from tandem.models.dlib_resnet import CHIP_TEMPLATE, DIM, SIZE, FaceResNet, dlib_net_config
+
+        cfg = dlib_net_config()
+        export_embedder(FaceResNet(cfg).eval(), root / "model.onnx", SIZE)
+        embed, size, spec, mean, std = DIM, SIZE, AlignSpec(SIZE, SIZE, CHIP_TEMPLATE), cfg.mean, cfg.std
+    else:
+        tiny_face_onnx(root / "model.onnx", seed)
     export_landmarker(root / "landmarks.onnx")
     rng = np.random.default_rng(seed)
-    impostors = rng.normal(size=(200, EMBED))
+    impostors = rng.normal(size=(200, embed))
     buf = io.BytesIO()
     np.savez(buf, embeddings=(impostors / np.linalg.norm(impostors, axis=1, keepdims=True)).astype(np.float16),
              names=np.array([f"someone_{i % 40}" for i in range(200)]))
     (root / "impostors.npz").write_bytes(buf.getvalue())
-    spec = AlignSpec.square(FACE)
     curve = fit(rng.normal(0.8, 0.1, 300), rng.normal(0.4, 0.15, 1000)).to_json()
-    fill = [round(m * 255) for m in MEAN]
+    fill = [round(m * 255) for m in mean]
     write_manifest(root, Manifest(
         name=name, task="face-embedding",
-        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, FACE, FACE, 3])],
-        outputs=[TensorSpec(name="embedding", dtype="float32", shape=[-1, EMBED])],
-        preprocessing=PreprocessSpec(height=FACE, width=FACE, normalize_in_graph=NormalizeSpec(mean=MEAN, std=STD)),
-        labels=[], models={"fp32": "model.onnx"}, training={"note": "tiny test graph, random weights"},
+        inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[-1, size, size, 3])],
+        outputs=[TensorSpec(name="embedding", dtype="float32", shape=[-1, embed])],
+        preprocessing=PreprocessSpec(height=size, width=size, normalize_in_graph=NormalizeSpec(mean=mean, std=std)),
+        labels=[], models={"fp32": "model.onnx"},
+        training={"note": "dlib's pretrained face ResNet" if network == "dlib" else "tiny test graph, random weights"},
         apps={"faces": {"landmarks": "landmarks.onnx", "align": spec.to_json(),
                         "regions": {k: list(v) for k, v in region_boxes(spec).items()},
                         "calibration": {v: curve for v in ("face", "eyes", "nose", "mouth")},
