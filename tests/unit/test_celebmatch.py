@@ -72,3 +72,18 @@ def test_face_finder_maps_lfw_faces_to_the_training_crop(lfw_people):
 def test_face_finder_finds_nothing_in_noise():
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8))
     assert FaceFinder().find(noise) == []
+
+
+def test_face_finder_finds_a_face_on_a_large_plain_background_and_a_dark_face(lfw_people):
+    """Two photos where one way of reading the histogram misses the face: on a plain canvas that
+    fills most of the photo, equalising flattens the face (its only pass before missed these); a face
+    darkened to 30% is found only once equalised."""
+    finder = FaceFinder()
+    for name in ("George_Ryan", "Graeme_Smith", "Mike_Matthews"):
+        face = Image.open(lfw_people / name / f"{name}_0001.jpg").convert("RGB")
+        canvas = Image.new("RGB", (1800, 1200), (90, 120, 150))
+        canvas.paste(face.resize((1000, 1000), Image.Resampling.BICUBIC), (650, 120))
+        found = finder.find(canvas)
+        assert found and 650 <= found[0].x <= 1650 and 120 <= found[0].y <= 1120, name
+        dark = Image.fromarray((np.asarray(face, np.float32) * 0.3).astype(np.uint8))
+        assert finder.find(dark), name

@@ -1,4 +1,4 @@
-// Finds the face in a photo with OpenCV's Haar cascade, as src/tandem/apps/celebmatch/face.py does
+// Finds the face in a photo with OpenCV's Haar cascade, as src/tandem/faces/finder.py does
 // on the server (same cascade file, same parameters, same downscale), and turns it into the crop
 // window the model was trained on.
 import { pyRound, resizeRGB } from "./preprocess.js";
@@ -63,9 +63,13 @@ export async function findFaces(image) {
   const rects = new cv.RectVector();
   try {
     cv.cvtColor(rgb, gray, cv.COLOR_RGB2GRAY);
-    cv.equalizeHist(gray, eq);
     const side = Math.max(24, Math.trunc(0.12 * Math.min(height, width)));
-    classifier.detectMultiScale(eq, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
+    // As the server does (tandem.faces.finder): the photo as it is, then equalised if no face was found.
+    classifier.detectMultiScale(gray, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
+    if (rects.size() === 0) {
+      cv.equalizeHist(gray, eq);
+      classifier.detectMultiScale(eq, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
+    }
     const boxes = [];
     for (let i = 0; i < rects.size(); i++) {
       const r = rects.get(i);

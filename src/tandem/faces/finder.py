@@ -1,6 +1,6 @@
 """Find a face in an arbitrary photo and turn it into the crop window the model was trained on.
 
-OpenCV's bundled Haar cascade finds the face; the crop window relative to the Haar box was
+OpenCV's bundled Haar cascade finds the face (web/src/face.js repeats it); the crop window relative to the Haar box was
 measured on 598 random LFW images (median over images of where scikit-learn's LFW crop lies
 inside the detected box), so a face in any photo is cropped the way training faces were.
 """
@@ -46,8 +46,18 @@ class FaceFinder:
         """Faces, largest first."""
         scale = min(1.0, DETECT_MAX_SIDE / max(img.width, img.height))
         small = img if scale == 1.0 else img.resize((round(img.width * scale), round(img.height * scale)))
-        gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2GRAY)
         side = max(24, int(0.12 * min(gray.shape)))
-        found = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+        # The photo as it is first, then with its histogram equalised. Equalising a whole photo
+        # helps a dark or flat one, but where a large plain background dominates the histogram it
+        # flattens the face: measured on 150 LFW faces pasted into 2400×1800 plain canvases,
+        # equalised missed 13, as is 0; on the same faces darkened to 30%, as is missed 8,
+        # equalised 2. Both passes: 0 and 2.
+        found = ()
+        for view in (gray, None):
+            found = self._cascade.detectMultiScale(gray if view is not None else cv2.equalizeHist(gray),
+                                                   scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+            if len(found):
+                break
         boxes = [FaceBox(*(round(v / scale) for v in box)) for box in found]
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)

@@ -68,6 +68,12 @@ def test_same_faces_as_python(page, lfw_people):
     imgs = [p.read_bytes() for p in photos(lfw_people)]
     big = decode_image(imgs[0]).resize((1000, 1000), Image.Resampling.BICUBIC)  # exercises the detection downscale
     imgs.append(png(np.asarray(big)))
+    # A face on a large plain background (found as the photo is) and a dark face (found only once
+    # the histogram is equalised): both of the finder's passes, the same on each side.
+    canvas = Image.new("RGB", (1800, 1200), (90, 120, 150))
+    canvas.paste(big, (650, 120))
+    imgs.append(png(np.asarray(canvas)))
+    imgs.append(png((np.asarray(decode_image(imgs[1]), np.float32) * 0.3).astype(np.uint8)))
     for data in imgs:
         py = [(f.x, f.y, f.w, f.h) for f in finder.find(decode_image(data))]
         js = [(b["x"], b["y"], b["w"], b["h"]) for b in page.evaluate("(b) => window.tandem.findFaces(b)", list(data))]
