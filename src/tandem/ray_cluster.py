@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from tandem.errors import ClusterError
-from tandem.settings import Settings
+from tandem.settings import RaySettings
 
 
 def require_ray() -> ModuleType:
@@ -30,7 +30,7 @@ def local_cpus() -> int:
 
 
 @contextlib.contextmanager
-def connected(address: str | None, settings: Settings, verbose: bool = False) -> Iterator[bool]:
+def connected(address: str | None, settings: RaySettings, verbose: bool = False) -> Iterator[bool]:
     """Connect this process to Ray for the block; yields whether it started a local instance (which
     it then stops). A process already connected (a test session, a notebook) keeps its connection."""
     ray = require_ray()

@@ -1,40 +1,32 @@
-"""Every setting Tandem reads, in one typed place (environment variables prefixed ``TANDEM_``)."""
+"""Every setting Tandem reads, in one typed place (environment variables prefixed ``TANDEM_``).
+
+``Settings`` reads them all; each area has its own part — ``ServerSettings``, ``RegistrySettings``,
+``OtaSettings``, ``RaySettings`` — which the composition roots (the CLI, ``create_app``) take from it
+(``settings.server`` and so on) and pass to the code of that area, which sees no other setting.
+``Settings`` is each of them too (it inherits their fields), so a root may pass it whole.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tandem.errors import ConfigError
 
+P = TypeVar("P", bound=BaseModel)
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+class ServerSettings(BaseModel):
+    """The server's: batching, limits, the edge, photos, keys, the browser app, the model pool."""
 
-    home: Path = Field(
-        default=Path.home() / ".tandem",
-        description="Tandem's own writable folder: caches, default run and bundle locations.",
-    )
-    data_home: Path | None = Field(
-        default=None,
-        description="Folder that holds lfw_home/ (scikit-learn's layout). Read only; never written.",
-    )
     ort_threads: int = Field(
         default=0,
         ge=0,
         description="ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose (one per core).",
     )
 
-    # --- registry ---------------------------------------------------------------------------
-    # A secret: the URL may hold the database's password; reprs and logs show it masked.
-    database_url: SecretStr | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the registry database (e.g. postgresql+psycopg://127.0.0.1:5432/test). "
-        "Unset: a SQLite file, registry.db, under the Tandem home (WAL mode).",
-    )
-    # --- server -----------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
         description="redis://host:port/db shared by several workers/servers for rate limits; unset: in-process.",
@@ -183,7 +175,47 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(default=True, description="One JSON line per request on stderr (never the API key).")
 
-    # --- over-the-air delivery (docs/ota.md) ----------------------------------------------------
+    def rate_for(self, scope: str, registered_device: bool = False) -> tuple[float, int]:
+        """(requests/s, burst) of the token bucket for a key of this scope, or for one registered device."""
+        if registered_device:
+            return self.per_device_rate_limit_per_s, self.per_device_rate_limit_burst
+        if scope == "device":
+            return self.device_rate_limit_per_s, self.device_rate_limit_burst
+        return self.rate_limit_per_s, self.rate_limit_burst
+
+    def proxies(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+
+class RegistrySettings(BaseModel):
+    """Where the registry lives: its folder (artifacts, keys) and its database."""
+
+    home: Path = Field(
+        default=Path.home() / ".tandem",
+        description="Tandem's own writable folder: caches, default run and bundle locations.",
+    )
+    # A secret: the URL may hold the database's password; reprs and logs show it masked.
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry database (e.g. postgresql+psycopg://127.0.0.1:5432/test). "
+        "Unset: a SQLite file, registry.db, under the Tandem home (WAL mode).",
+    )
+    @property
+    def registry_url(self) -> str:
+        """The database URL in clear, password included: for making the engine, never for showing."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def registry_location(self) -> str:
+        """The database URL as shown to people: without the user and password."""
+        return self.registry_url.split("@")[-1]
+
+
+class OtaSettings(BaseModel):
+    """Over-the-air delivery (docs/ota.md)."""
+
     ota_master_key: SecretStr | None = Field(
         default=None,
         description="base64 of 32 random bytes that wrap (AES-256-GCM) the OTA signing keys and data keys stored "
@@ -217,7 +249,10 @@ class Settings(BaseSettings):
         "Redis with TANDEM_REDIS_URL, else per worker); more get 429 with Retry-After.",
     )
 
-    # --- Ray: past one machine (`tandem train --workers`, `tandem serve --ray`; docs/scale.md) ---------
+
+class RaySettings(BaseModel):
+    """Ray: past one machine (`tandem train --workers`, `tandem serve --ray`; docs/scale.md)."""
+
     ray_address: str | None = Field(
         default=None,
         description="The Ray cluster to run on (ray://host:10001, or auto for the one `ray start` runs here); "
@@ -261,28 +296,29 @@ class Settings(BaseSettings):
         "dynamic batching); more wait in Ray Serve's proxy.",
     )
 
-    def rate_for(self, scope: str, registered_device: bool = False) -> tuple[float, int]:
-        """(requests/s, burst) of the token bucket for a key of this scope, or for one registered device."""
-        if registered_device:
-            return self.per_device_rate_limit_per_s, self.per_device_rate_limit_burst
-        if scope == "device":
-            return self.device_rate_limit_per_s, self.device_rate_limit_burst
-        return self.rate_limit_per_s, self.rate_limit_burst
 
-    def proxies(self) -> list[str]:
-        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+class Settings(BaseSettings, ServerSettings, RegistrySettings, OtaSettings, RaySettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+
+    data_home: Path | None = Field(
+        default=None,
+        description="Folder that holds lfw_home/ (scikit-learn's layout). Read only; never written.",
+    )
+    @property
+    def server(self) -> ServerSettings:
+        return _part(ServerSettings, self)
 
     @property
-    def registry_url(self) -> str:
-        """The database URL in clear, password included: for making the engine, never for showing."""
-        if self.database_url is not None and self.database_url.get_secret_value():
-            return self.database_url.get_secret_value()
-        return f"sqlite:///{self.home / 'registry.db'}"
+    def registry(self) -> RegistrySettings:
+        return _part(RegistrySettings, self)
 
     @property
-    def registry_location(self) -> str:
-        """The database URL as shown to people: without the user and password."""
-        return self.registry_url.split("@")[-1]
+    def ota(self) -> OtaSettings:
+        return _part(OtaSettings, self)
+
+    @property
+    def ray(self) -> RaySettings:
+        return _part(RaySettings, self)
 
     def require_data_home(self) -> Path:
         return require_data_home(self.data_home)
@@ -309,3 +345,9 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as e:
         raise ConfigError(f"invalid TANDEM_* environment setting:\n{e}") from e
+
+
+
+def _part(cls: type[P], settings: Settings) -> P:
+    """The area's fields of ``settings``, already validated: copied, not checked again."""
+    return cls.model_construct(**{name: getattr(settings, name) for name in cls.model_fields})

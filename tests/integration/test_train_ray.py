@@ -69,7 +69,8 @@ def test_one_ray_worker_trains_exactly_as_the_plain_trainer_and_resumes_there(ra
         return TrainConfig(data=str(faces), out=tmp_path / out, epochs=2, batch_size=8, stem_stride=2, seed=5, **kw)
 
     train(cfg("plain"), show_progress=False)
-    train_on_ray(cfg("mixed", stop_after=1), RayOptions(workers=1), get_settings(), show_progress=False)
+    settings = get_settings()
+    train_on_ray(cfg("mixed", stop_after=1), RayOptions(workers=1), settings.ray, settings.data_home, show_progress=False)
     assert [h["epoch"] for h in history(tmp_path / "mixed")] == [1]
     train(cfg("mixed"), resume=True, show_progress=False)
 

@@ -1,6 +1,6 @@
 """Settings are read at the composition roots and passed down (STYLE: settings passed in): the CLI
 commands and create_app read the environment; the rest takes what it is given. `tandem serve` hands its
-uvicorn workers the Settings object itself, pickled."""
+uvicorn workers the Settings object itself, pickled. Each area takes only its own part of them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tandem
 from tandem.server.connections import ConnectionLimits, protocol
-from tandem.settings import Settings
+from tandem.settings import OtaSettings, RaySettings, RegistrySettings, ServerSettings, Settings
 
 SRC = Path(tandem.__file__).parent
 ROOTS = {"cli", "server/app.py", "settings.py"}  # the CLI commands, create_app, and get_settings itself
@@ -48,3 +48,38 @@ def test_what_serve_gives_its_workers_survives_pickling():
     assert factory.args[0].registry_url == settings.registry_url and factory.args[0].max_batch_size == 4
     http = pickle.loads(pickle.dumps(protocol(3.0, 64)))
     assert http.keywords == {"limits": ConnectionLimits(header_timeout_s=3.0, max_connections=64)}  # type: ignore[attr-defined]
+
+
+AREAS = (ServerSettings, RegistrySettings, OtaSettings, RaySettings)
+# Modules that may see the whole Settings: the composition roots, and the server's error pages (which
+# hide the paths of three areas: the Tandem home, the browser app, the data).
+WHOLE = {"cli", "server/app.py", "server/ray_serve.py", "server/responses.py", "settings.py"}
+
+
+def test_each_setting_belongs_to_one_area_and_is_read_from_the_environment(monkeypatch):
+    fields = [set(area.model_fields) for area in AREAS]
+    assert all(not a & b for i, a in enumerate(fields) for b in fields[i + 1 :])
+    assert set().union(*fields) | {"data_home"} == set(Settings.model_fields)
+    monkeypatch.setenv("TANDEM_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("TANDEM_OTA_GATE_MIN_DEVICES", "7")
+    monkeypatch.setenv("TANDEM_RAY_MAX_FAILURES", "4")
+    s = Settings(home=Path("/srv/tandem"))
+    server, registry, ota, ray = s.server, s.registry, s.ota, s.ray
+    assert type(server) is ServerSettings and server.max_batch_size == 3 and not hasattr(server, "ota_gate_min_devices")
+    assert type(ota) is OtaSettings and ota.ota_gate_min_devices == 7
+    assert type(ray) is RaySettings and ray.ray_max_failures == 4
+    assert type(registry) is RegistrySettings and registry.registry_url == "sqlite:////srv/tandem/registry.db"
+    assert pickle.loads(pickle.dumps(server)) == server
+
+
+def test_below_the_roots_code_names_its_area_not_the_whole_settings():
+    whole = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel in WHOLE or rel.split("/")[0] in WHOLE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "tandem.settings" and \
+                    any(a.name == "Settings" for a in node.names):
+                whole.append(f"{rel}:{node.lineno}")
+    assert whole == []

@@ -134,7 +134,8 @@ def train(
             require_ray()
             from tandem.training.distributed import RayOptions, train_on_ray
 
-            result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), get_settings(),
+            settings = get_settings()
+            result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), settings.ray, settings.data_home,
                                   resume=resume, show_progress=show)
     except KeyboardInterrupt:
         raise stopped_training(ctx, out, epochs) from None

@@ -24,7 +24,7 @@ VersionArg = Annotated[int, typer.Argument(min=1, help="Version number (`tandem 
 def _ota(reg) -> Ota:
     from tandem.registry.ota import Ota
 
-    return Ota(reg, get_settings())
+    return Ota(reg, get_settings().ota)
 
 
 def _rules(r: ReleaseInfo) -> str:

@@ -26,7 +26,7 @@ def open_registry() -> Registry:
     except ModuleNotFoundError as e:
         raise ConfigError(f"the registry needs the serve extras ({e.name} is not installed): "
                           "pip install 'tandem[serve]'") from e
-    return Registry.open(get_settings())
+    return Registry.open(get_settings().registry)
 
 
 def record_json(obj: Any) -> Any:

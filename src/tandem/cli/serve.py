@@ -51,7 +51,7 @@ def serve(
         # Before any model is loaded: a taken port fails at once. On a Ray cluster the port is its
         # running proxy's, already listening by design.
         check_port_free(host, port)
-    with Registry.open(settings) as reg:  # a wrong database URL or home fails here, once, with its own message
+    with Registry.open(settings.registry) as reg:  # a wrong database URL or home fails here, once, with its own message
         empty = not reg.models()
     if empty:
         err_console.print(f"[yellow]warning:[/] the registry at {escape(settings.registry_location)} holds "

@@ -33,7 +33,7 @@ from tandem.registry.records import (
     VersionInfo,
 )
 from tandem.registry.schema import Alias, AliasMove, Model, Version, utcnow
-from tandem.settings import Settings
+from tandem.settings import RegistrySettings
 
 DEFAULT_ALIAS = "production"
 # Not an alias anyone can set: it always means the newest version.
@@ -61,7 +61,7 @@ class Registry:
         self.folders = BundleFolders(store, self.home)
 
     @classmethod
-    def open(cls, settings: Settings) -> Registry:
+    def open(cls, settings: RegistrySettings) -> Registry:
         """The registry under ``settings.home`` (TANDEM_HOME), its database at ``settings.registry_url``,
         upgraded to the newest schema."""
         home = settings.home

@@ -104,12 +104,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        reg = registry if registry is not None else await asyncio.to_thread(Registry.open, settings)
+        reg = registry if registry is not None else await asyncio.to_thread(Registry.open, settings.registry)
         limiter: Limiter = (RedisLimiter(settings.redis_url, settings.rate_limit_per_s, settings.rate_limit_burst,
                                          metrics.rate_limit_errors.inc)
                             if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
-        pool = ModelPool(reg, settings, metrics)
-        ota_service = OtaService(reg, settings, metrics)
+        pool = ModelPool(reg, settings.server, metrics)
+        ota_service = OtaService(reg, settings.ota, settings.alias_poll_s, metrics)
         # Failures get buckets of their own (per address, not per key), in Redis when limits are shared.
         failures = limiter if settings.redis_url else LocalLimiter(settings.auth_failures_per_s,
                                                                     settings.auth_failures_burst)
@@ -121,7 +121,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         photos = DecodePool(settings.decode_threads or max(1, cores // settings.workers), settings.decode_queue,
                              metrics.overload.labels("decode").inc)
-        plane = DataPlane(pool, photos, served_apps, Limits.of(settings))
+        plane = DataPlane(pool, photos, served_apps, Limits.of(settings.server))
         app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered, photos,
                                       plane)
         try:
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *ota.routes(),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
-        *webapp.routes(settings),
+        *webapp.routes(settings.server),
         *apidocs.routes(lambda: doc),
     ]
     return Starlette(

@@ -27,7 +27,7 @@ from tandem.errors import InvalidRequest, NotFound, Unavailable
 from tandem.server.batching import Tensors
 from tandem.server.photos import Budget, Cancelled, DecodePool, decode
 from tandem.server.pool import LoadedModel, ModelPool, check_ref
-from tandem.settings import Settings
+from tandem.settings import ServerSettings
 
 C = TypeVar("C")
 P = TypeVar("P")
@@ -47,7 +47,7 @@ class Limits:
     registry_silence_s: float  # not ready once the registry has not answered for this long
 
     @classmethod
-    def of(cls, settings: Settings) -> Limits:
+    def of(cls, settings: ServerSettings) -> Limits:
         # The alias watcher polls the registry every alias_poll_s: ten polls missed is not a hiccup.
         return cls(settings.max_body_bytes, settings.decode_max_pixels, settings.decode_max_bytes,
                    max(5.0, 10 * settings.alias_poll_s))

@@ -35,7 +35,7 @@ from tandem.registry.records import ALIAS_RE, Resolved
 from tandem.server.batching import Batcher, Tensors
 from tandem.server.prometheus import Metrics
 from tandem.server.statistics import CountingObserver, InferenceStats
-from tandem.settings import Settings
+from tandem.settings import ServerSettings
 
 if TYPE_CHECKING:
     from tandem.apps.base import AppModel
@@ -78,13 +78,13 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def ort_threads(settings: Settings) -> int:
+def ort_threads(settings: ServerSettings) -> int:
     """ONNX Runtime intra-op threads per model call: TANDEM_ORT_THREADS if set, else 1 — the
     server gets its parallelism from several calls in flight instead (see batching.py for why)."""
     return settings.ort_threads or 1
 
 
-def lone_request_threads(settings: Settings) -> int:
+def lone_request_threads(settings: ServerSettings) -> int:
     """ONNX Runtime threads of a lone request's call: TANDEM_LONE_REQUEST_THREADS if set, else every core
     this worker may use. No more than a batch call's threads (ort_threads): no session apart."""
     return settings.lone_request_threads or max(1, _cores() // settings.workers)
@@ -96,7 +96,7 @@ def lone_request_threads(settings: Settings) -> int:
 LONE_SESSION_CONFIG = {"session.force_spinning_stop": "1"}
 
 
-def batches_in_flight(settings: Settings) -> int:
+def batches_in_flight(settings: ServerSettings) -> int:
     """Model calls in flight per model: TANDEM_BATCHES_IN_FLIGHT if set, else the cores this process
     may use, split between the workers and the threads of each call, so the CPU is not oversubscribed."""
     if settings.batches_in_flight:
@@ -112,7 +112,7 @@ class LoadedModel:
     """One version of a model (or of a split's tail): its verified bundle, an ONNX Runtime session
     and a batcher."""
 
-    def __init__(self, resolved: Resolved, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, resolved: Resolved, settings: ServerSettings, metrics: Metrics) -> None:
         self.name = resolved.name  # as served: NAME, or NAME.tail.K
         self.version = resolved.version
         self.manifest_sha256 = resolved.manifest_sha256
@@ -208,7 +208,7 @@ class _Resolution:
 
 
 class ModelPool:
-    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, registry: Registry, settings: ServerSettings, metrics: Metrics) -> None:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics

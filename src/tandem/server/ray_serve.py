@@ -35,7 +35,7 @@ from starlette.applications import Starlette
 
 from tandem.errors import ConfigError
 from tandem.ray_cluster import connected, local_cpus, require_ray
-from tandem.settings import Settings
+from tandem.settings import RaySettings, Settings
 
 log = logging.getLogger(__name__)
 APP_NAME = "tandem"
@@ -91,7 +91,7 @@ class TandemServer:
         return create_app(self.settings)
 
 
-def haproxy_env(settings: Settings, drain_s: float = 5.0) -> dict[str, str]:
+def haproxy_env(settings: RaySettings, drain_s: float = 5.0) -> dict[str, str]:
     """Environment for a Ray instance whose Serve fronts its replicas with HAProxy (settings.ray_haproxy).
     Ray's defaults put HAProxy's files under /tmp/haproxy-serve and its stats, metrics and fallback
     proxy on fixed ports: two instances on one machine would collide, so each gets its own. A
@@ -172,13 +172,13 @@ def serve_forever(settings: Settings, scaling: Scaling, host: str, port: int, ad
                   verbose: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """`tandem serve --ray`: deploy, then wait for Ctrl-C or SIGTERM. A local Ray instance this
     started is stopped after; on a cluster only the app is deleted (its proxy stays with the cluster)."""
-    ingress_env = {} if address or settings.ray_address else haproxy_env(settings)
+    ingress_env = {} if address or settings.ray_address else haproxy_env(settings.ray)
     # Read by Ray Serve's modules when they are imported, here and in the processes Ray starts.
     os.environ.update(ingress_env)
     from ray import serve
 
     stop = threading.Event()
-    with connected(address, settings, verbose) as local:
+    with connected(address, settings.ray, verbose) as local:
         # After ray.init, which sets its own SIGTERM handler (exit at once: status 15 or 1, the app left
         # deployed): systemd, Docker and Kubernetes stop with SIGTERM, and it must stop as Ctrl-C does.
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tandem.server.endpoint import CALL, call_of
 from tandem.server.responses import json_response
-from tandem.settings import Settings
+from tandem.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _named(app: ASGIApp, route: str) -> ASGIApp:
     return named
 
 
-def routes(settings: Settings) -> list[BaseRoute]:
+def routes(settings: ServerSettings) -> list[BaseRoute]:
     directory = settings.web_dir or PACKAGED
     def slash(request: Request) -> Response:
         call_of(request).route = PREFIX

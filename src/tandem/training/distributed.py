@@ -32,7 +32,7 @@ from ray.train.torch import TorchTrainer
 from tandem import atomic
 from tandem.errors import ClusterError, ConfigError
 from tandem.ray_cluster import cluster_cpus, connected, local_cpus
-from tandem.settings import Settings
+from tandem.settings import RaySettings
 from tandem.training import checkpoint
 from tandem.training.loop import batches
 from tandem.training.progress import TrainProgress
@@ -167,7 +167,7 @@ class _BarFeed:
                 self.bar.epoch_done(row["epoch"] - 1, row)
 
 
-def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: Settings, resume: bool = False,
+def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: RaySettings, data_home: Path | None, resume: bool = False,
                  show_progress: bool = True) -> TrainResult:
     t_start = time.perf_counter()
     cfg.validate()
@@ -176,7 +176,7 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: Settings, resume:
     if gpus and cfg.device != "cuda":
         cfg.device = "cuda"  # --gpus-per-worker implies training on them
     torch.set_num_threads(local_cpus())  # for the driver's own part: the confusion matrix at the end
-    data, state = open_run(cfg, resume, data_home=settings.data_home)
+    data, state = open_run(cfg, resume, data_home=data_home)
     pixels = load_run_pixels(cfg, data)
     net_cfg = net_config(cfg, data, pixels, state)
     write_run_files(cfg, data)
@@ -226,7 +226,7 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: Settings, resume:
     return finish(cfg, data, pixels, torch.device("cpu"), t_start)
 
 
-def _worker_cpus(workers: int, gpus: float, settings: Settings) -> tuple[float, int]:
+def _worker_cpus(workers: int, gpus: float, settings: RaySettings) -> tuple[float, int]:
     """(CPUs each worker reserves, its torch threads): the cluster's CPUs shared out unless set."""
     total = cluster_cpus()
     cpus = settings.ray_cpus_per_worker or math.floor(100 * total / workers) / 100

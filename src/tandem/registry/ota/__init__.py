@@ -17,14 +17,14 @@ from tandem.registry.ota.keys import OtaKeys
 from tandem.registry.ota.objects import OtaObjects
 from tandem.registry.ota.releases import Releases
 from tandem.registry.ota.snapshot import OtaSnapshot, read_snapshot
-from tandem.settings import Settings
+from tandem.settings import OtaSettings
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry
 
 
 class Ota:
-    def __init__(self, reg: Registry, settings: Settings) -> None:
+    def __init__(self, reg: Registry, settings: OtaSettings) -> None:
         self.reg = reg
         self.keys = OtaKeys(reg, settings.ota_master_key)
         self.objects = OtaObjects(reg, self.keys)

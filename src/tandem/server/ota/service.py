@@ -18,7 +18,7 @@ from tandem.server.ota.downloads import Verified
 from tandem.server.ota.reports import HealthReports
 from tandem.server.ota.state import Files, OtaState
 from tandem.server.prometheus import Metrics
-from tandem.settings import Settings
+from tandem.settings import OtaSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,9 +26,11 @@ SHUTDOWN_WAIT_S = 10
 
 
 class OtaService:
-    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, registry: Registry, settings: OtaSettings, poll_s: float, metrics: Metrics) -> None:
+        """``poll_s``: how often the rules are looked at again (the server's TANDEM_ALIAS_POLL_S)."""
         self.registry = registry
         self.settings = settings
+        self.poll_s = poll_s
         self.metrics = metrics
         self.ota = Ota(registry, settings)
         self.verified = Verified()
@@ -68,7 +70,7 @@ class OtaService:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.alias_poll_s)
+            await asyncio.sleep(self.poll_s)
             try:
                 await self.refresh()
             except Exception as e:  # keep the last rules; the next poll may find the database back
