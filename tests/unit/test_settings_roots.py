@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import tandem
@@ -17,15 +18,18 @@ SRC = Path(tandem.__file__).parent
 ROOTS = {"cli", "server/app.py", "settings.py"}  # the CLI commands, create_app, and get_settings itself
 
 
-def test_get_settings_is_called_only_at_the_roots():
-    callers = []
+def _nodes_outside(roots: set[str]) -> Iterator[tuple[str, ast.AST]]:
+    """(module path, node) for every node of every module but ``roots`` (files or top folders)."""
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
-        if rel in ROOTS or rel.split("/")[0] in ROOTS:
-            continue
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_settings":
-                callers.append(f"{rel}:{node.lineno}")
+        if rel not in roots and rel.split("/")[0] not in roots:
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                yield rel, node
+
+
+def test_get_settings_is_called_only_at_the_roots():
+    callers = [f"{rel}:{node.lineno}" for rel, node in _nodes_outside(ROOTS)
+               if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_settings"]
     assert callers == []
 
 
@@ -73,13 +77,7 @@ def test_each_setting_belongs_to_one_area_and_is_read_from_the_environment(monke
 
 
 def test_below_the_roots_code_names_its_area_not_the_whole_settings():
-    whole = []
-    for path in sorted(SRC.rglob("*.py")):
-        rel = path.relative_to(SRC).as_posix()
-        if rel in WHOLE or rel.split("/")[0] in WHOLE:
-            continue
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "tandem.settings" and \
-                    any(a.name == "Settings" for a in node.names):
-                whole.append(f"{rel}:{node.lineno}")
+    whole = [f"{rel}:{node.lineno}" for rel, node in _nodes_outside(WHOLE)
+             if isinstance(node, ast.ImportFrom) and node.module == "tandem.settings"
+             and any(a.name == "Settings" for a in node.names)]
     assert whole == []

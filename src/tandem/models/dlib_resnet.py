@@ -18,7 +18,6 @@ the missing elements counting as zero.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from tandem.errors import ConfigError
 from tandem.models.mobilenet import NetConfig
+from tandem.models.wheel_files import wheel_file
 
 DIST = "face-recognition-models"
 FILE = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
@@ -47,15 +47,7 @@ LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 
 
 def weights_path() -> Path:
-    try:
-        dist = importlib.metadata.distribution(DIST)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise ConfigError(f"the dlib face network's weights come from the {DIST} package, which is not installed; "
-                          "run `make install` (or pip install 'tandem[teacher]')") from e
-    path = Path(str(dist.locate_file(FILE)))
-    if not path.is_file():
-        raise ConfigError(f"{DIST} is installed but has no {Path(FILE).name}; reinstall it with `make install`")
-    return path
+    return wheel_file(DIST, FILE, "the dlib face network's weights", extra="teacher")
 
 
 def _pad_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

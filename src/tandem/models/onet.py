@@ -8,14 +8,13 @@ package itself pins an old torch and imports torchvision.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tandem.errors import ConfigError
 from tandem.export.onnx_export import write_onnx
+from tandem.models.wheel_files import wheel_file
 
 WEIGHTS_DIST = "facenet-pytorch"
 WEIGHTS_FILE = "facenet_pytorch/data/onet.pt"
@@ -23,15 +22,7 @@ SIZE = 48
 
 
 def weights_path() -> Path:
-    try:
-        dist = importlib.metadata.distribution(WEIGHTS_DIST)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise ConfigError(f"the face landmark weights come from the {WEIGHTS_DIST} package, which is not installed; "
-                          "run `make install` (it installs it without its dependencies)") from e
-    path = Path(str(dist.locate_file(WEIGHTS_FILE)))
-    if not path.is_file():
-        raise ConfigError(f"{WEIGHTS_DIST} is installed but has no {WEIGHTS_FILE}; reinstall it with `make install`")
-    return path
+    return wheel_file(WEIGHTS_DIST, WEIGHTS_FILE, "the face landmark weights")
 
 
 class ONet(nn.Module):

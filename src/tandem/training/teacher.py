@@ -13,7 +13,6 @@ or a re-export never computes them twice.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from tandem import atomic
-from tandem.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +36,10 @@ Box = tuple[float, float, float, float]
 
 
 def model_files() -> tuple[Path, Path]:
-    try:
-        dist = importlib.metadata.distribution(DIST)
-    except importlib.metadata.PackageNotFoundError as e:
-        raise ConfigError(f"--teacher dlib needs the {DIST} and dlib-bin packages; run `make install` "
-                          "(or pip install 'tandem[teacher]')") from e
-    files = Path(str(dist.locate_file(SHAPE))), Path(str(dist.locate_file(RESNET)))
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(f"{DIST} is installed but lacks {f.name}; reinstall it with `make install`")
-    return files
+    from tandem.models.wheel_files import wheel_file
+
+    return (wheel_file(DIST, SHAPE, "--teacher dlib's face landmarks", extra="teacher"),
+            wheel_file(DIST, RESNET, "--teacher dlib's face network", extra="teacher"))
 
 
 _worker: dict[str, Any] = {}
