@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tandem.cli.output import console, err_console, print_json
+from tandem.cli.output import console, err_console, get_settings, print_json
 from tandem.errors import ConfigError
-from tandem.settings import get_settings
 
 app = typer.Typer(help="Which celebrity do you look like — and whose eyes do you have?", no_args_is_help=True)
 

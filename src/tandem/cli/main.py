@@ -17,9 +17,8 @@ from tandem.cli.celebmatch import app as celebmatch_app
 from tandem.cli.devices import app as devices_app
 from tandem.cli.help import TandemGroup
 from tandem.cli.keys import app as keys_app
-from tandem.cli.output import console, err_console, print_json, setup_logging
+from tandem.cli.output import console, err_console, get_settings, print_json, setup_logging
 from tandem.errors import ConfigError, TandemError
-from tandem.settings import get_settings
 
 app = typer.Typer(
     name="tandem",

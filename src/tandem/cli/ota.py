@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tandem.cli.output import console, err_console, print_json, table
+from tandem.cli.output import console, err_console, get_settings, print_json, table
 from tandem.cli.registry import JsonOpt, open_registry, record_json, when
-from tandem.settings import get_settings
 
 if TYPE_CHECKING:
     from tandem.registry.ota import Ota

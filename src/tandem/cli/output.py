@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+
+if TYPE_CHECKING:
+    from tandem.settings import Settings
 from rich.table import Table
 
 console = Console()
@@ -40,3 +43,11 @@ def table(*columns: str, title: str | None = None) -> Table:
     for col in columns:
         t.add_column(col)
     return t
+
+
+def get_settings() -> Settings:
+    """The environment's settings, read when a command needs them: pydantic and the settings model
+    cost about 130 ms to import, which `tandem --help` and the commands that need none never pay."""
+    from tandem.settings import get_settings as read
+
+    return read()

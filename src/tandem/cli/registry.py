@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tandem.cli.output import console, print_json, table
+from tandem.cli.output import console, get_settings, print_json, table
 from tandem.errors import ConfigError
-from tandem.settings import get_settings
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry

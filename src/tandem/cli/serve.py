@@ -9,14 +9,16 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from tandem.cli.output import console, err_console
+from tandem.cli.output import console, err_console, get_settings
 from tandem.errors import ConfigError
-from tandem.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from tandem.settings import Settings
 
 
 def serve(
