@@ -136,10 +136,11 @@ def test_the_dlib_backbone_recognises_never_trained_people_from_their_other_phot
     enrol_dir = make_folder_dataset(tmp_path / "enrol", lfw_people, enrolled, 3)
     env = {"TANDEM_HOME": str(tmp_path / "home")}
     trained = tandem_json("train", "--data", train_dir, "--objective", "embed", "--epochs", "1", "--batch-size", "16",
-                          "--val-fraction", "0.25", "--out", tmp_path / "run", env=env)
+                          "--val-fraction", "0.25", "--out", tmp_path / "runs" / "faces", env=env)
     assert trained["best_val_verification"] > 0.5
-    tandem("export", tmp_path / "run", "--out", tmp_path / "bundle", "--name", "faces", env=env)
+    tandem("export", tmp_path / "runs" / "faces", "--out", tmp_path / "bundle", env=env)
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["name"] == "faces"  # no --name: the run folder's name, kept through export
     assert manifest["training"]["network"]["arch"] == "dlib-resnet" and manifest["training"]["backbone"] == "dlib"
     assert manifest["inputs"][0]["shape"][1:] == [150, 150, 3]
     tandem_json("celebmatch", "enroll", tmp_path / "bundle", "--data", enrol_dir, env=env)

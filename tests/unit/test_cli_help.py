@@ -78,3 +78,16 @@ def test_an_error_message_keeps_its_square_brackets():
 
     shown = tandem("info", "/nonexistent/no[ray]where", ok=False).stderr
     assert "no[ray]where" in shown
+
+
+def test_a_models_name_defaults_to_its_run_folders_name():
+    from pathlib import Path
+
+    from tandem.cli.main import name_from_folder
+
+    assert name_from_folder(Path("runs/faces")) == "faces"
+    assert name_from_folder(Path("runs/my faces (v2)/")) == "my-faces-v2"
+    assert name_from_folder(Path("runs/run_2")) == "run_2"
+    assert name_from_folder(Path("runs/___")) == "model"  # a name starts with a letter or digit
+    assert name_from_folder(Path("runs/..x")) == "x"
+    assert name_from_folder(Path("runs") / ("x" * 80)) == "x" * 64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +33,15 @@ app.add_typer(celebmatch_app, name="celebmatch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
 
+def name_from_folder(out: Path) -> str:
+    """A model's name as the user sees it: the run folder's (runs/faces -> faces), with what a model
+    name may not hold (bundle.NAME_RE) replaced by '-'; 'model' when nothing is left."""
+    from tandem.bundle.manifest import NAME_RE
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", out.resolve().name).strip("-.")[:64]
+    return name if name and NAME_RE.match(name) else "model"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -55,7 +65,7 @@ def train(
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held out for validation; 0 trains on it too (the test split stays the same).")] = 0.1,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many epochs of the schedule; continue later with --resume.")] = None,
     stem_stride: Annotated[int, typer.Option(min=1, max=2, help="2 = 3.7x less compute, lower accuracy; for quick runs.")] = 1,
-    name: Annotated[str, typer.Option(help="Model name written into the bundle.")] = "model",
+    name: Annotated[str | None, typer.Option(help="Model name written into the bundle (default: the --out folder's name, e.g. runs/faces -> faces).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     workers: Annotated[int | None, typer.Option(min=1, max=1024, help="Train data parallel on this many Ray Train workers (same seed and global batch: the same training; needs tandem\\[ray]).")] = None,
     address: Annotated[str | None, typer.Option(help="With --workers: the Ray cluster (ray://host:10001 or auto; default TANDEM_RAY_ADDRESS, else a local instance sized to this machine).")] = None,
@@ -101,7 +111,7 @@ def train(
     if dlib and teacher != "none":
         raise ConfigError("--backbone dlib starts from dlib's own network: --teacher dlib would teach it itself; "
                           "drop --teacher (or use --backbone mobile)")
-    cfg = TrainConfig(data=data, out=out, name=name, min_faces=default_min_faces(data, min_faces, objective), subset=subset,
+    cfg = TrainConfig(data=data, out=out, name=name or name_from_folder(out), min_faces=default_min_faces(data, min_faces, objective), subset=subset,
                       epochs=epochs, batch_size=batch_size, lr=lr if "lr" in given or not dlib else FINE_TUNE_LR,
                       device=device, seed=seed, stem_stride=2 if embed else stem_stride, stop_after=stop_after, val_fraction=val_fraction,
                       objective=objective, teacher=teacher if embed else "none",
@@ -151,7 +161,7 @@ def train(
     console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)")
 
 
-def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str, subset: float, max_images: int | None,
+def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, subset: float, max_images: int | None,
                    epochs: int, batch_size: int, lr: float, device: str, seed: int, effect: str | None,
                    photo_size: int, crop: int, val_fraction: float, resume: bool, show: bool, json_out: bool) -> None:
     from tandem.cli.resume import stopped_training
@@ -160,9 +170,9 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str, subset: 
     if effect is None:
         raise ConfigError("--task stylize needs --teacher-effect: stylization, pencil, detail or edge-preserving")
     # The classifier's defaults do not fit an effect: 64 crops a step and model "model" say nothing here.
-    given = {p for p in ("name", "batch_size")
+    given = {p for p in ("batch_size",)
              if (src := ctx.get_parameter_source(p)) is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")}
-    cfg = StylizeConfig(data=data, out=out, effect=effect, name=name if "name" in given else f"deepart-{effect}",
+    cfg = StylizeConfig(data=data, out=out, effect=effect, name=name or f"deepart-{effect}",
                         subset=subset, max_images=max_images, epochs=epochs,
                         batch_size=batch_size if "batch_size" in given else 16, lr=lr, photo_size=photo_size,
                         crop=crop, val_fraction=val_fraction, seed=seed, device=device)
