@@ -20,12 +20,18 @@ def _lfw_run(data_home: Path) -> RunData:
     return RunData.from_catalog(catalog, stratified_split([r.label for r in catalog.records], 0.1, 0.2, seed=0))
 
 
-def test_lfw_run_trained_elsewhere_finds_the_same_images_here(data_home):
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_lfw_run_trained_elsewhere_finds_the_same_images_here(data_home, tmp_path, through_a_link):
+    """Paths are compared resolved: a data home reached through a symbolic link (../shared often
+    is one) is the same place."""
+    if through_a_link:
+        (tmp_path / "data").symlink_to(data_home.resolve(), target_is_directory=True)
+        data_home = tmp_path / "data"
     here = _lfw_run(data_home)
     moved = dataclasses.replace(here, root="/gpu-box/data/lfw_home/lfw_funneled", data_home=data_home)
     catalog = moved.catalog()
-    assert catalog.root == Path(here.root)
-    assert [r.path for r in catalog.records] == [r.path for r in here.catalog().records]
+    assert catalog.root.resolve() == Path(here.root).resolve()
+    assert [r.path.resolve() for r in catalog.records] == [r.path.resolve() for r in here.catalog().records]
 
 
 def test_lfw_run_refuses_data_that_differs(data_home):
