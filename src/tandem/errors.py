@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import re
 import reprlib
 from collections.abc import Callable, Mapping
@@ -118,15 +119,22 @@ class PayloadTooLarge(TandemError):
     exit_code = 7
 
 
+def whole_seconds(wait: float) -> int:
+    """A wait as Retry-After carries it: whole seconds, rounded up (a client that retries on time
+    finds a token), at least 1. Messages say the same number, so body and header agree."""
+    return max(1, math.ceil(wait))
+
+
 class RateLimited(TandemError):
-    """Too many requests for this key; ``retry_after`` says when the bucket has a token again."""
+    """Too many requests for this key; ``retry_after`` says when the bucket has a token again (in
+    whole seconds, as Retry-After gives it)."""
 
     status_code = 429
     exit_code = 11
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.retry_after = float(whole_seconds(retry_after))
 
 
 class Unavailable(TandemError):

@@ -25,7 +25,7 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from tandem.errors import Forbidden, RateLimited, Unauthenticated
+from tandem.errors import Forbidden, RateLimited, Unauthenticated, whole_seconds
 from tandem.registry.records import KeyInfo, Scope, grants
 from tandem.security.apikeys import is_device_token
 from tandem.server.ratelimit import Limiter
@@ -98,7 +98,7 @@ class FailureGuard:
 
     @staticmethod
     def _refusal(wait: float) -> RateLimited:
-        return RateLimited(f"too many failed API-key checks from this address; retry in {wait:.1f} s", wait)
+        return RateLimited(f"too many failed API-key checks from this address; retry in {whole_seconds(wait)} s", wait)
 
 
 class Authenticator:

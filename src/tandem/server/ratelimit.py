@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Protocol
 
-from tandem.errors import RateLimited
+from tandem.errors import RateLimited, whole_seconds
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ class RedisLimiter:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script = self._redis.register_script(TOKEN_BUCKET)
         self._on_error = on_error
+        # While Redis is unreachable, limits hold per worker (each worker's buckets, as without
+        # Redis) rather than not at all; said once when it goes, once when it is back.
+        self._fallback = LocalLimiter(rate, burst)
+        self._down = False
 
     async def take(self, key: str, rate: float | None = None, burst: int | None = None) -> float:
         from redis.exceptions import RedisError
@@ -102,10 +106,15 @@ class RedisLimiter:
         try:
             allowed, wait = await self._script(keys=[self.PREFIX + key], args=[rate or self.rate, burst or self.burst])
         except (RedisError, OSError) as e:
-            log.warning("rate limit check failed, letting the request through: %s", e)
+            if not self._down:
+                self._down = True
+                log.warning("Redis is unreachable (%s): rate limits hold per worker until it is back", e)
             if callable(self._on_error):
                 self._on_error()
-            return 0.0
+            return await self._fallback.take(key, rate, burst)
+        if self._down:
+            self._down = False
+            log.warning("Redis is back: rate limits are shared again")
         return 0.0 if int(allowed) == 1 else float(wait)
 
     async def close(self) -> None:
@@ -115,4 +124,4 @@ class RedisLimiter:
 async def check(limiter: Limiter, key_id: str, rate: float | None = None, burst: int | None = None) -> None:
     wait = await limiter.take(key_id, rate, burst)
     if wait > 0:
-        raise RateLimited(f"rate limit for key {key_id} reached; retry in {wait:.2f} s", retry_after=wait)
+        raise RateLimited(f"rate limit for key {key_id} reached; retry in {whole_seconds(wait)} s", retry_after=wait)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tandem.errors import RateLimited
+from tandem.errors import RateLimited, whole_seconds
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.responses import json_response
 
@@ -26,7 +26,7 @@ async def register(request: Request, call: Call) -> Response:
     wait = await services.limiter.take(f"enrol:{key_id}", settings.device_enrol_per_s, settings.device_enrol_burst)
     if wait > 0:
         raise RateLimited(f"key {key_id} has registered as many devices as it may for now "
-                          f"(TANDEM_DEVICE_ENROL_PER_S); retry in {wait:.1f} s", retry_after=wait)
+                          f"(TANDEM_DEVICE_ENROL_PER_S); retry in {whole_seconds(wait)} s", retry_after=wait)
     # The device inherits the enrolling key's model scope: it sees only the models that key may.
     token, info = await asyncio.to_thread(services.devices.register, key_id, call.principal.model_scope)
     return json_response({"device_id": info.device_id, "credential": token, "created": info.created.isoformat()},

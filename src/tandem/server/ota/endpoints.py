@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tandem.bundle import NAME_RE
-from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited, quoted
+from tandem.errors import ConfigError, Forbidden, InvalidRequest, NotFound, RateLimited, quoted, whole_seconds
 from tandem.registry.ota.releases import (
     DEFAULT_CHANNEL,
     MAX_RAM_MB,
@@ -289,7 +289,7 @@ async def report(request: Request, call: Call) -> Response:
     wait = await services.limiter.take(f"ota-report:{name}:{device.device_id}", 1 / interval, 1)
     if wait > 0:
         raise RateLimited(f"device {device.device_id} reported on {name} less than {interval:g} s ago "
-                          f"(TANDEM_OTA_REPORT_INTERVAL_S); retry in {wait:.0f} s", retry_after=wait)
+                          f"(TANDEM_OTA_REPORT_INTERVAL_S); retry in {whole_seconds(wait)} s", retry_after=wait)
     one = DeviceReport(counts["load_failures"], counts["inference_errors"], counts["inferences"], p50, p99)
     svc.reports.add((name, version, channel), device.device_id, one)
     svc.metrics.ota_reports.labels(name, "true" if one.failed else "false").inc()
