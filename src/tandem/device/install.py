@@ -9,6 +9,7 @@ in ONNX Runtime, and only then does the store install it (atomically, tandem.dev
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,10 @@ class Installer:
         # (an exporter bug) would otherwise replace a working model.
         OnnxModel(plain[model_file], manifest.preprocessing, manifest.labels, threads=1)
         self.store.install(record, {stored[n].stored: b for n, b in blobs.items()}, self.vault.keystore, key)
+        for plan in plans:  # a delta's patch is spent once its file is installed (the store removes full files' parts)
+            if plan.source == "delta" and plan.info.delta is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.part_path(self.model, plan.info.delta.sha256).unlink()
         return UpdateResult("installed", offered.version, transfer.fetched, sources, time.monotonic() - started)
 
     def _model_file(self, offered: Payload, manifest: Manifest) -> str:

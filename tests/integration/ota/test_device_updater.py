@@ -94,6 +94,7 @@ def test_first_install_then_a_head_only_update_comes_as_a_small_delta(ota_server
         assert u.check() is None  # current now: 204
         assert [(i.version, i.current, i.previous) for i in u.installed()] == [(1, False, True), (2, True, False)]
         assert u.get_model("local").files == first.files
+    assert not list(store.rglob("*.part")), "the delta's patch (and every download) is gone once installed"
     assert_runs(ota_server, store, 2)
     # At rest the model is encrypted: no tensor of v2 can be found in the store's files.
     plain = (ota_server.bundles["v2"] / "model.onnx").read_bytes()
