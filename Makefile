@@ -17,7 +17,7 @@ LFW_DIR = $(TANDEM_DATA_HOME)/lfw_home/lfw_funneled
 define NO_LFW
 LFW (Labeled Faces in the Wild) is not at $(LFW_DIR).
   If you have it elsewhere: make ... TANDEM_DATA_HOME=/the/folder/that/holds/lfw_home
-  To download it there (about 230 MB, scikit-learn's fetch_lfw_people): make install && make lfw
+  To download it there (about 230 MB; tandem data fetch lfw): make install && make lfw
 endef
 export NO_LFW
 
@@ -27,11 +27,9 @@ check-data:
 need-data:
 	@test -d "$(LFW_DIR)" || { echo "$$NO_LFW" >&2; exit 2; }
 
-# Downloads LFW into TANDEM_DATA_HOME the way scikit-learn lays it out (needs internet).
+# Downloads LFW into TANDEM_DATA_HOME the way scikit-learn lays it out (needs internet): `tandem data fetch lfw`.
 lfw: $(VENV)/.installed
-	$(BIN)/python -c "import sys; from sklearn.datasets import fetch_lfw_pairs, fetch_lfw_people; \
-		fetch_lfw_people(data_home=sys.argv[1], download_if_missing=True); \
-		fetch_lfw_pairs(data_home=sys.argv[1], download_if_missing=True)" "$(TANDEM_DATA_HOME)"
+	$(BIN)/tandem data fetch lfw --to "$(TANDEM_DATA_HOME)"
 
 install: check-data $(VENV)/.installed src/tandem/webapp/index.html chromium
 

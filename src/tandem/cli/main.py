@@ -15,6 +15,7 @@ from tandem.cli import ota as ota_cli
 from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
 from tandem.cli.celebmatch import app as celebmatch_app
+from tandem.cli.data import app as data_app
 from tandem.cli.devices import app as devices_app
 from tandem.cli.help import TandemGroup
 from tandem.cli.keys import app as keys_app
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(celebmatch_app, name="celebmatch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
+app.add_typer(data_app, name="data")
 
 def name_from_folder(out: Path) -> str:
     """A model's name as the user sees it: the run folder's (runs/faces -> faces), with what a model
