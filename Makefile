@@ -36,7 +36,7 @@ install: check-data $(VENV)/.installed src/tandem/webapp/index.html chromium
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[train,serve,dev,ray,teacher,ann]'
+	$(BIN)/pip install --quiet -e '.[cli,train,serve,dev,ray,teacher,ann]'
 	# MTCNN's landmark weights (tandem.models.onet reads the file); the package's own pins are not ours.
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
