@@ -100,7 +100,7 @@ def test_aliases_resolve_and_roll_back(reg, bundles):
     assert reg.resolve("faces", None).version == 2
     a = reg.rollback("faces", "production")
     assert (a.version, a.previous) == (1, None)
-    with pytest.raises(Conflict, match="only ever pointed at version 1, so there is nothing to roll back"):
+    with pytest.raises(Conflict, match="points at version 1, where it was first set: no earlier move is left"):
         reg.rollback("faces", "production")
     assert [(x.alias, x.version) for x in reg.aliases("faces")] == [("beta", 3), ("production", 1)]
     assert reg.generation() == gen + 6
@@ -266,8 +266,11 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     assert tandem_json("alias", "faces", "production", "1", env=env)["version"] == 1
     moved = tandem_json("alias", "faces", "production", "2", env=env)
     assert (moved["version"], moved["previous"]) == (2, 1)
-    back = tandem_json("rollback", "faces", "production", env=env)
-    assert back["version"] == 1
+    tandem("alias", "faces", "production", "2", env=env)
+    text = " ".join(tandem("rollback", "faces", "production", env=env).stdout.split())
+    assert text == "faces:production rolled back from version 2 to version 1 (where it was first set: nothing earlier to roll back to)"
+    refused = tandem("rollback", "faces", "production", env=env, ok=False)
+    assert refused.returncode != 0 and "where it was first set" in " ".join(refused.stderr.split())
     [model] = tandem_json("models", env=env)
     assert model == {"name": "faces", "versions": 2, "latest": 2, "aliases": {"production": 1}}
     versions = tandem_json("versions", "faces", env=env)

@@ -137,11 +137,14 @@ def rollback(name: Annotated[str, typer.Argument(help="Model name.")],
              json_out: JsonOpt = False) -> None:
     """Point an alias back at the version it pointed at before its last move."""
     with open_registry() as reg:
+        was = next((x.version for x in reg.aliases(name) if x.alias == alias), None)
         a = reg.rollback(name, alias)
     if json_out:
         print_json(record_json(a))
         return
-    console.print(f"{a.name}:{a.alias} rolled back → version {a.version}", highlight=False)
+    console.print(f"{a.name}:{a.alias} rolled back from version {was} to version {a.version}"
+                  + (f" (one more rollback: version {a.previous})" if a.previous is not None else
+                     " (where it was first set: nothing earlier to roll back to)"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

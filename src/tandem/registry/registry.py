@@ -200,9 +200,12 @@ class Registry:
                 .order_by(AliasMove.id.desc()).limit(3)
             ).all()
             if len(history) < 2:
+                # Earlier rollbacks undid the later moves, so this is where the alias was first set, not
+                # necessarily the only version it ever pointed at.
                 raise Conflict(
-                    f"{name}:{alias} has only ever pointed at version {row.version}, so there is nothing to roll "
-                    f"back to; point it at another version with `tandem alias {name} {alias} VERSION`"
+                    f"{name}:{alias} points at version {row.version}, where it was first set: no earlier move is left to "
+                    f"undo (each rollback undoes the latest move); point it at any version with "
+                    f"`tandem alias {name} {alias} VERSION`"
                 )
             s.delete(history[0])
             row.version = history[1].version

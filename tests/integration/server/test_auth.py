@@ -99,6 +99,7 @@ def test_each_route_needs_a_valid_key_with_the_right_scope(served, photo_kwargs)
             code, www, body = ask(c, method, path, kwargs, wrong[need])
             assert code == 403 and 'error="insufficient_scope"' in www, path
             assert f"this route needs a key with scope '{need}'" in body["error"]
+            assert body["error"].count(f"'{need}'") == 1, body  # the scope needed, named once
             assert ask(c, method, path, kwargs, keys.predict if need == "predict" else keys.admin)[0] == 200, path
             assert ask(c, method, path, kwargs, keys.admin)[0] == 200, path
 
