@@ -720,7 +720,8 @@ class TandemHome:
         self.env.pop("TANDEM_DATABASE_URL", None)
         self.env.pop("TANDEM_REDIS_URL", None)
         self.bundle = bundle
-        self.versions = [self.cli("push", str(bundle), "--json")["version"] for _ in range(max(2, args.swap_versions))]
+        self.versions = [self.cli("push", str(bundle), "--force", "--json")["version"]
+                         for _ in range(max(2, args.swap_versions))]
         self.name = Bundle.load(bundle).manifest.name
         self.cli("alias", self.name, "production", str(self.versions[0]))
         self.key = self.cli("keys", "create", "--scope", "predict", "--json")["key"]
@@ -803,7 +804,7 @@ def swap_test(srv: Server, home: TandemHome, reqs: Path, args: argparse.Namespac
         if attempt:
             console.print("[yellow]  swap test disturbed by other work; measuring again with new versions[/]")
             wait_quiet(args.wait_quiet / 2, exclude=srv.pids())
-            fresh = [home.cli("push", str(home.bundle), "--json")["version"] for _ in range(len(fresh))]
+            fresh = [home.cli("push", str(home.bundle), "--force", "--json")["version"] for _ in range(len(fresh))]
         versions = [current, *fresh]
         console.print(f"  swap test: tandem_binary c16, steady, then production moving through {versions} "
                       f"every {args.swap_interval} s")

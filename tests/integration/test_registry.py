@@ -167,7 +167,7 @@ def test_concurrent_pushes_from_several_processes_get_distinct_versions(db, bund
     # Nothing has opened this registry yet: the processes also race to create its schema.
     n = 4
     env = {**os.environ, **db.env(), "COLUMNS": "200"}
-    procs = [subprocess.Popen([sys.executable, "-m", "tandem", "push", str(bundles[i % 2]), "--json"],
+    procs = [subprocess.Popen([sys.executable, "-m", "tandem", "push", str(bundles[i % 2]), "--force", "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i in range(n)]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -263,6 +263,11 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     pushed = tandem_json("push", bundles[0], env=env)
     assert (pushed["name"], pushed["version"]) == ("faces", 1)
     assert tandem_json("push", bundles[1], env=env)["version"] == 2
+    again = tandem_json("push", bundles[0], env=env)  # the same bundle again: no copy stored
+    assert (again["version"], again["identical_to_stored"]) == (1, True)
+    assert "already holds this bundle" in " ".join(tandem("push", bundles[0], env=env).stdout.split())
+    forced = tandem_json("push", bundles[0], "--force", env=env)
+    assert (forced["version"], forced["identical_to_stored"]) == (3, False)
     assert tandem_json("alias", "faces", "production", "1", env=env)["version"] == 1
     moved = tandem_json("alias", "faces", "production", "2", env=env)
     assert (moved["version"], moved["previous"]) == (2, 1)
@@ -272,9 +277,9 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     refused = tandem("rollback", "faces", "production", env=env, ok=False)
     assert refused.returncode != 0 and "where it was first set" in " ".join(refused.stderr.split())
     [model] = tandem_json("models", env=env)
-    assert model == {"name": "faces", "versions": 2, "latest": 2, "aliases": {"production": 1}}
+    assert model == {"name": "faces", "versions": 3, "latest": 3, "aliases": {"production": 1}}
     versions = tandem_json("versions", "faces", env=env)
-    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"]), (2, [])]
+    assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"]), (2, []), (3, [])]
 
     created = tandem_json("keys", "create", "--scope", "device", "--label", "ci", env=env)
     assert created["scope"] == "device" and created["key"].startswith(f"tdm_{created['key_id']}_")

@@ -49,8 +49,9 @@ def when(dt: datetime | None) -> str:
 
 def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`, or a .tandem "
                                                 "archive of one.")],
+         force: Annotated[bool, typer.Option(help="Store it as a new version even if a stored version is identical.")] = False,
          json_out: JsonOpt = False) -> None:
-    """Verify a bundle and store it as the next version of its model."""
+    """Verify a bundle and store it as the next version of its model (unless an identical version is stored)."""
     from tandem.cli.info import _fmt_bytes
 
     with open_registry() as reg, tempfile.TemporaryDirectory(prefix="tandem-push-") as tmp:
@@ -58,9 +59,14 @@ def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
             from tandem.bundle import archive
 
             bundle = archive.unpack(bundle, Path(tmp) / "bundle").root
-        v = reg.push(bundle)
+        same = None if force else reg.identical_version(bundle)
+        v = same or reg.push(bundle)
     if json_out:
-        print_json(record_json(v))
+        print_json({**record_json(v), "identical_to_stored": same is not None})
+        return
+    if same is not None:
+        console.print(f"[bold]{v.name}[/] version [bold]{v.version}[/] already holds this bundle (the same files and "
+                      "manifest): nothing stored. Use --force to store it again as a new version")
         return
     console.print(f"pushed [bold]{v.name}[/] version [bold]{v.version}[/] ({_fmt_bytes(v.size)}, "
                   f"manifest {v.manifest_sha256[:12]}…)")

@@ -8,6 +8,7 @@ transaction (tx.py holds what every writer does inside one) and returns plain re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -133,6 +134,24 @@ class Registry:
                         f"({e.orig}); try again"
                     ) from e
         raise AssertionError("unreachable")
+
+    def identical_version(self, bundle_dir: Path) -> VersionInfo | None:
+        """The stored version of this bundle's model that holds the same files and the same manifest
+        (apart from its version number and export time), if any: pushing it again would only add a copy."""
+        m = Bundle.load(bundle_dir).manifest
+        files = {rel: entry.sha256 for rel, entry in m.files.items()}
+        ours = _comparable(json.loads(m.model_dump_json()))
+        with self.db.read() as s:
+            model = s.scalar(select(Model).where(Model.name == m.name))
+            if model is None:
+                return None
+            for row in s.scalars(select(Version).where(Version.model_id == model.id).order_by(Version.number)):
+                if dict(row.files) != files:
+                    continue
+                with self.store.open(row.manifest_sha256) as f:
+                    if _comparable(json.loads(f.read())) == ours:
+                        return self._version_info(m.name, row, ())
+        return None
 
     def models(self) -> list[ModelInfo]:
         with self.db.read() as s:
@@ -291,3 +310,8 @@ class Registry:
     def _alias_info(name: str, row: Alias) -> AliasInfo:
         return AliasInfo(name=name, alias=row.alias, version=row.version, previous=row.previous,
                          updated=tx.aware(row.updated))
+
+
+def _comparable(manifest: dict) -> dict:
+    """A manifest without what differs between two exports of the same thing, or two pushes of it."""
+    return {k: v for k, v in manifest.items() if k not in ("version", "parent_version", "created")}
