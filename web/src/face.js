@@ -45,7 +45,43 @@ export function loadFinder(base = "vendor/") {
   return ready;
 }
 
-/** Faces as {x, y, w, h} in the photo's pixels, largest first. */
+// cos and sin of 20°, the very numbers src/tandem/faces/finder.py uses.
+const TILT_COS = 0.9396926207859084;
+const TILT_SIN = 0.3420201433256687;
+
+/** The gray photo turned by 20° (sign ±1) about its centre, nearest pixel, black outside: finder.turned(). */
+export function turned(gray, width, height, sign) {
+  const out = new Uint8Array(width * height);
+  const cx = width / 2;
+  const cy = height / 2;
+  const s = sign * TILT_SIN;
+  for (let v = 0; v < height; v++) {
+    const dv = v + 0.5 - cy;
+    for (let u = 0; u < width; u++) {
+      const du = u + 0.5 - cx;
+      const x = Math.floor(TILT_COS * du - s * dv + cx);
+      const y = Math.floor(s * du + TILT_COS * dv + cy);
+      if (x >= 0 && x < width && y >= 0 && y < height) out[v * width + u] = gray[y * width + x];
+    }
+  }
+  return out;
+}
+
+/** A box found in the turned view, as [x, y, w, h] in the photo: finder._upright(). */
+function upright(r, sign, width, height) {
+  if (sign === 0) return [r.x, r.y, r.width, r.height];
+  const cx = width / 2;
+  const cy = height / 2;
+  const s = sign * TILT_SIN;
+  const du = r.x + r.width / 2 - cx;
+  const dv = r.y + r.height / 2 - cy;
+  const ox = TILT_COS * du - s * dv + cx;
+  const oy = s * du + TILT_COS * dv + cy;
+  return [ox - r.width / 2, oy - r.height / 2, r.width, r.height];
+}
+
+/** Faces as {x, y, w, h} in the photo's pixels, largest first. As the server does
+ * (tandem.faces.finder): the photo as it is, then equalised; if still none, turned by 20° each way. */
 export async function findFaces(image) {
   const { cv, classifier } = await loadFinder();
   const scale = Math.min(1.0, DETECT_MAX_SIDE / Math.max(image.width, image.height));
@@ -59,28 +95,38 @@ export async function findFaces(image) {
   }
   const rgb = cv.matFromArray(height, width, cv.CV_8UC3, data);
   const gray = new cv.Mat();
-  const eq = new cv.Mat();
   const rects = new cv.RectVector();
+  const mats = [rgb, gray, rects];
   try {
     cv.cvtColor(rgb, gray, cv.COLOR_RGB2GRAY);
     const side = Math.max(24, Math.trunc(0.12 * Math.min(height, width)));
-    // As the server does (tandem.faces.finder): the photo as it is, then equalised if no face was found.
-    classifier.detectMultiScale(gray, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
-    if (rects.size() === 0) {
-      cv.equalizeHist(gray, eq);
-      classifier.detectMultiScale(eq, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
+    for (const sign of [0, 1, -1]) {
+      let view = gray;
+      if (sign !== 0) {
+        view = cv.matFromArray(height, width, cv.CV_8UC1, turned(gray.data, width, height, sign));
+        mats.push(view);
+      }
+      for (const equalise of [false, true]) {
+        let input = view;
+        if (equalise) {
+          input = new cv.Mat();
+          mats.push(input);
+          cv.equalizeHist(view, input);
+        }
+        classifier.detectMultiScale(input, rects, 1.1, 5, 0, new cv.Size(side, side), new cv.Size(0, 0));
+        if (rects.size() > 0) {
+          const boxes = [];
+          for (let i = 0; i < rects.size(); i++) {
+            const [x, y, w, h] = upright(rects.get(i), sign, width, height);
+            boxes.push({ x: pyRound(x / scale), y: pyRound(y / scale), w: pyRound(w / scale), h: pyRound(h / scale) });
+          }
+          return boxes.sort((a, b) => b.w * b.h - a.w * a.h);
+        }
+      }
     }
-    const boxes = [];
-    for (let i = 0; i < rects.size(); i++) {
-      const r = rects.get(i);
-      boxes.push({ x: pyRound(r.x / scale), y: pyRound(r.y / scale), w: pyRound(r.width / scale), h: pyRound(r.height / scale) });
-    }
-    return boxes.sort((a, b) => b.w * b.h - a.w * a.h);
+    return [];
   } finally {
-    rgb.delete();
-    gray.delete();
-    eq.delete();
-    rects.delete();
+    for (const m of mats) m.delete();
   }
 }
 

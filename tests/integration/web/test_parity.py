@@ -74,6 +74,11 @@ def test_same_faces_as_python(page, lfw_people):
     canvas.paste(big, (650, 120))
     imgs.append(png(np.asarray(canvas)))
     imgs.append(png((np.asarray(decode_image(imgs[1]), np.float32) * 0.3).astype(np.uint8)))
+    # Tilted faces, found only in the finder's turned views (both ways): the same boxes on each side.
+    for angle in (20, -20):
+        tilted = Image.new("RGB", (1600, 1200), (90, 120, 150))
+        tilted.paste(big.resize((800, 800)).rotate(angle, expand=True, fillcolor=(200, 200, 190)), (300, 80))
+        imgs.append(png(np.asarray(tilted)))
     for data in imgs:
         py = [(f.x, f.y, f.w, f.h) for f in finder.find(decode_image(data))]
         js = [(b["x"], b["y"], b["w"], b["h"]) for b in page.evaluate("(b) => window.tandem.findFaces(b)", list(data))]
