@@ -55,7 +55,8 @@ def test_two_workers_train_as_well_as_one_to_a_bundle(ray_cluster, tmp_path, dat
 
     manifest = tandem_json("export", tmp_path / "two", "--out", tmp_path / "bundle")
     bundle = Bundle.load(tmp_path / "bundle")
-    assert manifest["name"] == "model" and bundle.manifest.labels == ["Donald_Rumsfeld", "Gerhard_Schroeder", "Tony_Blair"]
+    # No --name: the model is named after its run folder.
+    assert manifest["name"] == "two" and bundle.manifest.labels == ["Donald_Rumsfeld", "Gerhard_Schroeder", "Tony_Blair"]
     assert bundle.manifest.metrics["max_abs_onnx_torch"] <= 1e-4
     assert bundle.manifest.metrics["test_images"] == 75
 
