@@ -81,5 +81,6 @@ def make_bundle(root: Path, name: str = "faces", seed: bytes = b"v1") -> Path:
                                      normalize_in_graph=NormalizeSpec(mean=(0.5,) * 3, std=(0.2,) * 3)),
         labels=["a", "b"],
         models={"fp32": "model.onnx", "int8": "model.int8.onnx"},
+        training={"data": "test bundle", "seed": 7, "epochs": 3}, metrics={"test_top1_fp32": 0.5},
     ))
     return root

@@ -280,6 +280,19 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     assert model == {"name": "faces", "versions": 3, "latest": 3, "aliases": {"production": 1}}
     versions = tandem_json("versions", "faces", env=env)
     assert [(v["version"], v["aliases"]) for v in versions] == [(1, ["production"]), (2, []), (3, [])]
+    # Lineage: where each version came from, as its manifest says, and when it was pushed.
+    lineage = versions[0]["lineage"]
+    assert (lineage["training"], lineage["metrics"]) == ({"data": "test bundle", "seed": 7, "epochs": 3},
+                                                         {"test_top1_fp32": 0.5})
+    assert {"fingerprint", "metrics", "created", "parent_version"} <= set(versions[0]["lineage"])
+    assert versions[0]["lineage"]["pushed"] == versions[0]["created"]
+    # `tandem info` takes a stored version as well as a folder.
+    stored = tandem_json("info", "faces:production", env=env)
+    assert (stored["name"], stored["stored"]["version"], stored["stored"]["aliases"]) == ("faces", 1, ["production"])
+    assert "stored in the registry as faces version 2" in " ".join(tandem("info", "faces:2", env=env).stdout.split())
+    assert "stored" not in tandem_json("info", bundles[0], env=env)  # a folder: its manifest only
+    missing = tandem("info", "faces:9", env=env, ok=False)
+    assert missing.returncode != 0 and "version 9" in missing.stderr
 
     created = tandem_json("keys", "create", "--scope", "device", "--label", "ci", env=env)
     assert created["scope"] == "device" and created["key"].startswith(f"tdm_{created['key_id']}_")

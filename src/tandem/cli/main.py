@@ -221,17 +221,36 @@ def export(
 
 
 @app.command()
-def info(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`.")],
+def info(bundle: Annotated[str, typer.Argument(help="A bundle folder written by `tandem export`, or a stored "
+                                                "version: NAME, NAME:VERSION or NAME:ALIAS (the registry's).")],
          json_out: JsonOpt = False) -> None:
-    """Verify a bundle and print its manifest readably."""
+    """Verify a bundle (a folder, or a version in the registry) and print its manifest readably."""
     from tandem.bundle import Bundle
     from tandem.cli.info import show_bundle
 
-    b = Bundle.load(bundle)
-    if json_out:
-        print_json(b.manifest.model_dump(mode="json"))
+    stored = None
+    if Path(bundle).exists() or "/" in bundle or "\\" in bundle:  # a path (one that is missing says so)
+        b = Bundle.load(Path(bundle))
     else:
-        show_bundle(b)
+        from tandem.cli.registry import open_registry
+
+        name, _, ref = bundle.partition(":")
+        with open_registry() as reg:
+            resolved = reg.resolve(name, ref or None)
+            stored = next(v for v in reg.versions(name) if v.version == resolved.version)
+            b = Bundle.load(resolved.bundle_dir)
+    if json_out:
+        out = b.manifest.model_dump(mode="json")
+        if stored is not None:
+            out["stored"] = {"version": stored.version, "aliases": list(stored.aliases),
+                             "pushed": stored.created.isoformat(), "manifest_sha256": stored.manifest_sha256}
+        print_json(out)
+        return
+    show_bundle(b)
+    if stored is not None:
+        console.print(f"stored in the registry as {stored.name} version {stored.version}, pushed "
+                      f"{stored.created:%Y-%m-%d %H:%M} UTC" + (f"; aliases {', '.join(stored.aliases)}" if stored.aliases else ""),
+                      highlight=False)
 
 
 @app.command()

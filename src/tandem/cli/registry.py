@@ -115,8 +115,9 @@ def versions(name: Annotated[str, typer.Argument(help="Model name (the bundle ma
 
     with open_registry() as reg:
         found = reg.versions(name)
+        lineage = [reg.lineage(v) for v in found] if json_out else []
     if json_out:
-        print_json(record_json(found))
+        print_json([{**record_json(v), "lineage": line} for v, line in zip(found, lineage, strict=True)])
         return
     t = table("version", "created", "size", "manifest sha256", "aliases", title=name)
     for v in found:

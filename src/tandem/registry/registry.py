@@ -135,6 +135,16 @@ class Registry:
                     ) from e
         raise AssertionError("unreachable")
 
+    def lineage(self, v: VersionInfo) -> dict:
+        """Where a stored version came from, as its manifest says: the data and config fingerprints,
+        how it was trained (data, objective, seed, epochs, the exported epoch...), its measured
+        metrics, and when it was exported and pushed."""
+        with self.store.open(v.manifest_sha256) as f:
+            m = json.loads(f.read())
+        return {"created": m.get("created"), "pushed": v.created.isoformat(), "fingerprint": m.get("fingerprint"),
+                "training": m.get("training", {}), "metrics": m.get("metrics", {}),
+                "parent_version": m.get("parent_version")}
+
     def identical_version(self, bundle_dir: Path) -> VersionInfo | None:
         """The stored version of this bundle's model that holds the same files and the same manifest
         (apart from its version number and export time), if any: pushing it again would only add a copy."""
