@@ -36,6 +36,6 @@ def fetch(
         print_json({"dataset": dataset.value, "data_home": str(got.data_home), "people": got.people,
                     "photos": got.photos, "downloaded": got.downloaded})
         return
-    what = "downloaded and verified" if got.downloaded else "already there and complete"
+    what = "downloaded and verified" if got.downloaded else "already there"
     console.print(f"LFW {what}: {got.people} people, {got.photos} photos in {got.data_home}/lfw_home "
                   f"(use it with TANDEM_DATA_HOME={got.data_home})", highlight=False)

@@ -35,6 +35,13 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(devices_app, name="devices")
 app.add_typer(data_app, name="data")
 
+def _given(ctx: typer.Context, option: str) -> bool:
+    """Whether the user set ``option`` (on the command line or through its environment variable),
+    rather than it holding its default: a task whose own default differs applies it otherwise."""
+    src = ctx.get_parameter_source(option)
+    return src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def name_from_folder(out: Path) -> str:
     """A model's name as the user sees it: the run folder's (runs/faces -> faces), with what a model
     name may not hold (bundle.NAME_RE) replaced by '-'; 'model' when nothing is left."""
@@ -107,14 +114,12 @@ def train(
     from tandem.training.run import TrainConfig
 
     embed = objective == "embed"
-    given = {p for p in ("lr",)
-             if (src := ctx.get_parameter_source(p)) is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")}
     dlib = embed and backbone == "dlib"
     if dlib and teacher != "none":
         raise ConfigError("--backbone dlib starts from dlib's own network: --teacher dlib would teach it itself; "
                           "drop --teacher (or use --backbone mobile)")
     cfg = TrainConfig(data=data, out=out, name=name or name_from_folder(out), min_faces=default_min_faces(data, min_faces, objective), subset=subset,
-                      epochs=epochs, batch_size=batch_size, lr=lr if "lr" in given or not dlib else FINE_TUNE_LR,
+                      epochs=epochs, batch_size=batch_size, lr=lr if _given(ctx, "lr") or not dlib else FINE_TUNE_LR,
                       device=device, seed=seed, stem_stride=2 if embed else stem_stride, stop_after=stop_after, val_fraction=val_fraction,
                       objective=objective, teacher=teacher if embed else "none",
                       align_size=size if size is not None else (150 if dlib else 80), backbone=backbone if embed else "mobile",
@@ -171,12 +176,10 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, s
 
     if effect is None:
         raise ConfigError("--task stylize needs --teacher-effect: stylization, pencil, detail or edge-preserving")
-    # The classifier's defaults do not fit an effect: 64 crops a step and model "model" say nothing here.
-    given = {p for p in ("batch_size",)
-             if (src := ctx.get_parameter_source(p)) is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")}
+    # The classifier's default batch does not fit an effect: 64 crops a step.
     cfg = StylizeConfig(data=data, out=out, effect=effect, name=name or f"deepart-{effect}",
                         subset=subset, max_images=max_images, epochs=epochs,
-                        batch_size=batch_size if "batch_size" in given else 16, lr=lr, photo_size=photo_size,
+                        batch_size=batch_size if _given(ctx, "batch_size") else 16, lr=lr, photo_size=photo_size,
                         crop=crop, val_fraction=val_fraction, seed=seed, device=device)
     cfg.validate()  # before any photo is read
     try:
@@ -237,7 +240,7 @@ def info(bundle: Annotated[str, typer.Argument(help="A bundle folder written by 
         name, _, ref = bundle.partition(":")
         with open_registry() as reg:
             resolved = reg.resolve(name, ref or None)
-            stored = next(v for v in reg.versions(name) if v.version == resolved.version)
+            stored = reg.get(name, resolved.version)
             b = Bundle.load(resolved.bundle_dir)
     if json_out:
         out = b.manifest.model_dump(mode="json")

@@ -10,6 +10,7 @@ leaves a half data home that later commands would take for LFW.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -80,4 +81,4 @@ def fetch_lfw(data_home: Path) -> Fetched:
         for archive in (Path(stage) / "lfw_home").glob("*.tgz"):
             archive.unlink()
         (Path(stage) / "lfw_home").rename(data_home / "lfw_home")
-    return Fetched(data_home, got.people, got.photos, downloaded=True)
+    return dataclasses.replace(got, data_home=data_home, downloaded=True)

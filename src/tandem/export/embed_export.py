@@ -83,10 +83,7 @@ def whitening(net: FaceNet, faces: FaceSet) -> tuple[np.ndarray, np.ndarray] | N
     distractors 0.553 → 0.610, in a gallery of never-trained people 0.725 → 0.766, verification
     0.928 → 0.924 (own pairs). None when there are too few photos (under 4 per dimension) to
     estimate the covariance."""
-    if len(faces.pixels) < 4 * net.cfg.embedding_dim or net.cfg.arch != "mobile":
-        # A network trained on millions of faces already spreads people out: whitening dlib's
-        # embeddings by LFW's training photos lowered its verification (measured, folds 9-10: centring
-        # alone 0.995 → 0.989).
+    if len(faces.pixels) < 4 * net.cfg.embedding_dim:
         return None
     with torch.no_grad():
         e = PixelEmbedder(net).eval()(torch.from_numpy(faces.pixels)).numpy().astype(np.float64)
@@ -171,6 +168,9 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                          normalize_in_graph=NormalizeSpec(mean=net.cfg.mean, std=net.cfg.std))
     landmarker(run_dir)  # the run's landmark network (exported now if the run folder lacks it)
     calib_faces = _part_sample(cfg, data, "train", calibration_images, run_dir)
+    # Only the small network is whitened: one trained on millions of faces already spreads people out,
+    # and whitening dlib's embeddings by LFW's training photos lowered its verification (measured,
+    # folds 9-10: centring alone 0.995 → 0.989).
     white_faces = _part_sample(cfg, data, "train", WHITEN_PHOTOS, run_dir) if net.cfg.arch == "mobile" else None
     white = whitening(net, white_faces) if white_faces is not None else None
     val = load_faces(cfg, data, "val", run_dir)

@@ -216,5 +216,6 @@ class FaceResNet(nn.Module):
 
 
 def dlib_net_config() -> NetConfig:
-    return NetConfig(num_classes=0, embedding_dim=DIM, mean=tuple(a / 255.0 for a in AVG_RGB),  # type: ignore[arg-type]
-                     std=(256 / 255,) * 3, dropout=0.0, arch=ARCH)
+    r, g, b = AVG_RGB
+    return NetConfig(num_classes=0, embedding_dim=DIM, mean=(r / 255, g / 255, b / 255), std=(256 / 255,) * 3,
+                     dropout=0.0, arch=ARCH)

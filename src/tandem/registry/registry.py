@@ -139,8 +139,7 @@ class Registry:
         """Where a stored version came from, as its manifest says: the data and config fingerprints,
         how it was trained (data, objective, seed, epochs, the exported epoch...), its measured
         metrics, and when it was exported and pushed."""
-        with self.store.open(v.manifest_sha256) as f:
-            m = json.loads(f.read())
+        m = self._stored_manifest(v.manifest_sha256)
         return {"created": m.get("created"), "pushed": v.created.isoformat(), "fingerprint": m.get("fingerprint"),
                 "training": m.get("training", {}), "metrics": m.get("metrics", {}),
                 "parent_version": m.get("parent_version")}
@@ -158,10 +157,14 @@ class Registry:
             for row in s.scalars(select(Version).where(Version.model_id == model.id).order_by(Version.number)):
                 if dict(row.files) != files:
                     continue
-                with self.store.open(row.manifest_sha256) as f:
-                    if _comparable(json.loads(f.read())) == ours:
-                        return self._version_info(m.name, row, ())
+                if _comparable(self._stored_manifest(row.manifest_sha256)) == ours:
+                    return self._version_info(m.name, row, ())
         return None
+
+    def _stored_manifest(self, sha256: str) -> dict:
+        with self.store.open(sha256) as f:
+            manifest: dict = json.loads(f.read())
+        return manifest
 
     def models(self) -> list[ModelInfo]:
         with self.db.read() as s:
