@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from tandem.bundle import Bundle
 from tandem.errors import BundleError, Conflict, InvalidRequest, NotFound, RegistryError
 from tandem.registry import migrate
 from tandem.registry.registry import Registry
+from tandem.settings import Settings
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.registry_backends import Backend, backend, make_bundle
 
@@ -32,6 +34,11 @@ def db(request, tmp_path) -> Backend:
 def reg(db):
     with Registry.open(db.settings()) as r:
         yield r
+
+
+def reg_settings(reg: Registry) -> Settings:
+    """The settings ``reg`` was opened with (the OTA side's master key is a file under its home)."""
+    return Settings(home=reg.home, database_url=reg.db.url.render_as_string(hide_password=False))
 
 
 @pytest.fixture()
@@ -310,3 +317,293 @@ def test_the_cli_end_to_end_with_json(tmp_path, bundles):
     assert missing.returncode == NotFound.exit_code and "no model named 'nope'" in missing.stderr
     table = tandem("models", env=env).stdout
     assert "faces" in table and "production → 1" in table
+
+
+# --- version lifecycle: archive, delete, numbers never reused, gc, lineage (docs/registry.md) -------------
+
+
+def test_an_archived_version_stays_listed_but_is_not_served_aliased_or_released(reg, bundles):
+    from tandem.registry.ota import Ota
+
+    for b in (*bundles, bundles[0]):
+        reg.push(b)
+    reg.set_alias("faces", "production", 2)
+    with pytest.raises(Conflict, match=r"cannot archive faces version 2: alias production points at it .*"
+                                       r"`tandem alias faces production VERSION`"):
+        reg.archive("faces", 2)
+    gen = reg.generation()
+    archived = reg.archive("faces", 3)
+    assert archived.archived is not None and reg.generation() == gen + 1
+    assert reg.archive("faces", 3).archived == archived.archived and reg.generation() == gen + 1  # again: no change
+    assert [(v.version, v.archived is not None) for v in reg.versions("faces")] == [(1, False), (2, False), (3, True)]
+    assert reg.get("faces", 3).archived == archived.archived
+    restore = r"faces version 3 is archived: .*restore it with `tandem versions unarchive faces 3`"
+    with pytest.raises(NotFound, match=restore):  # what a server answers: 404
+        reg.resolve("faces", 3)
+    with pytest.raises(Conflict, match=restore):
+        reg.set_alias("faces", "beta", 3)
+    assert reg.resolve("faces", "latest").version == 2  # latest skips it
+    assert reg.resolve("faces", 3, include_archived=True).version == 3  # `tandem info` may look at it
+    [model] = reg.models()
+    assert (model.versions, model.latest) == (3, 2)
+    ota = Ota(reg, reg_settings(reg))
+    with pytest.raises(Conflict, match=restore):
+        ota.releases.release("faces", 3)
+    with pytest.raises(Conflict, match=restore):
+        ota.releases.pin("faces", "device-1", 3)
+    # Rollback does not go back to an archived version either.
+    reg.unarchive("faces", 3)
+    reg.set_alias("faces", "beta", 3)
+    reg.set_alias("faces", "beta", 1)
+    reg.set_alias("faces", "production", 1)
+    reg.archive("faces", 3)
+    with pytest.raises(Conflict, match=restore):
+        reg.rollback("faces", "beta")
+    assert reg.resolve("faces", "beta").version == 1
+    # A live release (or a pin) keeps a version in service.
+    ota.releases.release("faces", 1, "beta")
+    ota.releases.pin("faces", "device-1", 1)
+    with pytest.raises(Conflict, match=r"it is released on channel beta \(active\): .*release-rollback faces "
+                                       r"--channel beta.*1 device\(s\) are pinned to it \(device-1 on production"):
+        reg.archive("faces", 1)
+    # Unarchived, it is served again.
+    gen = reg.generation()
+    assert reg.unarchive("faces", 3).archived is None and reg.generation() == gen + 1
+    assert reg.resolve("faces", 3).version == 3 and reg.resolve("faces", "latest").version == 3
+
+
+def test_every_version_archived_says_so(reg, bundles):
+    reg.push(bundles[0])
+    reg.archive("faces", 1)
+    with pytest.raises(NotFound, match=r"every version of model faces is archived \(1\); restore one with "
+                                       r"`tandem versions unarchive faces VERSION`"):
+        reg.resolve("faces", None)
+
+
+def test_pushing_a_bundle_an_archived_version_holds_stores_a_new_version(reg, bundles):
+    reg.push(bundles[0])
+    assert reg.identical_version(bundles[0]).version == 1
+    reg.archive("faces", 1)
+    assert reg.identical_version(bundles[0]) is None
+
+
+def test_deleting_the_newest_version_never_gives_its_number_again(reg, bundles):
+    reg.push(bundles[0])
+    v2 = reg.push(bundles[1])
+    folder = reg.bundle_dir("faces", 2)
+    gen = reg.generation()
+    deleted = reg.delete_version("faces", 2)
+    assert deleted == v2 and reg.generation() == gen + 1
+    assert [v.version for v in reg.versions("faces")] == [1]
+    assert not folder.exists()  # its bundle folder went with it
+    with pytest.raises(NotFound, match=r"model faces has no version 2 \(versions: 1\)"):
+        reg.resolve("faces", 2)
+    assert reg.push(bundles[1]).version == 3  # not 2: that number meant another push
+    reg.delete_version("faces", 3)
+    reg.delete_version("faces", 1)
+    assert reg.models()[0].versions == 0
+    with pytest.raises(NotFound, match="model faces has no versions left: every version pushed was deleted"):
+        reg.resolve("faces", None)
+    assert reg.push(bundles[0]).version == 4
+    with pytest.raises(NotFound, match=r"no version 2 \(versions: 4\)"):
+        reg.delete_version("faces", 2)
+
+
+def test_a_version_in_use_cannot_be_deleted(reg, bundles):
+    from tandem.registry.ota import Ota
+
+    for b in (*bundles, bundles[0]):
+        reg.push(b)
+    reg.set_alias("faces", "production", 1)
+    reg.set_alias("faces", "beta", 1)
+    with pytest.raises(Conflict, match=r"cannot delete faces version 1: aliases beta, production point at it"):
+        reg.delete_version("faces", 1)
+    ota = Ota(reg, reg_settings(reg))
+    ota.releases.release("faces", 2, "beta")
+    ota.releases.release("faces", 3, "beta")
+    ota.releases.rollback("faces", "beta")  # 3 is rolled back: its record still sends devices back from it
+    assert ota.keys.data_key("faces", 3)
+    for number, state in ((2, "active"), (3, "rolled_back")):
+        with pytest.raises(Conflict, match=rf"it is released on channel beta \({state}\): OTA keeps every release .*"
+                                           rf"`tandem versions archive faces {number}`"):
+            reg.delete_version("faces", number)
+    assert [v.version for v in reg.versions("faces")] == [1, 2, 3]
+    # What OTA recorded only for a version never released (its data key, encrypted files) goes with it.
+    reg.push(bundles[1])
+    ota.objects.prepare("faces", 4)
+    ota.releases.pin("faces", "device-9", 4, "beta")
+    with pytest.raises(Conflict, match=r"pinned to it \(device-9 on beta; unpin them first: `tandem unpin faces "
+                                       r"device-9 --channel beta`\)"):
+        reg.delete_version("faces", 4)
+    ota.releases.unpin("faces", "device-9", "beta")
+    reg.delete_version("faces", 4)
+    with reg.db.engine.connect() as c:
+        for table in ("data_keys", "ota_objects"):
+            assert c.execute(text(f"SELECT count(*) FROM {table} WHERE version = 4")).scalar() == 0, table
+        assert c.execute(text("SELECT count(*) FROM data_keys WHERE version = 3")).scalar() == 1
+
+
+def test_deleting_a_version_takes_it_out_of_alias_history(reg, bundles):
+    for b in (*bundles, bundles[0]):
+        reg.push(b)
+    for v in (1, 2, 3):
+        reg.set_alias("faces", "production", v)
+    reg.delete_version("faces", 2)
+    assert reg.aliases("faces")[0].previous == 1  # rollback skips the deleted version
+    assert reg.rollback("faces", "production").version == 1
+    # Moves to one version that now follow each other are one: rollback has nothing to undo.
+    reg.set_alias("faces", "beta", 1)
+    reg.set_alias("faces", "beta", 3)
+    reg.set_alias("faces", "beta", 1)
+    reg.delete_version("faces", 3)
+    assert reg.aliases("faces")[0].previous is None
+    with pytest.raises(Conflict, match="where it was first set"):
+        reg.rollback("faces", "beta")
+
+
+def test_gc_removes_what_nothing_refers_to_and_keeps_the_rest(reg, bundles, tmp_path):
+    from tandem.registry.ota import Ota
+
+    v1 = reg.push(bundles[0])
+    v2 = reg.push(bundles[1])
+    reg.archive("faces", 1)  # archived versions keep their files
+    made = Ota(reg, reg_settings(reg)).objects.prepare("faces", 2)  # encrypted copies for devices
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(b"left by a push that stopped before its transaction")
+    orphan_sha = reg.store.put_file(orphan)
+    v3 = reg.push(make_bundle(tmp_path / "v3", seed=b"three"))
+    reg.bundle_dir("faces", 3)
+    reg.delete_version("faces", 3)
+    stray = reg.folders.root / "faces" / "9"  # as if a crash came between a delete's commit and its folder's removal
+    shutil.copytree(reg.bundle_dir("faces", 2), stray)
+    only_v3 = {v3.manifest_sha256, v3.files["model.onnx"], v3.files["model.int8.onnx"], orphan_sha}
+    gone_bytes = sum(reg.store.size(sha) for sha in only_v3)
+
+    young = reg.gc()  # everything above is younger than the default hour
+    assert (young.objects, young.kept_young, young.kept_young_bytes) == (0, 4, gone_bytes)
+    assert young.folders == 1 and stray.exists() is False
+    gen = reg.generation()
+    dry = reg.gc(min_age_s=0, dry_run=True)
+    assert (dry.dry_run, dry.objects, dry.bytes) == (True, 4, gone_bytes)
+    assert all(reg.store.exists(sha) for sha in only_v3)
+    done = reg.gc(min_age_s=0)
+    assert (done.objects, done.bytes, done.kept_young) == (4, gone_bytes, 0)
+    assert not any(reg.store.exists(sha) for sha in only_v3)
+    kept = {*v1.files.values(), v1.manifest_sha256, *v2.files.values(), v2.manifest_sha256, *(o.sha256 for o in made)}
+    assert all(reg.store.exists(sha) for sha in kept) and done.referenced == len(kept)
+    Bundle.load(reg.bundle_dir("faces", 2))
+    Bundle.load(reg.resolve("faces", 1, include_archived=True).bundle_dir)
+    assert reg.generation() == gen  # nothing a server serves changed
+    assert reg.gc(min_age_s=0).objects == 0
+
+
+def test_gc_during_a_push_loses_none_of_its_objects(reg, bundles):
+    from tandem.registry.artifacts import LocalStore
+
+    reg.push(bundles[0])
+    reg.push(bundles[1])
+    reg.delete_version("faces", 2)  # v2's model files: stored, referenced by nothing
+    reports = []
+
+    class GcBeforeCommit(LocalStore):
+        """gc runs (taking everything nothing refers to, whatever its age) once the push has stored its
+        files and before it records its version: the moment a push is most exposed."""
+
+        armed = True
+
+        def put_file(self, path, expected_sha256=None):
+            sha = super().put_file(path, expected_sha256)
+            if self.armed and path.name == "model.onnx":  # the last file pushed (sorted)
+                self.armed = False
+                reports.append(Registry(reg.db, reg.store, reg.home).gc(min_age_s=0))
+            return sha
+
+    store = GcBeforeCommit(reg.store.root)
+    pusher = Registry(reg.db, store, reg.home)
+    again = pusher.push(bundles[1])  # v2's files again: already stored, so not even written anew
+    [report] = reports
+    assert report.objects == 3  # v2's manifest and both model files were taken ...
+    assert again.version == 3
+    assert Bundle.load(reg.bundle_dir("faces", 3)).manifest.version == 3  # ... and stored again before the commit
+    fresh = make_bundle(bundles[1].parent / "fresh", seed=b"fresh")
+    reports.clear()
+    store.armed = True
+    assert pusher.push(fresh).version == 4  # new files, gc with no grace period at all: the same
+    assert reports[0].objects == 2
+    Bundle.load(reg.bundle_dir("faces", 4))
+
+
+def test_gc_does_not_take_what_a_version_committed_meanwhile_refers_to(reg, bundles):
+    from tandem.registry.artifacts import LocalStore
+
+    reg.push(bundles[0])
+    v2 = reg.push(bundles[1])
+    reg.delete_version("faces", 2)
+
+    class PushAfterListing(LocalStore):
+        """A push commits a version naming the objects gc has just listed as unreferenced."""
+
+        def objects(self):
+            yield from super().objects()
+            self.pushed = reg.push(bundles[1])
+
+    store = PushAfterListing(reg.store.root)
+    report = Registry(reg.db, store, reg.home).gc(min_age_s=0)
+    assert store.pushed.version == 3 and store.pushed.files == v2.files
+    assert report.objects == 1  # v2's manifest only (v3's names version 3)
+    Bundle.load(reg.bundle_dir("faces", 3))
+
+
+def test_gc_refuses_a_store_that_belongs_to_another_database(db, bundles, tmp_path):
+    with Registry.open(db.settings()) as reg:
+        reg.push(bundles[0])
+    other_db = Backend("sqlite", db.home, None if db.kind != "sqlite" else f"sqlite:///{tmp_path / 'other.db'}")
+    with Registry.open(other_db.settings()) as other, \
+            pytest.raises(Conflict, match=r"holds no models, but the artifact store .* holds objects"):
+        other.gc(min_age_s=0)
+    with Registry.open(db.settings()) as reg:
+        assert Bundle.load(reg.bundle_dir("faces", 1)).manifest.version == 1
+
+
+def test_lineage_says_who_pushed_and_from_which_commit(reg, bundles, tmp_path):
+    from tandem.bundle import write_manifest
+
+    v1 = reg.push(bundles[0], pushed_by="alice@example.com")
+    assert v1.pushed_by == "alice@example.com" and reg.get("faces", 1).pushed_by == "alice@example.com"
+    lineage = reg.lineage(v1)
+    assert (lineage["pushed_by"], lineage["git_commit"], lineage["git_dirty"]) == ("alice@example.com", None, None)
+    b = Bundle.load(bundles[1])
+    code = {"git_commit": "a" * 40, "git_dirty": True}
+    write_manifest(bundles[1], b.manifest.model_copy(update={"training": {**b.manifest.training, "code": code}}))
+    v2 = reg.push(bundles[1])
+    assert v2.pushed_by is None
+    assert {k: reg.lineage(v2)[k] for k in ("git_commit", "git_dirty")} == code
+    for bad in ("", "   ", "a\nb", "x" * 201):
+        with pytest.raises(InvalidRequest, match="is not a name"):
+            reg.push(bundles[0], pushed_by=bad)
+
+
+def test_a_0005_registry_upgrades_keeping_its_versions(db, bundles):
+    from alembic import command
+
+    from tandem.registry.db import Database
+
+    database = Database(db.settings().registry.registry_url)
+    try:
+        cfg = migrate.alembic_config()
+        with database.write_connection() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0005")
+        with database.write_connection() as conn:
+            conn.execute(text("INSERT INTO models (id, name, created) VALUES (1, 'faces', CURRENT_TIMESTAMP)"))
+            for number in (1, 3):
+                conn.execute(text("INSERT INTO versions (model_id, number, manifest_sha256, size, created, files) "
+                                  "VALUES (1, :n, :sha, 10, CURRENT_TIMESTAMP, '{}')"), {"n": number, "sha": "0" * 64})
+    finally:
+        database.close()
+    with Registry.open(db.settings()) as reg:
+        assert migrate.current(reg.db) == migrate.HEAD
+        with reg.db.engine.connect() as c:
+            assert c.execute(text("SELECT last_version FROM models WHERE name = 'faces'")).scalar() == 3
+        assert [(v.version, v.archived, v.pushed_by) for v in reg.versions("faces")] == [(1, None, None), (3, None, None)]
+        assert reg.push(bundles[0]).version == 4

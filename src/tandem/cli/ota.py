@@ -4,6 +4,8 @@ over-the-air delivery of registry versions to devices (docs/ota.md)."""
 from __future__ import annotations
 
 import contextlib
+import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -179,18 +181,64 @@ def signing_create(json_out: JsonOpt = False) -> None:
     _show_key(k, "created", json_out)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+_DURATION = re.compile(r"(?:\d{1,9}[smhdw])+|0", re.IGNORECASE)
+MAX_OVERLAP = timedelta(days=366)
+
+
+def parse_overlap(text: str) -> timedelta:
+    """``7d``, ``12h``, ``90m``, ``1d12h``, ``30s`` or ``0``."""
+    from tandem.errors import InvalidRequest
+
+    given = text.strip()
+    if not _DURATION.fullmatch(given):
+        raise InvalidRequest(f"--overlap {text!r:.40} is not a duration: give e.g. 7d, 12h, 90m, 1d12h, 30s, or 0 to "
+                             "switch at once")
+    overlap = timedelta(seconds=sum(int(n) * _UNITS[u.lower()] for n, u in re.findall(r"(\d+)([smhdw])", given, re.I)))
+    if overlap > MAX_OVERLAP:
+        raise InvalidRequest(f"--overlap {given} is more than a year: the old key would go on signing that long; "
+                             "give a shorter one")
+    return overlap
+
+
 @signing_app.command("rotate")
-def signing_rotate(json_out: JsonOpt = False) -> None:
-    """A new key signs from now on; the old one stays listed (and trusted) until you retire it."""
+def signing_rotate(
+    overlap: Annotated[str, typer.Option(
+        "--overlap", metavar="DURATION", help="How long the new key is published before it signs (7d, 12h, 90m, "
+        "1d12h; 0: at once). Meanwhile every answer carries it, endorsed by the current key, and devices learn it.")]
+        = "7d",
+    now: Annotated[bool, typer.Option(
+        "--now", help="Start signing with the waiting next key now (or, with none waiting, a new key at once).")]
+        = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Publish a new signing key now and switch to it after --overlap; the old key stays listed (and trusted by
+    devices) until you retire it."""
+    wait = timedelta(0) if now else parse_overlap(overlap)
     with open_registry() as reg:
-        k = _ota(reg).keys.rotate_signing_key()
-    _show_key(k, "rotated to", json_out)
+        keys = _ota(reg).keys
+        before = {k.key_id: k.state for k in keys.signing_keys()}
+        k = keys.rotate_signing_key(overlap=wait)
+    if k.state == "next" and k.activates is not None:
+        if not json_out:
+            console.print(f"next signing key {k.key_id} (public key {k.public_key}) starts signing at "
+                          f"{k.activates.astimezone():%Y-%m-%d %H:%M:%S %Z}; until then every answer carries it, endorsed by the current key, "
+                          "and devices learn it", highlight=False)
+        _show_key(k, "", json_out, quiet=True)
+        return
+    if not json_out:
+        err_console.print("[yellow]no overlap: the new key signs at once. Devices running an SDK that follows "
+                          "rotations trust it through the old key's endorsement; apps that know only the old key "
+                          "and cannot learn keys are refused until they ship the new one[/]", highlight=False)
+    _show_key(k, "started signing with waiting" if before.get(k.key_id) == "next" else "rotated to", json_out)
 
 
 @signing_app.command("retire")
 def signing_retire(key_id: Annotated[str, typer.Argument(help="A key id from `tandem keys signing list`.")],
                    json_out: JsonOpt = False) -> None:
-    """Stop listing an old key to devices (only once every device trusts the current one)."""
+    """Stop listing a key to devices and tell them, in every answer, to drop it. A device that trusts only a
+    retired key still follows (its endorsement of the key after it stays in answers), then drops it. A next key
+    retired never starts signing and is vouched for no more."""
     with open_registry() as reg:
         k = _ota(reg).keys.retire_signing_key(key_id)
     _show_key(k, "retired", json_out)
@@ -198,23 +246,28 @@ def signing_retire(key_id: Annotated[str, typer.Argument(help="A key id from `ta
 
 @signing_app.command("list")
 def signing_list(json_out: JsonOpt = False) -> None:
-    """Every signing key: its id, public key, whether it is current, when it was retired."""
+    """Every signing key: its id, public key, state (next, current, previous, retired), when it starts or
+    started signing, when it was retired."""
     with open_registry() as reg:
-        found = _ota(reg).keys.signing_keys()
+        keys = _ota(reg).keys
+        keys.activate_due()  # a next key whose time has come is current, whether or not a server saw it yet
+        found = keys.signing_keys()
     if json_out:
         print_json(record_json(found))
         return
     if not found:
         console.print("no signing keys yet; create one with `tandem keys signing create`")
         return
-    t = table("key id", "public key (base64)", "current", "created", "retired")
+    t = table("key id", "public key (base64)", "state", "signs from", "created", "retired")
     for k in found:
-        t.add_row(k.key_id, k.public_key, "yes" if k.current else "", when(k.created), when(k.retired))
+        t.add_row(k.key_id, k.public_key, k.state, when(k.activates if k.state == "next" else k.activated),
+                  when(k.created), when(k.retired))
     console.print(t)
 
 
-def _show_key(k, verb: str, json_out: bool) -> None:
+def _show_key(k, verb: str, json_out: bool, quiet: bool = False) -> None:
     if json_out:
         print_json(record_json(k))
         return
-    console.print(f"{verb} signing key {k.key_id} (public key {k.public_key})", highlight=False)
+    if not quiet:
+        console.print(f"{verb} signing key {k.key_id} (public key {k.public_key})", highlight=False)

@@ -1,8 +1,14 @@
-"""`tandem push|models|versions|alias|rollback`: the model registry under TANDEM_HOME (or TANDEM_DATABASE_URL)."""
+"""`tandem push|models|versions|alias|rollback|gc`: the model registry under TANDEM_HOME (or TANDEM_DATABASE_URL).
+
+`tandem versions` is a group that still takes a model name first: `tandem versions NAME` lists its
+versions as it always did, `tandem versions archive|unarchive|delete NAME VERSION` change one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -10,13 +16,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tandem.cli.output import console, get_settings, print_json, table
-from tandem.errors import ConfigError
+from tandem.cli.help import TandemGroup
+from tandem.cli.output import console, err_console, get_settings, print_json, table
+from tandem.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+NameArg = Annotated[str, typer.Argument(help="Model name (the bundle manifest's name).")]
+VersionArg = Annotated[int, typer.Argument(min=1, help="Version number.")]
 
 
 def open_registry() -> Registry:
@@ -47,9 +56,19 @@ def when(dt: datetime | None) -> str:
     return "" if dt is None else f"{dt.astimezone():%Y-%m-%d %H:%M}"
 
 
+def os_user() -> str | None:
+    """Who runs this command, as the operating system says (None where it cannot tell, a container say)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
 def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`, or a .tandem "
                                                 "archive of one.")],
          force: Annotated[bool, typer.Option(help="Store it as a new version even if a stored version is identical.")] = False,
+         by: Annotated[str | None, typer.Option("--by", help="Who is pushing, kept in the version's lineage (default: "
+                                                 "your user name on this machine), e.g. an e-mail or a CI job.")] = None,
          json_out: JsonOpt = False) -> None:
     """Verify a bundle and store it as the next version of its model (unless an identical version is stored)."""
     from tandem.cli.info import _fmt_bytes
@@ -60,7 +79,7 @@ def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by
 
             bundle = archive.unpack(bundle, Path(tmp) / "bundle").root
         same = None if force else reg.identical_version(bundle)
-        v = same or reg.push(bundle)
+        v = same or reg.push(bundle, pushed_by=by if by is not None else os_user())
     if json_out:
         print_json({**record_json(v), "identical_to_stored": same is not None})
         return
@@ -108,9 +127,28 @@ def models(json_out: JsonOpt = False) -> None:
     console.print(t)
 
 
-def versions(name: Annotated[str, typer.Argument(help="Model name (the bundle manifest's name).")],
-             json_out: JsonOpt = False) -> None:
-    """List a model's versions, with their sizes and aliases."""
+class VersionsGroup(TandemGroup):
+    """`tandem versions NAME`: anything that is not one of the group's commands is a model name (or an
+    option before one) and goes to ``list``, so the listing reads as it did before the group existed. A
+    model named like a command is listed with `tandem versions list NAME`."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            return "list", self.commands["list"], args
+        return super().resolve_command(ctx, args)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return ["NAME [--json] | COMMAND [ARGS]..."]
+
+
+versions_app = typer.Typer(
+    cls=VersionsGroup, no_args_is_help=True, context_settings={"ignore_unknown_options": True},
+    help="List a model's versions (`tandem versions NAME`), or archive, unarchive or delete one.")
+
+
+@versions_app.command("list")
+def versions(name: NameArg, json_out: JsonOpt = False) -> None:
+    """List a model's versions, with their sizes, aliases, who pushed them and which are archived."""
     from tandem.cli.info import _fmt_bytes
 
     with open_registry() as reg:
@@ -119,10 +157,81 @@ def versions(name: Annotated[str, typer.Argument(help="Model name (the bundle ma
     if json_out:
         print_json([{**record_json(v), "lineage": line} for v, line in zip(found, lineage, strict=True)])
         return
-    t = table("version", "created", "size", "manifest sha256", "aliases", title=name)
+    t = table("version", "created", "size", "manifest sha256", "aliases", "pushed by", "status", title=name)
     for v in found:
-        t.add_row(str(v.version), when(v.created), _fmt_bytes(v.size), v.manifest_sha256[:16] + "…", ", ".join(v.aliases))
+        t.add_row(str(v.version), when(v.created), _fmt_bytes(v.size), v.manifest_sha256[:16] + "…", ", ".join(v.aliases),
+                  v.pushed_by or "", f"archived {when(v.archived)}" if v.archived else "")
     console.print(t)
+
+
+@versions_app.command()
+def archive(name: NameArg, version: VersionArg, json_out: JsonOpt = False) -> None:
+    """Take a version out of service but keep it: listed, not served by number, aliased or released."""
+    with open_registry() as reg:
+        v = reg.archive(name, version)
+    if json_out:
+        print_json(record_json(v))
+        return
+    console.print(f"archived {v.name} version {v.version}: it stays stored and listed, but is not served, aliased or "
+                  f"released; restore it with `tandem versions unarchive {v.name} {v.version}`", highlight=False)
+
+
+@versions_app.command()
+def unarchive(name: NameArg, version: VersionArg, json_out: JsonOpt = False) -> None:
+    """Put an archived version back in service: it can be served, aliased and released again."""
+    with open_registry() as reg:
+        v = reg.unarchive(name, version)
+    if json_out:
+        print_json(record_json(v))
+        return
+    console.print(f"{v.name} version {v.version} is in service: it can be served, aliased and released", highlight=False)
+
+
+@versions_app.command()
+def delete(name: NameArg, version: VersionArg,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking first.")] = False,
+           json_out: JsonOpt = False) -> None:
+    """Delete a version for good (refused while an alias, an OTA release or a pin uses it; its number is never reused)."""
+    from tandem.cli.info import _fmt_bytes
+
+    with open_registry() as reg:
+        v = reg.check_delete(name, version)  # a refusal comes before the question
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InvalidRequest(f"deleting {name} version {version} cannot be undone and there is no terminal to "
+                                     "ask: add --yes to delete it")
+            question = (f"Delete {name} version {v.version} ({_fmt_bytes(v.size)}, pushed {when(v.created)}) for good? "
+                        "It cannot be restored (`tandem versions archive` keeps it instead)")
+            if not typer.confirm(question, default=False, err=True):
+                err_console.print("nothing deleted", highlight=False)
+                raise typer.Exit(1)
+        v = reg.delete_version(name, version)
+    if json_out:
+        print_json({**record_json(v), "deleted": True})
+        return
+    console.print(f"deleted {v.name} version {v.version} (its number is not given again); files no other version "
+                  "shares leave the store at the next `tandem gc`", highlight=False)
+
+
+def gc(min_age: Annotated[float, typer.Option(min=0, help="Keep unreferenced objects younger than this many "
+                                              "minutes: a push or OTA release may be writing them.")] = 60.0,
+       dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
+       json_out: JsonOpt = False) -> None:
+    """Remove stored files no version or OTA object refers to (interrupted pushes, deleted versions)."""
+    from tandem.cli.info import _fmt_bytes
+
+    with open_registry() as reg:
+        r = reg.gc(min_age * 60, dry_run=dry_run)
+    if json_out:
+        print_json(record_json(r))
+        return
+    verb = "would remove" if r.dry_run else "removed"
+    console.print(f"{verb} {r.objects} unreferenced object(s) ({_fmt_bytes(r.bytes)}), {r.folders} bundle folder(s) of "
+                  f"deleted versions and {r.temporary} leftover temporary file(s); {r.referenced} object(s) in use",
+                  highlight=False)
+    if r.kept_young:
+        console.print(f"kept {r.kept_young} unreferenced object(s) ({_fmt_bytes(r.kept_young_bytes)}) younger than "
+                      f"{min_age:g} minutes: a push may be writing them (--min-age)", highlight=False)
 
 
 def alias(name: Annotated[str, typer.Argument(help="Model name.")],
@@ -155,5 +264,6 @@ def rollback(name: Annotated[str, typer.Argument(help="Model name.")],
 
 
 def register(app: typer.Typer) -> None:
-    for command in (push, pack, models, versions, alias, rollback):
+    for command in (push, pack, models, alias, rollback, gc):
         app.command()(command)
+    app.add_typer(versions_app, name="versions")

@@ -1,7 +1,10 @@
 """The signed answer to an OTA check: verify the envelope, then the claims, then trust the payload.
 
 Order matters: the signature is checked over the exact payload bytes before they are parsed
-(docs/ota.md, "Check"), so nothing an attacker wrote reaches the JSON parser's consumers. Then
+(docs/ota.md, "Check"), so nothing an attacker wrote reaches the JSON parser's consumers. The key
+that signed may be one this device trusts, or one a trusted key endorses in the envelope's
+``endorsements`` (tandem.security.endorsement: how a device that trusts only the old key follows a
+rotation); keys so learned are handed back for the trust store only once the whole answer passed. Then
 the claims: schema (2: every answer signed, "stay" too), model, channel, this device's id, a
 sequence no lower than the last one accepted, not expired, a "stay" for the version it runs, and
 no version lower than the installed one unless the server says ``rollback`` for a reason it
@@ -13,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -21,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tandem.device.model_store import safe_file_name
 from tandem.errors import SignatureError
+from tandem.security import endorsement
+from tandem.security.endorsement import Endorsement
 from tandem.security.signing import PublicKey, verify_envelope
 
 SCHEMA = 2  # the payload schema this SDK asks for (the check's "schema") and reads
@@ -29,6 +36,8 @@ CLOCK_SKEW = timedelta(minutes=5)  # a device's clock may be this far behind or 
 ROLLBACK_REASONS = ("rolled_back", "pin")  # downgrades the server signs only when it recorded them
 _HEX64 = r"^[0-9a-f]{64}$"
 MAX_ENVELOPE = 1 << 20  # a payload lists a handful of files; anything larger is not one
+_KEY_ID = r"^[0-9a-f]{16}$"
+MAX_RETIRED = 256  # key ids an answer may say are retired
 
 
 def _relative_url(url: str) -> str:
@@ -87,6 +96,16 @@ class Payload(BaseModel):
     sequence: int = Field(ge=0)
     manifest_sha256: str | None = Field(default=None, pattern=_HEX64)
     files: dict[str, FileInfo] = Field(default_factory=dict)
+    # Signing keys the server retired: this device stops trusting them (never the key that signed this answer).
+    retired_keys: list[str] = Field(default_factory=list, max_length=MAX_RETIRED)
+
+    @field_validator("retired_keys")
+    @classmethod
+    def _key_ids(cls, ids: list[str]) -> list[str]:
+        bad = [i for i in ids if not re.fullmatch(_KEY_ID, i)]
+        if bad:
+            raise ValueError(f"retired_keys holds {bad[:3]}, not signing key ids (16 hex digits)")
+        return ids
 
     @field_validator("files")
     @classmethod
@@ -137,8 +156,27 @@ def _b64(value: object, what: str) -> bytes:
         raise SignatureError(f"the check answer's {what!r} is not valid base64 ({e})") from e
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A verified check answer: its payload, the key that signed it, and what it changes in the device's trust:
+    keys endorsed through a chain from a trusted key (``learned``), keys the server says are retired (``retired``,
+    never the signer)."""
+
+    payload: Payload
+    signer: str
+    learned: dict[str, Endorsement]
+    retired: frozenset[str]
+
+
 def verify(body: bytes, trusted: dict[str, PublicKey], expected: Expected) -> Payload:
     """The payload of a signed check answer, or SignatureError saying what is wrong with it."""
+    return read_answer(body, trusted, expected).payload
+
+
+def read_answer(body: bytes, trusted: dict[str, PublicKey], expected: Expected,
+                refused: Collection[str] = ()) -> Answer:
+    """The verified answer, or SignatureError saying what is wrong with it. ``trusted``: the keys this device
+    trusts now; ``refused``: keys it knows are retired (they neither sign nor endorse, and are never learned)."""
     if len(body) > MAX_ENVELOPE:
         raise SignatureError(f"the check answer is {len(body)} bytes, more than any manifest; refusing it")
     try:
@@ -152,7 +190,15 @@ def verify(body: bytes, trusted: dict[str, PublicKey], expected: Expected) -> Pa
     key_id = envelope.get("key_id")
     if not isinstance(key_id, str):
         raise SignatureError("the check answer names no signing key (key_id)")
-    verify_envelope(payload_bytes, signature, key_id, trusted)
+    known = {k: v for k, v in trusted.items() if k not in refused}
+    learned = endorsement.extend(known, envelope.get("endorsements"), refused)
+    if key_id not in known and key_id not in learned:
+        raise SignatureError(
+            f"the answer is signed with key {key_id[:40]!r}, which this device does not trust (trusted: "
+            f"{', '.join(sorted(known)) or 'none'}) and which no key it trusts endorses in the answer: the server "
+            "rotated its signing key and retired the old one before this device learned the new one, or the answer "
+            "is forged; ship the server's current public key (`tandem keys signing list`) in the app")
+    verify_envelope(payload_bytes, signature, key_id, {**known, **{k: e.key for k, e in learned.items()}})
 
     try:
         raw = json.loads(payload_bytes)
@@ -166,7 +212,7 @@ def verify(body: bytes, trusted: dict[str, PublicKey], expected: Expected) -> Pa
     except ValidationError as e:
         raise SignatureError(f"the signed payload does not follow schema {SCHEMA}:\n{e}") from e
     check_claims(payload, expected)
-    return payload
+    return Answer(payload, key_id, learned, frozenset(payload.retired_keys) - {key_id})
 
 
 def check_claims(p: Payload, e: Expected) -> None:

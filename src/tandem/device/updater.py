@@ -44,6 +44,7 @@ from tandem.device.keystore import KeyStore
 from tandem.device.model_store import ModelStore, Pointer
 from tandem.device.ota_client import OtaClient, ProgressCallback
 from tandem.device.payload import MANIFEST, Expected, Payload
+from tandem.device.trust import TrustStore
 from tandem.device.vault import Vault, manifest_of
 from tandem.errors import (
     BundleError,
@@ -144,11 +145,13 @@ class ModelUpdater:
         transport: httpx.BaseTransport | None = None,
         threads: int | None = None,
     ) -> None:
-        self.trusted = {k.key_id: k for k in trusted_keys}
-        if not self.trusted:
+        pinned = list(trusted_keys)
+        if not pinned:
             raise ConfigError("ModelUpdater needs trusted_keys: the server's signing public keys "
                               "(`tandem keys signing list`), or every manifest is refused")
         self.store = ModelStore(Path(store_dir) if store_dir is not None else DEFAULT_STORE)
+        # The pinned keys, plus the keys signed answers taught (a rotation), less those retired (tandem.device.trust).
+        self.trust = TrustStore(self.store.root, api_key, pinned)
         self.store.model_dir(model)  # a bad model name fails here, not on the first update
         self.model = model
         self.channel = channel
@@ -186,6 +189,11 @@ class ModelUpdater:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def trusted(self) -> dict[str, PublicKey]:
+        """The signing keys this device trusts now: pinned, learned through a rotation, less the retired."""
+        return self.trust.current().keys
 
     # --- who this device is -------------------------------------------------------------------
     @property
@@ -262,7 +270,11 @@ class ModelUpdater:
                      "answer: %s", self.model, _age(self.answer_age_s()))
             return None
         expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model))
-        payload = payload_mod.verify(answer, self.trusted, expected)
+        trust = self.trust.current()
+        verified = payload_mod.read_answer(answer, trust.keys, expected, trust.retired)
+        payload = verified.payload
+        if verified.learned or verified.retired - trust.retired:
+            self.trust.update(verified.learned, verified.retired, verified.signer)
         self.store.record_answer(self.model, {
             "issued_at": payload.issued_at.isoformat(), "expires_at": payload.expires_at.isoformat(),
             "action": payload.action, "reason": payload.reason, "version": payload.version,

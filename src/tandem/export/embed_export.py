@@ -33,6 +33,7 @@ from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.faces import calibration, metrics
 from tandem.faces.align import AlignSpec, region_boxes, region_views
+from tandem.training import provenance
 from tandem.training.embed import HELD_OUT_FOLDS, LANDMARKS, FaceSet, landmarker, load_faces
 from tandem.training.run import RunData, TrainConfig, load_history
 
@@ -234,7 +235,8 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                           "exported_epoch": state["epoch"], "seed": cfg.seed, "subset": cfg.subset,
                           "min_faces": cfg.min_faces, "train_people": len({data.labels[i] for i in data.split["train"]}),
                           "train_images": len(data.split["train"]), "network": net.cfg.to_dict(),
-                          "whitened_on": f"{len(white_faces.pixels)} training photos" if white and white_faces else "not whitened"},
+                          "whitened_on": f"{len(white_faces.pixels)} training photos" if white and white_faces else "not whitened",
+                          **provenance.manifest_entry(run_dir)},
                 apps={APP: {"landmarks": LANDMARKS, "align": spec.to_json(), "regions": {k: list(v) for k, v in regions.items()},
                             "calibration": curves, "impostors": IMPOSTORS_FILE, "far": FAR,
                             "fill": [int(v) for v in fill]}},

@@ -22,7 +22,7 @@ from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.models import build_face_net
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
-from tandem.training import checkpoint
+from tandem.training import checkpoint, provenance
 from tandem.training.accuracy import balanced_accuracy, topk_accuracy
 from tandem.training.run import load_history, load_run
 from tandem.training.stylize import is_stylize_run
@@ -156,7 +156,7 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                 training={"data": source, "epochs": len(history), "exported_epoch": state["epoch"],
                           "selected_on": selection, "parity_on": parity_split, "seed": cfg.seed,
                           "subset": cfg.subset, "min_faces": cfg.min_faces, "train_images": len(train_y),
-                          "network": net.cfg.to_dict()},
+                          "network": net.cfg.to_dict(), **provenance.manifest_entry(run_dir)},
             )
         except ValidationError as e:
             raise BundleError(f"cannot write the manifest: {e}") from e

@@ -26,7 +26,7 @@ from tandem.errors import BundleError, CheckpointError
 from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
-from tandem.training import checkpoint
+from tandem.training import checkpoint, provenance
 from tandem.training.run import load_history
 from tandem.training.stylize import Pictures, load_stylize_run, teacher_pictures
 
@@ -108,7 +108,7 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
                 training={"task": cfg.task, "effect": cfg.effect, "data": data.source,
                           "epochs": len(load_history(run_dir)), "exported_epoch": state["epoch"], "seed": cfg.seed,
                           "subset": cfg.subset, "train_images": len(train.photos), "photo_size": cfg.photo_size,
-                          "crop": cfg.crop, "network": net_cfg.to_dict()},
+                          "crop": cfg.crop, "network": net_cfg.to_dict(), **provenance.manifest_entry(run_dir)},
                 apps={APP: app},
             )
         except ValidationError as e:

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -141,15 +142,41 @@ class LocalStore:
             self._install(f, tmp, digest)
         return digest
 
-    def sweep(self, older_than_s: float = STALE_INCOMING_S) -> int:
+    def objects(self) -> Iterator[tuple[str, Path]]:
+        """Every stored object as (sha256, path), in no particular order; what is not named like an
+        object (a temporary file, something put there by hand) is not listed."""
+        if not self.root.is_dir():
+            return
+        for fan in self.root.iterdir():
+            if len(fan.name) != 2 or not fan.is_dir():
+                continue
+            for obj in fan.iterdir():
+                digest = fan.name + obj.name
+                if _SHA256.match(digest):
+                    yield digest, obj
+
+    def remove(self, sha256: str) -> int | None:
+        """Delete an object; the bytes it held (None if it was gone already). Only `tandem gc` calls
+        this, for objects nothing refers to (gc.py says when that is known)."""
+        target = self._object(sha256)
+        try:
+            size = target.stat().st_size
+            target.unlink()
+        except FileNotFoundError:
+            return None
+        return size
+
+    def sweep(self, older_than_s: float = STALE_INCOMING_S, dry_run: bool = False) -> int:
         """Remove temporary files that writers killed mid-write left behind (never visible as objects,
-        but they hold disk space); a live writer's file is younger. Returns how many went."""
+        but they hold disk space); a live writer's file is younger. Returns how many went (``dry_run``:
+        how many would)."""
         cutoff = time.time() - older_than_s
         gone = 0
         for tmp in self.root.glob(".incoming-*.tmp") if self.root.is_dir() else ():
             with contextlib.suppress(FileNotFoundError):
                 if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
+                    if not dry_run:
+                        tmp.unlink()
                     gone += 1
         return gone
 

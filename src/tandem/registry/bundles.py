@@ -35,6 +35,35 @@ class BundleFolders:
             raise StorageFull(f"no space left under {target.parent} to build {info.name} v{info.version} "
                               f"({e.strerror}); free space there and try again") from e
 
+    def built(self) -> list[tuple[str, int, Path]]:
+        """Every built folder as (model name, version, path); staging and half-removed ones (hidden names)
+        are left to whoever made them."""
+        out: list[tuple[str, int, Path]] = []
+        if not self.root.is_dir():
+            return out
+        for model in sorted(self.root.iterdir()):
+            if model.name.startswith(".") or not model.is_dir():
+                continue
+            for folder in sorted(model.iterdir()):
+                if folder.is_dir() and folder.name.isascii() and folder.name.isdigit():
+                    out.append((model.name, int(folder.name), folder))
+        return out
+
+    def remove(self, name: str, version: int) -> bool:
+        """Remove a version's folder if built (its version was deleted); whether there was one. Renamed
+        out of the way first, so a reader never sees half a folder under the version's name. (Its files
+        are hard links of store objects: the space comes back when `tandem gc` removes those.)"""
+        target = self.root / name / str(version)
+        if not target.is_dir():
+            return False
+        doomed = target.with_name(f".{target.name}.removed-{secrets.token_hex(4)}")
+        try:
+            os.rename(target, doomed)
+        except FileNotFoundError:
+            return False  # another process removed it first
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
+
     def _build(self, info: VersionInfo, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{info.version}.", suffix=".staging"))

@@ -33,6 +33,8 @@ class VersionInfo:
     created: datetime
     aliases: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)  # bundle-relative path -> sha256 (content address)
+    archived: datetime | None = None  # when it was archived: stored and listed, not served, aliased or released
+    pushed_by: str | None = None  # who pushed it (the OS user, or what `tandem push --by` said)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,15 @@ class KeyInfo:
     revoked: datetime | None = None
     device_id: str | None = None  # a registered device's credential, not an API key
     model_scope: ModelScope = EVERY_MODEL  # device keys and devices: the models they may see (OTA)
+    # The key's own token bucket; None: the server's default for its scope (TANDEM_*RATE_LIMIT_*).
+    rate_per_s: float | None = None
+    burst: int | None = None
+    expires: datetime | None = None  # when it stops working (aware, UTC); None: never
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the key has stopped working by ``now`` (an aware time). Checked by whoever uses the
+        record, on every request: a record remembered for a while must not outlive its key."""
+        return self.expires is not None and now >= self.expires
 
 
 @dataclass(frozen=True)

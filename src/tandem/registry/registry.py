@@ -9,6 +9,7 @@ transaction (tx.py holds what every writer does inside one) and returns plain re
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,10 +18,11 @@ from sqlalchemy.orm import Session
 
 from tandem.bundle import Bundle, check_paths, parse_tail_name
 from tandem.errors import ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
-from tandem.registry import migrate, tx
+from tandem.registry import lifecycle, migrate, tx
 from tandem.registry.artifacts import ArtifactStore, LocalStore
 from tandem.registry.bundles import BundleFolders
 from tandem.registry.db import Database
+from tandem.registry.gc import DEFAULT_MIN_AGE_S, GcReport, collect
 from tandem.registry.keys import ApiKeys
 from tandem.registry.records import (
     ALIAS_RE,
@@ -37,9 +39,21 @@ from tandem.registry.schema import Alias, AliasMove, Model, Version, utcnow
 from tandem.settings import RegistrySettings
 
 DEFAULT_ALIAS = "production"
-# Not an alias anyone can set: it always means the newest version.
+# Not an alias anyone can set: it always means the newest version that is not archived.
 LATEST = "latest"
 PUSH_ATTEMPTS = 5
+PUSHED_BY_MAX = 200
+
+
+def check_pushed_by(who: str | None) -> str | None:
+    """Who pushed, as they said (an OS user name, an e-mail, a CI job): one line of printable text."""
+    if who is None:
+        return None
+    text = who.strip() if isinstance(who, str) else who
+    if not isinstance(text, str) or not text or len(text) > PUSHED_BY_MAX or not text.isprintable():
+        raise InvalidRequest(f"pusher {who!r} is not a name: give 1-{PUSHED_BY_MAX} printable characters on one line "
+                             "(your user name, an e-mail, a CI job id)")
+    return text
 
 
 def check_alias_name(alias: str) -> str:
@@ -89,8 +103,10 @@ class Registry:
 
     # --- versions -----------------------------------------------------------------------------
 
-    def push(self, bundle_dir: Path) -> VersionInfo:
-        """Store a verified bundle as the next version of its model (the manifest's name)."""
+    def push(self, bundle_dir: Path, pushed_by: str | None = None) -> VersionInfo:
+        """Store a verified bundle as the next version of its model (the manifest's name); ``pushed_by``
+        (who pushed it) goes into its lineage."""
+        pushed_by = check_pushed_by(pushed_by)
         bundle = Bundle.load(bundle_dir)
         m = bundle.manifest
         check_paths(m)  # every listed name a plain relative path, no two the same file: before anything is stored
@@ -110,17 +126,26 @@ class Registry:
             try:
                 with self.db.write(retryable=True) as s:
                     tx.lock(s)
+                    # `tandem gc` removes objects only while it holds this lock, and only those no committed
+                    # version refers to: one it took after they were written above (an object an earlier,
+                    # unreferenced copy already held, say) is stored again here, under the lock, so every
+                    # object this version names exists when it commits.
+                    for rel, sha in files.items():
+                        if not self.store.exists(sha):
+                            self.store.put_file(bundle.path(rel), expected_sha256=sha)
                     model = s.scalar(select(Model).where(Model.name == m.name))
                     if model is None:
-                        model = Model(name=m.name, created=utcnow())
+                        model = Model(name=m.name, created=utcnow(), last_version=0)
                         s.add(model)
                         s.flush()
                     latest = s.scalar(select(func.max(Version.number)).where(Version.model_id == model.id))
-                    number = (latest or 0) + 1
+                    # Over every number ever taken: a deleted version's number is never given again.
+                    number = max(latest or 0, model.last_version or 0) + 1
+                    model.last_version = number
                     stored = m.model_copy(update={"version": number})
                     manifest_sha = self.store.put_bytes((stored.model_dump_json(indent=2) + "\n").encode("utf-8"))
                     row = Version(model_id=model.id, number=number, manifest_sha256=manifest_sha,
-                                  size=bundle.total_bytes, created=utcnow(), files=files)
+                                  size=bundle.total_bytes, created=utcnow(), files=files, pushed_by=pushed_by)
                     s.add(row)
                     s.flush()
                     tx.bump(s)
@@ -137,11 +162,17 @@ class Registry:
 
     def lineage(self, v: VersionInfo) -> dict:
         """Where a stored version came from, as its manifest says: the data and config fingerprints,
-        how it was trained (data, objective, seed, epochs, the exported epoch...), its measured
-        metrics, and when it was exported and pushed."""
+        how it was trained (data, objective, seed, epochs, the exported epoch...), the git commit of the
+        code that trained it and whether that checkout had uncommitted changes (None when unknown), its
+        measured metrics, when it was exported and pushed, and who pushed it."""
         m = self._stored_manifest(v.manifest_sha256)
-        return {"created": m.get("created"), "pushed": v.created.isoformat(), "fingerprint": m.get("fingerprint"),
-                "training": m.get("training", {}), "metrics": m.get("metrics", {}),
+        training = m.get("training") or {}
+        code = training.get("code")
+        if not isinstance(code, dict):  # exported outside a git checkout, or before commits were recorded
+            code = {}
+        return {"created": m.get("created"), "pushed": v.created.isoformat(), "pushed_by": v.pushed_by,
+                "git_commit": code.get("git_commit"), "git_dirty": code.get("git_dirty"),
+                "fingerprint": m.get("fingerprint"), "training": training, "metrics": m.get("metrics", {}),
                 "parent_version": m.get("parent_version")}
 
     def identical_version(self, bundle_dir: Path) -> VersionInfo | None:
@@ -154,7 +185,9 @@ class Registry:
             model = s.scalar(select(Model).where(Model.name == m.name))
             if model is None:
                 return None
-            for row in s.scalars(select(Version).where(Version.model_id == model.id).order_by(Version.number)):
+            # An archived version is not offered: pushing the bundle again gives a version that can be served.
+            for row in s.scalars(select(Version).where(Version.model_id == model.id, Version.archived.is_(None))
+                                 .order_by(Version.number)):
                 if dict(row.files) != files:
                     continue
                 if _comparable(self._stored_manifest(row.manifest_sha256)) == ours:
@@ -167,9 +200,14 @@ class Registry:
         return manifest
 
     def models(self) -> list[ModelInfo]:
+        """Every model: how many versions it holds (archived ones included) and its latest (the newest
+        one not archived)."""
         with self.db.read() as s:
-            stats = {mid: (n, latest) for mid, n, latest in s.execute(
-                select(Version.model_id, func.count(), func.max(Version.number)).group_by(Version.model_id))}
+            live = {mid: latest for mid, latest in s.execute(
+                select(Version.model_id, func.max(Version.number)).where(Version.archived.is_(None))
+                .group_by(Version.model_id))}
+            stats = {mid: (n, live.get(mid)) for mid, n in s.execute(
+                select(Version.model_id, func.count()).group_by(Version.model_id))}
             aliases: dict[int, dict[str, int]] = {}
             for a in s.scalars(select(Alias).order_by(Alias.alias)):
                 aliases.setdefault(a.model_id, {})[a.alias] = a.version
@@ -192,6 +230,38 @@ class Registry:
             row = tx.version(s, model, version)
             return self._version_info(name, row, self._aliases_by_version(s, model.id).get(row.number, ()))
 
+    def archive(self, name: str, version: int) -> VersionInfo:
+        """Take a version out of service but keep it: listed, inspectable, restorable with ``unarchive``;
+        not served by number, aliased, released or pinned (lifecycle.py says what refuses it)."""
+        with self.db.write() as s:
+            row = lifecycle.archive(s, tx.locked_model(s, name), version)
+            return self._version_info(name, row, ())
+
+    def unarchive(self, name: str, version: int) -> VersionInfo:
+        with self.db.write() as s:
+            row = lifecycle.unarchive(s, tx.locked_model(s, name), version)
+            return self._version_info(name, row, ())
+
+    def check_delete(self, name: str, version: int) -> VersionInfo:
+        """The version ``delete_version`` would delete now, or the Conflict it would raise (changes nothing)."""
+        with self.db.read() as s:
+            model = tx.model(s, name)
+            return self._version_info(name, lifecycle.check_delete(s, model, version), ())
+
+    def delete_version(self, name: str, version: int) -> VersionInfo:
+        """Remove a version's record for good (refused while anything uses it, see lifecycle.py); its
+        bundle folder goes now, its store objects at the next ``gc`` (other versions may share them)."""
+        with self.db.write() as s:
+            model = tx.locked_model(s, name)
+            info = self._version_info(name, tx.version(s, model, version), ())
+            lifecycle.delete_version(s, model, version)
+        self.folders.remove(name, version)
+        return info
+
+    def gc(self, min_age_s: float = DEFAULT_MIN_AGE_S, dry_run: bool = False) -> GcReport:
+        """Remove store objects nothing refers to, and bundle folders of deleted versions (gc.py)."""
+        return collect(self, min_age_s, dry_run)
+
     # --- aliases ------------------------------------------------------------------------------
 
     def aliases(self, name: str) -> list[AliasInfo]:
@@ -206,7 +276,7 @@ class Registry:
         with self.db.write() as s:
             tx.lock(s)
             model = tx.model(s, name)
-            tx.version(s, model, version)
+            tx.servable(s, model, version)
             row = s.scalar(select(Alias).where(Alias.model_id == model.id, Alias.alias == alias))
             if row is not None and row.version == version:
                 return self._alias_info(name, row)  # nothing moves, so no new history and no new generation
@@ -239,6 +309,7 @@ class Registry:
                     f"undo (each rollback undoes the latest move); point it at any version with "
                     f"`tandem alias {name} {alias} VERSION`"
                 )
+            tx.servable(s, model, history[1].version)  # an archived one stays out of service
             s.delete(history[0])
             row.version = history[1].version
             row.previous = history[2].version if len(history) > 2 else None
@@ -249,8 +320,10 @@ class Registry:
 
     # --- resolving and loading ----------------------------------------------------------------
 
-    def resolve(self, name: str, ref: str | int | None = None) -> Resolved:
-        """A version number (int or digits), an alias, or None (alias production if set, else the latest)."""
+    def resolve(self, name: str, ref: str | int | None = None, *, include_archived: bool = False) -> Resolved:
+        """A version number (int or digits), an alias, or None (alias production if set, else the latest).
+        An archived version is NotFound (what a server answers for it) unless ``include_archived``
+        (to inspect it: `tandem info`)."""
         with self.db.read() as s:
             model = tx.model(s, name)
             if ref is None:
@@ -266,7 +339,8 @@ class Registry:
                 number = self._alias(s, model, ref).version
             else:
                 raise InvalidRequest(f"a model reference is a version number or an alias name, not {ref!r}")
-            info = self._version_info(name, tx.version(s, model, number), ())
+            row = tx.version(s, model, number) if include_archived else tx.servable(s, model, number, NotFound)
+            info = self._version_info(name, row, ())
         return Resolved(name=name, version=info.version, manifest_sha256=info.manifest_sha256,
                         bundle_dir=self.folders.materialise(info))
 
@@ -281,8 +355,15 @@ class Registry:
 
     # --- API keys (keys.py) ---------------------------------------------------------------------
 
-    def create_key(self, scope: Scope, label: str = "", model_scope: ModelScope = EVERY_MODEL) -> tuple[str, KeyInfo]:
-        return self.api_keys.create(scope, label, model_scope)
+    def create_key(self, scope: Scope, label: str = "", model_scope: ModelScope = EVERY_MODEL,
+                   rate_per_s: float | None = None, burst: int | None = None,
+                   expires: datetime | None = None) -> tuple[str, KeyInfo]:
+        return self.api_keys.create(scope, label, model_scope, rate_per_s, burst, expires)
+
+    def update_key(self, key_id: str, rate_per_s: float | None = None, burst: int | None = None,
+                   expires: datetime | None = None, default_limits: bool = False,
+                   never_expires: bool = False) -> KeyInfo:
+        return self.api_keys.update(key_id, rate_per_s, burst, expires, default_limits, never_expires)
 
     def list_keys(self) -> list[KeyInfo]:
         return self.api_keys.list()
@@ -317,7 +398,8 @@ class Registry:
     @staticmethod
     def _version_info(name: str, row: Version, aliases: tuple[str, ...]) -> VersionInfo:
         return VersionInfo(name=name, version=row.number, manifest_sha256=row.manifest_sha256, size=row.size,
-                           created=tx.aware(row.created), aliases=aliases, files=dict(row.files))
+                           created=tx.aware(row.created), aliases=aliases, files=dict(row.files),
+                           archived=tx.aware(row.archived), pushed_by=row.pushed_by)
 
     @staticmethod
     def _alias_info(name: str, row: Alias) -> AliasInfo:

@@ -45,6 +45,9 @@ class Model(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The highest version number ever taken, deleted versions included: a push takes the next one, so
+    # a number once given (and perhaps still on devices, in logs, in someone's notes) never means two bundles.
+    last_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Version(Base):
@@ -59,6 +62,10 @@ class Version(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     files: Mapped[dict[str, str]] = mapped_column(JSON)  # bundle-relative path -> sha256
+    # When it was archived (None: it is not): an archived version stays stored and listed, but is not
+    # served by number, aliased, released or pinned until it is unarchived.
+    archived: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pushed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)  # who pushed it, as they said
 
 
 class Alias(Base):
@@ -109,6 +116,10 @@ class ApiKey(Base):
     # both None: every model.
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     apps: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # The key's own token bucket (None: the server's default for its scope, TANDEM_*RATE_LIMIT_*).
+    rate_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: never
 
 
 class RegisteredDevice(Base):
@@ -255,6 +266,13 @@ class SigningKeyRow(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     retired: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     current: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Rotation with overlap (docs/ota.md, "Signing keys"): a key made by `rotate` is first "next" (published,
+    # not signing) until ``activates``; ``activated`` is when it started signing (None: it never has).
+    activates: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    activated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The key that was current when this one was made vouching for it ({"payload", "signature", "key_id"}:
+    # tandem.security.endorsement), so that a device trusting only that key learns this one. None: the first key.
+    endorsement: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class DataKey(Base):

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tandem.bundle import NAME_RE
-from tandem.errors import NotFound, RegistryError
+from tandem.errors import Conflict, NotFound, RegistryError, TandemError
 from tandem.registry.schema import Model, RegistryState, Version
 
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer; larger numbers cannot exist
@@ -71,10 +71,29 @@ def version(s: Session, model: Model, number: int) -> Version:
     return row
 
 
+def servable(s: Session, model: Model, number: int, error: type[TandemError] = Conflict) -> Version:
+    """The model's version ``number`` if it is not archived: what may be served, aliased, released or
+    pinned. An archived one raises ``error`` (a 404 where it is looked up to be served, a 409 where
+    something is to be pointed at it), saying how to restore it."""
+    row = version(s, model, number)
+    if row.archived is not None:
+        raise error(f"{model.name} version {number} is archived: it stays stored but is not served, aliased, "
+                    f"released or pinned; restore it with `tandem versions unarchive {model.name} {number}`")
+    return row
+
+
 def latest(s: Session, model: Model) -> int:
-    number = s.scalar(select(func.max(Version.number)).where(Version.model_id == model.id))
+    """The newest version that is not archived (what ``latest`` and an unaliased model mean)."""
+    number = s.scalar(select(func.max(Version.number)).where(Version.model_id == model.id,
+                                                             Version.archived.is_(None)))
     if number is None:
-        raise NotFound(f"model {model.name} has no versions yet; push one with `tandem push BUNDLE`")
+        archived = [str(n) for n in s.scalars(select(Version.number).where(Version.model_id == model.id)
+                                              .order_by(Version.number))]
+        if archived:
+            raise NotFound(f"every version of model {model.name} is archived ({listing(archived)}); restore one "
+                           f"with `tandem versions unarchive {model.name} VERSION`, or push a new one")
+        state = "left: every version pushed was deleted" if model.last_version else "yet"
+        raise NotFound(f"model {model.name} has no versions {state}; push one with `tandem push BUNDLE`")
     return number
 
 

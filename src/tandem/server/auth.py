@@ -10,7 +10,10 @@ apps from before registration on), and a device credential is good for the OTA r
 Tokens are checked by the registry (stored hashed, compared in constant time there). A worker
 remembers each answer for ``key_cache_s`` so that a busy route does not query the database per
 request; the cache is keyed by the key's sha256, so plaintext keys are never kept, and a revoked key
-stops working within ``key_cache_s``.
+stops working within ``key_cache_s``. An expiring key stops at its expiry to the second, cache or not:
+its expiry is in the record, checked against the clock on every request. It is then refused as a
+revoked key is (401, ``error="invalid_token"``), with a message and a metric reason of its own
+(``expired_token``).
 
 Brute force: every failed check is counted (tandem_auth_failures_total), and those that presented
 a key take a token from their client address's bucket (TANDEM_AUTH_FAILURES_*). An address whose
@@ -24,6 +27,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from tandem.errors import Forbidden, RateLimited, Unauthenticated, whole_seconds
 from tandem.registry.records import KeyInfo, Scope, grants
@@ -35,10 +39,16 @@ CACHE_ENTRIES = 10_000
 REALM = 'Bearer realm="tandem"'
 
 
-def unauthenticated(message: str, reason: str | None = None) -> Unauthenticated:
+def unauthenticated(message: str, reason: str | None = None, counted: str | None = None,
+                    description: str | None = None) -> Unauthenticated:
+    """401 with RFC 6750's challenge: ``reason`` its error code, ``description`` its error_description;
+    ``counted``: the reason tandem_auth_failures_total counts it under, when finer than the error code."""
     e = Unauthenticated(message)
-    e.challenge = REALM if reason is None else f'{REALM}, error="{reason}"'  # type: ignore[attr-defined]
-    e.reason = reason or "missing_key"  # type: ignore[attr-defined]
+    challenge = REALM if reason is None else f'{REALM}, error="{reason}"'
+    if description is not None:
+        challenge += f', error_description="{description}"'
+    e.challenge = challenge  # type: ignore[attr-defined]
+    e.reason = counted or reason or "missing_key"  # type: ignore[attr-defined]
     return e
 
 
@@ -135,6 +145,10 @@ class Authenticator:
         if info is None or info.revoked is not None:
             what = "device credential" if is_device_token(token) else "API key"
             raise unauthenticated(f"unknown or revoked {what}", "invalid_token")
+        if info.expired(datetime.now(UTC)):
+            raise unauthenticated(f"API key {info.key_id} expired at {info.expires:%Y-%m-%d %H:%M:%S} UTC; create a "
+                                  "new one with `tandem keys create`", "invalid_token", "expired_token",
+                                  "the API key expired")
         if not grants(info.scope, need):
             raise forbidden(f"this route needs a key with scope '{need}' (or admin); "
                             f"key {info.key_id} has scope '{info.scope}'", need)

@@ -61,8 +61,9 @@ def endpoint(route: str, need: Scope | None, handler: Handler,
                 key = await services.auth.authenticate(request.headers.get("authorization"), need, client,
                                                        device_route)
                 call.key_id, call.principal = key.key_id, key
-                await ratelimit.check(services.limiter, key.key_id,
-                                      *services.settings.rate_for(key.scope, key.device_id is not None))
+                # A key's own bucket (tandem keys create --rate/--burst) over its scope's default.
+                rate, burst = services.settings.rate_for(key.scope, key.device_id is not None)
+                await ratelimit.check(services.limiter, key.key_id, key.rate_per_s or rate, key.burst or burst)
             timeout = services.settings.request_timeout_s
             try:
                 async with asyncio.timeout(timeout) as deadline:
@@ -77,7 +78,7 @@ def endpoint(route: str, need: Scope | None, handler: Handler,
             call.error = type(e).__name__
             return error_response(e, hidden_places(services.settings))
         except Exception:
-            call.error = "InternalError"
+            call.error = TandemError.__name__  # the metrics' name for an unexpected exception (server/prometheus.py)
             log.exception("unhandled error on %s %s", request.method, route)
             return json_response({"error": "internal server error; the server log has the details"}, 500)
 

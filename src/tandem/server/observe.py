@@ -18,7 +18,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tandem.server.endpoint import CALL, Call
-from tandem.server.prometheus import Metrics
+from tandem.server.prometheus import Metrics, error_kind
 
 access_log = logging.getLogger("tandem.access")
 REQUEST_ID = b"x-request-id"
@@ -92,11 +92,11 @@ class Observe:
         finally:
             seconds = time.perf_counter() - t0
             m = self.metrics
-            model = f"{call.model}:{call.version}" if call.model else ""
-            m.requests.labels(call.route, model, str(status)).inc()
-            m.latency.labels(call.route, model).observe(seconds)
-            if status >= 400:
-                m.errors.labels(call.route, call.error or str(status)).inc()
+            m.requests.labels(call.route, call.model, call.version, str(status)).inc()
+            m.latency.labels(call.route, call.model, call.version).observe(seconds)
+            error = (call.error or error_kind(status)) if status >= 400 else ""
+            if error:
+                m.errors.labels(call.route, error).inc()
             if self.log_requests:
                 access_log.info(orjson.dumps({
                     "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -112,5 +112,5 @@ class Observe:
                     "model": call.model or None,
                     "version": call.version or None,
                     "key_id": call.key_id or None,
-                    "error": call.error or None,
+                    "error": error or None,
                 }).decode())

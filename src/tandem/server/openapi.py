@@ -23,7 +23,7 @@ DATATYPES = list(OIP_DATATYPES)
 ERROR_TEXT = {
     400: "Malformed request: bad JSON, unknown tensor name, wrong datatype, shape or element count, "
          "non-finite values, wrong binary header length, undecodable image.",
-    401: "No API key, or an unknown or revoked one.",
+    401: "No API key, or an unknown, revoked or expired one.",
     403: "The API key lacks the scope this route needs.",
     404: "Unknown model, version, alias, app or route.",
     405: "The route exists but not with this method.",
@@ -325,7 +325,7 @@ def _ota_paths() -> dict[str, dict]:
         "/v1/ota/keys": {"post": keys},
         "/v1/ota/report": {"post": report},
         "/v1/ota/signing-keys": {"get": _ota_op(
-            "The public keys devices should trust (the current one and those not retired)",
+            "The public keys devices should trust (the current one, the next one, and those not retired)",
             {"200": {"description": "Ed25519 public keys, base64.", "content": _json(_ref("OtaSigningKeys"))}},
             (503, 504))},
     }
@@ -363,7 +363,14 @@ OTA_SCHEMAS: dict[str, Any] = {
     "OtaEnvelope": {"type": "object", "required": ["payload", "signature", "key_id"], "additionalProperties": False,
                     "properties": {"payload": {"type": "string", "description": "base64 of the payload's JSON bytes"},
                                    "signature": {"type": "string", "description": "base64 Ed25519 signature"},
-                                   "key_id": {"type": "string"}}},
+                                   "key_id": {"type": "string"},
+                                   "endorsements": {"type": "array", "maxItems": 8, "description": (
+                                       "Signing keys vouched for by other signing keys, each itself "
+                                       "{payload, signature, key_id}: how a device follows a key rotation "
+                                       "(docs/ota.md, Signing keys)"), "items": {
+                                       "type": "object", "required": ["payload", "signature", "key_id"],
+                                       "properties": {"payload": {"type": "string"}, "signature": {"type": "string"},
+                                                      "key_id": {"type": "string"}}}}}},
     "OtaKeyRequest": {"type": "object", "required": ["model", "version"], "examples": [_DEVICE_EXAMPLE],
                       "properties": {**_DEVICE, "version": _VERSION_NUMBER}},
     "OtaDataKey": {"type": "object", "required": ["model", "version", "key_id", "alg", "key"],
@@ -378,7 +385,11 @@ OTA_SCHEMAS: dict[str, Any] = {
     "OtaSigningKeys": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
         "type": "object", "required": ["key_id", "public_key", "current", "created"],
         "properties": {"key_id": {"type": "string"}, "public_key": {"type": "string"},
-                       "current": {"type": "boolean"}, "created": {"type": "string"}}}}}},
+                       "current": {"type": "boolean"}, "created": {"type": "string"},
+                       "state": {"type": "string", "enum": ["next", "current", "previous"],
+                                 "description": "next: published, not signing yet; current: signing; previous: "
+                                                "signed before, not retired yet"},
+                       "activates": {"type": "string", "description": "A next key: when it starts signing."}}}}}},
 }
 
 _TENSOR_META = {"type": "object", "required": ["name", "datatype", "shape"], "additionalProperties": False,

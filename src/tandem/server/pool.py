@@ -368,14 +368,19 @@ class ModelPool:
             await self._unload_idle()
 
     async def refresh(self, gen: int) -> None:
-        """Re-resolve every alias and default reference remembered from before generation ``gen``."""
-        stale = [k for k, r in self._refs.items() if not isinstance(k[1], int) and r.generation < gen]
+        """Re-resolve every reference remembered from before generation ``gen``: an alias or the default
+        may have moved, a version asked for by number may have been archived or deleted (then it is
+        forgotten, and unloaded unless another reference still serves it)."""
+        stale = [k for k, r in self._refs.items() if r.generation < gen]
         for key in stale:
             name, ref = key
             try:
                 resolved = await asyncio.to_thread(self._lookup, name, ref)
             except NotFound:
-                self._refs.pop(key, None)  # the next request gets the registry's 404
+                gone = self._refs.pop(key, None)  # the next request gets the registry's 404
+                model = self._loaded.get((name, gone.version)) if gone is not None and isinstance(ref, int) else None
+                if model is not None and all((n, r.version) != (name, model.version) for (n, _), r in self._refs.items()):
+                    await self._drop(model, "as the registry no longer serves it (archived or deleted)")
                 continue
             except Unavailable:
                 raise  # retried on the next poll
@@ -389,7 +394,7 @@ class ModelPool:
                     self._refs[key] = _Resolution(current.version, gen)
                     continue
                 log.info("%s:%s now serves v%d (was v%d)", name, ref or "default", resolved.version, current.version)
-                self.metrics.swaps.labels(name, str(ref or "default")).inc()
+                self.metrics.swaps.labels(name, str(resolved.version), str(ref or "default")).inc()
             self._refs[key] = _Resolution(resolved.version, gen)
 
     async def _unload_idle(self) -> None:

@@ -40,7 +40,7 @@ from tandem.data.photos import PhotoSet, find_photos, load_squares
 from tandem.effects import EFFECTS, effect, psnr, ssim
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
-from tandem.training import checkpoint
+from tandem.training import checkpoint, provenance
 from tandem.training.run import CONFIG, DATASET, HISTORY, RunConfig, read_json, write_json
 from tandem.training.sheet import contact_sheet
 
@@ -311,6 +311,7 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
         raise
     write_json(out / CONFIG, cfg.to_json())
     write_json(out / DATASET, asdict(data))
+    provenance.record(out)  # the code's git commit, for the bundle's lineage
 
     torch.manual_seed(cfg.seed)
     net_cfg = StylizeNetConfig() if state is None else StylizeNetConfig.from_dict(state["net"])

@@ -23,7 +23,7 @@ from tandem.data.pixels import load_pixels, report_skipped
 from tandem.data.split import stratified_split, stratified_subset
 from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
-from tandem.training import checkpoint, plots
+from tandem.training import checkpoint, plots, provenance
 from tandem.training.loop import EpochLoop, Pixels, StepHook, infer
 from tandem.training.progress import TrainProgress
 from tandem.training.run import (
@@ -149,6 +149,7 @@ def net_config(cfg: TrainConfig, data: RunData, pixels: Pixels, state: dict | No
 def write_run_files(cfg: TrainConfig, data: RunData) -> None:
     write_json(cfg.out / CONFIG, cfg.to_json())  # on resume, records the grown --epochs
     write_json(cfg.out / DATASET, data.to_json())
+    provenance.record(cfg.out)  # the code's git commit, for the bundle's lineage
 
 
 class Epochs(Protocol):

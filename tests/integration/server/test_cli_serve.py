@@ -1,10 +1,12 @@
 """`tandem serve` end to end: two worker processes sharing one rate limit through Redis, with their
-metrics added up, driven by tritonclient."""
+metrics added up and each one's process metrics, driven by tritonclient."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import tritonclient.http as triton
 
 from tandem.registry.registry import Registry
+from tandem.testing.processes import until
 from tandem.testing.served import serve
 from tests.integration.server.serving import Bearer, populate, test_settings
 from tests.integration.server.test_limits import REDIS_URL, redis_or_skip
@@ -54,9 +57,57 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
         codes = [httpx.get(f"{url}/v2/models/faces", headers={"authorization": f"Bearer {limited}"}).status_code
                  for _ in range(8)]
         assert sorted(codes) == [200] * 3 + [429] * 5
-        metrics = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {keys.admin}"}).text
-        served = [float(v) for v in re.findall(r'tandem_requests_total\{model="[^"]*",route="/v2/models/\{name\}",'
-                                                r'status="(?:200|429)"\} ([0-9.e+]+)', metrics)]
-        assert sum(served) >= 8  # every worker's counts, added up
+
+        def metrics() -> str:
+            return httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {keys.admin}"}).text
+
+        text = metrics()
+        # Every worker's counts, added up; the model's name and version apart, and neither on a request
+        # refused before its model was looked up.
+        assert _count(text, 'model="faces",route="/v2/models/{name}",status="200",version="1"') >= 3
+        assert _count(text, 'model="",route="/v2/models/{name}",status="429",version=""') == 5
+        assert 'tandem_requests_total{model="faces",route="/v2/models/{name}/infer",status="200",version="1"}' in text
+
+        # Each worker's process metrics, whichever worker answers.
+        workers = _process_metrics(text)
+        assert len(workers) == 2 and all(_parent(pid) == server.proc.pid for pid in workers), workers
+        # A worker that dies: uvicorn starts another; the dead one's series and live gauges go at the next
+        # scrape. (Polled in the folder, not /metrics: the admin key's bucket holds 3 requests.)
+        dead = min(workers)
+        folder = Path(_environ(dead)["PROMETHEUS_MULTIPROC_DIR"])  # the one the command made
+        os.kill(dead, signal.SIGKILL)
+
+        def replaced() -> set[int] | None:
+            registered = {int(m.name[7:-4]) for m in folder.glob("worker_*.pid")} - {dead}
+            return registered if len(registered) == 2 else None
+
+        registered = until(replaced, "a new worker in place of the killed one", timeout=60)
+        text = metrics()
+        assert _process_metrics(text) == registered
+        assert not list(folder.glob(f"gauge_live*_{dead}.db")) and not (folder / f"worker_{dead}.pid").exists()
+        assert 'tandem_model_loaded{model="faces",version="1"} 1.0' in text
     finally:
         server.stop()
+    assert not folder.exists()  # the command's own folder, removed when it stops
+
+
+def _count(text: str, labels: str) -> float:
+    found = re.search(rf"^tandem_requests_total\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+def _process_metrics(text: str) -> set[int]:
+    """The pids /metrics gives process metrics for (each with its CPU, memory and open files)."""
+    pids = [set(map(int, re.findall(rf'^{name}\{{pid="(\d+)"\}} ', text, re.M)))
+            for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds")]
+    assert pids[0] == pids[1] == pids[2], pids
+    return pids[0]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(p.split("=", 1) for p in pairs if "=" in p)

@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from tandem.errors import NotFound
 from tandem.registry.registry import Registry
 from tandem.server.pool import ModelPool
 from tandem.server.prometheus import Metrics
@@ -109,6 +110,40 @@ def test_versions_loaded_on_demand_are_bounded_least_recently_used_first_and_ali
                 await pool.close()
 
         assert asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S)) == [[1, 2, 4], [1, 4, 5], [1, 3, 5]]
+
+
+def test_a_version_archived_or_deleted_is_no_longer_served_by_number(tmp_path):
+    settings = test_settings(tmp_path / "home", preload=False, alias_poll_s=60, warmup_runs=0)
+    with Registry.open(settings) as reg:
+        for seed in (1, 2, 3):
+            reg.push(make_bundle(tmp_path / f"v{seed}", None, seed=seed))
+
+        async def main() -> list[object]:
+            pool = ModelPool(reg, settings, Metrics())
+            await pool.start()
+            seen: list[object] = []
+            try:
+                for ref in (1, 2, 3):
+                    await pool.get("faces", ref)
+                await asyncio.to_thread(reg.archive, "faces", 2)
+                await asyncio.to_thread(reg.delete_version, "faces", 3)
+                await pool.poll()  # the watcher sees the new generation: both are dropped
+                seen.append([m.version for m in pool.loaded("faces")])
+                for ref in (2, 3):
+                    with pytest.raises(NotFound) as e:
+                        await pool.get("faces", ref)
+                    seen.append(str(e.value))
+                await asyncio.to_thread(reg.unarchive, "faces", 2)
+                seen.append((await pool.get("faces", 2)).version)
+                return seen
+            finally:
+                await pool.close()
+
+        loaded, archived, deleted, back = asyncio.run(asyncio.wait_for(main(), HANG_GUARD_S))
+    assert loaded == [1]
+    assert "faces version 2 is archived" in archived and "tandem versions unarchive faces 2" in archived
+    assert "has no version 3" in deleted
+    assert back == 2
 
 
 @pytest.mark.parametrize("lone_threads", [2, 1])

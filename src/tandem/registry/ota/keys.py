@@ -3,6 +3,12 @@
 Signing-key seeds and data keys are stored in the registry only wrapped (AES-256-GCM) with the
 master key: TANDEM_OTA_MASTER_KEY, or the file ``ota-master.key`` under TANDEM_HOME, created on
 first use. A copy of the database alone therefore signs nothing and decrypts nothing.
+
+Signing keys rotate with an overlap (docs/ota.md, "Signing keys"): ``rotate_signing_key`` makes a
+*next* key, endorsed by the current one, that answers announce to devices while the current key
+still signs; at its activation time (checked lazily, by whichever server or command looks first:
+``activate_due``) it becomes *current* and the old one *previous*, in one transaction under the
+registry's write lock, with the generation moved so that every server loads the new signer.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +33,14 @@ from tandem.registry import tx
 from tandem.registry.ota.records import SigningKeyInfo
 from tandem.registry.schema import DataKey, SigningKeyRow, utcnow
 from tandem.security import encryption
+from tandem.security.endorsement import endorse
 from tandem.security.signing import SigningKey
 
 if TYPE_CHECKING:
     from tandem.registry.registry import Registry
 
 MASTER_KEY_FILE = "ota-master.key"
+NEXT, CURRENT, PREVIOUS, RETIRED = "next", "current", "previous", "retired"
 
 
 def _decode_master(text: str, source: str) -> bytes:
@@ -117,10 +126,32 @@ def data_key_label(name: str, version: int) -> str:
     return f"tandem data key {name} v{version}"
 
 
+def key_state(row: SigningKeyRow) -> str:
+    if row.retired is not None:
+        return RETIRED
+    if row.current:
+        return CURRENT
+    return NEXT if row.activated is None else PREVIOUS
+
+
 def signing_key_info(row: SigningKeyRow) -> SigningKeyInfo:
     created = tx.aware(row.created)
     assert created is not None
-    return SigningKeyInfo(row.key_id, row.public_key, created, tx.aware(row.retired), bool(row.current))
+    endorsement = row.endorsement if isinstance(row.endorsement, dict) else None
+    return SigningKeyInfo(row.key_id, row.public_key, created, tx.aware(row.retired), bool(row.current),
+                          key_state(row), tx.aware(row.activates), tx.aware(row.activated),
+                          endorsement.get("key_id") if endorsement else None)
+
+
+def _stamp(t: datetime) -> str:
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _due(s: Session, now: datetime) -> SigningKeyRow | None:
+    """The next key whose activation time has come, if any."""
+    row = s.scalar(select(SigningKeyRow).where(SigningKeyRow.current.is_(False), SigningKeyRow.retired.is_(None),
+                                               SigningKeyRow.activated.is_(None)))
+    return row if row is not None and row.activates is not None and tx.aware(row.activates) <= now else None
 
 
 class OtaKeys:
@@ -154,12 +185,64 @@ class OtaKeys:
                                "`tandem keys signing rotate` (devices keep trusting it until you retire it)")
             return self._add(s)
 
-    def rotate_signing_key(self) -> SigningKeyInfo:
-        """A new current key; the old one stays listed (and trusted by devices) until it is retired."""
+    def rotate_signing_key(self, *, overlap: timedelta) -> SigningKeyInfo:
+        """A new key, endorsed by the current one. With an ``overlap``, it is *next*: published (answers
+        carry its endorsement, devices learn it) but not signing until ``overlap`` from now; with none, it
+        signs at once, or, if a next key is waiting, that one signs at once. The old key stays listed (and
+        trusted by devices) until it is retired. A next key already waiting and an overlap: Conflict."""
+        now = utcnow()
         with self.reg.db.write() as s:
             tx.lock(s)
-            s.execute(update(SigningKeyRow).where(SigningKeyRow.current.is_(True)).values(current=False))
-            return self._add(s)
+            self._activate_due(s, now)
+            current = s.scalar(select(SigningKeyRow).where(SigningKeyRow.current.is_(True)))
+            waiting = s.scalar(select(SigningKeyRow).where(SigningKeyRow.current.is_(False),
+                                                           SigningKeyRow.retired.is_(None),
+                                                           SigningKeyRow.activated.is_(None)))
+            if waiting is not None:
+                if overlap > timedelta(0):
+                    when = tx.aware(waiting.activates)
+                    raise Conflict(
+                        f"signing key {waiting.key_id} is already next: it starts signing at "
+                        f"{_stamp(when) if when else 'the next rotation'}; start it now with `tandem keys signing "
+                        f"rotate --now`, or cancel it with `tandem keys signing retire {waiting.key_id}`")
+                self._promote(s, waiting, now)
+                return signing_key_info(waiting)
+            if current is None:
+                return self._add(s, now)
+            endorser = self.signer(current)
+            if overlap <= timedelta(0):
+                current.current = False
+                s.flush()  # one current key at a time, also within the transaction
+                return self._add(s, now, endorser=endorser)
+            return self._add(s, now, endorser=endorser, activates=now + overlap)
+
+    def activate_due(self, now: datetime | None = None) -> SigningKeyInfo | None:
+        """Make the next key current if its activation time has come (by this machine's clock); the key
+        made current, or None. Cheap when nothing is due (one read); several servers may call it at once:
+        the first one promotes, the others find nothing due."""
+        now = now or utcnow()
+        with self.reg.db.read() as s:
+            if _due(s, now) is None:
+                return None
+        with self.reg.db.write() as s:
+            tx.lock(s)
+            return self._activate_due(s, now)
+
+    def _activate_due(self, s: Session, now: datetime) -> SigningKeyInfo | None:
+        row = _due(s, now)
+        if row is None:
+            return None
+        self._promote(s, row, now)
+        return signing_key_info(row)
+
+    @staticmethod
+    def _promote(s: Session, row: SigningKeyRow, now: datetime) -> None:
+        s.execute(update(SigningKeyRow).where(SigningKeyRow.current.is_(True)).values(current=False))
+        s.flush()
+        row.current = True
+        row.activated = now
+        s.flush()
+        tx.bump(s)  # every server loads the new signer on its next poll
 
     def retire_signing_key(self, key_id: str) -> SigningKeyInfo:
         with self.reg.db.write() as s:
@@ -185,12 +268,17 @@ class OtaKeys:
         except Conflict:
             return None  # another process created it meanwhile
 
-    def _add(self, s: Session) -> SigningKeyInfo:
+    def _add(self, s: Session, now: datetime | None = None, endorser: SigningKey | None = None,
+             activates: datetime | None = None) -> SigningKeyInfo:
+        """A new key: current at once, or (``activates``) next until then; ``endorser`` vouches for it."""
+        now = now or utcnow()
         key = SigningKey.generate()
         public = key.public
         row = SigningKeyRow(key_id=public.key_id, public_key=public.to_b64(),
                             wrapped_seed=wrap(self.master, key.seed, signing_label(public.key_id)),
-                            created=utcnow(), retired=None, current=True)
+                            created=now, retired=None, current=activates is None, activates=activates,
+                            activated=now if activates is None else None,
+                            endorsement=endorse(endorser, public, now, activates or now) if endorser else None)
         s.add(row)
         s.flush()
         tx.bump(s)  # servers pick up the new signer (and the listed keys) on their next poll

@@ -79,6 +79,12 @@ class SigningKeyInfo:
     created: datetime
     retired: datetime | None = None
     current: bool = False
+    # next (published, not signing yet) | current (signing) | previous (signed before; devices still trust it) |
+    # retired (devices told to drop it)
+    state: str = "current"
+    activates: datetime | None = None  # a next key: when it starts signing (at the server's first check after)
+    activated: datetime | None = None  # when it started signing (None: it never has)
+    endorsed_by: str | None = None  # the key that was current when this one was made, vouching for it
 
 
 @dataclass(frozen=True)

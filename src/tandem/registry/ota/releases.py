@@ -116,7 +116,7 @@ class Releases:
                                 max_failure_rate, min_devices, no_health_gate)
         with self.reg.db.read() as s:  # every refusal before anything is written
             model = tx.model(s, name)
-            tx.version(s, model, version)
+            tx.servable(s, model, version)  # an archived version is out of service: refused (409)
             row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
                                                  Release.version == version))
             _check_range(changes.get("min_app_version", row.min_app_version if row else None),  # type: ignore[arg-type]
@@ -124,7 +124,7 @@ class Releases:
         self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
             model = tx.locked_model(s, name)
-            tx.version(s, model, version)
+            tx.servable(s, model, version)
             row = s.scalar(select(Release).where(Release.model_id == model.id, Release.channel == channel,
                                                  Release.version == version))
             now = utcnow()
@@ -193,11 +193,12 @@ class Releases:
         """Hold one device on ``version``, whatever the channel's releases say."""
         check_channel(channel)
         check_device_id(device_id)
-        self.reg.get(name, version)
+        with self.reg.db.read() as s:
+            tx.servable(s, tx.model(s, name), version)  # an archived version is out of service: refused (409)
         self._make_deliverable(name, channel, version)
         with self.reg.db.write() as s:
             model = tx.locked_model(s, name)
-            tx.version(s, model, version)
+            tx.servable(s, model, version)
             row = s.scalar(select(ReleasePin).where(ReleasePin.model_id == model.id, ReleasePin.channel == channel,
                                                     ReleasePin.device_id == device_id))
             if row is None:

@@ -22,6 +22,7 @@ from tandem.registry.schema import (
     SigningKeyRow,
     Version,
 )
+from tandem.security.endorsement import MAX_ENDORSEMENTS
 from tandem.security.signing import SigningKey
 
 
@@ -44,6 +45,11 @@ class OtaSnapshot:
     objects: list[OtaObjectInfo] = field(default_factory=list)
     signing_keys: list[SigningKeyInfo] = field(default_factory=list)
     signer: SigningKey | None = None  # the current key's private part
+    # What answers carry so that devices follow a rotation: the endorsements of every key that signs, signed or
+    # is next (the newest MAX_ENDORSEMENTS, oldest first). Retired keys' too, so that a device trusting only an
+    # old key follows the chain to the current one (and then drops the retired ones); never that of a next key
+    # retired before it signed (a rotation called off, perhaps because the key leaked).
+    endorsements: list[dict[str, str]] = field(default_factory=list)
     data_keys: dict[tuple[str, int], tuple[str, bytes]] = field(default_factory=dict)  # -> (key id, key)
 
 
@@ -69,5 +75,7 @@ def read_snapshot(db: Database, keys: OtaKeys) -> OtaSnapshot:
         generation=generation, models=frozenset(names.values()), versions=versions, releases=releases, pins=pins,
         objects=objects, signing_keys=[signing_key_info(r) for r in key_rows],
         signer=keys.signer(current) if current is not None else None,
+        endorsements=[dict(r.endorsement) for r in key_rows if isinstance(r.endorsement, dict)
+                      and not (r.retired is not None and r.activated is None)][-MAX_ENDORSEMENTS:],
         data_keys={(n, v): (kid, unwrap(keys.master, w, data_key_label(n, v))) for n, v, kid, w in wrapped},
     )

@@ -159,14 +159,22 @@ async def check(request: Request, call: Call) -> Response:
         raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {quoted(precision, 40)}")
     device = _device(obj, installed, call)
     state = svc.state
+    if state.activation_due(datetime.now(UTC)):  # the next signing key's time has come: it signs this answer
+        await svc.activate_due()
+        state = svc.state
     _visible(state, call, name)
     state.check_channel(name, channel)
-    call.model = name  # only names that exist become metric labels
     decision = state.decide(name, channel, device)
+    # Only names that exist become metric labels, and only versions the server chose: with no release for
+    # the device, the version it says it runs is its word (server/prometheus.py).
+    if decision is None:
+        call.model = name
+    else:
+        call.serving(name, decision.version)
     metrics = svc.metrics
     current = decision is None or decision.version == installed
     if current:
-        metrics.ota_checks.labels(name, "none" if decision is None else "current").inc()
+        metrics.ota_checks.labels(name, call.version, "none" if decision is None else "current").inc()
         if schema == SCHEMA:
             return Response(status_code=204)
     if state.signer is None:
@@ -177,6 +185,8 @@ async def check(request: Request, call: Call) -> Response:
                                "issued_at": _stamp(issued), "sequence": state.generation}
     if schema == SIGNED_STAY:
         payload["expires_at"] = _stamp(issued + timedelta(seconds=svc.settings.ota_payload_ttl_s))
+        if state.retired_keys:  # signed, so that only the server's word makes a device drop a key
+            payload["retired_keys"] = state.retired_keys
     if current:  # schema 2 only: "stay", signed, so that silence cannot be forged
         reason = "no_release" if decision is None else ("current" if decision.action != "stay" else decision.reason)
         payload.update({"version": installed, "action": "stay", "reason": reason})
@@ -188,11 +198,10 @@ async def check(request: Request, call: Call) -> Response:
                     "files": files.files})
     if schema == SIGNED_STAY:
         payload["reason"] = decision.reason
-    call.serving(name, decision.version)
-    metrics.ota_checks.labels(name, decision.action).inc()
+    metrics.ota_checks.labels(name, call.version, decision.action).inc()
     deltas = sum("delta" in f for f in files.files.values())
     if deltas:
-        metrics.ota_deltas_offered.labels(name).inc(deltas)
+        metrics.ota_deltas_offered.labels(name, call.version).inc(deltas)
     # Signed per request (the payload names the device and the time); Ed25519 costs ~50 µs.
     return json_response(state.sign(orjson.dumps(payload)), headers=NO_STORE)
 
@@ -292,7 +301,7 @@ async def report(request: Request, call: Call) -> Response:
                           f"(TANDEM_OTA_REPORT_INTERVAL_S); retry in {whole_seconds(wait)} s", retry_after=wait)
     one = DeviceReport(counts["load_failures"], counts["inference_errors"], counts["inferences"], p50, p99)
     svc.reports.add((name, version, channel), device.device_id, one)
-    svc.metrics.ota_reports.labels(name, "true" if one.failed else "false").inc()
+    svc.metrics.ota_reports.labels(name, str(version), "true" if one.failed else "false").inc()
     return Response(status_code=204)
 
 

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tandem.errors import TandemError, Unavailable
@@ -43,6 +45,7 @@ class OtaService:
         # Deltas this worker could not make (no delta library, a patch that failed its check): not retried.
         self._no_delta: set[tuple[str, int, str, str]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._activation_failed = 0.0  # time.monotonic() of the last failed activation: retried a poll later
 
     # --- state --------------------------------------------------------------------------------
 
@@ -72,6 +75,7 @@ class OtaService:
         while True:
             await asyncio.sleep(self.poll_s)
             try:
+                await self.activate_due()
                 await self.refresh()
             except Exception as e:  # keep the last rules; the next poll may find the database back
                 log.warning("OTA rules not refreshed: %s", e)
@@ -89,13 +93,29 @@ class OtaService:
                 self._error = e
                 raise
 
+    async def activate_due(self) -> None:
+        """If the next signing key's time has come, make it current (in the registry: whichever worker or
+        server is first does it, the others find it done) and answer from the new state. Called before
+        signing and at every poll, so a rotation needs no scheduler. Should the registry be unreachable, the
+        current key goes on signing (devices trust both) and this is tried again a poll later."""
+        state = self._state
+        if state is None or not state.activation_due(datetime.now(UTC)) \
+                or time.monotonic() - self._activation_failed < self.poll_s:
+            return
+        try:
+            await self._once(("activate",), self.ota.keys.activate_due)
+            await self.refresh()
+        except Exception as e:
+            self._activation_failed = time.monotonic()
+            log.warning("the next OTA signing key is due but could not be made current yet: %s", e)
+
     def _build(self) -> OtaState:
         snap = self.ota.snapshot()
         return OtaState(snap, self.ota.objects.manifest, self.registry.store.size)
 
     async def _tripped(self, releases: list[ReleaseInfo]) -> None:
         for r in releases:
-            self.metrics.ota_gate_trips.labels(r.name).inc()
+            self.metrics.ota_gate_trips.labels(r.name, str(r.version)).inc()
         await self.refresh()  # this worker stops offering the release at once; the others on their next poll
 
     async def close(self) -> None:

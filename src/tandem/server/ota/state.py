@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,6 +26,7 @@ ALG = "AES-256-GCM"
 FILES_URL = "/v1/ota/files/"
 DELTAS_URL = "/v1/ota/deltas/"
 LIVE = ("active", "halted")
+MAX_RETIRED = 256  # retired key ids an answer names (the newest): devices drop them
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,17 @@ class OtaState:
         self.delta_urls: dict[tuple[str, str], Served] = {}  # (from plaintext sha, target blob sha) -> patch
         self.add_objects(snap.objects)
         self.data_keys = dict(snap.data_keys)
-        self.public_keys = [{"key_id": k.key_id, "public_key": k.public_key, "current": k.current,
-                             "created": k.created.isoformat()} for k in snap.signing_keys if k.retired is None]
+        self.public_keys = [{"key_id": k.key_id, "public_key": k.public_key, "current": k.current, "state": k.state,
+                             "created": k.created.isoformat(),
+                             **({"activates": k.activates.isoformat()} if k.activates and k.state == "next" else {})}
+                            for k in snap.signing_keys if k.retired is None]
+        # Rotation (docs/ota.md, "Signing keys"): every envelope carries the endorsements, every schema-2 payload
+        # the retired keys; the next key's activation is checked lazily, when this worker next signs or polls.
+        self.endorsements = snap.endorsements
+        retired = sorted((k for k in snap.signing_keys if k.retired is not None), key=lambda k: (k.retired, k.key_id))
+        self.retired_keys = [k.key_id for k in retired][-MAX_RETIRED:]
+        self.next_activation: datetime | None = min(
+            (k.activates for k in snap.signing_keys if k.state == "next" and k.activates is not None), default=None)
         current = next((k for k in snap.signing_keys if k.current), None)
         self.key_id = current.key_id if current is not None else None
         # One key object for the generation: loading the seed per request would cost as much as signing.
@@ -199,7 +210,15 @@ class OtaState:
 
     # --- signing ------------------------------------------------------------------------------
 
-    def sign(self, payload: bytes) -> dict[str, str]:
+    def activation_due(self, now: datetime) -> bool:
+        """Whether a next signing key should have started signing by ``now``."""
+        return self.next_activation is not None and now >= self.next_activation
+
+    def sign(self, payload: bytes) -> dict[str, Any]:
         assert self.signer is not None and self.key_id is not None
-        return {"payload": base64.b64encode(payload).decode(),
-                "signature": base64.b64encode(self.signer.sign(payload)).decode(), "key_id": self.key_id}
+        envelope: dict[str, Any] = {"payload": base64.b64encode(payload).decode(),
+                                    "signature": base64.b64encode(self.signer.sign(payload)).decode(),
+                                    "key_id": self.key_id}
+        if self.endorsements:
+            envelope["endorsements"] = self.endorsements
+        return envelope

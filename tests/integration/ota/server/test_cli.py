@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tandem.registry.ota.devices import Devices
@@ -56,11 +58,22 @@ def test_signing_key_commands(tmp_path):
     env = Backend("sqlite", tmp_path / "home", None).env()
     assert tandem_json("keys", "signing", "list", env=env) == []
     first = tandem_json("keys", "signing", "create", env=env)
+    # By default a rotation publishes the next key for a week before it signs.
     second = tandem_json("keys", "signing", "rotate", env=env)
+    assert (second["state"], second["current"], second["endorsed_by"]) == ("next", False, first["key_id"])
+    assert timedelta(days=6.9) < datetime.fromisoformat(second["activates"]) - datetime.now(UTC) < timedelta(days=7)
+    again = tandem("keys", "signing", "rotate", env=env, ok=False)
+    assert again.returncode == 9
+    assert f"signing key {second['key_id']} is already next: it starts signing at" in " ".join(again.stderr.split())
+    now = tandem("keys", "signing", "rotate", "--now", env=env)  # the waiting key starts at once
+    assert f"started signing with waiting signing key {second['key_id']}" in now.stdout
+    assert "no overlap: the new key signs at once" in " ".join(now.stderr.split())
     listed = tandem_json("keys", "signing", "list", env=env)
-    assert [(k["key_id"], k["current"]) for k in listed] == [(first["key_id"], False), (second["key_id"], True)]
-    assert tandem_json("keys", "signing", "retire", first["key_id"], env=env)["retired"] is not None
-    assert second["key_id"] in tandem("keys", "signing", "list", env=env).stdout
+    assert [(k["key_id"], k["state"], k["current"]) for k in listed] == [
+        (first["key_id"], "previous", False), (second["key_id"], "current", True)]
+    assert tandem_json("keys", "signing", "retire", first["key_id"], env=env)["state"] == "retired"
+    text = " ".join(tandem("keys", "signing", "list", env=env).stdout.split())
+    assert second["key_id"] in text and "retired" in text and "current" in text
 
 
 def test_device_commands(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -105,7 +106,7 @@ def test_signing_keys_rotate_and_the_old_one_stays_listed_until_retired(env):
             old_envelope = device.check_raw("phone").json()
             assert old_envelope["key_id"] == first.key_id
             with env.ota() as ota:
-                second = ota.keys.rotate_signing_key()
+                second = ota.keys.rotate_signing_key(overlap=timedelta(0))
             synced(server)
             listed = device.http.get("/v1/ota/signing-keys").json()["keys"]
             assert [(k["key_id"], k["current"]) for k in listed] == [(first.key_id, False), (second.key_id, True)]
@@ -144,10 +145,12 @@ def test_metrics_and_the_openapi_document_cover_the_ota_routes(env):
         with server.client(env.keys.admin) as admin:
             text = admin.get("/metrics").text
             doc = admin.get("/openapi.json").json()
-    for line in ('tandem_ota_checks_total{model="faces",outcome="install"} 1.0',
-                 'tandem_ota_checks_total{model="faces",outcome="current"} 1.0',
+    for line in ('tandem_ota_checks_total{model="faces",outcome="install",version="1"} 1.0',
+                 'tandem_ota_checks_total{model="faces",outcome="current",version="1"} 1.0',
+                 'tandem_requests_total{model="faces",route="/v1/ota/check",status="204",version="1"} 1.0',
+                 'tandem_requests_total{model="",route="/v1/ota/files/{sha256}",status="200",version=""} 1.0',
                  'tandem_ota_downloads_total{kind="file",status="200"} 1.0',
-                 'tandem_ota_reports_total{failed="true",model="faces"} 1.0'):
+                 'tandem_ota_reports_total{failed="true",model="faces",version="1"} 1.0'):
         assert line in text, line
     size = payload["files"]["model.onnx"]["encrypted"]["size"]
     assert f'tandem_ota_bytes_served_total{{kind="file"}} {float(size)}' in text

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -17,6 +18,8 @@ from tandem.registry.ota import Ota
 from tandem.registry.ota.keys import MASTER_KEY_FILE, master_key
 from tandem.registry.ota.releases import DeviceReport, Releases
 from tandem.registry.registry import Registry
+from tandem.security import endorsement
+from tandem.security.signing import PublicKey
 from tandem.settings import Settings
 from tests.integration.registry_backends import backend
 
@@ -187,7 +190,7 @@ def test_signing_key_life_cycle(ota):
     first = ota.keys.create_signing_key()
     with pytest.raises(Conflict, match=f"signing key {first.key_id} is already current; replace it with"):
         ota.keys.create_signing_key()
-    second = ota.keys.rotate_signing_key()
+    second = ota.keys.rotate_signing_key(overlap=timedelta(0))
     with pytest.raises(Conflict, match="is the current one; rotate to a new key first"):
         ota.keys.retire_signing_key(second.key_id)
     with pytest.raises(NotFound, match="no signing key with id 'nope'"):
@@ -197,6 +200,46 @@ def test_signing_key_life_cycle(ota):
         (first.key_id, False, False), (second.key_id, True, True)]
     snap = ota.snapshot()
     assert snap.signer is not None and snap.signer.public.key_id == second.key_id
+
+
+def test_a_rotation_publishes_the_next_key_endorsed_and_activates_it_once_due(ota):
+    first = ota.keys.create_signing_key()
+    t0 = datetime.now(UTC)
+    nxt = ota.keys.rotate_signing_key(overlap=timedelta(hours=1))
+    assert (nxt.state, nxt.current, nxt.activated, nxt.endorsed_by) == ("next", False, None, first.key_id)
+    assert t0 + timedelta(minutes=59) < nxt.activates < t0 + timedelta(minutes=61)
+    with pytest.raises(Conflict, match=f"signing key {nxt.key_id} is already next: it starts signing at .*--now"):
+        ota.keys.rotate_signing_key(overlap=timedelta(hours=1))
+    snap = ota.snapshot()
+    assert snap.signer is not None and snap.signer.public.key_id == first.key_id  # the old key signs until then
+    [vouched] = snap.endorsements  # the current key vouches for the next one: how devices learn it
+    learned = endorsement.read(vouched, PublicKey.from_b64(first.public_key))
+    assert (learned.key.key_id, learned.endorsed_by) == (nxt.key_id, first.key_id)
+    assert ota.keys.activate_due() is None  # not yet
+    gen = ota.reg.generation()
+    # Several servers notice at once: one promotes, the others find nothing due.
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: ota.keys.activate_due(t0 + timedelta(hours=2)), range(4)))
+    assert [d.key_id for d in done if d is not None] == [nxt.key_id]
+    assert ota.reg.generation() > gen  # servers load the new signer
+    assert [(k.key_id, k.state) for k in ota.keys.signing_keys()] == [(first.key_id, "previous"),
+                                                                       (nxt.key_id, "current")]
+    snap = ota.snapshot()
+    assert snap.signer is not None and snap.signer.public.key_id == nxt.key_id
+    assert [e["key_id"] for e in snap.endorsements] == [first.key_id]  # still served: late devices follow
+    # --now (overlap 0) starts a waiting key at once; a retired next key never starts.
+    third = ota.keys.rotate_signing_key(overlap=timedelta(days=7))
+    assert ota.keys.rotate_signing_key(overlap=timedelta(0)).key_id == third.key_id
+    fourth = ota.keys.rotate_signing_key(overlap=timedelta(days=7))
+    assert [e["key_id"] for e in ota.snapshot().endorsements] == [first.key_id, nxt.key_id, third.key_id]
+    assert ota.keys.retire_signing_key(fourth.key_id).state == "retired"
+    assert ota.keys.activate_due(t0 + timedelta(days=30)) is None
+    assert [(k.key_id, k.state) for k in ota.keys.signing_keys()] == [
+        (first.key_id, "previous"), (nxt.key_id, "previous"), (third.key_id, "current"), (fourth.key_id, "retired")]
+    # A next key called off is vouched for no more; a retired key that signed keeps its place in the chain, so
+    # that a device trusting only the oldest key still reaches the current one.
+    ota.keys.retire_signing_key(first.key_id)
+    assert [e["key_id"] for e in ota.snapshot().endorsements] == [first.key_id, nxt.key_id]
 
 
 def test_the_master_key_file_is_private_and_shared(tmp_path):
