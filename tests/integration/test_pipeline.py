@@ -67,6 +67,11 @@ def test_export_writes_a_verified_bundle_with_measured_metrics(bundle_dir):
     assert m.files["model.int8.onnx"].size < 0.4 * m.files["model.onnx"].size
     assert m.inputs[0].dtype == "uint8" and m.inputs[0].shape == [-1, 100, 75, 3]
     assert m.fingerprint is not None and len(m.fingerprint.data) == 64
+    # The commit of the code that trained it, recorded in the run folder at train time (None outside a checkout).
+    from tandem.training import provenance
+
+    here = provenance.code_revision()
+    assert (m.training.get("code") or {}).get("git_commit") == (here or {}).get("git_commit")
 
 
 def test_info_prints_readably_and_as_json(bundle_dir):

@@ -533,6 +533,32 @@ def test_gc_during_a_push_loses_none_of_its_objects(reg, bundles):
     Bundle.load(reg.bundle_dir("faces", 4))
 
 
+def test_gc_while_an_ota_object_is_made_loses_nothing(reg, bundles):
+    from tandem.registry.artifacts import LocalStore
+    from tandem.registry.ota import Ota
+
+    reg.push(bundles[0])
+    reports = []
+
+    class GcBeforeRecord(LocalStore):
+        """gc runs once an encrypted file is stored and before its row is recorded."""
+
+        armed = True
+
+        def put_bytes(self, data):
+            sha = super().put_bytes(data)
+            if self.armed:
+                self.armed = False
+                reports.append(Registry(reg.db, reg.store, reg.home).gc(min_age_s=0))
+            return sha
+
+    maker = Registry(reg.db, GcBeforeRecord(reg.store.root), reg.home)
+    made = Ota(maker, reg_settings(reg)).objects.prepare("faces", 1)
+    assert reports[0].objects == 1  # the encrypted file, referenced by nothing yet, was taken ...
+    assert made and all(reg.store.exists(o.sha256) for o in made)  # ... and stored again before its row
+    assert reg.gc(min_age_s=0).objects == 0
+
+
 def test_gc_does_not_take_what_a_version_committed_meanwhile_refers_to(reg, bundles):
     from tandem.registry.artifacts import LocalStore
 
@@ -607,3 +633,9 @@ def test_a_0005_registry_upgrades_keeping_its_versions(db, bundles):
             assert c.execute(text("SELECT last_version FROM models WHERE name = 'faces'")).scalar() == 3
         assert [(v.version, v.archived, v.pushed_by) for v in reg.versions("faces")] == [(1, None, None), (3, None, None)]
         assert reg.push(bundles[0]).version == 4
+        reg.archive("faces", 1)
+        with reg.db.write_connection() as conn:  # and back down, keeping the versions (not what is new)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0005")
+    with Registry.open(db.settings()) as reg:
+        assert [(v.version, v.archived) for v in reg.versions("faces")] == [(1, None), (3, None), (4, None)]

@@ -49,7 +49,7 @@ def test_after_the_switch_a_device_that_trusts_only_the_old_key_follows_the_chai
     got = read_answer(answer(NEWER, vouch(NEW, NEWER), vouch(OLD, NEW)), PINNED, expected())
     assert set(got.learned) == {NEW.public.key_id, NEWER.public.key_id}
     # Without the endorsement, the clear error.
-    with pytest.raises(SignatureError, match="which this device does not trust .* no key it trusts endorses"):
+    with pytest.raises(SignatureError, match=r"which this device does not trust .* no key it trusts endorses"):
         read_answer(answer(NEW), PINNED, expected())
 
 
@@ -86,7 +86,7 @@ def _check_payload_as_endorsement() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("forged", "reason"), [
-    (_forged_signature, "claims to be signed by key .* which this device trusts, but its signature does not match"),
+    (_forged_signature, r"claims to be signed by key .* which this device trusts, but its signature does not match"),
     (_swapped_key, "signature does not match"),
     (_check_payload_as_endorsement, "is not a signing-key endorsement"),
     (lambda: {"payload": 1, "signature": "", "key_id": OLD.public.key_id}, "not {payload, signature, key_id}"),

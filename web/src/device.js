@@ -1,14 +1,11 @@
-// celebmatch on this device: the OTA-delivered bundle run by onnxruntime-web (WASM, one thread:
-// a page without cross-origin isolation has no SharedArrayBuffer for more).
-import * as ort from "onnxruntime-web/wasm";
+// celebmatch on this device: the OTA-delivered bundle run by onnxruntime-web (WASM; its threads: ort.js).
 import { alignedCrop, cropBounds, landmarkInput, pointsInImage } from "./align.js";
 import { CelebMatch } from "./celebmatch.js";
 import { cropWindow, findFaces, loadFinder } from "./face.js";
 import { noFace } from "./messages.js";
 import { readNpz } from "./npz.js";
+import { SESSION_OPTIONS, ort } from "./ort.js";
 import { cropPixels, decodeImage, toInput } from "./preprocess.js";
-
-ort.env.wasm.numThreads = 1;
 
 export class NoFace extends Error {}
 
@@ -23,7 +20,7 @@ export class DeviceModel {
     const galleryFile = manifest.apps?.celebmatch?.gallery;
     if (!galleryFile || !files[galleryFile]) throw new Error("the delivered bundle has no celebmatch gallery; enrol one and release again");
     const finder = loadFinder(); // OpenCV compiles meanwhile, so the first match does not wait for it
-    const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+    const options = SESSION_OPTIONS;
     const session = await ort.InferenceSession.create(files[modelFile], options);
     const app = new CelebMatch(manifest, await readNpz(files[galleryFile]));
     // Face-embedding bundles bring their landmark network: the photo is aligned as on the server.

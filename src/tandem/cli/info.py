@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from tandem.apps.registry import Apps, builtin
@@ -78,7 +79,9 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
         ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
     console.print(ft)
     for app, spec in m.apps.items():
-        console.print(f"app [bold]{app}[/]: " + ", ".join(f"{k}={_brief(v)}" for k, v in spec.items() if k != "regions"))
+        # A bundle's words are data, never markup (a style picture's name could hold "[...]").
+        console.print(f"app [bold]{escape(app)}[/]: " + ", ".join(f"{escape(k)}={escape(_brief(v))}"
+                                                             for k, v in spec.items() if k != "regions"))
     for s in m.splits:
         shape = "×".join("N" if d < 0 else str(d) for d in s.tensor.shape)
         console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)")

@@ -85,8 +85,11 @@ def train(
     size: Annotated[int | None, typer.Option(min=32, max=256, help="embed: side of the aligned face crop in pixels (dlib: 150; mobile: default 80).")] = None,
     region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.2,
     max_images: Annotated[int | None, typer.Option(min=2, help="embed: train on at most this many photos, spread over the people (the teacher's budget); stylize: at most this many photos (default 1000).")] = None,
-    task: Annotated[str, typer.Option(help="classify: a network over labelled photos (see --objective); stylize: an image-to-image effect (deep art) learned from --teacher-effect.")] = "classify",
+    task: Annotated[str, typer.Option(help="classify: a network over labelled photos (see --objective); stylize: an image-to-image effect (deep art) learned from --teacher-effect, --style-image, or --data DIR holding input/ and target/ pairs.")] = "classify",
     teacher_effect: Annotated[str | None, typer.Option(help="stylize: the slow effect to imitate: stylization, pencil, detail or edge-preserving (OpenCV's).")] = None,
+    style_image: Annotated[Path | None, typer.Option(help="stylize: a picture whose style to learn (a neural style: its textures and colours on your photos).")] = None,
+    style_weight: Annotated[float, typer.Option(min=0.0, help="stylize --style-image: weight of the style loss (more: more of the style's texture).")] = 10.0,
+    content_weight: Annotated[float, typer.Option(min=0.0, help="stylize --style-image: weight of the content loss (more: more of the photo's shapes).")] = 1.0,
     photo_size: Annotated[int, typer.Option(min=32, max=1024, help="stylize: photos are centre-squared to this side; the teacher works on them whole.")] = 256,
     crop: Annotated[int, typer.Option(min=16, max=1024, help="stylize: side of the random training crops.")] = 128,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
@@ -95,10 +98,11 @@ def train(
     """Train an image classifier / face-embedding network / image effect on your data."""
     if task == "stylize":
         if workers is not None or objective != "classify" or teacher != "none":
-            raise ConfigError("--task stylize trains on one machine from its --teacher-effect: drop --workers, "
-                              "--objective and --teacher")
+            raise ConfigError("--task stylize trains on one machine from its --teacher-effect, --style-image or "
+                              "pairs: drop --workers, --objective and --teacher")
         _train_stylize(ctx, data, out, name, subset, max_images, epochs, batch_size, lr, device, seed, teacher_effect,
-                       photo_size, crop, val_fraction, resume, not no_progress and not json_out, json_out)
+                       photo_size, crop, val_fraction, resume, not no_progress and not json_out, json_out,
+                       style_image, style_weight, content_weight)
         return
     if task != "classify":
         raise ConfigError(f"unknown --task {task!r}: use classify (with --objective classify or embed) or stylize")
@@ -107,8 +111,8 @@ def train(
 
         if is_stylize_run(out):
             raise ConfigError(f"{out} holds a --task stylize run: resume it with --task stylize and its --teacher-effect")
-    if teacher_effect is not None:
-        raise ConfigError("--teacher-effect is for --task stylize")
+    if teacher_effect is not None or style_image is not None:
+        raise ConfigError("--teacher-effect and --style-image are for --task stylize")
     from tandem.data.resolve import default_min_faces
     from tandem.training.embed import FINE_TUNE_LR
     from tandem.training.run import TrainConfig
@@ -170,32 +174,54 @@ def train(
 
 def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, subset: float, max_images: int | None,
                    epochs: int, batch_size: int, lr: float, device: str, seed: int, effect: str | None,
-                   photo_size: int, crop: int, val_fraction: float, resume: bool, show: bool, json_out: bool) -> None:
+                   photo_size: int, crop: int, val_fraction: float, resume: bool, show: bool, json_out: bool,
+                   style_image: Path | None, style_weight: float, content_weight: float) -> None:
     from tandem.cli.resume import stopped_training
-    from tandem.training.stylize import StylizeConfig, train_stylize
+    from tandem.data.photos import is_pair_folder
+    from tandem.training.stylize import NEURAL_STYLE, PAIRS, StylizeConfig, train_stylize
 
-    if effect is None:
-        raise ConfigError("--task stylize needs --teacher-effect: stylization, pencil, detail or edge-preserving")
+    if effect is not None and style_image is not None:
+        raise ConfigError("--teacher-effect and --style-image are two different effects: give one of them")
+    if style_image is not None:
+        effect = NEURAL_STYLE
+    elif effect is None and is_pair_folder(data):
+        effect = PAIRS
+    elif effect is None:
+        raise ConfigError("--task stylize learns from --teacher-effect (stylization, pencil, detail or edge-preserving), "
+                          "--style-image PICTURE, or --data DIR holding input/ and target/ (before/after pairs); give one")
     # The classifier's default batch does not fit an effect: 64 crops a step.
-    cfg = StylizeConfig(data=data, out=out, effect=effect, name=name or f"deepart-{effect}",
+    cfg = StylizeConfig(data=data, out=out, effect=effect, name=name or name_from_folder(out),
                         subset=subset, max_images=max_images, epochs=epochs,
                         batch_size=batch_size if _given(ctx, "batch_size") else 16, lr=lr, photo_size=photo_size,
-                        crop=crop, val_fraction=val_fraction, seed=seed, device=device)
+                        crop=crop, val_fraction=val_fraction, seed=seed, device=device,
+                        style_image=None if style_image is None else str(style_image.resolve()),
+                        style_weight=style_weight, content_weight=content_weight)
     cfg.validate()  # before any photo is read
     try:
         result = train_stylize(cfg, resume=resume, show_progress=show, data_home=get_settings().data_home)
     except KeyboardInterrupt:
         raise stopped_training(ctx, out, epochs) from None
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
-               "best_val_psnr_db": round(result.best_psnr, 2), "best_val_ssim": round(result.best_ssim, 4),
+               "best_val_psnr_db": _rounded(result.best_psnr, 2), "best_val_ssim": _rounded(result.best_ssim, 4),
+               "best_val_style_loss": _rounded(result.best_style_loss, 4),
+               "best_val_content_loss": _rounded(result.best_content_loss, 4),
                "train_images": result.train_images, "held_out_images": result.held_out_images,
                "seconds": round(result.seconds, 1)}
     if json_out:
         print_json(summary)
         return
+    if result.best_psnr is not None and result.best_ssim is not None:
+        close = (f"PSNR against the {'teacher' if effect != PAIRS else 'targets'} {result.best_psnr:.2f} dB, "
+                 f"SSIM {result.best_ssim:.3f}")
+    else:
+        close = f"style loss {result.best_style_loss:.4f}, content loss {result.best_content_loss:.4f}"
     console.print(f"[bold green]trained[/] {effect} on {result.train_images} photos in {result.seconds:.0f}s; held-out "
-                  f"PSNR against the teacher {result.best_psnr:.2f} dB, SSIM {result.best_ssim:.3f} (epoch {result.best_epoch})")
+                  f"{close} (epoch {result.best_epoch})")
     console.print(f"run folder: {out}  (checkpoint.pt, best.pt, history.json, contact_sheet.png)")
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @app.command()

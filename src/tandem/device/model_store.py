@@ -6,6 +6,7 @@ Layout under the store folder::
     device.json                      this device's registration: server-assigned id, wrapped credential
                                      (tandem.device.identity)
     keys.json                        wrapped data keys (tandem.device.keystore)
+    trust.json                       signing keys learned through rotations, and retired (tandem.device.trust)
     <model>/
       current.json                   {"version", "previous", "sequence", "updated_at"}: THE pointer
       state.json                     {"last_sequence"}: survives delete(), so a replay stays refused

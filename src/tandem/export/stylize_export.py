@@ -3,8 +3,11 @@
 fp32 ONNX with a dynamic batch, height and width: uint8 NHWC pixels in, ``image`` out (float32 NHWC,
 0..255, to be rounded by whoever shows it). The int8 variant (static QDQ, calibrated on training
 photos) ships only when it keeps its quality: at most INT8_MAX_LOSS_DB below fp32's PSNR against the
-teacher on the held-out photos; the manifest says why when it does not. ``apps.deepart`` names the
-effect, its teacher and how close the student comes (PSNR and SSIM, measured here).
+teacher (or the pairs' targets) on the held-out photos — for a neural style, which has no target, at
+least INT8_MIN_DB_VS_FP32 against fp32's own pictures; the manifest says why when it does not.
+``apps.deepart`` names the effect, what it learned from, and how close it comes (PSNR and SSIM against
+the targets, or a neural style's style and content losses), measured here; a neural style's bundle
+also holds its style picture (``style.png``, for a picker to show).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
@@ -28,7 +32,16 @@ from tandem.export.quantize import quantize_int8
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
 from tandem.training import checkpoint, provenance
 from tandem.training.run import load_history
-from tandem.training.stylize import Pictures, load_stylize_run, teacher_pictures
+from tandem.training.stylize import (
+    PAIRS,
+    STYLE,
+    Pictures,
+    load_stylize_run,
+    style_loss_for,
+    style_picture,
+    style_scores,
+    teacher_pictures,
+)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -36,6 +49,8 @@ OUTPUT = "image"
 APP = "deepart"
 TASK: Task = "image-to-image"
 INT8_MAX_LOSS_DB = 1.0
+INT8_MIN_DB_VS_FP32 = 30.0
+STYLE_THUMB = 256  # the longest side of the style picture a bundle carries
 CALIBRATION_PHOTOS = 64
 # The parity check also runs a photo of an odd size, so the dynamic height and width are exercised.
 ODD_SIZE = (37, 53)
@@ -65,9 +80,9 @@ def _rounded(image: np.ndarray) -> np.ndarray:
 
 def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bundle:
     cfg, data = load_stylize_run(run_dir)
+    cfg.out = run_dir  # wherever the run folder is now
     model, state = load_stylizer(run_dir)
     train, held = teacher_pictures(cfg, data)
-    teacher = EFFECTS[cfg.effect]
     net_cfg = model.net.cfg
     spec = PreprocessSpec(crop=CropSpec(mode="none"), height=cfg.photo_size, width=cfg.photo_size,
                           normalize_in_graph=NormalizeSpec(mean=net_cfg.mean, std=net_cfg.std))
@@ -87,16 +102,32 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
                               "lower --lr")
         metrics: dict[str, float | int] = {
             "max_abs_onnx_torch": max_abs, "held_out_images": len(held.photos), "best_epoch": int(state["best"]["epoch"]),
-            "psnr_db_fp32": psnr(_rounded(out32), held.teacher), "ssim_fp32": ssim(_rounded(out32), held.teacher),
         }
+        app: dict[str, object] = {"effect": cfg.effect}
+        if held.teacher is not None:
+            metrics.update(psnr_db_fp32=psnr(_rounded(out32), held.teacher), ssim_fp32=ssim(_rounded(out32), held.teacher))
+            if cfg.effect == PAIRS:
+                app.update(teacher=None, summary=f"learned from before/after pairs ({data.source})")
+            else:
+                app.update(teacher=EFFECTS[cfg.effect].teacher, summary=EFFECTS[cfg.effect].summary)
+            app.update(psnr_db=round(float(metrics["psnr_db_fp32"]), 2), ssim=round(float(metrics["ssim_fp32"]), 4))
+        else:
+            style = style_picture(cfg)
+            scores = style_scores(style_loss_for(cfg, style), _rounded(out32), held.photos)
+            metrics.update(style_loss_fp32=scores["style"], content_loss_fp32=scores["content"])
+            title = Path(cfg.style_image or STYLE).stem
+            thumb = Image.fromarray(style)
+            thumb.thumbnail((STYLE_THUMB, STYLE_THUMB), Image.Resampling.BILINEAR)
+            thumb.save(stage / STYLE, format="PNG")
+            app.update(teacher=None, summary=f"a neural style: the textures and colours of {title}", style=title,
+                       style_picture=STYLE, style_loss=round(scores["style"], 4), content_loss=round(scores["content"], 4),
+                       weights={"style": cfg.style_weight, "content": cfg.content_weight, "tv": cfg.tv_weight})
         models: dict[Precision, str] = {"fp32": FP32_FILE}
-        int8_note = _int8(stage, train, held, spec, metrics)
+        int8_note = _int8(stage, train, held, spec, metrics, _rounded(out32))
         if int8_note is None:
             models["int8"] = INT8_FILE
-        app = {"effect": cfg.effect, "teacher": teacher.teacher, "summary": teacher.summary,
-               "psnr_db": round(float(metrics["psnr_db_fp32"]), 2), "ssim": round(float(metrics["ssim_fp32"]), 4),
-               "measured_on": f"{len(held.photos)} held-out photos at {cfg.photo_size}x{cfg.photo_size}",
-               "output": OUTPUT, "int8": int8_note or "kept"}
+        app.update(measured_on=f"{len(held.photos)} held-out photos at {cfg.photo_size}x{cfg.photo_size}",
+                   output=OUTPUT, int8=int8_note or "kept")
         any_size = [-1, -1, -1, 3]
         try:
             manifest = Manifest(
@@ -120,12 +151,19 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
     return Bundle.load(out)
 
 
-def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, metrics: dict[str, float | int]) -> str | None:
+def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, metrics: dict[str, float | int],
+          out32: np.ndarray) -> str | None:
     """Quantise, measure; None when the int8 model keeps its quality, else why it is left out."""
     quantize_int8(stage / FP32_FILE, stage / INT8_FILE, train.photos[:CALIBRATION_PHOTOS])
     int8 = OnnxModel(stage / INT8_FILE, spec, [], "int8")
     out8 = _rounded(np.concatenate([int8.infer({INPUT: held.photos[i : i + 8]})[OUTPUT]
                                     for i in range(0, len(held.photos), 8)]))
+    metrics["psnr_db_int8_vs_fp32"] = psnr(out8, out32)
+    if held.teacher is None:  # a neural style: no target to measure against, so int8 must paint as fp32 does
+        if metrics["psnr_db_int8_vs_fp32"] < INT8_MIN_DB_VS_FP32:
+            return (f"left out: int8's pictures came {metrics['psnr_db_int8_vs_fp32']:.1f} dB from fp32's (under "
+                    f"{INT8_MIN_DB_VS_FP32} dB); serve fp32")
+        return None
     metrics["psnr_db_int8"], metrics["ssim_int8"] = psnr(out8, held.teacher), ssim(out8, held.teacher)
     loss = float(metrics["psnr_db_fp32"]) - float(metrics["psnr_db_int8"])
     if loss > INT8_MAX_LOSS_DB:

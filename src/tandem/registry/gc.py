@@ -12,13 +12,13 @@ nothing committed:
 
 1. gc deletes only while it holds the registry's write lock (tx.lock), and only objects that the
    references it reads under that lock do not name: nothing committed then refers to them.
-2. A push takes that lock before it commits and checks there that every object its version names is
-   stored, storing again any that is gone (Registry.push): an object it found already stored (an earlier
-   copy nothing referred to) and gc then removed comes back before the version refers to it.
-3. An object younger than the grace period (``--min-age``, 60 minutes by default) is kept whatever: the
-   OTA side records an encrypted object moments after writing it, without the push's check.
+2. Every writer takes that lock before it commits a reference and checks there that the objects it
+   names are stored, storing again any that is gone: a push its version's files (Registry.push), the
+   OTA side its encrypted file or patch (ota/objects.py). An object a writer found already stored (an
+   earlier copy nothing referred to) and gc then removed comes back before anything refers to it.
+3. An object younger than the grace period (``--min-age``, 60 minutes by default) is kept whatever:
+   a margin for writers that do not check (a Tandem from before gc existed, sharing the registry).
 
-So ``--min-age 0`` is safe against pushes but not against OTA objects being made at that moment.
 The store belongs to the database that refers to it: gc run against another database (an empty one,
 say) would take everything, so it refuses when the database has no models but the store has objects.
 """

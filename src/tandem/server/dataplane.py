@@ -110,9 +110,9 @@ class DataPlane:
         return [m.name for m in await asyncio.to_thread(self.pool.registry.models) if m.versions]
 
     async def versions(self, model: LoadedModel) -> list[int]:
-        """Every version the registry holds of ``model``'s model (a tail's are its model's)."""
+        """Every version of ``model``'s model (a tail's are its model's) the registry serves: not the archived ones."""
         found = await asyncio.to_thread(self.pool.registry.versions, model.model_name)
-        return [v.version for v in found]
+        return [v.version for v in found if v.archived is None]
 
     def check_ready(self) -> None:
         """Unavailable unless the registry answered the alias watcher recently."""

@@ -152,7 +152,7 @@ class OtaObjects:
             return found
         _, key = self.keys.data_key(info.name, info.version)
         blob = encryption.encrypt(key, self.read(plain, f"{info.name} v{info.version} {path}"), plain.encode())
-        return self._record(info, FILE, path, "", plain, self.reg.store.put_bytes(blob), len(blob), found)
+        return self._record(info, FILE, path, "", plain, blob, found)
 
     def delta_object(self, info: VersionInfo, path: str, source: VersionInfo) -> OtaObjectInfo | None:
         """An encrypted patch that rebuilds ``path`` of ``info`` from its counterpart in ``source``;
@@ -180,7 +180,7 @@ class OtaObjects:
             return None
         _, key = self.keys.data_key(info.name, info.version)
         blob = encryption.encrypt(key, patch, delta_aad(from_sha, to_sha))
-        return self._record(info, DELTA, path, from_sha, to_sha, self.reg.store.put_bytes(blob), len(blob), found)
+        return self._record(info, DELTA, path, from_sha, to_sha, blob, found)
 
     def _intact(self, sha256: str) -> bool:
         """Whether the recorded object is stored with its bytes unchanged (else it is made again)."""
@@ -195,15 +195,21 @@ class OtaObjects:
                 OtaObject.from_sha256 == from_sha256))
             return object_info(name, row) if row is not None else None
 
-    def _record(self, info: VersionInfo, kind: str, path: str, from_sha: str, plain: str, sha: str, size: int,
+    def _record(self, info: VersionInfo, kind: str, path: str, from_sha: str, plain: str, blob: bytes,
                 replaces: OtaObjectInfo | None) -> OtaObjectInfo:
+        """Store ``blob`` and record it as the object (made once: see the module's docstring)."""
+        sha, size = self.reg.store.put_bytes(blob), len(blob)
         try:
             with self.reg.db.write(retryable=True) as s:
+                # `tandem gc` deletes only under this lock, what no committed row names (registry/gc.py):
+                # stored again here if it took the blob meanwhile, the object exists when its row commits.
+                tx.lock(s)
+                if not self.reg.store.exists(sha):
+                    self.reg.store.put_bytes(blob)
                 model_id = s.scalar(select(Model.id).where(Model.name == info.name))
                 if replaces is not None:
                     # The recorded object went missing from the store or was damaged: record the new one,
                     # and move the generation on, since payloads that servers cached name the old one.
-                    tx.lock(s)
                     row = s.scalar(select(OtaObject).where(
                         OtaObject.model_id == model_id, OtaObject.version == info.version, OtaObject.kind == kind,
                         OtaObject.path == path, OtaObject.from_sha256 == from_sha))

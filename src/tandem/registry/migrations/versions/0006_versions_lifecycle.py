@@ -29,8 +29,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("versions") as batch:
-        batch.drop_column("pushed_by")
-        batch.drop_column("archived")
-    with op.batch_alter_table("models") as batch:
-        batch.drop_column("last_version")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not batch mode: batch mode would copy and drop
+    # ``versions`` and ``models``, which the other tables' foreign keys refer to, and SQLite refuses that.
+    # Versions deleted by this revision's Tandem leave their numbers free again below this revision.
+    op.drop_column("versions", "pushed_by")
+    op.drop_column("versions", "archived")
+    op.drop_column("models", "last_version")

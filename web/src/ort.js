@@ -1,0 +1,22 @@
+// onnxruntime-web, configured once for the whole page (its WebAssembly starts once, with the first
+// session, and keeps the thread count it started with).
+//
+// Threads: WASM threads need SharedArrayBuffer, which a browser gives only a cross-origin isolated
+// page (the server sends COOP and COEP under /app, server/webapp.py). Isolated: two threads (this
+// project's target devices and its test machine have two cores); otherwise one.
+//
+// The WebAssembly glue (a small .mjs) is loaded as its own file rather than from the app's bundle:
+// each extra thread is a worker that loads the glue's URL, and a worker loading the app's bundle
+// would run the whole page's code where there is no page.
+import * as ort from "onnxruntime-web/wasm";
+import glueUrl from "onnxruntime-web/ort-wasm-simd-threaded.mjs?url";
+import wasmUrl from "onnxruntime-web/ort-wasm-simd-threaded.wasm?url";
+
+export const THREADS = globalThis.crossOriginIsolated ? Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) : 1;
+
+ort.env.wasm.numThreads = THREADS;
+ort.env.wasm.wasmPaths = { mjs: new URL(glueUrl, import.meta.url).href, wasm: new URL(wasmUrl, import.meta.url).href };
+
+export const SESSION_OPTIONS = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
+
+export { ort };
