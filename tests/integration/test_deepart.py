@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tandem.apps.deepart import MAX_SIDE
 from tandem.bundle import Bundle
@@ -170,3 +170,79 @@ def test_a_photo_that_cannot_be_read_is_left_out(tmp_path, photo_folder):
     dataset = json.loads((cfg.out / "dataset.json").read_text())
     assert result.train_images + result.held_out_images == 4
     assert "broken.jpg" not in dataset["train"] + dataset["held_out"]
+
+
+def _style_picture(path: Path) -> Path:
+    """A picture of bold diagonal colour strokes: a style anyone can see on a photo."""
+    rng = np.random.default_rng(7)
+    pixels = np.zeros((96, 96, 3), np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    for colour in ((250, 200, 30), (30, 80, 220), (230, 60, 40)):
+        pixels[((xx + yy + int(rng.integers(0, 12))) // 6) % 3 == len(np.unique(pixels)) % 3] = colour
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_neural_style_is_learned_from_a_style_picture_exported_and_served(tmp_path, photo_folder, lfw_people):
+    style = _style_picture(tmp_path / "strokes.png")
+    out = tmp_path / "runs" / "strokes"
+    summary = tandem_json("train", "--data", photo_folder, "--out", out, "--task", "stylize", "--style-image", style,
+                          "--epochs", "1", "--photo-size", "64", "--crop", "32", "--batch-size", "4", "--no-progress")
+    assert summary["best_val_style_loss"] > 0 and summary["best_val_content_loss"] >= 0
+    assert summary["best_val_psnr_db"] is None
+    history = json.loads((out / "history.json").read_text())
+    assert {"val_loss", "val_style_loss", "val_content_loss"} <= set(history[0])
+    with Image.open(out / "style.png") as kept:
+        assert kept.size == (64, 64)  # the style at the photos' scale, kept by the run
+    style.unlink()  # the run no longer needs the original
+    manifest = tandem_json("export", out, "--out", tmp_path / "bundle")
+    art = manifest["apps"]["deepart"]
+    assert manifest["name"] == "strokes" and art["effect"] == "neural-style" and art["style"] == "strokes"
+    assert art["teacher"] is None and art["style_picture"] == "style.png" and "style.png" in manifest["files"]
+    assert manifest["metrics"]["max_abs_onnx_torch"] <= 1e-3 and manifest["metrics"]["style_loss_fp32"] > 0
+    assert ("int8" in manifest["models"]) == (art["int8"] == "kept")
+    photo = np.array(Image.open(sorted((lfw_people / PEOPLE[1]).glob("*.jpg"))[0]).resize((50, 38)), np.uint8)[None]
+    got = OnnxModel.open(Bundle.load(tmp_path / "bundle")).infer({"pixels": photo})["image"]
+    model, _ = load_stylizer(out)
+    with torch.no_grad():
+        want = model(torch.from_numpy(photo)).numpy()
+    assert got.shape == (1, 38, 50, 3) and np.abs(got - want).max() <= 1e-3
+
+
+def test_before_after_pairs_are_learned_and_bad_pairs_refused(tmp_path, photo_folder):
+    pairs = tmp_path / "sepia"
+    for i, src in enumerate(sorted(photo_folder.rglob("*.jpg"))[:8]):
+        with Image.open(src) as img:
+            (pairs / "input").mkdir(parents=True, exist_ok=True)
+            (pairs / "target").mkdir(parents=True, exist_ok=True)
+            img.save(pairs / "input" / f"p{i}.jpg")
+            ImageOps.colorize(ImageOps.grayscale(img), "#2b1a0e", "#f4e3c1").save(pairs / "target" / f"p{i}.png")
+    out = tmp_path / "run"
+    summary = tandem_json("train", "--data", pairs, "--out", out, "--task", "stylize", "--epochs", "1",
+                          "--photo-size", "64", "--crop", "32", "--batch-size", "4", "--no-progress")
+    assert summary["train_images"] + summary["held_out_images"] == 8 and 5 < summary["best_val_psnr_db"] < 100
+    manifest = tandem_json("export", out, "--out", tmp_path / "bundle")
+    assert manifest["apps"]["deepart"]["effect"] == "pairs" and "pairs:sepia" in manifest["apps"]["deepart"]["summary"]
+    with np.load(out / "teacher.npz") as z:  # the targets are the pairs' own pictures, not an effect's
+        assert z["teacher"].shape == (8, 64, 64, 3) and z["teacher"].std(axis=-1).mean() < 30  # sepia: near-grey
+
+    (pairs / "target" / "p0.png").unlink()
+    r = tandem("train", "--data", pairs, "--out", tmp_path / "bad", "--task", "stylize", ok=False)
+    assert r.returncode != 0 and "1 input(s) without a target (e.g. p0.jpg)" in r.stderr and not (tmp_path / "bad").exists()
+    with Image.open(pairs / "input" / "p0.jpg") as img:
+        img.resize((30, 20)).save(pairs / "target" / "p0.png")
+    r = tandem("train", "--data", pairs, "--out", tmp_path / "bad", "--task", "stylize", ok=False)
+    assert r.returncode != 0 and "differ in size (input/p0.jpg is 250×250, target/p0.png 30×20" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_style_picture_that_is_not_a_picture_writes_nothing(tmp_path, photo_folder):
+    (tmp_path / "style.jpg").write_text("<html>not a picture</html>")
+    r = tandem("train", "--data", photo_folder, "--out", tmp_path / "run", "--task", "stylize", "--style-image",
+               tmp_path / "style.jpg", ok=False)
+    assert r.returncode != 0 and "--style-image: " in r.stderr and not (tmp_path / "run").exists()
+    r = tandem("train", "--data", photo_folder, "--out", tmp_path / "run", "--task", "stylize", "--style-image",
+               tmp_path / "style.jpg", "--teacher-effect", "detail", ok=False)
+    assert r.returncode != 0 and "give one of them" in r.stderr
+    r = tandem("train", "--data", photo_folder, "--out", tmp_path / "run", "--task", "stylize", ok=False)
+    assert r.returncode != 0 and "--style-image PICTURE, or --data DIR holding input/ and target/" in r.stderr

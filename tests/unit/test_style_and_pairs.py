@@ -12,7 +12,7 @@ from PIL import Image
 
 from tandem.data.photos import find_pairs, is_pair_folder, load_pairs, load_style
 from tandem.errors import DataError
-from tandem.training.style_loss import RandomFeatures, StyleLoss, gram
+from tandem.training.style_loss import RandomFeatures, StyleLoss, StyleWeights, gram
 
 
 def _photo(path: Path, size: tuple[int, int], seed: int) -> None:
@@ -102,7 +102,7 @@ def test_the_style_loss_is_zero_for_the_style_itself_and_grows_away_from_it():
 def test_the_style_loss_trains_pixels_towards_the_style():
     stripes = np.zeros((32, 32, 3), np.uint8)
     stripes[:, ::4] = 255
-    loss = StyleLoss(stripes)
+    loss = StyleLoss(stripes, StyleWeights(style=1.0, content=0.0, tv=0.0))  # the style loss alone
     photo = torch.from_numpy(np.random.default_rng(0).normal(128, 30, (1, 32, 32, 3)).astype(np.float32))
     pixels = photo.clone().requires_grad_(True)
     opt = torch.optim.Adam([pixels], lr=16.0)

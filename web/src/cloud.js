@@ -56,3 +56,87 @@ function serverTiming(header) {
   }
   return out;
 }
+
+// A painted frame is at most 1024 pixels on its longest side (apps/deepart.py): far under this as JPEG
+// or PNG. Anything longer is not an answer to the frame, and the page does not hold it.
+const MAX_PICTURE_BYTES = 16 << 20;
+
+/**
+ * One camera frame painted by the cloud: ``frame`` (a JPEG Blob) to POST /v1/apps/deepart/{model}:predict,
+ * the picture back as a Blob, with the bytes each way, the round trip (request sent to the last byte
+ * received) and the server's stages (Server-Timing).
+ */
+export async function paintInCloud({ base = "", predictKey, model, alias, frame, accept = "image/jpeg", timeoutMs = 10000 }) {
+  const params = new URLSearchParams();
+  if (alias) params.set(/^\d+$/.test(alias) ? "version" : "alias", alias);
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  const t0 = performance.now();
+  let resp;
+  let bytes;
+  try {
+    resp = await fetch(`${base}/v1/apps/deepart/${encodeURIComponent(model)}:predict?${params}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${predictKey}`, "content-type": frame.type || "image/jpeg", accept },
+      body: frame,
+      signal: ctrl.signal,
+      cache: "no-store",
+    });
+    bytes = await readCapped(resp, MAX_PICTURE_BYTES);
+  } catch (e) {
+    if (e instanceof CloudError) throw e;
+    throw new CloudError(ctrl.signal.aborted ? `the server did not answer within ${timeoutMs} ms` : `cannot reach the server (${e.message})`);
+  } finally {
+    clearTimeout(timer);
+  }
+  const roundTripMs = performance.now() - t0;
+  const type = (resp.headers.get("content-type") || "").split(";")[0].trim();
+  if (!resp.ok) {
+    let error = "";
+    try {
+      error = JSON.parse(new TextDecoder().decode(bytes)).error || "";
+    } catch {
+      // not JSON: said below without the server's words
+    }
+    throw new CloudError(`the server answered ${resp.status}: ${error || "no JSON error"}`);
+  }
+  if (type !== "image/jpeg" && type !== "image/png") throw new CloudError(`the server's answer is ${type || "untyped"}, not a picture`);
+  return {
+    picture: new Blob([bytes], { type }),
+    version: Number(resp.headers.get("x-tandem-model-version")) || null,
+    upBytes: frame.size,
+    downBytes: bytes.length,
+    timings: { round_trip_ms: roundTripMs, ...serverTiming(resp.headers.get("server-timing")) },
+  };
+}
+
+/** The answer's bytes, refused past ``cap`` (declared or streamed). */
+async function readCapped(resp, cap) {
+  const tooLong = () => new CloudError(`the server's answer is over ${cap} bytes, more than any painted frame; refusing it`);
+  if (Number(resp.headers.get("content-length")) > cap) {
+    await resp.body?.cancel();
+    throw tooLong();
+  }
+  const chunks = [];
+  let size = 0;
+  if (resp.body) {
+    const reader = resp.body.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > cap) {
+        await reader.cancel();
+        throw tooLong();
+      }
+      chunks.push(value);
+    }
+  }
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}

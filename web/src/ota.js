@@ -304,18 +304,13 @@ export class ModelUpdater {
     const state = { model: p.model, version: p.version, sequence: answer.sequence, precision: p.precision, files, installed_at: new Date().toISOString() };
     entries.push(["state", this.stateKey, state]);
     await store.put(entries); // one transaction: the new version appears whole or not at all
-    await this._collect(state);
+    await this._collect();
     return this.load("network", plain);
   }
 
-  /** Remove blobs and keys no installed version refers to. */
-  async _collect(state) {
-    const liveBlobs = new Set(Object.values(state.files).map((f) => f.blob));
-    const liveKeys = new Set(Object.values(state.files).map((f) => f.key).filter(Boolean));
-    const drop = [];
-    for (const k of await store.keys("blobs")) if (!liveBlobs.has(k)) drop.push(["blobs", k, undefined]);
-    for (const k of await store.keys("keys")) if (k.startsWith(`${this.model}:`) && !liveKeys.has(k)) drop.push(["keys", k, undefined]);
-    if (drop.length) await store.put(drop);
+  /** Remove blobs and keys no installed version (of any model this page installed) refers to. */
+  async _collect() {
+    await store.sweep();
   }
 
   /** The installed model from the cache, every file decrypted and checked against its sha256. */
@@ -347,7 +342,7 @@ export class ModelUpdater {
   /** Forget the cached model (the next update downloads it again). */
   async forget() {
     await store.put([["state", this.stateKey, undefined]]);
-    await this._collect({ files: {} });
+    await this._collect();
   }
 
   /**

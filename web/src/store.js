@@ -57,3 +57,24 @@ export async function clear() {
   STORES.forEach((s) => tx.objectStore(s).clear());
   await done(tx);
 }
+
+/**
+ * Deletes the blobs and data keys that no installed model's state refers to, in one transaction:
+ * the page installs several models (celebmatch, deep-art effects), and an install that lands while
+ * another model's sweep runs cannot lose its files (IndexedDB runs the two one after the other).
+ */
+export async function sweep() {
+  const tx = (await db()).transaction(STORES, "readwrite");
+  const states = tx.objectStore("state").getAll();
+  const blobs = tx.objectStore("blobs").getAllKeys();
+  const keys = tx.objectStore("keys").getAllKeys();
+  keys.onsuccess = () => {
+    // Requests in a transaction complete in order: the states and blob names are read by now.
+    const files = states.result.filter((s) => s && typeof s.files === "object").flatMap((s) => Object.values(s.files));
+    const liveBlobs = new Set(files.map((f) => f.blob));
+    const liveKeys = new Set(files.map((f) => f.key).filter(Boolean));
+    for (const k of blobs.result) if (!liveBlobs.has(k)) tx.objectStore("blobs").delete(k);
+    for (const k of keys.result) if (!liveKeys.has(k)) tx.objectStore("keys").delete(k);
+  };
+  await done(tx);
+}

@@ -57,11 +57,13 @@ def when(dt: datetime | None) -> str:
 
 
 def os_user() -> str | None:
-    """Who runs this command, as the operating system says (None where it cannot tell, a container say)."""
+    """Who runs this command, as the operating system says (None where it cannot tell, a container say,
+    or where the name is not one a push would take: the default never stops a push)."""
     try:
-        return getpass.getuser()
+        name = getpass.getuser().strip()
     except (OSError, KeyError):
         return None
+    return name if name and len(name) <= 200 and name.isprintable() else None
 
 
 def push(bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `tandem export`, or a .tandem "
