@@ -8,7 +8,7 @@ export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 .PHONY: install check-data need-data lfw chromium demo celebmatch test test-ray lint bench-accuracy bench-serving bench-ota bench-device bench-hardening bench-soak bench-security bench-placement bench-scale clean
 
 # The browser app's sources; its build lands in src/tandem/webapp, which `tandem serve` serves at /app/.
-WEB_SRC := $(wildcard web/src/*.js web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
+WEB_SRC := $(wildcard web/src/*.js web/src/*.json web/src/*.css web/public/*.js web/public/*.svg) web/index.html web/vite.config.js \
 	web/scripts/copy-assets.mjs web/scripts/opencv-csp.mjs web/package.json web/package-lock.json
 
 # LFW is looked for before anything is installed: `make demo`, `make celebmatch` and `make test` need it

@@ -1,12 +1,15 @@
 """Deep art (issue 18): how much faster a distilled effect runs than its teacher, and how close it comes.
 
-    .venv/bin/python bench/deepart.py [--effect stylization] [--max-images 300] [--epochs 15] [--quick]
+    .venv/bin/python bench/deepart.py [--effect stylization] [--style swirl] [--max-images 300] [--epochs 15] [--quick]
 
 For each --effect: trains `tandem train --task stylize` on LFW (--max-images photos at 256×256, a tenth
 held out), exports the bundle, then on one real LFW photo resized to 512×512 times the teacher (OpenCV,
 cv2.setNumThreads) and the student (ONNX Runtime fp32 and int8, intra-op threads) with 1 and 2 threads,
 interleaved, medians of --reps calls. PSNR and SSIM are the export's (the student's rounded pixels
-against the teacher's on the held-out photos). Writes bench/results/deepart.json:
+against the teacher's on the held-out photos). Each --style (a picture drawn by bench/styles.py) trains a
+neural style the same way (`--style-image`); it has no teacher, so its teacher_ms, speedup, psnr_db and
+ssim are null and its style_loss and content_loss (the export's, on the held-out photos) say how close it
+comes. Writes bench/results/deepart.json:
 
     {"effects": {NAME: {"teacher_ms", "student_ms", "student_int8_ms", "speedup", "psnr_db", "ssim",
                         "device_fps", "cloud_fps", "cloud_frame_ms", "bytes_fp32", "bytes_int8",
@@ -35,12 +38,13 @@ import onnxruntime as ort
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from styles import STYLES, write_style  # bench/styles.py: run as `python bench/deepart.py`
 
 from tandem.bundle import Bundle
 from tandem.effects import EFFECTS
 from tandem.export.exporter import export_run
 from tandem.settings import get_settings
-from tandem.training.stylize import StylizeConfig, train_stylize
+from tandem.training.stylize import NEURAL_STYLE, StylizeConfig, train_stylize
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "deepart"
@@ -70,14 +74,15 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def timings(effect: str, bundle: Bundle, pixels: np.ndarray, reps: int) -> dict[str, dict[str, float]]:
-    """Median milliseconds per call, by thread count, the teacher and the students' calls interleaved."""
-    teach = EFFECTS[effect]
+def timings(effect: str, bundle: Bundle, pixels: np.ndarray, reps: int) -> dict[str, dict[str, float] | None]:
+    """Median milliseconds per call, by thread count, the teacher and the students' calls interleaved
+    (a neural style has no teacher: its teacher_ms is None)."""
+    teach = EFFECTS.get(effect)
     batch = pixels[None]
     out: dict[str, dict[str, float]] = {"teacher_ms": {}, "student_ms": {}, "student_int8_ms": {}}
     for n in THREADS:
         cv2.setNumThreads(n)
-        runs = {"teacher_ms": lambda: teach(pixels)}
+        runs = {"teacher_ms": lambda: teach(pixels)} if teach is not None else {}
         for key, precision in (("student_ms", "fp32"), ("student_int8_ms", "int8")):
             if precision in bundle.manifest.models:
                 s = session(bundle.model_path(precision), n)  # type: ignore[arg-type]
@@ -93,28 +98,40 @@ def timings(effect: str, bundle: Bundle, pixels: np.ndarray, reps: int) -> dict[
         for key, ts in times.items():
             out[key][str(n)] = round(statistics.median(ts), 2)
     cv2.setNumThreads(-1)
-    return out
+    return {k: (v or None) for k, v in out.items()}
 
 
-def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray) -> dict:
-    run, bundle_dir = WORK / f"run-{effect}", WORK / f"bundle-{effect}"
+def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray, style: str | None = None) -> dict:
+    """A teacher ``effect``, or with ``style`` a neural style learned from that drawn picture."""
+    key = effect if style is None else f"style-{style}"
+    run, bundle_dir = WORK / f"run-{key}", WORK / f"bundle-{key}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = StylizeConfig(data="lfw", out=run, effect=effect, name=f"deepart-{effect}", max_images=args.max_images,
-                        epochs=args.epochs, photo_size=256, crop=128, batch_size=16)
+    cfg = StylizeConfig(data="lfw", out=run, effect=effect, name=f"deepart-{key}", max_images=args.max_images,
+                        epochs=args.epochs, photo_size=256, crop=128, batch_size=16,
+                        style_image=None if style is None else str(write_style(style, WORK / "styles")))
     t0 = time.perf_counter()
     result = train_stylize(cfg, show_progress=not args.no_progress, data_home=get_settings().data_home)
     train_seconds = time.perf_counter() - t0
     bundle = export_run(run, bundle_dir, data_home=get_settings().data_home)
     m = bundle.manifest
     ms = timings(effect, bundle, pixels, args.reps)
-    speed = {n: round(ms["teacher_ms"][n] / ms["student_ms"][n], 2) for n in ms["student_ms"]}
+    teacher_ms, student_ms = ms["teacher_ms"], ms["student_ms"]
+    assert student_ms is not None
+    speed = None if teacher_ms is None else {n: round(teacher_ms[n] / student_ms[n], 2) for n in student_ms}
     size = {p: m.files[f].size for p, f in m.models.items()}
+
+    def measured(key: str, digits: int) -> float | None:
+        return round(float(m.metrics[key]), digits) if key in m.metrics else None
+
     return {
-        "teacher": EFFECTS[effect].teacher,
+        "teacher": EFFECTS[effect].teacher if effect in EFFECTS else None,
+        "style": style,
         **ms,
         "speedup": speed,
-        "psnr_db": round(float(m.metrics["psnr_db_fp32"]), 2),
-        "ssim": round(float(m.metrics["ssim_fp32"]), 4),
+        "psnr_db": measured("psnr_db_fp32", 2),
+        "ssim": measured("ssim_fp32", 4),
+        "style_loss": measured("style_loss_fp32", 4),
+        "content_loss": measured("content_loss_fp32", 4),
         "psnr_db_int8": round(float(m.metrics["psnr_db_int8"]), 2) if "psnr_db_int8" in m.metrics else None,
         "ssim_int8": round(float(m.metrics["ssim_int8"]), 4) if "ssim_int8" in m.metrics else None,
         "int8": m.apps["deepart"]["int8"],
@@ -128,6 +145,8 @@ def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--effect", action="append", choices=sorted(EFFECTS), help="repeatable; default stylization")
+    ap.add_argument("--style", action="append", choices=sorted(STYLES), help="a neural style of this drawn picture "
+                    "(bench/styles.py); repeatable")
     ap.add_argument("--max-images", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--reps", type=int, default=10)
@@ -137,14 +156,16 @@ def main() -> None:
     if args.quick:
         args.max_images, args.epochs, args.reps = 60, 2, 3
     pixels = photo()
-    effects = {e: bench_effect(e, args, pixels) for e in args.effect or ["stylization"]}
+    effects = {e: bench_effect(e, args, pixels) for e in args.effect or ([] if args.style else ["stylization"])}
+    effects.update({f"style-{s}": bench_effect(NEURAL_STYLE, args, pixels, s) for s in args.style or []})
     table = Table("effect", "teacher ms 1/2 thr", "student ms 1/2", "int8 ms 1/2", "speedup 1/2", "PSNR dB", "SSIM",
-                  "fp32 / int8 bytes", "train s", title=f"deep art at {SIDE}x{SIDE}")
+                  "style / content loss", "fp32 / int8 bytes", "train s", title=f"deep art at {SIDE}x{SIDE}")
     for name, r in effects.items():
-        def pair(d: dict) -> str:
-            return " / ".join(str(d.get(str(n), "-")) for n in THREADS)
+        def pair(d: dict | None) -> str:
+            return "-" if d is None else " / ".join(str(d.get(str(n), "-")) for n in THREADS)
         table.add_row(name, pair(r["teacher_ms"]), pair(r["student_ms"]), pair(r["student_int8_ms"]),
-                      pair(r["speedup"]), str(r["psnr_db"]), str(r["ssim"]), f"{r['bytes_fp32']} / {r['bytes_int8']}",
+                      pair(r["speedup"]), str(r["psnr_db"]), str(r["ssim"]),
+                      f"{r['style_loss']} / {r['content_loss']}", f"{r['bytes_fp32']} / {r['bytes_int8']}",
                       str(r["train_seconds"]))
     console.print(table)
     out = {"effects": effects, "train_seconds": round(sum(r["train_seconds"] for r in effects.values()), 1),

@@ -202,6 +202,30 @@ class RegistrySettings(BaseModel):
         description="SQLAlchemy URL of the registry database (e.g. postgresql+psycopg://127.0.0.1:5432/test). "
         "Unset: a SQLite file, registry.db, under the Tandem home (WAL mode).",
     )
+    artifacts: str | None = Field(
+        default=None,
+        description="Where bundle files and OTA objects are stored, by sha256: s3://BUCKET/PREFIX for S3-compatible "
+        "object storage (AWS S3, MinIO, Ceph RGW, Cloudflare R2, GCS's S3 API; servers on several machines share "
+        "it), or an absolute folder. Unset: objects/ under the Tandem home. docs/registry.md, 'Object storage'.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API's URL when it is not AWS: http://127.0.0.1:9000 (MinIO), "
+        "https://ACCOUNT.r2.cloudflarestorage.com (R2), https://storage.googleapis.com (GCS). Unset: AWS_ENDPOINT_URL, "
+        "else AWS S3 itself.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="The bucket's region (R2: auto). Unset: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1."
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="S3 access key, with TANDEM_S3_SECRET_ACCESS_KEY. Unset: AWS's own chain (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, web identity on EKS, ECS task role, EC2 instance role).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The secret of TANDEM_S3_ACCESS_KEY_ID (shown masked)."
+    )
+
     @property
     def registry_url(self) -> str:
         """The database URL in clear, password included: for making the engine, never for showing."""

@@ -246,3 +246,24 @@ def test_a_style_picture_that_is_not_a_picture_writes_nothing(tmp_path, photo_fo
     assert r.returncode != 0 and "give one of them" in r.stderr
     r = tandem("train", "--data", photo_folder, "--out", tmp_path / "run", "--task", "stylize", ok=False)
     assert r.returncode != 0 and "--style-image PICTURE, or --data DIR holding input/ and target/" in r.stderr
+
+
+def test_the_device_sdk_paints_a_photo_at_its_own_size_on_the_device_and_in_the_cloud(tmp_path, bundle, lfw_people):
+    from tandem.device import CloudClient, HybridModel
+    from tandem.errors import ImageError
+
+    with Image.open(sorted((lfw_people / PEOPLE[2]).glob("*.jpg"))[0]) as original:
+        photo = original.resize((90, 60))
+    device = HybridModel(bundle, policy="only_device")
+    here = device.predict(photo)
+    assert here.where == "device" and here.pixels().shape == (1, 60, 90, 3) and here.pixels().dtype == np.uint8
+    with pytest.raises(ImageError, match="come in 2 sizes"):
+        device.predict([photo, photo.resize((40, 30))])
+    with pytest.raises(Exception, match="pixels\\(\\) is for image-to-image models"):
+        here.pixels("nothing")
+    settings = test_settings(tmp_path / "home")
+    keys = populate(settings, [bundle], production=None)
+    with running(settings) as server, CloudClient(server.url, "art", api_key=keys.predict) as cloud:
+        there = HybridModel(bundle, cloud, policy="only_cloud").predict(photo)
+    assert there.where == "cloud" and there.pixels().shape == (1, 60, 90, 3)
+    assert np.abs(there.pixels().astype(int) - here.pixels()).max() <= 1  # the same network, either side

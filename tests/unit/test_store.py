@@ -61,7 +61,7 @@ def test_a_copy_that_fails_part_way_leaves_no_object_and_no_temporary_file(store
     (tmp_path / "a-folder").mkdir()
     with pytest.raises(IsADirectoryError):
         store.put_file(tmp_path / "a-folder")
-    assert list(store.root.iterdir()) == []
+    assert not store.root.exists() or list(store.root.iterdir()) == []
 
 
 def test_put_bytes_and_missing_or_malformed_addresses(store):

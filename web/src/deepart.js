@@ -150,6 +150,7 @@ export class DeepArtView {
 
   /** Settings changed: models delivered with the old ones are dropped. */
   reset() {
+    for (const loading of this.models.values()) loading.then((m) => m.close(), () => {});
     this.models.clear();
     this.model = null;
     this.refresh();
@@ -195,11 +196,21 @@ export class DeepArtView {
       this.model = model;
       this.meters.device.reset();
       this.status(model.statusLine);
+      this._showStyle(model);
     } catch (e) {
       this.model = null;
+      this._showStyle(null);
       this.status(`effect ${name}: not available on this device (${e.message})`);
       this.error(`On device: ${e.message}`);
     }
+  }
+
+  /** The effect's style picture beside the picker, where its bundle has one (a neural style's). */
+  _showStyle(model) {
+    const holder = this.$("art-style");
+    const old = holder.querySelector("img");
+    if (old) URL.revokeObjectURL(old.src);
+    fill(holder, model?.stylePicture ? el("img", { src: URL.createObjectURL(model.stylePicture), alt: `${model.name}'s style picture` }) : null);
   }
 
   async setResolution(key) {

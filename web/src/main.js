@@ -1,7 +1,9 @@
-// The page: a photo in, celebmatch's answer out, from the device, the cloud, or whichever Auto picks.
+// The page: a photo in, celebmatch's answer out, from the device, the cloud, or whichever Auto picks;
+// and, on its "deep art" tab (deepart.js), the webcam painted live on the device and by the cloud.
 import "./style.css";
 import { LatencyRule } from "./auto.js";
 import { matchInCloud } from "./cloud.js";
+import { DeepArtView } from "./deepart.js";
 import { DeviceModel } from "./device.js";
 import { ModelUpdater, Offline } from "./ota.js";
 import { alignedCrop, landmarkInput } from "./align.js";
@@ -10,12 +12,20 @@ import { el, fill } from "./dom.js";
 import { decodeImage, toInput } from "./preprocess.js";
 
 const $ = (id) => document.getElementById(id);
-const SETTINGS = ["model", "alias", "channel", "device-key", "predict-key"];
-const FRAGMENT_KEYS = { device: "device-key", predict: "predict-key", model: "model", alias: "alias", channel: "channel" };
-const LABELS = { "device-key": "Device key", "predict-key": "Predict key", model: "Model", alias: "Alias or version (cloud)", channel: "OTA channel (device)" };
+const SETTINGS = ["model", "alias", "channel", "device-key", "predict-key", "effects"];
+const FRAGMENT_KEYS = { device: "device-key", predict: "predict-key", model: "model", alias: "alias", channel: "channel", effects: "effects" };
+const LABELS = {
+  "device-key": "Device key",
+  "predict-key": "Predict key",
+  model: "Model",
+  alias: "Alias or version (cloud)",
+  channel: "OTA channel (device)",
+  effects: "Deep-art effects",
+};
 const SIDES = { device: "On device", cloud: "Cloud" };
+const VIEWS = { celebmatch: "Tandem · celebmatch", deepart: "Tandem · deep art" };
 
-const state = { photo: null, device: null, deviceLoading: null, rule: new LatencyRule() };
+const state = { photo: null, device: null, deviceLoading: null, rule: new LatencyRule(), view: "celebmatch", art: null };
 
 function loadSettings() {
   for (const id of SETTINGS) {
@@ -26,6 +36,7 @@ function loadSettings() {
   for (const id of SETTINGS) $(id).addEventListener("change", () => {
     saveSettings();
     resetDevice();
+    state.art.reset();
   });
   offerLinkSettings();
 }
@@ -58,8 +69,9 @@ function offerLinkSettings() {
     for (const [id, value] of offered) $(id).value = value;
     saveSettings();
     resetDevice();
+    state.art.reset();
     close();
-    if (setting("device-key")) deviceModel().catch(() => {});
+    warmUp();
   }, { once: true });
   $("link-ignore").addEventListener("click", close, { once: true });
   panel.hidden = false;
@@ -83,12 +95,37 @@ function status(text) {
 }
 
 function updater() {
-  return new ModelUpdater({
-    deviceKey: setting("device-key"),
-    model: setting("model"),
-    channel: setting("channel") || "production",
-    onProgress: ({ file, done, total }) => status(`downloading ${file}: ${Math.round((100 * done) / (total || 1))}%`),
-  });
+  return updaterFor(setting("model"), ({ file, done, total }) => status(`downloading ${file}: ${Math.round((100 * done) / (total || 1))}%`));
+}
+
+/** The page's OTA client for ``model`` (celebmatch's or a deep-art effect's): one device, one channel. */
+function updaterFor(model, onProgress) {
+  return new ModelUpdater({ deviceKey: setting("device-key"), model, channel: setting("channel") || "production", onProgress });
+}
+
+/**
+ * Shows one of the page's views (celebmatch, deep art) and says which in the address (?view=), so a
+ * reload or a link opens the same one. The view shown starts loading its model.
+ */
+function showView(name) {
+  const view = VIEWS[name] ? name : "celebmatch";
+  state.view = view;
+  for (const node of document.querySelectorAll("[data-view-of]")) node.hidden = node.dataset.viewOf !== view;
+  for (const tab of document.querySelectorAll("nav.tabs a")) {
+    if (tab.dataset.view === view) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  document.title = VIEWS[view];
+  const query = view === "celebmatch" ? "" : `?view=${view}`;
+  if (location.search !== query) history.replaceState(null, "", location.pathname + query);
+  if (view !== "deepart") state.art.deactivate();
+  warmUp();
+}
+
+/** The shown view's model starts loading once there is a device key, so the first run does not wait for it. */
+function warmUp() {
+  if (state.view === "deepart") state.art.activate();
+  else if (setting("device-key")) deviceModel().catch(() => {});
 }
 
 /** The on-device model: the latest over the air when the server answers, else the cached one. */
@@ -249,7 +286,14 @@ function snap() {
 }
 
 function wire() {
+  state.art = new DeepArtView({ setting, updaterFor, freshness });
   loadSettings();
+  for (const tab of document.querySelectorAll("nav.tabs a")) {
+    tab.addEventListener("click", (e) => {
+      e.preventDefault();
+      showView(tab.dataset.view);
+    });
+  }
   $("file").addEventListener("change", (e) => e.target.files[0] && usePhoto(e.target.files[0]));
   $("camera").addEventListener("click", startCamera);
   $("snap").addEventListener("click", snap);
@@ -261,7 +305,7 @@ function wire() {
     status("model: cache cleared");
   });
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});
-  if (setting("device-key")) deviceModel().catch(() => {});
+  showView(new URLSearchParams(location.search).get("view"));
 }
 
 // For tests and the curious: the page's preprocessing and model, callable from the console.
@@ -281,9 +325,23 @@ window.tandem = {
   async align(bytes, points, spec) {
     return Array.from(alignedCrop(await decodeImage(new Uint8Array(bytes)), points, spec).pixels);
   },
+  // The deep-art view's painting of RGB pixels (base64, height×width×3) by the chosen effect, as a
+  // camera frame is painted: RGBA in, the painted RGBA's RGB out (base64).
+  async paint(rgbB64, width, height) {
+    const model = state.art.model;
+    if (!model) throw new Error("no deep-art effect loaded");
+    const rgb = Uint8Array.from(atob(rgbB64), (c) => c.charCodeAt(0));
+    const frame = new ImageData(width, height);
+    for (let i = 0; i < width * height; i++) frame.data.set([rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2], 255], 4 * i);
+    const { image } = await model.paint(frame);
+    let out = "";
+    for (let i = 0; i < width * height; i++) out += String.fromCharCode(image.data[4 * i], image.data[4 * i + 1], image.data[4 * i + 2]);
+    return btoa(out);
+  },
   deviceModel,
   updater,
   state,
+  showView,
 };
 
 wire();

@@ -70,3 +70,14 @@ def radio_mj(network: NetworkProfile, t: Transfer, wait_ms: float, model: Energy
     idle_uj = p.beta_mw * (t.rtt_ms + t.loss_ms + wait_ms)
     tail_uj = (model.tail_share if model else 0.0) * p.tail_mw * p.tail_ms
     return (up_uj + down_uj + idle_uj + tail_uj) / 1000.0
+
+
+def stream_radio_mj(network: NetworkProfile, duration_ms: float, up_bytes: float, down_bytes: float) -> float:
+    """Radio energy of a stream (live video) that sends ``up_bytes`` and receives ``down_bytes`` over
+    ``duration_ms``: frames come faster than the radio's tail, so it stays connected (β) the whole
+    time, and each bit costs α on top — Huang et al.'s ``(α·R + β)·t`` with ``α·R·t = α·bits``, whatever
+    the rate. The one tail after the stream ends is left out (it is per stream, not per minute)."""
+    p = RADIO_POWER[network.radio]
+    # mW/Mbps × bits / 1000 = µJ (1 Mbps = 1,000 bits per ms).
+    bits_uj = (p.alpha_up_mw_per_mbps * 8 * up_bytes + p.alpha_down_mw_per_mbps * 8 * down_bytes) / 1000.0
+    return (p.beta_mw * duration_ms + bits_uj) / 1000.0

@@ -291,13 +291,16 @@ def to_input(img: Image.Image, spec: PreprocessSpec, box: tuple[int, int, int, i
     return resize_crop(img, box, spec.height, spec.width)
 
 
-def check_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Accept a HxWx3 or NxHxWx3 uint8 array of the model's size; anything else is an ImageError."""
+def check_pixels(pixels: np.ndarray, spec: PreprocessSpec, any_size: bool = False) -> np.ndarray:
+    """Accept a HxWx3 or NxHxWx3 uint8 array of the model's size (of any size for a model whose input
+    has a free height and width: ``any_size``); anything else is an ImageError."""
     arr = np.asarray(pixels)
     if arr.ndim == 3:
         arr = arr[None]
     expected = (spec.height, spec.width, 3)
-    if arr.ndim != 4 or arr.shape[1:] != expected:
+    if any_size and arr.ndim == 4 and arr.shape[-1] == 3 and min(arr.shape[1:3]) > 0:
+        pass
+    elif arr.ndim != 4 or arr.shape[1:] != expected:
         raise ImageError(
             f"pixels of shape {tuple(np.asarray(pixels).shape)} do not fit the model: expected "
             f"(N, {spec.height}, {spec.width}, 3) RGB; pass an image file instead and Tandem resizes it"

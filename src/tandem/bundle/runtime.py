@@ -59,6 +59,10 @@ class OnnxModel:
         self.session = load_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # An image-to-image model's input has a free height and width (a name or None in ONNX Runtime's
+        # shape, where a fixed size is a number): it takes a photo as large as it is.
+        shape = self.session.get_inputs()[0].shape
+        self.any_size = len(shape) == 4 and not any(isinstance(d, int) for d in shape[1:3])
 
     @classmethod
     def open(cls, bundle: Bundle, precision: Precision = "fp32", threads: int | None = None,
@@ -80,7 +84,7 @@ class OnnxModel:
         return dict(zip(names, outs, strict=True))
 
     def run(self, pixels: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
-        x = check_pixels(pixels, self.spec)
+        x = check_pixels(pixels, self.spec, self.any_size)
         if len(x) <= batch:  # the usual case on a device: no split, and no copy of the outputs to join them
             return self.infer({self.input_name: x})
         parts = [self.infer({self.input_name: x[i : i + batch]}) for i in range(0, len(x), batch)]

@@ -89,6 +89,17 @@ class Prediction:
     def probabilities(self) -> np.ndarray:
         return self.outputs["probabilities"]
 
+    def pixels(self, output: str = "image") -> np.ndarray:
+        """An image-to-image model's pictures (deep art) as N×H×W×3 uint8 RGB: its float pixels
+        rounded and clipped to 0..255, as the server's deepart app does before encoding them."""
+        out = self.outputs.get(output)
+        if out is None or out.ndim != 4 or out.shape[-1] != 3:
+            have = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.outputs.items())
+            raise InvalidRequest(f"this answer holds no picture {output!r} of N×H×W×3 pixels (outputs: {have}); "
+                                 "pixels() is for image-to-image models")
+        pixels: np.ndarray = np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+        return pixels
+
     def top_k(self, k: int = 5, output: str = "probabilities") -> list[list[Guess]]:
         probs = self.outputs[output]
         k = max(1, min(k, probs.shape[1]))
@@ -110,6 +121,10 @@ class HybridModel:
     conditions; one that was deferred or failed is started again at a later ``predict`` once the
     device meets them, ``update_retry_s`` at the soonest after the last one ended. ``threads``: ONNX
     Runtime's intra-op threads for a bundle folder's model and its split heads (None: one per core).
+    ``any_size``: images go to the model at their own size (upright RGB), not resized to the spec's:
+    an image-to-image model (deep art), which paints a photo as large as it is given; None: when the
+    local model's input has a free height and width (False for a cloud-only model unless given).
+    Its answers' ``pixels()`` are the pictures.
     """
 
     def __init__(
@@ -129,6 +144,7 @@ class HybridModel:
         update_retry_s: float = 60.0,
         clock: Callable[[], float] = time.perf_counter,
         threads: int | None = None,
+        any_size: bool | None = None,
     ) -> None:
         self.policy: Policy = as_policy(policy)
         self.cloud = cloud
@@ -144,6 +160,7 @@ class HybridModel:
         self._threads = threads
         self._spec = preprocessing
         self._labels = labels
+        self._any_size = any_size
         self._local: LocalModel | None = None
         self._tails: ServedTails | None = None  # which split tails the cloud has, asked before auto offers a split
         self._load_error: TandemError | None = None  # why the local model did not load, kept (see _device)
@@ -283,8 +300,16 @@ class HybridModel:
             images = [x]  # type: ignore[list-item]
         if not images:
             raise InvalidRequest("predict got no images")
+        if self._takes_any_size():
+            return {"": _same_size([np.asarray(_decode(i), dtype=np.uint8) for i in images])}
         spec = self.spec()
         return {"": np.stack([to_input(_decode(i), spec) for i in images])}
+
+    def _takes_any_size(self) -> bool:
+        if self._any_size is None:
+            local = self._device_or_none()
+            self._any_size = local is not None and local.model.any_size
+        return self._any_size
 
     def _input_name(self) -> str:
         try:
@@ -392,6 +417,16 @@ def _decode(img: Image_) -> Image.Image:
         return decode_image(img)
     raise ImageError(f"cannot read an image from a {type(img).__name__}: pass a path, bytes, a PIL image "
                      "or an HxWx3 uint8 array")
+
+
+def _same_size(pictures: list[np.ndarray]) -> np.ndarray:
+    """One batch of pictures an image-to-image model paints at their own size, so all of one size."""
+    sizes = sorted({p.shape[:2] for p in pictures})
+    if len(sizes) > 1:
+        raise ImageError(f"these images come in {len(sizes)} sizes ({', '.join(f'{w}×{h}' for h, w in sizes[:4])}); a "
+                         "model that paints each at its own size takes a batch of one size: call predict once per "
+                         "size, or resize them first")
+    return np.ascontiguousarray(np.stack(pictures))
 
 
 def _no_side(policy: Policy, failures: list[tuple[Placement, TandemError]]) -> TandemError:

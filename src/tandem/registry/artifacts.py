@@ -1,38 +1,63 @@
 """The artifact store: file contents addressed by their sha256.
 
 Content addressing makes a write idempotent (the same bytes always land at the same name), lets
-versions share unchanged files, and makes a stored object self-verifying. The interface is kept
-small so that an object-store backend (S3, GCS) can implement it later.
+versions share unchanged files, and makes a stored object self-verifying. Two backends: ``LocalStore``
+(a folder, below) and ``S3Store`` (S3-compatible object storage, s3.py); ``open_store`` picks one
+from the settings (TANDEM_ARTIFACTS).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from tandem.bundle import sha256_file
-from tandem.errors import BundleError, RegistryError, StorageFull, is_storage_full
+from tandem.errors import BundleError, ConfigError, RegistryError, StorageFull, TandemError, is_storage_full
+
+if TYPE_CHECKING:
+    from tandem.settings import RegistrySettings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+STREAM_CHUNK = 256 * 1024  # what one read of an OTA download sends at a time
 # A write in progress touches its temporary file at least once per chunk; one untouched for an hour
 # belongs to a process that was killed.
 STALE_INCOMING_S = 3600.0
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """What a store says of one object, without reading it."""
+
+    sha256: str
+    size: int
+    modified: float  # when it was written, seconds since the epoch (gc's grace period)
+    # Changes whenever the stored bytes could have: (inode, mtime) of a file, an object's ETag. A reader
+    # that hashed the object once need not hash it again while this stays the same.
+    version: str
+
+
 class ArtifactStore(Protocol):
+    location: str  # where the objects are, for messages (a folder, s3://bucket/prefix)
+
     def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
         """Store a copy of ``path``; return its sha256. With ``expected_sha256``, refuse other bytes."""
         ...
 
     def put_bytes(self, data: bytes) -> str: ...
+
+    def read(self, sha256: str) -> bytes:
+        """The object's bytes, checked against their sha256 (RegistryError when missing or damaged)."""
+        ...
 
     def open(self, sha256: str) -> BinaryIO: ...
 
@@ -44,11 +69,72 @@ class ArtifactStore(Protocol):
 
     def size(self, sha256: str) -> int: ...
 
+    def stat(self, sha256: str) -> StoredObject | None:
+        """The object's size, age and version; None when it is not stored."""
+        ...
 
-def _check_digest(sha256: str) -> str:
+    def verify(self, sha256: str) -> bool:
+        """Whether the object is stored with its bytes unchanged (reads it all)."""
+        ...
+
+    def stream(self, sha256: str, start: int, length: int) -> AsyncIterator[bytes]:
+        """``length`` bytes of the object from ``start``, in chunks, without holding it whole (OTA downloads)."""
+        ...
+
+    def objects(self) -> Iterator[StoredObject]:
+        """Every stored object, in no particular order (gc)."""
+        ...
+
+    def remove(self, sha256: str) -> int | None:
+        """Delete an object; the bytes it held (None if it was gone already). Only gc calls this."""
+        ...
+
+    def sweep(self, older_than_s: float = STALE_INCOMING_S, dry_run: bool = False) -> int:
+        """Remove what writers killed mid-write left; how many (``dry_run``: how many would go)."""
+        ...
+
+
+def open_store(settings: RegistrySettings) -> ArtifactStore:
+    """The store TANDEM_ARTIFACTS names: s3://bucket/prefix, a local folder, or (unset) objects/ under the home."""
+    where = (settings.artifacts or "").strip()
+    if not where:
+        return LocalStore(settings.home / "objects")
+    if where.lower().startswith("s3://"):
+        from tandem.registry.s3 import S3Store  # obstore is imported only by registries that use it
+
+        secret = settings.s3_secret_access_key
+        return S3Store(where, settings.home / "cache" / "objects", endpoint_url=settings.s3_endpoint_url,
+                       region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+                       secret_access_key=secret.get_secret_value() if secret is not None else None)
+    if "://" in where or not Path(where).expanduser().is_absolute():
+        raise ConfigError(f"TANDEM_ARTIFACTS={where!r} is neither s3://BUCKET/PREFIX (S3-compatible object storage) "
+                          "nor an absolute folder: give one of those, or unset it to keep objects under TANDEM_HOME")
+    return LocalStore(Path(where).expanduser())
+
+
+def check_digest(sha256: str) -> str:
     if not isinstance(sha256, str) or not _SHA256.match(sha256):
         raise RegistryError(f"{sha256!r} is not a sha256 (64 lowercase hex digits)")
     return sha256
+
+
+def is_digest(name: str) -> bool:
+    return bool(_SHA256.match(name))
+
+
+def missing(sha256: str, location: str) -> RegistryError:
+    return RegistryError(f"object {sha256} is missing from the artifact store at {location}: the store was "
+                         "changed by hand or lost files; push the bundle again")
+
+
+def damaged(sha256: str, location: str) -> RegistryError:
+    return RegistryError(f"object {sha256} in the artifact store at {location} is damaged (its bytes no longer "
+                         "match their sha256): push the bundle again to store it anew")
+
+
+def changed_while_stored(path: Path, digest: str, expected: str) -> BundleError:
+    return BundleError(f"{path} has sha256 {digest[:12]}…, expected {expected[:12]}…: the file changed while it "
+                       "was being stored; check nothing is writing to it and try again")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,9 +169,10 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.location = str(self.root)
 
     def _object(self, sha256: str) -> Path:
-        d = _check_digest(sha256)
+        d = check_digest(sha256)
         return self.root / d[:2] / d[2:]
 
     def exists(self, sha256: str) -> bool:
@@ -103,33 +190,63 @@ class LocalStore:
     def path(self, sha256: str) -> Path:
         p = self._object(sha256)
         if not p.is_file():
-            raise RegistryError(
-                f"object {sha256} is missing from the artifact store at {self.root}: the store was "
-                "changed by hand or lost files; push the bundle again"
-            )
+            raise missing(sha256, self.location)
         return p
 
     def open(self, sha256: str) -> BinaryIO:
         return self.path(sha256).open("rb")
 
+    def read(self, sha256: str) -> bytes:
+        data = self.path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise damaged(sha256, self.location)
+        return data
+
+    def stat(self, sha256: str) -> StoredObject | None:
+        try:
+            st = self._object(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return StoredObject(sha256, st.st_size, st.st_mtime, f"{st.st_ino}:{st.st_mtime_ns}")
+
+    def verify(self, sha256: str) -> bool:
+        return self._holds(sha256)
+
+    async def stream(self, sha256: str, start: int, length: int) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(self.path(sha256).open, "rb")
+        try:
+            await asyncio.to_thread(f.seek, start)
+            left = length
+            while left > 0:
+                data = await asyncio.to_thread(f.read, min(STREAM_CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+        finally:
+            f.close()
+
     def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
         path = Path(path)
         if expected_sha256 is not None and self._holds(expected_sha256):
             return expected_sha256  # idempotent: reading the stored copy is cheaper than writing another
+        with path.open("rb") as src:
+            return self.put_chunks(iter(lambda: src.read(_CHUNK), b""), expected_sha256,
+                                   lambda digest: changed_while_stored(path, digest, expected_sha256 or ""))
+
+    def put_chunks(self, chunks: Iterable[bytes], expected_sha256: str | None,
+                   mismatch: Callable[[str], TandemError]) -> str:
+        """Store the bytes ``chunks`` yields, hashed while they are written: what is stored is exactly what
+        was hashed, even if the source changes meanwhile. Other bytes than ``expected_sha256``: nothing is
+        stored and ``mismatch(their sha256)`` is raised."""
         with self._incoming() as (f, tmp):
             h = hashlib.sha256()
-            with path.open("rb") as src:
-                # Hash while copying: what is stored is exactly what was hashed, even if the source
-                # changes under us.
-                for chunk in iter(lambda: src.read(_CHUNK), b""):
-                    h.update(chunk)
-                    f.write(chunk)
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
             digest = h.hexdigest()
             if expected_sha256 is not None and digest != expected_sha256:
-                raise BundleError(
-                    f"{path} has sha256 {digest[:12]}…, expected {expected_sha256[:12]}…: the file "
-                    "changed while it was being stored; check nothing is writing to it and try again"
-                )
+                raise mismatch(digest)
             self._install(f, tmp, digest)
         return digest
 
@@ -142,9 +259,9 @@ class LocalStore:
             self._install(f, tmp, digest)
         return digest
 
-    def objects(self) -> Iterator[tuple[str, Path]]:
-        """Every stored object as (sha256, path), in no particular order; what is not named like an
-        object (a temporary file, something put there by hand) is not listed."""
+    def objects(self) -> Iterator[StoredObject]:
+        """Every stored object, in no particular order; what is not named like an object (a temporary
+        file, something put there by hand) is not listed."""
         if not self.root.is_dir():
             return
         for fan in self.root.iterdir():
@@ -152,8 +269,8 @@ class LocalStore:
                 continue
             for obj in fan.iterdir():
                 digest = fan.name + obj.name
-                if _SHA256.match(digest):
-                    yield digest, obj
+                if _SHA256.match(digest) and (found := self.stat(digest)) is not None:
+                    yield found
 
     def remove(self, sha256: str) -> int | None:
         """Delete an object; the bytes it held (None if it was gone already). Only `tandem gc` calls
@@ -203,7 +320,7 @@ class LocalStore:
                 tmp.unlink()
 
     def _full(self, e: OSError) -> StorageFull:
-        return StorageFull(f"the artifact store at {self.root} is out of space ({e.strerror}); nothing was "
+        return StorageFull(f"the artifact store at {self.location} is out of space ({e.strerror}); nothing was "
                            "stored: free space there (or point TANDEM_HOME elsewhere) and try again")
 
     def _install(self, f: BinaryIO, tmp: Path, digest: str) -> None:

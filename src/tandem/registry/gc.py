@@ -4,7 +4,8 @@ Kept (the references): every stored version's files and manifest, archived versi
 every encrypted OTA object the database records (a version's files encrypted for devices, and delta
 patches). Removed: other objects older than the grace period (an interrupted push's, a deleted
 version's, an OTA object that was replaced or lost a race), the bundle folders of deleted versions, and
-temporary files of writers killed mid-write.
+temporary files of writers killed mid-write. The store may be a folder or an S3 bucket: its listing
+gives each object's size and the time it was written.
 
 Why a push (or an OTA object being made) running at the same time loses nothing. Writers store objects
 first and record them in the database afterwards, so for a while an object in use is referenced by
@@ -33,9 +34,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from tandem.errors import Conflict, InvalidRequest, RegistryError
+from tandem.errors import Conflict, InvalidRequest
 from tandem.registry import tx
-from tandem.registry.artifacts import LocalStore
 from tandem.registry.schema import Model, OtaObject, Version
 
 if TYPE_CHECKING:
@@ -70,8 +70,6 @@ def referenced(s: Session) -> set[str]:
 
 def collect(reg: Registry, min_age_s: float = DEFAULT_MIN_AGE_S, dry_run: bool = False) -> GcReport:
     store = reg.store
-    if not isinstance(store, LocalStore):
-        raise RegistryError(f"gc knows the local artifact store only, not {type(store).__name__}")
     if not isinstance(min_age_s, int | float) or not math.isfinite(min_age_s) or min_age_s < 0:
         raise InvalidRequest(f"the minimum age {min_age_s!r} is not a number of seconds from 0")
     cutoff = time.time() - min_age_s
@@ -86,21 +84,17 @@ def collect(reg: Registry, min_age_s: float = DEFAULT_MIN_AGE_S, dry_run: bool =
     doomed_folders = [(name, n) for name, n, _ in built if (name, n) not in live]
     candidates: list[tuple[str, int]] = []
     young = young_bytes = kept = 0
-    for sha, path in store.objects():
-        if sha in refs:
+    # A local folder or a bucket alike: each listed object comes with its size and when it was written.
+    for obj in store.objects():
+        if obj.sha256 in refs:
             kept += 1
-            continue
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_mtime > cutoff:
-            young, young_bytes = young + 1, young_bytes + st.st_size
+        elif obj.modified > cutoff:
+            young, young_bytes = young + 1, young_bytes + obj.size
         else:
-            candidates.append((sha, st.st_size))
+            candidates.append((obj.sha256, obj.size))
     if not has_models and (candidates or young or doomed_folders):
         raise Conflict(f"the registry database {reg.db.url.render_as_string(hide_password=True)} holds no models, but "
-                       f"the artifact store at {store.root} holds objects: they belong to another database (check "
+                       f"the artifact store at {store.location} holds objects: they belong to another database (check "
                        "TANDEM_DATABASE_URL and TANDEM_HOME); gc would remove them all, so it did nothing")
     if dry_run:
         return GcReport(True, min_age_s, len(candidates), sum(size for _, size in candidates), len(doomed_folders),

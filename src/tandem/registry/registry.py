@@ -1,6 +1,7 @@
 """The model registry: versions of every pushed bundle and the aliases that point at them.
 
-Metadata lives in the database (db.py, schema.py), file contents in the artifact store (store.py);
+Metadata lives in the database (db.py, schema.py), file contents in the artifact store (artifacts.py:
+a folder, or an S3 bucket with s3.py);
 bundle folders are built from the store (bundles.py). API keys are in keys.py, the over-the-air
 side in ota/; ``Registry`` opens the database they share. Every method opens its own short
 transaction (tx.py holds what every writer does inside one) and returns plain records (records.py).
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from tandem.bundle import Bundle, check_paths, parse_tail_name
 from tandem.errors import ConfigError, Conflict, InvalidRequest, NotFound, RegistryError
 from tandem.registry import lifecycle, migrate, tx
-from tandem.registry.artifacts import ArtifactStore, LocalStore
+from tandem.registry.artifacts import ArtifactStore, open_store
 from tandem.registry.bundles import BundleFolders
 from tandem.registry.db import Database
 from tandem.registry.gc import DEFAULT_MIN_AGE_S, GcReport, collect
@@ -78,19 +79,20 @@ class Registry:
     @classmethod
     def open(cls, settings: RegistrySettings) -> Registry:
         """The registry under ``settings.home`` (TANDEM_HOME), its database at ``settings.registry_url``,
-        upgraded to the newest schema."""
+        upgraded to the newest schema, its objects where ``settings.artifacts`` says (TANDEM_ARTIFACTS)."""
         home = settings.home
         try:
             home.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"TANDEM_HOME={home} cannot be created ({e}); point TANDEM_HOME at a writable folder") from e
+        store = open_store(settings)  # a bad TANDEM_ARTIFACTS fails here, before the database is touched
         db = Database(settings.registry_url)
         try:
             migrate.upgrade(db)
         except BaseException:
             db.close()
             raise
-        return cls(db, LocalStore(home / "objects"), home)
+        return cls(db, store, home)
 
     def close(self) -> None:
         self.db.close()
@@ -114,8 +116,7 @@ class Registry:
         if tail is not None:  # the server would serve split k of model X there instead
             raise InvalidRequest(f"model name {m.name!r} is reserved: the server serves the tail of "
                                  f"{tail[0]}'s split at k={tail[1]} under it; rename the bundle")
-        if isinstance(self.store, LocalStore):
-            self.store.sweep()  # what earlier pushes killed mid-write left
+        self.store.sweep()  # what earlier pushes killed mid-write left
         files = {rel: self.store.put_file(bundle.path(rel), expected_sha256=entry.sha256)
                  for rel, entry in sorted(m.files.items())}
         # Up to here only content-addressed objects were written. If the push stops now or inside the
@@ -195,8 +196,7 @@ class Registry:
         return None
 
     def _stored_manifest(self, sha256: str) -> dict:
-        with self.store.open(sha256) as f:
-            manifest: dict = json.loads(f.read())
+        manifest: dict = json.loads(self.store.read(sha256))
         return manifest
 
     def models(self) -> list[ModelInfo]:

@@ -11,6 +11,11 @@ alone lets onnxruntime-web and OpenCV.js compile their WebAssembly (OpenCV.js's 
 generation is patched out at build time, web/scripts/opencv-csp.mjs). ``connect-src 'self'``: the
 page talks to this server only. ``blob:`` images are the photo preview; the webcam's stream needs no
 source (``srcObject``). The page cannot be framed, and has no base, plugin or form targets.
+
+The page is cross-origin isolated (``Cross-Origin-Opener-Policy: same-origin`` and
+``Cross-Origin-Embedder-Policy: require-corp``): browsers give SharedArrayBuffer, which
+onnxruntime-web's WASM threads need, only to such a page. It costs nothing here: the page loads its
+own files only, and opens no other window that it would talk to.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ CSP = "; ".join([
     "form-action 'none'",
     "frame-ancestors 'none'",
 ])
-HEADERS = {"content-security-policy": CSP, "x-frame-options": "DENY"}
+HEADERS = {"content-security-policy": CSP, "x-frame-options": "DENY", "cross-origin-opener-policy": "same-origin",
+           "cross-origin-embedder-policy": "require-corp"}
 
 
 class _AppFiles(StaticFiles):

@@ -74,7 +74,7 @@ class StyleLoss(nn.Module):
         self.features = RandomFeatures(seed)
         self.weights = weights
         with torch.no_grad():
-            grams = [gram(f) for f in self.features(torch.from_numpy(np.ascontiguousarray(style[None])).float())]
+            grams = [gram(f) for f in self.features(torch.from_numpy(np.array(style[None], dtype=np.float32)))]
         for i, g in enumerate(grams):
             self.register_buffer(f"style_gram{i}", g)
 

@@ -58,9 +58,9 @@ def web_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
 
 
 @contextlib.contextmanager
-def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
-    """`tandem serve` with ``bundle`` pushed as v1 of model faces, aliased production and released
-    on channel production, and a device key and a predict key for the page."""
+def web_server_for(bundle: Path, root: Path, name: str = "faces") -> Iterator[WebServer]:
+    """`tandem serve` with ``bundle`` pushed as v1 of model ``name`` (the bundle's own name), aliased
+    production and released on channel production, and a device key and a predict key for the page."""
     if not (PACKAGED / "index.html").is_file():
         pytest.fail(f"the browser app is not built ({PACKAGED} has no index.html): run `make install`")
     # The page registers as a device with the fleet's key (POST /v1/devices) and updates with its own
@@ -70,8 +70,8 @@ def web_server_for(bundle: Path, root: Path) -> Iterator[WebServer]:
     for var in ("TANDEM_OTA_MASTER_KEY", "TANDEM_WEB_DIR", "TANDEM_OTA_SHARED_KEY_UPDATES"):
         env.pop(var, None)
     tandem("push", bundle, env=env)
-    tandem("alias", "faces", "production", 1, env=env)
-    tandem("release", "faces", 1, "--channel", "production", env=env)
+    tandem("alias", name, "production", 1, env=env)
+    tandem("release", name, 1, "--channel", "production", env=env)
     device_key = tandem_json("keys", "create", "--scope", "device", "--label", "browser", env=env)["key"]
     predict_key = tandem_json("keys", "create", "--scope", "predict", "--label", "browser", env=env)["key"]
     served = serve(env=env)

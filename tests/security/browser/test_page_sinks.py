@@ -39,6 +39,8 @@ EXPECTED_PATHS = [
     r"/app/assets/index-[\w-]+\.js",
     r"/app/assets/index-[\w-]+\.css",
     r"/app/assets/ort-wasm-simd-threaded-[\w-]+\.wasm",  # onnxruntime-web
+    r"/app/assets/ort-wasm-simd-threaded-[\w-]+\.mjs",  # its glue, which its worker threads load too
+    r"/app/assets/artworker-[\w-]+\.js",  # the deep-art view's inference worker (precached)
     r"/app/sw\.js",
     r"/app/favicon\.svg",
     r"/app/precache\.json",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from tandem.bundle import MANIFEST, Manifest, sha256_file
+from tandem.bundle import MANIFEST, Manifest
 from tandem.errors import NotFound, RegistryError, TandemError
 from tandem.registry import tx
 from tandem.registry.ota.keys import OtaKeys
@@ -116,12 +116,12 @@ class OtaObjects:
         return m
 
     def read(self, sha256: str, what: str) -> bytes:
-        """A store object's bytes, checked against its address."""
-        data = self.reg.store.path(sha256).read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise RegistryError(f"the stored copy of {what} (object {sha256[:12]}…) is damaged: its bytes no longer "
-                                "match their sha256; push the bundle again to store it anew")
-        return data
+        """A store object's bytes, checked against its address (by the store, which says which one is damaged
+        or missing; ``what`` says what it holds)."""
+        try:
+            return self.reg.store.read(sha256)
+        except RegistryError as e:
+            raise RegistryError(f"the stored copy of {what}: {e}") from e
 
     # --- making objects -----------------------------------------------------------------------
 
@@ -184,7 +184,7 @@ class OtaObjects:
 
     def _intact(self, sha256: str) -> bool:
         """Whether the recorded object is stored with its bytes unchanged (else it is made again)."""
-        return self.reg.store.exists(sha256) and sha256_file(self.reg.store.path(sha256)) == sha256
+        return self.reg.store.verify(sha256)
 
     # --- records ------------------------------------------------------------------------------
 
