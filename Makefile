@@ -2,6 +2,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# LiteRT's converter and its venv (below, at make install).
+LITERT_VERSION := 0.10.0
+LITERT_VENV := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.installed-$(LITERT_VERSION)
+TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
@@ -31,14 +36,25 @@ need-data:
 lfw: $(VENV)/.installed
 	$(BIN)/tandem data fetch lfw --to "$(TANDEM_DATA_HOME)"
 
-install: check-data $(VENV)/.installed src/tandem/webapp/index.html chromium
+install: check-data $(VENV)/.installed $(LITERT_STAMP) src/tandem/webapp/index.html chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[cli,train,serve,dev,ray,teacher,ann]'
+	$(BIN)/pip install --quiet -e '.[cli,train,serve,dev,ray,teacher,ann,litert]'
 	# MTCNN's landmark weights (tandem.models.onet reads the file); the package's own pins are not ours.
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
+	touch $@
+
+# LiteRT's converter (litert-torch, formerly ai-edge-torch) lives in a venv of its own beside .venv: through
+# xdsl it pins typing-extensions<4.13, which would take pydantic back below what Tandem needs. It gets the
+# project's torch (the pin read from pyproject.toml), and `tandem export --formats litert` runs it on the
+# torch.export program of the checkpoint (tandem/export/litert_convert.py). About 75 s and 2.1 GB here.
+$(LITERT_STAMP): pyproject.toml
+	rm -rf $(LITERT_VENV)
+	$(PY) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/pip install --upgrade --quiet pip
+	$(LITERT_VENV)/bin/pip install --quiet '$(TORCH_PIN)' 'litert-torch==$(LITERT_VERSION)'
 	touch $@
 
 # npm ci installs exactly the lock file's versions; the Haar cascade comes from the Python opencv
@@ -131,4 +147,4 @@ bench-scale: install
 	$(BIN)/python bench/scale.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/tandem/webapp web/node_modules
+	rm -rf $(VENV) $(LITERT_VENV) build src/*.egg-info .pytest_cache src/tandem/webapp web/node_modules

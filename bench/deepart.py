@@ -1,6 +1,7 @@
 """Deep art (issue 18): how much faster a distilled effect runs than its teacher, and how close it comes.
 
     .venv/bin/python bench/deepart.py [--effect stylization] [--style swirl] [--max-images 300] [--epochs 15] [--quick]
+                                      [--browser [--browser-seconds 5]] [--browser-only]
 
 For each --effect: trains `tandem train --task stylize` on LFW (--max-images photos at 256×256, a tenth
 held out), exports the bundle, then on one real LFW photo resized to 512×512 times the teacher (OpenCV,
@@ -16,8 +17,12 @@ comes. Writes bench/results/deepart.json:
                         "train_seconds", ...}},
      "train_seconds": total, "machine": ..., "null": {key: why}}
 
-``*_ms`` are {"1": ms, "2": ms} by thread count. device_fps, cloud_fps and cloud_frame_ms are null until
-the browser page and the cloud loop exist (the issue's later slices); "null" says why for each key.
+``*_ms`` are {"1": ms, "2": ms} by thread count. With --browser each bundle is also released to a real
+server and run live by the browser app's deep-art view in Chromium (bench/deepart_browser.py): device_fps
+{"320x240": fps, "640x480": fps} on the device (onnxruntime-web, WASM, 2 threads), cloud_fps and
+cloud_frame_ms {"loopback": measured, "2g".."wifi": projected from it with the advisor's profiles};
+without it they are null ("null" says why). --browser-only measures just that for the bundles of the last
+run (bench/work/deepart) and writes it into the existing results.
 Targets (issue 18): speedup >= 10, psnr_db >= 30, ssim >= 0.9, bytes_int8 <= 2 MB.
 """
 
@@ -35,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from deepart_browser import browser_figures  # bench/deepart_browser.py, as styles
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -52,11 +58,8 @@ RESULTS = HERE / "results"
 SIDE = 512
 THREADS = (1, 2)
 TARGETS = {"speedup": 10.0, "psnr_db": 30.0, "ssim": 0.9, "bytes_int8": 2_000_000}
-NULL = {
-    "device_fps": "the browser's deep-art page (onnxruntime-web in Chromium) is a later slice of issue 18",
-    "cloud_fps": "the cloud frame loop under emulated network profiles is a later slice of issue 18",
-    "cloud_frame_ms": "the cloud frame loop under emulated network profiles is a later slice of issue 18",
-}
+BROWSER = "not measured: run bench/deepart.py with --browser (or --browser-only after a run)"
+NULL = {"device_fps": BROWSER, "cloud_fps": BROWSER, "cloud_frame_ms": BROWSER}
 console = Console(width=130)
 
 
@@ -152,9 +155,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="60 photos, 2 epochs, 3 calls: a smoke run")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--browser", action="store_true", help="also run each bundle live in Chromium's deep-art page")
+    ap.add_argument("--browser-seconds", type=float, default=5.0, help="seconds of frames per browser figure")
+    ap.add_argument("--browser-only", action="store_true", help="only the browser figures, for the last run's bundles")
     args = ap.parse_args()
     if args.quick:
-        args.max_images, args.epochs, args.reps = 60, 2, 3
+        args.max_images, args.epochs, args.reps, args.browser_seconds = 60, 2, 3, 2.0
+    if args.browser_only:
+        browser_only(args.browser_seconds)
+        return
     pixels = photo()
     effects = {e: bench_effect(e, args, pixels) for e in args.effect or ([] if args.style else ["stylization"])}
     effects.update({f"style-{s}": bench_effect(NEURAL_STYLE, args, pixels, s) for s in args.style or []})
@@ -168,13 +177,48 @@ def main() -> None:
                       f"{r['style_loss']} / {r['content_loss']}", f"{r['bytes_fp32']} / {r['bytes_int8']}",
                       str(r["train_seconds"]))
     console.print(table)
+    if args.browser:
+        for name, r in effects.items():
+            r.update(browser_figures(WORK / f"bundle-{name}", WORK, args.browser_seconds))
+        print_browser(effects)
     out = {"effects": effects, "train_seconds": round(sum(r["train_seconds"] for r in effects.values()), 1),
-           "train_device": "cpu", "targets": TARGETS, "null": NULL,
+           "train_device": "cpu", "targets": TARGETS, "null": still_null(effects),
            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
                        "opencv": cv2.__version__},
            "settings": {"max_images": args.max_images, "epochs": args.epochs, "reps": args.reps, "quick": args.quick}}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "deepart.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    console.print(f"wrote {path}")
+
+
+def still_null(effects: dict[str, dict]) -> dict[str, str]:
+    return {k: why for k, why in NULL.items() if any(r.get(k) is None for r in effects.values())}
+
+
+def print_browser(effects: dict[str, dict]) -> None:
+    table = Table("effect", "device fps 320x240 / 640x480", "cloud fps loopback", "cloud ms a frame (projected)",
+                  title="deep art live in Chromium")
+    for name, r in effects.items():
+        projected = ", ".join(f"{n} {ms}" for n, ms in r["cloud_frame_ms"].items())
+        table.add_row(name, f"{r['device_fps']['320x240']} / {r['device_fps']['640x480']}",
+                      str(r["cloud_fps"]["loopback"]), projected)
+    console.print(table)
+
+
+def browser_only(seconds: float) -> None:
+    """The browser figures of the effects in the existing results, from their bundles in bench/work/deepart."""
+    path = RESULTS / "deepart.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: run bench/deepart.py --browser")
+    out = json.loads(path.read_text())
+    for name, r in out["effects"].items():
+        bundle = WORK / f"bundle-{name}"
+        if not (bundle / "manifest.json").is_file():
+            raise SystemExit(f"{bundle} is missing (the bundle of {name} in {path}): run bench/deepart.py --browser")
+        r.update(browser_figures(bundle, WORK, seconds))
+    print_browser(out["effects"])
+    out["null"] = still_null(out["effects"])
     path.write_text(json.dumps(out, indent=2) + "\n")
     console.print(f"wrote {path}")
 

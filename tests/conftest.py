@@ -38,6 +38,16 @@ def lfw_people(data_home: Path) -> Path:
     return data_home / "lfw_home" / "lfw_funneled"
 
 
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server (moto's, its own process on loopback), started once, for the tests that
+    put artifacts in object storage; each takes a bucket of its own (``s3.new_bucket()``)."""
+    from tandem.testing.s3 import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
 def make_folder_dataset(root: Path, lfw_people: Path, people: list[str], per_person: int) -> Path:
     """An image-folder dataset (one sub-folder per class) copied from real LFW photos."""
     for name in people:

@@ -330,6 +330,11 @@ class Settings(BaseSettings, ServerSettings, RegistrySettings, OtaSettings, RayS
         default=None,
         description="Folder that holds lfw_home/ (scikit-learn's layout). Read only; never written.",
     )
+    litert_python: Path | None = Field(
+        default=None,
+        description="`tandem export --formats litert`: the Python of the venv that holds LiteRT's converter "
+        "(litert-torch); unset: .venv-litert beside Tandem's own venv, where `make install` puts it.",
+    )
     @property
     def server(self) -> ServerSettings:
         return _part(ServerSettings, self)

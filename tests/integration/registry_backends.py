@@ -1,5 +1,7 @@
 """The registry's two databases for tests: a SQLite file under a temporary TANDEM_HOME, and the real
-PostgreSQL server (127.0.0.1:5432, database ``test``) with each test in a schema of its own."""
+PostgreSQL server (127.0.0.1:5432, database ``test``) with each test in a schema of its own; and its two
+artifact stores: objects/ under that home, or a bucket of its own on a real S3-compatible server (the
+``s3`` fixture)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,9 @@ from sqlalchemy.exc import OperationalError
 
 from tandem.bundle import Manifest, TensorSpec, write_manifest
 from tandem.bundle.preprocess import NormalizeSpec, PreprocessSpec
+from tandem.registry.artifacts import ArtifactStore, LocalStore
 from tandem.settings import Settings
+from tandem.testing.s3 import S3Server
 
 POSTGRES_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -27,13 +31,25 @@ class Backend:
     kind: str  # "sqlite" or "postgresql"
     home: Path
     url: str | None  # None: the SQLite file under home
+    # The artifact settings of an S3 bucket (S3Server.settings); empty: objects/ under home.
+    s3: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> str:
+        return "s3" if self.s3 else "local"
 
     def settings(self) -> Settings:
-        return Settings(home=self.home, database_url=self.url)
+        # Every artifact setting given, so that TANDEM_* variables of the machine running the tests do not leak in.
+        return Settings(home=self.home, database_url=self.url, **{**LOCAL_ARTIFACTS, **self.s3})
 
     def env(self) -> dict[str, str]:
-        """Environment for a `tandem` subprocess using this registry (an empty URL means SQLite)."""
-        return {"TANDEM_HOME": str(self.home), "TANDEM_DATABASE_URL": self.url or ""}
+        """Environment for a `tandem` subprocess using this registry (empty values: SQLite, local objects)."""
+        return {"TANDEM_HOME": str(self.home), "TANDEM_DATABASE_URL": self.url or "",
+                **{f"TANDEM_{k.upper()}": v or "" for k, v in {**LOCAL_ARTIFACTS, **self.s3}.items()}}
+
+
+LOCAL_ARTIFACTS: dict[str, str | None] = {"artifacts": None, "s3_endpoint_url": None, "s3_region": None,
+                                          "s3_access_key_id": None, "s3_secret_access_key": None}
 
 
 @contextlib.contextmanager
@@ -57,12 +73,34 @@ def postgres_schema() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def backend(kind: str, home: Path) -> Iterator[Backend]:
+def backend(kind: str, home: Path, s3: S3Server | None = None) -> Iterator[Backend]:
+    """A registry on database ``kind``, its objects in a fresh bucket of ``s3`` if given."""
+    artifacts = s3.settings(s3.new_bucket()) if s3 is not None else {}
     if kind == "sqlite":
-        yield Backend(kind, home, None)
+        yield Backend(kind, home, None, artifacts)
     else:
         with postgres_schema() as url:
-            yield Backend(kind, home, url)
+            yield Backend(kind, home, url, artifacts)
+
+
+def backend_fixture(request: pytest.FixtureRequest, home: Path) -> contextlib.AbstractContextManager[Backend]:
+    """``backend`` for a fixture parametrized with "sqlite", "postgresql" or "<database>+s3"."""
+    kind, _, store = request.param.partition("+")
+    return backend(kind, home, request.getfixturevalue("s3") if store == "s3" else None)
+
+
+def damage(store: ArtifactStore, sha256: str, at: int = 100) -> None:
+    """Flip one byte of a stored object, keeping its size (what bit rot, or a hand that wrote over it, does)."""
+    data = bytearray(store.read(sha256))
+    data[at] ^= 0xFF
+    if isinstance(store, LocalStore):
+        path = store.path(sha256)
+        os.chmod(path, 0o644)
+        path.write_bytes(bytes(data))
+    else:  # an object is changed in a bucket only by a whole new upload: what a wrong writer would do
+        import obstore
+
+        obstore.put(store._s3, store._key(sha256), bytes(data))  # type: ignore[attr-defined]
 
 
 def make_bundle(root: Path, name: str = "faces", seed: bytes = b"v1") -> Path:

@@ -1,8 +1,10 @@
-"""The registry against a real SQLite file and the real PostgreSQL server: push, aliases, keys,
-failures part way, concurrent pushes from several processes, and the CLI in subprocesses."""
+"""The registry against a real SQLite file and the real PostgreSQL server, and with its artifacts in a
+bucket of a real S3-compatible server (with PostgreSQL: servers on several machines): push, aliases,
+keys, failures part way, gc, concurrent pushes from several processes, and the CLI in subprocesses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,15 +21,25 @@ from tandem.registry import migrate
 from tandem.registry.registry import Registry
 from tandem.settings import Settings
 from tests.integration.cli import tandem, tandem_json
-from tests.integration.registry_backends import Backend, backend, make_bundle
+from tests.integration.registry_backends import Backend, backend_fixture, make_bundle
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+s3"])
 def db(request, tmp_path) -> Backend:
-    with backend(request.param, tmp_path / "home") as b:
+    with backend_fixture(request, tmp_path / "home") as b:
         yield b
+
+
+class StoreWith:
+    """The registry's own store (a folder or a bucket alike), with one of its methods wrapped by a test."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 @pytest.fixture()
@@ -498,27 +510,25 @@ def test_gc_removes_what_nothing_refers_to_and_keeps_the_rest(reg, bundles, tmp_
 
 
 def test_gc_during_a_push_loses_none_of_its_objects(reg, bundles):
-    from tandem.registry.artifacts import LocalStore
-
     reg.push(bundles[0])
     reg.push(bundles[1])
     reg.delete_version("faces", 2)  # v2's model files: stored, referenced by nothing
     reports = []
 
-    class GcBeforeCommit(LocalStore):
+    class GcBeforeCommit(StoreWith):
         """gc runs (taking everything nothing refers to, whatever its age) once the push has stored its
         files and before it records its version: the moment a push is most exposed."""
 
         armed = True
 
         def put_file(self, path, expected_sha256=None):
-            sha = super().put_file(path, expected_sha256)
+            sha = self.inner.put_file(path, expected_sha256)
             if self.armed and path.name == "model.onnx":  # the last file pushed (sorted)
                 self.armed = False
                 reports.append(Registry(reg.db, reg.store, reg.home).gc(min_age_s=0))
             return sha
 
-    store = GcBeforeCommit(reg.store.root)
+    store = GcBeforeCommit(reg.store)
     pusher = Registry(reg.db, store, reg.home)
     again = pusher.push(bundles[1])  # v2's files again: already stored, so not even written anew
     [report] = reports
@@ -534,25 +544,24 @@ def test_gc_during_a_push_loses_none_of_its_objects(reg, bundles):
 
 
 def test_gc_while_an_ota_object_is_made_loses_nothing(reg, bundles):
-    from tandem.registry.artifacts import LocalStore
     from tandem.registry.ota import Ota
 
     reg.push(bundles[0])
     reports = []
 
-    class GcBeforeRecord(LocalStore):
+    class GcBeforeRecord(StoreWith):
         """gc runs once an encrypted file is stored and before its row is recorded."""
 
         armed = True
 
         def put_bytes(self, data):
-            sha = super().put_bytes(data)
+            sha = self.inner.put_bytes(data)
             if self.armed:
                 self.armed = False
                 reports.append(Registry(reg.db, reg.store, reg.home).gc(min_age_s=0))
             return sha
 
-    maker = Registry(reg.db, GcBeforeRecord(reg.store.root), reg.home)
+    maker = Registry(reg.db, GcBeforeRecord(reg.store), reg.home)
     made = Ota(maker, reg_settings(reg)).objects.prepare("faces", 1)
     assert reports[0].objects == 1  # the encrypted file, referenced by nothing yet, was taken ...
     assert made and all(reg.store.exists(o.sha256) for o in made)  # ... and stored again before its row
@@ -560,20 +569,18 @@ def test_gc_while_an_ota_object_is_made_loses_nothing(reg, bundles):
 
 
 def test_gc_does_not_take_what_a_version_committed_meanwhile_refers_to(reg, bundles):
-    from tandem.registry.artifacts import LocalStore
-
     reg.push(bundles[0])
     v2 = reg.push(bundles[1])
     reg.delete_version("faces", 2)
 
-    class PushAfterListing(LocalStore):
+    class PushAfterListing(StoreWith):
         """A push commits a version naming the objects gc has just listed as unreferenced."""
 
         def objects(self):
-            yield from super().objects()
+            yield from self.inner.objects()
             self.pushed = reg.push(bundles[1])
 
-    store = PushAfterListing(reg.store.root)
+    store = PushAfterListing(reg.store)
     report = Registry(reg.db, store, reg.home).gc(min_age_s=0)
     assert store.pushed.version == 3 and store.pushed.files == v2.files
     assert report.objects == 1  # v2's manifest only (v3's names version 3)
@@ -583,7 +590,7 @@ def test_gc_does_not_take_what_a_version_committed_meanwhile_refers_to(reg, bund
 def test_gc_refuses_a_store_that_belongs_to_another_database(db, bundles, tmp_path):
     with Registry.open(db.settings()) as reg:
         reg.push(bundles[0])
-    other_db = Backend("sqlite", db.home, None if db.kind != "sqlite" else f"sqlite:///{tmp_path / 'other.db'}")
+    other_db = dataclasses.replace(db, kind="sqlite", url=None if db.kind != "sqlite" else f"sqlite:///{tmp_path / 'other.db'}")
     with Registry.open(other_db.settings()) as other, \
             pytest.raises(Conflict, match=r"holds no models, but the artifact store .* holds objects"):
         other.gc(min_age_s=0)

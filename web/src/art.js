@@ -4,8 +4,11 @@
 // pixels 0..255 of the same size ("image"), as the server's deepart app runs it.
 
 export class ArtModel {
-  /** ``delivered``: ModelUpdater.getModel()'s answer for the deep-art model ``name``. */
-  static async open(delivered, name) {
+  /**
+   * ``delivered``: ModelUpdater.getModel()'s answer for the deep-art model ``name``; ``threads``: WASM
+   * threads to run it on (at most what the page can have, ort.js).
+   */
+  static async open(delivered, name, threads) {
     const { manifest, files } = delivered;
     const art = manifest.apps?.deepart;
     if (!art) {
@@ -20,7 +23,7 @@ export class ArtModel {
     if (typeof picture === "string" && files[picture]) model.stylePicture = new Blob([files[picture]], { type: "image/png" });
     try {
       const bytes = files[modelFile].slice().buffer; // a copy the worker takes over
-      model.threads = (await model._call({ type: "open", model: bytes }, [bytes])).threads;
+      model.threads = (await model._call({ type: "open", model: bytes, threads }, [bytes])).threads;
     } catch (e) {
       model.close();
       throw e;

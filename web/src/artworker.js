@@ -2,10 +2,10 @@
 // runs on, and on the page's thread it would hold back the camera's next frame and the cloud's
 // answers until it ends. Here the page keeps drawing frames while a frame is painted.
 //
-// Messages, one at a time in order: {id, type: "open", model: ArrayBuffer} → {id, threads};
+// Messages, one at a time in order: {id, type: "open", model: ArrayBuffer, threads} → {id, threads};
 // {id, type: "warm", width, height} → {id}; {id, type: "paint", width, height, rgba: ArrayBuffer} →
 // {id, rgba: ArrayBuffer, timings}. A failure answers {id, error}.
-import { SESSION_OPTIONS, THREADS, ort } from "./ort.js";
+import { SESSION_OPTIONS, ort, useThreads } from "./ort.js";
 
 const OUTPUT = "image";
 let session = null;
@@ -45,9 +45,11 @@ async function paint({ width, height, rgba }) {
 
 async function handle(msg) {
   if (msg.type === "open") {
+    if (session) throw new Error("this worker has a model open already");
+    const threads = useThreads(msg.threads); // one model per worker: its WASM starts here, with these threads
     session = await ort.InferenceSession.create(new Uint8Array(msg.model), SESSION_OPTIONS);
     if (!session.outputNames.includes(OUTPUT)) throw new Error(`the model gives no '${OUTPUT}' output (it gives ${session.outputNames.join(", ")})`);
-    return { answer: { threads: THREADS }, transfer: [] };
+    return { answer: { threads }, transfer: [] };
   }
   if (!session) throw new Error("no model is open in the worker");
   if (msg.type === "warm") {

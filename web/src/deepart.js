@@ -6,6 +6,7 @@ import { paintInCloud } from "./cloud.js";
 import { el, fill } from "./dom.js";
 import { FpsMeter } from "./fps.js";
 import { PROFILES, project } from "./networks.js";
+import { MAX_THREADS } from "./ort.js";
 
 export const RESOLUTIONS = { "320x240": [320, 240], "640x480": [640, 480] };
 const JPEG_QUALITY = 0.9; // the frames sent to the cloud (the server answers at 90 too)
@@ -99,7 +100,7 @@ export class DeepArtView {
     this.freshness = freshness;
     this.$ = (id) => document.getElementById(id);
     this.source = new FrameSource(this.$("art-video"), this.$("art-input"));
-    this.models = new Map(); // effect name -> Promise<ArtModel>
+    this.models = new Map(); // "effect name/threads" -> Promise<ArtModel>
     this.model = null;
     this.stream = null;
     this.running = false;
@@ -115,6 +116,10 @@ export class DeepArtView {
     const $ = this.$;
     $("art-effect").addEventListener("change", () => this.choose($("art-effect").value));
     $("art-resolution").addEventListener("change", () => this.setResolution($("art-resolution").value));
+    $("art-threads").addEventListener("change", () => this.choose($("art-effect").value));
+    // Two threads need a cross-origin isolated page (ort.js); without it the picker offers one.
+    fill($("art-threads"), Array.from({ length: MAX_THREADS }, (_, i) => el("option", { value: i + 1 }, String(i + 1))));
+    $("art-threads").value = String(MAX_THREADS);
     $("art-start").addEventListener("click", () => (this.running ? this.stop() : this.start()));
     $("art-device").addEventListener("change", () => this._loops());
     $("art-cloud").addEventListener("change", () => this._loops());
@@ -165,16 +170,22 @@ export class DeepArtView {
     this.$("art-error").textContent = text;
   }
 
-  /** The effect's model, delivered over the air exactly as celebmatch's (ota.js), opened once. */
+  get threads() {
+    return Number(this.$("art-threads").value) || MAX_THREADS;
+  }
+
+  /** The effect's model, delivered over the air exactly as celebmatch's (ota.js), opened once per thread count. */
   load(name) {
     if (!name) return Promise.reject(new Error("no effect chosen: list your deep-art models in “Server and keys”"));
-    if (!this.models.has(name)) {
+    const threads = this.threads;
+    const key = `${name}/${threads}`;
+    if (!this.models.has(key)) {
       const loading = (async () => {
         if (!this.setting("device-key")) throw new Error("no device key: open 'Server and keys' and paste one (tandem keys create --scope device)");
         this.status(`effect ${name}: checking for the model…`);
         const ota = this.updaterFor(name, ({ file, done, total }) => this.status(`effect ${name}: downloading ${file}: ${Math.round((100 * done) / (total || 1))}%`));
         const delivered = await ota.getModel();
-        const model = await ArtModel.open(delivered, name);
+        const model = await ArtModel.open(delivered, name, threads);
         const [w, h] = RESOLUTIONS[this.resolution];
         await model.warm(w, h);
         const where = delivered.source === "network" ? "downloaded just now" : "from this browser's cache";
@@ -182,17 +193,17 @@ export class DeepArtView {
         model.statusLine = `effect: ${model.effect} (${name} v${model.version}, ${where}${offline}) — runs here on ${model.threads} WASM thread${model.threads > 1 ? "s" : ""}, works offline${this.freshness(await ota.answerAgeS(), delivered.unsigned)}`;
         return model;
       })();
-      this.models.set(name, loading);
-      loading.catch(() => this.models.delete(name));
+      this.models.set(key, loading);
+      loading.catch(() => this.models.delete(key));
     }
-    return this.models.get(name);
+    return this.models.get(key);
   }
 
   async choose(name) {
     this.error("");
     try {
       const model = await this.load(name);
-      if (this.$("art-effect").value !== name) return; // another effect was chosen meanwhile
+      if (this.$("art-effect").value !== name || model.threads !== this.threads) return; // another choice meanwhile
       this.model = model;
       this.meters.device.reset();
       this.status(model.statusLine);

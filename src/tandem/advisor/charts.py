@@ -138,10 +138,10 @@ def _legend(names: Sequence[str], styled: bool = False) -> list[str]:
     return out
 
 
-def bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, title: str, y_label: str,
+def bars(labels: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str, y_label: str,
          log: bool = False, reference: tuple[str, float] | None = None) -> str:
     """Grouped bars, one group per label; ``reference``: a dashed horizontal line (name, value)."""
-    values = [v for s in series.values() for v in s] + ([reference[1]] if reference else [])
+    values = [v for s in series.values() for v in s if v is not None] + ([reference[1]] if reference else [])
     axis = _Axis(values, log)
     out = _frame(title, y_label, axis, labels)
     n, m = len(labels), max(len(series), 1)

@@ -117,8 +117,13 @@ def activation_bytes(cuts: GraphCuts, pixels: np.ndarray, threads: int | None) -
 
 
 def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batch: int = 8,
-                   threads: int = 1, progress: Progress | None = None) -> ModelProfile:
+                   threads: int = 1, progress: Progress | None = None,
+                   size: tuple[int, int] | None = None, idle: bool = True) -> ModelProfile:
     """Measure the bundle at ``path`` on this machine (see the module's docstring).
+
+    ``size``: (height, width) of the pixels to time a model of any size at (a video's frames; see
+    tandem.advisor.frames.model_size); default: the size the bundle's preprocessing makes. ``idle``:
+    also time runs after idling (``whole_idle_ms``, 2 s or more); a video's frames come back to back.
 
     ``threads``: ONNX Runtime intra-op threads. One by default: Tandem's server runs each model call
     on one thread, one thread's times are steady on a busy machine (two threads' varied 2-3x with
@@ -133,8 +138,8 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
     candidates = cuts.cuts()
     total = len(candidates) + 4
     report = progress or (lambda done, total, what: None)
-    pixels = np.random.default_rng(0).integers(0, 256, (1, m.preprocessing.height, m.preprocessing.width, 3),
-                                               dtype=np.uint8)
+    height, width = size or (m.preprocessing.height, m.preprocessing.width)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
 
     report(0, total, "loading the whole model")
     rss0 = _rss_bytes()
@@ -168,7 +173,7 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
     whole_ms, int8_ms = times[0], (times[1] if int8_bytes is not None else None)
     # At least 40 runs (2 s of idling): a median of fewer, on a shared machine, moved the device
     # predictions of bench/placement by 10-20% from one profile to the next.
-    whole_idle = idle_ms(runs[0], max(40, repeats))
+    whole_idle = idle_ms(runs[0], max(40, repeats)) if idle else None
     offset = 2 if int8_bytes is not None else 1
     profiles = []
     for i, (cut, mid, head_size) in enumerate(parts):
@@ -190,5 +195,6 @@ def profile_bundle(path: Path | str, *, repeats: int = 20, warmup: int = 3, batc
         whole_ms=round(whole_ms, 4), int8_ms=None if int8_ms is None else round(int8_ms, 4),
         images_per_s=round(images_per_s, 2), batch=batch, fp32_file_bytes=fp32_bytes, int8_file_bytes=int8_bytes,
         peak_activation_bytes=max(live) if live else 0, peak_bytes=fp32_bytes + (max(live) if live else 0),
-        rss_bytes=rss, compute_nodes=len(cuts.compute), cuts=profiles, whole_idle_ms=round(whole_idle, 4),
+        rss_bytes=rss, compute_nodes=len(cuts.compute), cuts=profiles,
+        whole_idle_ms=None if whole_idle is None else round(whole_idle, 4),
     )

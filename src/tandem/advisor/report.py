@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tandem import atomic
 from tandem.advisor import charts
 from tandem.advisor.energy import RADIO_POWER
 from tandem.advisor.placement import OBJECTIVES, UNITS, Advice, Decision, Placement
+
+if TYPE_CHECKING:
+    from tandem.advisor.video import VideoAdvice, VideoPrediction
 
 JSON_FILE = "advice.json"
 HTML_FILE = "report.html"
@@ -55,14 +59,16 @@ def beats(d: Decision) -> str:
     return f"{ratio:.2f}× {_BETTER[d.objective]} than {d.runner_up}"
 
 
-def write(advice: Advice, out: Path, command: str = "") -> tuple[Path, Path]:
+def write(advice: Advice, out: Path, command: str = "", video: VideoAdvice | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = advice.to_dict()
+    if video is not None:
+        data["video"] = video.to_dict()
     data["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     data["command"] = command
     json_path, html_path = out / JSON_FILE, out / HTML_FILE
     atomic.write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic.write_text(html_path, html(advice, command))
+    atomic.write_text(html_path, html(advice, command, video))
     return json_path, html_path
 
 
@@ -183,9 +189,83 @@ figure{margin:1.5em 0}small{color:#666}h2{margin-top:2em;border-bottom:2px solid
 """
 
 
-def html(advice: Advice, command: str = "") -> str:
+def fmt_video(p: VideoPrediction) -> str:
+    """'46.1 fps · 22 ms ✓' style text: the rate a placement sustains, one frame's latency, and whether it is live."""
+    if not p.feasible:
+        return "—"
+    ms = f"{p.latency_ms:,.0f}" if p.latency_ms >= 10 else f"{p.latency_ms:.1f}"
+    return f"{p.fps:,.1f} fps · {ms} ms {'✓' if p.live else '✗'}"
+
+
+def video_shortfall(p: VideoPrediction) -> str:
+    """Why a placement is not live ('' if it is): the stage that limits its rate, and 'late' past the budget."""
+    if not p.feasible or p.live:
+        return ""
+    why = []
+    if not p.meets_fps:
+        why.append(f"needs {p.uplink_mbps:,.1f} Mbit/s up" if p.bottleneck == "uplink" else
+                   f"needs {p.downlink_mbps:,.1f} Mbit/s down" if p.bottleneck == "downlink" else
+                   f"{p.bottleneck} too slow")
+    if not p.meets_budget:
+        why.append("late")
+    return "; ".join(why)
+
+
+def _video(video: VideoAdvice) -> str:
+    spec, fr = video.spec, video.frames
+    rows = []
+    for net in video.networks:
+        v = video.verdicts[net.name]
+        cells = [f"<b>{escape(net.name)}</b>"]
+        for name in ("device", "cloud", v.best_split):
+            if name is None:
+                cells.append("—")
+                continue
+            p = video.prediction(net.name, name)
+            label = f"{escape(name)}: " if name.startswith("split@") else ""
+            cells.append(f"{label}{escape(fmt_video(p))}<br><small>{escape(video_shortfall(p))}"
+                         f"{'; ' if video_shortfall(p) else ''}{p.energy_j_per_minute:,.1f} J/min"
+                         f"{f', {p.uplink_mbps:,.2f} Mbit/s up' if p.up_bytes else ''}</small>"
+                         if p.feasible else "—")
+        cells.append(f"<b>{escape(v.recommended)}</b><br><small>{escape(v.reason)}</small>")
+        rows.append(cells)
+    table = _table(["network", "device", "cloud", "best split", "recommended"], rows, "summary")
+    labels = [n.name for n in video.networks]
+
+    def series(what: str) -> dict[str, Sequence[float | None]]:
+        out: dict[str, Sequence[float | None]] = {}
+        for kind in ("device", "cloud", "best split"):
+            vals: list[float | None] = []
+            for net in video.networks:
+                name = video.verdicts[net.name].best_split if kind == "best split" else kind
+                p = None if name is None else video.prediction(net.name, name)
+                vals.append(getattr(p, what) if p is not None and p.feasible else None)
+            out[kind] = vals
+        return out
+
+    fps_chart = charts.bars(labels, series("fps"), log=True, reference=(f"{spec.fps:g} fps required", spec.fps),
+                            title=f"Frames per second each placement sustains at {spec.resolution}",
+                            y_label="frames per second")
+    energy_chart = charts.bars(labels, series("energy_j_per_minute"), log=True, y_label="joules",
+                               title="Device energy per minute of video (at the frames delivered)")
+    size = (f"{fr.width}×{fr.height}, resized on the device from {spec.resolution}" if fr.resized
+            else f"{spec.resolution}")
+    answer = (f"a JPEG frame of the model's output, {fmt_bytes(fr.down_bytes)} on average" if fr.answer == "jpeg"
+              else f"the model's tensors, {fmt_bytes(fr.down_bytes)}")
+    return (f"<p><b>{escape(video.summary())}.</b> Required: {spec.fps:g} frames per second, each answered within "
+            f"the {spec.budget_ms:.1f} ms frame budget (✓: both met). Frames stream: the device, the uplink, the "
+            f"server and the downlink work on different frames at once, so a placement sustains its slowest stage's "
+            f"rate, and a frame takes the sum of them.</p>"
+            f"<p>A frame goes up as a JPEG (quality {fr.quality}) at {escape(size)}: {fmt_bytes(fr.up_bytes)} on "
+            f"average over {fr.count} sample frames ({escape(fr.source)}); the answer is {answer}. JPEG encoding "
+            f"{fr.encode_ms:.2f} ms, decoding {fr.decode_ms:.2f} ms here (scaled like the model on each side).</p>"
+            f"{table}<figure>{fps_chart}</figure><figure>{energy_chart}</figure>")
+
+
+def html(advice: Advice, command: str = "", video: VideoAdvice | None = None) -> str:
     p = advice.profile
     name = escape(p.name)
+    video_part = "" if video is None else f"<h2>Live video</h2>\n{_video(video)}\n"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Placement advice: {name}</title>
 <style>{_CSS}</style></head><body>
@@ -194,7 +274,7 @@ def html(advice: Advice, command: str = "") -> str:
 placement — all on the device, all in the cloud, and split after each of {len(p.cuts)} cut points
 (the device runs the first k compute nodes and sends the one tensor that crosses, fp32 or int8, to
 the server, which runs the rest) — on every network profile. docs/advisor.md gives the formulas.</p>
-<h2>Best placement per network and objective</h2>
+{video_part}<h2>Best placement per network and objective</h2>
 {_summary(advice)}
 <h2>The model on this machine</h2>
 {_profile(advice)}

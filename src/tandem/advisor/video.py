@@ -232,10 +232,11 @@ def verdict(preds: Sequence[VideoPrediction], spec: VideoSpec) -> VideoVerdict:
     want = f"{spec.fps:g} fps within {spec.budget_ms:.1f} ms a frame"
     if live:
         best = min(live, key=lambda p: (p.energy_j_per_minute, _kind(p.placement), p.placement))
-        others = sorted({Placement.parse(p.placement).kind for p in live} - {Placement.parse(best.placement).kind})
-        reason = (f"the only placement that keeps {want}" if len(live) == 1 else
-                  f"keeps {want} on the least energy ({best.energy_j_per_minute:,.0f} J a minute); "
-                  f"{', '.join(others) or 'other cuts'} also keep up")
+        others = sorted({p.placement for p in live} - {best.placement}, key=lambda n: (_kind(n), n))
+        reason = (f"the only placement that keeps {want}" if not others else
+                  f"keeps {want} on the least energy ({best.energy_j_per_minute:,.1f} J a minute); "
+                  f"{others[0]}{f' and {len(others) - 1} more' if len(others) > 1 else ''} also keep"
+                  f"{'s' if len(others) == 1 else ''} up")
         return VideoVerdict(best.network, best.placement, True, reason, best_split)
     best = _closest(feasible)
     short = "too few frames" if not best.meets_fps else "frames too late"

@@ -25,10 +25,14 @@ from tandem import atomic
 from tandem.bundle.preprocess import PreprocessSpec
 from tandem.errors import BundleError
 
-SCHEMA_VERSION = 2
 # Schema 1 bundles (image classification only) still load; schema 2 adds the face-embedding and
-# image-to-image tasks (an image-to-image bundle: any height and width in, a picture out; docs/bundle.md).
-READABLE_SCHEMAS = (1, 2)
+# image-to-image tasks (an image-to-image bundle: any height and width in, a picture out; docs/bundle.md);
+# schema 3 adds `variants` (the model in other formats: LiteRT, ExecuTorch, ...). A bundle is written with
+# the oldest schema that describes it: one without variants stays schema 2, so the Tandems (and the apps in
+# the field) that read only 1 and 2 still take it.
+VARIANTS_SCHEMA = 3
+SCHEMA_VERSION = VARIANTS_SCHEMA
+READABLE_SCHEMAS = (1, 2, 3)
 Task = Literal["image-classification", "face-embedding", "image-to-image"]
 MANIFEST = "manifest.json"
 # Files that are not covered by the manifest's own hash list.
@@ -80,6 +84,45 @@ class SplitSpec(BaseModel):
     tensor: TensorSpec
 
 
+Format = Literal["onnx", "litert", "executorch", "coreml"]
+VariantPrecision = Literal["fp32", "fp16", "int8"]
+
+
+class Software(BaseModel):
+    """A package by its name and version, e.g. ai-edge-litert 2.3.0."""
+
+    name: str = Field(min_length=1, max_length=100)
+    version: str = Field(min_length=1, max_length=100)
+
+
+class Parity(BaseModel):
+    """How closely a variant reproduces the PyTorch model, measured at export by running the variant."""
+
+    reference: Literal["torch"] = "torch"
+    images: int = Field(ge=1, description="photos compared")
+    on: Literal["test", "train"] = Field(description="the run's split the photos come from")
+    max_abs: float = Field(ge=0, description="largest absolute difference over every output and photo")
+    top1_agreement: float | None = Field(default=None, ge=0, le=1,
+                                         description="share of photos with the same top class (classifiers)")
+
+
+class Variant(BaseModel):
+    """One model file in one format and precision (docs/bundle.md, "Variants")."""
+
+    format: Format
+    precision: VariantPrecision
+    file: str
+    # The image input's axes. Every variant takes uint8 RGB pixels and normalises inside its graph.
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    # As the file names them; LiteRT: the keys of `signature`'s inputs and outputs.
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    signature: str | None = Field(default=None, description="LiteRT: the signature to run")
+    runtime: Software = Field(description="the runtime it was made and checked for")
+    converter: Software | None = None
+    parity: Parity
+
+
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN)
@@ -100,6 +143,16 @@ class Manifest(BaseModel):
     # Optional (docs/bundle.md): left out of manifest.json when empty, so bundles without splits
     # read and hash exactly as before, and older readers ignore it.
     splits: list[SplitSpec] = Field(default_factory=list, exclude_if=lambda v: not v)
+    # Schema 3: every model of the bundle by "format-precision" (the ONNX ones of `models` too); absent
+    # from a bundle that has only its ONNX models.
+    variants: dict[str, Variant] = Field(default_factory=dict, exclude_if=lambda v: not v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oldest_schema_that_fits(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "schema_version" not in data:
+            data = {**data, "schema_version": VARIANTS_SCHEMA if data.get("variants") else 2}
+        return data
 
     @model_validator(mode="after")
     def _follows_the_spec(self) -> Manifest:
@@ -122,7 +175,29 @@ class Manifest(BaseModel):
         ks = [s.k for s in self.splits]
         if len(ks) != len(set(ks)):
             raise ValueError(f"splits must have distinct k, found {ks}")
+        if self.variants:
+            self._check_variants()
         return self
+
+    def _check_variants(self) -> None:
+        if self.schema_version < VARIANTS_SCHEMA:
+            raise ValueError(f"variants need schema_version {VARIANTS_SCHEMA}, found {self.schema_version}")
+        pixels = self.inputs[0]
+        outputs = {t.name: t.dtype for t in self.outputs}
+        for key, v in self.variants.items():
+            if key != f"{v.format}-{v.precision}":
+                raise ValueError(f"variant {key!r} is a {v.format} {v.precision} model; its key must be "
+                                 f"'{v.format}-{v.precision}'")
+            if v.format == "onnx" and {str(p): f for p, f in self.models.items()}.get(v.precision) != v.file:
+                raise ValueError(f"variant {key}: file {v.file!r} is not models.{v.precision}")
+            # The preprocessing holds for every variant: uint8 pixels in, the same height and width.
+            if ([t.name for t in v.inputs] != ["pixels"] or v.inputs[0].dtype != "uint8"
+                    or v.layout != "NHWC" or v.inputs[0].shape[1:] != pixels.shape[1:]):
+                raise ValueError(f"variant {key}: takes {[t.model_dump() for t in v.inputs]} ({v.layout}); every "
+                                 f"variant takes the bundle's input, uint8 'pixels' NHWC {pixels.shape[1:]}")
+            got = {t.name: t.dtype for t in v.outputs}
+            if got != outputs:
+                raise ValueError(f"variant {key}: outputs {got} are not the bundle's {outputs}")
 
     def split(self, k: int) -> SplitSpec:
         for s in self.splits:
@@ -174,7 +249,8 @@ def check_paths(manifest: Manifest) -> None:
     clash = sorted(f for f in seen if f in folders)
     if clash:
         raise BundleError(f"manifest file name {seen[clash[0]][:80]!r} is also a folder of other files")
-    for rel in [*manifest.models.values(), *(f for s in manifest.splits for f in (s.head, s.tail))]:
+    for rel in [*manifest.models.values(), *(f for s in manifest.splits for f in (s.head, s.tail)),
+                *(v.file for v in manifest.variants.values())]:
         if rel not in manifest.files:
             normal_path(rel)
             raise BundleError(f"manifest refers to {rel[:80]!r}, which its files do not list")
@@ -245,6 +321,9 @@ class Bundle:
             for rel in (split.head, split.tail):
                 if rel not in m.files:
                     raise BundleError(f"{self.root}: split file {rel} (k={split.k}) is not listed in the manifest's files")
+        for key, variant in m.variants.items():
+            if variant.file not in m.files:
+                raise BundleError(f"{self.root}: variant file {variant.file} ({key}) is not listed in the manifest's files")
         for rel, entry in m.files.items():
             try:
                 self._verify_file(rel, entry)
@@ -283,6 +362,15 @@ class Bundle:
             have = ", ".join(self.manifest.models) or "none"
             raise BundleError(f"{self.root}: no {precision} model in this bundle (it has: {have})")
         return self.path(rel)
+
+    def variant_path(self, key: str) -> Path:
+        """The file of variant ``key`` (e.g. ``litert-int8``)."""
+        variant = self.manifest.variants.get(key)
+        if variant is None:
+            have = ", ".join(self.manifest.variants) or "none: it holds its ONNX models only"
+            raise BundleError(f"{self.root}: no {key} variant in this bundle (it has: {have}); "
+                              f"export it with `tandem export RUN --formats onnx,{key.partition('-')[0]}`")
+        return self.path(variant.file)
 
     @property
     def total_bytes(self) -> int:

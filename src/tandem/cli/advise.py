@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tandem.cli.output import console, err_console, print_json, table
-from tandem.errors import ConfigError
+from tandem.cli.output import console, err_console, get_settings, print_json, table
+from tandem.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
     from tandem.advisor import Advice
+    from tandem.advisor.video import VideoAdvice, VideoSpec
+    from tandem.bundle import Bundle
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -40,6 +42,10 @@ def advise(
     threads: Annotated[int, typer.Option(min=1, max=256, help="ONNX Runtime threads while profiling.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder for report.html and advice.json.")] = Path("advice"),
     split_best: Annotated[bool, typer.Option("--split-best", help="Write head/tail files into the bundle for every split that is best somewhere.")] = False,
+    fps: Annotated[float | None, typer.Option(min=0.001, max=240, help="Live video at this frame rate: can each placement keep it, within 1000/fps ms a frame, and at what energy per minute?")] = None,
+    resolution: Annotated[str | None, typer.Option(help="Video frames' WIDTHxHEIGHT (default with --fps: 640x480); a model of any size is profiled at it.")] = None,
+    frames: Annotated[str, typer.Option(help="Sample frames for the JPEG sizes with --fps: 'lfw' (TANDEM_DATA_HOME) or a folder of photos or video frames.")] = "lfw",
+    sample_frames: Annotated[int, typer.Option(min=1, max=1000, help="How many sample frames to encode and run.")] = 16,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar while profiling.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -61,6 +67,12 @@ def advise(
                          utilisation=utilisation)
     energy = EnergyModel(tail_share=radio_tail)
     served = model or b.manifest.name
+    spec, size = _video_spec(b, fps, resolution, sporadic)
+    if spec is not None:  # a bad --frames fails before the profiling
+        from tandem.advisor.frames import frame_files
+
+        frames_root, frames_source = _frames_folder(frames)
+        frame_list = frame_files(frames_root, sample_frames)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=no_progress or json_out) as bar:
@@ -69,7 +81,9 @@ def advise(
         def step(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=f"profiling: {what}")
 
-        profile = profile_bundle(bundle, repeats=repeats, threads=threads, progress=step)
+        # A video's frames come back to back: no runs after idling to time (--sporadic is refused with --fps).
+        profile = profile_bundle(bundle, repeats=repeats, threads=threads, progress=step, size=size,
+                                 idle=spec is None)
         if sporadic:
             device = device.sporadic(profile.idle_factor)
         server = ServerProfile(server_speed_factor, 2.0 if server_overhead_ms is None else server_overhead_ms,
@@ -90,10 +104,18 @@ def advise(
 
             bar.update(task, description=f"measuring the link to {measure}")
             nets.append(measure_link(measure, served, api_key=api_key).network())
+        video = None
+        if spec is not None:
+            from tandem.advisor.frames import measure_frames
+            from tandem.advisor.video import advise_video
+
+            bar.update(task, description=f"encoding {len(frame_list)} sample frames at {spec.resolution}")
+            fp = measure_frames(b, frame_list, spec.width, spec.height, source=frames_source, threads=threads)
+            video = advise_video(profile, fp, spec, nets, device=device, server=server, int8_transfer=int8_transfer)
     advice = advise(profile, nets, device=device, server=server, energy=energy, prices=prices,
                     int8_transfer=int8_transfer)
     command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    json_path, html_path = report_mod.write(advice, out, command)
+    json_path, html_path = report_mod.write(advice, out, command, video)
 
     written: list[int] = []
     if split_best:
@@ -107,10 +129,16 @@ def advise(
         written = ks
 
     if json_out:
-        print_json({"report": str(html_path), "advice": str(json_path), "splits_written": written,
-                    "best": {n: {o: d.to_dict() for o, d in ds.items()} for n, ds in advice.decisions.items()}})
+        result: dict[str, Any] = {"report": str(html_path), "advice": str(json_path), "splits_written": written,
+                                  "best": {n: {o: d.to_dict() for o, d in ds.items()} for n, ds in advice.decisions.items()}}
+        if video is not None:
+            result["video"] = video.to_dict(every_split=False)
+        print_json(result)
         return
-    show_summary(advice)
+    if video is not None:
+        show_video(advice, video)
+    else:
+        show_summary(advice)
     console.print(f"report: {html_path}   data: {json_path}", highlight=False)
     if split_best:
         console.print(f"wrote head/tail for k = {', '.join(map(str, written))} into {bundle}" if written
@@ -139,6 +167,66 @@ def show_summary(advice: Advice) -> None:
             + ("" if cost.best == "cloud" or cost.cloud is None else f"\n[dim]cloud {fmt_value(cost.cloud, 'cost')}[/]"),
         )
     console.print(t)
+
+
+def _video_spec(b: Bundle, fps: float | None, resolution: str | None,
+                sporadic: bool) -> tuple[VideoSpec | None, tuple[int, int] | None]:
+    """The video to advise on (None without --fps) and the (height, width) to profile the model at."""
+    from tandem.advisor.frames import model_size
+    from tandem.advisor.video import DEFAULT_RESOLUTION, VideoSpec, parse_resolution
+
+    if resolution is None and fps is None:
+        return None, None
+    if fps is not None and sporadic:
+        raise InvalidRequest("--sporadic is for requests now and then; a video's frames come back to back: "
+                             "leave out --sporadic or --fps")
+    width, height = parse_resolution(resolution or DEFAULT_RESOLUTION)
+    h, w, _ = model_size(b.manifest, width, height)
+    return (None if fps is None else VideoSpec(fps, width, height)), (h, w)
+
+
+def _frames_folder(frames: str) -> tuple[Path, str]:
+    if frames != "lfw":
+        return Path(frames), f"folder {Path(frames).name}"
+    from tandem.data.lfw import lfw_images_dir
+    from tandem.settings import require_data_home
+
+    home = get_settings().data_home
+    if home is None:
+        raise ConfigError("--frames lfw needs LFW: set TANDEM_DATA_HOME to the folder that holds lfw_home/, or pass "
+                          "--frames DIR with photos or frames of your own video")
+    return lfw_images_dir(require_data_home(home)), "LFW photos"
+
+
+def show_video(advice: Advice, video: VideoAdvice) -> None:
+    from tandem.advisor.report import fmt_video, video_shortfall
+
+    p, dev, spec, fr = advice.profile, advice.device, video.spec, video.frames
+    where = f"{fr.width}×{fr.height} (resized on the device)" if fr.resized else spec.resolution
+    console.print(f"[bold]{p.name}[/] on [bold]{dev.name}[/] (×{dev.speed_factor:g} of this machine), live video at "
+                  f"{spec.fps:g} fps ({spec.budget_ms:.1f} ms a frame), model at {where}: "
+                  f"{p.whole_ms * dev.speed_factor:.2f} ms a frame; JPEG frame {fr.up_bytes / 1000:,.1f} kB up, answer "
+                  f"{fr.down_bytes / 1000:,.1f} kB down", highlight=False)
+    # A split sends an activation, larger than a JPEG frame in every image network seen so far: its column
+    # is shown only where a split keeps up somewhere (the report and the JSON always have it).
+    splits = any(v.best_split and video.prediction(n, v.best_split).live for n, v in video.verdicts.items())
+    columns = ("device", "cloud", "best split") if splits else ("device", "cloud")
+    t = table("network", *columns, "recommended",
+              title="live video (✓: keeps the frame rate within the frame budget)")
+    for net in video.networks:
+        v = video.verdicts[net.name]
+        cells = []
+        for name in ("device", "cloud", v.best_split)[: len(columns)]:
+            q = None if name is None else video.prediction(net.name, name)
+            if name is None or q is None or not q.feasible:
+                cells.append("—")
+                continue
+            label = f"{name}\n" if name.startswith("split@") else ""
+            why = video_shortfall(q)
+            cells.append(f"{label}{fmt_video(q)}" + (f"\n[dim]{why}[/]" if why else ""))
+        t.add_row(net.name, *cells, f"[bold]{v.recommended}[/]" + ("" if v.live else "\n[dim]none keeps up[/]"))
+    console.print(t)
+    console.print(video.summary(), highlight=False)
 
 
 def split(

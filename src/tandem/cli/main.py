@@ -230,13 +230,16 @@ def export(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced atomically).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the run's).")] = None,
     split: Annotated[list[int] | None, typer.Option(help="Also cut the model into head_K/tail_K for split inference (repeatable; `tandem split BUNDLE` lists the Ks).")] = None,
+    formats: Annotated[str | None, typer.Option(help="Formats to write, comma-separated: onnx (always written), litert (fp32 and int8 .tflite; or litert-fp32, litert-int8), each checked against PyTorch on real photos. Default: every format whose converter is installed (make install: all) that supports the model.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, manifest with metrics."""
+    """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, LiteRT variants, manifest with metrics."""
     from tandem.export.exporter import ExportOptions, export_run
 
+    settings = get_settings()
+    options = ExportOptions(name=name, formats=formats, litert_python=settings.litert_python)
     with console.status("exporting, quantizing and measuring on the test images…", spinner="dots"):
-        bundle = export_run(run_dir, out, ExportOptions(name=name), get_settings().data_home)
+        bundle = export_run(run_dir, out, options, settings.data_home)
         if split:
             from tandem.export.split import split_bundle
 

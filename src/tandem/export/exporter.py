@@ -7,17 +7,18 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
-from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
+from tandem.bundle import Bundle, Fingerprint, Manifest, Parity, Software, TensorSpec, Variant, write_manifest
 from tandem.bundle.runtime import OnnxModel
 from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
+from tandem.export.formats import Tools, parse_formats
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.models import build_face_net
@@ -44,6 +45,10 @@ class ExportOptions:
     name: str | None = None
     calibration_images: int = 256
     seed: int = 0
+    # "onnx,litert" and so on (export/formats.py); None: every format whose tools are installed.
+    formats: str | None = None
+    # The LiteRT converter venv's Python (TANDEM_LITERT_PYTHON); None: .venv-litert beside Tandem's venv.
+    litert_python: Path | None = None
 
 
 def _calibration_pixels(train_x: np.ndarray, train_y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -93,13 +98,17 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                data_home: Path | None = None) -> Bundle:
     """``data_home``: where this machine keeps LFW (TANDEM_DATA_HOME), for an LFW run trained elsewhere."""
     _check_out(run_dir, out)
-    if is_stylize_run(run_dir):
+    tools = Tools.find(options.litert_python)
+    stylize = is_stylize_run(run_dir)
+    if stylize:
+        parse_formats(options.formats, tools, litert_ok=False)  # says so if it asks for what is not made yet
         from tandem.export.stylize_export import export_stylize_run
 
         return export_stylize_run(run_dir, out, options.name)
     cfg, data = load_run(run_dir, data_home)
     name = options.name or cfg.name
     net, state = load_net(run_dir)
+    variant_keys = parse_formats(options.formats, tools, litert_ok=cfg.objective != "embed")
     if cfg.objective == "embed":
         from tandem.export.embed_export import export_embed_run
 
@@ -118,7 +127,7 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
         export_onnx(net, stage / FP32_FILE, spec.height, spec.width)
         quantize_int8(stage / FP32_FILE, stage / INT8_FILE, _calibration_pixels(train_x, train_y, options.calibration_images, options.seed))
 
-        parity_split = "test" if len(test_x) else "train"
+        parity_split: Literal["test", "train"] = "test" if len(test_x) else "train"
         parity_x = test_x if len(test_x) else train_x[:64]
         fp32 = OnnxModel(stage / FP32_FILE, spec, data.classes, "fp32")
         int8 = OnnxModel(stage / INT8_FILE, spec, data.classes, "int8")
@@ -132,8 +141,9 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
             "max_abs_onnx_torch": max_abs, "test_images": len(test_y), "best_epoch": int(state["best_epoch"]),
             f"{selection}_top1": float(state["best_val_acc"]),
         }
+        out8_parity = int8.run(parity_x)
         if len(test_y):
-            out8 = int8.run(test_x)
+            out8 = out8_parity if parity_x is test_x else int8.run(test_x)
             for tag, out_p in (("fp32", out32), ("int8", out8)):
                 p = out_p["probabilities"]
                 metrics[f"test_top1_{tag}"] = topk_accuracy(p, test_y, 1)
@@ -142,12 +152,23 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
 
         n_cls = len(data.classes)
         source = "lfw" if data.source == "lfw" else f"folder:{Path(data.root).name}"
+        inputs = [TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])]
+        outputs = [TensorSpec(name="probabilities", dtype="float32", shape=[-1, n_cls]),
+                   TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])]
+        variants: dict[str, Variant] = {}
+        if variant_keys:
+            from tandem.export.litert_export import ParityPhotos, export_litert
+
+            variants = _onnx_variants(inputs, outputs, ref, {"fp32": out32, "int8": out8_parity}, parity_split)
+            photos = ParityPhotos(parity_x, parity_split, ref, variants["onnx-int8"].parity.top1_agreement or 0.0)
+            calibration = _calibration_pixels(train_x, train_y, options.calibration_images, options.seed)
+            variants |= export_litert(PixelModel(net).eval(), stage, variant_keys, tools.litert_python, spec,
+                                      data.classes, outputs, calibration, photos)
         try:
             manifest = Manifest(
                 name=name,
-                inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])],
-                outputs=[TensorSpec(name="probabilities", dtype="float32", shape=[-1, n_cls]),
-                         TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])],
+                inputs=inputs,
+                outputs=outputs,
                 preprocessing=spec,
                 labels=data.classes,
                 models={"fp32": FP32_FILE, "int8": INT8_FILE},
@@ -157,12 +178,31 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                           "selected_on": selection, "parity_on": parity_split, "seed": cfg.seed,
                           "subset": cfg.subset, "min_faces": cfg.min_faces, "train_images": len(train_y),
                           "network": net.cfg.to_dict(), **provenance.manifest_entry(run_dir)},
+                variants=variants,
             )
         except ValidationError as e:
             raise BundleError(f"cannot write the manifest: {e}") from e
         write_manifest(stage, manifest)
         Bundle.load(stage)  # verify what was written before it replaces anything
     return Bundle.load(out)
+
+
+def _onnx_variants(inputs: list[TensorSpec], outputs: list[TensorSpec], ref: list[np.ndarray],
+                   got: dict[str, dict[str, np.ndarray]], on: Literal["test", "train"]) -> dict[str, Variant]:
+    """The ONNX models as variants (a bundle with variants lists all its models there), with their parity."""
+    from importlib import metadata
+
+    variants = {}
+    for precision, file in (("fp32", FP32_FILE), ("int8", INT8_FILE)):
+        out = got[precision]
+        parity = Parity(images=len(ref[0]), on=on,
+                        max_abs=max(float(np.abs(out[n] - r).max()) for n, r in zip(OUTPUTS, ref, strict=True)),
+                        top1_agreement=float((out["probabilities"].argmax(1) == ref[0].argmax(1)).mean()))
+        variants[f"onnx-{precision}"] = Variant(
+            format="onnx", precision=precision, file=file, layout="NHWC",  # type: ignore[arg-type]
+            inputs=inputs, outputs=outputs, runtime=Software(name="onnxruntime", version=metadata.version("onnxruntime")),
+            converter=Software(name="torch", version=torch.__version__.split("+")[0]), parity=parity)
+    return variants
 
 
 def _sha256_json(obj: object) -> str:

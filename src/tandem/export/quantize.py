@@ -6,7 +6,10 @@ than fp32 on this CPU; static QDQ runs 2–3× faster at a third of the size (se
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,26 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from tandem.export.onnx_export import INPUT
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _root_info_to_debug() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs on the root logger (``logging.info("Increased scale[67] for weight …")``
+    on a barely trained model): nothing a user can act on, so it goes to this module's debug log."""
+    def demote(record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        log.debug("onnxruntime.quantization: %s", record.getMessage())
+        return False
+
+    root = logging.getLogger()
+    root.addFilter(demote)
+    try:
+        yield
+    finally:
+        root.removeFilter(demote)
 
 
 class _PixelsReader(CalibrationDataReader):
@@ -53,14 +76,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> N
         # Symbolic shape inference crashed on torch.onnx graphs (FACTS.md); ONNX's own is enough.
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = onnx.load(str(pre))
-        quantize_static(
-            str(pre),
-            str(out_path),
-            _PixelsReader(calibration),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=_float_nodes(model),
-        )
+        with _root_info_to_debug():
+            quantize_static(
+                str(pre),
+                str(out_path),
+                _PixelsReader(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=_float_nodes(model),
+            )

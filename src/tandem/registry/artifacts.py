@@ -102,10 +102,11 @@ def open_store(settings: RegistrySettings) -> ArtifactStore:
     if where.lower().startswith("s3://"):
         from tandem.registry.s3 import S3Store  # obstore is imported only by registries that use it
 
-        secret = settings.s3_secret_access_key
-        return S3Store(where, settings.home / "cache" / "objects", endpoint_url=settings.s3_endpoint_url,
-                       region=settings.s3_region, access_key_id=settings.s3_access_key_id,
-                       secret_access_key=secret.get_secret_value() if secret is not None else None)
+        # An empty variable means unset, as for TANDEM_DATABASE_URL.
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else ""
+        return S3Store(where, settings.home / "cache" / "objects", endpoint_url=settings.s3_endpoint_url or None,
+                       region=settings.s3_region or None, access_key_id=settings.s3_access_key_id or None,
+                       secret_access_key=secret or None)
     if "://" in where or not Path(where).expanduser().is_absolute():
         raise ConfigError(f"TANDEM_ARTIFACTS={where!r} is neither s3://BUCKET/PREFIX (S3-compatible object storage) "
                           "nor an absolute folder: give one of those, or unset it to keep objects under TANDEM_HOME")

@@ -1,6 +1,6 @@
 """Bundle folders built from the artifact store: ``<home>/bundles/<name>/<version>/``, the files hard
-links of store objects (copies where links cannot be made), verified once when built, then swapped
-into place whole so that a reader never sees half a folder."""
+links of store objects (of their local cached copies with an S3 store; copies where links cannot be
+made), verified once when built, then swapped into place whole so that a reader never sees half a folder."""
 
 from __future__ import annotations
 

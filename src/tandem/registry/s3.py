@@ -20,8 +20,11 @@ appears under the name. Every read that hands bytes on is checked against the na
 what it returns, ``path`` what it caches, ``verify`` the whole object (OTA downloads hash each object
 once per worker, then serve ranges of it while its ETag stays the same).
 
-An object already stored under its name with the right size is not uploaded again: in a bucket an object
-changes only by a whole new upload, and whatever reads it checks its hash.
+An object already stored under its name is not uploaded again if it has the size and the ETag of the
+bytes being stored (the MD5 that S3 computes of what it stored, per part for a multipart upload; computed
+here from the local file, so no download is needed): a push of the same bundle costs a HEAD per file, and
+a push still repairs an object that was damaged or overwritten, as with a local folder. (Where ETags are
+not MD5s, under SSE-KMS or SSE-C, every push uploads again: correct, only slower.)
 
 ``path()`` (bundle folders are files that ONNX Runtime opens) downloads the object once into a local,
 content-addressed cache under the Tandem home, checked as it is written; a cache of immutable objects
@@ -34,7 +37,7 @@ import contextlib
 import hashlib
 import io
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -82,8 +85,10 @@ def parse_url(url: str) -> tuple[str, str]:
 
 
 def _first_line(e: BaseException) -> str:
-    # obstore's messages go on with a multi-line debug dump; the first line says what happened.
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:500]
+    """What obstore says happened: the first line of its message (a multi-line debug dump follows), without
+    the request's URL (the server hands these messages to clients; the operator knows the endpoint)."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"https?://\S+", "<the object>", line)[:500]
 
 
 class S3Store:
@@ -106,7 +111,8 @@ class S3Store:
         if access_key_id is not None and secret_access_key is not None:
             config["access_key_id"], config["secret_access_key"] = access_key_id, secret_access_key
         self.bucket, self.prefix = bucket, prefix
-        self.location = f"s3://{bucket}/{prefix}".rstrip("/") + (f" at {config['endpoint']}" if endpoint_url else "")
+        # Without the endpoint: messages name it, and the server's errors reach its clients.
+        self.location = f"s3://{bucket}/{prefix}".rstrip("/")
         self.part_bytes = part_bytes
         try:
             self._s3 = _Bucket(
@@ -176,34 +182,34 @@ class S3Store:
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        found = self.stat(digest)
-        if found is not None and found.size == len(data):
-            return digest
-        self._upload(digest, data)
+        if not self._holds(digest, len(data), _etag([data], self.part_bytes)):
+            self._upload(digest, data)
         return digest
 
     def put_file(self, path: Path, expected_sha256: str | None = None) -> str:
         path = Path(path)
         with path.open("rb") as src:
-            size = path.stat().st_size
-            digest = expected_sha256
-            if digest is None:  # the name is needed before the upload starts: hash it first
-                h = hashlib.sha256()
-                for chunk in iter(lambda: src.read(_READ_CHUNK), b""):
-                    h.update(chunk)
-                digest = h.hexdigest()
-                src.seek(0)
-            found = self.stat(digest)
-            if found is not None and found.size == size:
-                return digest  # idempotent: the same name holds the same bytes
+            # One local read for the name and the ETag, before anything is sent; the upload hashes again.
+            h = hashlib.sha256()
+            etag = _etag(_hashed(iter(lambda: src.read(self.part_bytes), b""), h), self.part_bytes)
+            size, digest = src.tell(), expected_sha256 or h.hexdigest()
+            if h.hexdigest() != digest:
+                raise changed_while_stored(path, h.hexdigest(), digest)
+            if self._holds(digest, size, etag):
+                return digest  # idempotent: the name holds these very bytes already
+            src.seek(0)
             if size <= self.part_bytes:
                 data = src.read()
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise changed_while_stored(path, hashlib.sha256(data).hexdigest(), digest)
                 self._upload(digest, data)
             else:
-                self._upload(digest, _checked(src, path, digest))
+                self._upload(digest, _checked(src, path, digest, self.part_bytes))
         return digest
+
+    def _holds(self, sha256: str, size: int, etag: str) -> bool:
+        found = self.stat(sha256)
+        return found is not None and found.size == size and found.version.strip('"') == etag
 
     def _upload(self, sha256: str, body: bytes | Iterator[bytes]) -> None:
         # A multipart upload completes only once the iterator is exhausted without raising; on any error
@@ -285,11 +291,39 @@ class S3Store:
         return self.cache.sweep(older_than_s, dry_run)
 
 
-def _checked(src: BinaryIO, path: Path, expected: str) -> Iterator[bytes]:
+def _checked(src: BinaryIO, path: Path, expected: str, chunk: int) -> Iterator[bytes]:
     """``src``'s chunks, hashed as they go; raises (which aborts the upload) if they were not ``expected``."""
     h = hashlib.sha256()
-    for chunk in iter(lambda: src.read(PART_BYTES), b""):
-        h.update(chunk)
-        yield chunk
+    yield from _hashed(iter(lambda: src.read(chunk), b""), h)
     if h.hexdigest() != expected:
         raise changed_while_stored(path, h.hexdigest(), expected)
+
+
+def _hashed(chunks: Iterable[bytes], h: hashlib._Hash) -> Iterator[bytes]:
+    for chunk in chunks:
+        h.update(chunk)
+        yield chunk
+
+
+def _etag(chunks: Iterable[bytes], part_bytes: int) -> str:
+    """The ETag S3 gives the bytes ``chunks`` yields when stored as ``_upload`` stores them: the MD5 of the
+    bytes in one PUT up to ``part_bytes``; past that, a multipart upload of ``part_bytes`` parts, whose ETag
+    is the MD5 of the parts' MD5s and their count."""
+    parts: list[bytes] = []
+    whole, part, filled = hashlib.md5(usedforsecurity=False), hashlib.md5(usedforsecurity=False), 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        whole.update(view)
+        while view:
+            take = view[: part_bytes - filled]
+            part.update(take)
+            filled += len(take)
+            view = view[len(take):]
+            if filled == part_bytes:
+                parts.append(part.digest())
+                part, filled = hashlib.md5(usedforsecurity=False), 0
+    if filled:
+        parts.append(part.digest())
+    if len(parts) <= 1:
+        return whole.hexdigest()
+    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"

@@ -103,7 +103,7 @@ class ArtPage:
     def measure(self, side: str, seconds: float, resolution: str) -> dict[str, Any]:
         """``side``'s frames per second and mean ms a frame, over ``seconds`` of frames at ``resolution``
         after a second to settle: frames counted by the page, time by this clock."""
-        w = resolution.split("x")[0]
+        w = resolution.split("x", maxsplit=1)[0]
         self.wait(f"s.{side}.last && s.{side}.last.width === {w} && s.{side}.frames > 0")
         time.sleep(1.0)
         first = self.stats()[side]

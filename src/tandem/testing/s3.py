@@ -30,14 +30,11 @@ class S3Server:
     proc: subprocess.Popen[Any] = field(repr=False)
 
     def new_bucket(self, prefix: str = "tandem") -> str:
-        """A fresh, empty bucket; its name."""
-        import boto3  # with moto, in the dev extra; Tandem itself never needs it
-
+        """A fresh, empty bucket; its name. (moto takes an unsigned CreateBucket: Tandem creates no buckets.)"""
         name = f"{prefix}-{secrets.token_hex(6)}"
-        client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
-                              aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY)
-        client.create_bucket(Bucket=name)
-        client.close()
+        r = httpx.put(f"{self.endpoint}/{name}", timeout=10.0)
+        if r.status_code != 200:
+            raise RuntimeError(f"moto's S3 server did not create bucket {name}: HTTP {r.status_code} {r.text[:500]}")
         return name
 
     def settings(self, bucket: str, prefix: str = "objects") -> dict[str, str]:

@@ -61,7 +61,7 @@ def test_settings(home: Path, **kw: object) -> Settings:
     # Pinned, so that TANDEM_* variables of the machine running the tests do not leak in.
     defaults: dict[str, object] = {"home": home, "database_url": None, "access_log": False, "alias_poll_s": 0.1,
                                    "redis_url": None, "max_delay_ms": 2.0, "max_batch_size": 8, "ort_threads": 0,
-                                   "workers": 1, "metrics_public": False, "preload": True,
+                                   "workers": 1, "metrics_public": False, "preload": True, "artifacts": None,
                                    # Tests send many bad keys on purpose; test_auth_matrix tests the guard.
                                    "auth_failures_burst": 100_000}
     return Settings(**{**defaults, **kw})

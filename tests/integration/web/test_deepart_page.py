@@ -1,7 +1,9 @@
 """The browser app's deep-art view in a real headless Chromium: Chromium's fake camera painted live on
 the device by an effect delivered over the air (a 1-epoch stylize run at 64 px, trained here), a frame
 counter, and the same frames painted by the real server for comparison, with their projection onto the
-advisor's network profiles."""
+advisor's network profiles. The effect is OpenCV's pencil sketch, learned in a few seconds (8 epochs of 7
+photos at 64 px): a network that starts as the identity needs that much to change the camera's picture
+visibly (1 epoch leaves it unchanged)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tests.integration.web.conftest import WebServer, web_server_for
 
 pytestmark = pytest.mark.integration
 
-EFFECT = "art-detail"
+EFFECT = "art-pencil"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def art_server(tmp_path_factory, lfw_people) -> Iterator[WebServer]:
     for person in ("Tony_Blair", "Hugo_Chavez"):
         for src in sorted((lfw_people / person).glob("*.jpg"))[:4]:
             shutil.copy(src, photos / src.name)
-    cfg = StylizeConfig(data=str(photos), out=root / "run", effect="detail", epochs=1, photo_size=64, crop=32,
+    cfg = StylizeConfig(data=str(photos), out=root / "run", effect="pencil", epochs=8, photo_size=64, crop=32,
                         batch_size=4)
     train_stylize(cfg, show_progress=False)
     bundle = export_run(root / "run", root / "bundle", ExportOptions(name=EFFECT))
@@ -63,7 +65,7 @@ def test_the_webcam_is_painted_on_the_device_and_by_the_cloud(art_server, browse
         assert page.title() == "Tandem · deep art" and "?view=deepart" in page.url and "#" not in page.url
         assert page.locator("#art-effect option").all_inner_texts() == [EFFECT, "no-such-effect"]
         status = art.status("works offline")
-        assert f"({EFFECT} v1, downloaded just now)" in status and "effect: detail" in status
+        assert f"({EFFECT} v1, downloaded just now)" in status and "effect: pencil" in status
         # Cross-origin isolated: SharedArrayBuffer, and onnxruntime-web on two threads (this machine's two cores).
         assert page.evaluate("() => crossOriginIsolated") is True
         threads = min(2, page.evaluate("() => navigator.hardwareConcurrency"))
@@ -79,7 +81,7 @@ def test_the_webcam_is_painted_on_the_device_and_by_the_cloud(art_server, browse
         camera, painted = art.canvas_rgb("art-input"), art.canvas_rgb("art-device-out")
         assert camera.shape == painted.shape == (240, 320, 3)
         assert _spread(camera) > 10 and _spread(painted) > 10, "a blank canvas"
-        assert np.abs(camera.astype(int) - painted.astype(int)).mean() > 1, "the painted frame is the camera's"
+        assert np.abs(camera.astype(int) - painted.astype(int)).mean() > 5, "the painted frame is the camera's"
 
         # The page paints as ONNX Runtime does on the server: the same rounded pixels (±1 for float rounding).
         frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)

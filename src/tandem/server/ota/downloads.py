@@ -1,28 +1,25 @@
 """Sending content-addressed store objects: strong ETags, If-None-Match, single byte ranges (RFC 9110).
 
 Objects never change under their name, so the ETag is their sha256 and caches may keep them for a
-year. A device resumes a cut download with ``Range: bytes=N-``. Files are streamed in chunks read in
-a thread; none is read whole into memory. Before an object is first sent by this worker its bytes
-are hashed once, so a damaged store object is refused instead of being sent under a sha256 it no
-longer has.
+year. A device resumes a cut download with ``Range: bytes=N-``. Objects are streamed in chunks from
+the artifact store (a file read in a thread, or ranged GETs on an S3 bucket); none is read whole into
+memory. Before an object is first sent by this worker its bytes are hashed once, so a damaged store
+object is refused instead of being sent under a sha256 it no longer has.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tandem.bundle import sha256_file
 from tandem.errors import RegistryError
+from tandem.registry.artifacts import ArtifactStore
 from tandem.server.responses import json_response
 
-CHUNK = 256 * 1024
 CACHE_CONTROL = "private, max-age=31536000, immutable"
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 _MAX_DIGITS = 18  # no object comes near 10**18 bytes; longer numbers are not a range we can satisfy
@@ -59,54 +56,46 @@ def etag_matches(header: str, sha256: str) -> bool:
 
 
 class Verified:
-    """Which store files this worker has hashed, keyed by what a change would alter (inode, size, mtime)."""
+    """Which store objects this worker has hashed, keyed by what a change would alter (a file's inode and
+    mtime, an object's ETag; and the size)."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, int, int]] = {}
+        self._seen: dict[str, tuple[str, int]] = {}
 
-    async def check(self, path: Path, sha256: str) -> os.stat_result:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+    async def check(self, store: ArtifactStore, sha256: str) -> int:
+        """The object's size, once it is known to hold its bytes."""
+        st = await asyncio.to_thread(store.stat, sha256)
+        if st is None:
             raise RegistryError(f"object {sha256[:12]}… is missing from the artifact store; make it again with "
-                                "`tandem release` for its version (or push the bundle again)") from None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+                                "`tandem release` for its version (or push the bundle again)")
+        sig = (st.version, st.size)
         if self._seen.get(sha256) != sig:
-            if await asyncio.to_thread(sha256_file, path) != sha256:
+            if not await asyncio.to_thread(store.verify, sha256):
                 raise RegistryError(f"object {sha256[:12]}… in the artifact store is damaged (its bytes no longer "
                                     "match its sha256), so it is not sent; make it again with `tandem release` for "
                                     "its version (or push the bundle again)")
             if len(self._seen) > 100_000:
                 self._seen.clear()
             self._seen[sha256] = sig
-        return st
+        return st.size
 
 
-async def _chunks(path: Path, start: int, length: int, sent: Callable[[int], None]) -> AsyncIterator[bytes]:
-    f = await asyncio.to_thread(path.open, "rb")
-    try:
-        await asyncio.to_thread(f.seek, start)
-        left = length
-        while left > 0:
-            data = await asyncio.to_thread(f.read, min(CHUNK, left))
-            if not data:
-                break
-            left -= len(data)
-            sent(len(data))
-            yield data
-    finally:
-        f.close()
+async def _chunks(store: ArtifactStore, sha256: str, start: int, length: int,
+                  sent: Callable[[int], None]) -> AsyncIterator[bytes]:
+    async for data in store.stream(sha256, start, length):
+        sent(len(data))
+        yield data
 
 
-async def send_object(request: Request, path: Path, sha256: str, verified: Verified,
+async def send_object(request: Request, store: ArtifactStore, sha256: str, verified: Verified,
                       sent: Callable[[int], None]) -> Response:
-    """200, 206, 304 or 416 for the store object ``sha256`` at ``path``."""
+    """200, 206, 304 or 416 for the store object ``sha256``."""
     etag = f'"{sha256}"'
     headers = {"etag": etag, "accept-ranges": "bytes", "cache-control": CACHE_CONTROL}
     inm = request.headers.get("if-none-match")
     if inm is not None and etag_matches(inm, sha256):
         return Response(status_code=304, headers=headers)
-    size = (await verified.check(path, sha256)).st_size
+    size = await verified.check(store, sha256)
     if_range = request.headers.get("if-range")
     # If-Range: resume only while the object is the one the client has the first part of.
     span = parse_range(request.headers.get("range"), size) if if_range in (None, etag) else None
@@ -120,5 +109,5 @@ async def send_object(request: Request, path: Path, sha256: str, verified: Verif
     headers["content-length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(_chunks(path, start, length, sent), status_code=status, headers=headers,
+    return StreamingResponse(_chunks(store, sha256, start, length, sent), status_code=status, headers=headers,
                              media_type="application/octet-stream")

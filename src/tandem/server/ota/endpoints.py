@@ -238,7 +238,7 @@ def _in_scope(state: OtaState, call: Call, served: Served | None) -> Served | No
 async def _send(request: Request, sha: str, kind: str) -> Response:
     svc = _service(request)
     counter = svc.metrics.ota_bytes.labels(kind)
-    response = await send_object(request, svc.registry.store.path(sha), sha, svc.verified, counter.inc)
+    response = await send_object(request, svc.registry.store, sha, svc.verified, counter.inc)
     svc.metrics.ota_downloads.labels(kind, str(response.status_code)).inc()
     return response
 

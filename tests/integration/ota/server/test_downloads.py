@@ -1,19 +1,29 @@
 """The OTA download routes on a real server: ETags, 304, resuming with Range, 416, delta patches that
-rebuild the file, and objects that are unknown, not offered, or damaged in the store."""
+rebuild the file, and objects that are unknown, not offered, or damaged in the store; with the objects in
+a local folder and in a bucket of a real S3-compatible server (streamed from it in ranges)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 
 from tandem.delta import apply
 from tandem.registry.ota.objects import delta_aad
 from tandem.security import encryption
-from tests.integration.ota.server.helpers import DeviceSide, synced
+from tests.integration.ota.server.helpers import DeviceSide, Env, new_env, synced
+from tests.integration.registry_backends import damage
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["local", "s3"])
+def env(request, tmp_path, ota_bundles) -> Env:
+    """The package's env (versions 1-3 pushed, a key per scope), its objects in a folder or a bucket."""
+    if request.param == "local":
+        return new_env(tmp_path / "home", ota_bundles)
+    s3 = request.getfixturevalue("s3")
+    return new_env(tmp_path / "home", ota_bundles, **s3.settings(s3.new_bucket()))
 
 
 @pytest.fixture()
@@ -77,7 +87,7 @@ def test_the_manifest_and_the_delta_rebuild_the_new_version(env, offered):
     assert hashlib.sha256(r.content).hexdigest() == delta["sha256"] and len(r.content) == delta["size"]
     patch = encryption.decrypt(key, r.content, delta_aad(delta["from_sha256"], entry["sha256"]))
     with env.ota() as ota:
-        old = ota.reg.store.path(delta["from_sha256"]).read_bytes()  # what the device holds of v1
+        old = ota.reg.store.read(delta["from_sha256"])  # what the device holds of v1
     rebuilt = apply(old, patch)
     assert hashlib.sha256(rebuilt).hexdigest() == entry["sha256"]
     assert rebuilt == device.download(entry, key)  # byte for byte the full file
@@ -101,11 +111,7 @@ def test_a_damaged_object_is_refused_and_made_again_by_releasing(env, offered):
     server, device, payload, key = offered
     entry = payload["files"]["model.onnx"]
     with env.ota() as ota:
-        path = ota.reg.store.path(entry["encrypted"]["sha256"])
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
-    data[100] ^= 0xFF  # one flipped bit of ciphertext, same size
-    path.write_bytes(bytes(data))
+        damage(ota.reg.store, entry["encrypted"]["sha256"])  # one flipped byte of ciphertext, same size
     r = device.http.get(entry["url"])
     assert r.status_code == 500 and "is damaged" in r.json()["error"] and "tandem release" in r.json()["error"]
     with env.ota() as ota:

@@ -1,5 +1,6 @@
 """OTA on a server over a PostgreSQL registry: devices register, then release, check, download, data key,
-health reports (one per device), revocation."""
+health reports (one per device), revocation; with the objects in a local folder, and in an S3 bucket (a
+registry that servers on several machines can share)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from tests.integration.registry_backends import postgres_schema
 pytestmark = pytest.mark.integration
 
 
-def test_ota_over_postgresql(tmp_path, ota_bundles):
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_ota_over_postgresql(tmp_path, ota_bundles, store, request):
+    s3 = request.getfixturevalue("s3") if store == "s3" else None
+    artifacts = s3.settings(s3.new_bucket()) if s3 is not None else {}
     with postgres_schema() as url:
-        env = new_env(tmp_path / "home", ota_bundles[:2], database_url=url, key_cache_s=0)
+        env = new_env(tmp_path / "home", ota_bundles[:2], database_url=url, key_cache_s=0, **artifacts)
         with env.ota() as ota:
             ota.releases.release("faces", 1)
             ota.releases.release("faces", 2, percent=100, max_failure_rate=0.5, min_devices=2)

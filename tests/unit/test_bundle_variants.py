@@ -1,0 +1,131 @@
+"""Schema 3's `variants` (docs/bundle.md): the model in other formats, each with its file, layout, runtime and
+parity; bundles without them stay schema 2, and schema 1 and 2 bundles still load."""
+
+import json
+
+import pytest
+
+from tandem.bundle import SCHEMA_VERSION, VARIANTS_SCHEMA, Bundle, Parity, Software, TensorSpec, Variant, write_manifest
+from tandem.errors import BundleError, ConfigError
+from tandem.export.formats import Tools, parse_formats
+from tests.unit.test_bundle import manifest
+
+OUTPUTS = [TensorSpec(name="probabilities", dtype="float32", shape=[1, 2]),
+           TensorSpec(name="embedding", dtype="float32", shape=[1, 8])]
+
+
+def litert(precision="fp32", **kw) -> Variant:
+    base = dict(format="litert", precision=precision, file=f"model.{precision}.tflite", layout="NHWC",
+                inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[1, 100, 75, 3])], outputs=OUTPUTS,
+                signature="serving_default", runtime=Software(name="ai-edge-litert", version="2.3.0"),
+                converter=Software(name="litert-torch", version="0.10.0"),
+                parity=Parity(images=12, on="test", max_abs=2e-7, top1_agreement=1.0))
+    base.update(kw)
+    return Variant(**base)
+
+
+@pytest.fixture()
+def variant_bundle(tmp_path):
+    root = tmp_path / "b"
+    root.mkdir()
+    for name, data in (("model.onnx", b"onnx fp32"), ("model.int8.onnx", b"onnx int8"),
+                       ("model.fp32.tflite", b"tflite fp32"), ("model.int8.tflite", b"tflite int8")):
+        (root / name).write_bytes(data)
+    write_manifest(root, manifest(variants={"litert-fp32": litert(), "litert-int8": litert("int8")}))
+    return root
+
+
+def test_a_bundle_with_variants_is_schema_3_and_hashes_their_files(variant_bundle):
+    b = Bundle.load(variant_bundle)
+    assert b.manifest.schema_version == VARIANTS_SCHEMA == SCHEMA_VERSION == 3
+    assert {"model.fp32.tflite", "model.int8.tflite"} <= set(b.manifest.files)
+    assert b.variant_path("litert-int8") == (variant_bundle / "model.int8.tflite").resolve()
+    v = b.manifest.variants["litert-fp32"]
+    assert (v.layout, v.runtime.version, v.parity.max_abs, v.signature) == ("NHWC", "2.3.0", 2e-7, "serving_default")
+    with pytest.raises(BundleError, match=r"no executorch-fp32 variant .* --formats onnx,executorch"):
+        b.variant_path("executorch-fp32")
+    (variant_bundle / "model.int8.tflite").write_bytes(b"tflite int9")
+    with pytest.raises(BundleError, match=r"model\.int8\.tflite has sha256"):
+        Bundle.load(variant_bundle)
+
+
+def test_a_bundle_without_variants_stays_schema_2_byte_for_byte(tmp_path):
+    root = tmp_path / "b"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(b"x")
+    (root / "model.int8.onnx").write_bytes(b"y")
+    write_manifest(root, manifest())
+    raw = json.loads((root / "manifest.json").read_text())
+    assert raw["schema_version"] == 2 and "variants" not in raw
+    assert Bundle.load(root).manifest.variants == {}
+
+
+def test_schema_1_and_2_bundles_written_before_variants_still_load(variant_bundle):
+    raw = json.loads((variant_bundle / "manifest.json").read_text())
+    for name in ("model.fp32.tflite", "model.int8.tflite"):
+        raw["files"].pop(name)
+    raw.pop("variants")
+    for version in (1, 2):
+        (variant_bundle / "manifest.json").write_text(json.dumps({**raw, "schema_version": version}))
+        b = Bundle.load(variant_bundle)
+        assert b.manifest.schema_version == version and b.manifest.variants == {}
+
+
+def test_a_variant_file_the_files_do_not_list_is_refused(variant_bundle):
+    raw = json.loads((variant_bundle / "manifest.json").read_text())
+    raw["files"].pop("model.int8.tflite")
+    (variant_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=r"variant file model\.int8\.tflite \(litert-int8\) is not listed"):
+        Bundle.load(variant_bundle)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"variants": {"litert-int8": litert()}}, r"variant 'litert-int8' is a litert fp32 model; its key must be 'litert-fp32'"),
+    ({"schema_version": 2}, "variants need schema_version 3"),
+    ({"variants": {"litert-fp32": litert(inputs=[TensorSpec(name="pixels", dtype="float32", shape=[1, 100, 75, 3])])}},
+     "every variant takes the bundle's input, uint8 'pixels' NHWC"),
+    ({"variants": {"litert-fp32": litert(layout="NCHW")}}, "uint8 'pixels' NHWC"),
+    ({"variants": {"litert-fp32": litert(inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[1, 64, 64, 3])])}},
+     r"NHWC \[100, 75, 3\]"),
+    ({"variants": {"litert-fp32": litert(outputs=OUTPUTS[:1])}}, "outputs .* are not the bundle's"),
+    ({"variants": {"onnx-fp32": litert(format="onnx", file="other.onnx")}}, "is not models.fp32"),
+])
+def test_variants_keep_the_bundles_conventions(change, message):
+    kw = {"variants": {"litert-fp32": litert()}} | change
+    with pytest.raises(ValueError, match=message):
+        manifest(**kw)
+
+
+def test_formats_say_what_is_made_and_what_is_missing(tmp_path):
+    missing = Tools(litert_python=tmp_path / "no-venv" / "bin" / "python")
+    assert parse_formats(None, missing, litert_ok=True) == frozenset()  # the default: what is installed
+    assert parse_formats("onnx", missing, litert_ok=True) == frozenset()
+    with pytest.raises(ConfigError, match=r"converter's venv is not there .*make install"):
+        parse_formats("onnx,litert", missing, litert_ok=True)
+    with pytest.raises(ConfigError, match="does not write executorch yet"):
+        parse_formats("onnx,executorch", missing, litert_ok=True)
+    with pytest.raises(ConfigError, match=r"unknown format 'tflite'; choose from onnx, onnx-fp32"):
+        parse_formats("onnx,tflite", missing, litert_ok=True)
+    with pytest.raises(ConfigError, match="image classifiers so far"):
+        parse_formats("litert", missing, litert_ok=False)
+    python = tmp_path / "python"
+    python.write_text("")
+    found = Tools(litert_python=python)
+    assert parse_formats("onnx,litert-int8", found, litert_ok=True) == {"litert-int8"}
+    assert parse_formats(None, found, litert_ok=True) == {"litert-fp32", "litert-int8"}
+    assert parse_formats(None, found, litert_ok=False) == frozenset()
+
+
+def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
+    import numpy as np
+
+    from tandem.export.litert_export import ParityPhotos, _check
+
+    photos = ParityPhotos(np.zeros((10, 4, 4, 3), np.uint8), "test", [], onnx_int8_agreement=0.9)
+    _check("litert-fp32", Parity(images=10, on="test", max_abs=9e-5), photos)
+    with pytest.raises(BundleError, match=r"litert-fp32: .* up to 0\.002 on 10 test photos .* --formats onnx$"):
+        _check("litert-fp32", Parity(images=10, on="test", max_abs=2e-3), photos)
+    # int8: the bar is 99%, or the int8 ONNX model's own agreement when lower (a barely trained model).
+    _check("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.9), photos)
+    with pytest.raises(BundleError, match=r"litert-int8: .* on 80% of 10 test photos \(at least 90% .*litert-fp32"):
+        _check("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.8), photos)
