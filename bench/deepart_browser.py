@@ -8,7 +8,10 @@ gets the effect over the air and paints Chromium's fake camera (60 frames/s, so 
 the rate) with onnxruntime-web (WASM; two threads when the page is cross-origin isolated).
 
 - device_fps {"320x240", "640x480"}: frames painted on the device per second over --seconds, the cloud
-  comparison off; device_frame_ms: the page's mean time a frame (grab, inference, draw).
+  comparison off, on the page's default WASM threads (two when it is cross-origin isolated on a machine of
+  two cores or more); device_frame_ms: the page's mean time a frame (grab, inference in the worker, draw);
+  device_fps_by_threads and device_frame_ms_by_threads {"1": {...}, "2": {...}}: each thread count the
+  page's picker offers.
 - cloud_fps and cloud_frame_ms {profile: ...}: the same frames (JPEG) painted by the server at 320x240,
   the device side off, one frame in flight. "loopback" is measured (this machine's server, so the
   server's inference shares the two cores with Chromium); every other profile is projected from it with
@@ -74,17 +77,22 @@ def browser_figures(bundle_dir: Path, work: Path, seconds: float = 5.0) -> dict[
                 art = ArtPage(page)
                 art.open(view_url(served.url, device_key, predict_key, [name]))
                 status = art.status("works offline")
+                default_threads = int(page.input_value("#art-threads"))
+                offered = page.eval_on_selector_all("#art-threads option", "(os) => os.map((o) => o.value)")
                 art.side("cloud", False)
                 art.start()
-                device: dict[str, dict[str, Any]] = {}
-                for res in RESOLUTIONS:
-                    art.resolution(res)
-                    device[res] = art.measure("device", seconds, res)
+                device: dict[str, dict[str, dict[str, Any]]] = {}
+                for threads in offered:
+                    page.select_option("#art-threads", threads)
+                    art.status(f"on {threads} WASM thread")
+                    device[threads] = {}
+                    for res in RESOLUTIONS:
+                        art.resolution(res)
+                        device[threads][res] = art.measure("device", seconds, res)
                 art.resolution(CLOUD_RESOLUTION)
                 art.side("device", False)
                 art.side("cloud", True)
                 cloud = art.measure("cloud", seconds, CLOUD_RESOLUTION)
-                threads = art.stats()["threads"]
                 art.stop()
             finally:
                 browser.close()
@@ -93,14 +101,18 @@ def browser_figures(bundle_dir: Path, work: Path, seconds: float = 5.0) -> dict[
     frame_ms = cloud["frame_ms"]
     up, down = cloud["last"]["up_bytes"], cloud["last"]["down_bytes"]
     projected = {n: frame_ms + transfer(p, up, down).total_ms for n, p in NETWORKS.items() if p.online}
+    fps = {t: {r: round(m["fps"], 1) for r, m in by_res.items()} for t, by_res in device.items()}
+    ms = {t: {r: round(m["frame_ms"], 1) for r, m in by_res.items()} for t, by_res in device.items()}
     return {
-        "device_fps": {r: round(m["fps"], 1) for r, m in device.items()},
-        "device_frame_ms": {r: round(m["frame_ms"], 1) for r, m in device.items()},
+        "device_fps": fps[str(default_threads)],
+        "device_frame_ms": ms[str(default_threads)],
+        "device_fps_by_threads": fps,
+        "device_frame_ms_by_threads": ms,
         "cloud_fps": {"loopback": round(cloud["fps"], 1), **{n: round(1000 / ms, 2) for n, ms in projected.items()}},
         "cloud_frame_ms": {"loopback": round(frame_ms, 1), **{n: round(ms, 1) for n, ms in projected.items()}},
         "browser": {"chromium": subprocess.run([chromium, "--version"], check=False, capture_output=True,
                                                 text=True).stdout.strip(),
-                    "wasm_threads": threads, "camera_fps": CAMERA_FPS, "seconds": seconds,
+                    "wasm_threads": default_threads, "camera_fps": CAMERA_FPS, "seconds": seconds,
                     "cloud_resolution": CLOUD_RESOLUTION, "cloud_bytes": {"up": up, "down": down},
                     "cloud_server_inference_ms": cloud["last"].get("server_inference_ms"),
                     "projected": sorted(projected), "status": status},

@@ -67,8 +67,10 @@ def test_the_sdk_runs_the_litert_variant_with_onnx_answers(bundle_dir, lfw_peopl
     assert int8["probabilities"].shape == (4, 4) and np.allclose(int8["probabilities"].sum(1), 1, atol=1e-3)
 
 
-def test_an_embedding_run_asked_for_litert_says_it_is_not_made_yet(bundle_dir, tmp_path):
+def test_formats_not_made_yet_are_refused_and_info_lists_the_variants(bundle_dir, tmp_path):
     # The classifier's run folder serves: the refusal comes from --formats, before any export work.
     proc = tandem("export", bundle_dir.parent / "run", "--out", tmp_path / "b", "--formats", "onnx,coreml", ok=False)
     assert proc.returncode != 0 and "does not write coreml yet" in proc.stderr
     assert tandem_json("info", bundle_dir)["variants"]["litert-int8"]["precision"] == "int8"
+    shown = tandem("info", bundle_dir).stdout
+    assert "litert-int8" in shown and "ai-edge-litert 2.3" in shown and "model.int8.tflite" in shown

@@ -35,7 +35,8 @@ def run_dir(work) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_dir(run_dir, work) -> Path:
-    proc = tandem("export", run_dir, "--out", work / "bundle", "--json")
+    # ONNX only: the LiteRT variants (a minute more) have tests/integration/test_litert_export.py.
+    proc = tandem("export", run_dir, "--out", work / "bundle", "--formats", "onnx", "--json")
     manifest = json.loads(proc.stdout)
     assert manifest["name"] == "faces" and "model.int8.onnx" in manifest["files"]
     # The exporter's own chatter (onnxscript's INFO lines, torch's warnings) stays in the debug log.
@@ -186,7 +187,7 @@ def test_folder_problems_are_reported_not_crashed_on(work, tmp_path):
         seen = len(run["split"]["train"]) + len(run["split"]["val"])
         assert run["notes"] == [f"skipped 1 unreadable image file(s) of {seen} (training and validation)"]
     else:  # a test image: export skips it and measures on the rest
-        manifest = tandem_json("export", tmp_path / "r", "--out", tmp_path / "b")
+        manifest = tandem_json("export", tmp_path / "r", "--out", tmp_path / "b", "--formats", "onnx")
         assert manifest["metrics"]["test_images"] == len(run["split"]["test"]) - 1
     (data / "Nobody").mkdir()
     proc = tandem("train", "--data", data, "--out", tmp_path / "r2", *TRAIN_ARGS, ok=False)

@@ -53,7 +53,7 @@ def test_two_workers_train_as_well_as_one_to_a_bundle(ray_cluster, tmp_path, dat
     assert not (tmp_path / "two" / "ray").exists()  # Ray's own copies go once the run folder holds the run
     assert one["train_images"] == 224
 
-    manifest = tandem_json("export", tmp_path / "two", "--out", tmp_path / "bundle")
+    manifest = tandem_json("export", tmp_path / "two", "--out", tmp_path / "bundle", "--formats", "onnx")
     bundle = Bundle.load(tmp_path / "bundle")
     # No --name: the model is named after its run folder.
     assert manifest["name"] == "two" and bundle.manifest.labels == ["Donald_Rumsfeld", "Gerhard_Schroeder", "Tony_Blair"]

@@ -14,16 +14,15 @@ import glueUrl from "onnxruntime-web/ort-wasm-simd-threaded.mjs?url";
 import wasmUrl from "onnxruntime-web/ort-wasm-simd-threaded.wasm?url";
 
 export const MAX_THREADS = globalThis.crossOriginIsolated ? Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) : 1;
-export const THREADS = MAX_THREADS;
 
-ort.env.wasm.numThreads = THREADS;
+ort.env.wasm.numThreads = MAX_THREADS;
+ort.env.wasm.wasmPaths = { mjs: new URL(glueUrl, import.meta.url).href, wasm: new URL(wasmUrl, import.meta.url).href };
 
 /** Threads for this thread's (or worker's) sessions: within 1..MAX_THREADS; only before its first session. */
 export function useThreads(n) {
   ort.env.wasm.numThreads = Math.max(1, Math.min(MAX_THREADS, Math.floor(n) || MAX_THREADS));
   return ort.env.wasm.numThreads;
 }
-ort.env.wasm.wasmPaths = { mjs: new URL(glueUrl, import.meta.url).href, wasm: new URL(wasmUrl, import.meta.url).href };
 
 export const SESSION_OPTIONS = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
 

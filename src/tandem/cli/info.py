@@ -74,6 +74,16 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
         for k, v in m.metrics.items():
             mt.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
         console.print(mt)
+    if m.variants:
+        vt = table("variant", "file", "runtime", "max |Δ| vs torch", "top-1 agreement", "photos",
+                   title="variants, each checked against PyTorch at export")
+        for key, variant in m.variants.items():
+            parity = variant.parity
+            agree = "" if parity.top1_agreement is None else f"{parity.top1_agreement:.0%}"
+            # A bundle's words are data, never markup.
+            vt.add_row(escape(key), escape(variant.file), escape(f"{variant.runtime.name} {variant.runtime.version}"),
+                       f"{parity.max_abs:.2g}", agree, f"{parity.images} {parity.on}")
+        console.print(vt)
     ft = table("file", "size", "sha256", title="files")
     for rel, e in m.files.items():
         ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
