@@ -194,7 +194,10 @@ def test_a_neural_style_is_learned_from_a_style_picture_exported_and_served(tmp_
     assert {"val_loss", "val_style_loss", "val_content_loss"} <= set(history[0])
     with Image.open(out / "style.png") as kept:
         assert kept.size == (64, 64)  # the style at the photos' scale, kept by the run
-    style.unlink()  # the run no longer needs the original
+    style.unlink()  # the run no longer needs the original: a resume and an export read its own copy
+    resumed = tandem_json("train", "--data", photo_folder, "--out", out, "--task", "stylize", "--resume", "--epochs", "2",
+                          "--photo-size", "64", "--crop", "32", "--batch-size", "4", "--no-progress")
+    assert resumed["epochs"] == 2
     manifest = tandem_json("export", out, "--out", tmp_path / "bundle")
     art = manifest["apps"]["deepart"]
     assert manifest["name"] == "strokes" and art["effect"] == "neural-style" and art["style"] == "strokes"

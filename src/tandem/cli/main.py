@@ -178,10 +178,21 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, s
                    style_image: Path | None, style_weight: float, content_weight: float) -> None:
     from tandem.cli.resume import stopped_training
     from tandem.data.photos import is_pair_folder
-    from tandem.training.stylize import NEURAL_STYLE, PAIRS, StylizeConfig, train_stylize
+    from tandem.training.stylize import (
+        NEURAL_STYLE,
+        PAIRS,
+        StylizeConfig,
+        is_stylize_run,
+        load_stylize_run,
+        train_stylize,
+    )
 
     if effect is not None and style_image is not None:
         raise ConfigError("--teacher-effect and --style-image are two different effects: give one of them")
+    if resume and effect is None and style_image is None and is_stylize_run(out):
+        # A resumed run learns from what it learned from: no need to name it again.
+        kept, _ = load_stylize_run(out)
+        effect, style_image = kept.effect, None if kept.style_image is None else Path(kept.style_image)
     if style_image is not None:
         effect = NEURAL_STYLE
     elif effect is None and is_pair_folder(data):

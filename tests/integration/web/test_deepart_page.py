@@ -111,6 +111,13 @@ def test_the_webcam_is_painted_on_the_device_and_by_the_cloud(art_server, browse
         s = art.wait("s.device.last.width === 640 && s.cloud.last.width === 640")
         assert s["device"]["last"]["height"] == 480 and s["resolution"] == "640x480"
 
+        # One WASM thread: the effect opens again in a worker of its own, and painting goes on.
+        page.select_option("#art-threads", "1")
+        art.status("on 1 WASM thread")
+        frames = art.stats()["device"]["frames"]
+        s = art.wait(f"s.threads === 1 && s.device.frames > {frames + 3}")
+        assert s["device"]["last"]["width"] == 640
+
         # An effect the server does not release to this device: said, and the camera keeps running.
         page.select_option("#art-effect", "no-such-effect")
         status = art.status("effect no-such-effect: not available on this device")
