@@ -46,7 +46,7 @@ def test_a_lonely_input_or_target_is_named_and_nothing_is_trained(tmp_path):
                                         r"input \(e\.g\. d\.jpg\)"):
         find_pairs(str(root))
     (root / "target" / "a.jpg").write_bytes((root / "target" / "a.png").read_bytes())
-    with pytest.raises(DataError, match="a.jpg and a.png have the same name"):
+    with pytest.raises(DataError, match=r"a\.jpg and a\.png have the same name"):
         find_pairs(str(root))
 
 
@@ -69,7 +69,7 @@ def test_a_style_picture_keeps_its_aspect_at_the_photos_scale_and_a_bad_one_is_r
     _photo(tmp_path / "style.png", (300, 150), 0)
     assert load_style(tmp_path / "style.png", 64).shape == (64, 128, 3)
     (tmp_path / "bad.jpg").write_bytes(b"<html>")
-    with pytest.raises(DataError, match="--style-image: .*give a JPEG or PNG picture of the style"):
+    with pytest.raises(DataError, match=r"--style-image: .*give a JPEG or PNG picture of the style"):
         load_style(tmp_path / "bad.jpg", 64)
     _photo(tmp_path / "tiny.png", (8, 40), 0)
     with pytest.raises(DataError, match="is 8×40 pixels; give a picture at least 16 pixels"):

@@ -1,4 +1,4 @@
-// The cloud side: the server's image endpoint, POST /v1/apps/celebmatch/{model}:predict.
+// The cloud side: the server's image endpoints, POST /v1/apps/celebmatch/{model}:predict and (deep art) /v1/apps/deepart/{model}:predict.
 import { NOT_A_PHOTO, noFace } from "./messages.js";
 
 export class CloudError extends Error {}

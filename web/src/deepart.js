@@ -31,15 +31,20 @@ class FrameSource {
     this.seq = 0;
     this.waiting = [];
     this.running = false;
+    this.generation = 0; // a callback of an earlier start() finds another generation and ends
   }
 
-  start(width, height) {
+  size(width, height) {
     this.canvas.width = width;
     this.canvas.height = height;
+  }
+
+  start() {
     if (this.running) return;
     this.running = true;
+    const generation = ++this.generation;
     const onFrame = () => {
-      if (!this.running) return;
+      if (!this.running || generation !== this.generation) return;
       this._draw();
       this._schedule(onFrame);
     };
@@ -144,6 +149,7 @@ export class DeepArtView {
   /** The view is shown: the chosen effect starts loading (with a device key), so Start does not wait for it. */
   activate() {
     this.refresh();
+    this.show();
     const name = this.$("art-effect").value;
     if (name && this.setting("device-key") && !this.model) this.choose(name);
   }
@@ -231,7 +237,8 @@ export class DeepArtView {
       await track.applyConstraints({ width: { ideal: w }, height: { ideal: h } }).catch(() => {}); // the drawing scales anyway
     }
     if (this.model) await this.model.warm(w, h);
-    this.source.start(w, h);
+    this.source.size(w, h);
+    if (this.running) this.source.start();
     for (const canvas of ["art-device-out", "art-cloud-out"]) Object.assign(this.$(canvas), { width: w, height: h });
     this.meters.device.reset();
     this.meters.cloud.reset();
@@ -305,6 +312,7 @@ export class DeepArtView {
       try {
         painted = await model.paint(frame);
       } catch (e) {
+        if (model !== this.model) continue; // its effect was closed meanwhile (new settings): the next one paints
         this.error(`On device: ${e.message}`);
         this.$("art-device").checked = false;
         break;
