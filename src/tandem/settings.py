@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -273,6 +273,30 @@ class OtaSettings(BaseModel):
         default=60.0, gt=0, le=86_400,
         description="Health reports: one counted per device and model per this many seconds (shared through "
         "Redis with TANDEM_REDIS_URL, else per worker); more get 429 with Retry-After.",
+    )
+    ota_downloads: Literal["server", "presigned", "cdn"] = Field(
+        default="server",
+        description="Where signed check answers send devices for the bytes (docs/ota.md, 'Downloads from storage "
+        "or a CDN'): server (this server's download routes only); presigned (short-lived presigned URLs of the "
+        "S3 bucket TANDEM_ARTIFACTS names); cdn (TANDEM_OTA_DOWNLOAD_BASE, serving what the server publishes to "
+        "TANDEM_OTA_PUBLISH). Either way each file also names the server's own route, which devices fall back to.",
+    )
+    ota_presign_s: float = Field(
+        default=900.0, ge=1, le=7 * 86_400,
+        description="presigned: how long a presigned download URL stays valid (S3 allows at most 7 days). Each "
+        "worker reuses a URL while at least half of this remains, so an answer never hands out one about to expire.",
+    )
+    ota_download_base: str | None = Field(
+        default=None,
+        description="cdn: the CDN's base URL (https://cdn.example.com/tandem); an object is at BASE/ab/cdef... "
+        "(its sha256, split after two digits), as laid out in TANDEM_OTA_PUBLISH, the CDN's origin.",
+    )
+    ota_publish: str | None = Field(
+        default=None,
+        description="cdn: where the server copies what devices download (manifests, encrypted model files and "
+        "patches; never a plaintext model file), for the CDN to serve: s3://BUCKET/PREFIX (with the endpoint and "
+        "credentials of TANDEM_ARTIFACTS) or an absolute folder. Must not be TANDEM_ARTIFACTS itself, which holds "
+        "the bundles' plaintext files.",
     )
 
 

@@ -37,6 +37,17 @@ def test_the_commit_and_whether_tracked_files_changed(checkout):
     assert provenance.code_revision(checkout) == {"git_commit": head, "git_dirty": True}
 
 
+def test_a_copy_installed_inside_another_checkout_is_not_that_checkouts_code(checkout):
+    # A wheel in a virtual environment kept (ignored) inside some project: that project's commit is not ours.
+    (checkout / ".gitignore").write_text(".venv/\n")
+    installed = checkout / ".venv" / "site-packages" / "tandem" / "training" / "provenance.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("# installed copy\n")
+    assert provenance.code_revision(installed) is None
+    assert provenance.code_revision(installed.parent) is None
+    assert provenance.code_revision(checkout / "pkg" / "train.py")["git_commit"] == git(checkout, "rev-parse", "HEAD")
+
+
 def test_outside_a_checkout_nothing_is_known(tmp_path):
     assert provenance.code_revision(tmp_path) is None
     run = tmp_path / "run"

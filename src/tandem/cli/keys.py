@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from tandem.cli.ota import signing_app
 from tandem.cli.output import console, err_console, print_json, table
@@ -105,7 +106,8 @@ def list_keys(json_out: JsonOpt = False) -> None:
     t = table("key id", "scope", "models", "label", "rate/s", "burst", "created", "expires", "revoked")
     for k in keys:
         expiry = when(k.expires) + (" (expired)" if k.expired(now) else "")
-        t.add_row(k.key_id, k.scope, k.model_scope.describe() if k.scope == "device" else "", k.label,
+        # A label is whatever its creator typed: data, never markup.
+        t.add_row(k.key_id, k.scope, k.model_scope.describe() if k.scope == "device" else "", Text(k.label),
                   "default" if k.rate_per_s is None else f"{k.rate_per_s:g}",
                   "default" if k.burst is None else str(k.burst), when(k.created), expiry or "never", when(k.revoked))
     console.print(t)

@@ -169,7 +169,8 @@ def train(
     console.print(f"[bold green]trained[/] {result.classes} {'people' if embed else 'classes'} on {result.train_images} "
                   f"images in {result.seconds:.0f}s; best validation {what} {result.best_val_acc:.3f} "
                   f"(epoch {result.best_epoch})")
-    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)")
+    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)", markup=False,
+                  highlight=False)
 
 
 def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, subset: float, max_images: int | None,
@@ -228,7 +229,8 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, s
         close = f"style loss {result.best_style_loss:.4f}, content loss {result.best_content_loss:.4f}"
     console.print(f"[bold green]trained[/] {effect} on {result.train_images} photos in {result.seconds:.0f}s; held-out "
                   f"{close} (epoch {result.best_epoch})")
-    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, history.json, contact_sheet.png)")
+    console.print(f"run folder: {out}  (checkpoint.pt, best.pt, history.json, contact_sheet.png)", markup=False,
+                  highlight=False)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

@@ -4,7 +4,6 @@ over-the-air delivery of registry versions to devices (docs/ota.md)."""
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -181,20 +180,20 @@ def signing_create(json_out: JsonOpt = False) -> None:
     _show_key(k, "created", json_out)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-_DURATION = re.compile(r"(?:\d{1,9}[smhdw])+|0", re.IGNORECASE)
 MAX_OVERLAP = timedelta(days=366)
 
 
 def parse_overlap(text: str) -> timedelta:
     """``7d``, ``12h``, ``90m``, ``1d12h``, ``30s`` or ``0``."""
     from tandem.errors import InvalidRequest
+    from tandem.registry.expiry import duration_seconds
 
     given = text.strip()
-    if not _DURATION.fullmatch(given):
+    seconds = 0 if given == "0" else duration_seconds(given)
+    if seconds is None:
         raise InvalidRequest(f"--overlap {text!r:.40} is not a duration: give e.g. 7d, 12h, 90m, 1d12h, 30s, or 0 to "
                              "switch at once")
-    overlap = timedelta(seconds=sum(int(n) * _UNITS[u.lower()] for n, u in re.findall(r"(\d+)([smhdw])", given, re.I)))
+    overlap = timedelta(seconds=seconds)
     if overlap > MAX_OVERLAP:
         raise InvalidRequest(f"--overlap {given} is more than a year: the old key would go on signing that long; "
                              "give a shorter one")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 
 from tandem.cli.help import TandemGroup
 from tandem.cli.output import console, err_console, get_settings, print_json, table
@@ -161,8 +162,9 @@ def versions(name: NameArg, json_out: JsonOpt = False) -> None:
         return
     t = table("version", "created", "size", "manifest sha256", "aliases", "pushed by", "status", title=name)
     for v in found:
+        # Who pushed is what they said (`tandem push --by`): data, never markup.
         t.add_row(str(v.version), when(v.created), _fmt_bytes(v.size), v.manifest_sha256[:16] + "…", ", ".join(v.aliases),
-                  v.pushed_by or "", f"archived {when(v.archived)}" if v.archived else "")
+                  Text(v.pushed_by or ""), f"archived {when(v.archived)}" if v.archived else "")
     console.print(t)
 
 

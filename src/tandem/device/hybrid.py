@@ -308,7 +308,11 @@ class HybridModel:
     def _takes_any_size(self) -> bool:
         if self._any_size is None:
             local = self._device_or_none()
-            self._any_size = local is not None and local.model.any_size
+            if local is None:
+                # Not known yet (an updater that has installed nothing, say): asked again at the next call, so
+                # that the model it installs later decides, rather than this call's absence of one.
+                return False
+            self._any_size = local.model.any_size
         return self._any_size
 
     def _input_name(self) -> str:

@@ -8,6 +8,7 @@
 - ``activations``: the int8 encoding of a split's intermediate tensor;
 - ``status``: HTTP statuses ↔ TandemErrors;
 - ``jsonbody``: JSON with orjson where installed (the server), the standard library otherwise (a device).
+- ``origins``: the origin (scheme, host, port) of an OTA download URL, as signed payloads name them.
 
 No HTTP library, no web framework, no torch: the server's routes and the device's cloud client are
 thin users of these codecs (MLServer's ``codecs/`` and ``types/`` are the model).

@@ -20,14 +20,22 @@ FORMS = ("a duration from now (90m, 12h, 30d, 2w; parts together: 1d12h) or an I
          "(2027-01-31, 2027-01-31T18:00, 2027-01-31T18:00Z; no zone: this machine's local time)")
 
 
+def duration_seconds(text: str) -> int | None:
+    """The seconds of a duration as people write it (``90m``, ``12h``, ``30d``, ``2w``, ``1d12h``), or None
+    when ``text`` is not one. Also read by `tandem keys signing rotate --overlap`."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(int(n) * UNITS[unit.lower()] for n, unit in _PART.findall(text))
+
+
 def parse_expiry(text: str, now: datetime | None = None) -> datetime:
     """The aware UTC time ``text`` names; InvalidRequest if it is neither form, or not in the future."""
     now = now or datetime.now(UTC)
     given = text.strip() if isinstance(text, str) else ""
     if not given or len(given) > 64:
         raise InvalidRequest(f"expiry {text!r:.80} is not one: give {FORMS}")
-    if _DURATION.fullmatch(given):
-        seconds = sum(int(n) * UNITS[unit.lower()] for n, unit in _PART.findall(given))
+    seconds = duration_seconds(given)
+    if seconds is not None:
         if seconds > MAX_AHEAD.total_seconds():
             raise InvalidRequest(f"expiry {given!r} is more than 100 years away; leave it out for a key that does "
                                  "not expire")

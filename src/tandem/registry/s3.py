@@ -273,6 +273,15 @@ class S3Store:
             async for chunk in result.stream(min_chunk_size=STREAM_CHUNK):
                 yield bytes(chunk)
 
+    def presign(self, sha256: str, lifetime: timedelta) -> str:
+        """A URL that GETs the object, no credentials needed, until ``lifetime`` has passed (SigV4 query
+        signing, computed here without a request). It carries the access key's id and the signature, never
+        the secret; under temporary credentials (a role), also their session token, which is of no use
+        without the secret. Anyone holding the URL may read the object until it expires: OTA hands out
+        only manifests and encrypted objects this way (server/ota/mirrors.py)."""
+        with self._answering(f"sign a download URL for object {sha256[:12]}…"):
+            return obstore.sign(self._s3, "GET", self._key(sha256), lifetime)
+
     # --- removing -------------------------------------------------------------------------------
 
     def remove(self, sha256: str) -> int | None:

@@ -31,9 +31,14 @@ def _git(folder: Path, *args: str) -> str | None:
 
 
 def code_revision(where: Path | None = None) -> dict[str, Any] | None:
-    """``{"git_commit": ..., "git_dirty": ...}`` of the git checkout holding ``where`` (default: Tandem's
-    own source); ``git_dirty`` is None when git could not tell. None outside a checkout."""
-    folder = where if where is not None else Path(__file__).resolve().parent
+    """``{"git_commit": ..., "git_dirty": ...}`` of the git checkout that tracks ``where`` (a file or a
+    folder; default: this file of Tandem's own source); ``git_dirty`` is None when git could not tell.
+    None outside a checkout, and where the checkout around ``where`` does not track it: a wheel installed
+    into a virtual environment inside some project's checkout is not that project's code."""
+    target = (where if where is not None else Path(__file__)).resolve()
+    folder = target if target.is_dir() else target.parent
+    if _git(folder, "ls-files", "--error-unmatch", "--", str(target)) is None:
+        return None
     head = _git(folder, "rev-parse", "HEAD")
     commit = head.strip() if head is not None else ""
     if not _COMMIT.fullmatch(commit):
