@@ -84,7 +84,8 @@ def test_resume_continues_the_run(run, tmp_path):
 def test_the_bundle_matches_torch_at_any_size_and_records_the_effect(run, bundle):
     b = Bundle.load(bundle)
     m = b.manifest
-    assert [t.shape for t in m.inputs] == [[-1, -1, -1, 3]] and [t.name for t in m.outputs] == ["image"]
+    assert [t.shape for t in m.inputs] == [[-1, -1, -1, 3]]
+    assert [(t.name, t.dtype) for t in m.outputs] == [("image", "float32"), ("image_uint8", "uint8")]
     art = m.apps["deepart"]
     assert art["effect"] == "detail" and art["teacher"].startswith("cv2.detailEnhance(")
     assert art["psnr_db"] == round(m.metrics["psnr_db_fp32"], 2) and 0 < art["ssim"] <= 1
@@ -136,8 +137,18 @@ def test_the_server_paints_a_photo_as_jpeg_or_png_by_accept(tmp_path, bundle, lf
                                                                 "shape": list(pixels.shape),
                                                                 "data": pixels.reshape(-1).tolist()}]})
         assert r.status_code == 200, r.text
+        image, rounded = r.json()["outputs"]
+        assert image["name"] == "image" and image["shape"] == [1, 24, 40, 3] and image["datatype"] == "FP32"
+        assert rounded["datatype"] == "UINT8" and rounded["data"] == np.rint(image["data"]).astype(int).tolist()
+        # uint8 out: the rounded picture alone, a quarter of the float's bytes.
+        r = http.post("/v2/models/art/infer", json={"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                                "shape": list(pixels.shape),
+                                                                "data": pixels.reshape(-1).tolist()}],
+                                                    "outputs": [{"name": "image_uint8"}]})
+        assert r.status_code == 200, r.text
         [out] = r.json()["outputs"]
-        assert out["name"] == "image" and out["shape"] == [1, 24, 40, 3]
+        assert out["name"] == "image_uint8" and out["datatype"] == "UINT8" and out["shape"] == [1, 24, 40, 3]
+        assert min(out["data"]) >= 0 and max(out["data"]) <= 255
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, photo_folder):

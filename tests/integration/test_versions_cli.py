@@ -77,6 +77,15 @@ def test_versions_name_lists_as_before_and_the_group_archives_and_deletes(home):
     assert cli_json("push", b2, env=env)["version"] == 3  # the deleted number is not given again
 
 
+def test_what_people_typed_is_listed_as_written_never_as_markup(home):
+    db, b1, _ = home
+    env = db.env()
+    cli("push", b1, "--by", "[/]ci [bold]job", env=env)
+    assert "[/]ci [bold]job" in cli("versions", "faces", env=env).stdout
+    cli("keys", "create", "--scope", "predict", "--label", "[/]ops [red]team", env=env)
+    assert "[/]ops [red]team" in cli("keys", "list", env=env).stdout
+
+
 def test_delete_asks_first_in_a_terminal(home):
     db, b1, b2 = home
     with Registry.open(db.settings()) as reg:

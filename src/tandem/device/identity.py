@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +83,6 @@ class Identity:
             "schema": SCHEMA, "server": self.server, "device_id": registration.device_id,
             "salt": base64.b64encode(salt).decode(), "credential": base64.b64encode(blob).decode()}, indent=1) + "\n")
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         """Held while registering, so two processes sharing the store register once between them."""
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return atomic.locked(self._lock_path)

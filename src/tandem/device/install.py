@@ -178,18 +178,19 @@ class Installer:
                 transfer.grow(info.download_size)
         elif plan.source == "delta":
             try:
-                return self._apply_delta(plan, key, transfer), None, "delta"
+                return self._apply_delta(plan, key, transfer, offered.download_origins), None, "delta"
             except (TandemError, OSError) as e:
                 # A delta is an optimisation: anything wrong with it costs the full download, never the update.
                 log.warning("%s: the delta from v%s failed (%s); downloading the full file", plan.name,
                             plan.base_version, e)
                 transfer.grow(info.download_size)
-        blob = self._download(info.url, info.download_sha256, info.download_size, plan.name, transfer)
+        blob = self._download(info.url, info.download_sha256, info.download_size, plan.name, transfer, info.mirrors,
+                              offered.download_origins)
         if info.encrypted is None:
             return blob, None, "full"
         return encryption.decrypt(key, blob, aad_for(info.sha256)), blob, "full"  # type: ignore[arg-type]
 
-    def _apply_delta(self, plan: _Plan, key: bytes | None, transfer: Transfer) -> bytes:
+    def _apply_delta(self, plan: _Plan, key: bytes | None, transfer: Transfer, origins: list[str]) -> bytes:
         d = plan.info.delta
         assert d is not None
         rec = self.store.record(self.model, d.from_version)
@@ -197,18 +198,20 @@ class Installer:
         if base_name is None:
             raise NotFound(f"v{d.from_version} holds no file with sha256 {d.from_sha256[:12]}…")
         base = self.vault.open(rec, base_name)
-        blob = self._download(d.url, d.sha256, d.size, plan.name + " (delta)", transfer)
+        blob = self._download(d.url, d.sha256, d.size, plan.name + " (delta)", transfer, d.mirrors, origins)
         if key is None:
             raise DecryptionError(f"{plan.name}: the server offers a delta for a file it does not encrypt")
         patch = encryption.decrypt(key, blob, delta_aad(d.from_sha256, plan.info.sha256))
         faults.reached("delta")
         return delta.apply(base, patch, max_size=max(len(base), plan.info.size))
 
-    def _download(self, url: str, sha256: str, size: int, name: str, transfer: Transfer) -> bytes:
+    def _download(self, url: str, sha256: str, size: int, name: str, transfer: Transfer, mirrors: list[str],
+                  origins: list[str]) -> bytes:
+        """The bytes from a mirror the signed payload names, else from ``url`` on the update server (ota_client)."""
         part = self.store.part_path(self.model, sha256)
         for attempt in range(self.retries + 1):
             try:
-                return self.client.download(url, part, size, sha256, name, transfer)
+                return self.client.download(url, part, size, sha256, name, transfer, mirrors, origins)
             except ServerUnreachable as e:
                 if attempt == self.retries:
                     raise

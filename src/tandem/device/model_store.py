@@ -30,14 +30,12 @@ Files are fsynced before their rename and folders after, so a power cut behaves 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,16 +133,8 @@ class ModelStore:
             raise ChecksumError(f"{sha256!r} is not a sha256 hex digest")
         return self.model_dir(model) / "downloads" / f"{sha256}.part"
 
-    @contextlib.contextmanager
-    def lock(self, model: str) -> Iterator[None]:
-        d = self.model_dir(model)
-        d.mkdir(parents=True, exist_ok=True)
-        with open(d / ".lock", "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    def lock(self, model: str) -> contextlib.AbstractContextManager[None]:
+        return atomic.locked(self.model_dir(model) / ".lock")
 
     # --- reading -------------------------------------------------------------------------------
     def current(self, model: str) -> Pointer | None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -29,16 +33,24 @@ from tandem.errors import (
     DecryptionError,
     InvalidRequest,
     ServerUnreachable,
+    SignatureError,
+    StorageFull,
     TandemError,
 )
 from tandem.protocol import status
+from tandem.protocol.origins import origin
 from tandem.security.apikeys import parse_device
+
+log = logging.getLogger(__name__)
 
 STEP = 16 * 1024  # a progress callback per 16 KiB: ~220 for a 3.6 MB model
 # What the device reads of an answer at most (answers.py): a registration, a data key, a report's
 # answer or an error message are a few hundred bytes; a check answer is capped by payload.MAX_ENVELOPE.
 SMALL_ANSWER = 64 * 1024
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 3  # a mirror may redirect this often, each time to an origin the signed answer lists
+MIRROR_RETRY_S = 60.0  # a mirror that refused (expired, 404, wrong bytes) is not asked again for this long
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,15 @@ class OtaClient:
                  transport: httpx.BaseTransport | None = None, credential: Callable[[], str] | None = None) -> None:
         self.http = httpx.Client(base_url=server_url.rstrip("/"), timeout=timeout, transport=transport,
                                  follow_redirects=False)
+        # Mirrors (a bucket's presigned URLs, a CDN) get no credential: a client of their own, with no headers.
+        self.direct = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+        self._failed_mirrors: dict[str, float] = {}  # URL -> time.monotonic() it refused
         self._api_key = api_key
         self._credential = credential or (lambda: api_key)
 
     def close(self) -> None:
         self.http.close()
+        self.direct.close()
 
     def _auth(self, what: str) -> dict[str, str]:
         try:
@@ -176,10 +192,36 @@ class OtaClient:
         if r.status_code not in (200, 202, 204):
             raise refusal(r, "health report")
 
-    def download(self, url: str, part: Path, size: int, sha256: str, name: str, transfer: Transfer) -> bytes:
+    def download(self, url: str, part: Path, size: int, sha256: str, name: str, transfer: Transfer,
+                 mirrors: Sequence[str] = (), origins: Collection[str] = ()) -> bytes:
         """The bytes at ``url``, resumed from ``part`` if a cut download left some there, checked
         against ``size`` and ``sha256`` (of the bytes as sent). A cut connection leaves ``part``
-        for the next try and raises ServerUnreachable."""
+        for the next try and raises ServerUnreachable.
+
+        ``mirrors``: the same bytes elsewhere (a bucket's presigned URL, a CDN: docs/ota.md), tried first, in
+        order, without this device's credential; a mirror may redirect only to ``origins`` (the signed
+        answer's download_origins). Whatever goes wrong with one (refused, expired, unreachable, cut, wrong
+        bytes) falls back to the next, and finally to ``url`` on the update server, which resumes from what
+        the part file holds: every source sends the same content-addressed bytes."""
+        for mirror in mirrors:
+            if time.monotonic() - self._failed_mirrors.get(mirror, -MIRROR_RETRY_S) < MIRROR_RETRY_S:
+                continue
+            try:
+                return self._download(mirror, part, size, sha256, name, transfer, origins)
+            except StorageFull:
+                raise
+            except TandemError as e:
+                if not isinstance(e, ServerUnreachable):  # a cut or unreachable mirror may work at the next try
+                    if len(self._failed_mirrors) > 1000:
+                        self._failed_mirrors.clear()
+                    self._failed_mirrors[mirror] = time.monotonic()
+                log.warning("%s: the download from %s failed (%s); downloading from the update server", name,
+                            origin(mirror), e)
+        return self._download(url, part, size, sha256, name, transfer, None)
+
+    def _download(self, url: str, part: Path, size: int, sha256: str, name: str, transfer: Transfer,
+                  origins: Collection[str] | None) -> bytes:
+        """``download`` from one source: the update server (``origins`` None) or a mirror."""
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(2):
             have = part.stat().st_size if part.exists() else 0
@@ -187,7 +229,7 @@ class OtaClient:
                 part.unlink()
                 have = 0
             if have < size:
-                self._fetch(url, part, have, size, name, transfer)
+                self._fetch(url, part, have, size, name, transfer, origins)
             else:
                 transfer.resume(name, have)  # complete from an earlier call
             data = part.read_bytes()
@@ -202,21 +244,49 @@ class OtaClient:
                                 f"with sha256 {sha256[:12]}…; refusing it (the installed model is untouched)")
         raise AssertionError("unreachable")
 
-    def _fetch(self, url: str, part: Path, have: int, size: int, name: str, transfer: Transfer) -> None:
+    @contextlib.contextmanager
+    def _get(self, url: str, headers: dict[str, str], name: str,
+             origins: Collection[str] | None) -> Iterator[httpx.Response]:
+        """The streamed answer to GET ``url``: from the update server with this device's credential (``origins``
+        None), or from a mirror with no credential, following its redirects only to ``origins``."""
+        if origins is None:
+            with self.http.stream("GET", url, headers={**headers, **self._auth(f"download of {name}")}) as r:
+                yield r
+            return
+        for _ in range(MAX_REDIRECTS + 1):
+            with self.direct.stream("GET", url, headers=headers) as r:
+                if r.status_code not in REDIRECTS:
+                    yield r
+                    return
+                location = r.headers.get("location", "")
+            target = urljoin(url, location)
+            try:
+                allowed = origin(target) in origins
+            except ValueError as e:
+                raise SignatureError(f"download of {name}: {origin(url)} redirected to {location[:120]!r} ({e}); "
+                                     "not following it") from e
+            if not allowed:
+                raise SignatureError(f"download of {name}: {origin(url)} redirected to {origin(target)}, which the "
+                                     "signed answer does not list in download_origins; not following it")
+            url = target
+        raise SignatureError(f"download of {name}: more than {MAX_REDIRECTS} redirects; not following them")
+
+    def _fetch(self, url: str, part: Path, have: int, size: int, name: str, transfer: Transfer,
+               origins: Collection[str] | None = None) -> None:
         headers = {"range": f"bytes={have}-"} if have else {}
         written = have
+        source = "the server" if origins is None else origin(url)
         try:
             # Raw bytes only (no encoding asked for, none taken): the signed size caps what is read.
-            with self.http.stream("GET", url, headers={**headers, **answers.IDENTITY,
-                                                       **self._auth(f"download of {name}")}) as r:
+            with self._get(url, {**headers, **answers.IDENTITY}, name, origins) as r:
                 if r.status_code == 416 and have:
                     part.unlink()  # our partial file is not a prefix the server recognises
                     transfer.restart(name)
-                    return self._fetch(url, part, 0, size, name, transfer)
+                    return self._fetch(url, part, 0, size, name, transfer, origins)
                 if r.status_code == 206:
                     m = _RANGE.match(r.headers.get("content-range", ""))
                     if m is None or int(m.group(1)) != have:
-                        raise ChecksumError(f"{name}: asked to resume at byte {have}, the server answered "
+                        raise ChecksumError(f"{name}: asked to resume at byte {have}, {source} answered "
                                             f"Content-Range {r.headers.get('content-range')!r}")
                     transfer.resume(name, have)
                     mode = "ab"
@@ -224,16 +294,17 @@ class OtaClient:
                     transfer.restart(name)  # no Range asked, or the server ignored it: from byte 0
                     written, mode = 0, "wb"
                 else:
-                    raise refusal(answers.read(r, SMALL_ANSWER, f"download of {name}"), f"download of {name}")
+                    what = f"download of {name}" + ("" if origins is None else f" from {source}")
+                    raise refusal(answers.read(r, SMALL_ANSWER, what), what)
                 if r.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
-                    raise ChecksumError(f"{name}: the server sent it encoded ({r.headers['content-encoding'][:40]!r}), "
+                    raise ChecksumError(f"{name}: {source} sent it encoded ({r.headers['content-encoding'][:40]!r}), "
                                         "not as the signed bytes; refusing it")
                 with open(part, mode) as f:
                     # Taken as received (re-chunking would hold back bytes a cut connection then loses),
                     # written and reported in steps of STEP bytes so that progress moves smoothly.
                     for received in answers.raw_chunks(r):
                         if written + len(received) > size:
-                            raise ChecksumError(f"{name}: the server sent more than the {size} bytes the signed "
+                            raise ChecksumError(f"{name}: {source} sent more than the {size} bytes the signed "
                                                 "manifest promises; refusing it")
                         for i in range(0, len(received), STEP):
                             piece = received[i : i + STEP]
@@ -245,8 +316,8 @@ class OtaClient:
                                 faults.reached("download")  # part of the file here, the rest still to come
                     os.fsync(f.fileno())
         except httpx.TransportError as e:
-            raise ServerUnreachable(f"download of {name} cut at byte {written} of {size} ({e}); the next try "
-                                    "resumes from there, the installed model keeps running") from e
+            raise ServerUnreachable(f"download of {name} from {source} cut at byte {written} of {size} ({e}); the "
+                                    "next try resumes from there, the installed model keeps running") from e
         except ChecksumError:
             part.unlink(missing_ok=True)
             raise

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tandem.device.model_store import safe_file_name
 from tandem.errors import SignatureError
+from tandem.protocol.origins import is_origin, origin
 from tandem.security import endorsement
-from tandem.security.endorsement import Endorsement
+from tandem.security.endorsement import MAX_RETIRED, Endorsement
 from tandem.security.signing import PublicKey, verify_envelope
 
 SCHEMA = 2  # the payload schema this SDK asks for (the check's "schema") and reads
@@ -37,7 +38,8 @@ ROLLBACK_REASONS = ("rolled_back", "pin")  # downgrades the server signs only wh
 _HEX64 = r"^[0-9a-f]{64}$"
 MAX_ENVELOPE = 1 << 20  # a payload lists a handful of files; anything larger is not one
 _KEY_ID = r"^[0-9a-f]{16}$"
-MAX_RETIRED = 256  # key ids an answer may say are retired
+MAX_MIRRORS = 4  # URLs an object may be offered at besides the update server
+MAX_ORIGINS = 8  # origins a payload may allow downloads (and redirects) from
 
 
 def _relative_url(url: str) -> str:
@@ -53,24 +55,35 @@ class EncryptedInfo(BaseModel):
     size: int = Field(ge=0)
 
 
+def _absolute_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        origin(url)  # ValueError saying what is wrong: not http(s), a user, a fragment, no host
+    return urls
+
+
 class DeltaInfo(BaseModel):
     from_version: int = Field(ge=0)
     from_sha256: str = Field(pattern=_HEX64)
     sha256: str = Field(pattern=_HEX64)
     size: int = Field(ge=0)
     url: str
+    # The same bytes elsewhere (a bucket, a CDN), tried before ``url``: docs/ota.md, "Downloads from storage or a CDN".
+    mirrors: list[str] = Field(default_factory=list, max_length=MAX_MIRRORS)
 
     _url = field_validator("url")(_relative_url)
+    _mirrors = field_validator("mirrors")(_absolute_urls)
 
 
 class FileInfo(BaseModel):
     sha256: str = Field(pattern=_HEX64)
     size: int = Field(ge=0)
     url: str
+    mirrors: list[str] = Field(default_factory=list, max_length=MAX_MIRRORS)
     encrypted: EncryptedInfo | None = None
     delta: DeltaInfo | None = None
 
     _url = field_validator("url")(_relative_url)
+    _mirrors = field_validator("mirrors")(_absolute_urls)
 
     @property
     def download_sha256(self) -> str:
@@ -98,6 +111,17 @@ class Payload(BaseModel):
     files: dict[str, FileInfo] = Field(default_factory=dict)
     # Signing keys the server retired: this device stops trusting them (never the key that signed this answer).
     retired_keys: list[str] = Field(default_factory=list, max_length=MAX_RETIRED)
+    # Where mirrors may be, and where a mirror may redirect to: nothing else is ever fetched.
+    download_origins: list[str] = Field(default_factory=list, max_length=MAX_ORIGINS)
+
+    @field_validator("download_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        bad = [o for o in origins if not is_origin(o)]
+        if bad:
+            raise ValueError(f"download_origins holds {[b[:80] for b in bad[:3]]}, not origins written as "
+                             "scheme://host[:port] (lowercase, no default port, no path)")
+        return origins
 
     @field_validator("retired_keys")
     @classmethod
@@ -121,6 +145,17 @@ class Payload(BaseModel):
         if t.tzinfo is None:
             raise ValueError("times must name their zone (e.g. 2026-11-27T06:00:00Z)")
         return t
+
+    @model_validator(mode="after")
+    def _mirrors_allowed(self) -> Payload:
+        allowed = set(self.download_origins)
+        for name, f in self.files.items():
+            for url in [*f.mirrors, *(f.delta.mirrors if f.delta else [])]:
+                if origin(url) not in allowed:
+                    raise ValueError(f"{name} may be downloaded from {url[:120]!r}, whose origin {origin(url)!r} is "
+                                     f"not among the payload's download_origins {sorted(allowed)}: this device "
+                                     "downloads only from the update server and the origins the signed answer names")
+        return self
 
     @model_validator(mode="after")
     def _complete(self) -> Payload:

@@ -20,14 +20,12 @@ lose nothing of each other's.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,7 +118,7 @@ class TrustStore:
         """Keep what a verified answer taught: keys endorsed through a chain from a trusted key, and
         retirements (never of ``signer``, the key that signed that answer). Returns the trust after."""
         retired = {k for k in retired if k != signer}
-        with self._locked():
+        with atomic.locked(self._lock_path):
             data = self._load()
             changed = False
             known = set(data["retired"])
@@ -142,13 +140,3 @@ class TrustStore:
                 data["mac"] = base64.b64encode(self._mac(data)).decode()
                 atomic.write_text(self.path, json.dumps(data, indent=1) + "\n")
             return self._trust(data)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)

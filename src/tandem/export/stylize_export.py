@@ -1,7 +1,8 @@
 """A stylize run (`tandem train --task stylize`) → an image-to-image bundle (docs/bundle.md).
 
 fp32 ONNX with a dynamic batch, height and width: uint8 NHWC pixels in, ``image`` out (float32 NHWC,
-0..255, to be rounded by whoever shows it). The int8 variant (static QDQ, calibrated on training
+0..255, to be rounded by whoever shows it) and ``image_uint8``, the same picture rounded in the graph:
+what an OIP client asks for to get uint8 pixels back (a quarter of the bytes). The int8 variant (static QDQ, calibrated on training
 photos) ships only when it keeps its quality: at most INT8_MAX_LOSS_DB below fp32's PSNR against the
 teacher (or the pairs' targets) on the held-out photos — for a neural style, which has no target, at
 least INT8_MIN_DB_VS_FP32 against fp32's own pictures; the manifest says why when it does not.
@@ -46,6 +47,7 @@ from tandem.training.stylize import (
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OUTPUT = "image"
+OUTPUT_UINT8 = "image_uint8"
 APP = "deepart"
 TASK: Task = "image-to-image"
 INT8_MAX_LOSS_DB = 1.0
@@ -74,6 +76,18 @@ def _torch_pixels(model: PixelStylizer, photos: np.ndarray) -> np.ndarray:
     return np.concatenate([model(torch.from_numpy(photos[i : i + 8])).numpy() for i in range(0, len(photos), 8)])
 
 
+class _WithPixels(torch.nn.Module):
+    """The exported graph: the stylizer's float picture and the same rounded to uint8 pixels."""
+
+    def __init__(self, model: PixelStylizer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.model(pixels)  # clamped to 0..255 already
+        return image, torch.round(image).to(torch.uint8)
+
+
 def _rounded(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(image, 0, 255)).astype(np.uint8)
 
@@ -87,14 +101,20 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
     spec = PreprocessSpec(crop=CropSpec(mode="none"), height=cfg.photo_size, width=cfg.photo_size,
                           normalize_in_graph=NormalizeSpec(mean=net_cfg.mean, std=net_cfg.std))
     with staged_dir(out) as stage:
-        write_onnx(model, torch.zeros(2, 64, 64, 3, dtype=torch.uint8), stage / FP32_FILE, INPUT, [OUTPUT],
-                   spatial=True)
+        write_onnx(_WithPixels(model).eval(), torch.zeros(2, 64, 64, 3, dtype=torch.uint8), stage / FP32_FILE, INPUT,
+                   [OUTPUT, OUTPUT_UINT8], spatial=True)
         fp32 = OnnxModel(stage / FP32_FILE, spec, [], "fp32")
         odd = held.photos[:1, : ODD_SIZE[0], : ODD_SIZE[1]]
         max_abs = 0.0
         for photos in (held.photos, odd):
-            got = np.concatenate([fp32.infer({INPUT: photos[i : i + 8]})[OUTPUT] for i in range(0, len(photos), 8)])
+            answers = [fp32.infer({INPUT: photos[i : i + 8]}) for i in range(0, len(photos), 8)]
+            got = np.concatenate([a[OUTPUT] for a in answers])
             max_abs = max(max_abs, float(np.abs(got - _torch_pixels(model, photos)).max()))
+            pixels = np.concatenate([a[OUTPUT_UINT8] for a in answers])
+            # Round-half-to-even in the graph against numpy's rint: the same rule, so exactly equal.
+            if pixels.dtype != np.uint8 or not np.array_equal(pixels, _rounded(got)):
+                raise BundleError(f"{run_dir}: the graph's {OUTPUT_UINT8} is not its {OUTPUT} rounded "
+                                  f"({pixels.dtype}); this is a bug in the export, please report it")
             if photos is held.photos:
                 out32 = got
         if not np.isfinite(max_abs) or not np.isfinite(out32).all():
@@ -133,7 +153,8 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
             manifest = Manifest(
                 name=name or cfg.name, task=TASK,
                 inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=any_size)],
-                outputs=[TensorSpec(name=OUTPUT, dtype="float32", shape=any_size)],
+                outputs=[TensorSpec(name=OUTPUT, dtype="float32", shape=any_size),
+                         TensorSpec(name=OUTPUT_UINT8, dtype="uint8", shape=any_size)],
                 preprocessing=spec, labels=[], models=models, metrics=metrics,
                 fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
                 training={"task": cfg.task, "effect": cfg.effect, "data": data.source,

@@ -26,8 +26,17 @@ def new_key() -> bytes:
 
 
 def encrypt(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    # Random 96-bit nonces: safe for far more blobs than a key ever sees.
+    return encrypt_with_nonce(key, os.urandom(NONCE), plaintext, aad)
+
+
+def encrypt_with_nonce(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    """``encrypt`` with a nonce of the caller's: for reproducible test vectors only (docs/ota-vectors/,
+    made by tandem.testing.ota_vectors with a published test key). Never for real data: two blobs under one
+    key and one nonce give away the XOR of their plaintexts and let anyone forge tags."""
     _check_key(key)
-    nonce = os.urandom(NONCE)  # random 96-bit nonces: safe for far more blobs than a key ever sees
+    if len(nonce) != NONCE:
+        raise ValueError(f"an AES-GCM nonce here has {NONCE} bytes, got {len(nonce)}")
     return MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 

@@ -29,6 +29,9 @@ from tandem.security.signing import PublicKey, SigningKey
 PURPOSE = "tandem signing key"
 MAX_PAYLOAD = 2048  # bytes of an endorsement's payload: a few short fields
 MAX_ENDORSEMENTS = 8  # read from one answer at most; the server sends those of its keys not retired
+# Retired key ids a check payload names: the server sends its newest this many, and a device refuses an answer
+# that names more. One constant for both sides, since a server sending more would have every answer refused.
+MAX_RETIRED = 256
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from tandem.server.dataplane import DataPlane, Limits
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.headers import SecurityHeaders
 from tandem.server.observe import Observe, setup_access_log
+from tandem.server.ota.mirrors import open_mirrors
 from tandem.server.ota.service import OtaService
 from tandem.server.photos import DecodePool
 from tandem.server.pool import ModelPool
@@ -109,7 +110,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                          metrics.rate_limit_errors.inc)
                             if settings.redis_url else LocalLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
         pool = ModelPool(reg, settings.server, metrics)
-        ota_service = OtaService(reg, settings.ota, settings.alias_poll_s, metrics)
+        ota_service = OtaService(reg, settings.ota, settings.alias_poll_s, metrics,
+                                 open_mirrors(settings.ota, settings.registry, reg.store))
         # Failures get buckets of their own (per address, not per key), in Redis when limits are shared.
         failures = limiter if settings.redis_url else LocalLimiter(settings.auth_failures_per_s,
                                                                     settings.auth_failures_burst)

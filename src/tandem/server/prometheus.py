@@ -96,6 +96,9 @@ class Metrics:
                                      "delta) and status (200, 206, 304, 416).", ["kind", "status"], registry=r)
         self.ota_bytes = Counter("tandem_ota_bytes_served", "Bytes of OTA objects sent, by object kind.", ["kind"],
                                  registry=r)
+        self.ota_mirrored = Counter("tandem_ota_mirrored", "OTA objects a signed payload sent to storage or a CDN "
+                                    "(TANDEM_OTA_DOWNLOADS) besides this server's route, by object kind and mode "
+                                    "(presigned, cdn).", ["kind", "mode"], registry=r)
         self.ota_reports = Counter("tandem_ota_reports", "Device health reports accepted, by model, version and "
                                    "whether they saw a load failure or inference error.", ["model", "version", "failed"],
                                    registry=r)

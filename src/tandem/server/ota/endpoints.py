@@ -198,6 +198,11 @@ async def check(request: Request, call: Call) -> Response:
                     "files": files.files})
     if schema == SIGNED_STAY:
         payload["reason"] = decision.reason
+        # Schema 2 only: the SDKs that read mirrors ask for it. Added per answer, so that a presigned URL is never
+        # older than its reuse allows (the cached files hold none).
+        direct = svc.mirrored(files.files)
+        if direct is not None and direct.origins:
+            payload["files"], payload["download_origins"] = direct.files, direct.origins
     metrics.ota_checks.labels(name, call.version, decision.action).inc()
     deltas = sum("delta" in f for f in files.files.values())
     if deltas:

@@ -17,6 +17,7 @@ from tandem.registry.ota import Ota
 from tandem.registry.ota.records import OtaObjectInfo, ReleaseInfo
 from tandem.registry.registry import Registry
 from tandem.server.ota.downloads import Verified
+from tandem.server.ota.mirrors import Mirrored, Mirrors, mirrored
 from tandem.server.ota.reports import HealthReports
 from tandem.server.ota.state import Files, OtaState
 from tandem.server.prometheus import Metrics
@@ -25,11 +26,14 @@ from tandem.settings import OtaSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SHUTDOWN_WAIT_S = 10
+PUBLISH_RETRY_S = 60.0  # an object that could not be copied to the CDN's origin is tried again after this
 
 
 class OtaService:
-    def __init__(self, registry: Registry, settings: OtaSettings, poll_s: float, metrics: Metrics) -> None:
-        """``poll_s``: how often the rules are looked at again (the server's TANDEM_ALIAS_POLL_S)."""
+    def __init__(self, registry: Registry, settings: OtaSettings, poll_s: float, metrics: Metrics,
+                 mirrors: Mirrors | None = None) -> None:
+        """``poll_s``: how often the rules are looked at again (the server's TANDEM_ALIAS_POLL_S); ``mirrors``:
+        where payloads also send devices for the bytes (TANDEM_OTA_DOWNLOADS; None: this server only)."""
         self.registry = registry
         self.settings = settings
         self.poll_s = poll_s
@@ -46,6 +50,10 @@ class OtaService:
         self._no_delta: set[tuple[str, int, str, str]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._activation_failed = 0.0  # time.monotonic() of the last failed activation: retried a poll later
+        self.mirrors = mirrors
+        self._to_publish: dict[str, None] = {}  # objects to copy to the CDN's origin, in order
+        self._publish_failed: dict[str, float] = {}  # sha256 -> time.monotonic() of its last failed copy
+        self._publisher: asyncio.Task[None] | None = None
 
     # --- state --------------------------------------------------------------------------------
 
@@ -92,6 +100,8 @@ class OtaService:
             except TandemError as e:
                 self._error = e
                 raise
+            # Everything this generation serves goes to the CDN's origin now, not at its first check.
+            self.publish_soon([*self._state.served, *(s.sha256 for s in self._state.delta_urls.values())])
 
     async def activate_due(self) -> None:
         """If the next signing key's time has come, make it current (in the registry: whichever worker or
@@ -127,6 +137,10 @@ class OtaService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.reports.close()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
         # Objects being made finish (their threads cannot be stopped), within the shutdown's patience.
         jobs = [*self._jobs.values(), *self._background]
         if jobs:
@@ -188,3 +202,42 @@ class OtaService:
             state.data_keys[(name, version)] = key
         return key
 
+
+    # --- downloads from storage or a CDN (mirrors.py) ---------------------------------------------
+
+    def mirrored(self, files: dict[str, Any]) -> Mirrored | None:
+        """A payload's ``files`` with the URLs TANDEM_OTA_DOWNLOADS adds (None: this server's routes only).
+        Objects the CDN cannot serve yet are published in the background."""
+        if self.mirrors is None:
+            return None
+        out = mirrored(files, self.mirrors)
+        for kind, n in out.counts.items():
+            self.metrics.ota_mirrored.labels(kind, self.mirrors.mode).inc(n)
+        self.publish_soon(out.unpublished)
+        return out
+
+    def publish_soon(self, shas: list[str]) -> None:
+        """Copy these objects to the CDN's origin in the background, one at a time (a no-op without a CDN)."""
+        if self.mirrors is None or self.mirrors.mode != "cdn":
+            return
+        now = time.monotonic()
+        for sha in shas:
+            if self.mirrors.url(sha) is None and now - self._publish_failed.get(sha, -PUBLISH_RETRY_S) >= PUBLISH_RETRY_S:
+                self._to_publish[sha] = None
+        if self._to_publish and (self._publisher is None or self._publisher.done()):
+            self._publisher = asyncio.get_running_loop().create_task(self._publish(), name="ota-publisher")
+
+    async def _publish(self) -> None:
+        mirrors = self.mirrors
+        assert mirrors is not None
+        while self._to_publish:
+            sha = next(iter(self._to_publish))
+            try:
+                if await asyncio.to_thread(mirrors.publish, sha):
+                    log.info("published OTA object %s… for the CDN", sha[:12])
+                self._publish_failed.pop(sha, None)
+            except Exception as e:  # devices download it from this server meanwhile; tried again later
+                self._publish_failed[sha] = time.monotonic()
+                log.warning("could not publish OTA object %s… for the CDN (devices download it from this server "
+                            "meanwhile; tried again in %.0f s): %s", sha[:12], PUBLISH_RETRY_S, e)
+            self._to_publish.pop(sha, None)

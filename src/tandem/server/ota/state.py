@@ -21,12 +21,12 @@ from tandem.registry.ota.objects import DELTA, FILE, device_files, source_path
 from tandem.registry.ota.records import OtaObjectInfo
 from tandem.registry.ota.rollout import Decision, Device, Rule, decide, offered, offers
 from tandem.registry.ota.snapshot import OtaSnapshot
+from tandem.security.endorsement import MAX_RETIRED
 
 ALG = "AES-256-GCM"
 FILES_URL = "/v1/ota/files/"
 DELTAS_URL = "/v1/ota/deltas/"
 LIVE = ("active", "halted")
-MAX_RETIRED = 256  # retired key ids an answer names (the newest): devices drop them
 
 
 @dataclass(frozen=True)
