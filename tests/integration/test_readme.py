@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,13 +135,20 @@ def test_the_readme_runs_as_written(tmp_path, data_home, lfw_people):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}  # only what the README sets
     env.update(TANDEM_HOME=str(tmp_path / "home"), COLUMNS="200",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(["bash", "readme.sh"], check=False, cwd=work, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, f"{proc.stderr[-4000:]}\n--- stdout ---\n{proc.stdout[-3000:]}"
+    # Its own process group: on a timeout the README's `tandem serve` (in the background) goes with the script.
+    proc = subprocess.Popen(["bash", "readme.sh"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the README's commands ran past 900 s\n{stderr[-4000:]}\n--- stdout ---\n{stdout[-3000:]}")
+    assert proc.returncode == 0, f"{stderr[-4000:]}\n--- stdout ---\n{stdout[-3000:]}"
 
     assert (work / "art.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the deep-art curl's answer
-    assert re.search(r'"label":\s*"Tony_Blair"', proc.stdout)  # the celebmatch curl: enrolled people, found
-    assert "http://localhost:" in proc.stdout and "#device=" in proc.stdout  # the browser link, keys filled in
+    assert re.search(r'"label":\s*"Tony_Blair"', stdout)  # the celebmatch curl: enrolled people, found
+    assert "http://localhost:" in stdout and "#device=" in stdout  # the browser link, keys filled in
     models = json.loads(subprocess.run(["tandem", "models", "--json"], cwd=work, env=env, capture_output=True,
                                        text=True, check=True).stdout)
     assert {m["name"]: m["aliases"] for m in models} == {
