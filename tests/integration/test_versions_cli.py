@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tandem.bundle import Bundle, write_manifest
 from tandem.cli.main import app
 from tandem.cli.registry import os_user
 from tandem.errors import Conflict, InvalidRequest
@@ -84,6 +85,11 @@ def test_what_people_typed_is_listed_as_written_never_as_markup(home):
     assert "[/]ci [bold]job" in cli("versions", "faces", env=env).stdout
     cli("keys", "create", "--scope", "predict", "--label", "[/]ops [red]team", env=env)
     assert "[/]ops [red]team" in cli("keys", "list", env=env).stdout
+    # A bundle's labels (folder names) and metric names, in `tandem info`.
+    manifest = Bundle.load(b1).manifest
+    write_manifest(b1, manifest.model_copy(update={"labels": ["[/]a", "[bold]b"], "metrics": {"[/]top1": 0.5}}))
+    shown = cli("info", b1, env=env).stdout
+    assert "[/]a, [bold]b" in shown and "[/]top1" in shown
 
 
 def test_delete_asks_first_in_a_terminal(home):

@@ -4,11 +4,14 @@ handing out a presigned URL about to expire."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tandem.device.ota_client import OtaClient, Transfer
 from tandem.device.payload import verify
 from tandem.errors import ConfigError, SignatureError
 from tandem.protocol.origins import is_origin, origin
@@ -162,3 +165,75 @@ def test_the_artifact_store_is_never_the_cdn_origin(tmp_path: Path):
     cdn = open_mirrors(ok, RegistrySettings(home=tmp_path), store)
     assert isinstance(cdn, Cdn) and cdn.base == "https://cdn.example.com"
     assert open_mirrors(OtaSettings(), RegistrySettings(home=tmp_path), store) is None
+
+
+# --- the device's downloads from mirrors (tandem.device.ota_client), against a readable fake network ---
+
+BLOB = b"encrypted bytes " * 1000
+BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
+SERVER_URL = "https://updates.example.com"
+
+
+class Far:
+    """The far side of every request: the update server, a CDN, another host. Notes what it was asked."""
+
+    def __init__(self, routes: dict[str, object]) -> None:
+        self.routes = routes  # URL -> bytes (sent, with Range), an int status, or ("redirect", location)
+        self.asked: list[tuple[str, dict[str, str]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        self.asked.append((url, dict(request.headers)))
+        answer = self.routes.get(url, 404)
+        if isinstance(answer, tuple):
+            return httpx.Response(302, headers={"location": answer[1]})
+        if isinstance(answer, int):
+            return httpx.Response(answer, content=b"<Error><Code>AccessDenied</Code></Error>")
+        start = int(request.headers.get("range", "bytes=0-")[6:].rstrip("-"))
+        if start:
+            return httpx.Response(206, content=answer[start:],
+                                  headers={"content-range": f"bytes {start}-{len(answer) - 1}/{len(answer)}"})
+        return httpx.Response(200, content=answer)
+
+
+def fetch(tmp_path: Path, far: Far, mirrors: list[str], origins: list[str], part_bytes: bytes = b"") -> bytes:
+    client = OtaClient(SERVER_URL, "tdk_app", httpx.Timeout(5), httpx.MockTransport(far), credential=lambda: "tdd_me")
+    part = tmp_path / f"{BLOB_SHA}.part"
+    if part_bytes:
+        part.write_bytes(part_bytes)
+    try:
+        return client.download(f"/v1/ota/files/{BLOB_SHA}", part, len(BLOB), BLOB_SHA, "model.onnx",
+                               Transfer(len(BLOB), None), mirrors, origins)
+    finally:
+        client.close()
+
+
+SERVER_FILE = f"{SERVER_URL}/v1/ota/files/{BLOB_SHA}"
+CDN = "https://cdn.example.com"
+
+
+def test_a_mirror_gets_no_credential_and_the_server_is_not_asked(tmp_path):
+    far = Far({f"{CDN}/a": BLOB, SERVER_FILE: BLOB})
+    assert fetch(tmp_path, far, [f"{CDN}/a"], [CDN], part_bytes=BLOB[:100]) == BLOB
+    assert [u for u, _ in far.asked] == [f"{CDN}/a"]
+    headers = far.asked[0][1]
+    assert "authorization" not in headers and headers["range"] == "bytes=100-"
+
+
+def test_a_redirect_is_followed_only_to_a_signed_origin(tmp_path):
+    edge = "https://edge.example.com"
+    far = Far({f"{CDN}/a": ("redirect", f"{edge}/a"), f"{edge}/a": BLOB, SERVER_FILE: BLOB})
+    assert fetch(tmp_path, far, [f"{CDN}/a"], [CDN, edge]) == BLOB
+    assert [u for u, _ in far.asked] == [f"{CDN}/a", f"{edge}/a"]
+    far.asked.clear()
+    (tmp_path / f"{BLOB_SHA}.part").unlink(missing_ok=True)
+    assert fetch(tmp_path, far, [f"{CDN}/a"], [CDN]) == BLOB  # edge not signed: not followed, the server sends it
+    assert [u for u, _ in far.asked] == [f"{CDN}/a", SERVER_FILE]
+    assert far.asked[1][1]["authorization"] == "Bearer tdd_me"
+
+
+@pytest.mark.parametrize("mirror_answer", [403, 404, 503, b"wrong bytes " * 1000, BLOB[:500]])
+def test_a_failing_mirror_falls_back_to_the_server(tmp_path, mirror_answer):
+    far = Far({f"{CDN}/a": mirror_answer, SERVER_FILE: BLOB})
+    assert fetch(tmp_path, far, [f"{CDN}/a"], [CDN]) == BLOB
+    assert far.asked[-1][0] == SERVER_FILE

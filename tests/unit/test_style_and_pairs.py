@@ -36,6 +36,9 @@ def test_pairs_are_matched_by_name_whatever_their_extensions(tmp_path):
     before, after, kept = load_pairs(root, found.targets, found.files, 32)
     assert before.shape == after.shape == (3, 32, 32, 3) and kept == found.files
     assert not np.array_equal(before, after)
+    # Pairs asked for by name (`--teacher-effect pairs`) of a folder that holds none: said, not a traceback.
+    with pytest.raises(DataError, match=r"need the folders input/ and target/"):
+        find_pairs(str(root / "input"))
 
 
 def test_a_lonely_input_or_target_is_named_and_nothing_is_trained(tmp_path):

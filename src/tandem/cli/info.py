@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tandem.apps.registry import Apps, builtin
 from tandem.bundle import Bundle, Manifest
@@ -50,14 +51,17 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
     m = b.manifest
     console.print(f"[bold]{m.name}[/]  version {m.version if m.version is not None else '(not pushed)'}  "
                   f"schema {m.schema_version}  created {m.created:%Y-%m-%d %H:%M} UTC  [green]verified[/]")
+    # Below, a bundle's words (labels are folder names, file and tensor names whatever wrote it) are data,
+    # never markup: "[/]" in one would stop `tandem info` with a markup error.
     if m.labels:
-        console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}")
+        console.print(f"task {m.task}; {len(m.labels)} labels: {', '.join(m.labels[:6])}{' …' if len(m.labels) > 6 else ''}",
+                      markup=False, highlight=False)
     else:
-        console.print(f"task {m.task}")
+        console.print(f"task {m.task}", markup=False, highlight=False)
     io = table("", "name", "dtype", "shape", title="tensors")
     for kind, specs in (("input", m.inputs), ("output", m.outputs)):
         for t in specs:
-            io.add_row(kind, t.name, t.dtype, _dims(t.shape))
+            io.add_row(kind, Text(t.name), Text(t.dtype), _dims(t.shape))
     console.print(io)
     p = m.preprocessing
     crop = p.crop.mode if p.crop.box is None else f"box {tuple(round(v, 3) for v in p.crop.box)}"
@@ -72,7 +76,7 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
         mt.add_column("metric")
         mt.add_column("value", justify="right")
         for k, v in m.metrics.items():
-            mt.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+            mt.add_row(Text(k), f"{v:.4g}" if isinstance(v, float) else Text(str(v)))
         console.print(mt)
     if m.variants:
         vt = table("variant", "file", "runtime", "max |Δ| vs torch", "top-1 agreement", "photos",
@@ -86,7 +90,7 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
         console.print(vt)
     ft = table("file", "size", "sha256", title="files")
     for rel, e in m.files.items():
-        ft.add_row(rel, _fmt_bytes(e.size), e.sha256[:16] + "…")
+        ft.add_row(Text(rel), _fmt_bytes(e.size), e.sha256[:16] + "…")
     console.print(ft)
     for app, spec in m.apps.items():
         # A bundle's words are data, never markup (a style picture's name could hold "[...]").
@@ -94,5 +98,6 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
                                                              for k, v in spec.items() if k != "regions"))
     for s in m.splits:
         shape = "×".join("N" if d < 0 else str(d) for d in s.tensor.shape)
-        console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)")
+        console.print(f"split k={s.k}: {s.head} (device) → {s.tensor.name} {s.tensor.dtype} {shape} → {s.tail} (server)",
+                      markup=False, highlight=False)
     show_apps(m, apps or Apps(builtin()))

@@ -120,6 +120,9 @@ def find_pairs(data: str) -> PairSet:
     """The pairs of a ``--data DIR`` holding ``input/`` and ``target/``: every input needs a target of the
     same name (any image extension) and the other way round, or nothing is trained."""
     root = Path(data)
+    if not is_pair_folder(data):  # `--teacher-effect pairs` given by hand, with --data that holds no pairs
+        raise DataError(f"{data}: before/after pairs need the folders {PAIR_INPUT}/ and {PAIR_TARGET}/ in --data, "
+                        "photos in one and their pictures under the same names in the other")
     inputs, targets = _by_stem(root / PAIR_INPUT), _by_stem(root / PAIR_TARGET)
     lonely_in, lonely_out = sorted(set(inputs) - set(targets)), sorted(set(targets) - set(inputs))
     if lonely_in or lonely_out:

@@ -199,11 +199,11 @@ def choose_photos(cfg: StylizeConfig, data_home: Path | None = None) -> StylizeD
     held = max(1, round(n * cfg.val_fraction))
     if isinstance(found, PairSet):
         targets = {rel: found.targets[rel] for rel in chosen}
-        print_ = PairSet(found.root, found.source, targets).fingerprint()
+        fingerprint = PairSet(found.root, found.source, targets).fingerprint()
     else:
-        targets, print_ = {}, PhotoSet(found.root, found.source, sorted(chosen)).fingerprint()
+        targets, fingerprint = {}, PhotoSet(found.root, found.source, sorted(chosen)).fingerprint()
     return StylizeData(str(found.root.resolve()), found.source, sorted(chosen[held:]), sorted(chosen[:held]),
-                       print_, targets)
+                       fingerprint, targets)
 
 
 def teacher_pictures(cfg: StylizeConfig, data: StylizeData, show_progress: bool = False,
@@ -400,8 +400,8 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
     write_json(out / DATASET, asdict(data))
     provenance.record(out)  # the code's git commit, for the bundle's lineage
 
-    styled_picture = style_picture(cfg) if cfg.neural else np.zeros((1, 1, 3), np.uint8)
-    styled = style_loss_for(cfg, styled_picture).to(device) if cfg.neural else None
+    style_pixels = style_picture(cfg) if cfg.neural else np.zeros((1, 1, 3), np.uint8)
+    neural_loss = style_loss_for(cfg, style_pixels).to(device) if cfg.neural else None
     torch.manual_seed(cfg.seed)
     net_cfg = StylizeNetConfig() if state is None else StylizeNetConfig.from_dict(state["net"])
     model = PixelStylizer(StylizeNet(net_cfg)).to(device)
@@ -409,7 +409,8 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
     steps = max(1, math.ceil(len(train.photos) / cfg.batch_size))
     history: list[dict[str, Any]] = []
     # The best epoch: the highest PSNR against the targets, or a neural style's lowest held-out loss.
-    best: dict[str, Any] = {"epoch": 0, "psnr": -1.0, "ssim": 0.0} if styled is None else {"epoch": 0, "loss": math.inf}
+    best: dict[str, Any] = ({"epoch": 0, "psnr": -1.0, "ssim": 0.0} if neural_loss is None
+                            else {"epoch": 0, "loss": math.inf})
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -436,7 +437,7 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
                 x, y = _batch(train, idx, cfg.crop, rng)
                 pred = model.unclamped(torch.from_numpy(x).to(device))
                 target = torch.from_numpy(y).to(device).float()
-                loss = loss_fn(pred, target, cfg.grad_weight) if styled is None else styled(pred, target)
+                loss = loss_fn(pred, target, cfg.grad_weight) if neural_loss is None else neural_loss(pred, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -446,15 +447,15 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
                 bar.advance(value)
             student = stylize(model, held.photos, device)
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / steps}
-            if styled is None:
+            if neural_loss is None:
                 assert held.teacher is not None
                 row.update(val_psnr=psnr(student, held.teacher), val_ssim=ssim(student, held.teacher))
                 improved = row["val_psnr"] > best["psnr"]
                 if improved:
                     best = {"epoch": epoch + 1, "psnr": row["val_psnr"], "ssim": row["val_ssim"]}
             else:
-                scores = style_scores(styled.cpu(), student, held.photos)
-                styled.to(device)
+                scores = style_scores(neural_loss.cpu(), student, held.photos)
+                neural_loss.to(device)
                 row.update(val_loss=scores["total"], val_style_loss=scores["style"], val_content_loss=scores["content"])
                 improved = row["val_loss"] < best["loss"]
                 if improved:
@@ -468,12 +469,12 @@ def train_stylize(cfg: StylizeConfig, resume: bool = False, show_progress: bool 
                 checkpoint.save(out / checkpoint.BEST, ckpt)
             checkpoint.save(out / checkpoint.LAST, ckpt)
             write_json(out / HISTORY, history)
-            if styled is None:
+            if neural_loss is None:
                 assert held.teacher is not None
                 middle = {f"teacher ({cfg.effect})" if cfg.effect in EFFECTS else "target": held.teacher[sheet_idx]}
                 said = f"held-out PSNR {row['val_psnr']:.2f} dB  SSIM {row['val_ssim']:.3f}"
             else:
-                middle = {"style": np.stack([_square(styled_picture, held.photos.shape[1])] * len(sheet_idx))}
+                middle = {"style": np.stack([_square(style_pixels, held.photos.shape[1])] * len(sheet_idx))}
                 said = f"held-out style loss {row['val_style_loss']:.4f}  content loss {row['val_content_loss']:.4f}"
             contact_sheet({"photo": held.photos[sheet_idx], **middle, "student": student[sheet_idx]}, out / SHEET,
                           f"epoch {epoch + 1}/{cfg.epochs}")
