@@ -13,7 +13,7 @@ import pytest
 
 from tandem.device.ota_client import OtaClient, Transfer
 from tandem.device.payload import verify
-from tandem.errors import ConfigError, SignatureError
+from tandem.errors import ConfigError, SignatureError, Unavailable
 from tandem.protocol.origins import is_origin, origin
 from tandem.registry.artifacts import LocalStore
 from tandem.server.ota import mirrors as mirrors_mod
@@ -115,6 +115,15 @@ def test_a_presigned_url_is_reused_for_half_its_lifetime_only(monkeypatch):
     assert presigned.url(SHA) == first and bucket.signed == 1
     clock[0] += 2  # past half the lifetime: no answer hands it out any more
     assert presigned.url(SHA) != first and bucket.signed == 2
+
+
+def test_a_bucket_that_cannot_presign_leaves_devices_the_server():
+    class Refusing(FakeBucket):
+        def presign(self, sha256: str, lifetime: timedelta) -> str:
+            raise Unavailable("the credentials could not be loaded")
+
+    out = mirrored(payload()["files"], Presigned(Refusing(), 60))
+    assert out.origins == [] and all("mirrors" not in f for f in out.files.values())
 
 
 def test_mirrored_files_leave_the_cached_files_alone():

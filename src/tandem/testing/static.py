@@ -64,11 +64,11 @@ class _Handler(SimpleHTTPRequestHandler):
 def static_server(root: Path) -> Iterator[StaticServer]:
     """Serve ``root`` on 127.0.0.1 until the block ends."""
     root.mkdir(parents=True, exist_ok=True)
-    handler = type("Handler", (_Handler,), {})
+    served = StaticServer("", root)
+    handler = type("Handler", (_Handler,), {"served": served})  # a class per server: its own record
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
     httpd.daemon_threads = True
-    served = StaticServer(f"http://127.0.0.1:{httpd.server_address[1]}", root)
-    handler.served = served
+    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -26,13 +26,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from tandem.errors import ConfigError
+from tandem.errors import ConfigError, TandemError
 from tandem.protocol.origins import origin
 from tandem.registry.artifacts import ArtifactStore, open_store
 from tandem.settings import OtaSettings, RegistrySettings
 
 log = logging.getLogger(__name__)
 MAX_CACHED = 100_000  # presigned URLs a worker keeps (one per object: far more than any registry serves)
+WARN_EVERY_S = 60.0
 
 
 class Mirrors(Protocol):
@@ -61,13 +62,20 @@ class Presigned:
         self.store = store
         self.lifetime = timedelta(seconds=lifetime_s)
         self._urls: dict[str, tuple[str, float]] = {}  # sha256 -> (URL, time.monotonic() it stops being handed out)
+        self._warned = -WARN_EVERY_S
 
     def url(self, sha256: str) -> str | None:
         now = time.monotonic()
         hit = self._urls.get(sha256)
         if hit is not None and now < hit[1]:
             return hit[0]
-        signed = self.store.presign(sha256, self.lifetime)
+        try:
+            signed = self.store.presign(sha256, self.lifetime)
+        except TandemError as e:  # no credentials to sign with right now: the answer names the server's route only
+            if now - self._warned >= WARN_EVERY_S:
+                self._warned = now
+                log.warning("cannot presign OTA downloads (devices download from this server meanwhile): %s", e)
+            return None
         if len(self._urls) >= MAX_CACHED:
             self._urls.clear()
         # Handed out for half its lifetime: every URL in an answer has at least that long left.
