@@ -106,6 +106,20 @@ def test_delete_falls_back_to_the_previous_and_all_keeps_the_replay_guard(tmp_pa
     assert json.loads((tmp_path / "keys.json").read_text())["keys"] == {}
 
 
+def test_a_verified_answer_raises_the_replay_floor_without_an_install(tmp_path, versions):
+    """A signed "stay" or a deferred install counts too (docs/ota.md §1): an older answer that has not
+    expired yet is refused afterwards, on a device with nothing installed as on one with a version."""
+    store = ModelStore(tmp_path)
+    store.raise_sequence(MODEL, 12)
+    assert store.last_sequence(MODEL) == 12
+    install(store, versions[1])  # sequence 10 (an install never lowers the floor)
+    assert store.last_sequence(MODEL) == 12
+    store.raise_sequence(MODEL, 11)
+    assert store.last_sequence(MODEL) == 12
+    store.raise_sequence(MODEL, 40)
+    assert store.last_sequence(MODEL) == 40 == ModelStore(tmp_path).last_sequence(MODEL)
+
+
 def test_bytes_that_do_not_match_their_record_are_not_installed(tmp_path, versions):
     store = ModelStore(tmp_path)
     install(store, versions[1])

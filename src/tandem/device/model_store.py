@@ -216,6 +216,14 @@ class ModelStore:
     def record_answer(self, model: str, answer: dict[str, Any]) -> None:
         atomic.write_text(self.model_dir(model) / ANSWER, json.dumps(answer) + "\n")
 
+    def raise_sequence(self, model: str, sequence: int) -> None:
+        """Raise the replay floor to ``sequence``: every verified answer counts (docs/ota.md §1), not only
+        the ones that installed or switched a version — after a signed "stay" or a deferred install, an
+        older answer that has not expired yet must still be refused."""
+        with self.lock(model):
+            if sequence > self.last_sequence_state(model):
+                atomic.write_text(self.model_dir(model) / STATE, json.dumps({"last_sequence": sequence}) + "\n")
+
     # --- changing ------------------------------------------------------------------------------
     def install(self, record: VersionRecord, blobs: dict[str, bytes], keystore: KeyStore | None = None,
                 data_key: bytes | None = None) -> Pointer:

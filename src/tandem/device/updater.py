@@ -275,6 +275,7 @@ class ModelUpdater:
         payload = verified.payload
         if verified.learned or verified.retired - trust.retired:
             self.trust.update(verified.learned, verified.retired, verified.signer)
+        self.store.raise_sequence(self.model, payload.sequence)
         self.store.record_answer(self.model, {
             "issued_at": payload.issued_at.isoformat(), "expires_at": payload.expires_at.isoformat(),
             "action": payload.action, "reason": payload.reason, "version": payload.version,
