@@ -19,6 +19,8 @@ The machine is shared: every cell records the CPU that other processes used mean
 (`other_cpu_share`); before each server the run waits (--wait-quiet) for other work to stop, and a
 cell disturbed anyway is measured again (--retries) keeping the least disturbed try. --profile adds
 py-spy samples of Tandem's server at the top concurrency (extra cells, not in the numbers).
+bench/serving_profile.py measures `stack_cpu_ms` (the server's CPU per request less the model's) and
+records the flame graphs.
 """
 
 from __future__ import annotations
@@ -297,7 +299,8 @@ def find_bundle(arg: str | None) -> Path:
     shutil.rmtree(run, ignore_errors=True)
     subprocess.run([str(TANDEM), "train", "--data", "lfw", "--min-faces", "20", "--epochs", "1", "--subset", "0.3",
                     "--name", "celebmatch", "--no-progress", "--out", str(run)], check=True)
-    subprocess.run([str(TANDEM), "export", str(run), "--out", str(WORK / "bundle")], check=True,
+    # ONNX only: serving runs the fp32 ONNX file, and a one-epoch model fails the LiteRT int8 agreement check.
+    subprocess.run([str(TANDEM), "export", str(run), "--formats", "onnx", "--out", str(WORK / "bundle")], check=True,
                    stdout=subprocess.DEVNULL)
     return WORK / "bundle"
 
