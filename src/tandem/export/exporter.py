@@ -163,7 +163,7 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
             photos = ParityPhotos(parity_x, parity_split, ref, variants["onnx-int8"].parity.top1_agreement or 0.0)
             calibration = _calibration_pixels(train_x, train_y, options.calibration_images, options.seed)
             variants |= export_litert(PixelModel(net).eval(), stage, variant_keys, tools.litert_python, spec,
-                                      data.classes, outputs, calibration, photos)
+                                      data.classes, outputs, calibration, photos, asked=options.formats is not None)
         try:
             manifest = Manifest(
                 name=name,

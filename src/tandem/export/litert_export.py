@@ -86,23 +86,28 @@ def _parity(got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]
                   top1_agreement=agreement)
 
 
-def _check(key: str, parity: Parity, photos: ParityPhotos) -> None:
+def _failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
+    """Why the variant ``key`` fails its parity check (so it is not written), or None."""
     if key.endswith("fp32") and parity.max_abs > FP32_MAX_ABS:
-        raise BundleError(f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on "
-                          f"{parity.images} {parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not "
-                          "written; export without it: --formats onnx")
+        return (f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on {parity.images} "
+                f"{parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not written; export without it: "
+                "--formats onnx")
     bar = min(INT8_AGREEMENT, photos.onnx_int8_agreement)
     if key.endswith("int8") and (parity.top1_agreement or 0.0) < bar:
-        raise BundleError(f"{key}: it picks PyTorch's top class on {parity.top1_agreement:.0%} of {parity.images} "
-                          f"{parity.on} photos (at least {bar:.0%} is needed: the int8 ONNX model's agreement, "
-                          "or 99%), so it is not written; export with fp32 only: --formats onnx,litert-fp32")
+        return (f"{key}: it picks PyTorch's top class on {parity.top1_agreement:.0%} of {parity.images} {parity.on} "
+                f"photos (at least {bar:.0%} is needed: the int8 ONNX model's agreement, or 99%), so it is not "
+                "written; export with fp32 only: --formats onnx,litert-fp32")
+    return None
 
 
 def export_litert(model: torch.nn.Module, stage: Path, keys: frozenset[str], python: Path, spec: PreprocessSpec,
                   labels: list[str], outputs: list[TensorSpec], calibration: np.ndarray,
-                  photos: ParityPhotos) -> dict[str, Variant]:
+                  photos: ParityPhotos, asked: bool = True) -> dict[str, Variant]:
     """Write the LiteRT ``keys`` (``litert-fp32``, ``litert-int8``) of ``model`` (PixelModel) into ``stage``;
-    each checked on ``photos`` before it is written. Returns their manifest entries."""
+    each checked on ``photos`` before it is written. Returns their manifest entries. A variant that fails
+    its check stops the export when the user ``asked`` for it (--formats); one made only because its tools
+    are installed is left out with a warning instead: a barely trained model's near-ties can fail int8's
+    agreement, and an export nobody asked to make LiteRT must not fail on it."""
     precisions = [p for p in ("fp32", "int8") if f"litert-{p}" in keys]
     names = [t.name for t in outputs]
     with tempfile.TemporaryDirectory(prefix="tandem-litert-") as tmp_name:
@@ -129,7 +134,12 @@ def export_litert(model: torch.nn.Module, stage: Path, keys: frozenset[str], pyt
             )
             got = LiteRtModel(tmp / FILES[precision], variant, spec, labels, label=key).run(photos.pixels)
             parity = _parity(got, photos, names)
-            _check(key, parity, photos)
+            why = _failed(key, parity, photos)
+            if why is not None and asked:
+                raise BundleError(why)
+            if why is not None:
+                log.warning("%s", why)
+                continue
             shutil.move(tmp / FILES[precision], stage / FILES[precision])
             variants[key] = variant.model_copy(update={"parity": parity})
     return variants
