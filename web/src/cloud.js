@@ -1,4 +1,5 @@
 // The cloud side: the server's image endpoints, POST /v1/apps/celebmatch/{model}:predict and (deep art) /v1/apps/deepart/{model}:predict.
+import { readCapped } from "./capped.js";
 import { NOT_A_PHOTO, noFace } from "./messages.js";
 
 export class CloudError extends Error {}
@@ -82,7 +83,8 @@ export async function paintInCloud({ base = "", predictKey, model, alias, frame,
       signal: ctrl.signal,
       cache: "no-store",
     });
-    bytes = await readCapped(resp, MAX_PICTURE_BYTES);
+    bytes = await readCapped(resp, MAX_PICTURE_BYTES, () => new CloudError(
+      `the server's answer is over ${MAX_PICTURE_BYTES} bytes, more than any painted frame; refusing it`));
   } catch (e) {
     if (e instanceof CloudError) throw e;
     throw new CloudError(ctrl.signal.aborted ? `the server did not answer within ${timeoutMs} ms` : `cannot reach the server (${e.message})`);
@@ -110,33 +112,3 @@ export async function paintInCloud({ base = "", predictKey, model, alias, frame,
   };
 }
 
-/** The answer's bytes, refused past ``cap`` (declared or streamed). */
-async function readCapped(resp, cap) {
-  const tooLong = () => new CloudError(`the server's answer is over ${cap} bytes, more than any painted frame; refusing it`);
-  if (Number(resp.headers.get("content-length")) > cap) {
-    await resp.body?.cancel();
-    throw tooLong();
-  }
-  const chunks = [];
-  let size = 0;
-  if (resp.body) {
-    const reader = resp.body.getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > cap) {
-        await reader.cancel();
-        throw tooLong();
-      }
-      chunks.push(value);
-    }
-  }
-  const out = new Uint8Array(size);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return out;
-}

@@ -7,6 +7,7 @@
 // enrol (POST /v1/devices). The per-device credential the server answers is kept in IndexedDB (never
 // in the URL or localStorage) and sent on every OTA call; the server, not the page, names the device.
 
+import { readCapped } from "./capped.js";
 import * as store from "./store.js";
 
 const SCHEMA = 2; // payload schema 2: every answer signed ("stay" too), bound to this device, with an expiry
@@ -373,32 +374,8 @@ export class ModelUpdater {
  * page hold more than that for a check, a key or a message. {} when it is not JSON.
  */
 async function readJson(resp) {
-  const declared = Number(resp.headers.get("content-length"));
-  if (declared > MAX_ANSWER_BYTES) {
-    await resp.body?.cancel();
-    throw new OtaError(`the server's answer is ${declared} bytes, more than any check, key or message; refusing it`);
-  }
-  const chunks = [];
-  let size = 0;
-  if (resp.body) {
-    const reader = resp.body.getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > MAX_ANSWER_BYTES) {
-        await reader.cancel();
-        throw new OtaError(`the server's answer is over ${MAX_ANSWER_BYTES} bytes, more than any check, key or message; refusing it`);
-      }
-      chunks.push(value);
-    }
-  }
-  const bytes = new Uint8Array(size);
-  let o = 0;
-  for (const c of chunks) {
-    bytes.set(c, o);
-    o += c.length;
-  }
+  const bytes = await readCapped(resp, MAX_ANSWER_BYTES, (declared) => new OtaError(
+    `the server's answer is ${declared ? `${declared} bytes` : `over ${MAX_ANSWER_BYTES} bytes`}, more than any check, key or message; refusing it`));
   try {
     const v = JSON.parse(new TextDecoder().decode(bytes));
     return v && typeof v === "object" ? v : {};
