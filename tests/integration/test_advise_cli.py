@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tandem.bundle import Bundle
+from tandem.registry.registry import Registry
 from tandem.testing.bundles import make_bundle
 from tests.integration.cli import tandem, tandem_json
 from tests.integration.server.serving import populate, running, test_settings
@@ -44,6 +45,42 @@ def test_advise_measures_the_server_and_the_link_and_writes_the_report(tmp_path,
     assert data["device"]["name"] == "midrange-phone"
     assert {"device", "cloud", "split@5", "split@5+int8"} <= set(data["predictions"]["lan"])
     assert "<svg" in (out / "report.html").read_text()
+    # A phone: app size and updates counted on Android; full update sizes from the bundle alone.
+    assert data["app_size"]["platform"] == "android" and data["updates"]["source"] == "bundle"
+    assert summary["recommended"]["4g"]["placement"] == summary["best"]["4g"]["latency"]["best"]
+
+
+def test_advise_reports_app_size_and_updates_measured_from_the_registry_and_weighs_them(tmp_path, bundle):
+    home = tmp_path / "home"
+    with Registry.open(test_settings(home)) as reg:
+        reg.push(bundle)
+        reg.push(make_bundle(tmp_path / "v2", None, seed=2))
+    out = tmp_path / "advice"
+    summary = tandem_json("advise", bundle, "--network", "4g", "--network", "offline", "--repeats", "2",
+                          "--registry-model", "faces", "--weights", "latency=1,size=1,updates=1", "--platform", "ios",
+                          "--out", out, env={"TANDEM_HOME": str(home), "TANDEM_DATABASE_URL": ""})
+    onnx = Bundle.load(bundle).manifest.files["model.onnx"].size
+    size = summary["app_size"]
+    assert size["platform"] == "ios" and set(size["platforms"]) == {"android", "ios", "web", "linux"}
+    assert size["platforms"]["ios"]["onnx-fp32"]["model_bytes"] == onnx
+    assert size["runtimes"]["android"]["litert"]["basis"] == "published"
+    assert size["runtimes"]["linux"]["onnx"]["basis"] == "measured"
+    updates = summary["updates"]
+    assert (updates["source"], updates["from_version"], updates["to_version"]) == ("registry", 1, 2)
+    onnx_update = updates["variants"]["onnx-fp32"]
+    assert 0 < onnx_update["delta_bytes"] < onnx_update["full_bytes"] and onnx_update["files"]["model.onnx"]["kind"] == "onnx"
+    latency = updates["latency"]
+    assert latency["app_store"]["ios"]["review_s"] == 86400 and latency["ota"]["networks"]["offline"] is None
+    assert latency["ota"]["networks"]["4g"]["expected_s"] > latency["alias"]["expected_s"] > 0
+    assert summary["weights"]["updates"] == pytest.approx(1 / 3)
+    assert summary["recommended"]["offline"]["placement"] == "device"
+    assert set(summary["recommended"]["4g"]["scored"]["device"]["values"]) == {"latency", "size", "updates"}
+    data = json.loads((out / "advice.json").read_text())
+    assert data["updates"] == updates and data["app_size"] == size
+    page = (out / "report.html").read_text()
+    for text in ("App size and updates", "Bytes per update over the air", "measured between versions 1 and 2",
+                 "Update latency", "Recommended placement, weighed"):
+        assert text in page
 
 
 def test_advise_prints_a_one_screen_summary(tmp_path, bundle):
@@ -79,6 +116,9 @@ def test_advise_can_write_the_best_splits_into_the_bundle(tmp_path):
     (["--network", "6g"], 7, "no network profile '6g'"),
     (["--device-profile", "toaster"], 7, "no device profile 'toaster'"),
     (["--network", "x:1:0:1"], 7, "bandwidths > 0"),
+    (["--weights", "speed=1"], 7, "unknown objective 'speed'"),
+    (["--weights", "latency=0"], 7, "at least one weight must be > 0"),
+    (["--platform", "windows"], 7, "no platform 'windows'"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(bundle, args, code, message):
     proc = tandem("advise", bundle, *args, ok=False)

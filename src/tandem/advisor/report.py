@@ -14,8 +14,11 @@ from tandem import atomic
 from tandem.advisor import charts
 from tandem.advisor.energy import RADIO_POWER
 from tandem.advisor.placement import OBJECTIVES, UNITS, Advice, Decision, Placement
+from tandem.advisor.runtimes import RUNTIMES
+from tandem.advisor.weights import CRITERIA, Scored
 
 if TYPE_CHECKING:
+    from tandem.advisor.tradeoffs import Tradeoffs
     from tandem.advisor.video import VideoAdvice, VideoPrediction
 
 JSON_FILE = "advice.json"
@@ -59,16 +62,19 @@ def beats(d: Decision) -> str:
     return f"{ratio:.2f}× {_BETTER[d.objective]} than {d.runner_up}"
 
 
-def write(advice: Advice, out: Path, command: str = "", video: VideoAdvice | None = None) -> tuple[Path, Path]:
+def write(advice: Advice, out: Path, command: str = "", video: VideoAdvice | None = None,
+          tradeoffs: Tradeoffs | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = advice.to_dict()
     if video is not None:
         data["video"] = video.to_dict()
+    if tradeoffs is not None:
+        data.update(tradeoffs.to_dict())
     data["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     data["command"] = command
     json_path, html_path = out / JSON_FILE, out / HTML_FILE
     atomic.write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic.write_text(html_path, html(advice, command, video))
+    atomic.write_text(html_path, html(advice, command, video, tradeoffs))
     return json_path, html_path
 
 
@@ -262,10 +268,125 @@ def _video(video: VideoAdvice) -> str:
             f"{table}<figure>{fps_chart}</figure><figure>{energy_chart}</figure>")
 
 
-def html(advice: Advice, command: str = "", video: VideoAdvice | None = None) -> str:
+def fmt_seconds(s: float | None) -> str:
+    """'0.35 s', '12 min', '6.0 h', '3.0 days'."""
+    if s is None or not math.isfinite(s):
+        return "—"
+    if s < 10:
+        return f"{s:.2f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def _scored(sc: Scored | None) -> str:
+    return "—" if sc is None else f"{escape(sc.placement)} {sc.score:.3f}"
+
+
+def _recommended(t: Tradeoffs) -> str:
+    used = [c for c in CRITERIA if t.weights.get(c, 0) > 0]
+    rows = []
+    for net, r in t.recommended.items():
+        rows.append([f"<b>{escape(net)}</b>", f"<b>{escape(r.best.placement)}</b> {r.best.score:.3f}",
+                     _scored(r.runner_up), _scored(r.device), _scored(r.cloud), _scored(r.best_split)])
+    table = _table(["network", "recommended (score)", "runner-up", "device", "cloud", "best split"], rows, "summary")
+    return (f"<p>Weights {escape(t.weights_text())} (summing to 1). Each objective is normalised over the "
+            f"placements possible on a network, 0 for the best and 1 for the worst, and the weighted sum is the "
+            f"score: the lowest is recommended. Weighed here: {escape(', '.join(used))}; app size and updates are "
+            f"those on <b>{escape(t.platform)}</b>, the device embedding <b>{escape(t.device_variant)}</b>. "
+            f"<code>--weights latency=…,energy=…,cost=…,size=…,updates=…</code> changes them; the default "
+            f"(latency=1) recommends the fastest placement.</p>{table}")
+
+
+def _app_size(t: Tradeoffs) -> str:
+    size = t.size
+    rows = []
+    for platform, row in size.platforms.items():
+        smallest = size.smallest(platform)
+        for key, e in sorted(row.items(), key=lambda kv: (kv[1].total_bytes is None, kv[1].total_bytes or 0)):
+            best = smallest is not None and smallest.variant == key
+            runtime = (f"{escape(e.runtime)}: {fmt_bytes(e.runtime_bytes)} <small>({escape(e.runtime_basis or '')})"
+                       f"</small>" if e.runtime_bytes is not None else f"{escape(e.runtime)}: <small>no figure</small>")
+            total = fmt_bytes(e.total_bytes)
+            rows.append([escape(platform), f"<b>{escape(key)}</b>" if best else escape(key), fmt_bytes(e.model_bytes),
+                         fmt_bytes(e.extra_bytes) if e.extra_bytes else "—", runtime,
+                         f"<b>{total}</b>" if best else total])
+    table = _table(["platform", "variant", "model", "app files", "runtime library", "app gains"], rows, "sizes")
+    libs = []
+    for platform, libraries in size.runtimes.items():
+        for fmt, lib in libraries.items():
+            name = RUNTIMES[platform].get(fmt)
+            if name is None:
+                continue
+            if lib is None:
+                libs.append([escape(platform), escape(name), "—", "—", "unknown",
+                             "no published figure found, and not installed here: measure your own build", ""])
+                continue
+            libs.append([escape(platform), escape(lib.runtime), fmt_bytes(lib.bytes), fmt_bytes(lib.compressed_bytes),
+                         f"<b>{escape(lib.basis or '')}</b>", escape(lib.what), f"<small>{escape(lib.source)}</small>"])
+    lib_table = _table(["platform", "runtime", "bytes", "compressed", "basis", "what", "source"], libs, "sizes")
+    platforms = list(size.platforms)
+    keys = sorted({k for row in size.platforms.values() for k in row})
+    series: dict[str, Sequence[float | None]] = {
+        k: [size.platforms[p][k].total_bytes if k in size.platforms[p] else None for p in platforms] for k in keys}
+    chart = charts.bars(platforms, series, title="Bytes an app gains by embedding each variant, per platform",
+                        y_label="bytes")
+    extras = ", ".join(f"{escape(rel)} {fmt_bytes(n)}" for rel, n in size.extras.items()) or "none"
+    return (f"<p>What an app gains by embedding each variant: its model file and the files the bundle's apps "
+            f"name (here: {extras}), measured from the bundle, plus the runtime library for that format on that "
+            f"platform. <b>published</b> figures come from the runtime's project (the source says where) and were "
+            f"not measured here; <b>measured</b> ones were, on this machine (Linux: the Python wheels' shared "
+            f"libraries, a proxy for a native app's). Bold: the smallest on each platform.</p>{table}"
+            f"<figure>{chart}</figure>{lib_table}")
+
+
+def _updates(t: Tradeoffs) -> str:
+    u, lat = t.updates, t.latency
+    if u.source == "registry":
+        where = (f"measured between versions {u.from_version} and {u.to_version} of {escape(u.model)} in the "
+                 f"registry: a delta patches each file from the older version's (0 for a file that did not change)")
+    else:
+        where = ("from the bundle alone: full files only (give <code>--registry-model NAME</code>, a model with two "
+                 "or more versions, to measure deltas)")
+    rows = []
+    for key, v in u.variants.items():
+        d = v.delta_bytes
+        share = f"{d / v.full_bytes:.1%}" if d is not None and v.full_bytes else "—"
+        rows.append([escape(key), fmt_bytes(v.full_bytes), fmt_bytes(d), share,
+                     "<br>".join(f"{escape(f.path)}: {fmt_bytes(f.full_bytes)} / {fmt_bytes(f.delta_bytes)}"
+                                 f"{f' ({escape(f.kind)})' if f.kind else ''}" for f in v.files)])
+    sizes = _table(["variant", "full", "delta", "delta ÷ full", "files (full / delta)"], rows, "sizes")
+    stores = _table(["platform", "store review", "up to", "", "source"],
+                    [[escape(p), fmt_seconds(s.review_s), fmt_seconds(s.up_to_s), escape(s.summary),
+                      f"<small>{escape(s.source)}</small>"] for p, s in lat.stores.items()])
+    alias = lat.alias
+    nets = []
+    for net, o in lat.ota.items():
+        nets.append([escape(net), fmt_seconds(o.download_s) if o else "offline: none", fmt_seconds(o.expected_s) if o
+                     else "—", fmt_seconds(o.worst_s) if o else "—", fmt_seconds(alias.expected_s)])
+    ota = _table(["network", "OTA download", "OTA expected", "OTA worst", "server alias move"], nets, "summary")
+    return (f"<h3>Bytes per update over the air</h3><p>Encrypted as the OTA sends them; {where}.</p>{sizes}"
+            f"<h3>Update latency</h3><p>From a new version to the model answering with it. <b>App store</b>: a new "
+            f"app release waits for the store's review (published figures, not measured), then for every user to "
+            f"install it (days to weeks; not modelled). <b>Over the air</b>: the app's next check (every "
+            f"{fmt_seconds(lat.check_every_s)}, <code>--ota-check-every</code>; half that on average) and the "
+            f"download of {escape(lat.variant)}'s update ({fmt_bytes(sum(lat.bytes))}) on each network. "
+            f"<b>Server-side alias move</b> (cloud, and a split's tail): {escape(alias.source)}; loading measured "
+            f"here {alias.load_ms:.0f} ms, warm-up {alias.warmup_ms:.0f} ms → {fmt_seconds(alias.expected_s)} on "
+            f"average, {fmt_seconds(alias.worst_s)} at worst.</p>{stores}{ota}")
+
+
+def html(advice: Advice, command: str = "", video: VideoAdvice | None = None,
+         tradeoffs: Tradeoffs | None = None) -> str:
     p = advice.profile
     name = escape(p.name)
     video_part = "" if video is None else f"<h2>Live video</h2>\n{_video(video)}\n"
+    weighed = "" if tradeoffs is None else f"<h2>Recommended placement, weighed</h2>\n{_recommended(tradeoffs)}\n"
+    sizes = "" if tradeoffs is None else f"<h2>App size and updates</h2>\n{_app_size(tradeoffs)}\n{_updates(tradeoffs)}\n"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Placement advice: {name}</title>
 <style>{_CSS}</style></head><body>
@@ -276,7 +397,7 @@ placement — all on the device, all in the cloud, and split after each of {len(
 the server, which runs the rest) — on every network profile. docs/advisor.md gives the formulas.</p>
 {video_part}<h2>Best placement per network and objective</h2>
 {_summary(advice)}
-<h2>The model on this machine</h2>
+{weighed}{sizes}<h2>The model on this machine</h2>
 {_profile(advice)}
 <h2>Plots</h2>
 {_charts(advice)}

@@ -14,10 +14,15 @@ from tandem.errors import ConfigError, InvalidRequest
 
 if TYPE_CHECKING:
     from tandem.advisor import Advice
+    from tandem.advisor.tradeoffs import Tradeoffs
     from tandem.advisor.video import VideoAdvice, VideoSpec
     from tandem.bundle import Bundle
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# 12 h (tandem.advisor.updates.DEFAULT_CHECK_EVERY_S; the advisor is imported only when the command runs).
+DEFAULT_CHECK_EVERY_S = 43_200.0
+# The platform whose app size and updates a device profile's weights count.
+PLATFORM_OF = {"midrange-phone": "android", "raspberry-pi-4": "linux", "laptop": "linux", "this-machine": "linux"}
 
 
 def advise(
@@ -46,22 +51,31 @@ def advise(
     resolution: Annotated[str | None, typer.Option(help="Video frames' WIDTHxHEIGHT (default with --fps: 640x480); a model of any size is profiled at it.")] = None,
     frames: Annotated[str, typer.Option(help="Sample frames for the JPEG sizes with --fps: 'lfw' (TANDEM_DATA_HOME) or a folder of photos or video frames.")] = "lfw",
     sample_frames: Annotated[int, typer.Option(min=1, max=1000, help="How many sample frames to encode and run.")] = 16,
+    weights: Annotated[str | None, typer.Option(help="Weigh the objectives into one recommended placement per network: latency=…,energy=…,cost=…,size=…,updates=… (default latency=1: the fastest).")] = None,
+    platform: Annotated[str | None, typer.Option(help="android, ios, web or linux: whose app size and updates --weights counts (default: from --device-profile; the report covers all four).")] = None,
+    registry_model: Annotated[str | None, typer.Option(help="A model in the registry with two or more versions: bytes per update (full vs delta) measured between its two latest (default: full sizes from the bundle).")] = None,
+    ota_check_every: Annotated[float, typer.Option(min=1, help="Seconds between the app's checks for a new model over the air (default: 12 h).")] = DEFAULT_CHECK_EVERY_S,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar while profiling.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Device, cloud or split? Profile the bundle here, model networks, energy and cost, recommend a placement."""
+    """Device, cloud or split? Profile the bundle here, model networks, energy, cost, app size and updates, recommend a placement."""
     _needs_onnx()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tandem.advisor import CloudPrices, EnergyModel, ServerProfile, advise, parse_network
     from tandem.advisor import report as report_mod
+    from tandem.advisor.appsize import check_platform
     from tandem.advisor.devices import device_profile as named_device
     from tandem.advisor.networks import NETWORKS
     from tandem.advisor.profiler import profile_bundle
+    from tandem.advisor.weights import parse_weights
     from tandem.bundle import Bundle
 
     b = Bundle.load(bundle)  # a bad bundle fails before any option is worked on
     device = named_device(device_profile, speed_factor, device_watts)
+    weighed = parse_weights(weights)
+    platform = check_platform(platform or PLATFORM_OF.get(device_profile, "android"))
+    versions = _registry_versions(registry_model) if registry_model else None
     nets = [parse_network(n) for n in (network or list(NETWORKS))]
     prices = CloudPrices(instance_usd_per_hour=instance_usd_per_hour, egress_usd_per_gb=egress_usd_per_gb,
                          utilisation=utilisation)
@@ -114,8 +128,10 @@ def advise(
             video = advise_video(profile, fp, spec, nets, device=device, server=server, int8_transfer=int8_transfer)
     advice = advise(profile, nets, device=device, server=server, energy=energy, prices=prices,
                     int8_transfer=int8_transfer)
+    weighed_advice = _tradeoffs(advice, b, versions, platform=platform, weights=weighed,
+                                check_every_s=ota_check_every)
     command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    json_path, html_path = report_mod.write(advice, out, command, video)
+    json_path, html_path = report_mod.write(advice, out, command, video, weighed_advice)
 
     written: list[int] = []
     if split_best:
@@ -133,12 +149,14 @@ def advise(
                                   "best": {n: {o: d.to_dict() for o, d in ds.items()} for n, ds in advice.decisions.items()}}
         if video is not None:
             result["video"] = video.to_dict(every_split=False)
+        result.update(weighed_advice.to_dict())
         print_json(result)
         return
     if video is not None:
         show_video(advice, video)
     else:
         show_summary(advice)
+    show_tradeoffs(weighed_advice)
     console.print(f"report: {html_path}   data: {json_path}", highlight=False)
     if split_best:
         console.print(f"wrote head/tail for k = {', '.join(map(str, written))} into {bundle}" if written
@@ -167,6 +185,70 @@ def show_summary(advice: Advice) -> None:
             + ("" if cost.best == "cloud" or cost.cloud is None else f"\n[dim]cloud {fmt_value(cost.cloud, 'cost')}[/]"),
         )
     console.print(t)
+
+
+def _registry_versions(name: str) -> tuple[Path, Path]:
+    """The bundle folders of ``name``'s two latest servable versions in the registry (older first)."""
+    from tandem.cli.registry import open_registry
+
+    with open_registry() as reg:
+        live = [v for v in reg.versions(name) if v.archived is None]
+        if len(live) < 2:
+            raise InvalidRequest(f"--registry-model {name}: the registry holds {len(live)} servable version(s) of it; "
+                                 "bytes per update are measured between two: push another version, or leave the "
+                                 "option out for full sizes from the bundle")
+        return reg.bundle_dir(name, live[-2].version), reg.bundle_dir(name, live[-1].version)
+
+
+def _tradeoffs(advice: Advice, b: Bundle, versions: tuple[Path, Path] | None, *, platform: str,
+               weights: dict[str, float], check_every_s: float) -> Tradeoffs:
+    """App size and updates for ``b`` (deltas between ``versions`` when given), weighed with the rest."""
+    from tandem.advisor.appsize import app_size
+    from tandem.advisor.runtimes import runtime_libraries
+    from tandem.advisor.tradeoffs import measure_load_ms, tradeoffs
+    from tandem.advisor.updates import alias_latency, bundle_update, measure_update
+    from tandem.bundle import Bundle
+
+    updates = bundle_update(b) if versions is None else measure_update(Bundle.load(versions[0]), Bundle.load(versions[1]))
+    settings = get_settings()
+    p = advice.profile
+    alias = alias_latency(poll_s=settings.alias_poll_s, load_ms=measure_load_ms(b.model_path("fp32")),
+                          warmup_runs=settings.warmup_runs, whole_ms=p.whole_ms,
+                          batch_ms=p.batch / p.images_per_s * 1000.0, speed_factor=advice.server.speed_factor)
+    return tradeoffs(advice, app_size(b.manifest, runtime_libraries()), updates, platform=platform, weights=weights,
+                     check_every_s=check_every_s, alias=alias)
+
+
+def show_tradeoffs(t: Tradeoffs) -> None:
+    from tandem.advisor.report import fmt_bytes, fmt_seconds
+
+    e = t.size.platforms.get(t.platform, {}).get(t.device_variant)
+    onnx = t.size.platforms.get(t.platform, {}).get("onnx-fp32")
+    parts = []
+    for x in dict.fromkeys(v for v in (e, onnx) if v is not None):
+        runtime = (f"{fmt_bytes(x.runtime_bytes)} {x.runtime} ({x.runtime_basis})" if x.runtime_bytes is not None
+                   else f"{x.runtime} (no figure)")
+        parts.append(f"{x.variant} {fmt_bytes(x.model_bytes + x.extra_bytes)} + {runtime}"
+                     + (f" = {fmt_bytes(x.total_bytes)}" if x.total_bytes is not None else ""))
+    console.print(f"app size on {t.platform}: " + ("; ".join(parts) or "no variant runs there"), highlight=False)
+    v = t.updates.variants.get(t.device_variant)
+    lat = t.latency
+    if v is not None:
+        got = (f"full {fmt_bytes(v.full_bytes)}, delta {fmt_bytes(v.delta_bytes)} (v{t.updates.from_version} → "
+               f"v{t.updates.to_version})" if t.updates.source == "registry" else
+               f"full {fmt_bytes(v.full_bytes)} (deltas: --registry-model NAME)")
+        console.print(f"an update of {t.device_variant}: {got}", highlight=False)
+    ota = [o for o in lat.ota.values() if o is not None]
+    fastest = min(ota, key=lambda o: o.expected_s) if ota else None
+    store = lat.stores.get(t.platform)
+    console.print("update latency: "
+                  + (f"{t.platform} store review {fmt_seconds(store.review_s)}; " if store and store.review_s else "")
+                  + (f"over the air {fmt_seconds(fastest.expected_s)} (check every {fmt_seconds(lat.check_every_s)}, "
+                     f"download {fmt_seconds(fastest.download_s)} on {fastest.network}); " if fastest else "")
+                  + f"server alias move {fmt_seconds(lat.alias.expected_s)}", highlight=False)
+    if t.weights != {c: (1.0 if c == "latency" else 0.0) for c in t.weights}:
+        console.print(f"recommended with {t.weights_text()}: "
+                      + ", ".join(f"{n} {r.best.placement}" for n, r in t.recommended.items()), highlight=False)
 
 
 def _video_spec(b: Bundle, fps: float | None, resolution: str | None,
