@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tandem import advisor as advisor_pkg
 from tandem.bundle import Bundle
+from tandem.testing.bundles import make_bundle
 from tests.conftest import make_folder_dataset, write_png
 from tests.integration.cli import tandem, tandem_in_fresh_python, tandem_json
 
@@ -79,6 +81,49 @@ def test_info_prints_readably_and_as_json(bundle_dir):
     out = tandem("info", bundle_dir).stdout
     assert "verified" in out and "model.int8.onnx" in out and "test_top1_fp32" in out
     assert tandem_json("info", bundle_dir)["schema_version"] == 2
+
+
+def test_advise_training_prices_the_run_here_on_ray_and_on_gpus_beside_serving(run_dir, tmp_path):
+    # The run alone: its own epoch times, the shipped prices and benchmark figures; no torch needed for that.
+    out, torch_loaded = tandem_in_fresh_python("advise", "--training", run_dir, "--training-epochs", "30",
+                                               "--nodes", "2", "--nodes", "8", "--out", tmp_path / "t", "--json")
+    assert not torch_loaded
+    training = json.loads(out)["training"]
+    seconds = sorted(h["seconds"] for h in json.loads((run_dir / "history.json").read_text()))
+    job = training["job"]
+    assert (job["task"], job["epochs"], job["images"], job["basis"]) == ("classify", 30, 40, "measured")
+    assert job["epoch_s"] == pytest.approx((seconds[0] + seconds[1]) / 2)  # the median of two epochs
+    places = training["placements"]
+    assert {"this-machine", "ray-c7i-2", "ray-c7i-8", "gpu-h200", "gpu-t4"} <= set(places)
+    assert places["this-machine"]["basis"] == "measured" and places["this-machine"]["currency"] == "USD"
+    assert places["ray-c7i-8"]["epoch_s"] < places["ray-c7i-2"]["epoch_s"] < places["this-machine"]["epoch_s"]
+    # --stem-stride 2 and batches of 16: not the network the H200 measured, so scaled by its measured speedup.
+    assert places["gpu-h200"]["basis"] == "scaled" and "speedup" in places["gpu-h200"]["source"]
+    assert all(p["cost"] >= 0 and p["wall_s"] > 0 for p in places.values())
+    assert (tmp_path / "t" / "training.html").is_file() and (tmp_path / "t" / "training.json").is_file()
+
+    # With a bundle (a tiny one: quick to profile): in advice.json and the report, next to the cloud's cost per request.
+    summary = tandem_json("advise", make_bundle(tmp_path / "b", None), "--training", run_dir, "--network", "4g",
+                          "--repeats", "2", "--out", tmp_path / "a")
+    serving = summary["training"]["serving"]
+    assert serving["cloud_usd_per_1000"] == summary["best"]["4g"]["cost"]["cloud"]
+    assert serving["predictions_per_training"]["this-machine"] > 0
+    assert json.loads((tmp_path / "a" / "advice.json").read_text())["training"]["job"]["images"] == 40
+    assert "What training costs where" in (tmp_path / "a" / "report.html").read_text()
+
+    # Bad input: a negative price, a run folder without history, neither a bundle nor --training.
+    bad = tmp_path / "prices.toml"
+    bad.write_text((Path(advisor_pkg.__file__).parent / "prices.toml").read_text().replace("price = 5.408", "price = -5.408"))
+    proc = tandem("advise", "--training", run_dir, "--prices", bad, ok=False)
+    assert proc.returncode != 0 and "[gpu.h200] price must be ≥ 0, got -5.408" in proc.stderr
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "dataset.json"):
+        (bare / name).write_bytes((run_dir / name).read_bytes())
+    proc = tandem("advise", "--training", bare, ok=False)
+    assert proc.returncode != 0 and "holds no epoch yet" in proc.stderr
+    proc = tandem("advise", ok=False)
+    assert proc.returncode != 0 and "--training RUN" in proc.stderr
 
 
 def test_predict_runs_on_onnx_runtime_alone(bundle_dir, lfw_people):

@@ -19,10 +19,14 @@ from tandem.advisor.weights import CRITERIA, Scored
 
 if TYPE_CHECKING:
     from tandem.advisor.tradeoffs import Tradeoffs
+    from tandem.advisor.training_cost import TrainingCost
     from tandem.advisor.video import VideoAdvice, VideoPrediction
 
 JSON_FILE = "advice.json"
 HTML_FILE = "report.html"
+# `tandem advise --training RUN` without a bundle writes these instead (no placement advice to go with them).
+TRAINING_JSON_FILE = "training.json"
+TRAINING_HTML_FILE = "training.html"
 _TITLES = {"latency": "End-to-end latency per request", "energy": "Device energy per request",
            "cost": "Cloud cost per 1,000 requests"}
 _LABELS = {"latency": "milliseconds", "energy": "millijoules", "cost": "US dollars per 1,000"}
@@ -63,18 +67,40 @@ def beats(d: Decision) -> str:
 
 
 def write(advice: Advice, out: Path, command: str = "", video: VideoAdvice | None = None,
-          tradeoffs: Tradeoffs | None = None) -> tuple[Path, Path]:
+          tradeoffs: Tradeoffs | None = None, training: TrainingCost | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = advice.to_dict()
     if video is not None:
         data["video"] = video.to_dict()
     if tradeoffs is not None:
         data.update(tradeoffs.to_dict())
+    if training is not None:
+        data["training"] = training.to_dict()
     data["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     data["command"] = command
     json_path, html_path = out / JSON_FILE, out / HTML_FILE
     atomic.write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-    atomic.write_text(html_path, html(advice, command, video, tradeoffs))
+    atomic.write_text(html_path, html(advice, command, video, tradeoffs, training))
+    return json_path, html_path
+
+
+def write_training(training: TrainingCost, out: Path, command: str = "") -> tuple[Path, Path]:
+    """training.json and training.html: what training costs where, without a bundle's placement advice."""
+    out.mkdir(parents=True, exist_ok=True)
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    data = {"training": training.to_dict(), "generated": generated, "command": command}
+    json_path, html_path = out / TRAINING_JSON_FILE, out / TRAINING_HTML_FILE
+    atomic.write_text(json_path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    name = escape(training.job.name)
+    atomic.write_text(html_path, f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>What training costs where: {name}</title>
+<style>{_CSS}</style></head><body>
+<h1>What training costs where: {name}</h1>
+{_training(training)}
+<p><small>Written by <code>{escape(command or 'tandem advise --training')}</code> at {generated}. The same numbers
+are in {TRAINING_JSON_FILE}.</small></p>
+</body></html>
+""")
     return json_path, html_path
 
 
@@ -268,6 +294,60 @@ def _video(video: VideoAdvice) -> str:
             f"{table}<figure>{fps_chart}</figure><figure>{energy_chart}</figure>")
 
 
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+
+
+def fmt_money(value: float, currency: str) -> str:
+    """'$0.17', '$0.0053', '€12.40', '1.20 CHF': two significant digits below 1."""
+    amount = "0" if value == 0 else f"{value:.2g}" if value < 1 else f"{value:,.2f}"
+    symbol = _SYMBOLS.get(currency)
+    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+
+
+def _training(t: TrainingCost) -> str:
+    job = t.job
+    cheapest, fastest = t.cheapest, t.fastest
+    rows = []
+    for e in t.estimates:
+        mark = " ★" if e is cheapest else ""
+        mark += " ⚡" if e is fastest else ""
+        served = t.predictions_for(e)
+        rows.append([f"<b>{escape(e.what)}</b>{mark}", fmt_seconds(e.wall_s), f"{e.epoch_s:,.2f} s",
+                     fmt_money(e.cost, e.currency) + (f"<br><small>{e.energy_kwh:.3g} kWh</small>"
+                                                      if e.energy_kwh is not None else ""),
+                     *([f"{served:,.0f}"] if served is not None else []),
+                     f"<b>{escape(e.basis)}</b>", f"<small>{escape(e.source)}</small>",
+                     f"<small>{escape(e.price)}</small>"])
+    head = ["where", "wall time", "an epoch", "cost", *(["= predictions served"] if t.serving_usd_per_1000
+                                                        and t.currency == "USD" else []),
+            "basis", "how the time was had", "price"]
+    table = _table(head, rows, "summary")
+    labels = [e.placement for e in t.estimates]
+    time_chart = charts.bars(labels, {"wall time": [e.wall_s / 3600.0 for e in t.estimates]}, log=True,
+                             title="Wall time to train, per placement", y_label="hours")
+    cost_chart = charts.bars(labels, {"cost": [e.cost or None for e in t.estimates]}, log=True,
+                             title=f"Cost to train, per placement ({t.currency})", y_label=t.currency)
+    serving = ""
+    if t.serving_usd_per_1000 and t.currency == "USD":
+        n_cheap, n_fast = t.predictions_for(cheapest), t.predictions_for(fastest)
+        serving = (f"<p><b>Against serving</b>: the cloud placement above costs {fmt_money(t.serving_usd_per_1000, 'USD')} "
+                   f"per 1,000 predictions, so training once on {escape(cheapest.what)} costs what "
+                   f"{n_cheap or 0:,.0f} predictions cost to serve, and on {escape(fastest.what)} "
+                   f"{n_fast or 0:,.0f}.</p>")
+    notes = "".join(f"<p><small>{escape(n)}</small></p>" for n in t.notes)
+    ray = t.ray
+    return (f"<p><b>{escape(job.name)}</b>: {escape(job.task)}, {job.epochs:,} epoch{'s' if job.epochs != 1 else ''} "
+            f"of {job.images:,} images; "
+            f"an epoch took {job.epoch_s:,.1f} s on {job.vcpus} vCPU ({escape(job.source)}). ★ cheapest "
+            f"({escape(cheapest.what)}, {fmt_money(cheapest.cost, cheapest.currency)}), ⚡ fastest "
+            f"({escape(fastest.what)}, {fmt_seconds(fastest.wall_s)}). <b>measured</b>: this job's own epoch times, or "
+            f"a benchmark's of the same task and network on that hardware; <b>scaled</b>: from a measurement by the "
+            f"factor the row names. Prices: {escape(t.prices_file)} (<code>--prices FILE</code>); benchmark figures: "
+            f"{escape(t.reference)}.</p>{serving}{table}<figure>{time_chart}</figure><figure>{cost_chart}</figure>"
+            f"<p><small>Ray: {escape(str(ray.get('source', '')))}. A node has as many vCPUs as the machine the epoch "
+            f"time was measured on; one Ray worker per node.</small></p>{notes}")
+
+
 def fmt_seconds(s: float | None) -> str:
     """'0.35 s', '12 min', '6.0 h', '3.0 days'."""
     if s is None or not math.isfinite(s):
@@ -381,10 +461,12 @@ def _updates(t: Tradeoffs) -> str:
 
 
 def html(advice: Advice, command: str = "", video: VideoAdvice | None = None,
-         tradeoffs: Tradeoffs | None = None) -> str:
+         tradeoffs: Tradeoffs | None = None, training: TrainingCost | None = None) -> str:
     p = advice.profile
     name = escape(p.name)
     video_part = "" if video is None else f"<h2>Live video</h2>\n{_video(video)}\n"
+    # Next to the per-request cost of serving (the summary's "cheapest cloud" column): what training costs.
+    training_part = "" if training is None else f"<h2>What training costs where</h2>\n{_training(training)}\n"
     weighed = "" if tradeoffs is None else f"<h2>Recommended placement, weighed</h2>\n{_recommended(tradeoffs)}\n"
     sizes = "" if tradeoffs is None else f"<h2>App size and updates</h2>\n{_app_size(tradeoffs)}\n{_updates(tradeoffs)}\n"
     return f"""<!doctype html>
@@ -397,7 +479,7 @@ placement — all on the device, all in the cloud, and split after each of {len(
 the server, which runs the rest) — on every network profile. docs/advisor.md gives the formulas.</p>
 {video_part}<h2>Best placement per network and objective</h2>
 {_summary(advice)}
-{weighed}{sizes}<h2>The model on this machine</h2>
+{training_part}{weighed}{sizes}<h2>The model on this machine</h2>
 {_profile(advice)}
 <h2>Plots</h2>
 {_charts(advice)}

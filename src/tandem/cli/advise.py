@@ -15,6 +15,7 @@ from tandem.errors import ConfigError, InvalidRequest
 if TYPE_CHECKING:
     from tandem.advisor import Advice
     from tandem.advisor.tradeoffs import Tradeoffs
+    from tandem.advisor.training_cost import TrainingCost
     from tandem.advisor.video import VideoAdvice, VideoSpec
     from tandem.bundle import Bundle
 
@@ -26,7 +27,7 @@ PLATFORM_OF = {"midrange-phone": "android", "raspberry-pi-4": "linux", "laptop":
 
 
 def advise(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder.")],
+    bundle: Annotated[Path | None, typer.Argument(help="A bundle folder (optional with --training).")] = None,
     device_profile: Annotated[str, typer.Option(help="this-machine, laptop, midrange-phone or raspberry-pi-4.")] = "this-machine",
     speed_factor: Annotated[float | None, typer.Option(min=0.001, help="Device time ÷ this machine's time (4 = four times slower); overrides the profile's.")] = None,
     device_watts: Annotated[float | None, typer.Option(min=0, help="Device power while inferring, W; overrides the profile's.")] = None,
@@ -55,10 +56,25 @@ def advise(
     platform: Annotated[str | None, typer.Option(help="android, ios, web or linux: whose app size and updates --weights counts (default: from --device-profile; the report covers all four).")] = None,
     registry_model: Annotated[str | None, typer.Option(help="A model in the registry with two or more versions: bytes per update (full vs delta) measured between its two latest (default: full sizes from the bundle).")] = None,
     ota_check_every: Annotated[float, typer.Option(min=1, help="Seconds between the app's checks for a new model over the air (default: 12 h).")] = DEFAULT_CHECK_EVERY_S,
+    training: Annotated[str | None, typer.Option(help="What training costs where: a run folder (its measured epoch times) or a spec task=classify,epochs=30,images=1500; with a BUNDLE, added to its report.")] = None,
+    training_epochs: Annotated[int | None, typer.Option(min=1, help="Epochs to estimate for --training RUN (default: the run's --epochs).")] = None,
+    nodes: Annotated[list[int] | None, typer.Option(min=1, max=4096, help="Ray cluster sizes to estimate training on, in CPU nodes; repeat for several (default: 4).")] = None,
+    price_table: Annotated[Path | None, typer.Option("--prices", help="Price table (TOML) for --training: cloud vCPU-hours, GPU-hours, electricity (default: the one in the package).")] = None,
+    bench_results: Annotated[Path | None, typer.Option(help="Benchmark results to scale --training from (Tandem's bench/results; default: the figures in the package).")] = None,
+    training_watts: Annotated[float | None, typer.Option(min=0, help="Power this machine draws while training, W (default: the price table's own_hardware.watts).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar while profiling.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Device, cloud or split? Profile the bundle here, model networks, energy, cost, app size and updates, recommend a placement."""
+    """Device, cloud or split? Profile the bundle here, model networks, energy, cost, app size and updates, recommend a placement.
+    With --training: what training a run costs here, on a Ray cluster and on rented GPUs."""
+    cost_of_training = (_training_cost(training, training_epochs, nodes, price_table, bench_results, training_watts)
+                        if training is not None else None)
+    if bundle is None:
+        if cost_of_training is None:
+            raise InvalidRequest("give a BUNDLE to advise on, or --training RUN (or a spec task=…,epochs=…,images=…) "
+                                 "to estimate what training costs")
+        _training_only(cost_of_training, out, json_out)
+        return
     _needs_onnx()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -130,8 +146,10 @@ def advise(
                     int8_transfer=int8_transfer)
     weighed_advice = _tradeoffs(advice, b, versions, platform=platform, weights=weighed,
                                 check_every_s=ota_check_every)
+    if cost_of_training is not None:
+        cost_of_training = _beside_serving(cost_of_training, advice)
     command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    json_path, html_path = report_mod.write(advice, out, command, video, weighed_advice)
+    json_path, html_path = report_mod.write(advice, out, command, video, weighed_advice, cost_of_training)
 
     written: list[int] = []
     if split_best:
@@ -150,6 +168,8 @@ def advise(
         if video is not None:
             result["video"] = video.to_dict(every_split=False)
         result.update(weighed_advice.to_dict())
+        if cost_of_training is not None:
+            result["training"] = cost_of_training.to_dict()
         print_json(result)
         return
     if video is not None:
@@ -157,10 +177,87 @@ def advise(
     else:
         show_summary(advice)
     show_tradeoffs(weighed_advice)
+    if cost_of_training is not None:
+        show_training(cost_of_training)
     console.print(f"report: {html_path}   data: {json_path}", highlight=False)
     if split_best:
         console.print(f"wrote head/tail for k = {', '.join(map(str, written))} into {bundle}" if written
                       else "no split is best anywhere: nothing written", highlight=False)
+
+
+def _training_cost(value: str, epochs: int | None, nodes: list[int] | None, prices: Path | None,
+                   bench_results: Path | None, watts: float | None) -> TrainingCost:
+    """--training's estimate: bad input (a folder without history, a bad price table) fails here, before
+    any profiling."""
+    import os
+
+    from tandem.advisor.prices import load_prices
+    from tandem.advisor.training_cost import DEFAULT_NODES, estimate, job_from_run, parse_spec
+    from tandem.advisor.training_reference import load_reference
+
+    table, table_source = load_prices(prices)
+    reference = load_reference(bench_results)
+    run = Path(value)
+    if run.is_dir():
+        from tandem.training.run import CONFIG, DATASET, HISTORY, read_json
+
+        history = read_json(run / HISTORY) if (run / HISTORY).is_file() else []
+        if not isinstance(history, list):
+            raise InvalidRequest(f"{run / HISTORY}: not a list of epochs; is this a run folder written by `tandem train`?")
+        # The epoch times were measured here: a cluster node and this machine get this machine's vCPUs.
+        vcpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        job = job_from_run(run.resolve().name, read_json(run / CONFIG), read_json(run / DATASET), history,
+                           vcpus=vcpus, epochs=epochs)
+    elif "=" in value:
+        if epochs is not None:
+            raise InvalidRequest("--training-epochs is for a run folder; a spec gives epochs=… itself")
+        job = parse_spec(value, reference)
+    else:
+        raise InvalidRequest(f"--training {value}: no such run folder; give a folder written by `tandem train`, or a "
+                             "spec such as task=classify,epochs=30,images=1500")
+    return estimate(job, table, reference, nodes=tuple(nodes or DEFAULT_NODES), watts=watts, prices_file=table_source)
+
+
+def _beside_serving(cost: TrainingCost, advice: Advice) -> TrainingCost:
+    """``cost`` with the cloud placement's cost per 1,000 predictions, for the report's comparison."""
+    import dataclasses
+
+    clouds = [ds["cost"].cloud for ds in advice.decisions.values() if ds["cost"].cloud is not None]
+    return dataclasses.replace(cost, serving_usd_per_1000=clouds[0]) if clouds else cost
+
+
+def _training_only(cost: TrainingCost, out: Path, json_out: bool) -> None:
+    from tandem.advisor.report import write_training
+
+    command = "tandem " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    json_path, html_path = write_training(cost, out, command)
+    if json_out:
+        print_json({"report": str(html_path), "data": str(json_path), "training": cost.to_dict()})
+        return
+    show_training(cost)
+    console.print(f"report: {html_path}   data: {json_path}", highlight=False)
+
+
+def show_training(cost: TrainingCost) -> None:
+    from rich.markup import escape
+
+    from tandem.advisor.report import fmt_money, fmt_seconds
+
+    job = cost.job
+    console.print(f"[bold]training {escape(job.name)}[/] ({escape(job.task)}, {job.epochs:,} epoch{'s' if job.epochs != 1 else ''} × {job.images:,} "
+                  f"images; an epoch {job.epoch_s:,.1f} s on {job.vcpus} vCPU, {escape(job.basis)})", highlight=False)
+    serving = cost.serving_usd_per_1000 is not None and cost.currency == "USD"
+    t = table("where", "wall time", "an epoch", "cost", *(["= predictions served"] if serving else []), "basis",
+              title="what training costs where")
+    cheapest, fastest = cost.cheapest, cost.fastest
+    for e in cost.estimates:
+        mark = (" [green]cheapest[/]" if e is cheapest else "") + (" [cyan]fastest[/]" if e is fastest else "")
+        served = cost.predictions_for(e)
+        t.add_row(escape(e.label) + mark, fmt_seconds(e.wall_s), f"{e.epoch_s:,.2f} s", fmt_money(e.cost, e.currency),
+                  *([f"{served:,.0f}" if served is not None else "—"] if serving else []), e.basis)
+    console.print(t)
+    for note in cost.notes:
+        console.print(f"[dim]{escape(note)}[/]", highlight=False)
 
 
 def show_summary(advice: Advice) -> None:
