@@ -1,7 +1,7 @@
 """Deep art (issue 18): how much faster a distilled effect runs than its teacher, and how close it comes.
 
     .venv/bin/python bench/deepart.py [--effect stylization] [--style swirl] [--max-images 300] [--epochs 15] [--quick]
-                                      [--browser [--browser-seconds 5]] [--browser-only]
+                                      [--browser [--browser-seconds 5]] [--browser-only] [--merge]
 
 For each --effect: trains `tandem train --task stylize` on LFW (--max-images photos at 256×256, a tenth
 held out), exports the bundle, then on one real LFW photo resized to 512×512 times the teacher (OpenCV,
@@ -133,6 +133,9 @@ def bench_effect(effect: str, args: argparse.Namespace, pixels: np.ndarray, styl
         "speedup": speed,
         "psnr_db": measured("psnr_db_fp32", 2),
         "ssim": measured("ssim_fp32", 4),
+        # the untouched photo against the teacher: how much of the PSNR the effect's gentleness gives away
+        "psnr_db_identity": measured("psnr_db_identity", 2),
+        "ssim_identity": measured("ssim_identity", 4),
         "style_loss": measured("style_loss_fp32", 4),
         "content_loss": measured("content_loss_fp32", 4),
         "psnr_db_int8": round(float(m.metrics["psnr_db_int8"]), 2) if "psnr_db_int8" in m.metrics else None,
@@ -158,6 +161,8 @@ def main() -> None:
     ap.add_argument("--browser", action="store_true", help="also run each bundle live in Chromium's deep-art page")
     ap.add_argument("--browser-seconds", type=float, default=5.0, help="seconds of frames per browser figure")
     ap.add_argument("--browser-only", action="store_true", help="only the browser figures, for the last run's bundles")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the existing results' other effects (measured earlier, each with its own settings)")
     args = ap.parse_args()
     if args.quick:
         args.max_images, args.epochs, args.reps, args.browser_seconds = 60, 2, 3, 2.0
@@ -181,14 +186,24 @@ def main() -> None:
         for name, r in effects.items():
             r.update(browser_figures(WORK / f"bundle-{name}", WORK, args.browser_seconds))
         print_browser(effects)
+    path = RESULTS / "deepart.json"
+    if args.merge and path.is_file():
+        before = json.loads(path.read_text())
+        earlier = before["effects"]
+        for r in earlier.values():  # rows from an earlier run say with what settings they were measured
+            r.setdefault("settings", before.get("settings"))
+        effects = {**{k: v for k, v in earlier.items() if k not in effects}, **effects}
+    for r in effects.values():
+        r.setdefault("settings", {"max_images": args.max_images, "epochs": args.epochs, "reps": args.reps})
     out = {"effects": effects, "train_seconds": round(sum(r["train_seconds"] for r in effects.values()), 1),
            "train_device": "cpu", "targets": TARGETS, "null": still_null(effects),
            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
                        "opencv": cv2.__version__},
            "settings": {"max_images": args.max_images, "epochs": args.epochs, "reps": args.reps, "quick": args.quick}}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "deepart.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
     console.print(f"wrote {path}")
 
 

@@ -1,8 +1,9 @@
 """The slow teacher effects a deep-art network learns to imitate (issue 18), and how close it comes.
 
 Each teacher is one of OpenCV's non-photorealistic rendering operators (Gastal and Oliveira's domain
-transform filters), run on RGB uint8 pixels at its default parameters, written down here so a bundle
-can say exactly what it imitates. They are edge-aware filters whose support spans tens of pixels, so a
+transform filters), run on RGB uint8 pixels at its default parameters, or the brute-force bilateral
+filter (`smooth`: 25×25 taps a pixel, the slow operator fast approximations such as the bilateral grid
+and HDRnet were made to replace), written down here so a bundle can say exactly what it imitates. They are edge-aware filters whose support spans tens of pixels, so a
 teacher runs on the whole photo and training crops are taken from its output afterwards.
 
 PSNR and SSIM (Wang et al. 2004: 11×11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) compare a
@@ -43,6 +44,9 @@ EFFECTS: dict[str, Effect] = {e.name: e for e in (
     Effect("edge-preserving", "cv2.edgePreservingFilter(flags=1, sigma_s=60, sigma_r=0.4)",
            "smoothed, edges kept (a skin-smoothing look)",
            lambda bgr: cv2.edgePreservingFilter(bgr, flags=1, sigma_s=60, sigma_r=0.4)),
+    Effect("smooth", "cv2.bilateralFilter(d=25, sigmaColor=130, sigmaSpace=25)",
+           "skin smoothed by a wide bilateral filter, edges kept",
+           lambda bgr: cv2.bilateralFilter(bgr, 25, 130, 25)),
 )}
 
 

@@ -154,7 +154,7 @@ def test_the_server_paints_a_photo_as_jpeg_or_png_by_accept(tmp_path, bundle, lf
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, photo_folder):
     r = tandem("train", "--data", photo_folder, "--out", tmp_path / "a", "--task", "stylize", "--teacher-effect",
                "oil", ok=False)
-    assert r.returncode != 0 and "unknown --teacher-effect 'oil': use stylization, pencil, detail, edge-preserving" in r.stderr
+    assert r.returncode != 0 and "unknown --teacher-effect 'oil': use stylization, pencil, detail, edge-preserving, smooth" in r.stderr
     assert not (tmp_path / "a").exists()
     r = tandem("train", "--data", photo_folder, "--out", tmp_path / "a", "--task", "stylize", "--teacher-effect",
                "detail", "--workers", "2", ok=False)

@@ -86,7 +86,7 @@ def train(
     region_views: Annotated[float, typer.Option(min=0.0, max=0.9, help="embed: share of training views that show only the eyes, nose or mouth.")] = 0.2,
     max_images: Annotated[int | None, typer.Option(min=2, help="embed: train on at most this many photos, spread over the people (the teacher's budget); stylize: at most this many photos (default 1000).")] = None,
     task: Annotated[str, typer.Option(help="classify: a network over labelled photos (see --objective); stylize: an image-to-image effect (deep art) learned from --teacher-effect, --style-image, or --data DIR holding input/ and target/ pairs.")] = "classify",
-    teacher_effect: Annotated[str | None, typer.Option(help="stylize: the slow effect to imitate: stylization, pencil, detail or edge-preserving (OpenCV's).")] = None,
+    teacher_effect: Annotated[str | None, typer.Option(help="stylize: the slow effect to imitate: stylization, pencil, detail, edge-preserving or smooth (OpenCV's).")] = None,
     style_image: Annotated[Path | None, typer.Option(help="stylize: a picture whose style to learn (a neural style: its textures and colours on your photos).")] = None,
     style_weight: Annotated[float, typer.Option(min=0.0, help="stylize --style-image: weight of the style loss (more: more of the style's texture).")] = 10.0,
     content_weight: Annotated[float, typer.Option(min=0.0, help="stylize --style-image: weight of the content loss (more: more of the photo's shapes).")] = 1.0,
@@ -199,7 +199,7 @@ def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, s
     elif effect is None and is_pair_folder(data):
         effect = PAIRS
     elif effect is None:
-        raise ConfigError("--task stylize learns from --teacher-effect (stylization, pencil, detail or edge-preserving), "
+        raise ConfigError("--task stylize learns from --teacher-effect (stylization, pencil, detail, edge-preserving or smooth), "
                           "--style-image PICTURE, or --data DIR holding input/ and target/ (before/after pairs); give one")
     # The classifier's default batch does not fit an effect: 64 crops a step.
     cfg = StylizeConfig(data=data, out=out, effect=effect, name=name or name_from_folder(out),
@@ -243,10 +243,10 @@ def export(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced atomically).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the run's).")] = None,
     split: Annotated[list[int] | None, typer.Option(help="Also cut the model into head_K/tail_K for split inference (repeatable; `tandem split BUNDLE` lists the Ks).")] = None,
-    formats: Annotated[str | None, typer.Option(help="Formats to write, comma-separated: onnx (always written), litert (fp32 and int8 .tflite; or litert-fp32, litert-int8), each checked against PyTorch on real photos. Default: every format whose converter is installed (make install: all) that supports the model.")] = None,
+    formats: Annotated[str | None, typer.Option(help="Formats to write, comma-separated: onnx (always written), litert (fp32 and int8 .tflite; or litert-fp32, litert-int8), executorch (fp32 and int8 .pte), each checked against PyTorch on real photos; coreml (fp16 .mlpackage, zipped; its spec checked: Core ML runs only on Apple's systems). Default: every format whose converter is installed (make install: all) that supports the model.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, LiteRT variants, manifest with metrics."""
+    """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, LiteRT, ExecuTorch and Core ML variants, manifest with metrics."""
     from tandem.export.exporter import ExportOptions, export_run
 
     settings = get_settings()

@@ -125,7 +125,9 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
         }
         app: dict[str, object] = {"effect": cfg.effect}
         if held.teacher is not None:
-            metrics.update(psnr_db_fp32=psnr(_rounded(out32), held.teacher), ssim_fp32=ssim(_rounded(out32), held.teacher))
+            metrics.update(psnr_db_fp32=psnr(_rounded(out32), held.teacher), ssim_fp32=ssim(_rounded(out32), held.teacher),
+                           # What leaving the photo as it is would score: a gentle effect is "close" for free.
+                           psnr_db_identity=psnr(held.photos, held.teacher), ssim_identity=ssim(held.photos, held.teacher))
             if cfg.effect == PAIRS:
                 app.update(teacher=None, summary=f"learned from before/after pairs ({data.source})")
             else:
