@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 # LiteRT's converter and its venv (below, at make install).
 LITERT_VERSION := 0.10.0
 LITERT_VENV := .venv-litert
-LITERT_STAMP := $(LITERT_VENV)/.installed-$(LITERT_VERSION)
 TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+# The stamp names both versions it was made with: the venv is made again when either changes, not on every
+# edit of pyproject.toml (its other lines are not the converter's business).
+LITERT_STAMP := $(LITERT_VENV)/.installed-$(LITERT_VERSION)-$(subst ==,-,$(TORCH_PIN))
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
@@ -41,7 +43,7 @@ install: check-data $(VENV)/.installed $(LITERT_STAMP) src/tandem/webapp/index.h
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[cli,train,serve,dev,ray,teacher,ann,litert]'
+	$(BIN)/pip install --quiet -e '.[cli,train,serve,dev,ray,teacher,ann,litert,executorch,coreml]'
 	# MTCNN's landmark weights (tandem.models.onet reads the file); the package's own pins are not ours.
 	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
 	touch $@
@@ -50,7 +52,7 @@ $(VENV)/.installed: pyproject.toml
 # xdsl it pins typing-extensions<4.13, which would take pydantic back below what Tandem needs. It gets the
 # project's torch (the pin read from pyproject.toml), and `tandem export --formats litert` runs it on the
 # torch.export program of the checkpoint (tandem/export/litert_convert.py). About 75 s and 2.1 GB here.
-$(LITERT_STAMP): pyproject.toml
+$(LITERT_STAMP):
 	rm -rf $(LITERT_VENV)
 	$(PY) -m venv $(LITERT_VENV)
 	$(LITERT_VENV)/bin/pip install --upgrade --quiet pip
@@ -105,9 +107,12 @@ lint: install
 bench-accuracy: install
 	$(BIN)/python bench/accuracy.py
 
-# Tandem against BentoML, LitServe and Triton (PyTriton), each peer in its own venv under bench/work/venvs.
+# Tandem against BentoML, LitServe, Triton (PyTriton), KServe and MLServer, each peer in its own venv under
+# bench/work/venvs.
 # Pass options with ARGS, e.g. make bench-serving ARGS="--quick" or ARGS="--bundle tandem-demo/bundle".
+# Every cell is also driven by wrk (Debian's `wrk`), the results' `wrk` section.
 bench-serving: install
+	command -v wrk >/dev/null || apt-get install -y wrk
 	bash bench/serving/setup_peers.sh $(PY)
 	$(BIN)/python bench/serving.py $(ARGS)
 

@@ -200,7 +200,7 @@ def main() -> None:
         if bundle is None:  # the bundle of the 2-worker run: nothing downstream knows how it was trained
             bundle = WORK / "bundle"
             shutil.rmtree(bundle, ignore_errors=True)
-            subprocess.run([str(TANDEM), "export", str(WORK / "run-ray2"), "--out", str(bundle)],
+            subprocess.run([str(TANDEM), "export", str(WORK / "run-ray2"), "--out", str(bundle), "--formats", "onnx"],
                            env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         from tandem.bundle import Bundle
 

@@ -37,7 +37,7 @@ def run_dir(work) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle_dir(run_dir, work) -> Path:
-    # ONNX only: the LiteRT variants (a minute more) have tests/integration/test_litert_export.py.
+    # ONNX only: the other formats (minutes more) have tests/integration/test_variant_export.py.
     proc = tandem("export", run_dir, "--out", work / "bundle", "--formats", "onnx", "--json")
     manifest = json.loads(proc.stdout)
     assert manifest["name"] == "faces" and "model.int8.onnx" in manifest["files"]

@@ -5,6 +5,8 @@ LFW where the README says it is (``../shared/datasets``). What the harness chang
 
 - each ``tandem train`` line gets options appended that make it tiny (for a repeated option the last
   value wins), so the README's own options are all parsed and used;
+- each ``tandem export`` line without ``--formats`` gets ``--formats onnx``: the LiteRT, ExecuTorch and
+  Core ML conversions take a minute or two more, and tests/integration/test_variant_export.py covers them;
 - ``make`` lines are not run: tests/integration/test_makefile.py and test_demo.py cover them;
 - ``tandem serve`` runs in the background on a free port (the README runs it in its own terminal on
   8000), and the next line waits until it is ready;
@@ -92,6 +94,8 @@ def runnable(line: str, port: int) -> str | None:
     if words[:2] == ["tandem", "train"]:
         kind = "stylize" if "stylize" in words else "embed" if "embed" in words else "classify"
         return f"{command} {TINY[kind]}"
+    if words[:2] == ["tandem", "export"] and "--formats" not in words:
+        return f"{command} --formats onnx"
     if words[:2] == ["tandem", "serve"]:
         return f"{command} &\nwait_ready {port}"
     return command
@@ -116,6 +120,8 @@ def test_the_harness_reads_blocks_comments_and_continuations():
     assert runnable('echo "http://localhost:8000/app/#device=$K" # open', 9) == 'echo "http://localhost:9/app/#device=$K"'
     assert runnable("tandem train --data lfw --objective embed --epochs 2 --out r  # x", 9) == \
         f"tandem train --data lfw --objective embed --epochs 2 --out r {TINY['embed']}"
+    assert runnable("tandem export r --out b  # all", 9) == "tandem export r --out b --formats onnx"
+    assert runnable("tandem export r --out b --formats litert", 9) == "tandem export r --out b --formats litert"
 
 
 def test_the_readme_runs_as_written(tmp_path, data_home, lfw_people):

@@ -5,7 +5,17 @@ import json
 
 import pytest
 
-from tandem.bundle import SCHEMA_VERSION, VARIANTS_SCHEMA, Bundle, Parity, Software, TensorSpec, Variant, write_manifest
+from tandem.bundle import (
+    SCHEMA_VERSION,
+    VARIANTS_SCHEMA,
+    Bundle,
+    Parity,
+    Software,
+    SpecCheck,
+    TensorSpec,
+    Variant,
+    write_manifest,
+)
 from tandem.errors import BundleError, ConfigError
 from tandem.export.formats import Tools, parse_formats
 from tests.unit.test_bundle import manifest
@@ -96,24 +106,39 @@ def test_variants_keep_the_bundles_conventions(change, message):
         manifest(**kw)
 
 
-def test_formats_say_what_is_made_and_what_is_missing(tmp_path):
+def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
     missing = Tools(litert_python=tmp_path / "no-venv" / "bin" / "python")
-    assert parse_formats(None, missing, litert_ok=True) == frozenset()  # the default: what is installed
-    assert parse_formats("onnx", missing, litert_ok=True) == frozenset()
+    assert parse_formats("onnx", missing, variants_ok=True) == frozenset()
     with pytest.raises(ConfigError, match=r"converter's venv is not there .*make install"):
-        parse_formats("onnx,litert", missing, litert_ok=True)
-    with pytest.raises(ConfigError, match="does not write executorch yet"):
-        parse_formats("onnx,executorch", missing, litert_ok=True)
+        parse_formats("onnx,litert", missing, variants_ok=True)
     with pytest.raises(ConfigError, match=r"unknown format 'tflite'; choose from onnx, onnx-fp32"):
-        parse_formats("onnx,tflite", missing, litert_ok=True)
-    with pytest.raises(ConfigError, match="image classifiers so far"):
-        parse_formats("litert", missing, litert_ok=False)
+        parse_formats("onnx,tflite", missing, variants_ok=True)
+    with pytest.raises(ConfigError, match=r"unknown format 'coreml-int8'; .*coreml, coreml-fp16"):
+        parse_formats("coreml-int8", missing, variants_ok=True)
+    with pytest.raises(ConfigError, match=r"--formats executorch: variants other than ONNX .* image classifiers so far"):
+        parse_formats("executorch", missing, variants_ok=False)
     python = tmp_path / "python"
     python.write_text("")
     found = Tools(litert_python=python)
-    assert parse_formats("onnx,litert-int8", found, litert_ok=True) == {"litert-int8"}
-    assert parse_formats(None, found, litert_ok=True) == {"litert-fp32", "litert-int8"}
-    assert parse_formats(None, found, litert_ok=False) == frozenset()
+    assert parse_formats("onnx,litert-int8", found, variants_ok=True) == {"litert-int8"}
+    assert parse_formats(" ONNX , executorch-int8,coreml", found, variants_ok=True) == {"executorch-int8", "coreml-fp16"}
+    assert parse_formats("executorch", found, variants_ok=True) == {"executorch-fp32", "executorch-int8"}
+    # The default: every format whose tools are here (make install installs them all), for a classifier.
+    everything = {"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}
+    assert parse_formats(None, found, variants_ok=True) == everything
+    assert parse_formats(None, missing, variants_ok=True) == everything - {"litert-fp32", "litert-int8"}
+    assert parse_formats(None, found, variants_ok=False) == frozenset()
+
+
+def test_a_format_whose_package_is_missing_is_named_with_the_extra_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "coremltools" else real(name, *a))
+    tools = Tools(litert_python=tmp_path / "python")
+    with pytest.raises(ConfigError, match=r"--formats coreml: coremltools is not installed: pip install 'tandem\[coreml\]'"):
+        parse_formats("onnx,coreml", tools, variants_ok=True)
+    assert "coreml-fp16" not in parse_formats(None, tools, variants_ok=True)
 
 
 def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
@@ -121,13 +146,49 @@ def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
 
     import numpy as np
 
-    from tandem.export.litert_export import ParityPhotos, _failed
+    from tandem.export.variant_parity import ParityPhotos, failed
 
     photos = ParityPhotos(np.zeros((10, 4, 4, 3), np.uint8), "test", [], onnx_int8_agreement=0.9)
-    assert _failed("litert-fp32", Parity(images=10, on="test", max_abs=9e-5), photos) is None
-    why = _failed("litert-fp32", Parity(images=10, on="test", max_abs=2e-3), photos)
+    assert failed("litert-fp32", Parity(images=10, on="test", max_abs=9e-5), photos) is None
+    why = failed("litert-fp32", Parity(images=10, on="test", max_abs=2e-3), photos)
     assert why is not None and re.search(r"litert-fp32: .* up to 0\.002 on 10 test photos .* --formats onnx$", why)
     # int8: the bar is 99%, or the int8 ONNX model's own agreement when lower (a barely trained model).
-    assert _failed("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.9), photos) is None
-    why = _failed("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.8), photos)
+    assert failed("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.9), photos) is None
+    why = failed("litert-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.8), photos)
     assert why is not None and re.search(r"litert-int8: .* on 80% of 10 test photos \(at least 90% .*litert-fp32", why)
+    why = failed("executorch-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.8), photos)
+    assert why is not None and why.endswith("--formats onnx,executorch-fp32")
+
+
+def coreml(**kw) -> Variant:
+    check = SpecCheck(spec_ok=True, ops=92, op_types={"conv": 40}, checked=["an ML program"],
+                      not_measured="Core ML predicts only on macOS and iOS")
+    base = dict(format="coreml", precision="fp16", file="model.mlpackage.zip",
+                inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[1, 100, 75, 3])], outputs=OUTPUTS,
+                runtime=Software(name="coreml", version="iOS16"), parity=None, spec_check=check)
+    return Variant(**(base | kw))
+
+
+def test_a_core_ml_variant_records_its_spec_check_in_place_of_parity(tmp_path):
+    root = tmp_path / "b"
+    root.mkdir()
+    for name in ("model.onnx", "model.int8.onnx", "model.fp32.tflite", "model.mlpackage.zip"):
+        (root / name).write_bytes(name.encode())
+    write_manifest(root, manifest(variants={"litert-fp32": litert(), "coreml-fp16": coreml()}))
+    raw = json.loads((root / "manifest.json").read_text())
+    assert raw["variants"]["coreml-fp16"]["parity"] is None
+    assert raw["variants"]["coreml-fp16"]["spec_check"]["spec_ok"] is True
+    assert "spec_check" not in raw["variants"]["litert-fp32"]  # variants that ran keep their entry as it was
+    b = Bundle.load(root)
+    assert b.manifest.variants["coreml-fp16"].spec_check.ops == 92
+    assert b.variant_path("coreml-fp16").name == "model.mlpackage.zip"
+
+
+@pytest.mark.parametrize("variant", [
+    lambda: litert(parity=None),  # a variant that can run here must have run
+    lambda: coreml(spec_check=None),
+    lambda: coreml(spec_check=SpecCheck(spec_ok=False, ops=1, not_measured="x")),
+])
+def test_a_variant_without_parity_needs_a_passed_spec_check_and_must_be_core_ml(variant):
+    with pytest.raises(ValueError, match="needs its parity measured at export"):
+        variant()

@@ -6,39 +6,17 @@ graph), one photo a call: Tandem's LiteRT files have a batch of 1, as phones run
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tandem.bundle.manifest import Bundle, Variant
+from tandem.bundle.native_output import native_stderr
 from tandem.bundle.preprocess import PreprocessSpec, check_pixels
 from tandem.errors import ConfigError, ModelError
 
 RUNTIME = "ai-edge-litert"
-
-
-@contextlib.contextmanager
-def _native_stderr(captured: list[str]) -> Iterator[None]:
-    """The interpreter's C++ side writes to file descriptor 2 ("INFO: Created TensorFlow Lite XNNPACK
-    delegate for CPU.", and why a model does not load): kept off the user's terminal, and appended to
-    ``captured`` so that a failure can say what LiteRT said."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            captured.append(tmp.read(4000).decode("utf-8", "replace").strip())
 
 
 def _interpreter_class() -> Any:
@@ -65,7 +43,7 @@ class LiteRtModel:
         interpreter = _interpreter_class()
         said: list[str] = []
         try:
-            with _native_stderr(said):
+            with native_stderr(said):
                 kw = {"model_content": source} if isinstance(source, bytes) else {"model_path": str(source)}
                 self._interpreter = interpreter(**kw, num_threads=threads or None)
                 self._run = self._interpreter.get_signature_runner(variant.signature or "serving_default")

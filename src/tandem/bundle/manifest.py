@@ -106,6 +106,17 @@ class Parity(BaseModel):
                                          description="share of photos with the same top class (classifiers)")
 
 
+class SpecCheck(BaseModel):
+    """What was checked of a variant that cannot run where it is exported: a Core ML model predicts only on
+    Apple's systems, so its converted program is read instead of run (docs/bundle.md, "Variants")."""
+
+    spec_ok: bool = Field(description="the program takes and gives what `inputs` and `outputs` say, at the precision")
+    ops: int = Field(ge=0, description="operations of the program, constants not counted")
+    op_types: dict[str, int] = Field(default_factory=dict, description="those operations by type")
+    checked: list[str] = Field(default_factory=list, description="each check made, in words")
+    not_measured: str = Field(description="why parity was not measured")
+
+
 class Variant(BaseModel):
     """One model file in one format and precision (docs/bundle.md, "Variants")."""
 
@@ -120,7 +131,17 @@ class Variant(BaseModel):
     signature: str | None = Field(default=None, description="LiteRT: the signature to run")
     runtime: Software = Field(description="the runtime it was made and checked for")
     converter: Software | None = None
-    parity: Parity
+    # None only for a variant that cannot run where it was exported (Core ML on Linux); `spec_check` then
+    # says what was checked instead.
+    parity: Parity | None
+    spec_check: SpecCheck | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="after")
+    def _checked_somehow(self) -> Variant:
+        if self.parity is None and (self.format != "coreml" or self.spec_check is None or not self.spec_check.spec_ok):
+            raise ValueError(f"a {self.format} variant needs its parity measured at export (only a Core ML variant, "
+                             "which runs on Apple's systems alone, may give a passed spec_check instead)")
+        return self
 
 
 class Manifest(BaseModel):

@@ -82,11 +82,15 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
         vt = table("variant", "file", "runtime", "max |Δ| vs torch", "top-1 agreement", "photos",
                    title="variants, each checked against PyTorch at export")
         for key, variant in m.variants.items():
-            parity = variant.parity
+            parity, runtime = variant.parity, escape(f"{variant.runtime.name} {variant.runtime.version}")
+            if parity is None:  # Core ML: its spec was checked, its outputs cannot be measured off Apple's systems
+                ops = variant.spec_check.ops if variant.spec_check else 0
+                # A bundle's words are data, never markup.
+                vt.add_row(escape(key), escape(variant.file), runtime, "not run: spec checked", "", f"{ops} ops")
+                continue
             agree = "" if parity.top1_agreement is None else f"{parity.top1_agreement:.0%}"
-            # A bundle's words are data, never markup.
-            vt.add_row(escape(key), escape(variant.file), escape(f"{variant.runtime.name} {variant.runtime.version}"),
-                       f"{parity.max_abs:.2g}", agree, f"{parity.images} {parity.on}")
+            vt.add_row(escape(key), escape(variant.file), runtime, f"{parity.max_abs:.2g}", agree,
+                       f"{parity.images} {parity.on}")
         console.print(vt)
     ft = table("file", "size", "sha256", title="files")
     for rel, e in m.files.items():

@@ -39,6 +39,8 @@ def _rules(r: ReleaseInfo) -> str:
         parts.append(f"RAM ≥ {r.min_ram_mb} MB")
     if r.max_failure_rate is not None:
         parts.append(f"gate {r.max_failure_rate:.1%} of ≥ {r.min_devices} devices")
+    if r.variants:
+        parts.append(f"variants {'/'.join(r.variants)}")
     return ", ".join(parts) or "all devices"
 
 
@@ -63,10 +65,13 @@ def release(
     max_failure_rate: Annotated[float | None, typer.Option(min=0, max=1, help="Health gate: halt and roll back when more than this share of devices fail (0.05 = 5%; each device counts once, by its latest report).")] = None,
     min_devices: Annotated[int | None, typer.Option(min=1, help="Health gate: distinct devices that must report before it judges (default TANDEM_OTA_GATE_MIN_DEVICES, 20).")] = None,
     no_health_gate: Annotated[bool, typer.Option("--no-health-gate", help="Turn the health gate off.")] = False,
+    variants: Annotated[str | None, typer.Option("--variants", help="Only these variants of the version, comma-separated keys or formats (e.g. onnx,litert-int8); devices whose runtime has none stay where they are. 'all' clears.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Offer a version to devices on a channel, or change its rollout (what you leave out stays as it was)."""
     platforms = [] if platform == ["all"] else platform
+    offered = None if variants is None else [] if variants.strip() == "all" else \
+        [v for v in variants.split(",") if v.strip()] or [variants]
     with open_registry() as reg:
         ota = _ota(reg)
         created = ota.keys.ensure_signing_key()
@@ -76,7 +81,7 @@ def release(
                                      max_app_version=max_app_version, platforms=platforms,
                                      min_os_version=min_os_version, min_ram_mb=min_ram_mb,
                                      max_failure_rate=max_failure_rate, min_devices=min_devices,
-                                     no_health_gate=no_health_gate)
+                                     no_health_gate=no_health_gate, variants=offered)
     if json_out:
         print_json({**record_json(r), "created_signing_key": record_json(created)})
         return

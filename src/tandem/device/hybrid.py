@@ -33,6 +33,7 @@ from PIL import Image
 
 from tandem.advisor.placement import CLOUD, DEVICE, Placement
 from tandem.bundle import Bundle, Precision
+from tandem.bundle.litert_runtime import LiteRtModel
 from tandem.bundle.preprocess import PreprocessSpec, decode_image, to_input
 from tandem.bundle.runtime import Guess, OnnxModel
 from tandem.device.conditions import unmet
@@ -40,6 +41,7 @@ from tandem.device.deadline import Deadline
 from tandem.device.policies import AutoPolicy, LatencyRule, Measurement, Policy, as_policy
 from tandem.device.runners import CloudRunner, DeviceRunner, LocalModel, RowTime, Runner, SplitRunner, batch_rows
 from tandem.device.tails import ServedTails
+from tandem.device.variants import LiteRtLocal, check_runtime, open_model
 from tandem.errors import ConfigError, ImageError, InvalidRequest, TandemError, Unavailable
 
 if TYPE_CHECKING:
@@ -111,8 +113,10 @@ class Prediction:
 class HybridModel:
     """``predict(images_or_tensors, policy=None)`` on the device, in the cloud, or both as fallback.
 
-    ``local``: a bundle folder, an ``OnnxModel``, a ``ModelUpdater`` (its installed version is
-    loaded, and loaded again when the updater installs a newer one) or None. ``cloud``: a
+    ``local``: a bundle folder, an ``OnnxModel`` or a ``LiteRtModel``, a ``ModelUpdater`` (its installed version
+    is loaded, and loaded again when the updater installs a newer one; a LiteRT one with
+    ``ModelUpdater(runtime="litert")``) or None. ``runtime``: what runs a bundle folder's model, ``onnx``
+    (ONNX Runtime) or ``litert`` (its ``litert-<precision>`` variant with ai-edge-litert). ``cloud``: a
     ``CloudClient`` or None. ``policy``: a Policy (tandem.device.policies) or its name, the default
     of every ``predict``; ``auto``: the rule of the ``auto`` policy (default :class:`LatencyRule`).
     ``preprocessing``: the spec for images when there is no local model
@@ -129,7 +133,7 @@ class HybridModel:
 
     def __init__(
         self,
-        local: Path | str | OnnxModel | ModelUpdater | None = None,
+        local: Path | str | OnnxModel | LiteRtModel | ModelUpdater | None = None,
         cloud: CloudClient | None = None,
         *,
         policy: str | Policy = "prefer_device",
@@ -145,6 +149,7 @@ class HybridModel:
         clock: Callable[[], float] = time.perf_counter,
         threads: int | None = None,
         any_size: bool | None = None,
+        runtime: str = "onnx",
     ) -> None:
         self.policy: Policy = as_policy(policy)
         self.cloud = cloud
@@ -157,6 +162,7 @@ class HybridModel:
         self._name = name
         self._version = version
         self._precision = precision
+        self._runtime = check_runtime(runtime)
         self._threads = threads
         self._spec = preprocessing
         self._labels = labels
@@ -167,7 +173,8 @@ class HybridModel:
         self._loaded_from: object = None  # the updater pointer that _local (or _load_error) came from
         self._row_time = RowTime()  # a device run per batch row: what a deadline keeps back for it
         self._lock = threading.Lock()
-        self._updater = local if local is not None and not isinstance(local, (str, Path, OnnxModel)) else None
+        self._updater = local if local is not None and not isinstance(local, (str, Path, OnnxModel, LiteRtModel)) \
+            else None
         if self._updater is not None and update_conditions is not None:
             self._updater.start_background_update(update_conditions)
 
@@ -202,9 +209,10 @@ class HybridModel:
                 self._local, self._load_error = None, None
                 try:
                     loaded = updater.load()  # the kept previous version when the current one cannot be opened
+                    # The split heads are ONNX files, sent to devices that run the ONNX model (docs/ota.md).
+                    splits = {s.k: s for s in loaded.manifest.splits} if isinstance(loaded.model, OnnxModel) else {}
                     self._local = LocalModel(loaded.model, loaded.manifest.name, loaded.version, loaded.manifest.labels,
-                                         {s.k: s for s in loaded.manifest.splits}, loaded.files.__getitem__,
-                                             threads=updater.threads)
+                                             splits, loaded.files.__getitem__, threads=updater.threads)
                 except TandemError as e:
                     self._load_error = e
                 running = self._local.version if self._local is not None else None
@@ -218,14 +226,19 @@ class HybridModel:
                 raise self._load_error  # type: ignore[misc]
             return self._local
 
-    def _open_static(self, src: Path | str | OnnxModel) -> LocalModel:
+    def _open_static(self, src: Path | str | OnnxModel | LiteRtModel) -> LocalModel:
         if isinstance(src, OnnxModel):
             return LocalModel(src, self._name or "model", self._version, src.labels)
+        if isinstance(src, LiteRtModel):
+            return LocalModel(LiteRtLocal(src), self._name or "model", self._version, src.labels)
         bundle = Bundle.load(src)
         m = bundle.manifest
-        return LocalModel(OnnxModel.open(bundle, self._precision, self._threads), self._name or m.name,
-                      self._version if self._version is not None else m.version, m.labels,
-                      {s.k: s for s in m.splits}, bundle.path, threads=self._threads)
+        name, version = self._name or m.name, self._version if self._version is not None else m.version
+        if self._runtime != "onnx":  # the bundle's variant for that runtime, e.g. litert-int8 (no ONNX split heads)
+            key = f"{self._runtime}-{self._precision}"
+            return LocalModel(open_model(m, key, bundle.variant_path(key), self._threads), name, version, m.labels)
+        return LocalModel(OnnxModel.open(bundle, self._precision, self._threads), name, version, m.labels,
+                          {s.k: s for s in m.splits}, bundle.path, threads=self._threads)
 
     def device_available(self) -> bool:
         return self._device_or_none() is not None

@@ -4,7 +4,8 @@ Each file comes from the cheapest source that works: an installed copy with the 
 sha256 ("local"), the offered delta applied to the installed file it names ("delta"), or the
 whole file ("full"). A delta is an optimisation: anything wrong with it costs the full download,
 never the update. Every byte is checked against the signed sha256 and size, the model must open
-in ONNX Runtime, and only then does the store install it (atomically, tandem.device.model_store).
+in its runtime (ONNX Runtime, or LiteRT for a LiteRT variant), and only then does the store install it
+(atomically, tandem.device.model_store).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Literal
 
 from tandem import delta
 from tandem.bundle import Manifest
-from tandem.bundle.runtime import OnnxModel
 from tandem.device import faults
 from tandem.device.conditions import DeviceState, DownloadConditions, unmet
 from tandem.device.model_store import ModelStore, StoredFile, VersionRecord, sha256_hex
 from tandem.device.ota_client import OtaClient, ProgressCallback, Transfer
 from tandem.device.payload import MANIFEST, FileInfo, Payload
+from tandem.device.variants import open_model, variant_file, variant_key
 from tandem.device.vault import Vault, aad_for, delta_aad, manifest_of
 from tandem.errors import (
     BundleError,
@@ -104,17 +105,17 @@ class Installer:
             sources[plan.name] = source
 
         manifest = manifest_of(plain[MANIFEST])
-        model_file = self._model_file(offered, manifest)
+        variant, model_file = self._model_file(offered, manifest)
         stored = {}
         for name, info in offered.files.items():
             blob = blobs[name]
             stored[name] = StoredFile(info.sha256, info.size, name + (ENCRYPTED_SUFFIX if info.encrypted else ""),
                                       info.encrypted is not None, sha256_hex(blob), len(blob))
         record = VersionRecord(self.model, offered.version, offered.sequence, offered.channel, self.precision,
-                               model_file, offered.manifest_sha256, stored)
+                               model_file, offered.manifest_sha256, stored, variant=variant)
         # The model must open before it becomes current: a file that verifies but does not load
         # (an exporter bug) would otherwise replace a working model.
-        OnnxModel(plain[model_file], manifest.preprocessing, manifest.labels, threads=1)
+        open_model(manifest, variant, plain[model_file], threads=1)
         self.store.install(record, {stored[n].stored: b for n, b in blobs.items()}, self.vault.keystore, key)
         for plan in plans:  # a delta's patch is spent once its file is installed (the store removes full files' parts)
             if plan.source == "delta" and plan.info.delta is not None:
@@ -122,7 +123,9 @@ class Installer:
                     self.store.part_path(self.model, plan.info.delta.sha256).unlink()
         return UpdateResult("installed", offered.version, transfer.fetched, sources, time.monotonic() - started)
 
-    def _model_file(self, offered: Payload, manifest: Manifest) -> str:
+    def _model_file(self, offered: Payload, manifest: Manifest) -> tuple[str, str]:
+        """The model's variant and file: the payload's variant (a server from before variants names none: the
+        ONNX model of the precision asked for, else fp32)."""
         for name, info in offered.files.items():
             if name == MANIFEST:
                 continue
@@ -130,12 +133,14 @@ class Installer:
             if listed is None or (listed.sha256, listed.size) != (info.sha256, info.size):
                 raise ChecksumError(f"{name}: the signed payload and the bundle manifest disagree about this file; "
                                     "refusing the update")
-        for precision in (self.precision, "fp32"):
-            model_file: str | None = manifest.models.get(precision)  # type: ignore[call-overload]
+        keys = [offered.variant] if offered.variant else [variant_key("onnx", p) for p in (self.precision, "fp32")]
+        for key in keys:
+            model_file = variant_file(manifest, key)
             if model_file is not None and model_file in offered.files:
-                return model_file
-        raise BundleError(f"the update for {self.model} v{offered.version} holds no model file "
-                          f"(the manifest names {manifest.models}, the payload lists {sorted(offered.files)})")
+                return key, model_file
+        raise BundleError(f"the update for {self.model} v{offered.version} holds no model file of "
+                          f"{' or '.join(keys)} (the manifest names {sorted(manifest.files)}, the payload lists "
+                          f"{sorted(offered.files)})")
 
     def _plan(self, offered: Payload) -> list[_Plan]:
         """Where each file will come from: an installed copy, a delta against one, or the server."""

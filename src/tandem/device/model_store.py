@@ -85,10 +85,15 @@ class VersionRecord:
     sequence: int
     channel: str
     precision: str
-    model_file: str  # bundle-relative name of the ONNX file this device runs
+    model_file: str  # bundle-relative name of the model file this device runs
     manifest_sha256: str
     files: dict[str, StoredFile]
     installed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    variant: str = ""  # the model's variant (onnx-fp32, litert-int8, …); "": installed before variants, ONNX
+
+    @property
+    def runtime(self) -> str:
+        return self.variant.partition("-")[0] if self.variant else "onnx"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"

@@ -6,9 +6,9 @@ that signed may be one this device trusts, or one a trusted key endorses in the 
 ``endorsements`` (tandem.security.endorsement: how a device that trusts only the old key follows a
 rotation); keys so learned are handed back for the trust store only once the whole answer passed. Then
 the claims: schema (2: every answer signed, "stay" too), model, channel, this device's id, a
-sequence no lower than the last one accepted, not expired, a "stay" for the version it runs, and
+sequence no lower than the last one accepted, not expired, a "stay" for the version it runs,
 no version lower than the installed one unless the server says ``rollback`` for a reason it
-recorded (the release was rolled back, or the device is pinned).
+recorded (the release was rolled back, or the device is pinned), and a model of the runtime it asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ MAX_ENVELOPE = 1 << 20  # a payload lists a handful of files; anything larger is
 _KEY_ID = r"^[0-9a-f]{16}$"
 MAX_MIRRORS = 4  # URLs an object may be offered at besides the update server
 MAX_ORIGINS = 8  # origins a payload may allow downloads (and redirects) from
+_VARIANT = r"^[a-z][a-z0-9]{0,31}-[a-z0-9]{1,16}$"  # FORMAT-PRECISION
+MAX_VARIANTS = 64
 
 
 def _relative_url(url: str) -> str:
@@ -108,6 +110,10 @@ class Payload(BaseModel):
     expires_at: datetime
     sequence: int = Field(ge=0)
     manifest_sha256: str | None = Field(default=None, pattern=_HEX64)
+    # The model's variant (onnx-fp32, litert-int8, …): in the answers to a check that named its runtime.
+    variant: str | None = Field(default=None, pattern=_VARIANT)
+    # A stay for "no_variant": the variants the version the device would get offers (it may ask for one of them).
+    variants: list[str] = Field(default_factory=list, max_length=MAX_VARIANTS)
     files: dict[str, FileInfo] = Field(default_factory=dict)
     # Signing keys the server retired: this device stops trusting them (never the key that signed this answer).
     retired_keys: list[str] = Field(default_factory=list, max_length=MAX_RETIRED)
@@ -122,6 +128,14 @@ class Payload(BaseModel):
             raise ValueError(f"download_origins holds {[b[:80] for b in bad[:3]]}, not origins written as "
                              "scheme://host[:port] (lowercase, no default port, no path)")
         return origins
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_keys(cls, keys: list[str]) -> list[str]:
+        bad = [k for k in keys if not re.fullmatch(_VARIANT, k)]
+        if bad:
+            raise ValueError(f"variants holds {[b[:40] for b in bad[:3]]}, not variant keys (FORMAT-PRECISION)")
+        return keys
 
     @field_validator("retired_keys")
     @classmethod
@@ -180,6 +194,7 @@ class Expected:
     installed_version: int | None
     last_sequence: int
     now: datetime = field(default_factory=lambda: datetime.now(UTC))  # this device's clock
+    runtime: str | None = None  # the runtime the check named (None: it named none, and any model will do)
 
 
 def _b64(value: object, what: str) -> bytes:
@@ -279,3 +294,8 @@ def check_claims(p: Payload, e: Expected) -> None:
         if p.reason not in ROLLBACK_REASONS:
             raise SignatureError(f"the manifest rolls back to version {p.version} for reason {p.reason!r}, not a "
                                  "rollback or pin recorded on the server: refusing the downgrade")
+    if e.runtime is not None and (p.variant or "onnx-").partition("-")[0] != e.runtime:
+        # A server from before variants answers every check with its ONNX model, and no variant.
+        got = p.variant or "no variant (an ONNX model: a server from before variants)"
+        raise SignatureError(f"the answer offers {got}, but this device asked for the {e.runtime} variant, the "
+                             "runtime it runs models with; refusing it")

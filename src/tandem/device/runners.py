@@ -1,6 +1,6 @@
 """Runners: one placement's way of answering a call, each a small object with ``run(tensors, deadline)``.
 
-- :class:`DeviceRunner`: the whole local model with ONNX Runtime;
+- :class:`DeviceRunner`: the whole local model with ONNX Runtime (or LiteRT, for a LiteRT variant);
 - :class:`CloudRunner`: the whole model on the endpoint (a :class:`~tandem.device.cloud_client.CloudClient`);
 - :class:`SplitRunner`: the bundle's head here, its tensor (int8-encoded with ``+int8``) to the
   server's tail ``NAME.tail.K`` of the same version, the tail's outputs back.
@@ -24,6 +24,7 @@ from tandem.advisor.placement import Placement
 from tandem.bundle import SplitSpec, tail_name
 from tandem.bundle.runtime import OnnxModel, load_session
 from tandem.device.deadline import Deadline
+from tandem.device.variants import DeviceModel
 from tandem.errors import ConfigError, InvalidRequest
 from tandem.protocol import activations
 
@@ -37,7 +38,7 @@ Clock = Callable[[], float]
 class LocalModel:
     """The model on the device: its runtime, name, version, labels and the splits its bundle holds."""
 
-    model: OnnxModel
+    model: DeviceModel  # ONNX Runtime's, or a LiteRT variant's (tandem.device.variants)
     name: str
     version: int | None
     labels: list[str] = field(default_factory=list)
@@ -103,7 +104,8 @@ class Runner(ABC):
 
 
 class DeviceRunner(Runner):
-    """The whole model here. A device run is not interrupted at a deadline (ONNX Runtime has no cheap way to)."""
+    """The whole model here, with ONNX Runtime or LiteRT. A device run is not interrupted at a deadline (neither
+    runtime has a cheap way to)."""
 
     def __init__(self, local: LocalModel, row_time: RowTime, clock: Clock) -> None:
         self.local, self.row_time, self.clock = local, row_time, clock
@@ -113,6 +115,9 @@ class DeviceRunner(Runner):
         start = self.clock()
         if len(tensors) == 1 and model.input_name in tensors:
             outputs = model.run(tensors[model.input_name])
+        elif not isinstance(model, OnnxModel):
+            raise InvalidRequest(f"the local {model.label} takes one tensor, '{model.input_name}'; got tensors "
+                                 f"{sorted(tensors)}")
         else:
             try:
                 outs = model.session.run(model.output_names, tensors)

@@ -45,6 +45,7 @@ from tandem.device.model_store import ModelStore, Pointer
 from tandem.device.ota_client import OtaClient, ProgressCallback
 from tandem.device.payload import MANIFEST, Expected, Payload
 from tandem.device.trust import TrustStore
+from tandem.device.variants import DEFAULT_RUNTIME, DeviceModel, check_runtime, open_model
 from tandem.device.vault import Vault, manifest_of
 from tandem.errors import (
     BundleError,
@@ -67,21 +68,27 @@ DownloadType = Literal["local", "latest", "local_update_in_background"]
 # Fixed, not TANDEM_HOME: the device path reads none of the server's settings.
 DEFAULT_STORE = Path.home() / ".tandem" / "device"
 Precision = Literal["fp32", "int8"]
+VariantPrecision = Literal["fp32", "fp16", "int8"]  # a precision a check may prefer (docs/ota.md, "Variants")
 ANY_TIME = DownloadConditions()
 TIMEOUT = httpx.Timeout(10.0, read=60.0)  # connect/write/pool 10 s; a slow mobile link gets a minute per read
 
 
 @dataclass
 class LoadedModel:
-    """An installed version, decrypted in memory and ready: ``model.run(pixels)``."""
+    """An installed version, decrypted in memory and ready: ``model.run(pixels)`` (ONNX Runtime, or LiteRT
+    for a LiteRT variant: ``variant`` says which)."""
 
     version: int
     manifest: Manifest
-    model: OnnxModel
+    model: DeviceModel
     files: dict[str, bytes] = field(default_factory=dict)  # the other files (e.g. gallery.npz), plaintext
+    variant: str = "onnx-fp32"
 
     @property
     def session(self) -> ort.InferenceSession:
+        if not isinstance(self.model, OnnxModel):
+            raise ConfigError(f"v{self.version} runs the {self.variant} variant, which has no ONNX Runtime session; "
+                              "call model.run(pixels)")
         return self.model.session
 
 
@@ -137,7 +144,8 @@ class ModelUpdater:
         os_version: str | None = None,
         app_version: str = "0",
         ram_mb: int | None = None,
-        precision: Precision = "fp32",
+        precision: VariantPrecision = "fp32",
+        runtime: str = DEFAULT_RUNTIME,
         device_state: DeviceState = always,
         keep_keys: bool = True,
         timeout: float | httpx.Timeout = TIMEOUT,
@@ -163,6 +171,7 @@ class ModelUpdater:
         self.app_version = app_version
         self.ram_mb = ram_mb if ram_mb is not None else _default_ram_mb()
         self.precision = precision
+        self.runtime = check_runtime(runtime)
         self.device_state = device_state
         self.threads = threads
         self.keystore = KeyStore(self.store.root, api_key) if keep_keys else None
@@ -258,18 +267,31 @@ class ModelUpdater:
         return pointer.previous
 
     # --- check and update ----------------------------------------------------------------------
+    def _installed_for_runtime(self) -> int | None:
+        """The installed version, as the check names it: None when it runs another runtime than this updater
+        asks for (the app changed ``runtime``), so that the server offers this runtime's model afresh."""
+        pointer = self.store.current(self.model)
+        if pointer is None:
+            return None
+        try:
+            runtime = self.store.record(self.model, pointer.version).runtime
+        except (NotFound, ChecksumError):
+            return pointer.version  # damaged: update() drops it before checking
+        return pointer.version if runtime == self.runtime else None
+
     def check(self) -> Payload | None:
         """Ask the server what this device should run: a verified payload, or None if current (a signed
         "stay"; an unsigned 204 from a server of payload schema 1 is taken as "nothing new" too, but does
         not refresh :meth:`last_signed_answer`)."""
-        installed = self.installed_version()
+        installed = self._installed_for_runtime()
         answer = self.client.check({**self._device(), "model": self.model, "version": installed,
                                     "precision": self.precision, "schema": payload_mod.SCHEMA})
         if answer is None:
             log.info("the server answered the check of %s unsigned (204): no proof that nothing is new; last signed "
                      "answer: %s", self.model, _age(self.answer_age_s()))
             return None
-        expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model))
+        expected = Expected(self.model, self.channel, self.device_id, installed, self.store.last_sequence(self.model),
+                            runtime=self.runtime)
         trust = self.trust.current()
         verified = payload_mod.read_answer(answer, trust.keys, expected, trust.retired)
         payload = verified.payload
@@ -279,7 +301,7 @@ class ModelUpdater:
         self.store.record_answer(self.model, {
             "issued_at": payload.issued_at.isoformat(), "expires_at": payload.expires_at.isoformat(),
             "action": payload.action, "reason": payload.reason, "version": payload.version,
-            "sequence": payload.sequence})
+            "sequence": payload.sequence, "variants": payload.variants})
         return None if payload.action == "stay" else payload
 
     def last_signed_answer(self) -> SignedAnswer | None:
@@ -317,7 +339,7 @@ class ModelUpdater:
         """What the device says of itself: the check, the data-key and the report routes judge the rollout
         rules on the same fields. No device_id: the credential every call sends names the device."""
         return {"channel": self.channel, "platform": self.platform, "os_version": self.os_version,
-                "app_version": self.app_version, "ram_mb": self.ram_mb}
+                "app_version": self.app_version, "ram_mb": self.ram_mb, "runtime": self.runtime}
 
     def update(self, conditions: DownloadConditions = ANY_TIME,
                progress: ProgressCallback | None = None) -> UpdateResult:
@@ -351,8 +373,7 @@ class ModelUpdater:
             try:
                 result = self.update(conditions, progress)
                 if result.status == "current" and not have:
-                    raise NotFound(f"the server offers no version of {self.model} to this device on channel "
-                                   f"{self.channel!r} (no release, or the device is outside its rollout rules)")
+                    raise NotFound(self._nothing_offered())
                 if result.status == "deferred" and not have:
                     raise ConditionsNotMet(f"no version of {self.model} is installed, and the download needs "
                                            f"{', '.join(unmet(conditions, self.device_state()))}; try again later")
@@ -363,6 +384,15 @@ class ModelUpdater:
         elif download_type == "local_update_in_background":
             self.start_background_update(conditions, progress)
         return self.load()
+
+    def _nothing_offered(self) -> str:
+        last = self.store.last_answer(self.model) or {}
+        if last.get("reason") == "no_variant":
+            return (f"the server has no {self.runtime} model of {self.model} for this device on channel "
+                    f"{self.channel!r}: the version it would get offers {', '.join(last.get('variants') or []) or 'none'}"
+                    f"; ask for one of those (ModelUpdater(runtime=…)), or export and release a {self.runtime} variant")
+        return (f"the server offers no version of {self.model} to this device on channel {self.channel!r} (no "
+                "release, or the device is outside its rollout rules)")
 
     def start_background_update(self, conditions: DownloadConditions = ANY_TIME,
                                 progress: ProgressCallback | None = None) -> threading.Thread:
@@ -419,10 +449,10 @@ class ModelUpdater:
         rec = self.store.record(self.model, version)
         manifest = manifest_of(self.vault.open(rec, MANIFEST))
         files = {n: self.vault.open(rec, n) for n in rec.files if n not in (MANIFEST, rec.model_file)}
-        precision: Precision = next((p for p, f in manifest.models.items() if f == rec.model_file), "fp32")
-        model = OnnxModel(self.vault.open(rec, rec.model_file), manifest.preprocessing, manifest.labels, precision,
-                          self.threads)
-        return LoadedModel(version, manifest, model, files)
+        # A version installed before variants was an ONNX model: its precision is the one models names it under.
+        variant = rec.variant or "onnx-" + next((p for p, f in manifest.models.items() if f == rec.model_file), "fp32")
+        model = open_model(manifest, variant, self.vault.open(rec, rec.model_file), self.threads)
+        return LoadedModel(version, manifest, model, files, variant)
 
     # --- health --------------------------------------------------------------------------------
     def report(self, *, inferences: int = 0, inference_errors: int = 0, p50_ms: float | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -15,12 +16,15 @@ from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
 from tandem.bundle import Bundle, Fingerprint, Manifest, Parity, Software, TensorSpec, Variant, write_manifest
+from tandem.bundle.preprocess import PreprocessSpec
 from tandem.bundle.runtime import OnnxModel
 from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
 from tandem.export.formats import Tools, parse_formats
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
+from tandem.export.timing import log_seconds
+from tandem.export.variant_parity import ParityPhotos
 from tandem.models import build_face_net
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.training import checkpoint, provenance
@@ -101,14 +105,14 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
     tools = Tools.find(options.litert_python)
     stylize = is_stylize_run(run_dir)
     if stylize:
-        parse_formats(options.formats, tools, litert_ok=False)  # says so if it asks for what is not made yet
+        parse_formats(options.formats, tools, variants_ok=False)  # says so if it asks for what is not made yet
         from tandem.export.stylize_export import export_stylize_run
 
         return export_stylize_run(run_dir, out, options.name)
     cfg, data = load_run(run_dir, data_home)
     name = options.name or cfg.name
     net, state = load_net(run_dir)
-    variant_keys = parse_formats(options.formats, tools, litert_ok=cfg.objective != "embed")
+    variant_keys = parse_formats(options.formats, tools, variants_ok=cfg.objective != "embed")
     if cfg.objective == "embed":
         from tandem.export.embed_export import export_embed_run
 
@@ -124,8 +128,13 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
     history = load_history(run_dir)
 
     with staged_dir(out) as stage:
+        start = time.perf_counter()
         export_onnx(net, stage / FP32_FILE, spec.height, spec.width)
-        quantize_int8(stage / FP32_FILE, stage / INT8_FILE, _calibration_pixels(train_x, train_y, options.calibration_images, options.seed))
+        log_seconds(log, "onnx-fp32", time.perf_counter() - start)
+        calibration = _calibration_pixels(train_x, train_y, options.calibration_images, options.seed)
+        start = time.perf_counter()
+        quantize_int8(stage / FP32_FILE, stage / INT8_FILE, calibration)
+        log_seconds(log, "onnx-int8", time.perf_counter() - start)
 
         parity_split: Literal["test", "train"] = "test" if len(test_x) else "train"
         parity_x = test_x if len(test_x) else train_x[:64]
@@ -157,13 +166,11 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                    TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])]
         variants: dict[str, Variant] = {}
         if variant_keys:
-            from tandem.export.litert_export import ParityPhotos, export_litert
-
             variants = _onnx_variants(inputs, outputs, ref, {"fp32": out32, "int8": out8_parity}, parity_split)
-            photos = ParityPhotos(parity_x, parity_split, ref, variants["onnx-int8"].parity.top1_agreement or 0.0)
-            calibration = _calibration_pixels(train_x, train_y, options.calibration_images, options.seed)
-            variants |= export_litert(PixelModel(net).eval(), stage, variant_keys, tools.litert_python, spec,
-                                      data.classes, outputs, calibration, photos, asked=options.formats is not None)
+            onnx_int8 = variants["onnx-int8"].parity
+            photos = ParityPhotos(parity_x, parity_split, ref, (onnx_int8.top1_agreement if onnx_int8 else None) or 0.0)
+            variants |= _other_variants(PixelModel(net).eval(), stage, variant_keys, tools, spec, data.classes,
+                                        outputs, calibration, photos, asked=options.formats is not None)
         try:
             manifest = Manifest(
                 name=name,
@@ -185,6 +192,34 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
         write_manifest(stage, manifest)
         Bundle.load(stage)  # verify what was written before it replaces anything
     return Bundle.load(out)
+
+
+def _other_variants(model: PixelModel, stage: Path, keys: frozenset[str], tools: Tools, spec: PreprocessSpec,
+                    labels: list[str], outputs: list[TensorSpec], calibration: np.ndarray, photos: ParityPhotos,
+                    asked: bool) -> dict[str, Variant]:
+    """The LiteRT, ExecuTorch and Core ML ``keys`` of ``model`` written into ``stage`` (each checked before)."""
+    others: dict[str, Variant] = {}
+
+    def executorch_and_coreml() -> None:
+        if any(k.startswith("executorch-") for k in keys):
+            from tandem.export.executorch_export import export_executorch
+
+            others.update(export_executorch(model, stage, keys, spec, labels, outputs, calibration, photos, asked=asked))
+        if "coreml-fp16" in keys:
+            from tandem.export.coreml_export import export_coreml
+
+            others.update(export_coreml(model, stage, spec.height, spec.width, outputs, asked=asked))
+
+    variants: dict[str, Variant] = {}
+    if any(k.startswith("litert-") for k in keys):
+        from tandem.export.litert_export import export_litert
+
+        # LiteRT converts in a process of its own: the others convert here meanwhile.
+        variants = export_litert(model, stage, keys, tools.litert_python, spec, labels, outputs, calibration,
+                                 photos, asked=asked, meanwhile=executorch_and_coreml)
+    else:
+        executorch_and_coreml()
+    return variants | others
 
 
 def _onnx_variants(inputs: list[TensorSpec], outputs: list[TensorSpec], ref: list[np.ndarray],

@@ -1,4 +1,5 @@
-"""Which formats `tandem export` writes: ``--formats onnx,litert`` parsed, and the default (what is installed).
+"""Which formats `tandem export` writes: ``--formats onnx,litert,executorch,coreml`` parsed, and the default
+(every format whose tools are installed).
 
 ONNX is always written (the bundle's `models`, which every Tandem runtime reads); the others become
 `variants` (docs/bundle.md). A format names every precision Tandem makes of it (``litert``: fp32 and int8);
@@ -15,8 +16,9 @@ from pathlib import Path
 from tandem.errors import ConfigError
 
 # Per format, the precisions `--formats FORMAT` writes.
-PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "int8"), "litert": ("fp32", "int8")}
-NOT_YET = ("executorch", "coreml")
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "int8"), "litert": ("fp32", "int8"), "executorch": ("fp32", "int8"), "coreml": ("fp16",),
+}
 # Where `make install` puts LiteRT's converter: a venv beside Tandem's own (Makefile, .venv-litert).
 LITERT_VENV = ".venv-litert"
 
@@ -28,7 +30,7 @@ def default_litert_python() -> Path:
 
 @dataclass(frozen=True)
 class Tools:
-    """What this machine can convert and check: the converter venv's Python, and ai-edge-litert here."""
+    """What this machine can convert and check: the LiteRT converter venv's Python, and the packages here."""
 
     litert_python: Path
 
@@ -46,27 +48,36 @@ class Tools:
                    "pip install 'tandem[litert]' (make install does)"
         return None
 
+    def missing(self, fmt: str) -> str | None:
+        """Why variants of ``fmt`` cannot be made here, or None."""
+        if fmt == "litert":
+            return self.litert_missing()
+        # ExecuTorch converts and runs in Tandem's own venv; Core ML converts here and runs only on Apple's systems.
+        package = {"executorch": "executorch", "coreml": "coremltools"}.get(fmt)
+        if package is not None and importlib.util.find_spec(package) is None:
+            return f"{package} is not installed: pip install 'tandem[{fmt}]' (make install does)"
+        return None
 
-def parse_formats(text: str | None, tools: Tools, litert_ok: bool) -> frozenset[str]:
+
+def parse_formats(text: str | None, tools: Tools, variants_ok: bool) -> frozenset[str]:
     """The variants (``litert-fp32`` …) to write besides ONNX. ``text`` None: every format whose tools are
-    installed and that supports the model (``litert_ok``: a classifier, for now)."""
+    installed, when the model supports variants (``variants_ok``: a classifier, for now)."""
     if text is None:
-        return frozenset(f"litert-{p}" for p in PRECISIONS["litert"]) if litert_ok and not tools.litert_missing() \
-            else frozenset()
+        return frozenset(f"{f}-{p}" for f, ps in PRECISIONS.items() if f != "onnx" for p in ps
+                         if variants_ok and not tools.missing(f))
     keys: set[str] = set()
     for word in (w.strip().lower() for w in text.split(",")):
         fmt, _, precision = word.partition("-")
-        if fmt in NOT_YET:
-            raise ConfigError(f"--formats {word}: this Tandem does not write {fmt} yet; it writes "
-                              f"{', '.join(PRECISIONS)}")
         if fmt not in PRECISIONS or (precision and precision not in PRECISIONS[fmt]):
             known = ", ".join(f"{f}, " + ", ".join(f"{f}-{p}" for p in ps) for f, ps in PRECISIONS.items())
             raise ConfigError(f"--formats: unknown format {word!r}; choose from {known} (comma-separated)")
         if fmt != "onnx":
             keys |= {f"{fmt}-{p}" for p in ((precision,) if precision else PRECISIONS[fmt])}
-    if keys and not litert_ok:
-        raise ConfigError("--formats litert: LiteRT variants are made for image classifiers so far; "
-                          "export this run with --formats onnx")
-    if keys and (why := tools.litert_missing()):
-        raise ConfigError(f"--formats litert: {why}")
+    formats = sorted({k.partition("-")[0] for k in keys})
+    if keys and not variants_ok:
+        raise ConfigError(f"--formats {','.join(formats)}: variants other than ONNX are made for image classifiers "
+                          "so far; export this run with --formats onnx")
+    for fmt in formats:
+        if why := tools.missing(fmt):
+            raise ConfigError(f"--formats {fmt}: {why}")
     return frozenset(keys)

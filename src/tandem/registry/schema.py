@@ -174,6 +174,8 @@ class Release(Base):
     min_ram_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_failure_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     min_devices: Mapped[int] = mapped_column(Integer)  # distinct devices the health gate needs before it judges
+    # The variants it offers, by key or format (registry/ota/variants.py); None or []: every variant of the version.
+    variants: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16))  # active | halted | rolled_back
     note: Mapped[str] = mapped_column(String(400), default="")  # why the state is what it is
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -68,6 +68,7 @@ CHECKS = {
     "P7": "expires_at plus 5 minutes is not before the device's clock",
     "P8": "a stay names the installed version",
     "P9": "a version below the installed one only as action rollback with reason rolled_back or pin",
+    "P10": "a device that named its runtime: an install or rollback's variant (none: an ONNX model) is of that runtime",
     "T1": "only after all of that: learned keys are trusted, retired_keys (not the signer) are not",
     "F1": "manifest_sha256 equals files['manifest.json'].sha256",
     "F2": "each file: an installed copy with its sha256, else its delta, else the full file",
@@ -225,6 +226,18 @@ def build() -> dict[str, bytes]:
                        "manifest_sha256": _sha(manifest_bytes), "files": {**files, **rollback_files}}
     rollback = _payload({**rollback_fields, "reason": "rolled_back"})
     unrecorded = _payload({**rollback_fields, "reason": "release"})
+    # What a device that asked for "runtime": "litert" and "precision": "int8" gets (docs/ota.md, "Variants"): the
+    # LiteRT int8 file and the payload naming its variant. Only its claims are vectors (this manifest lists no
+    # LiteRT file); and, for a runtime the version has no model of, the signed stay naming what it does have.
+    tflite = {"sha256": _sha(b"litert"), "size": 6, "url": FILES_URL + _sha(b"litert, encrypted"),
+              "encrypted": {"alg": "AES-256-GCM", "key_id": DATA_KEY_ID, "sha256": _sha(b"litert, encrypted"),
+                            "size": 34}}
+    variant = _payload({**_head(), "version": OFFERED, "action": "install", "precision": "int8",
+                        "variant": "litert-int8", "manifest_sha256": _sha(manifest_bytes),
+                        "files": {"manifest.json": files["manifest.json"], "model.int8.tflite": tflite},
+                        "reason": "release"})
+    no_variant = _payload({**_head(), "version": INSTALLED, "action": "stay", "reason": "no_variant",
+                           "variants": ["onnx-fp32"]})
 
     a_to_b = endorsement.endorse(SIGNERS["A"], SIGNERS["B"].public, ISSUED - timedelta(days=14),
                                  ISSUED - timedelta(days=7))
@@ -247,6 +260,8 @@ def build() -> dict[str, bytes]:
     made.add("answer-rotated.json", _envelope(rotated_payload, "C", [b_to_c, a_to_b]))
     made.add("answer-stay.json", _envelope(stay, "A"))
     made.add("answer-rollback.json", _envelope(rollback, "A"))
+    made.add("answer-variant.json", _envelope(variant, "A"))
+    made.add("answer-no-variant.json", _envelope(no_variant, "A"))
     install_ok = accepted(OFFERED, "install", "release")
     answers = {
         "install": accept("answer-install.json", _context(), ["A1", "A2", "A3", "A5", "A6", "P1", "P2", "P3", "P4",
@@ -268,6 +283,13 @@ def build() -> dict[str, bytes]:
                               note="the device's clock at exactly expires_at + 5 minutes: still accepted"),
         "same-sequence": accept("answer-install.json", _context(last_sequence=SEQUENCE), ["P6"], **install_ok,
                                 note="the sequence already accepted: accepted again (an interrupted install goes on)"),
+        "variant": accept("answer-variant.json", _context(runtime="litert"), ["P2", "P10"], **install_ok,
+                          note="asked with runtime litert and precision int8: variant litert-int8, its file alone; "
+                               "claims only: its files are not vectors to download"),
+        "no-variant": accept("answer-no-variant.json", _context(runtime="litert"), ["P2", "P8"],
+                             **accepted(INSTALLED, "stay", "no_variant"),
+                             note="no release offers a litert model to this device: a signed stay; `variants` lists "
+                                  "what the version it would get has, to ask for instead"),
     }
 
     def refuse(answer: str, check: str, message: str, note: str | None = None, **context: Any) -> dict[str, Any]:
@@ -305,6 +327,11 @@ def build() -> dict[str, bytes]:
         "downgrade": refuse("answer-install.json", "P9", "refusing the downgrade", installed_version=OFFERED + 1),
         "unrecorded-rollback": refuse("refuse-unrecorded-rollback.json", "P9", "not a rollback or pin recorded",
                                       installed_version=OFFERED),
+        "other-runtime": refuse("answer-variant.json", "P10", "but this device asked for the onnx variant",
+                                note="the LiteRT answer, for a device that asked for runtime onnx", runtime="onnx"),
+        "onnx-for-litert": refuse("answer-install.json", "P10", "offers no variant",
+                                  note="an answer naming no variant (an ONNX model, as servers from before variants "
+                                       "send) for a device that asked for runtime litert", runtime="litert"),
     }
 
     blobs = {

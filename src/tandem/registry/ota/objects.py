@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from tandem.bundle import MANIFEST, Manifest
 from tandem.errors import NotFound, RegistryError, TandemError
 from tandem.registry import tx
+from tandem.registry.ota import variants
 from tandem.registry.ota.keys import OtaKeys
 from tandem.registry.ota.records import OtaObjectInfo
 from tandem.registry.records import VersionInfo
@@ -62,25 +63,29 @@ def split_heads(manifest: Manifest) -> list[str]:
     return sorted({s.head for s in manifest.splits})
 
 
-def device_files(manifest: Manifest, precision: str) -> list[str]:
-    """What a device running ``precision`` is sent besides the manifest: that model, the app files,
-    the split heads."""
-    model = manifest.models[precision]  # type: ignore[index]  # a precision the caller found in the manifest
-    return list(dict.fromkeys([model, *app_files(manifest), *split_heads(manifest)]))
+def device_files(manifest: Manifest, variant: str) -> list[str]:
+    """What a device running ``variant`` (a key of variants.available) is sent besides the manifest: that
+    model, the app files, and with an ONNX model the split heads (ONNX files too: a device running another
+    runtime is not assumed to run them)."""
+    model = variants.available(manifest)[variant]
+    heads = split_heads(manifest) if variants.runtime_of(variant) == "onnx" else []
+    return list(dict.fromkeys([model, *app_files(manifest), *heads]))
 
 
-def delivered_files(manifest: Manifest) -> list[str]:
-    """Every file a device may be sent (besides the manifest): each precision's model, the app files
-    and the split heads."""
-    return sorted({*manifest.models.values(), *app_files(manifest), *split_heads(manifest)})
+def delivered_files(manifest: Manifest, offered: Iterable[str] | None = None) -> list[str]:
+    """Every file a device may be sent (besides the manifest): each variant's model (``offered``: only
+    those a release restricts itself to, variants.allowed), the app files and the split heads."""
+    models = variants.allowed(variants.available(manifest), offered or ()).values()
+    return sorted({*models, *app_files(manifest), *split_heads(manifest)})
 
 
 def source_path(target: Manifest, source: Manifest, path: str) -> str | None:
-    """The older version's counterpart of ``path``: the model file of the same precision, else the
-    file of the same name."""
-    for precision, rel in target.models.items():
+    """The older version's counterpart of ``path``: the model file of the same variant (a delta is made
+    between versions of one variant only), else the file of the same name."""
+    mine, theirs = variants.available(target), variants.available(source)
+    for key, rel in mine.items():
         if rel == path:
-            return source.models.get(precision)
+            return theirs.get(key)
     return path if path in source.files else None
 
 
@@ -125,18 +130,21 @@ class OtaObjects:
 
     # --- making objects -----------------------------------------------------------------------
 
-    def prepare(self, name: str, version: int, from_versions: Iterable[int] = ()) -> list[OtaObjectInfo]:
-        """Everything a release of ``version`` serves: every file it may deliver, encrypted, and
-        delta patches from each of ``from_versions`` (older versions devices are likely to hold)."""
+    def prepare(self, name: str, version: int, from_versions: Iterable[int] = (),
+                offered: Iterable[str] | None = None) -> list[OtaObjectInfo]:
+        """Everything a release of ``version`` serves: every file it may deliver (``offered``: of the
+        variants a release restricts itself to), encrypted, and delta patches from each of ``from_versions``
+        (older versions devices are likely to hold)."""
         info = self.reg.get(name, version)
         manifest = self.manifest(info.manifest_sha256)
-        made = [self.file_object(info, rel) for rel in delivered_files(manifest)]
+        files = delivered_files(manifest, offered)
+        made = [self.file_object(info, rel) for rel in files]
         for older in sorted({v for v in from_versions if v < version}):
             try:
                 source = self.reg.get(name, older)
             except NotFound:
                 continue
-            for rel in delivered_files(manifest):
+            for rel in files:
                 delta = self.delta_object(info, rel, source)
                 if delta is not None:
                     made.append(delta)

@@ -57,6 +57,7 @@ class ReleaseInfo:
     min_ram_mb: int | None = None
     max_failure_rate: float | None = None
     min_devices: int = 0  # distinct devices the health gate needs before it judges
+    variants: tuple[str, ...] = ()  # the variants it offers, by key or format (variants.py); (): all of them
     note: str = ""  # why the state is what it is (e.g. the health gate's figures)
     created: datetime | None = None
     updated: datetime | None = None

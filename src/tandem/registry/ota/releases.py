@@ -24,6 +24,7 @@ from tandem.registry.ota.keys import OtaKeys
 from tandem.registry.ota.objects import OtaObjects
 from tandem.registry.ota.records import HealthInfo, PinInfo, ReleaseInfo
 from tandem.registry.ota.rollout import STATES, Health, ReleaseState, gate_trips, parse_version
+from tandem.registry.ota.variants import check_offers, check_restriction
 from tandem.registry.records import ALIAS_RE
 from tandem.registry.schema import DeviceHealth, Model, Release, ReleaseHealth, ReleasePin, utcnow
 
@@ -104,16 +105,22 @@ class Releases:
                 min_app_version: str | None = None, max_app_version: str | None = None,
                 platforms: Iterable[str] | None = None, min_os_version: str | None = None,
                 min_ram_mb: int | None = None, max_failure_rate: float | None = None, min_devices: int | None = None,
-                no_health_gate: bool = False) -> ReleaseInfo:
+                no_health_gate: bool = False, variants: Iterable[str] | None = None) -> ReleaseInfo:
         """Release ``version`` on ``channel``, or change its release. On a change, what is not given
-        stays as it was; "" (or [] platforms, 0 RAM) clears a targeting rule. Releasing a halted or
-        rolled-back version again makes it active (a rolled-back one with fresh health counts).
+        stays as it was; "" (or [] platforms, 0 RAM, [] variants) clears a targeting rule. Releasing a halted
+        or rolled-back version again makes it active (a rolled-back one with fresh health counts).
+        ``variants``: the only variants devices get (keys such as ``litert-int8``, or formats such as
+        ``onnx``), so that a bad one can be held back while the others roll out.
 
         The objects devices will download are made first (encrypted files, delta patches from the
         versions this channel has released before), then the release is recorded."""
         check_channel(channel)
         changes = _rule_changes(percent, min_app_version, max_app_version, platforms, min_os_version, min_ram_mb,
                                 max_failure_rate, min_devices, no_health_gate)
+        if variants is not None:
+            changes["variants"] = check_restriction(variants) or None
+            check_offers(self.objects.manifest(self.reg.get(name, version).manifest_sha256),
+                         changes["variants"] or ())  # type: ignore[arg-type]
         with self.reg.db.read() as s:  # every refusal before anything is written
             model = tx.model(s, name)
             tx.servable(s, model, version)  # an archived version is out of service: refused (409)
@@ -121,7 +128,8 @@ class Releases:
                                                  Release.version == version))
             _check_range(changes.get("min_app_version", row.min_app_version if row else None),  # type: ignore[arg-type]
                          changes.get("max_app_version", row.max_app_version if row else None))  # type: ignore[arg-type]
-        self._make_deliverable(name, channel, version)
+            offered = changes.get("variants", row.variants if row else None)
+        self._make_deliverable(name, channel, version, offered)  # type: ignore[arg-type]
         with self.reg.db.write() as s:
             model = tx.locked_model(s, name)
             tx.servable(s, model, version)
@@ -131,7 +139,7 @@ class Releases:
             if row is None:
                 row = Release(model_id=model.id, version=version, channel=channel, percent=100.0,
                               min_app_version=None, max_app_version=None, platforms=[], min_os_version=None,
-                              min_ram_mb=None, max_failure_rate=None, min_devices=self.min_devices,
+                              min_ram_mb=None, max_failure_rate=None, min_devices=self.min_devices, variants=None,
                               state="active", note="", created=now, updated=now)
                 s.add(row)
             elif row.state == "rolled_back":
@@ -330,10 +338,11 @@ class Releases:
         parent = self.objects.manifest(self.reg.get(name, version).manifest_sha256).parent_version
         return {v for v in (*released, *pinned, parent) if v is not None and v < version}
 
-    def _make_deliverable(self, name: str, channel: str, version: int) -> None:
-        """Signing key, encrypted files and likely deltas exist before a release or pin points at them."""
+    def _make_deliverable(self, name: str, channel: str, version: int, variants: list[str] | None = None) -> None:
+        """Signing key, encrypted files and likely deltas exist before a release or pin points at them
+        (``variants``: only those a release offers; None: every one)."""
         self.keys.ensure_signing_key()
-        self.objects.prepare(name, version, self._likely_sources(name, channel, version))
+        self.objects.prepare(name, version, self._likely_sources(name, channel, version), variants)
 
     @staticmethod
     def _release(s: Session, model: Model, version: int, channel: str) -> Release:
@@ -382,7 +391,7 @@ def release_info(name: str, row: Release, h: ReleaseHealth | None) -> ReleaseInf
                        min_app_version=row.min_app_version, max_app_version=row.max_app_version,
                        platforms=tuple(row.platforms or ()), min_os_version=row.min_os_version,
                        min_ram_mb=row.min_ram_mb, max_failure_rate=row.max_failure_rate, min_devices=row.min_devices,
-                       note=row.note, created=tx.aware(row.created), updated=tx.aware(row.updated), health=health)
+                       variants=tuple(row.variants or ()), note=row.note, created=tx.aware(row.created), updated=tx.aware(row.updated), health=health)
 
 
 def pin_info(name: str, row: ReleasePin) -> PinInfo:

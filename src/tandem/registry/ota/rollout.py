@@ -105,14 +105,18 @@ class Rule:
     platforms: tuple[str, ...] = ()
     min_os: AppVersion | None = None
     min_ram_mb: int | None = None
+    # The runtimes the release has a model for (its variants' formats, less what it holds back); None: any.
+    runtimes: frozenset[str] | None = None
 
     @classmethod
     def of(cls, version: int, state: ReleaseState = "active", percent: float = 100.0,
            min_app_version: str | None = None, max_app_version: str | None = None,
-           platforms: Iterable[str] = (), min_os_version: str | None = None, min_ram_mb: int | None = None) -> Rule:
+           platforms: Iterable[str] = (), min_os_version: str | None = None, min_ram_mb: int | None = None,
+           runtimes: Iterable[str] | None = None) -> Rule:
         return cls(version, state, percent, optional_version(min_app_version, "min_app_version"),
                    optional_version(max_app_version, "max_app_version"), tuple(p.lower() for p in platforms),
-                   optional_version(min_os_version, "min_os_version"), min_ram_mb)
+                   optional_version(min_os_version, "min_os_version"), min_ram_mb,
+                   frozenset(runtimes) if runtimes is not None else None)
 
 
 @dataclass(frozen=True)
@@ -125,17 +129,24 @@ class Device:
     os_version: AppVersion | None = None
     app_version: AppVersion | None = None
     ram_mb: int | None = None
+    # The runtime it runs models with (a check that names none: onnx); None: not judged (any release will do).
+    runtime: str | None = None
 
     @classmethod
     def parse(cls, device_id: str, installed: int | None = None, platform: str | None = None,
-              os_version: str | None = None, app_version: str | None = None, ram_mb: int | None = None) -> Device:
+              os_version: str | None = None, app_version: str | None = None, ram_mb: int | None = None,
+              runtime: str | None = None) -> Device:
         return cls(device_id, installed, platform.lower() if platform else None,
-                   optional_version(os_version, "os_version"), optional_version(app_version, "app_version"), ram_mb)
+                   optional_version(os_version, "os_version"), optional_version(app_version, "app_version"), ram_mb,
+                   runtime)
 
 
 def targets(rule: Rule, device: Device) -> bool:
-    """Whether the release's targeting (app version range, platform, OS version, RAM) covers the
-    device. A device that does not say what a rule asks about is not covered by that rule."""
+    """Whether the release's targeting (app version range, platform, OS version, RAM, a model for the
+    device's runtime) covers the device. A device that does not say what a rule asks about is not covered
+    by that rule."""
+    if rule.runtimes is not None and device.runtime is not None and device.runtime not in rule.runtimes:
+        return False
     if rule.min_app is not None and (device.app_version is None or device.app_version < rule.min_app):
         return False
     if rule.max_app is not None and (device.app_version is None or device.app_version > rule.max_app):

@@ -2,7 +2,8 @@
 the id its credential names (an admin key names any ``device_id``):
 
 - ``POST /v1/ota/check``: a signed payload naming what the device should run (schema 1: 204 when it
-  runs it; schema 2, asked for with ``"schema": 2``: a signed "stay" then, every answer with an expiry)
+  runs it; schema 2, asked for with ``"schema": 2``: a signed "stay" then, every answer with an expiry),
+  with the model of the runtime it names (``"runtime": "litert"``; none: ONNX)
 - ``GET /v1/ota/files/{sha256}``, ``GET /v1/ota/deltas/{from_sha256}/{to_sha256}``: the bytes
 - ``POST /v1/ota/keys``: a version's data key, for a version offered to the device
 - ``POST /v1/ota/report``: device health, one counted report per device and release (the health gate)
@@ -15,6 +16,7 @@ routes' path, except to make an object that is missing or to write health report
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -36,6 +38,7 @@ from tandem.registry.ota.releases import (
     check_platform,
 )
 from tandem.registry.ota.rollout import Device
+from tandem.registry.ota.variants import DEFAULT_RUNTIME, check_platform_runs, check_precision, check_runtime
 from tandem.server.body import read_body
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.ota.downloads import send_object
@@ -50,7 +53,6 @@ MAX_BODY = 16 * 1024  # a check or a report is a few hundred bytes
 MAX_VERSION = 2**31 - 1
 MAX_COUNT = 10**9
 MAX_MS = 10**7
-PRECISIONS = ("fp32", "int8")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NO_STORE = {"cache-control": "no-store"}
 
@@ -134,11 +136,15 @@ def _device_id(obj: dict[str, Any], call: Call) -> str:
     return check_device_id(claimed)
 
 
-def _device(obj: dict[str, Any], installed: int | None, call: Call) -> Device:
+def _device(obj: dict[str, Any], installed: int | None, call: Call, runtime: str | None = None) -> Device:
+    """What the device says of itself. ``runtime``: the check's (onnx when it names none); elsewhere the
+    body's ``runtime`` if it sends one (else the rules are not judged on it)."""
     platform = obj.get("platform")
+    if runtime is None and obj.get("runtime") is not None:
+        runtime = check_runtime(obj["runtime"])
     return Device.parse(
         _device_id(obj, call), installed, check_platform(platform) if platform is not None else None,
-        _text(obj, "os_version"), _text(obj, "app_version"), _int(obj, "ram_mb", 0, MAX_RAM_MB))
+        _text(obj, "os_version"), _text(obj, "app_version"), _int(obj, "ram_mb", 0, MAX_RAM_MB), runtime)
 
 
 def _stamp(t: datetime) -> str:
@@ -154,10 +160,17 @@ async def check(request: Request, call: Call) -> Response:
     if schema not in SCHEMAS:
         raise InvalidRequest(f"'schema' {schema} is not a payload schema this server signs ({SCHEMAS}); see docs/ota.md")
     channel = _channel(obj)
-    precision = obj.get("precision") or "fp32"
-    if precision not in PRECISIONS:
-        raise InvalidRequest(f"'precision' must be one of {', '.join(PRECISIONS)}, not {quoted(precision, 40)}")
-    device = _device(obj, installed, call)
+    precision = check_precision(obj.get("precision") or "fp32")
+    # A device that names its runtime gets that runtime's variant, and the payload says which (docs/ota.md,
+    # "Variants"); one that names none gets the ONNX model in the payload it always had, byte for byte.
+    asked = obj.get("runtime") is not None
+    runtime = check_runtime(obj["runtime"]) if asked else DEFAULT_RUNTIME
+    if asked and schema != SIGNED_STAY:
+        raise InvalidRequest(f"'runtime' needs payload schema {SIGNED_STAY} (send \"schema\": {SIGNED_STAY}): what a "
+                             "device cannot run is answered with a signed stay; see docs/ota.md")
+    device = _device(obj, installed, call, runtime)
+    if asked:
+        check_platform_runs(device.platform, runtime)
     state = svc.state
     if state.activation_due(datetime.now(UTC)):  # the next signing key's time has come: it signs this answer
         await svc.activate_due()
@@ -165,6 +178,17 @@ async def check(request: Request, call: Call) -> Response:
     _visible(state, call, name)
     state.check_channel(name, channel)
     decision = state.decide(name, channel, device)
+    # Releases without a model for the device's runtime do not cover it (rollout.targets); a pin may still name
+    # such a version. Either way the device stays where it is, told (signed) which variants there would be.
+    variant, instead = None, None
+    if decision is not None and decision.action != "stay":
+        variant = state.variant(name, channel, decision.version, runtime, precision)
+        if variant is None:
+            instead, decision = sorted(state.variants_of(name, channel, decision.version)), None
+    elif decision is None:
+        probe = state.decide(name, channel, dataclasses.replace(device, runtime=None))
+        if probe is not None and probe.action != "stay":
+            instead = sorted(state.variants_of(name, channel, probe.version))
     # Only names that exist become metric labels, and only versions the server chose: with no release for
     # the device, the version it says it runs is its word (server/prometheus.py).
     if decision is None:
@@ -188,14 +212,17 @@ async def check(request: Request, call: Call) -> Response:
         if state.retired_keys:  # signed, so that only the server's word makes a device drop a key
             payload["retired_keys"] = state.retired_keys
     if current:  # schema 2 only: "stay", signed, so that silence cannot be forged
+        if instead is not None:
+            payload.update({"version": installed, "action": "stay", "reason": "no_variant", "variants": instead})
+            return json_response(state.sign(orjson.dumps(payload)), headers=NO_STORE)
         reason = "no_release" if decision is None else ("current" if decision.action != "stay" else decision.reason)
         payload.update({"version": installed, "action": "stay", "reason": reason})
         return json_response(state.sign(orjson.dumps(payload)), headers=NO_STORE)
-    assert decision is not None
-    files = await svc.files(state, name, decision.version, precision, installed)
-    payload.update({"version": decision.version, "action": decision.action,
-                    "precision": files.precision, "manifest_sha256": state.versions[name][decision.version].manifest_sha256,
-                    "files": files.files})
+    assert decision is not None and variant is not None
+    files = await svc.files(state, name, decision.version, variant, installed)
+    payload.update({"version": decision.version, "action": decision.action, "precision": files.precision,
+                    **({"variant": files.variant} if asked else {}),
+                    "manifest_sha256": state.versions[name][decision.version].manifest_sha256, "files": files.files})
     if schema == SIGNED_STAY:
         payload["reason"] = decision.reason
         # Schema 2 only: the SDKs that read mirrors ask for it. Added per answer, so that a presigned URL is never

@@ -157,16 +157,16 @@ class OtaService:
             task.add_done_callback(lambda _t: self._jobs.pop(key, None))
         return await asyncio.shield(task)
 
-    async def files(self, state: OtaState, name: str, version: int, precision: str, installed: int | None) -> Files:
-        """A payload's files. Encrypted objects a release should have made but did not (a lost store
-        object, a version released by an older Tandem) are made now; deltas not made yet are made in the
-        background and offered from the next check on."""
-        out = state.files(name, version, precision, installed, self._no_delta)
+    async def files(self, state: OtaState, name: str, version: int, variant: str, installed: int | None) -> Files:
+        """A payload's files, with the model of ``variant``. Encrypted objects a release should have made but
+        did not (a lost store object, a version released by an older Tandem, a variant it held back before)
+        are made now; deltas not made yet are made in the background and offered from the next check on."""
+        out = state.files(name, version, variant, installed, self._no_delta)
         if out.missing:
             made, key = await self._once(("version", name, version), lambda: self._make_version(name, version))
             state.data_keys[(name, version)] = key
             state.add_objects(made)  # state is only changed here, on the event loop, never from a thread
-            out = state.files(name, version, precision, installed, self._no_delta)
+            out = state.files(name, version, variant, installed, self._no_delta)
         for path, from_version, from_sha in out.wanted:
             if ("delta", name, version, path, from_sha) in self._jobs:
                 continue

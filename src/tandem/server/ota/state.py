@@ -2,7 +2,7 @@
 
 Built in a thread from the registry's snapshot whenever the generation moves; the routes then answer
 from these dictionaries without touching the database. The ``files`` part of a payload is built once
-per (model, version, precision, installed version) and kept until the next generation.
+per (model, version, variant, installed version) and kept until the next generation.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tandem.bundle import MANIFEST, Manifest
 from tandem.errors import NotFound, quoted
+from tandem.registry.ota import variants
 from tandem.registry.ota.objects import DELTA, FILE, device_files, source_path
 from tandem.registry.ota.records import OtaObjectInfo
 from tandem.registry.ota.rollout import Decision, Device, Rule, decide, offered, offers
@@ -44,6 +45,7 @@ class Files:
     """The ``files`` of a payload, or what must be made first."""
 
     precision: str
+    variant: str  # the model's variant key (onnx-fp32, litert-int8, …)
     files: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # paths without an encrypted object yet
     wanted: list[tuple[str, int, str]] = field(default_factory=list)  # (path, from version, from sha256): no delta yet
@@ -60,27 +62,36 @@ class OtaState:
         self.generation = snap.generation
         self.models = snap.models
         self.versions = snap.versions
+        self.manifests: dict[tuple[str, int], Manifest] = {
+            (name, v.version): manifest(v.manifest_sha256) for name, vs in snap.versions.items() for v in vs.values()}
         self.channels: dict[str, set[str]] = {}
         rules: dict[tuple[str, str], list[Rule]] = {}
         self.released: set[tuple[str, int, str]] = set()
+        # Each release's variants (variants.py): the model files it offers by key, after what it holds back.
+        self.release_variants: dict[tuple[str, str, int], dict[str, str]] = {}
         offered: set[tuple[str, int]] = set()
+        # The model files each offered version's live releases and pins offer: the only ones downloaded.
+        self.offered_files: dict[tuple[str, int], set[str]] = {}
         for r in snap.releases:
             self.channels.setdefault(r.name, set()).add(r.channel)
+            offers_now = self.release_variants[(r.name, r.channel, r.version)] = variants.allowed(
+                variants.available(self.manifests[(r.name, r.version)]), r.variants)
             rules.setdefault((r.name, r.channel), []).append(Rule.of(
                 r.version, r.state, r.percent, r.min_app_version, r.max_app_version, r.platforms, r.min_os_version,
-                r.min_ram_mb))
+                r.min_ram_mb, {variants.runtime_of(k) for k in offers_now}))
             self.released.add((r.name, r.version, r.channel))
             if r.state in LIVE:
                 offered.add((r.name, r.version))
+                self.offered_files.setdefault((r.name, r.version), set()).update(offers_now.values())
         self.rules = {k: tuple(v) for k, v in rules.items()}
         self.pins: dict[tuple[str, str], dict[str, int]] = {}
         for p in snap.pins:
             self.channels.setdefault(p.name, set()).add(p.channel)
             self.pins.setdefault((p.name, p.channel), {})[p.device_id] = p.version
             offered.add((p.name, p.version))
+            self.offered_files.setdefault((p.name, p.version), set()).update(
+                self.variants_of(p.name, p.channel, p.version).values())
         self.offered = offered
-        self.manifests: dict[tuple[str, int], Manifest] = {
-            (name, v.version): manifest(v.manifest_sha256) for name, vs in snap.versions.items() for v in vs.values()}
         self._files: dict[tuple[str, int, str, int | None], Files] = {}
         self.served: dict[str, Served] = {}
         # The apps each model's versions declare (a device key's model scope may name an app).
@@ -121,7 +132,7 @@ class OtaState:
             elif o.kind == DELTA:
                 self.delta_objects[(o.name, o.version, o.path, o.from_sha256)] = o
         for o in objects:
-            if (o.name, o.version) not in self.offered:
+            if (o.name, o.version) not in self.offered or not self._offered_file(o.name, o.version, o.path):
                 continue
             if o.kind == FILE:
                 self.served[o.sha256] = Served(o.sha256, o.size, "file", o.name)
@@ -130,6 +141,25 @@ class OtaState:
                 if target is not None:
                     self.delta_urls[(o.from_sha256, target.sha256)] = Served(o.sha256, o.size, "delta", o.name)
         self._files.clear()  # payload files built before may now have a delta, or a re-made object
+
+    def _offered_file(self, name: str, version: int, path: str) -> bool:
+        """Whether a file of the version may be downloaded: not the model of a variant every live release (and
+        pin) of it holds back."""
+        models = variants.available(self.manifests[(name, version)]).values()
+        return path not in models or path in self.offered_files.get((name, version), set())
+
+    # --- variants -----------------------------------------------------------------------------
+
+    def variants_of(self, name: str, channel: str, version: int) -> dict[str, str]:
+        """The variants ``version`` offers on ``channel`` (key -> file): its release's there; a version pinned
+        without a release on the channel offers all of its own."""
+        found = self.release_variants.get((name, channel, version))
+        return found if found is not None else variants.available(self.manifests[(name, version)])
+
+    def variant(self, name: str, channel: str, version: int, runtime: str, precision: str) -> str | None:
+        """The variant a device running ``runtime`` and preferring ``precision`` gets of ``version`` on
+        ``channel`` (variants.choose); None when the release offers that runtime none."""
+        return variants.choose(self.variants_of(name, channel, version), runtime, precision)
 
     # --- decisions ----------------------------------------------------------------------------
 
@@ -159,33 +189,32 @@ class OtaState:
 
     # --- payload files ------------------------------------------------------------------------
 
-    def files(self, name: str, version: int, precision: str, installed: int | None,
+    def files(self, name: str, version: int, variant: str, installed: int | None,
               no_delta: set[tuple[str, int, str, str]]) -> Files:
         # Only an older version the registry holds can be patched from; any other installed version
         # (none, newer, unknown) gets the same full files, and shares their cache entry: a device
         # sending arbitrary numbers must not grow the cache.
         source = installed if installed is not None and installed < version and installed in self.versions[name] \
             else None
-        key = (name, version, precision, source)
+        key = (name, version, variant, source)
         hit = self._files.get(key)
         if hit is not None:
             return hit
-        out = self._build_files(name, version, precision, source, no_delta)
+        out = self._build_files(name, version, variant, source, no_delta)
         if not out.missing and not out.wanted:  # complete: the same for every device until the generation moves
             self._files[key] = out
         return out
 
-    def _build_files(self, name: str, version: int, precision: str, from_version: int | None,
+    def _build_files(self, name: str, version: int, variant: str, from_version: int | None,
                      no_delta: set[tuple[str, int, str, str]]) -> Files:
         stored = self.versions[name][version]
         manifest = self.manifests[(name, version)]
-        used = precision if precision in manifest.models else "fp32"
-        out = Files(used)
+        out = Files(variants.precision_of(variant), variant)
         out.files[MANIFEST] = {"sha256": stored.manifest_sha256, "size": self.served[stored.manifest_sha256].size,
                                "url": FILES_URL + stored.manifest_sha256}
         source = self.versions[name][from_version] if from_version is not None else None
         key = self.data_keys.get((name, version))
-        for path in device_files(manifest, used):
+        for path in device_files(manifest, variant):
             obj = self.file_objects.get((name, version, path))
             if obj is None:
                 out.missing.append(path)

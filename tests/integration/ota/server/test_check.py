@@ -267,7 +267,7 @@ def test_bad_requests_say_what_was_wrong(env, served):
         ({"json": {"model": "faces", "device_id": "a b"}}, 400, "is not a valid device id"),
         ({"json": {"model": "faces", "device_id": "d", "version": 0}}, 400, "'version' must be a whole number"),
         ({"json": {"model": "faces", "device_id": "d", "version": True}}, 400, "'version' must be a whole number"),
-        ({"json": {"model": "faces", "device_id": "d", "precision": "fp16"}}, 400, "'precision' must be one of"),
+        ({"json": {"model": "faces", "device_id": "d", "precision": "bf16"}}, 400, "'precision' must be one of"),
         ({"json": {"model": "faces", "device_id": "d", "channel": "Beta!"}}, 400, "not a valid channel name"),
         ({"json": {"model": "faces", "device_id": "d", "ram_mb": -1}}, 400, "'ram_mb' must be a whole number"),
         ({"json": {"model": "nope", "device_id": "d"}}, 404, "no model named 'nope'"),

@@ -1,0 +1,69 @@
+"""A variant's parity with the PyTorch model, measured by running the variant on real photos, and the bars it
+must pass to be written (docs/bundle.md, "Variants"): the same for LiteRT and ExecuTorch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tandem.bundle import Parity, Variant
+from tandem.errors import BundleError
+
+# fp32 must match PyTorch as closely as ONNX must (exporter.py); int8 must pick the same class for 99% of
+# the photos, or for as many as the int8 ONNX model does (a barely trained model has near ties).
+FP32_MAX_ABS = 1e-4
+INT8_AGREEMENT = 0.99
+
+
+@dataclass(frozen=True)
+class ParityPhotos:
+    """Real photos, PyTorch's outputs on them (in ``outputs`` order), and the int8 ONNX model's top-1
+    agreement with PyTorch on them (the int8 bar)."""
+
+    pixels: np.ndarray
+    on: Literal["test", "train"]
+    reference: list[np.ndarray]
+    onnx_int8_agreement: float
+
+
+def measure(got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]) -> Parity:
+    """``got``: the variant's outputs by name on ``photos.pixels``."""
+    max_abs = max(float(np.abs(got[n] - r).max()) for n, r in zip(outputs, photos.reference, strict=True))
+    agreement = None
+    if "probabilities" in outputs:
+        ref = photos.reference[outputs.index("probabilities")]
+        agreement = float((got["probabilities"].argmax(1) == ref.argmax(1)).mean())
+    return Parity(images=len(photos.pixels), on=photos.on, max_abs=max_abs if np.isfinite(max_abs) else 1e30,
+                  top1_agreement=agreement)
+
+
+def failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
+    """Why the variant ``key`` (``litert-int8`` …) fails its parity check (so it is not written), or None."""
+    fmt = key.partition("-")[0]
+    if key.endswith("fp32") and parity.max_abs > FP32_MAX_ABS:
+        return (f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on {parity.images} "
+                f"{parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not written; export without it: "
+                "--formats onnx")
+    bar = min(INT8_AGREEMENT, photos.onnx_int8_agreement)
+    if key.endswith("int8") and (parity.top1_agreement or 0.0) < bar:
+        return (f"{key}: it picks PyTorch's top class on {parity.top1_agreement:.0%} of {parity.images} {parity.on} "
+                f"photos (at least {bar:.0%} is needed: the int8 ONNX model's agreement, or 99%), so it is not "
+                f"written; export with fp32 only: --formats onnx,{fmt}-fp32")
+    return None
+
+
+def keep(key: str, variant: Variant, got: dict[str, np.ndarray], photos: ParityPhotos, asked: bool,
+         log: logging.Logger) -> Variant | None:
+    """``variant`` with its measured parity, or None when it fails the bar and nobody ``asked`` for it (said as a
+    warning on ``log``); BundleError when it fails and the user asked for it (--formats)."""
+    parity = measure(got, photos, [t.name for t in variant.outputs])
+    why = failed(key, parity, photos)
+    if why is not None and asked:
+        raise BundleError(why)
+    if why is not None:
+        log.warning("%s", why)
+        return None
+    return variant.model_copy(update={"parity": parity})
