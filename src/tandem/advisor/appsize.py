@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tandem.advisor.runtimes import PLATFORMS, RUNTIMES, RuntimeLibrary
-from tandem.bundle import Manifest
+from tandem.bundle import Manifest, delivery
 from tandem.errors import InvalidRequest
 
 
@@ -39,11 +39,9 @@ def variants(manifest: Manifest) -> dict[str, VariantFile]:
 
 
 def app_files(manifest: Manifest) -> dict[str, int]:
-    """Files the bundle's apps name (celebmatch's gallery): an app that runs the model carries them too
-    (as the registry's OTA sends them with every precision, registry/ota/objects.app_files)."""
-    models = {*manifest.models.values(), *(v.file for v in manifest.variants.values())}
-    named = {v for app in manifest.apps.values() for v in app.values() if isinstance(v, str)}
-    return {rel: manifest.files[rel].size for rel in sorted(named) if rel in manifest.files and rel not in models}
+    """Files the bundle's apps name (celebmatch's gallery), by size: an app that runs the model carries them
+    too, as the OTA sends them with every variant."""
+    return {rel: manifest.files[rel].size for rel in delivery.app_files(manifest)}
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from tandem import delta
-from tandem.advisor.appsize import app_files, variants
+from tandem.advisor.appsize import variants
 from tandem.advisor.networks import NetworkProfile, transfer
 from tandem.bundle import Bundle, Manifest
+from tandem.bundle.delivery import delta_kind, device_files
 from tandem.errors import InvalidRequest, TandemError
 from tandem.security.encryption import OVERHEAD
 
@@ -129,10 +130,8 @@ def _full(size: int) -> int:
 
 
 def sent_with(manifest: Manifest, variant: str) -> list[str]:
-    """The files the OTA sends with a variant's model (registry/ota/objects.device_files): the app files, and
-    with an ONNX model the split heads (ONNX files: a device running another runtime is not assumed to run them)."""
-    heads = sorted({s.head for s in manifest.splits}) if variant.startswith("onnx-") else []
-    return list(dict.fromkeys([*app_files(manifest), *heads]))
+    """The files the OTA sends with a variant's model: the app files, and with an ONNX model the split heads."""
+    return device_files(manifest, variant)[1:]  # the model comes first
 
 
 def bundle_update(bundle: Bundle) -> UpdateSizes:
@@ -144,11 +143,6 @@ def bundle_update(bundle: Bundle) -> UpdateSizes:
                                                *(FileUpdate(rel, _full(m.files[rel].size), None, "")
                                                  for rel in sent_with(m, key))])
     return out
-
-
-def delta_kind(path: str) -> str:
-    # As the registry's OTA objects are patched (registry/ota/objects.delta_kind).
-    return "onnx" if path.endswith(".onnx") else "bytes"
 
 
 def _file_update(old: Bundle, old_rel: str | None, new: Bundle, new_rel: str) -> FileUpdate:

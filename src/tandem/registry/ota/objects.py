@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tandem.bundle import MANIFEST, Manifest
+from tandem.bundle.delivery import app_files, delta_kind, split_heads
 from tandem.errors import NotFound, RegistryError, TandemError
 from tandem.registry import tx
 from tandem.registry.ota import variants
@@ -43,33 +44,6 @@ DELTA = "delta"
 
 def delta_aad(from_sha256: str, to_sha256: str) -> bytes:
     return f"{from_sha256}:{to_sha256}".encode()
-
-
-def delta_kind(path: str) -> str:
-    """What the delta library calls the file: ONNX models get tensor-level patches."""
-    return "onnx" if path.endswith(".onnx") else "bytes"
-
-
-def app_files(manifest: Manifest) -> list[str]:
-    """Bundle files the manifest's apps name (e.g. the celebmatch gallery): a device needs them
-    whatever precision it runs."""
-    named = {v for app in manifest.apps.values() for v in app.values() if isinstance(v, str)}
-    return sorted(rel for rel in named if rel in manifest.files and rel not in manifest.models.values())
-
-
-def split_heads(manifest: Manifest) -> list[str]:
-    """The heads of the bundle's splits (``tandem export --split``): a device runs them for ``split@K``,
-    so a bundle exported with splits ships them, whatever precision the device runs."""
-    return sorted({s.head for s in manifest.splits})
-
-
-def device_files(manifest: Manifest, variant: str) -> list[str]:
-    """What a device running ``variant`` (a key of variants.available) is sent besides the manifest: that
-    model, the app files, and with an ONNX model the split heads (ONNX files too: a device running another
-    runtime is not assumed to run them)."""
-    model = variants.available(manifest)[variant]
-    heads = split_heads(manifest) if variants.runtime_of(variant) == "onnx" else []
-    return list(dict.fromkeys([model, *app_files(manifest), *heads]))
 
 
 def delivered_files(manifest: Manifest, offered: Iterable[str] | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import get_args
 
 from tandem.bundle import Manifest
+from tandem.bundle.delivery import available
 from tandem.bundle.manifest import Format, VariantPrecision
 from tandem.errors import InvalidRequest, quoted
 
@@ -30,13 +31,6 @@ RUNS_ON: dict[str, tuple[str, ...]] = {
     "coreml": ("ios", "macos"),
 }
 KEY_RE = re.compile(r"^(?P<format>[a-z][a-z0-9]{0,31})(?:-(?P<precision>[a-z0-9]{1,16}))?$")
-
-
-def available(manifest: Manifest) -> dict[str, str]:
-    """Every variant of a bundle by key, to its file: the ONNX models of ``models``, then ``variants``."""
-    out = {f"onnx-{p}": f for p, f in manifest.models.items()}
-    out.update((key, v.file) for key, v in manifest.variants.items())
-    return out
 
 
 def runtime_of(key: str) -> str:

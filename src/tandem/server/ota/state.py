@@ -16,9 +16,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tandem.bundle import MANIFEST, Manifest
+from tandem.bundle.delivery import device_files
 from tandem.errors import NotFound, quoted
 from tandem.registry.ota import variants
-from tandem.registry.ota.objects import DELTA, FILE, device_files, source_path
+from tandem.registry.ota.objects import DELTA, FILE, source_path
 from tandem.registry.ota.records import OtaObjectInfo
 from tandem.registry.ota.rollout import Decision, Device, Rule, decide, offered, offers
 from tandem.registry.ota.snapshot import OtaSnapshot
