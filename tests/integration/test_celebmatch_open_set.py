@@ -127,6 +127,40 @@ def test_a_face_embedding_bundle_splits_for_split_inference(open_set, tmp_path):
     assert np.abs(out - OnnxModel.open(b).run(x)["embedding"]).max() < 1e-5
 
 
+@pytest.mark.litert
+@pytest.mark.executorch
+def test_a_face_embedding_gets_fp32_litert_and_executorch_variants_that_give_onnx_embeddings(open_set, lfw_people,
+                                                                                           tmp_path):
+    """`--formats` on an embed run: its fp32 variants, each checked at export on real test faces by the largest
+    difference from PyTorch's embedding; int8 ones (no top class to agree on) are refused before any work."""
+    from tandem.bundle import Bundle
+    from tandem.bundle.executorch_runtime import ExecuTorchModel
+    from tandem.bundle.litert_runtime import LiteRtModel
+    from tandem.bundle.runtime import OnnxModel
+
+    refused = tandem("export", open_set["root"] / "run", "--out", tmp_path / "no", "--formats", "onnx,litert-int8",
+                     env=open_set["env"], ok=False)
+    assert refused.returncode != 0 and "this is a face embedding" in refused.stderr
+    assert "--formats onnx" in refused.stderr and not (tmp_path / "no").exists()
+    out = tmp_path / "variants"
+    tandem("export", open_set["root"] / "run", "--out", out, "--name", "faces", "--formats", "onnx,litert,executorch",
+           env=open_set["env"])
+    b = Bundle.load(out)
+    m = b.manifest
+    assert m.schema_version == 3 and set(m.variants) == {"onnx-fp32", "onnx-int8", "litert-fp32", "executorch-fp32"}
+    for key, parity in ((k, v.parity) for k, v in m.variants.items()):
+        # This run has no test part: its parity faces are training ones (up to 64), the same for every variant.
+        assert parity is not None and (parity.on, parity.images, parity.top1_agreement) == ("train", 64, None), key
+        assert key == "onnx-int8" or parity.max_abs <= 1e-4, (key, parity)
+    photos = [sorted((lfw_people / name).glob("*.jpg"))[0] for name in open_set["enrolled"]]
+    onnx = OnnxModel.open(b)
+    pixels = onnx.pixels_from_files(photos)
+    want = onnx.run(pixels)["embedding"]
+    for runner in (LiteRtModel, ExecuTorchModel):
+        got = runner.open(b).run(pixels)["embedding"]
+        assert got.dtype == np.float32 and got.shape == want.shape and np.abs(got - want).max() <= 1e-4, runner
+
+
 def test_the_dlib_backbone_recognises_never_trained_people_from_their_other_photos(tmp_path, lfw_people):
     """The default backbone, fine-tuned one epoch: people outside training, enrolled from 3 photos,
     are found from photos that were not enrolled, and a stranger gets no close match."""

@@ -17,7 +17,7 @@ from tandem.bundle import (
     write_manifest,
 )
 from tandem.errors import BundleError, ConfigError
-from tandem.export.formats import Tools, parse_formats
+from tandem.export.formats import CLASSIFIER, EMBEDDING, IMAGE_TO_IMAGE, Tools, parse_formats
 from tests.unit.test_bundle import manifest
 
 OUTPUTS = [TensorSpec(name="probabilities", dtype="float32", shape=[1, 2]),
@@ -108,26 +108,35 @@ def test_variants_keep_the_bundles_conventions(change, message):
 
 def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
     missing = Tools(litert_python=tmp_path / "no-venv" / "bin" / "python")
-    assert parse_formats("onnx", missing, variants_ok=True) == frozenset()
+    assert parse_formats("onnx", missing, CLASSIFIER) == frozenset()
     with pytest.raises(ConfigError, match=r"converter's venv is not there .*make install"):
-        parse_formats("onnx,litert", missing, variants_ok=True)
+        parse_formats("onnx,litert", missing, CLASSIFIER)
     with pytest.raises(ConfigError, match=r"unknown format 'tflite'; choose from onnx, onnx-fp32"):
-        parse_formats("onnx,tflite", missing, variants_ok=True)
+        parse_formats("onnx,tflite", missing, CLASSIFIER)
     with pytest.raises(ConfigError, match=r"unknown format 'coreml-int8'; .*coreml, coreml-fp16"):
-        parse_formats("coreml-int8", missing, variants_ok=True)
-    with pytest.raises(ConfigError, match=r"--formats executorch: variants other than ONNX .* image classifiers so far"):
-        parse_formats("executorch", missing, variants_ok=False)
+        parse_formats("coreml-int8", missing, CLASSIFIER)
+    with pytest.raises(ConfigError, match=r"--formats executorch: this is an image-to-image model, and Tandem makes no "
+                                          r"variants but ONNX of it so far; export with --formats onnx$"):
+        parse_formats("executorch", missing, IMAGE_TO_IMAGE)
     python = tmp_path / "python"
     python.write_text("")
     found = Tools(litert_python=python)
-    assert parse_formats("onnx,litert-int8", found, variants_ok=True) == {"litert-int8"}
-    assert parse_formats(" ONNX , executorch-int8,coreml", found, variants_ok=True) == {"executorch-int8", "coreml-fp16"}
-    assert parse_formats("executorch", found, variants_ok=True) == {"executorch-fp32", "executorch-int8"}
+    assert parse_formats("onnx,litert-int8", found, CLASSIFIER) == {"litert-int8"}
+    assert parse_formats(" ONNX , executorch-int8,coreml", found, CLASSIFIER) == {"executorch-int8", "coreml-fp16"}
+    assert parse_formats("executorch", found, CLASSIFIER) == {"executorch-fp32", "executorch-int8"}
     # The default: every format whose tools are here (make install installs them all), for a classifier.
     everything = {"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}
-    assert parse_formats(None, found, variants_ok=True) == everything
-    assert parse_formats(None, missing, variants_ok=True) == everything - {"litert-fp32", "litert-int8"}
-    assert parse_formats(None, found, variants_ok=False) == frozenset()
+    assert parse_formats(None, found) == everything
+    assert parse_formats(None, missing, CLASSIFIER) == everything - {"litert-fp32", "litert-int8"}
+    assert parse_formats(None, found, IMAGE_TO_IMAGE) == frozenset()
+    # A face embedding: fp32 variants (and Core ML's fp16), when asked for; `litert` names the precisions it gets.
+    assert parse_formats(None, found, EMBEDDING) == frozenset()
+    assert parse_formats("onnx,litert,executorch,coreml", found, EMBEDDING) == {"litert-fp32", "executorch-fp32",
+                                                                               "coreml-fp16"}
+    with pytest.raises(ConfigError, match=r"--formats litert-int8: this is a face embedding, and Tandem makes only "
+                                          r"coreml-fp16, executorch-fp32, litert-fp32 of it so far; export with "
+                                          r"--formats onnx,executorch-fp32$"):
+        parse_formats("onnx,litert-int8,executorch", found, EMBEDDING)
 
 
 def test_a_format_whose_package_is_missing_is_named_with_the_extra_to_install(tmp_path, monkeypatch):
@@ -137,8 +146,8 @@ def test_a_format_whose_package_is_missing_is_named_with_the_extra_to_install(tm
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "coremltools" else real(name, *a))
     tools = Tools(litert_python=tmp_path / "python")
     with pytest.raises(ConfigError, match=r"--formats coreml: coremltools is not installed: pip install 'tandem\[coreml\]'"):
-        parse_formats("onnx,coreml", tools, variants_ok=True)
-    assert "coreml-fp16" not in parse_formats(None, tools, variants_ok=True)
+        parse_formats("onnx,coreml", tools, CLASSIFIER)
+    assert "coreml-fp16" not in parse_formats(None, tools, CLASSIFIER)
 
 
 def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
@@ -158,7 +167,31 @@ def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
     assert why is not None and re.search(r"litert-int8: .* on 80% of 10 test photos \(at least 90% .*litert-fp32", why)
     why = failed("executorch-int8", Parity(images=10, on="test", max_abs=0.3, top1_agreement=0.8), photos)
     assert why is not None and why.endswith("--formats onnx,executorch-fp32")
+    # A model without a top class (a face embedding) has no int8 bar to pass: such a file is never written.
+    why = failed("litert-int8", Parity(images=10, on="test", max_abs=0.01), photos)
+    assert why is not None and re.search(r"no top class to agree on .*--formats onnx,litert-fp32$", why)
 
+
+def test_a_variant_whose_outputs_are_not_the_bundles_dtype_is_refused_though_its_top_class_agrees():
+    """A quantiser that leaves int8 outputs (ai-edge-quantizer's plain static recipe does) keeps the argmax but
+    not the values: the file is refused whatever its agreement, when asked for, and left out with a warning when not."""
+    import logging
+
+    import numpy as np
+
+    from tandem.export.variant_parity import ParityPhotos, keep
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    emb = np.full((2, 8), 0.35, np.float32)
+    photos = ParityPhotos(np.zeros((2, 100, 75, 3), np.uint8), "test", [probs, emb], onnx_int8_agreement=1.0)
+    int8_out = {"probabilities": np.round(probs * 255 - 128).astype(np.int8), "embedding": np.full((2, 8), 40, np.int8)}
+    with pytest.raises(BundleError, match=r"litert-int8: its outputs are not the bundle's \(probabilities is int8, not "
+                                          r"float32; embedding is int8, not float32\).*--formats onnx,litert-fp32$"):
+        keep("litert-int8", litert("int8"), int8_out, photos, asked=True, log=logging.getLogger("t"))
+    assert keep("litert-int8", litert("int8"), int8_out, photos, asked=False, log=logging.getLogger("t")) is None
+    kept = keep("litert-int8", litert("int8"), {"probabilities": probs, "embedding": emb}, photos, asked=True,
+                log=logging.getLogger("t"))
+    assert kept is not None and kept.parity.top1_agreement == 1.0 and kept.parity.max_abs == 0.0
 
 def coreml(**kw) -> Variant:
     check = SpecCheck(spec_ok=True, ops=92, op_types={"conv": 40}, checked=["an ML program"],

@@ -12,8 +12,9 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -22,15 +23,18 @@ from torch import nn
 
 from tandem import atomic
 from tandem.atomic import staged_dir
-from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, write_manifest
+from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, Variant, write_manifest
 from tandem.bundle.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.bundle.runtime import OnnxModel
 from tandem.data.catalog import ImageCatalog
 from tandem.data.faces import face_box
 from tandem.data.lfw_pairs import read_pairs
 from tandem.errors import BundleError
+from tandem.export.formats import Tools
 from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
+from tandem.export.variant_parity import ParityPhotos
+from tandem.export.variants import onnx_variants, other_variants
 from tandem.faces import calibration, metrics
 from tandem.faces.align import AlignSpec, region_boxes, region_views
 from tandem.training import provenance
@@ -72,6 +76,20 @@ class PixelEmbedder(nn.Module):
             e = nn.functional.normalize((e - self.w_mean) @ self.w_matrix, dim=1)
         return e
 
+
+@dataclass(frozen=True)
+class VariantRequest:
+    """The variants an export was asked for (formats.parse_formats: fp32 ones for a face embedding), the tools
+    that make them, and whether the user named them (--formats: a failure stops the export)."""
+
+    keys: frozenset[str] = frozenset()
+    tools: Tools | None = None
+    asked: bool = False
+
+
+# Parity photos of a face embedding's variants: up to this many of the run's test faces (each variant runs
+# them one a call, as phones do).
+PARITY_PHOTOS = 64
 
 WHITEN_PHOTOS = 3000
 WHITEN_SHRINK = 1e-3
@@ -162,7 +180,8 @@ def no_detect_crop(data: RunData) -> CropSpec:
 
 
 def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, net: FaceNet, state: dict,
-                     name: str, calibration_images: int = 256) -> Bundle:
+                     name: str, calibration_images: int = 256,
+                     request: VariantRequest = VariantRequest()) -> Bundle:
     spec = AlignSpec.from_json(state["align"])
     regions = region_boxes(spec)
     pre = PreprocessSpec(crop=CropSpec(mode="center"), height=spec.height, width=spec.width,
@@ -219,6 +238,11 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                     for key, value in (("acc", v.accuracy), ("auc", v.auc), ("tar_at_far1", v.tar_at_far1)):
                         if np.isfinite(value):  # a small run's test people may lack one kind of pair
                             metric_values[f"lfw_verif_{key}_{tag}"] = value
+        inputs = [TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])]
+        outputs = [TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])]
+        on: Literal["test", "train"] = "test" if len(test.pixels) else "train"
+        variants = _variants(net, white, stage, pre, inputs, outputs, (test if on == "test" else calib_faces).pixels,
+                             on, calib_faces.pixels, (fp32, int8), request)
         buf = io.BytesIO()
         np.savez(buf, embeddings=impostors, names=np.array(impostor_names, dtype=str))
         atomic.write_bytes(stage / IMPOSTORS_FILE, buf.getvalue())
@@ -227,9 +251,7 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
         try:
             manifest = Manifest(
                 name=name, task="face-embedding",
-                inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=[-1, spec.height, spec.width, 3])],
-                outputs=[TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])],
-                preprocessing=pre, labels=[], models={"fp32": FP32_FILE, "int8": INT8_FILE}, metrics=metric_values,
+                inputs=inputs, outputs=outputs, preprocessing=pre, labels=[], models={"fp32": FP32_FILE, "int8": INT8_FILE}, metrics=metric_values,
                 fingerprint=Fingerprint(data=data.fingerprint, config=_sha256_json(cfg.identity())),
                 training={"data": source, "objective": "embed", "backbone": cfg.backbone, "teacher": cfg.teacher, "epochs": len(history),
                           "exported_epoch": state["epoch"], "seed": cfg.seed, "subset": cfg.subset,
@@ -240,12 +262,33 @@ def export_embed_run(run_dir: Path, out: Path, cfg: TrainConfig, data: RunData, 
                 apps={APP: {"landmarks": LANDMARKS, "align": spec.to_json(), "regions": {k: list(v) for k, v in regions.items()},
                             "calibration": curves, "impostors": IMPOSTORS_FILE, "far": FAR,
                             "fill": [int(v) for v in fill]}},
+                variants=variants,
             )
         except ValidationError as e:
             raise BundleError(f"cannot write the manifest: {e}") from e
         write_manifest(stage, manifest)
         Bundle.load(stage)
     return Bundle.load(out)
+
+
+def _variants(net: FaceNet, white: tuple[np.ndarray, np.ndarray] | None, stage: Path, pre: PreprocessSpec,
+              inputs: list[TensorSpec], outputs: list[TensorSpec], faces: np.ndarray, on: Literal["test", "train"],
+              calibration_pixels: np.ndarray, onnx: tuple[OnnxModel, OnnxModel],
+              request: VariantRequest) -> dict[str, Variant]:
+    """The ``request``ed variants of the embedder, written into ``stage``, with the ONNX models' entries; each
+    checked on up to PARITY_PHOTOS of ``faces`` (aligned, of the run's part ``on``): fp32 by the largest difference
+    from PyTorch over the embedding's values, the bar ONNX's fp32 meets. {} when none was asked for."""
+    if not request.keys or request.tools is None:
+        return {}
+    pixels = faces[:PARITY_PHOTOS]
+    model = PixelEmbedder(net, white).eval()
+    with torch.no_grad():
+        ref = [model(torch.from_numpy(pixels)).numpy()]
+    photos = ParityPhotos(pixels, on, ref, 0.0)
+    variants = onnx_variants(inputs, outputs, {"fp32": FP32_FILE, "int8": INT8_FILE},
+                             {"fp32": onnx[0].run(pixels), "int8": onnx[1].run(pixels)}, photos)
+    return variants | other_variants(model, stage, request.keys, request.tools, pre, [], outputs, calibration_pixels,
+                                     photos, asked=request.asked)
 
 
 def _sha256_json(obj: object) -> str:

@@ -1,5 +1,6 @@
-"""A classifier's ExecuTorch variants (``.pte``): lowered to XNNPACK here, run with ExecuTorch's Python runtime
-on real photos and kept only if they reproduce the PyTorch model (docs/bundle.md, "Variants").
+"""A model's ExecuTorch variants (``.pte``; a face embedding gets fp32 only): lowered to XNNPACK here, run with
+ExecuTorch's Python runtime on real photos and kept only if they reproduce the PyTorch model (docs/bundle.md,
+"Variants").
 
 ExecuTorch installs beside Tandem's torch (the ``executorch`` extra), so this runs in Tandem's own venv: the
 checkpoint's network with its uint8 NHWC input, cast and normalisation (PixelModel) goes through

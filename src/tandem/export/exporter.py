@@ -15,16 +15,16 @@ import torch
 from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
-from tandem.bundle import Bundle, Fingerprint, Manifest, Parity, Software, TensorSpec, Variant, write_manifest
-from tandem.bundle.preprocess import PreprocessSpec
+from tandem.bundle import Bundle, Fingerprint, Manifest, TensorSpec, Variant, write_manifest
 from tandem.bundle.runtime import OnnxModel
 from tandem.data.pixels import load_pixels, report_skipped
 from tandem.errors import BundleError, CheckpointError
-from tandem.export.formats import Tools, parse_formats
+from tandem.export.formats import CLASSIFIER, EMBEDDING, IMAGE_TO_IMAGE, Tools, parse_formats
 from tandem.export.onnx_export import INPUT, OUTPUTS, export_onnx
 from tandem.export.quantize import quantize_int8
 from tandem.export.timing import log_seconds
 from tandem.export.variant_parity import ParityPhotos
+from tandem.export.variants import onnx_variants, other_variants
 from tandem.models import build_face_net
 from tandem.models.mobilenet import EmbeddingNet, NetConfig, PixelModel
 from tandem.training import checkpoint, provenance
@@ -105,18 +105,19 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
     tools = Tools.find(options.litert_python)
     stylize = is_stylize_run(run_dir)
     if stylize:
-        parse_formats(options.formats, tools, variants_ok=False)  # says so if it asks for what is not made yet
+        parse_formats(options.formats, tools, IMAGE_TO_IMAGE)  # says so if it asks for what is not made yet
         from tandem.export.stylize_export import export_stylize_run
 
         return export_stylize_run(run_dir, out, options.name)
     cfg, data = load_run(run_dir, data_home)
     name = options.name or cfg.name
     net, state = load_net(run_dir)
-    variant_keys = parse_formats(options.formats, tools, variants_ok=cfg.objective != "embed")
+    variant_keys = parse_formats(options.formats, tools, EMBEDDING if cfg.objective == "embed" else CLASSIFIER)
     if cfg.objective == "embed":
-        from tandem.export.embed_export import export_embed_run
+        from tandem.export.embed_export import VariantRequest, export_embed_run
 
-        return export_embed_run(run_dir, out, cfg, data, net, state, name, options.calibration_images)
+        return export_embed_run(run_dir, out, cfg, data, net, state, name, options.calibration_images,
+                                VariantRequest(variant_keys, tools, asked=options.formats is not None))
     if not isinstance(net, EmbeddingNet):
         raise CheckpointError(f"{run_dir}: a {net.cfg.arch} network is a face embedding, but the run is a classifier")
     spec = preprocess_spec(cfg, data, net.cfg)
@@ -166,11 +167,13 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
                    TensorSpec(name="embedding", dtype="float32", shape=[-1, net.cfg.embedding_dim])]
         variants: dict[str, Variant] = {}
         if variant_keys:
-            variants = _onnx_variants(inputs, outputs, ref, {"fp32": out32, "int8": out8_parity}, parity_split)
+            photos = ParityPhotos(parity_x, parity_split, ref, 0.0)
+            variants = onnx_variants(inputs, outputs, {"fp32": FP32_FILE, "int8": INT8_FILE},
+                                     {"fp32": out32, "int8": out8_parity}, photos)
             onnx_int8 = variants["onnx-int8"].parity
             photos = ParityPhotos(parity_x, parity_split, ref, (onnx_int8.top1_agreement if onnx_int8 else None) or 0.0)
-            variants |= _other_variants(PixelModel(net).eval(), stage, variant_keys, tools, spec, data.classes,
-                                        outputs, calibration, photos, asked=options.formats is not None)
+            variants |= other_variants(PixelModel(net).eval(), stage, variant_keys, tools, spec, data.classes,
+                                       outputs, calibration, photos, asked=options.formats is not None)
         try:
             manifest = Manifest(
                 name=name,
@@ -192,52 +195,6 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
         write_manifest(stage, manifest)
         Bundle.load(stage)  # verify what was written before it replaces anything
     return Bundle.load(out)
-
-
-def _other_variants(model: PixelModel, stage: Path, keys: frozenset[str], tools: Tools, spec: PreprocessSpec,
-                    labels: list[str], outputs: list[TensorSpec], calibration: np.ndarray, photos: ParityPhotos,
-                    asked: bool) -> dict[str, Variant]:
-    """The LiteRT, ExecuTorch and Core ML ``keys`` of ``model`` written into ``stage`` (each checked before)."""
-    others: dict[str, Variant] = {}
-
-    def executorch_and_coreml() -> None:
-        if any(k.startswith("executorch-") for k in keys):
-            from tandem.export.executorch_export import export_executorch
-
-            others.update(export_executorch(model, stage, keys, spec, labels, outputs, calibration, photos, asked=asked))
-        if "coreml-fp16" in keys:
-            from tandem.export.coreml_export import export_coreml
-
-            others.update(export_coreml(model, stage, spec.height, spec.width, outputs, asked=asked))
-
-    variants: dict[str, Variant] = {}
-    if any(k.startswith("litert-") for k in keys):
-        from tandem.export.litert_export import export_litert
-
-        # LiteRT converts in a process of its own: the others convert here meanwhile.
-        variants = export_litert(model, stage, keys, tools.litert_python, spec, labels, outputs, calibration,
-                                 photos, asked=asked, meanwhile=executorch_and_coreml)
-    else:
-        executorch_and_coreml()
-    return variants | others
-
-
-def _onnx_variants(inputs: list[TensorSpec], outputs: list[TensorSpec], ref: list[np.ndarray],
-                   got: dict[str, dict[str, np.ndarray]], on: Literal["test", "train"]) -> dict[str, Variant]:
-    """The ONNX models as variants (a bundle with variants lists all its models there), with their parity."""
-    from importlib import metadata
-
-    variants = {}
-    for precision, file in (("fp32", FP32_FILE), ("int8", INT8_FILE)):
-        out = got[precision]
-        parity = Parity(images=len(ref[0]), on=on,
-                        max_abs=max(float(np.abs(out[n] - r).max()) for n, r in zip(OUTPUTS, ref, strict=True)),
-                        top1_agreement=float((out["probabilities"].argmax(1) == ref[0].argmax(1)).mean()))
-        variants[f"onnx-{precision}"] = Variant(
-            format="onnx", precision=precision, file=file, layout="NHWC",  # type: ignore[arg-type]
-            inputs=inputs, outputs=outputs, runtime=Software(name="onnxruntime", version=metadata.version("onnxruntime")),
-            converter=Software(name="torch", version=torch.__version__.split("+")[0]), parity=parity)
-    return variants
 
 
 def _sha256_json(obj: object) -> str:

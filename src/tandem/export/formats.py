@@ -19,6 +19,29 @@ from tandem.errors import ConfigError
 PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "int8"), "litert": ("fp32", "int8"), "executorch": ("fp32", "int8"), "coreml": ("fp16",),
 }
+# Per kind of model, the variants (beside ONNX) Tandem makes of it, and whether an export without --formats
+# makes them. A face embedding has no top class, so int8's bar (top-1 agreement) does not fit it: fp32 only so
+# far (Core ML fp16 is checked by its spec, the same as a classifier's). Image-to-image bundles (deep art) take
+# any height and width, which Tandem's fixed-shape variant files do not: none yet.
+CLASSIFIER_VARIANTS = frozenset(f"{f}-{p}" for f, ps in PRECISIONS.items() if f != "onnx" for p in ps)
+EMBEDDING_VARIANTS = frozenset({"litert-fp32", "executorch-fp32", "coreml-fp16"})
+
+
+@dataclass(frozen=True)
+class Supported:
+    """What variants a model can have: ``keys``; ``what`` names the model in messages; ``by_default``: whether
+    an export without --formats writes them (every one whose tools are installed)."""
+
+    keys: frozenset[str]
+    what: str
+    by_default: bool = True
+
+
+CLASSIFIER = Supported(CLASSIFIER_VARIANTS, "an image classifier")
+# Opt-in for now (--formats): the demo and celebmatch's exports stay as quick as they were.
+EMBEDDING = Supported(EMBEDDING_VARIANTS, "a face embedding", by_default=False)
+IMAGE_TO_IMAGE = Supported(frozenset(), "an image-to-image model")
+
 # Where `make install` puts LiteRT's converter: a venv beside Tandem's own (Makefile, .venv-litert).
 LITERT_VENV = ".venv-litert"
 
@@ -59,25 +82,34 @@ class Tools:
         return None
 
 
-def parse_formats(text: str | None, tools: Tools, variants_ok: bool) -> frozenset[str]:
-    """The variants (``litert-fp32`` …) to write besides ONNX. ``text`` None: every format whose tools are
-    installed, when the model supports variants (``variants_ok``: a classifier, for now)."""
+def parse_formats(text: str | None, tools: Tools, supported: Supported = CLASSIFIER) -> frozenset[str]:
+    """The variants (``litert-fp32`` …) to write besides ONNX. ``text`` None: every variant the model
+    ``supported`` whose tools are installed, when it makes them by default. A format without a precision
+    (``litert``) names each precision of it the model supports; one it supports none of, or a precision it
+    does not, is refused with what it does support."""
     if text is None:
-        return frozenset(f"{f}-{p}" for f, ps in PRECISIONS.items() if f != "onnx" for p in ps
-                         if variants_ok and not tools.missing(f))
+        return frozenset(k for k in supported.keys if supported.by_default and not tools.missing(k.partition("-")[0]))
     keys: set[str] = set()
+    unsupported: list[str] = []
     for word in (w.strip().lower() for w in text.split(",")):
         fmt, _, precision = word.partition("-")
         if fmt not in PRECISIONS or (precision and precision not in PRECISIONS[fmt]):
             known = ", ".join(f"{f}, " + ", ".join(f"{f}-{p}" for p in ps) for f, ps in PRECISIONS.items())
             raise ConfigError(f"--formats: unknown format {word!r}; choose from {known} (comma-separated)")
-        if fmt != "onnx":
-            keys |= {f"{fmt}-{p}" for p in ((precision,) if precision else PRECISIONS[fmt])}
-    formats = sorted({k.partition("-")[0] for k in keys})
-    if keys and not variants_ok:
-        raise ConfigError(f"--formats {','.join(formats)}: variants other than ONNX are made for image classifiers "
-                          "so far; export this run with --formats onnx")
-    for fmt in formats:
+        if fmt == "onnx":
+            continue
+        wanted = {f"{fmt}-{p}" for p in ((precision,) if precision else PRECISIONS[fmt])}
+        made = wanted & supported.keys if not precision else wanted
+        if not made <= supported.keys or not made:
+            unsupported.append(word)
+        keys |= made
+    if unsupported:
+        have = ", ".join(sorted(supported.keys))
+        made_here = f"Tandem makes only {have} of it so far" if have else "Tandem makes no variants but ONNX of it so far"
+        keep = ",".join(["onnx", *sorted(keys & supported.keys)])
+        raise ConfigError(f"--formats {','.join(unsupported)}: this is {supported.what}, and {made_here}; "
+                          f"export with --formats {keep}")
+    for fmt in sorted({k.partition("-")[0] for k in keys}):
         if why := tools.missing(fmt):
             raise ConfigError(f"--formats {fmt}: {why}")
     return frozenset(keys)

@@ -14,10 +14,14 @@ file the request names) with the versions and seconds; on failure it exits 1 wit
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
+
+# The signature litert-torch writes, which the variant's manifest entry names.
+SIGNATURE = "serving_default"
 
 
 def _named(program_module, output_names: list[str]):
@@ -31,7 +35,8 @@ def _named(program_module, output_names: list[str]):
             self.inner = inner
 
         def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-            return dict(zip(output_names, self.inner(pixels), strict=True))
+            out = self.inner(pixels)  # a tuple (a classifier's), or one tensor (a face embedding's)
+            return dict(zip(output_names, (out,) if isinstance(out, torch.Tensor) else out, strict=True))
 
     named = Named(program_module)
     # The exported graph is already in inference form (batch norm folded into its running statistics), and
@@ -39,6 +44,33 @@ def _named(program_module, output_names: list[str]):
     for m in named.modules():
         m.training = False
     return named
+
+
+def quantize_int8(fp32: str, out: str, pixels, input_name: str) -> None:
+    """The fp32 .tflite at ``fp32`` → static int8 at ``out`` by Google's ai-edge-quantizer: its ``static_wi8_ai8``
+    recipe (weights int8, symmetric, per channel; activations int8, per tensor), each activation's range the
+    smallest and largest value seen running the fp32 file on ``pixels`` (N×H×W×3 uint8, one photo a call: the
+    file's batch is 1), as ONNX Runtime's MinMax calibration takes them for ``model.int8.onnx``.
+
+    Three changes to the recipe as it comes, measured on bench/formats.py's 47-class model (369 test
+    photos, top-1 agreement with PyTorch): its calibration keeps a moving average of each photo's range (a new photo
+    weighs 0.05), which clips what few photos reach: 68%; the range over all photos: 94% (the int8 ONNX model: 88%).
+    Its outputs come out int8 (the bundle's are float32: now a dequantize ends each), and so does its softmax
+    (probabilities in steps of 1/256, which ties near classes): both stay float. The uint8 input and its cast stay
+    as they are (a quantize follows the cast). litert-torch's own int8 path (PT2E) is not used: its lowering of the
+    quantised graph picked PyTorch's class on 5-12% of the same photos (docs/bundle.md)."""
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
+    for op in (recipe.TFLOperationName.OUTPUT, recipe.TFLOperationName.SOFTMAX):
+        qt.update_quantization_recipe(".*", op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    rules = recipe_manager.RecipeManager()
+    rules.load_quantization_recipe(qt.get_quantization_recipe())
+    # Quantizer.calibrate takes no update rule; its Calibrator does (min_max_update: the range over all photos).
+    calib = calibrator.Calibrator(fp32, num_threads=os.cpu_count() or 1, qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate({SIGNATURE: [{input_name: pixels[i : i + 1]} for i in range(len(pixels))]}, rules)
+    qt.quantize(calib.get_model_qsvs(), enable_progress_report=False).export_model(out, overwrite=True)
 
 
 def convert(request: dict) -> dict:
@@ -56,24 +88,13 @@ def convert(request: dict) -> dict:
     seconds["fp32"] = time.perf_counter() - start
 
     if request.get("int8"):
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-        from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
         start = time.perf_counter()
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-        prepared = prepare_pt2e(torch.export.export(model, (), example).module(), quantizer)
-        pixels = np.load(request["calibration"])
-        with torch.no_grad():
-            for i in range(len(pixels)):  # the program's batch is 1, as on a phone
-                prepared(**{request["input"]: torch.from_numpy(pixels[i : i + 1])})
-        quantized = convert_pt2e(prepared, fold_quantize=False)
-        litert_torch.convert(quantized, sample_kwargs=example,
-                             quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(request["int8"])
+        quantize_int8(request["fp32"], request["int8"], np.load(request["calibration"]), request["input"])
         seconds["int8"] = time.perf_counter() - start
 
     return {
         "converter": {"name": "litert-torch", "version": metadata.version("litert-torch")},
+        "quantizer": {"name": "ai-edge-quantizer", "version": metadata.version("ai-edge-quantizer")},
         "runtime": {"name": "ai-edge-litert", "version": metadata.version("ai-edge-litert")},
         "torch": torch.__version__,
         "seconds": seconds,

@@ -1,5 +1,6 @@
-"""A classifier's LiteRT variants: converted in the converter's venv, then run here with ai-edge-litert on
-real photos and kept only if they reproduce the PyTorch model (docs/bundle.md, "Variants").
+"""A model's LiteRT variants (a classifier's; a face embedding's fp32): converted in the converter's venv, then
+run here with ai-edge-litert on real photos and kept only if they reproduce the PyTorch model (docs/bundle.md,
+"Variants").
 
 The checkpoint's network goes to the converter as a torch.export program (the uint8 NHWC input, the cast
 and the normalisation inside it, batch 1), saved here with Tandem's torch and loaded there with the same.
@@ -112,7 +113,8 @@ def export_litert(model: torch.nn.Module, stage: Path, keys: frozenset[str], pyt
                 inputs=[TensorSpec(name=INPUT, dtype="uint8", shape=list(request["example_shape"]))],
                 outputs=[TensorSpec(name=t.name, dtype=t.dtype, shape=[1, *t.shape[1:]]) for t in outputs],
                 signature="serving_default", runtime=Software(**report["runtime"]),
-                converter=Software(**report["converter"]),
+                # int8: the fp32 file quantised by ai-edge-quantizer (litert_convert.quantize_int8).
+                converter=Software(**report["quantizer" if precision == "int8" else "converter"]),
                 parity=Parity(images=1, on="test", max_abs=0.0),  # measured next
             )
             got = LiteRtModel(tmp / FILES[precision], variant, spec, labels, label=key).run(photos.pixels)

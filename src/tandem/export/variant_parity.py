@@ -40,6 +40,18 @@ def measure(got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]
                   top1_agreement=agreement)
 
 
+def wrong_dtypes(key: str, variant: Variant, got: dict[str, np.ndarray]) -> str | None:
+    """Why the variant ``key`` fails because an output is not of the bundle's dtype (a quantiser that leaves int8
+    outputs: their values are not the model's, though their top class may be), or None."""
+    wrong = [f"{t.name} is {got[t.name].dtype}, not {t.dtype}" for t in variant.outputs
+             if got[t.name].dtype != np.dtype(t.dtype)]
+    if not wrong:
+        return None
+    fmt, _, precision = key.partition("-")
+    instead = f"export with fp32 only: --formats onnx,{fmt}-fp32" if precision == "int8" else "export without it: --formats onnx"
+    return f"{key}: its outputs are not the bundle's ({'; '.join(wrong)}), so it is not written; {instead}"
+
+
 def failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
     """Why the variant ``key`` (``litert-int8`` …) fails its parity check (so it is not written), or None."""
     fmt = key.partition("-")[0]
@@ -47,6 +59,9 @@ def failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
         return (f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on {parity.images} "
                 f"{parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not written; export without it: "
                 "--formats onnx")
+    if key.endswith("int8") and parity.top1_agreement is None:  # formats.py makes int8 variants of classifiers only
+        return (f"{key}: the model has no top class to agree on (no 'probabilities'), so int8's check does not apply "
+                f"and it is not written; export with fp32 only: --formats onnx,{fmt}-fp32")
     bar = min(INT8_AGREEMENT, photos.onnx_int8_agreement)
     if key.endswith("int8") and (parity.top1_agreement or 0.0) < bar:
         return (f"{key}: it picks PyTorch's top class on {parity.top1_agreement:.0%} of {parity.images} {parity.on} "
@@ -60,7 +75,7 @@ def keep(key: str, variant: Variant, got: dict[str, np.ndarray], photos: ParityP
     """``variant`` with its measured parity, or None when it fails the bar and nobody ``asked`` for it (said as a
     warning on ``log``); BundleError when it fails and the user asked for it (--formats)."""
     parity = measure(got, photos, [t.name for t in variant.outputs])
-    why = failed(key, parity, photos)
+    why = wrong_dtypes(key, variant, got) or failed(key, parity, photos)
     if why is not None and asked:
         raise BundleError(why)
     if why is not None:
