@@ -2,13 +2,17 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Workers for the tests outside Ray (pytest-xdist): one a core by default; TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 # LiteRT's converter and its venv (below, at make install).
 LITERT_VERSION := 0.10.0
+# Google's quantiser of .tflite files (LiteRT int8: tandem/export/litert_convert.py); litert-torch needs 0.10.*.
+AEQ_VERSION := 0.10.0
 LITERT_VENV := .venv-litert
 TORCH_PIN := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
-# The stamp names both versions it was made with: the venv is made again when either changes, not on every
+# The stamp names the versions it was made with: the venv is made again when one changes, not on every
 # edit of pyproject.toml (its other lines are not the converter's business).
-LITERT_STAMP := $(LITERT_VENV)/.installed-$(LITERT_VERSION)-$(subst ==,-,$(TORCH_PIN))
+LITERT_STAMP := $(LITERT_VENV)/.installed-$(LITERT_VERSION)-aeq-$(AEQ_VERSION)-$(subst ==,-,$(TORCH_PIN))
 # Where the LFW data lies (holds lfw_home/); override on your own machine.
 export TANDEM_DATA_HOME ?= $(abspath ../shared/datasets)
 
@@ -56,7 +60,7 @@ $(LITERT_STAMP):
 	rm -rf $(LITERT_VENV)
 	$(PY) -m venv $(LITERT_VENV)
 	$(LITERT_VENV)/bin/pip install --upgrade --quiet pip
-	$(LITERT_VENV)/bin/pip install --quiet '$(TORCH_PIN)' 'litert-torch==$(LITERT_VERSION)'
+	$(LITERT_VENV)/bin/pip install --quiet '$(TORCH_PIN)' 'litert-torch==$(LITERT_VERSION)' 'ai-edge-quantizer==$(AEQ_VERSION)'
 	touch $@
 
 # npm ci installs exactly the lock file's versions; the Haar cascade comes from the Python opencv
@@ -85,7 +89,7 @@ celebmatch: need-data install
 # it) that later tests in the same interpreter would trip over. Both parts always run; the status
 # is the first failure's.
 test: need-data install lint
-	@$(BIN)/pytest -m "not ray"; first=$$?; \
+	@$(BIN)/pytest -m "not ray" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder; first=$$?; \
 	$(BIN)/pytest -m ray; second=$$?; \
 	if [ $$first -ne 0 ]; then echo "make test: the tests outside Ray failed (pytest exit $$first)" >&2; exit $$first; fi; \
 	exit $$second

@@ -28,6 +28,8 @@ echo "$name" >> "$FAKE_LOG"
 [ "$name" != "$LINT_FAILS" ]
 """
 LINTERS = ("ruff", "lint-imports", "mypy")
+# The tests outside Ray run on xdist workers (tests/conftest.py says how the work is split); Ray's in one process.
+OUTSIDE_RAY = "pytest -m not ray -n 2 --dist loadfile --no-loadscope-reorder"
 
 
 def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -43,7 +45,7 @@ def make_test(tmp_path: Path, first: int = 0, second: int = 0, lint_fails: str =
         (tmp_path / name).chmod(0o755)
     log = tmp_path / "log"
     # -o install: the venv is taken as it is; the stand-ins say how each step ends.
-    done = make("-o", "install", "test", f"BIN={tmp_path}",
+    done = make("-o", "install", "test", f"BIN={tmp_path}", "TEST_WORKERS=2",
                 env={"FAKE_LOG": str(log), "FIRST": str(first), "SECOND": str(second), "LINT_FAILS": lint_fails})
     return done, log.read_text().splitlines() if log.exists() else []
 
@@ -51,7 +53,7 @@ def make_test(tmp_path: Path, first: int = 0, second: int = 0, lint_fails: str =
 @pytest.mark.parametrize(("first", "second", "fails"), [(1, 0, True), (0, 1, True), (0, 0, False), (1, 1, True)])
 def test_make_test_runs_both_parts_and_fails_if_either_does(tmp_path, first, second, fails):
     done, ran = make_test(tmp_path, first, second)
-    assert ran == [*LINTERS, "pytest -m not ray", "pytest -m ray"], done.stderr
+    assert ran == [*LINTERS, OUTSIDE_RAY, "pytest -m ray"], done.stderr
     assert (done.returncode != 0) == fails, done.stderr
     if first:
         assert "the tests outside Ray failed" in done.stderr

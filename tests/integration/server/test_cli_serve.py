@@ -61,6 +61,9 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
         def metrics() -> str:
             return httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {keys.admin}"}).text
 
+        # The server answers once one worker is up; on a busy machine the other may still be starting.
+        folder = until(lambda: _multiproc_folder(server.proc.pid), "the metrics folder of the server's workers")
+        until(lambda: len(list(folder.glob("worker_*.pid"))) == 2, "both workers registered", timeout=60)
         text = metrics()
         # Every worker's counts, added up; the model's name and version apart, and neither on a request
         # refused before its model was looked up.
@@ -74,7 +77,7 @@ def test_serve_with_two_workers_shares_the_rate_limit_and_the_metrics(tmp_path, 
         # A worker that dies: uvicorn starts another; the dead one's series and live gauges go at the next
         # scrape. (Polled in the folder, not /metrics: the admin key's bucket holds 3 requests.)
         dead = min(workers)
-        folder = Path(_environ(dead)["PROMETHEUS_MULTIPROC_DIR"])  # the one the command made
+        assert Path(_environ(dead)["PROMETHEUS_MULTIPROC_DIR"]) == folder  # the one the command made
         os.kill(dead, signal.SIGKILL)
 
         def replaced() -> set[int] | None:
@@ -106,6 +109,18 @@ def _process_metrics(text: str) -> set[int]:
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+
+
+def _multiproc_folder(pid: int) -> Path | None:
+    """The multiprocess metrics folder the command at ``pid`` made for its workers, once one has started."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            folder = _environ(int(child)).get("PROMETHEUS_MULTIPROC_DIR")
+        except OSError:  # a child that has just ended
+            continue
+        if folder:
+            return Path(folder)
+    return None
 
 
 def _environ(pid: int) -> dict[str, str]:
