@@ -17,9 +17,13 @@ time with a mix of requests, watching errors, p99 and memory.
 The mix: OIP v2 JSON infer, OIP v2 binary-tensor infer, the image endpoint (real LFW JPEGs, or
 synthetic JPEGs where LFW is missing; POST /v1/apps/classify/{model}:predict) and OTA update checks
 with the device key (new devices, answered with a signed offer, and devices already current, 204).
-Any answer other than 2xx, and any broken connection or timeout, is an error.
+A 503 with Retry-After is a shed request: the server turned it away at once at a budget
+(TANDEM_MAX_QUEUE_MS, TANDEM_MAX_IN_FLIGHT[_OTA], the decode queue) so that the others stay on time,
+and told the client when to retry; it is counted apart (``shed``), not as an error. Any other answer
+than 2xx, and any broken connection or timeout, is an error. Latency percentiles are of the answered
+(2xx) requests.
 
-Recorded: requests and errors (per kind), p50/p99 per window (a minute; 10 s when the soak is
+Recorded: requests, errors and shed requests (per kind), p50/p99 per window (a minute; 10 s when the soak is
 shorter than 2 minutes) and p99 drift (last window's p99 over the first's), the server's RSS (the
 `tandem serve` process and all its children, from /proc) every --rss-every seconds: start (after the
 warm-up), end, growth = end/start - 1. Targets: 0 errors, RSS growth <= 10%.
@@ -143,6 +147,29 @@ read_response = _bench_script("serving/loadgen").read_response  # bench/serving/
 BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError, TimeoutError)
 
 
+SHED = "shed"  # Connection.send's ``what`` for a 503 with Retry-After
+
+
+class _HeadTap:
+    """A StreamReader that keeps the response head read_response reads first (it returns no headers)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.head = b""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        data = await self.reader.readuntil(separator)
+        if not self.head:
+            self.head = data
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self.reader.readexactly(n)
+
+    async def read(self, n: int = -1) -> bytes:
+        return await self.reader.read(n)
+
+
 class Connection:
     """One load worker's keep-alive connection: opened on first use, and again after the server
     closed it or it broke."""
@@ -152,22 +179,24 @@ class Connection:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def send(self, raw: bytes) -> tuple[int | None, str]:
-        """(status, "") for an answer; (None, what broke) for a broken connection or a timeout."""
+        """(status, "") for an answer; (None, what broke) for a broken connection or a timeout; (503,
+        SHED) for a 503 with Retry-After."""
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 if self._streams is None:
                     reader, writer = await asyncio.open_connection(self.host, self.port)
                     writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._streams = reader, writer
-                reader, writer = self._streams
+                    self._streams = _HeadTap(reader), writer
+                tap, writer = self._streams
+                tap.head = b""
                 writer.write(raw)
-                status, _, keep = await read_response(reader)
+                status, _, keep = await read_response(tap)
         except BROKEN as e:
             self.close()
             return None, type(e).__name__
         if not keep:
             self.close()
-        return status, ""
+        return status, SHED if status == 503 and b"\r\nretry-after:" in tap.head.lower() else ""
 
     def close(self) -> None:
         if self._streams is not None:
@@ -184,21 +213,28 @@ class Record:
     kind: list[int] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     ok: list[bool] = field(default_factory=list)
-    failures: dict[str, int] = field(default_factory=dict)  # "kind: what" -> count
+    shed: list[bool] = field(default_factory=list)  # a 503 with Retry-After: turned away, not an error
+    failures: dict[str, int] = field(default_factory=dict)  # "kind: what" -> count (errors only)
 
     def add(self, due: float, kind: int, latency: float, status: int | None, what: str = "") -> None:
         ok = status is not None and 200 <= status < 300
+        shed = what == SHED
         self.due.append(due)
         self.kind.append(kind)
         self.latency.append(latency)
         self.ok.append(ok)
-        if not ok:
+        self.shed.append(shed)
+        if not ok and not shed:
             key = f"{KINDS[kind]}: {what or status}"
             self.failures[key] = self.failures.get(key, 0) + 1
 
     @property
+    def shed_count(self) -> int:
+        return sum(self.shed)
+
+    @property
     def errors(self) -> int:
-        return len(self.ok) - sum(self.ok)
+        return len(self.ok) - sum(self.ok) - self.shed_count
 
 
 async def _open_loop(plan: Plan, rate: float, seconds: float, rec: Record,
@@ -298,11 +334,11 @@ def capacity(plan: Plan, step_s: float, levels: tuple[int, ...] = (1, 2, 4, 8, 1
         rec = closed_loop(plan, c, step_s)
         rps = sum(rec.ok) / step_s
         lat = np.array(rec.latency) * 1e3
-        steps.append({"concurrency": c, "rps": round(rps, 1), "errors": rec.errors,
+        steps.append({"concurrency": c, "rps": round(rps, 1), "errors": rec.errors, "shed": rec.shed_count,
                       "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
                       "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None})
         console.print(f"  closed loop, concurrency {c:>2}: {rps:7.1f} requests/s, p99 {steps[-1]['p99_ms']} ms, "
-                      f"{rec.errors} errors")
+                      f"{rec.errors} errors, {rec.shed_count} shed")
         best = max(best, rps)
     return best, steps
 
@@ -382,25 +418,29 @@ def _pct(lat: np.ndarray, q: float) -> float | None:
 
 
 def summarise(rec: Record, seconds: float, window_s: float) -> dict:
-    """Requests, errors and latency overall, per kind and per window of ``window_s`` (by due time)."""
+    """Requests, errors, shed requests and latency overall, per kind and per window of ``window_s`` (by due
+    time). ``errors`` leaves the shed requests out (see the module's doc)."""
     due, lat, ok, kind = (np.array(rec.due), np.array(rec.latency), np.array(rec.ok, bool),
                           np.array(rec.kind, int))
+    shed = np.array(rec.shed, bool)
+    bad = ~ok & ~shed
     n_windows = max(1, round(seconds / window_s))
     windows = []
     for w in range(n_windows):
         lo, hi = w * window_s, (w + 1) * window_s if w < n_windows - 1 else float("inf")
         m = (due >= lo) & (due < hi)
-        windows.append({"start_s": round(lo, 1), "requests": int(m.sum()), "errors": int((m & ~ok).sum()),
+        windows.append({"start_s": round(lo, 1), "requests": int(m.sum()), "errors": int((m & bad).sum()),
+                        "shed": int((m & shed).sum()),
                         "rps": round(float(m.sum()) / min(window_s, max(seconds - lo, 1e-9)), 1),
                         "p50_ms": _pct(lat[m & ok], 50), "p99_ms": _pct(lat[m & ok], 99)})
     first, last = windows[0]["p99_ms"], windows[-1]["p99_ms"]
     by_kind = {}
     for i, k in enumerate(KINDS):
         m = kind == i
-        by_kind[k] = {"requests": int(m.sum()), "errors": int((m & ~ok).sum()),
+        by_kind[k] = {"requests": int(m.sum()), "errors": int((m & bad).sum()), "shed": int((m & shed).sum()),
                       "p50_ms": _pct(lat[m & ok], 50), "p99_ms": _pct(lat[m & ok], 99)}
     finished = float((due + lat).max()) if len(due) else seconds  # the last answer, from the start
-    return {"requests": len(rec.ok), "errors": rec.errors, "failures": rec.failures,
+    return {"requests": len(rec.ok), "errors": rec.errors, "shed": rec.shed_count, "failures": rec.failures,
             "achieved_rps": round(len(rec.ok) / max(finished, seconds), 1), "p50_ms": _pct(lat[ok], 50), "p99_ms": _pct(lat[ok], 99),
             "window_s": window_s, "windows": windows, "by_kind": by_kind,
             "p99_drift": round(last / first, 3) if first and last else None}
@@ -515,17 +555,17 @@ def print_table(res: dict) -> None:
     share = (f" ({res['load']:.0%} of the measured {res['capacity_rps']:.0f}/s)" if res["capacity_rps"]
              else " (--rate: capacity not measured)")
     t = Table(title=f"soak: {res['minutes']:g} min at {res['target_rps']:.0f} requests/s{share}")
-    for col in ("window", "requests", "errors", "requests/s", "p50 ms", "p99 ms"):
+    for col in ("window", "requests", "errors", "shed", "requests/s", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for w in s["windows"]:
-        t.add_row(f"{w['start_s']:.0f} s", f"{w['requests']:,}", str(w["errors"]), f"{w['rps']:.1f}",
+        t.add_row(f"{w['start_s']:.0f} s", f"{w['requests']:,}", str(w["errors"]), str(w["shed"]), f"{w['rps']:.1f}",
                   str(w["p50_ms"]), str(w["p99_ms"]), style="red" if w["errors"] else None)
     console.print(t)
     k = Table(title="per kind")
-    for col in ("kind", "requests", "errors", "p50 ms", "p99 ms"):
+    for col in ("kind", "requests", "errors", "shed", "p50 ms", "p99 ms"):
         k.add_column(col, justify="right")
     for name, v in s["by_kind"].items():
-        k.add_row(name, f"{v['requests']:,}", str(v["errors"]), str(v["p50_ms"]), str(v["p99_ms"]))
+        k.add_row(name, f"{v['requests']:,}", str(v["errors"]), str(v["shed"]), str(v["p50_ms"]), str(v["p99_ms"]))
     console.print(k)
     r = res["rss"]
     f = Table(title="figures")
@@ -533,6 +573,7 @@ def print_table(res: dict) -> None:
     f.add_column("value", justify="right")
     f.add_column("target")
     rows = [("requests", f"{s['requests']:,}", ""), ("errors", str(s["errors"]), "0"),
+            ("shed (503 with Retry-After)", f"{s['shed']:,} ({s['shed'] / max(s['requests'], 1):.2%})", ""),
             ("requests/s achieved", f"{s['achieved_rps']:.1f}", f"{res['target_rps']:.1f}"),
             ("p50 / p99 ms", f"{s['p50_ms']} / {s['p99_ms']}", ""),
             (f"p99 drift (last / first {s['window_s']:g} s window)", str(s["p99_drift"]), "~1"),
@@ -654,7 +695,8 @@ def main() -> None:
                 rps = (n - seen["n"]) / max(t - seen["t"], 1e-9)
                 seen.update(n=n, t=t)
                 progress.update(task, completed=min(t, seconds),
-                                status=f"{n:,} requests, {rec.errors} errors, {rps:.0f}/s, p99 {p99} ms")
+                                status=f"{n:,} requests, {rec.errors} errors, {rec.shed_count} shed, {rps:.0f}/s, "
+                                       f"p99 {p99} ms")
 
             cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
             rec = open_loop(plan, rate, seconds, tick)
@@ -667,7 +709,8 @@ def main() -> None:
     res = {"minutes": args.minutes, "load": None if args.rate else args.load,
            "capacity_rps": None if cap is None else round(cap, 1), "capacity_steps": steps,
            "target_rps": round(rate, 1), "mix": WEIGHTS, "warmup": {"seconds": warmup_s, "requests": len(warm.ok),
-                                                                    "errors": warm.errors, "failures": warm.failures},
+                                                                    "errors": warm.errors, "shed": warm.shed_count,
+                                                                    "failures": warm.failures},
            "soak": summarise(rec, seconds, window_s), "rss": rss_figures(sampler.samples),
            "cpu_cores_used": cpu,
            "bundle": str(args.bundle or "tiny test bundle (tandem/testing/bundles.py)"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tandem.errors import ModelError, Unavailable
+from tandem.server import batching
 from tandem.server.batching import Batcher
 
 HANG_GUARD_S = 30  # only stops a broken batcher from hanging the suite; never reached when it works
@@ -278,3 +279,167 @@ def test_a_failing_lone_call_fails_its_request_alone():
     batch_calls, lone_calls, [bad], good = run(main())
     assert isinstance(bad, ModelError) and good["y"].item() == 10
     assert lone_calls == [1, 1] and batch_calls == []  # not retried on the batch path
+
+
+# --- the queue-delay budget (TANDEM_MAX_QUEUE_MS) ------------------------------------------------
+# A fake clock the model calls advance by a fixed amount: a "slow" model without sleeping, so what is
+# shed depends on nothing the machine's load can change. Powers of two keep the sums exact.
+
+CALL_S = 1 / 64  # each model call "takes" this long
+BUDGET_S = 8 / 64  # eight calls' worth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Timed:
+    """A model whose every call advances ``clock`` by ``seconds``, optionally held at a gate first."""
+
+    def __init__(self, clock: Clock, seconds: float = CALL_S, gate: threading.Event | None = None) -> None:
+        self.clock, self.seconds, self.gate, self.calls = clock, seconds, gate, []
+
+    def __call__(self, feeds):
+        if self.gate is not None:
+            self.gate.wait(HANG_GUARD_S)
+        self.clock.now += self.seconds
+        self.calls.append(len(feeds["x"]))
+        return {"y": feeds["x"].astype(np.int64) * 2}
+
+
+class Shed:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def batch(self, rows, requests, seconds):
+        pass
+
+    def queue(self, depth):
+        pass
+
+    def shed(self, reason):
+        self.reasons.append(reason)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(batching, "time", c)
+    return c
+
+
+def test_once_the_queue_stays_late_for_a_budget_requests_past_it_are_answered_unavailable(clock):
+    """Thirty requests at once, one row a call: the k-th comes off the queue after k calls. The ninth is
+    the first over the budget (8 calls); the queue then stays late, and from the 17th on (late for a
+    whole budget) the rest are answered 503 instead of run."""
+
+    async def main():
+        seen = Shed()
+        b = Batcher(Timed(clock), max_batch_size=1, max_delay_s=0, observer=seen, max_queue_s=BUDGET_S)
+        out = await asyncio.gather(*(b.submit(rows(i)) for i in range(30)), return_exceptions=True)
+        after = await b.submit(rows(7))  # the queue is empty again: served
+        await b.close()
+        return out, after, seen.reasons
+
+    out, after, reasons = run(main())
+    assert [o["y"].item() for o in out[:17]] == [2 * i for i in range(17)]
+    assert all(isinstance(o, Unavailable) for o in out[17:])
+    assert out[17].retry_after >= 1 and "TANDEM_MAX_QUEUE_MS" in str(out[17]) and "waited 266 ms" in str(out[17])
+    assert reasons == [batching.QUEUE_TIMEOUT] * 13 and after["y"].item() == 14
+
+
+def test_a_late_spell_shorter_than_the_budget_sheds_nothing(clock):
+    """A stall (one call that takes three budgets, as when a model loads next door): the requests that
+    waited through it come off late, but the queue is on time again within a budget, so all run."""
+
+    async def main():
+        seen = Shed()
+        model = Timed(clock)
+        b = Batcher(model, max_batch_size=4, max_delay_s=0, observer=seen, max_queue_s=BUDGET_S)
+        for _ in range(5):
+            await b.submit(rows(1))  # measured: a call takes 1/64 s
+        model.seconds = 3 * BUDGET_S  # the next call stalls
+        first = asyncio.create_task(b.submit(rows(0)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.seconds = CALL_S
+        out = await asyncio.gather(first, *(b.submit(rows(i)) for i in range(1, 7)))
+        await b.close()
+        return out, seen.reasons
+
+    out, reasons = run(main())
+    assert [o["y"].item() for o in out] == [2 * i for i in range(7)] and reasons == []
+
+
+def test_a_new_request_is_refused_when_the_queue_ahead_would_take_longer_than_the_budget(clock):
+    async def main():
+        gate = threading.Event()
+        seen = Shed()
+        b = Batcher(Timed(clock), max_batch_size=1, max_delay_s=0, observer=seen, max_queue_s=BUDGET_S)
+        await b.submit(rows(1))  # measured: 64 rows/s, one call in flight
+        b._run = Timed(clock, gate=gate)
+        held = asyncio.create_task(b.submit(rows(2)))  # in the model, held at the gate
+        for _ in range(5):
+            await asyncio.sleep(0)
+        queued = [asyncio.create_task(b.submit(rows(3))) for _ in range(12)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        refused_early = [t.done() for t in queued]
+        # announced (nothing read yet): refused at once
+        with pytest.raises(Unavailable) as before_body, b.slot():
+            pass
+        gate.set()
+        out = await asyncio.gather(held, *queued, return_exceptions=True)
+        await b.close()
+        return refused_early, before_body.value, out, seen.reasons, b.busy
+
+    refused_early, before_body, out, reasons, busy = run(main())
+    # 8 rows queued drain in 8/64 s = the budget: the ninth and later would wait longer.
+    assert refused_early == [False] * 8 + [True] * 4
+    assert all(o["y"].item() == 6 for o in out[1:9]) and all(isinstance(o, Unavailable) for o in out[9:])
+    assert "the 8 rows queued would take 141 ms" in str(out[9]) and "TANDEM_MAX_QUEUE_MS" in str(before_body)
+    assert reasons == [batching.EXPECTED_WAIT] * 5 and not busy
+
+
+def test_with_no_budget_nothing_is_shed(clock):
+    async def main():
+        seen = Shed()
+        b = Batcher(Timed(clock), max_batch_size=1, max_delay_s=0, observer=seen, max_queue_s=0)
+        await b.submit(rows(1))
+        out = await asyncio.gather(*(b.submit(rows(i)) for i in range(40)))
+        await b.close()
+        return out, seen.reasons
+
+    out, reasons = run(main())
+    assert [o["y"].item() for o in out] == [2 * i for i in range(40)] and reasons == []
+
+
+def test_a_lone_request_and_one_behind_a_slow_call_are_never_shed(clock):
+    """A model whose calls take 100 times the budget: a request finding it idle runs, and one that
+    waits for the call in progress runs too (the budget is at least two call times)."""
+
+    async def main():
+        seen = Shed()
+        gate = threading.Event()
+        slow = 100 * BUDGET_S
+        b = Batcher(Timed(clock, slow), max_batch_size=1, max_delay_s=0, observer=seen, max_queue_s=BUDGET_S)
+        lone = [await b.submit(rows(i)) for i in range(3)]  # each finds it idle
+        b._run = Timed(clock, slow, gate)
+        first = asyncio.create_task(b.submit(rows(4)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        second = asyncio.create_task(b.submit(rows(5)))  # waits the whole slow call
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        out = await asyncio.gather(first, second)
+        await b.close()
+        return lone, out, seen.reasons, b.queue_budget_s
+
+    lone, out, reasons, budget = run(main())
+    assert [o["y"].item() for o in lone + out] == [0, 2, 4, 8, 10] and reasons == []
+    assert budget == 2 * 100 * BUDGET_S

@@ -12,6 +12,26 @@ A lone request (nothing else queued, on its way or in a model call) may take ano
 ``run_lone``: a session with every core's threads (models.py), since then no other call and hardly
 any HTTP work wants the cores. It answers a request at concurrency 1 sooner; under load the
 single-threaded calls above keep serving, and a request that meets others never takes it.
+
+Queue-delay admission (``max_queue_s``, TANDEM_MAX_QUEUE_MS; CoDel's idea, Triton's queue policy with
+a timeout and REJECT): a server that falls behind must not answer every request late. Once the
+queue has stayed late for a whole budget (every request taken off it in that time had waited longer
+than the budget: CoDel's interval, so a momentary stall such as a model loading next door sheds
+nothing), a request that has waited longer than the budget when its turn comes is answered
+``Unavailable`` (503 with Retry-After) instead of being run, oldest first, so the requests behind it
+run in time, until one comes off within the budget again. A request therefore waits about two
+budgets at most, and under a lasting overload about one. And a new
+request is refused at once (before its body is read, and again when it joins the queue) while the
+rows already queued would take longer than the budget to drain at the model's measured speed (an
+EWMA of recent calls' rows per second, times the calls in flight). The budget is never less than two
+of the model's own call times: at full concurrency a request may always wait for the call in
+progress and the one it joins, so a model slower than the budget is not refused for being busy. A
+request that finds its model idle never waits and is never refused; until a call has been measured
+nothing is shed.
+
+Batch size under load: the batcher takes every queued request that fits when a model call is free,
+so a queue holding a full batch runs it at once and a deep queue runs ``max_batch_size`` batches;
+``max_delay_s`` is only spent when the queue is empty and more requests are known to be on their way.
 """
 
 from __future__ import annotations
@@ -38,6 +58,14 @@ Tensors = dict[str, np.ndarray]
 class BatchObserver(Protocol):
     def batch(self, rows: int, requests: int, seconds: float) -> None: ...
     def queue(self, depth: int) -> None: ...
+    def shed(self, reason: str) -> None: ...
+
+
+# Why a request was turned away by the queue budget (the ``reason`` of tandem_shed_requests_total).
+QUEUE_TIMEOUT = "queue_timeout"  # it waited in the queue longer than the budget
+EXPECTED_WAIT = "expected_wait"  # refused on arrival: the queue ahead would take longer than the budget
+SHED_RETRY_AFTER_S = 1.0
+EWMA_ALPHA = 0.2  # weight of the latest model call in the measured speed
 
 
 @dataclass
@@ -86,7 +114,9 @@ class Batcher:
         observer: BatchObserver | None = None,
         in_flight: int = 1,
         run_lone: Callable[[Tensors], Tensors] | None = None,
+        max_queue_s: float = 0.0,
     ) -> None:
+        """``max_queue_s``: the queue-delay budget (see the module's doc); 0: none."""
         self._run = run
         self._run_lone = run_lone
         self.max_batch_size = max_batch_size
@@ -94,6 +124,11 @@ class Batcher:
         self.name = name
         self._observer = observer
         self._queue: deque[_Item] = deque()
+        self._queued_rows = 0  # rows of the requests in _queue
+        self.max_queue_s = max_queue_s
+        self._call_s = 0.0  # EWMA of a model call's seconds (0: none measured yet)
+        self._rows_per_s = 0.0  # EWMA of a model call's rows per second
+        self._late_since: float | None = None  # when the queue's head first came off late, in this episode
         self._arriving = 0
         self._running = 0  # requests in model calls now
         self.in_flight = max(1, in_flight)
@@ -109,9 +144,38 @@ class Batcher:
         """Whether any request is on its way, queued or in the model call (not safe to unload)."""
         return bool(self._queue) or self._arriving > 0 or self._running > 0
 
+    @property
+    def queue_budget_s(self) -> float:
+        """The queue-delay budget now: ``max_queue_s``, at least two of the model's measured call times; 0: none
+        (also until a call has been measured: a budget below the model's speed would shed every request)."""
+        return max(self.max_queue_s, 2 * self._call_s) if self.max_queue_s > 0 and self._call_s > 0 else 0.0
+
+    def expected_wait_s(self, rows: int = 0) -> float:
+        """How long the queued rows (and ``rows`` more) would take to drain at the measured speed; 0 before
+        any call was measured."""
+        if self._rows_per_s <= 0:
+            return 0.0
+        return (self._queued_rows + rows) / (self._rows_per_s * self.in_flight)
+
+    def _admit(self, rows: int) -> None:
+        """Unavailable when requests are queued and the queue ahead (with ``rows`` more) would take longer
+        than the budget to drain."""
+        budget = self.queue_budget_s
+        if budget <= 0 or not self._queue:
+            return
+        wait = self.expected_wait_s(rows)
+        if wait > budget:
+            if self._observer is not None:
+                self._observer.shed(EXPECTED_WAIT)
+            raise Unavailable(f"model {self.name} is behind: the {self._queued_rows} rows queued would take "
+                              f"{wait * 1e3:.0f} ms, over its queue budget of {budget * 1e3:.0f} ms "
+                              f"(TANDEM_MAX_QUEUE_MS); retry", retry_after=SHED_RETRY_AFTER_S)
+
     @contextlib.contextmanager
     def slot(self) -> Iterator[Slot]:
-        """Announce a request before reading its body; submit through the slot when decoded."""
+        """Announce a request before reading its body; submit through the slot when decoded. Unavailable
+        at once (nothing read) when the model's queue is over its budget (see ``_admit``), judged for one row."""
+        self._admit(1)
         self._arriving += 1
         s = Slot(self)
         try:
@@ -133,9 +197,15 @@ class Batcher:
     async def _wait(self, item: _Item) -> Tensors:
         if self._closed:
             raise Unavailable(f"model {self.name} is being unloaded; retry", retry_after=1)
+        try:
+            self._admit(item.rows)
+        except Unavailable:
+            self._changed.set()  # one fewer on its way: a batch gathering for it need not wait
+            raise
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
         self._queue.append(item)
+        self._queued_rows += item.rows
         self._changed.set()
         self._report_depth()
         return await item.future
@@ -144,16 +214,38 @@ class Batcher:
         if self._observer is not None:
             self._observer.queue(len(self._queue))
 
+    def _pop(self) -> _Item:
+        item = self._queue.popleft()
+        self._queued_rows -= item.rows
+        return item
+
     def _take(self, batch: list[_Item], rows: int) -> int:
-        """Move queued requests into ``batch`` while they fit; skip those whose caller gave up."""
+        """Move queued requests into ``batch`` while they fit; skip those whose caller gave up, and answer
+        those that waited past the queue budget Unavailable (the oldest are at the head)."""
+        budget = self.queue_budget_s
+        now = time.perf_counter()
         while self._queue:
             item = self._queue[0]
             if item.future.done():  # cancelled by a timeout or a closed connection
-                self._queue.popleft()
+                self._pop()
+                continue
+            waited = now - item.enqueued
+            if budget > 0 and waited > budget:
+                if self._late_since is None:
+                    self._late_since = now
+            else:
+                self._late_since = None
+            if self._late_since is not None and now - self._late_since >= budget:  # late for a whole budget
+                self._pop()
+                if self._observer is not None:
+                    self._observer.shed(QUEUE_TIMEOUT)
+                _fail(item, Unavailable(f"model {self.name} is behind: this request waited {waited * 1e3:.0f} ms "
+                                        f"in its queue, over the budget of {budget * 1e3:.0f} ms "
+                                        f"(TANDEM_MAX_QUEUE_MS); retry", retry_after=SHED_RETRY_AFTER_S))
                 continue
             if batch and rows + item.rows > self.max_batch_size:
                 break
-            self._queue.popleft()
+            self._pop()
             batch.append(item)
             rows += item.rows
         return rows
@@ -231,6 +323,7 @@ class Batcher:
             _fail(batch[0], e)
             return
         took = time.perf_counter() - t0
+        self._measured(rows, took)
         if self._observer is not None:
             self._observer.batch(rows, len(batch), took)
         start = 0
@@ -241,6 +334,15 @@ class Batcher:
                 item.future.set_result({k: v[start:end] for k, v in outputs.items()})
             start = end
 
+    def _measured(self, rows: int, took: float) -> None:
+        """Fold a model call's time into the speed the queue budget judges by."""
+        took = max(took, 1e-6)
+        if self._call_s == 0.0:
+            self._call_s, self._rows_per_s = took, rows / took
+        else:
+            self._call_s += EWMA_ALPHA * (took - self._call_s)
+            self._rows_per_s += EWMA_ALPHA * (rows / took - self._rows_per_s)
+
     async def close(self) -> None:
         self._closed = True
         if self._task is not None:
@@ -248,7 +350,7 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while self._queue:
-            _fail(self._queue.popleft(), self._unloaded())
+            _fail(self._pop(), self._unloaded())
         self._executor.shutdown(wait=False)
 
     def _unloaded(self) -> Unavailable:

@@ -148,7 +148,8 @@ class LoadedModel:
                                f"{self.name}-{self.version}",
                                CountingObserver(self.stats, metrics.observer(self.name, self.version)),
                                in_flight=batches_in_flight(settings),
-                               run_lone=self._run_lone if self._lone_session is not None else None)
+                               run_lone=self._run_lone if self._lone_session is not None else None,
+                               max_queue_s=settings.max_queue_ms / 1000)
         self.last_used = time.monotonic()
         # What apps built on this version (their galleries, say: server/dataplane.py), kept as long as it is.
         self.apps: dict[str, AppModel] = {}

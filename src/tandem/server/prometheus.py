@@ -105,7 +105,12 @@ class Metrics:
         self.ota_gate_trips = Counter("tandem_ota_health_gate_trips", "Releases the health gate halted and rolled "
                                       "back, by model and the release's version.", ["model", "version"], registry=r)
         self.overload = Counter("tandem_overload_refusals", "Requests turned away at a budget, by budget: in_flight "
-                                "(TANDEM_MAX_IN_FLIGHT), decode (TANDEM_DECODE_THREADS/_QUEUE).", ["budget"], registry=r)
+                                "(TANDEM_MAX_IN_FLIGHT, TANDEM_MAX_IN_FLIGHT_OTA), decode (TANDEM_DECODE_THREADS/_QUEUE); "
+                                "a model queue's are tandem_shed_requests.", ["budget"], registry=r)
+        self.shed = Counter("tandem_shed_requests", "Requests a model's batcher answered 503 instead of running late "
+                            "(TANDEM_MAX_QUEUE_MS), by model, version and reason: queue_timeout (it waited in the "
+                            "queue past the budget), expected_wait (refused on arrival: the queue ahead would take "
+                            "longer).", ["model", "version", "reason"], registry=r)
 
         folder = multiprocess_dir()
         if folder:
@@ -135,6 +140,8 @@ class BatchStats:
         self._requests = metrics.batch_requests.labels(model, version)
         self._seconds = metrics.inference.labels(model, version)
         self._depth = metrics.queue_depth.labels(model, version)
+        self._shed = metrics.shed
+        self._labels = (model, version)
 
     def batch(self, rows: int, requests: int, seconds: float) -> None:
         self._size.observe(rows)
@@ -143,3 +150,6 @@ class BatchStats:
 
     def queue(self, depth: int) -> None:
         self._depth.set(depth)
+
+    def shed(self, reason: str) -> None:
+        self._shed.labels(*self._labels, reason).inc()

@@ -96,3 +96,6 @@ class CountingObserver:
 
     def queue(self, depth: int) -> None:
         self.inner.queue(depth)
+
+    def shed(self, reason: str) -> None:
+        self.inner.shed(reason)

@@ -1,11 +1,16 @@
-"""Rate limits per key (in-process and shared through Redis) and the per-request time limit."""
+"""Rate limits per key (in-process and shared through Redis), the per-request time limit and the model queue's
+budget (TANDEM_MAX_QUEUE_MS)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -123,3 +128,55 @@ def test_a_request_over_its_time_limit_gets_504(home):
     with running(test_settings(home, request_timeout_s=1e-9)) as server, server.client(new_key(home)) as c:
         r = c.post("/v2/models/faces/infer", **INFER)
     assert r.status_code == 504 and "took longer than 1e-09 s (TANDEM_REQUEST_TIMEOUT_S)" in r.json()["error"]
+
+
+def shed_rows(n: int) -> dict:
+    """A binary OIP request of ``n`` zero photos: each is one model call's worth of work on its own."""
+    pix = np.zeros((n, 100, 75, 3), np.uint8)
+    head = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": list(pix.shape),
+                                   "parameters": {"binary_data_size": pix.nbytes}}]}).encode()
+    return {"content": head + pix.tobytes(), "headers": {"Inference-Header-Content-Length": str(len(head))}}
+
+
+def test_a_model_queue_over_its_budget_answers_503_with_retry_after_and_counts_it(home):
+    """Sixteen clients in a closed loop on one model call at a time, with a queue budget of a microsecond
+    (so, in effect, two of the model's call times): the requests that would wait behind several
+    others are answered 503 with Retry-After at once, counted by reason, and logged as 503; the rest
+    are answered, and nothing else goes wrong."""
+    rows = 256  # ~20 ms of model per request here: the model, not HTTP, is the bottleneck
+    req = shed_rows(rows)
+    access: list[dict] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            access.append(json.loads(record.getMessage()))
+
+    handler = Lines()
+    settings = test_settings(home, max_queue_ms=0.001, max_batch_size=rows, batches_in_flight=1, access_log=True)
+    with running(settings) as server:
+        logging.getLogger("tandem.access").addHandler(handler)
+        try:
+            key, admin = new_key(home), new_key(home, "admin")
+
+            def client(_: int) -> list[httpx.Response]:
+                with server.client(key) as c:
+                    return [c.post("/v2/models/faces/infer", **req) for _ in range(6)]
+
+            with ThreadPoolExecutor(16) as pool:
+                answers = [r for rs in pool.map(client, range(16)) for r in rs]
+            with server.client(admin) as c:
+                metrics = c.get("/metrics").text
+        finally:
+            logging.getLogger("tandem.access").removeHandler(handler)
+    statuses = [r.status_code for r in answers]
+    shed = [r for r in answers if r.status_code == 503]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 1 and shed, statuses
+    for r in shed:
+        assert r.headers["retry-after"] == "1" and "TANDEM_MAX_QUEUE_MS" in r.json()["error"]
+        assert "model faces-1 is behind" in r.json()["error"]
+    counted = {reason: float(m.group(1)) for reason in ("queue_timeout", "expected_wait")
+               if (m := re.search(rf'tandem_shed_requests_total{{model="faces",reason="{reason}",version="1"}} (\S+)',
+                                  metrics))}
+    assert sum(counted.values()) == len(shed), (counted, len(shed))
+    logged = [line["status"] for line in access if line.get("route", "").startswith("/v2/models/")]
+    assert logged.count(503) == len(shed) and logged.count(200) == statuses.count(200)
