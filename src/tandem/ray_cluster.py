@@ -8,12 +8,18 @@ import contextlib
 import gc
 import logging
 import os
+import secrets
+import shutil
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
 
-from tandem.errors import ClusterError
-from tandem.settings import RaySettings
+from tandem.errors import ClusterError, ConfigError
+from tandem.settings import RaySettings, RegistrySettings
 
 
 def require_ray() -> ModuleType:
@@ -73,3 +79,56 @@ def collect_ray_leftovers() -> None:
 def cluster_cpus() -> float:
     ray = require_ray()
     return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+@dataclass(frozen=True)
+class TrainStorage:
+    """Where Ray Train keeps one run's checkpoints while it runs (RunConfig's storage_path and
+    storage_filesystem): a folder, or a prefix of an S3 bucket (``filesystem``: pyarrow's S3 client)."""
+
+    path: str
+    filesystem: Any = None
+
+    def remove(self) -> None:
+        if self.filesystem is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        with contextlib.suppress(OSError):  # gone already, or never written
+            self.filesystem.delete_dir(self.path)
+
+
+def train_storage(where: str | None, local: Path, name: str, s3: RegistrySettings) -> TrainStorage:
+    """TANDEM_RAY_STORAGE (``where``) for one run: below s3://BUCKET/PREFIX (reached with the artifact
+    store's endpoint, region and credentials, ``s3``) or a folder, a folder of its own (``name`` and a
+    random suffix); unset: the folder ``local`` (one machine, or a run folder every node mounts)."""
+    if not where:
+        return TrainStorage(str(local))
+    run = f"{name}-{secrets.token_hex(4)}"
+    if not where.startswith("s3://"):
+        if not Path(where).is_absolute():
+            raise ConfigError(f"TANDEM_RAY_STORAGE={where!r}: expected s3://BUCKET/PREFIX or an absolute folder "
+                              "that every node mounts")
+        return TrainStorage(str(Path(where) / run))
+    bucket_prefix = where.removeprefix("s3://").strip("/")
+    if not bucket_prefix:
+        raise ConfigError(f"TANDEM_RAY_STORAGE={where!r} names no bucket: expected s3://BUCKET/PREFIX")
+    return TrainStorage(f"{bucket_prefix}/{run}", s3_filesystem(s3))
+
+
+def s3_filesystem(s3: RegistrySettings) -> Any:
+    """pyarrow's S3 client (Ray Train's storage layer) for the bucket's endpoint, region and credentials as
+    the artifact store reads them (TANDEM_S3_*, else AWS's own chain)."""
+    from pyarrow import fs  # type: ignore[import-untyped]
+
+    options: dict[str, Any] = {"region": s3.s3_region or os.environ.get("AWS_REGION")
+                               or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    endpoint = s3.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if not parts.netloc:
+            raise ConfigError(f"TANDEM_S3_ENDPOINT_URL={endpoint!r}: expected a URL such as http://127.0.0.1:9000")
+        options |= {"endpoint_override": parts.netloc, "scheme": parts.scheme or "https"}
+    if s3.s3_access_key_id:
+        secret = s3.s3_secret_access_key.get_secret_value() if s3.s3_secret_access_key else ""
+        options |= {"access_key": s3.s3_access_key_id, "secret_key": secret}
+    return fs.S3FileSystem(**options)

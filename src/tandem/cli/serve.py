@@ -121,9 +121,12 @@ def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replic
     if workers != 1:
         raise ConfigError("--workers is for uvicorn; with --ray, ask for --replicas (or --autoscale)")
     require_ray()
-    from tandem.server.ray_serve import Scaling, serve_forever
+    from tandem.server.ray_serve import Scaling, cluster_warnings, serve_forever
 
     scaling = Scaling.parse(replicas, autoscale)
+    if address or settings.ray_address:
+        for problem in cluster_warnings(settings, host):
+            console.print(f"warning: on a cluster of several machines {problem}", highlight=False, markup=False)
     how = (f"{scaling.replicas} replica(s)" if scaling.autoscale is None
            else "autoscaling {}..{} replicas at {:g} requests in flight each".format(*scaling.autoscale))
     console.print(f"starting Ray Serve for the registry at {settings.registry_location} ({how}, "
