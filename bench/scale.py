@@ -13,9 +13,28 @@
     driven by bench/serving/loadgen.py (closed loop, keep-alive, OIP v2 binary, one LFW photo per
     request, pre-encoded).
 
+(c) ``--only multi_node`` (or ``--parts multi_node``): a real cluster of Ray nodes, each its own `ray start`
+    process tree pinned to a core of its own (tandem.testing.ray_nodes: the head on core 0, a second
+    node on core 1), the registry on PostgreSQL, artifacts and Ray Train's checkpoints in an S3 bucket
+    (moto's server), rate limits in Redis. One node (the head alone, one core) against two:
+    `tandem train --workers 1|2 --address HEAD` (``train_ips``), the 1-worker run's bundle served by
+    `tandem serve --ray --replicas 1|2 --address HEAD` with one replica per node and HAProxy on the head
+    (``serve_rps``), then the second node killed (SIGKILL to every process it runs) while 8 clients
+    keep sending: ``failed_requests_on_node_kill`` and ``recovery_s`` (from the kill to the answer of
+    the last failed request). The load generator and the kill clients are not pinned: they share both
+    cores with the nodes, in both cases. PostgreSQL: TANDEM_BENCH_POSTGRES_URL (default the tests'
+    postgresql+psycopg://postgres@127.0.0.1:5432/test, in a schema of its own, dropped after); Redis:
+    TANDEM_BENCH_REDIS_URL (default redis://127.0.0.1:6379/0).
+
+(d) ``--only managed_training``: the same training through Tandem's own training service (`tandem train
+    --remote` → a Ray Job on a head started here that trains, exports and pushes) against the plain CLI doing
+    the same (train, export, push): ``submit_to_first_epoch_s``, ``end_to_end_s``, ``overhead_vs_local_train``
+    (target 0.15). bench/scale_managed.py says how.
+
 Writes bench/results/scale.json (``train_ips`` = {local, ray1, ray2}, ``serve_rps`` = {plain, ray1,
-ray2}, and the detail of every cell) and prints a table. The machine may be shared: every cell
-records the load average around it.
+ray2}, ``multi_node``, and the detail of every cell) and prints a table; the keys a run does not
+measure are kept from the file as it was (written whole, atomically). The machine may be shared: every
+cell records the load average around it.
 
 With --device cuda, (a) runs on the GPU (Ray workers reserve one GPU each) and the results name the
 card; (b) is skipped.
@@ -24,21 +43,28 @@ card; (b) is skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import pickle
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tandem.testing.processes import free_port, stop
+from tandem import atomic
+from tandem.testing.processes import free_port, stop, until
 from tandem.testing.served import wait_ready
 
 HERE = Path(__file__).resolve().parent
@@ -56,12 +82,13 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def train_cell(mode: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
+def train_cell(mode: str, args: argparse.Namespace, env: dict[str, str], flags: list[str] | None = None) -> dict:
     out = WORK / f"run-{mode}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [str(TANDEM), "train", "--data", "lfw", "--min-faces", str(args.min_faces), "--stem-stride", "2",
            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--val-fraction", "0", "--seed", "0",
-           "--device", args.device, "--out", str(out), "--json", *TRAIN_MODES[mode]]
+           "--device", args.device, "--out", str(out), "--json", *(TRAIN_MODES[mode] if flags is None else flags),
+           *(["--subset", str(args.subset)] if args.subset else [])]
     if args.device == "cuda" and mode != "local":
         cmd += ["--gpus-per-worker", "1"]
     load0, t0 = load(), time.perf_counter()
@@ -118,13 +145,20 @@ def requests_file(images: np.ndarray, port: int, key: str, model: str) -> Path:
 
 
 def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images: np.ndarray, key: str,
-               model: str) -> dict:
+               model: str, flags: list[str] | None = None, then: Callable[[str], Any] | None = None,
+               before: Callable[[], Any] | None = None) -> dict:
+    """``before()``: run once the server answers, before the load; ``then(url)``: run after the load, while the
+    server still runs; its result is the cell's "then"."""
     port = free_port()
-    cmd = [str(TANDEM), "serve", "--port", str(port), "--log-level", "warning", *SERVE_MODES[mode]]
+    cmd = [str(TANDEM), "serve", "--port", str(port), "--log-level", "warning",
+           *(SERVE_MODES[mode] if flags is None else flags)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    after = None
     try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=180)
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=300)
+        if before is not None:
+            before()
         ready_s = time.perf_counter() - t0
         load0 = load()
         lg = subprocess.run([sys.executable, str(LOADGEN), "--requests", str(requests_file(images, port, key, model)),
@@ -134,11 +168,236 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
         if lg.returncode != 0:
             raise SystemExit(f"loadgen failed: {lg.stderr[-2000:]}")
         result = json.loads(lg.stdout.strip().splitlines()[-1])
+        load1 = load()
+        if then is not None:
+            after = then(f"http://127.0.0.1:{port}")
     finally:
         stop(proc, grace_s=60)
-    return {"command": " ".join(cmd[1:]), "ready_s": round(ready_s, 1), "rps": result["rps"],
+    cell = {"command": " ".join(cmd[1:]), "ready_s": round(ready_s, 1), "rps": result["rps"],
             "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
-            "statuses": result["statuses"], "load_before": load0, "load_after": load()}
+            "statuses": result["statuses"], "client_cpu_share": result.get("client_cpu_share"),
+            "load_before": load0, "load_after": load1}
+    return {**cell, "then": after} if then is not None else cell
+
+
+# --- (c) several Ray nodes ----------------------------------------------------------------------------
+REPLICA = "ServeReplica:tandem:TandemServer"
+KILL_CLIENTS = 8
+
+
+@contextlib.contextmanager
+def shared_state() -> Iterator[dict[str, str]]:
+    """What every node shares, as TANDEM_* variables: the registry in a PostgreSQL schema of its own, artifacts
+    in a bucket of moto's S3 server (and Ray Train's checkpoints under another prefix of it), rate limits in
+    Redis. Dropped and stopped after."""
+    import redis
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from tandem.testing.s3 import s3_server
+
+    pg = os.environ.get("TANDEM_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    redis_url = os.environ.get("TANDEM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as e:
+        raise SystemExit(f"multi_node needs Redis at {redis_url} (TANDEM_BENCH_REDIS_URL): {e}") from None
+    schema = f"bench_{secrets.token_hex(4)}"
+    admin = create_engine(pg, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as c:
+            c.execute(text(f"CREATE SCHEMA {schema}"))
+    except OperationalError as e:
+        raise SystemExit(f"multi_node needs PostgreSQL at {pg} (TANDEM_BENCH_POSTGRES_URL): {e.orig}") from None
+    url = make_url(pg).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    try:
+        with s3_server() as s3:
+            bucket = s3.new_bucket("scale")
+            yield {"TANDEM_DATABASE_URL": url, "TANDEM_REDIS_URL": redis_url, **s3.env(bucket, "objects"),
+                   "TANDEM_RAY_STORAGE": f"s3://{bucket}/ray-train"}
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def cluster(nodes: int, root: Path) -> Iterator[Any]:
+    """A head (core 0) and ``nodes`` - 1 more nodes (cores 1, …), one CPU each, each with its own Tandem home
+    and HAProxy files (tandem.testing.ray_nodes)."""
+    from tandem.server.ray_serve import haproxy_env
+    from tandem.settings import RaySettings
+    from tandem.testing.ray_nodes import ray_nodes
+
+    token = secrets.token_hex(3)
+    bases: list[Path] = []
+
+    def node_env(name: str) -> dict[str, str]:
+        home = root / f"home-{name}"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        bases.append(Path("/tmp") / f"thap-{token}-{name}")
+        return {"TANDEM_HOME": str(home), **haproxy_env(RaySettings(), drain_s=1.0, base=bases[-1])}
+
+    try:
+        with ray_nodes(workers=nodes - 1, node_env=node_env) as c:
+            if any(n.core is None for n in c.nodes):
+                raise SystemExit(f"multi_node pins each node to a core of its own: {nodes} node(s) need {nodes} "
+                                 f"cores (and taskset), this process may use {len(os.sched_getaffinity(0))}")
+            yield c
+    finally:
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def kill_under_load(nodes: Any, url: str, request: tuple[str, bytes, dict[str, str]], settle_s: float = 2.0) -> dict:
+    """KILL_CLIENTS clients in a closed loop; the last node is killed after 3 s; they go on until Ray has
+    declared its replica dead (its node missed its health checks) and Serve has updated HAProxy, and
+    ``settle_s`` more."""
+    import httpx
+
+    log: list[tuple[float, float, int]] = []
+    halt = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=url, headers=request[2], timeout=30) as c:
+            while not halt.is_set():
+                sent = time.monotonic()
+                try:
+                    status = c.post(request[0], content=request[1]).status_code
+                except httpx.TransportError:
+                    status = 0
+                log.append((sent, time.monotonic(), status))
+
+    threads = [threading.Thread(target=client) for _ in range(KILL_CLIENTS)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3.0)
+        victim = nodes.workers[-1]
+        killed_at = nodes.kill(victim)
+        until(lambda: nodes.placement(REPLICA).get(victim.name, 0) == 0, f"Ray to declare {victim.name}'s replica dead",
+              timeout=120, every=0.25)
+        declared = time.monotonic() - killed_at
+        time.sleep(settle_s)
+    finally:
+        halt.set()
+        for t in threads:
+            t.join(30)
+    failed = [(round(sent - killed_at, 3), round(done - killed_at, 3), st) for sent, done, st in log if st != 200]
+    after = [st for sent, _, st in log if sent >= killed_at]
+    return {"requests": len(log), "requests_after_kill": len(after), "failed": len(failed),
+            "failed_fraction": round(len(failed) / max(1, len(log)), 5), "failures": failed[:50],
+            "recovery_s": round(max((done for _, done, _ in failed), default=0.0), 3),
+            "replica_declared_dead_s": round(declared, 2), "clients": KILL_CLIENTS}
+
+
+def multi_node(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """(c): one node against two, for training and serving; a node lost under load."""
+    root = WORK / "multi"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    cells: dict[str, dict] = {}
+    with shared_state() as shared:
+        common = {**env, **shared, "TANDEM_RAY_PROXY_LOCATION": "HeadOnly", "TANDEM_RAY_MAX_REPLICAS_PER_NODE": "1",
+                  "TANDEM_RAY_REPLICA_CPUS": "1", "TANDEM_HOME": str(root / "home-driver")}
+        bundle, model, key, images = None, "", "", np.empty(0)
+        for n in (1, 2):
+            with cluster(n, root / f"nodes-{n}") as nodes:
+                run_env = {**common, **nodes.client_env}
+                address = ["--address", nodes.address]
+                train_rounds = []
+                for r in range(args.rounds):
+                    console.print(f"[bold]multi_node[/] training, {n} node(s), --workers {n} (round {r + 1}/{args.rounds})…")
+                    train_rounds.append(train_cell(f"nodes{n}", args, run_env, ["--workers", str(n), *address]))
+                    console.print(f"  {train_rounds[-1]['ips']} images/s steady, {train_rounds[-1]['wall_s']} s in all")
+                best = max(train_rounds, key=lambda c: c["ips"])
+                cells[f"train_{n}"] = {**best, "rounds": [c["ips"] for c in train_rounds],
+                                       "placement": nodes.placement("RayTrainWorker", state=None)}
+                if bundle is None:  # the bundle of the 1-node run, pushed to the shared registry once
+                    bundle = root / "bundle"
+                    subprocess.run([str(TANDEM), "export", str(WORK / "run-nodes1"), "--out", str(bundle), "--formats",
+                                    "onnx"], env=run_env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    from tandem.bundle import Bundle
+
+                    model = Bundle.load(bundle).manifest.name
+                    subprocess.run([str(TANDEM), "push", str(bundle)], env=run_env, check=True, stdout=subprocess.DEVNULL)
+                    key = json.loads(subprocess.run([str(TANDEM), "keys", "create", "--scope", "predict", "--json"],
+                                                    env=run_env, check=True, capture_output=True, text=True).stdout)["key"]
+                    images = photos(bundle, 64)
+                # --host 0.0.0.0: replicas listen where the ingress does; HAProxy reaches node1's at its address.
+                flags = ["--ray", "--replicas", str(n), *address, "--host", "0.0.0.0"]
+                serve_rounds = []
+                for r in range(args.rounds):
+                    last = n == 2 and r == args.rounds - 1
+                    console.print(f"[bold]multi_node[/] serving, {n} node(s), --replicas {n} (round {r + 1}/{args.rounds})"
+                                  f"{', then node1 killed under load' if last else ''}…")
+
+                    then = functools.partial(check_then_kill, nodes=nodes,
+                                             kill=kill_request(images[0], key, model) if last else None)
+                    cell = serve_cell(f"nodes{n}", args, run_env, images, key, model, flags, then,
+                                      functools.partial(all_replicas_serving, nodes, n))
+                    serve_rounds.append(cell)
+                    console.print(f"  {cell['rps']} answers/s, p99 {cell['p99_ms']} ms")
+                best = max(serve_rounds, key=lambda c: c["rps"])
+                cells[f"serve_{n}"] = {**best, "rounds": [c["rps"] for c in serve_rounds]}
+                if n == 2:
+                    cells["node_kill"] = serve_rounds[-1]["then"]["kill"]
+    kill = cells["node_kill"]
+    t1, t2 = cells["train_1"]["ips"], cells["train_2"]["ips"]
+    s1, s2 = cells["serve_1"]["rps"], cells["serve_2"]["rps"]
+    return {
+        "serve_rps": {"1": s1, "2": s2}, "serve_ratio_2_vs_1": round(s2 / s1, 3),
+        "failed_requests_on_node_kill": kill["failed"], "requests_during_node_kill": kill["requests"],
+        "recovery_s": kill["recovery_s"],
+        "train_ips": {"1": t1, "2": t2}, "train_ratio_2_vs_1": round(t2 / t1, 3),
+        # Amdahl with two points (what `tandem advise --training` reads): s = 2 / S2 - 1.
+        "train_serial_fraction": round(min(1.0, max(0.0, 2.0 / (t2 / t1) - 1.0)), 4),
+        "cores": {"head": 0, "node1": 1, "load generator and kill clients": "not pinned (both cores)",
+                  "head also runs": "Ray's GCS, dashboard and Serve controller, and HAProxy (the ingress)"},
+        "shared_state": "registry PostgreSQL, artifacts and Ray Train checkpoints S3 (moto), rate limits Redis",
+        "cells": cells,
+    }
+
+
+def all_replicas_serving(nodes: Any, n: int) -> None:
+    """Until Serve runs ``n`` replicas and HAProxy sends to all of them (it hears of a new one in its own time)."""
+    until(lambda: nodes.serve_replicas("tandem", "TandemServer").get("RUNNING") == n, f"{n} replicas running", 300, 0.5)
+    until(lambda: len(nodes.haproxy_replicas()) == n, f"HAProxy to send to {n} replicas", 120, 0.25)
+
+
+def check_then_kill(url: str, nodes: Any, kill: tuple[str, bytes, dict[str, str]] | None) -> dict:
+    """After a serve cell's load: one replica on each node (or the cell is void), and with ``kill`` the last
+    node killed under load."""
+    placed = nodes.placement(REPLICA)
+    if placed != {node.name: 1 for node in nodes.nodes}:
+        raise SystemExit(f"one replica on each of {len(nodes.nodes)} node(s) expected; Ray placed them so: {placed}")
+    return {"placement": placed, **({"kill": kill_under_load(nodes, url, kill)} if kill else {})}
+
+
+def kill_request(image: np.ndarray, key: str, model: str) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of an OIP v2 binary request for one photo, as the load generator sends."""
+    raw = np.ascontiguousarray(image, np.uint8).tobytes()
+    head = json.dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, *image.shape],
+                                   "parameters": {"binary_data_size": len(raw)}}]}, separators=(",", ":")).encode()
+    return (f"/v2/models/{model}/infer", head + raw,
+            {"authorization": f"Bearer {key}", "content-type": "application/octet-stream",
+             "inference-header-content-length": str(len(head))})
+
+
+def write_results(path: Path, result: dict) -> dict:
+    """``result`` over what ``path`` held (keys this run did not measure stay), written atomically."""
+    old: dict = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{path} is not JSON ({e}); move it away and run again") from None
+    merged = {**old, **result}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, json.dumps(merged, indent=2) + "\n")
+    return merged
 
 
 def main() -> None:
@@ -148,10 +407,15 @@ def main() -> None:
     p.add_argument("--min-faces", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--subset", type=float, help="train on this fraction of the photos (a smoke run)")
     p.add_argument("--rounds", type=int, default=2,
                    help="run the three trainings (and servers) this many times, interleaved, keeping each one's best")
     p.add_argument("--bundle", type=Path, help="serve this bundle (default: the one exported from the 2-worker run)")
-    p.add_argument("--parts", default="train,serve", help="train, serve or both (serve alone needs --bundle)")
+    p.add_argument("--parts", default="train,serve",
+                   help="train, serve, multi_node, managed_training, comma-separated (serve alone needs --bundle)")
+    p.add_argument("--only", choices=["multi_node", "managed_training"],
+                   help="this part alone (the same as --parts PART)")
+    p.add_argument("--managed-epochs", type=int, default=5, help="managed_training: epochs of the compared training")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds of load per server")
     p.add_argument("--out", type=Path, default=RESULTS / "scale.json")
@@ -167,13 +431,16 @@ def main() -> None:
     for var in ("TANDEM_DATABASE_URL", "TANDEM_REDIS_URL", "TANDEM_RAY_ADDRESS"):
         env.pop(var, None)
 
-    parts = set(args.parts.split(","))
+    parts = {args.only} if args.only else set(args.parts.split(","))
+    if unknown := parts - {"train", "serve", "multi_node", "managed_training"}:
+        raise SystemExit(f"--parts: no part {', '.join(sorted(unknown))} (train, serve, multi_node, managed_training)")
     if args.device == "cuda":
-        parts.discard("serve")
+        parts -= {"serve", "multi_node", "managed_training"}
     if "serve" in parts and "train" not in parts and args.bundle is None:
         raise SystemExit("--parts serve needs --bundle (without training there is no run to export)")
-    result: dict = {"machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-                                "python": platform.python_version()}, "device": args.device}
+    machine = {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+               "python": platform.python_version()}
+    result: dict = {"machine": machine, "device": args.device} if parts & {"train", "serve"} else {}
     if args.device == "cuda":
         import torch
 
@@ -223,8 +490,32 @@ def main() -> None:
         result["serve_rps"] = {m: c["rps"] for m, c in serve.items()}
         result["serve_ratio_ray1_vs_plain"] = round(serve["ray1"]["rps"] / serve["plain"]["rps"], 3)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if "multi_node" in parts:
+        result["multi_node"] = {"machine": machine, "epochs": args.epochs, "concurrency": args.concurrency,
+                                "duration_s": args.duration, **multi_node(args, env)}
+    if "managed_training" in parts:
+        from scale_managed import managed_training  # bench/, beside this script
+
+        result["managed_training"] = {"machine": machine, **managed_training(
+            WORK / "managed", args.min_faces, 2 if args.quick else args.managed_epochs, args.batch_size, args.rounds,
+            env, console.print, args.subset)}
+    write_results(args.out, result)
+    if "managed_training" in parts:
+        mt = result["managed_training"]
+        console.print(f"managed_training: first epoch {mt['submit_to_first_epoch_s']} s after submitting, pushed after "
+                      f"{mt['end_to_end_s']} s; the same locally (train, export, push) {mt['local_pipeline_s']} s: "
+                      f"overhead {mt['overhead_vs_local_train']:.1%} (target ≤ {mt['target']:.0%})  →  {args.out}")
+        if not parts & {"train", "serve", "multi_node"}:
+            return
+    if "multi_node" in parts:
+        m = result["multi_node"]
+        console.print(f"multi_node: serving {m['serve_rps']['1']} → {m['serve_rps']['2']} answers/s on 1 → 2 nodes "
+                      f"({m['serve_ratio_2_vs_1']}×); training {m['train_ips']['1']} → {m['train_ips']['2']} images/s "
+                      f"({m['train_ratio_2_vs_1']}×); node killed: {m['failed_requests_on_node_kill']} of "
+                      f"{m['requests_during_node_kill']} requests failed, all answered again after "
+                      f"{m['recovery_s']} s  →  {args.out}")
+        if not parts & {"train", "serve"}:
+            return
     table = Table(title=f"bench/scale on {result['machine']['cpus']} CPUs ({args.device}"
                         f"{', ' + result['gpu'] if result.get('gpu') else ''})")
     for col in ("path", "train images/s (steady)", "train wall s", f"serve answers/s @{args.concurrency}", "p99 ms",

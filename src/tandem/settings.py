@@ -83,6 +83,24 @@ class ServerSettings(BaseModel):
         "one client's slow requests cannot take every slot. Behind a proxy, set TANDEM_TRUSTED_PROXIES, or every "
         "client shares the proxy's address and its share.",
     )
+    # --- steady tails under load (docs/serving.md, "Limits") ---------------------------------------
+    max_in_flight_ota: int = Field(
+        default=0, ge=0, le=100_000,
+        description="Of TANDEM_MAX_IN_FLIGHT, the slots of device traffic (/v1/ota/..., /v1/devices): at most "
+        "this many such requests in flight, and the other requests (inference, the rest) at most the remainder, "
+        "so a burst of downloads (each holds its slot while it streams) cannot starve inference, nor inference "
+        "the fleet's updates. 0: a quarter of TANDEM_MAX_IN_FLIGHT (at least 1); at most TANDEM_MAX_IN_FLIGHT - 1 "
+        "(the other requests keep a slot; with TANDEM_MAX_IN_FLIGHT=1 both kinds share the one).",
+    )
+    max_queue_ms: float = Field(
+        default=100.0, ge=0, le=600_000,
+        description="The most a request may wait in its model's queue (after its body was read, before its model "
+        "call): one that waited longer is answered 503 with Retry-After instead of being run late, and a new "
+        "one is refused at once when the queue ahead of it (rows / the model's measured rows per second) would "
+        "take longer. Never less than two of the model's own call times (a slow model is not refused for the "
+        "call in progress). 100 ms: ten or more full batches of a small model on 2 cores, and half the soak's "
+        "first-minute p99, so a request let through still ends near it. 0: no limit (only the request timeout).",
+    )
     max_connections: int = Field(
         default=4096, ge=16, le=1_000_000,
         description="Open connections a server worker keeps (also capped by its file-descriptor limit, less "
@@ -176,6 +194,21 @@ class ServerSettings(BaseModel):
         "used one no alias points to (a request naming old versions one by one cannot fill the memory).",
     )
     access_log: bool = Field(default=True, description="One JSON line per request on stderr (never the API key).")
+    # --- managed training (POST /v1/trainings, docs/scale.md) -------------------------------------
+    training_max_dataset_bytes: int = Field(
+        default=4 << 30, ge=1024, le=1 << 40,
+        description="Managed training: the most bytes a dataset archive may be uploaded as, and unpack to "
+        "(larger: 413 or 400 before anything is stored).",
+    )
+    training_max_dataset_entries: int = Field(
+        default=200_000, ge=10, le=10_000_000,
+        description="Managed training: the most entries (photos and folders) a dataset archive may hold.",
+    )
+    training_upload_timeout_s: float = Field(
+        default=3600.0, gt=0, le=86_400,
+        description="Managed training: how long an upload (reading, checking and storing the archive, submitting "
+        "the job) may take, in place of TANDEM_REQUEST_TIMEOUT_S.",
+    )
 
     def rate_for(self, scope: str, registered_device: bool = False) -> tuple[float, int]:
         """(requests/s, burst) of the token bucket for a key of this scope, or for one registered device."""
@@ -340,10 +373,46 @@ class RaySettings(BaseModel):
         "HTTP themselves - instead of Ray's Python proxy, which measured here cost 4 ms of CPU per request and "
         "a quarter of the throughput. On a cluster of your own, set those at `ray start`.",
     )
+    ray_jobs_address: str | None = Field(
+        default=None,
+        description="Managed training (POST /v1/trainings): the Ray cluster's job submission API, its dashboard's "
+        "address (http://head:8265), to which `tandem serve` submits each training as a Ray Job. Unset: managed "
+        "training is off (503).",
+    )
+    ray_jobs_token: SecretStr | None = Field(
+        default=None,
+        description="Managed training: the Ray cluster's authentication token (Ray's token auth: `ray get-auth-token` "
+        "on the head), sent to its job API as 'Authorization: Bearer TOKEN'. Unset: Ray's own (RAY_AUTH_MODE=token "
+        "with RAY_AUTH_TOKEN or ~/.ray/auth_token), else none.",
+    )
+    ray_jobs_python: str = Field(
+        default="python", min_length=1, max_length=1000,
+        description="Managed training: the Python, on the Ray cluster's nodes, that has Tandem installed and runs "
+        "a training job (`PYTHON -m tandem run-training-job ...`); a name on the nodes' PATH or an absolute path.",
+    )
     ray_max_ongoing_requests: int = Field(
         default=64, ge=1, le=10_000,
         description="Requests a Ray Serve replica takes at once (Ray's default, 5, would starve Tandem's "
         "dynamic batching); more wait in Ray Serve's proxy.",
+    )
+    ray_max_replicas_per_node: int = Field(
+        default=0, ge=0, le=100,
+        description="Most Ray Serve replicas on one node (Ray's max_replicas_per_node): 1 puts each replica on a "
+        "node of its own, so losing a node loses one replica. 0: no limit (Ray Serve spreads replicas anyway where "
+        "it can; the CPUs each reserves, TANDEM_RAY_REPLICA_CPUS, decide how many fit a node).",
+    )
+    ray_proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode",
+        description="Where Ray Serve runs its HTTP ingress (HAProxy, or Ray's proxy) when `tandem serve --ray` "
+        "starts Serve on a cluster: EveryNode (a load balancer in front of the nodes), or HeadOnly (one ingress, on "
+        "the head; also where several nodes share one machine's ports, as in the tests).",
+    )
+    ray_storage: str | None = Field(
+        default=None,
+        description="`tandem train --workers` on a cluster: where Ray Train keeps a run's checkpoints while it runs, "
+        "reachable from every node: s3://BUCKET/PREFIX (with the endpoint and credentials of TANDEM_ARTIFACTS: "
+        "TANDEM_S3_*), or a folder every node mounts. Unset: <out>/ray, so --out must then be on storage every "
+        "node sees. Each run takes a folder of its own below it, removed when the run ends.",
     )
 
 

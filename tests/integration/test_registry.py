@@ -129,6 +129,20 @@ def test_aliases_resolve_and_roll_back(reg, bundles):
             reg.set_alias("faces", bad, 1)
 
 
+def test_a_push_with_an_alias_moves_it_in_the_same_transaction(reg, bundles):
+    """What a managed training does (POST /v1/trainings): the version and its alias appear together or not at all."""
+    with pytest.raises(InvalidRequest, match="alias"):
+        reg.push(bundles[0], alias="Production")
+    assert reg.models() == []  # refused before anything was recorded
+    v = reg.push(bundles[0], alias="production")
+    assert v.aliases == ("production",) and reg.resolve("faces", None).version == 1
+    gen = reg.generation()
+    reg.push(bundles[1], alias="production")
+    assert reg.resolve("faces", "production").version == 2
+    assert reg.generation() == gen + 1  # one transaction: servers see the version and the move at once
+    assert reg.rollback("faces", "production").version == 1  # recorded as any move is
+
+
 def test_unknown_names_say_what_exists(reg, bundles):
     with pytest.raises(NotFound, match=r"no model named 'faces' in the registry \(models: none\)"):
         reg.resolve("faces", None)
@@ -252,7 +266,7 @@ def test_keys_create_verify_revoke(reg):
     assert reg.verify_key(admin_token) is not None
     with pytest.raises(NotFound, match="no API key with id 'nope'; `tandem keys list`"):
         reg.revoke_key("nope")
-    with pytest.raises(InvalidRequest, match="scope 'root' is not one of predict, device, admin"):
+    with pytest.raises(InvalidRequest, match="scope 'root' is not one of predict, device, train, admin"):
         reg.create_key("root")
     # Only a hash of the secret is stored.
     with reg.db.engine.connect() as c:

@@ -15,7 +15,9 @@ from tandem.server.connections import ConnectionLimits, protocol
 from tandem.settings import OtaSettings, RaySettings, RegistrySettings, ServerSettings, Settings
 
 SRC = Path(tandem.__file__).parent
-ROOTS = {"cli", "server/app.py", "settings.py"}  # the CLI commands, create_app, and get_settings itself
+# The CLI commands, create_app, Ray Serve's application builder (ray_serve.app, for a Serve config), and
+# get_settings itself.
+ROOTS = {"cli", "server/app.py", "server/ray_serve.py", "settings.py"}
 
 
 def _nodes_outside(roots: set[str]) -> Iterator[tuple[str, ast.AST]]:

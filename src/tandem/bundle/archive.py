@@ -9,6 +9,9 @@ that really come out of each entry are cut off past the manifest's size while th
 since a zip can lie about them (the manifest itself and the signature have fixed caps). Extraction
 writes into a staging folder beside the target and renames it into place only once the bundle
 verifies, so a refused archive leaves nothing behind.
+
+The rules for one entry (``member_name``, ``check_zip_member``) are public: a training dataset
+uploaded as a zip (tandem.data.archive) is held to the same ones.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from tandem import atomic
 from tandem.bundle.manifest import MANIFEST, UNHASHED, Bundle
-from tandem.errors import BundleError
+from tandem.errors import BundleError, TandemError
 
 SUFFIX = ".tandem"
 # Far above any bundle Tandem writes (a few MB to a few hundred), far below a full disk.
@@ -35,7 +38,7 @@ SIGNATURE = "signature"
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # What zipfile and zlib raise on a damaged archive.
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError)
 
 
 def pack(bundle_dir: Path, out: Path) -> Path:
@@ -56,25 +59,29 @@ def pack(bundle_dir: Path, out: Path) -> Path:
     return out
 
 
-def _check_name(name: str) -> str:
-    """``name`` as a relative POSIX path inside the bundle, or BundleError."""
+def member_name(name: str, inside: str = "the bundle", error: type[TandemError] = BundleError) -> str:
+    """``name`` as a relative POSIX path inside the archive's folder (``inside``, for the message), or
+    ``error``: no ``..``, no absolute or drive path, no backslash, no empty part."""
     parts = name.split("/")
     if (not name or "\\" in name or "\0" in name or name.startswith("/") or _DRIVE.match(name)
             or any(p in ("", ".", "..") for p in parts)):
-        raise BundleError(f"archive entry {name!r} is not a plain relative path inside the bundle; refusing the archive")
+        raise error(f"archive entry {name!r} is not a plain relative path inside {inside}; refusing the archive")
     return str(PurePosixPath(name))
 
 
-def _check_entry(info: zipfile.ZipInfo) -> None:
+def check_zip_member(info: zipfile.ZipInfo, error: type[TandemError] = BundleError) -> None:
+    """A zip entry that is a plain file, neither encrypted nor compressed by an exotic method, or ``error``."""
     mode = info.external_attr >> 16
     if info.flag_bits & 0x1:
-        raise BundleError(f"archive entry {info.filename!r} is encrypted; Tandem archives are not")
-    if mode and not stat.S_ISREG(mode):
-        raise BundleError(f"archive entry {info.filename!r} is not a regular file (a link or a device); "
-                          "refusing the archive")
+        raise error(f"archive entry {info.filename!r} is encrypted; Tandem archives are not")
+    # Type bits of a link, folder or device refuse it; none at all (only permissions, as Python's writestr and
+    # Windows tools write) is a plain file.
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+        raise error(f"archive entry {info.filename!r} is not a regular file (a link or a device); "
+                    "refusing the archive")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise BundleError(f"archive entry {info.filename!r} uses compression method {info.compress_type}; "
-                          "Tandem archives are stored or deflated")
+        raise error(f"archive entry {info.filename!r} uses compression method {info.compress_type}; "
+                    "Tandem archives are stored or deflated")
 
 
 def _entries(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
@@ -86,10 +93,10 @@ def _entries(zf: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
     files: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
         if info.filename.endswith("/") and info.file_size == 0:
-            _check_name(info.filename.rstrip("/"))
+            member_name(info.filename.rstrip("/"))
             continue
-        name = _check_name(info.filename)
-        _check_entry(info)
+        name = member_name(info.filename)
+        check_zip_member(info)
         if name in files:
             raise BundleError(f"archive entry {name!r} appears twice; refusing the archive")
         files[name] = info
@@ -172,7 +179,7 @@ def unpack(archive: Path, dest: Path, max_bytes: int = MAX_BYTES) -> Bundle:
         raise
     except FileNotFoundError as e:
         raise BundleError(f"{archive}: no such archive") from e
-    except _ZIP_ERRORS as e:
+    except ZIP_ERRORS as e:
         raise BundleError(f"{archive}: not a readable {SUFFIX} archive ({type(e).__name__}: {e}); "
                           "copy it again") from e
     except OSError as e:  # a damaged archive's offsets, or a folder that cannot be written (a full disk)

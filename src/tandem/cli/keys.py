@@ -24,6 +24,7 @@ app.add_typer(signing_app, name="signing")
 class ScopeChoice(StrEnum):
     predict = "predict"
     device = "device"
+    train = "train"
     admin = "admin"
 
 
@@ -61,7 +62,7 @@ def _summary(info: KeyInfo) -> str:
 
 @app.command()
 def create(
-    scope: Annotated[ScopeChoice, typer.Option(help="predict: inference routes; device: OTA downloads; admin: everything.")],
+    scope: Annotated[ScopeChoice, typer.Option(help="predict: inference routes; device: OTA downloads; train: managed training (POST /v1/trainings); admin: everything.")],
     label: Annotated[str, typer.Option(help="A note saying whose key this is.")] = "",
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Device keys: a model this key, and every device registered with it, may see over the air "

@@ -14,6 +14,7 @@ from tandem.cli import advise as advise_cli
 from tandem.cli import ota as ota_cli
 from tandem.cli import registry as registry_cli
 from tandem.cli import serve as serve_cli
+from tandem.cli import training_job as training_job_cli
 from tandem.cli.celebmatch import app as celebmatch_app
 from tandem.cli.data import app as data_app
 from tandem.cli.devices import app as devices_app
@@ -63,7 +64,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also pr
 def train(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(help="A folder with one sub-folder per class, or 'lfw' (TANDEM_DATA_HOME).")],
-    out: Annotated[Path, typer.Option(help="Run folder for checkpoints, plots and metrics.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder for checkpoints, plots and metrics (required, but with --remote).")] = None,
     min_faces: Annotated[int | None, typer.Option(help="Keep only classes with at least this many images (default: 20 for lfw, 1 for a folder).")] = None,
     subset: Annotated[float, typer.Option(help="Use this fraction of each class (try the pipeline small first).")] = 1.0,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training images (the learning-rate schedule spans them all).")] = 30,
@@ -92,10 +93,22 @@ def train(
     content_weight: Annotated[float, typer.Option(min=0.0, help="stylize --style-image: weight of the content loss (more: more of the photo's shapes).")] = 1.0,
     photo_size: Annotated[int, typer.Option(min=32, max=1024, help="stylize: photos are centre-squared to this side; the teacher works on them whole.")] = 256,
     crop: Annotated[int, typer.Option(min=16, max=1024, help="stylize: side of the random training crops.")] = 128,
+    remote: Annotated[str | None, typer.Option(help="Train on your training service instead (a `tandem serve` with TANDEM_RAY_JOBS_ADDRESS, docs/scale.md): pack and upload --data, follow the Ray Job it runs, print the version it pushes into that registry. A classifier; no --out.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TANDEM_API_KEY", help="With --remote: an API key with scope train (or admin).")] = None,
+    alias: Annotated[str | None, typer.Option(help="With --remote: point this alias (e.g. production) at the pushed version, in the same transaction as the push.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Print no progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train an image classifier / face-embedding network / image effect on your data."""
+    if remote is not None:
+        _train_remote(ctx, remote, api_key, data, name, alias, subset, epochs, batch_size, lr, device, seed, val_fraction,
+                      stem_stride, workers, gpus_per_worker, not no_progress and not json_out, json_out)
+        return
+    if alias is not None:
+        raise ConfigError("--alias is for --remote (a local run is pushed with `tandem push`, then `tandem alias`)")
+    if out is None:
+        raise ConfigError("--out is required: the run folder for checkpoints, plots and metrics (or train on your "
+                          "training service with --remote URL)")
     if task == "stylize":
         if workers is not None or objective != "classify" or teacher != "none":
             raise ConfigError("--task stylize trains on one machine from its --teacher-effect, --style-image or "
@@ -156,7 +169,7 @@ def train(
 
             settings = get_settings()
             result = train_on_ray(cfg, RayOptions(workers, address, gpus_per_worker), settings.ray, settings.data_home,
-                                  resume=resume, show_progress=show)
+                                  resume=resume, show_progress=show, s3=settings.registry)
     except KeyboardInterrupt:
         raise stopped_training(ctx, out, epochs) from None
     summary = {"run_dir": str(result.run_dir), "epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -171,6 +184,40 @@ def train(
                   f"(epoch {result.best_epoch})")
     console.print(f"run folder: {out}  (checkpoint.pt, best.pt, curves.png, confusion.png)", markup=False,
                   highlight=False)
+
+
+REMOTE_REFUSES = ("min_faces", "stop_after", "resume", "address", "objective", "teacher", "backbone", "size",
+                  "region_views", "max_images", "task", "teacher_effect", "style_image", "out")
+
+
+def _train_remote(ctx: typer.Context, url: str, api_key: str | None, data: str, name: str | None, alias: str | None,
+                  subset: float, epochs: int, batch_size: int, lr: float, device: str, seed: int, val_fraction: float,
+                  stem_stride: int, workers: int | None, gpus: float, show: bool, json_out: bool) -> None:
+    from tandem.cli.remote import check_spec, train_remote
+    from tandem.protocol.training import TrainingSpec
+
+    given = [o for o in REMOTE_REFUSES if _given(ctx, o)]
+    if given:
+        raise ConfigError(f"--remote trains a classifier as the training service takes it (docs/scale.md): drop "
+                          f"--{given[0].replace('_', '-')}")
+    spec = check_spec(TrainingSpec(name=name or name_from_folder(Path(data)), alias=alias, epochs=epochs, subset=subset,
+                                   batch_size=batch_size, lr=lr, seed=seed, val_fraction=val_fraction,
+                                   stem_stride=stem_stride, workers=workers or 1,
+                                   gpus=gpus or (1.0 if device == "cuda" else 0.0)))
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    try:
+        summary = train_remote(url, api_key, data, spec, show, verbose)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if json_out:
+        print_json(summary)
+        return
+    to = f" and pointed {summary['alias']} at it" if summary["alias"] else ""
+    best = summary["best_val_top1"]
+    console.print(f"[bold green]pushed[/] {summary['name']} version {summary['version']}{to} (training "
+                  f"{summary['training']}, {summary['epochs']} epochs, "
+                  f"{'best validation top-1 ' + format(best, '.3f') + ', ' if best is not None else ''}"
+                  f"{summary['seconds']['total']:.0f}s)", highlight=False)
 
 
 def _train_stylize(ctx: typer.Context, data: str, out: Path, name: str | None, subset: float, max_images: int | None,
@@ -243,7 +290,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced atomically).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the run's).")] = None,
     split: Annotated[list[int] | None, typer.Option(help="Also cut the model into head_K/tail_K for split inference (repeatable; `tandem split BUNDLE` lists the Ks).")] = None,
-    formats: Annotated[str | None, typer.Option(help="Formats to write, comma-separated: onnx (always written), litert (fp32 and int8 .tflite; or litert-fp32, litert-int8), executorch (fp32 and int8 .pte), each checked against PyTorch on real photos; coreml (fp16 .mlpackage, zipped; its spec checked: Core ML runs only on Apple's systems). Default: every format whose converter is installed (make install: all) that supports the model.")] = None,
+    formats: Annotated[str | None, typer.Option(help="Formats to write, comma-separated: onnx (always written), litert (fp32 and int8 .tflite; or litert-fp32, litert-int8), executorch (fp32 and int8 .pte), each checked against PyTorch on real photos; coreml (fp16 .mlpackage, zipped; its spec checked: Core ML runs only on Apple's systems). Default: for a classifier, every format whose converter is installed (make install: all); a face embedding gets its variants (litert-fp32, executorch-fp32, coreml) only when named here.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a trained run to a bundle: fp32 ONNX, static int8 ONNX, LiteRT, ExecuTorch and Core ML variants, manifest with metrics."""
@@ -402,6 +449,8 @@ def demo(
 
 # push, pack, models, versions (list, archive, unarchive, delete), alias, rollback, gc
 registry_cli.register(app)
+# run-training-job (hidden): what a managed training's Ray Job runs
+training_job_cli.register(app)
 serve_cli.register(app)
 # release, releases, release-halt, release-rollback, pin, unpin
 ota_cli.register(app)

@@ -9,6 +9,7 @@
 - ``status``: HTTP statuses ↔ TandemErrors;
 - ``jsonbody``: JSON with orjson where installed (the server), the standard library otherwise (a device).
 - ``origins``: the origin (scheme, host, port) of an OTA download URL, as signed payloads name them.
+- ``training``: managed training (POST /v1/trainings): the spec, the job's event lines, server-sent events.
 
 No HTTP library, no web framework, no torch: the server's routes and the device's cloud client are
 thin users of these codecs (MLServer's ``codecs/`` and ``types/`` are the model).

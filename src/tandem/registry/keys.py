@@ -1,5 +1,5 @@
 """API keys: create, list, revoke, verify. A key is ``tdm_<key id>_<secret>``; only the secret's
-hash is stored (security/apikeys.py), compared in constant time. Scopes: predict, device, admin;
+hash is stored (security/apikeys.py), compared in constant time. Scopes: predict, device, train, admin;
 a device key may be limited to some models or apps (its model scope, docs/ota.md). A key may have a
 token bucket of its own (requests per second and burst, in place of the server's default for its
 scope) and an expiry, after which it is refused as a revoked key is."""

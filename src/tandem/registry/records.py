@@ -12,8 +12,9 @@ from typing import Literal
 # An alias: lowercase so URLs and CLI agree; never all digits (those are version numbers).
 ALIAS_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 
-Scope = Literal["predict", "device", "admin"]
-SCOPES: tuple[Scope, ...] = ("predict", "device", "admin")
+# train: managed training (POST /v1/trainings): upload a dataset, train, push the result (docs/scale.md).
+Scope = Literal["predict", "device", "train", "admin"]
+SCOPES: tuple[Scope, ...] = ("predict", "device", "train", "admin")
 
 
 @dataclass(frozen=True)
@@ -109,5 +110,6 @@ class Resolved:
 def grants(have: Scope, need: Scope) -> bool:
     """Whether a key of scope ``have`` may call a route that needs ``need``: admin may do everything;
     predict and device keys only their own routes (a device key embedded in an app must not run the
-    cloud model at someone else's cost, and a predict key must not download weights)."""
+    cloud model at someone else's cost, and a predict key must not download weights; a train key, which
+    runs jobs on the cluster and pushes versions, does neither)."""
     return have in (need, "admin")

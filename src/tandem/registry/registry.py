@@ -105,10 +105,13 @@ class Registry:
 
     # --- versions -----------------------------------------------------------------------------
 
-    def push(self, bundle_dir: Path, pushed_by: str | None = None) -> VersionInfo:
+    def push(self, bundle_dir: Path, pushed_by: str | None = None, alias: str | None = None) -> VersionInfo:
         """Store a verified bundle as the next version of its model (the manifest's name); ``pushed_by``
-        (who pushed it) goes into its lineage."""
+        (who pushed it) goes into its lineage. ``alias``: point it at the new version in the same
+        transaction, so that the version and the alias move appear together or not at all."""
         pushed_by = check_pushed_by(pushed_by)
+        if alias is not None:
+            check_alias_name(alias)
         bundle = Bundle.load(bundle_dir)
         m = bundle.manifest
         check_paths(m)  # every listed name a plain relative path, no two the same file: before anything is stored
@@ -149,8 +152,11 @@ class Registry:
                                   size=bundle.total_bytes, created=utcnow(), files=files, pushed_by=pushed_by)
                     s.add(row)
                     s.flush()
+                    if alias is not None:
+                        self._point(s, model, alias, number)
+                        s.flush()
                     tx.bump(s)
-                    return self._version_info(m.name, row, ())
+                    return self._version_info(m.name, row, (alias,) if alias is not None else ())
             except IntegrityError as e:
                 # Row locking already serialises pushes; the unique (model, number) pair catches any
                 # path that slips past it, and the push simply takes the next number.
@@ -280,16 +286,23 @@ class Registry:
             row = s.scalar(select(Alias).where(Alias.model_id == model.id, Alias.alias == alias))
             if row is not None and row.version == version:
                 return self._alias_info(name, row)  # nothing moves, so no new history and no new generation
-            now = utcnow()
-            if row is None:
-                row = Alias(model_id=model.id, alias=alias, version=version, previous=None, updated=now)
-                s.add(row)
-            else:
-                row.previous, row.version, row.updated = row.version, version, now
-            s.add(AliasMove(model_id=model.id, alias=alias, version=version, moved=now))
+            row = self._point(s, model, alias, version)
             s.flush()
             tx.bump(s)
             return self._alias_info(name, row)
+
+    @staticmethod
+    def _point(s: Session, model: Model, alias: str, version: int) -> Alias:
+        """Move (or create) ``alias`` to ``version`` and record the move, inside the caller's locked transaction."""
+        row = s.scalar(select(Alias).where(Alias.model_id == model.id, Alias.alias == alias))
+        now = utcnow()
+        if row is None:
+            row = Alias(model_id=model.id, alias=alias, version=version, previous=None, updated=now)
+            s.add(row)
+        else:
+            row.previous, row.version, row.updated = row.version, version, now
+        s.add(AliasMove(model_id=model.id, alias=alias, version=version, moved=now))
+        return row
 
     def rollback(self, name: str, alias: str) -> AliasInfo:
         """Point ``alias`` back at the version it pointed at before its last move."""

@@ -11,6 +11,7 @@ Routes and scopes (``Authorization: Bearer <key>``; an admin key may call everyt
 - a registered device's credential: ``POST /v1/ota/check``, ``GET /v1/ota/files/{sha256}``,
   ``GET /v1/ota/deltas/{from}/{to}``, ``POST /v1/ota/keys``, ``POST /v1/ota/report``,
   ``GET /v1/ota/signing-keys`` (server/ota/endpoints.py, docs/ota.md)
+- train (managed training, server/trainings.py): ``POST /v1/trainings``, ``GET|DELETE /v1/trainings/{id}``
 - admin: ``GET /metrics`` (open instead with TANDEM_METRICS_PUBLIC=1, see settings.metrics_public);
   ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload`` (server/repository.py)
 - open: ``GET /docs`` the API's documentation page (server/apidocs.py, Swagger UI over this document);
@@ -41,7 +42,7 @@ from tandem.errors import quoted
 from tandem.registry.ota.devices import Devices
 from tandem.registry.records import Scope
 from tandem.registry.registry import Registry
-from tandem.server import apidocs, images, oip, openapi, ota, repository, tfserving, webapp
+from tandem.server import apidocs, images, oip, openapi, ota, repository, tfserving, trainings, webapp
 from tandem.server.admission import InFlightLimit
 from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.dataplane import DataPlane, Limits
@@ -55,7 +56,7 @@ from tandem.server.pool import ModelPool
 from tandem.server.prometheus import CONTENT_TYPE, Metrics
 from tandem.server.proxies import ClientAddress, networks
 from tandem.server.ratelimit import Limiter, LocalLimiter, RedisLimiter
-from tandem.server.responses import json_response
+from tandem.server.responses import hidden_places, json_response
 from tandem.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Services:
     devices: Devices
     photos: DecodePool  # the image endpoint's decoding threads (server/photos.py)
     plane: DataPlane  # what the inference routes delegate to (server/dataplane.py)
+    trainings: trainings.Trainings  # managed training through Ray Jobs (server/trainings.py)
 
 
 def _server_logging() -> None:
@@ -124,8 +126,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         photos = DecodePool(settings.decode_threads or max(1, cores // settings.workers), settings.decode_queue,
                              metrics.overload.labels("decode").inc)
         plane = DataPlane(pool, photos, served_apps, Limits.of(settings.server))
+        managed = trainings.Trainings(settings.server, settings.ray, settings.registry, reg.store,
+                                      hidden_places(settings))
         app.state.services = Services(settings, reg, pool, auth, limiter, metrics, ota_service, registered, photos,
-                                      plane)
+                                      plane, managed)
         try:
             await pool.start()
             await ota_service.start()
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         *tfserving.routes(),
         *images.routes(),
         *ota.routes(),
+        *trainings.routes(settings.server),
         Route("/metrics", endpoint("/metrics", metrics_scope, metrics_route), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", "predict", openapi_route), methods=["GET"]),
         *webapp.routes(settings.server),
@@ -161,6 +166,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         middleware=[Middleware(ClientAddress, proxies=proxies, header=settings.forwarded_header),
                     Middleware(InFlightLimit, limit=settings.max_in_flight,
                                per_client=settings.max_in_flight_per_client,
+                               ota=settings.max_in_flight_ota,
                                refused=metrics.overload.labels("in_flight").inc),
                     Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
                     Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS, apidocs.PREFIX: apidocs.HEADERS})],

@@ -1,7 +1,7 @@
 """Authentication (API keys and registered devices' credentials) and scope checks for every route
 but health.
 
-Two kinds of caller present a bearer token: an API key (``tdm_…``, scope predict, device or admin)
+Two kinds of caller present a bearer token: an API key (``tdm_…``, scope predict, device, train or admin)
 and a registered device (``tdd_…``, from ``POST /v1/devices``; scope device, speaking only as its
 own device id). The OTA routes (``device_route``) take a registered device or an admin key: the
 fleet's device-scope API key only enrols devices there (unless TANDEM_OTA_SHARED_KEY_UPDATES lets

@@ -46,10 +46,11 @@ def call_of(request: Request) -> Call:
 Handler = Callable[[Request, Call], Awaitable[Response]]
 
 
-def endpoint(route: str, need: Scope | None, handler: Handler,
-             device_route: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def endpoint(route: str, need: Scope | None, handler: Handler, device_route: bool = False,
+             timeout: Callable[[Request], float] | None = None) -> Callable[[Request], Awaitable[Response]]:
     """Wrap ``handler`` for the route template ``route``; ``need``: the scope it takes (None: open);
-    ``device_route``: an OTA route, for registered devices (and admin keys), see server/auth.py."""
+    ``device_route``: an OTA route, for registered devices (and admin keys), see server/auth.py;
+    ``timeout``: the request's time limit in seconds, in place of TANDEM_REQUEST_TIMEOUT_S (a dataset upload)."""
 
     async def run(request: Request) -> Response:
         services = request.app.state.services
@@ -64,15 +65,15 @@ def endpoint(route: str, need: Scope | None, handler: Handler,
                 # A key's own bucket (tandem keys create --rate/--burst) over its scope's default.
                 rate, burst = services.settings.rate_for(key.scope, key.device_id is not None)
                 await ratelimit.check(services.limiter, key.key_id, key.rate_per_s or rate, key.burst or burst)
-            timeout = services.settings.request_timeout_s
+            limit = services.settings.request_timeout_s if timeout is None else timeout(request)
             try:
-                async with asyncio.timeout(timeout) as deadline:
+                async with asyncio.timeout(limit) as deadline:
                     return await handler(request, call)
             except TimeoutError:
                 if deadline.expired():
-                    raise RequestTimeout(f"the request took longer than {timeout:g} s "
-                                         "(TANDEM_REQUEST_TIMEOUT_S); the server is overloaded or the "
-                                         "request too large") from None
+                    setting = "TANDEM_REQUEST_TIMEOUT_S" if timeout is None else "this route's own limit"
+                    raise RequestTimeout(f"the request took longer than {limit:g} s ({setting}); the server is "
+                                         "overloaded or the request too large") from None
                 raise
         except TandemError as e:
             call.error = type(e).__name__

@@ -27,12 +27,14 @@ ERROR_TEXT = {
     403: "The API key lacks the scope this route needs.",
     404: "Unknown model, version, alias, app or route.",
     405: "The route exists but not with this method.",
+    409: "The request clashes with the current state (a training that has already ended).",
     413: "The request body exceeds TANDEM_MAX_BODY_BYTES.",
     415: "Content-Type or Content-Encoding the route does not take.",
     416: "The Range lies outside the object (Content-Range: bytes */SIZE says its size).",
     422: "The photo holds no face (celebmatch).",
     429: "The key's rate limit is reached; Retry-After says when to retry.",
-    503: "The registry (database) is not reachable right now; Retry-After says when to retry.",
+    503: "The server is at a budget (requests in flight, the model's queue: TANDEM_MAX_QUEUE_MS) or the registry "
+         "(database) is not reachable right now; Retry-After says when to retry.",
     504: "The request took longer than TANDEM_REQUEST_TIMEOUT_S.",
 }
 
@@ -178,6 +180,7 @@ def document(metrics_scope: str | None, apps: Sequence[str] = ("celebmatch", "cl
     paths["/openapi.json"] = {"get": _op("This document", ok({"type": "object"}), (), "predict")}
     paths.update(_devices_paths())
     paths.update(_ota_paths())
+    paths.update(_training_paths())
     for path, ops in paths.items():
         for method, op in ops.items():
             op["operationId"] = operation_id(method, path)
@@ -277,6 +280,39 @@ def _devices_paths() -> dict[str, dict]:
     op["responses"]["429"] = {**op["responses"]["429"], "description": ERROR_TEXT[429] + " Or: the key's "
                               "registration budget (TANDEM_DEVICE_ENROL_*) is spent for now."}
     return {"/v1/devices": {"post": op}}
+
+
+def _training_paths() -> dict[str, dict]:
+    """Managed training (server/trainings.py, docs/scale.md)."""
+    spec = TRAINING_SCHEMAS["TrainingSpec"]["properties"]
+    # With an archive body the spec is the query string (name required there); a JSON body carries it itself.
+    query = [_query(k, v, v.get("description", k)) for k, v in spec.items()]
+    archive = {"schema": {"type": "string", "format": "binary"}}
+    body = {**{t: archive for t in ("application/zip", "application/x-tar", "application/gzip",
+                                    "application/octet-stream")},
+            "application/json": {"schema": _ref("TrainingReference")}}
+    create = _op("Train a classifier on a dataset archive (the body, with the spec in the query string; or JSON naming "
+                 "a stored archive) as a Ray Job that pushes the result into the registry", {},
+                 (400, 404, 413, 415, 503, 504), "train", body, query)
+    del create["responses"]["200"]
+    create["responses"] = {"202": {"description": "Submitted: follow it at GET /v1/trainings/{id}.",
+                                   "content": _json(_ref("TrainingSubmitted"))}, **create["responses"]}
+    create["description"] += (" The archive is checked before anything is stored or any job starts: plain relative "
+                              "names, regular files, no bombs, only photos, in at least two class folders, none "
+                              "empty. The query parameters apply to an archive body; a JSON body carries them itself.")
+    training_id = _path("id", {"type": "string", "pattern": "^tandem-train-[0-9a-f]{16}$"})
+    show = _op("A training's status, epochs, pushed version or error; with Accept: text/event-stream, server-sent "
+               "events (status, dataset, start, step, epoch, log, exporting, pushing, pushed, failed, end) until it "
+               "ends", {"description": "The training, or its event stream",
+                        "content": {"application/json": {"schema": _ref("Training")},
+                                    "text/event-stream": {"schema": {"type": "string"}}}},
+               (404, 503, 504), "train", params=[training_id])
+    stop = _op("Stop a training (Ray stops its job; a push in flight lands whole or not at all)", {}, (404, 409, 503, 504),
+               "train", params=[training_id])
+    del stop["responses"]["200"]
+    stop["responses"] = {"202": {"description": "Stopping.", "content": _json(_ref("TrainingStopping"))},
+                         **stop["responses"]}
+    return {"/v1/trainings": {"post": create}, "/v1/trainings/{id}": {"get": show, "delete": stop}}
 
 
 def _ota_paths() -> dict[str, dict]:
@@ -406,6 +442,47 @@ _LIKENESS = {"type": "object", "required": ["name", "label", "similarity", "perc
                             "similarity": {"type": "number"}, "percent": {"type": "integer"}}}
 _BOX = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}
 
+_SPEC: dict[str, Any] = {
+    "name": {**NAME, "description": "The model to push the trained version to."},
+    "alias": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "Point this alias at the new version "
+              "(in the push's own transaction)."},
+    "task": {"type": "string", "enum": ["classify"], "description": "An image classifier over the class folders."},
+    "epochs": {"type": "integer", "minimum": 1, "maximum": 10_000, "description": "Passes over the training photos."},
+    "subset": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Fraction of each class to use."},
+    "batch_size": {"type": "integer", "minimum": 2, "maximum": 4096, "description": "Photos per training step."},
+    "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 10, "description": "Peak AdamW learning rate."},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "description": "Fixes the split and every draw."},
+    "val_fraction": {"type": "number", "minimum": 0, "maximum": 0.5, "description": "Held out for validation."},
+    "stem_stride": {"type": "integer", "enum": [1, 2], "description": "2: 3.7x less compute, lower accuracy."},
+    "workers": {"type": "integer", "minimum": 1, "maximum": 1024,
+                "description": "1: the plain trainer in the job; more: Ray Train workers on the cluster."},
+    "gpus": {"type": "number", "minimum": 0, "maximum": 64, "description": "GPUs per worker (trains on CUDA)."},
+}
+TRAINING_SCHEMAS: dict[str, Any] = {
+    "TrainingSpec": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": _SPEC},
+    "TrainingReference": {"type": "object", "required": ["dataset", "name"], "additionalProperties": False,
+                          "examples": [{"dataset": "0" * 64, "name": "faces", "alias": "production", "epochs": 5}],
+                          "properties": {"dataset": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                                                     "description": "sha256 of a dataset archive in the store."},
+                                         **_SPEC}},
+    "TrainingSubmitted": {"type": "object", "required": ["id", "status", "name", "dataset", "spec", "url"],
+                          "properties": {"id": {"type": "string"}, "status": {"type": "string"},
+                                         "name": {"type": "string"}, "alias": {"type": ["string", "null"]},
+                                         "dataset": {"type": "string"}, "summary": {"type": "object"},
+                                         "spec": {"type": "object"}, "url": {"type": "string"}}},
+    "Training": {"type": "object", "required": ["id", "status"], "properties": {
+        "id": {"type": "string"}, "status": {"type": "string", "enum": ["PENDING", "RUNNING", "STOPPED", "SUCCEEDED",
+                                                                      "FAILED"]},
+        "name": {"type": ["string", "null"]}, "alias": {"type": ["string", "null"]},
+        "dataset": {"type": ["string", "null"]}, "spec": {"type": "object"},
+        "started": {"type": ["string", "null"]}, "ended": {"type": ["string", "null"]},
+        "phase": {"type": ["string", "null"]}, "epochs": {"type": "array", "items": {"type": "object"}},
+        "version": {"type": ["integer", "null"]}, "error": {"type": "string"}}},
+    "TrainingStopping": {"type": "object", "required": ["id", "status", "stopping"],
+                         "properties": {"id": {"type": "string"}, "status": {"type": "string"},
+                                        "stopping": {"type": "boolean"}}},
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "additionalProperties": False,
               "properties": {"error": {"type": "string"}}},
@@ -525,4 +602,5 @@ SCHEMAS: dict[str, Any] = {
     "AppResult": {"oneOf": [{"$ref": "#/components/schemas/CelebMatch"},
                             {"$ref": "#/components/schemas/Classification"}]},
     **OTA_SCHEMAS,
+    **TRAINING_SCHEMAS,
 }

@@ -2,7 +2,8 @@
 
 The driver (this process) prepares the run folder exactly as the local trainer does, puts the
 decoded images in Ray's object store once, and starts N workers (ray_worker.py). Each epoch rank 0
-reports its metrics and a checkpoint to Ray Train, which persists it under ``<out>/ray`` and, through
+reports its metrics and a checkpoint to Ray Train, which persists it under ``<out>/ray`` (or below
+TANDEM_RAY_STORAGE: an S3 prefix or a folder every node of a cluster reaches) and, through
 RunFolderSync on the controller (pinned to this node), puts it into the run folder as
 checkpoint.pt / best.pt / history.json (curves.png when the run ends). So the result is an ordinary run folder that
 `tandem export` reads and `tandem train --resume` (with or without --workers) continues.
@@ -31,11 +32,11 @@ from ray.train.torch import TorchTrainer
 
 from tandem import atomic
 from tandem.errors import ClusterError, ConfigError
-from tandem.ray_cluster import cluster_cpus, connected, local_cpus
-from tandem.settings import RaySettings
+from tandem.ray_cluster import cluster_cpus, connected, local_cpus, train_storage
+from tandem.settings import RaySettings, RegistrySettings
 from tandem.training import checkpoint
 from tandem.training.loop import batches
-from tandem.training.progress import TrainProgress
+from tandem.training.progress import ProgressListener, TrainProgress
 from tandem.training.ray_worker import train_worker
 from tandem.training.run import HISTORY, TrainConfig, read_json, write_json
 from tandem.training.trainer import (
@@ -49,7 +50,7 @@ from tandem.training.trainer import (
 )
 
 log = logging.getLogger(__name__)
-RAY_DIR = "ray"  # Ray Train's storage inside the run folder, while a run is in flight
+RAY_DIR = "ray"  # Ray Train's storage inside the run folder while a run is in flight (TANDEM_RAY_STORAGE unset)
 RUN_NAME = "train"
 POLL_S = 0.5
 
@@ -168,8 +169,12 @@ class _BarFeed:
 
 
 def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: RaySettings, data_home: Path | None, resume: bool = False,
-                 show_progress: bool = True) -> TrainResult:
+                 show_progress: bool = True, s3: RegistrySettings | None = None,
+                 listener: ProgressListener | None = None) -> TrainResult:
+    """``s3``: the artifact store's endpoint and credentials, for TANDEM_RAY_STORAGE=s3://…; ``listener``: told
+    the progress the bar shows (training/progress.py), with or without the bar."""
     t_start = time.perf_counter()
+    follow = show_progress or listener is not None  # the workers post their steps, the driver polls them
     cfg.validate()
     opts.validate(cfg)
     gpus = opts.gpus_per_worker or (1.0 if cfg.device == "cuda" else 0.0)
@@ -181,22 +186,27 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: RaySettings, data
     net_cfg = net_config(cfg, data, pixels, state)
     write_run_files(cfg, data)
     best = checkpoint.load(cfg.out / checkpoint.BEST) if state is not None and (cfg.out / checkpoint.BEST).exists() else None
-    storage = cfg.out.resolve() / RAY_DIR
+    storage = train_storage(settings.ray_storage, cfg.out.resolve() / RAY_DIR, cfg.out.resolve().name,
+                            s3 or RegistrySettings())
     # The run folder is the truth a --resume starts from; an older Ray run there must not be restored instead.
-    shutil.rmtree(storage, ignore_errors=True)
+    storage.remove()
 
     start = 0 if state is None else state["epoch"]
     last = cfg.epochs if cfg.stop_after is None else max(start, cfg.stop_after)
     steps = len(batches(torch.arange(len(pixels.train_x)), cfg.batch_size, 2 * opts.workers))
     if start < last:
         with connected(opts.address, settings):
+            if settings.ray_storage is None and sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+                log.warning("Ray Train keeps its checkpoints in %s while the run goes: on a cluster of several "
+                            "machines that must be storage every node mounts, or set TANDEM_RAY_STORAGE=s3://…",
+                            storage.path)
             cpus, threads = _worker_cpus(opts.workers, gpus, settings)
             board = ray.remote(num_cpus=0)(ProgressBoard).remote()
             trainer = TorchTrainer(
                 train_worker,
                 train_loop_config={
                     "cfg": cfg, "net": net_cfg.to_dict(), "classes": data.classes, "threads": threads,
-                    "use_gpu": gpus > 0, "sync_batchnorm": settings.ray_sync_batchnorm, "progress": show_progress,
+                    "use_gpu": gpus > 0, "sync_batchnorm": settings.ray_sync_batchnorm, "progress": follow,
                     "board": board, "pixels": ray.put(pixels), "state": ray.put(state),
                     "best": ray.put(best),
                 },
@@ -205,15 +215,16 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: RaySettings, data
                     resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})},
                 ),
                 run_config=ray.train.RunConfig(
-                    name=RUN_NAME, storage_path=str(storage),
+                    name=RUN_NAME, storage_path=storage.path, storage_filesystem=storage.filesystem,
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                     failure_config=ray.train.FailureConfig(max_failures=settings.ray_max_failures),
                     # Ray Train v2 (ray.train.RunConfig at run time) takes UserCallbacks; the static type is v1's.
                     callbacks=[RunFolderSync(str(cfg.out.resolve()), board)],  # type: ignore[list-item]
                 ),
             )
-            feed = _BarFeed(board, show_progress)
-            with TrainProgress(cfg.epochs, steps, start, enabled=show_progress) as bar, feed.onto(bar):
+            feed = _BarFeed(board, follow)
+            with TrainProgress(cfg.epochs, steps, start, enabled=show_progress, listener=listener) as bar, \
+                    feed.onto(bar):
                 try:
                     result = trainer.fit()
                 except ray.train.TrainingFailedError as e:
@@ -222,7 +233,7 @@ def train_on_ray(cfg: TrainConfig, opts: RayOptions, settings: RaySettings, data
             if result.checkpoint is not None:  # the callback did this already where it shares our disk
                 with result.checkpoint.as_directory() as d:
                     copy_checkpoint(Path(d), cfg.out, plot=True)
-        shutil.rmtree(storage, ignore_errors=True)
+        storage.remove()
     return finish(cfg, data, pixels, torch.device("cpu"), t_start)
 
 

@@ -1,8 +1,11 @@
-"""The training progress bar: epoch, loss, accuracy, validation accuracy and ETA."""
+"""The training progress bar: epoch, loss, accuracy, validation accuracy and ETA; and what else may
+listen to the same progress (a managed training job writes it to its log, `tandem train --remote`
+draws this bar from it)."""
 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any, Protocol
 
 from rich.progress import (
     BarColumn,
@@ -14,11 +17,22 @@ from rich.progress import (
 )
 
 
+class ProgressListener(Protocol):
+    """Told what the bar is told: the run's shape once, then each step and each finished epoch."""
+
+    def started(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None: ...
+    def step(self, epoch: int, batch: int, loss: float, acc: float) -> None: ...
+    def epoch_done(self, epoch: int, row: dict[str, Any]) -> None: ...
+
+
 class TrainProgress:
-    def __init__(self, epochs: int, steps_per_epoch: int, start_epoch: int, enabled: bool = True):
+    def __init__(self, epochs: int, steps_per_epoch: int, start_epoch: int, enabled: bool = True,
+                 listener: ProgressListener | None = None):
         self.epochs = epochs
         self.steps = steps_per_epoch
+        self.start_epoch = start_epoch
         self.enabled = enabled
+        self.listener = listener
         self.val = "—"
         self._progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -37,6 +51,8 @@ class TrainProgress:
 
     def __enter__(self) -> TrainProgress:
         self._progress.start()
+        if self.listener is not None:
+            self.listener.started(self.epochs, self.steps, self.start_epoch)
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -46,8 +62,12 @@ class TrainProgress:
         """Batch ``batch`` of epoch ``epoch`` (both 0-based) is done: a Ray Train run reports only
         some of its steps, so the bar goes to where the step says, not one further."""
         self._progress.update(self._task, completed=epoch * self.steps + batch + 1, epoch=epoch + 1, loss=loss, acc=acc)
+        if self.listener is not None:
+            self.listener.step(epoch, batch, loss, acc)
 
     def epoch_done(self, epoch: int, row: dict) -> None:
+        if self.listener is not None:
+            self.listener.epoch_done(epoch, row)
         self.val = f"{row['val_acc']:.3f}" if row["val_acc"] == row["val_acc"] else "—"
         # The epoch's train metrics over every batch (and, under Ray, every worker), not the last step's.
         self._progress.update(self._task, val=self.val, loss=row["train_loss"], acc=row["train_acc"])

@@ -25,7 +25,7 @@ from tandem.errors import CheckpointError, ConfigError, DataError
 from tandem.models.mobilenet import EmbeddingNet, NetConfig
 from tandem.training import checkpoint, plots, provenance
 from tandem.training.loop import EpochLoop, Pixels, StepHook, infer
-from tandem.training.progress import TrainProgress
+from tandem.training.progress import ProgressListener, TrainProgress
 from tandem.training.run import (
     CONFIG,
     CONFUSION,
@@ -163,10 +163,13 @@ class Epochs(Protocol):
     def checkpoint(self, classes: list[str]) -> dict[str, Any]: ...
 
 
-def run_epochs(loop: Epochs, cfg: TrainConfig, classes: list[str], show_progress: bool) -> None:
-    """The loop's remaining epochs, each saved (save_epoch) as it ends, under one progress bar."""
+def run_epochs(loop: Epochs, cfg: TrainConfig, classes: list[str], show_progress: bool,
+               listener: ProgressListener | None = None) -> None:
+    """The loop's remaining epochs, each saved (save_epoch) as it ends, under one progress bar (which tells
+    ``listener`` too)."""
     last = loop.last_epoch()
-    with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last) as bar:
+    with TrainProgress(cfg.epochs, loop.steps_per_epoch, loop.start, enabled=show_progress and loop.start < last,
+                       listener=listener) as bar:
         for epoch in range(loop.start, last):
             row, improved = loop.run_epoch(epoch, bar.step)
             save_epoch(cfg.out, loop.checkpoint(classes), improved)
@@ -190,8 +193,9 @@ def write_history(out: Path, history: list[dict], best_epoch: int | None = None)
 
 
 def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
-          data_home: Path | None = None) -> TrainResult:
-    """``data_home``: where LFW is (TANDEM_DATA_HOME), for ``--data lfw``."""
+          data_home: Path | None = None, listener: ProgressListener | None = None) -> TrainResult:
+    """``data_home``: where LFW is (TANDEM_DATA_HOME), for ``--data lfw``; ``listener``: told the progress
+    the bar shows (training/progress.py)."""
     t_start = time.perf_counter()
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -203,7 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
     loop = EpochLoop(cfg, net_cfg, pixels, device, state)
     if loop.start >= cfg.epochs:
         log.info("%s: already trained for %d epochs", cfg.out, loop.start)
-    run_epochs(loop, cfg, data.classes, show_progress)
+    run_epochs(loop, cfg, data.classes, show_progress, listener)
     return finish(cfg, data, pixels, device, t_start)
 
 

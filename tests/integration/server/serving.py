@@ -30,6 +30,7 @@ class Keys:
     admin: str
     revoked: str
     registered: str = ""  # a registered device's credential (tdd_…): what the OTA routes take
+    train: str = ""  # managed training (POST /v1/trainings)
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,11 @@ def populate(settings: Settings, bundles: list[Path], production: int | None = 1
             reg.push(b)
         if production is not None:
             reg.set_alias("faces", "production", production)
-        keys = {scope: reg.create_key(scope, f"test {scope}")[0] for scope in ("predict", "device", "admin")}
+        keys = {scope: reg.create_key(scope, f"test {scope}")[0] for scope in ("predict", "device", "train", "admin")}
         revoked, info = reg.create_key("predict", "revoked")
         reg.revoke_key(info.key_id)
         registered = Devices(reg).register(keys["device"].split("_")[1])[0]
-    return Keys(keys["predict"], keys["device"], keys["admin"], revoked, registered)
+    return Keys(keys["predict"], keys["device"], keys["admin"], revoked, registered, keys["train"])
 
 
 @contextlib.contextmanager

@@ -54,6 +54,8 @@ SCOPES: dict[str, str | None] = {
     "/v1/ota/keys": "device",
     "/v1/ota/report": "device",
     "/v1/ota/signing-keys": "device",
+    "/v1/trainings": "train",  # managed training (docs/scale.md)
+    "/v1/trainings/{id}": "train",
     "/openapi.json": "predict",
     "/metrics": "admin",
     "/app": None,  # the browser app: a public page that asks for keys itself
@@ -65,7 +67,8 @@ SCOPES: dict[str, str | None] = {
 # Routes for a registered device's credential (or admin): the fleet's device-scope key is refused there.
 REGISTERED = {path for path in SCOPES if path.startswith("/v1/ota/")}
 PARAMS = {"name": "faces", "version": "1", "label": "production", "app": "classify", "model": "faces:predict",
-          "sha256": "a" * 64, "file": "init.js", "from_sha256": "b" * 64, "to_sha256": "c" * 64}
+          "sha256": "a" * 64, "file": "init.js", "from_sha256": "b" * 64, "to_sha256": "c" * 64,
+          "id": "tandem-train-0123456789abcdef"}
 REALM = 'Bearer realm="tandem"'
 HIDDEN = "tdm_000000000000_" + "x" * 43  # well-formed, but no such key
 
@@ -121,8 +124,9 @@ class Records(logging.Handler):
 def credentials(keys: Keys, need: str | None, registered: bool = False) -> dict[str, str | None]:
     """Authorization header per kind of caller. ``registered``: a route for registered devices, where the
     right caller is a device's credential, and the fleet's device key (right scope, wrong kind) is refused."""
-    wrong = {"predict": keys.device, "device": keys.predict, "admin": keys.predict}
-    right = {"predict": keys.predict, "device": keys.registered if registered else keys.device, "admin": keys.admin}
+    wrong = {"predict": keys.device, "device": keys.predict, "train": keys.predict, "admin": keys.predict}
+    right = {"predict": keys.predict, "device": keys.registered if registered else keys.device, "train": keys.train,
+             "admin": keys.admin}
     return {
         "none": None,
         "not bearer": "Basic dXNlcjpwYXNz",
