@@ -27,7 +27,7 @@ ABOUT_A_MODEL = {
     "tandem_requests", "tandem_request_duration_seconds", "tandem_batch_size", "tandem_batch_requests",
     "tandem_inference_duration_seconds", "tandem_lone_calls", "tandem_queue_depth", "tandem_model_loaded",
     "tandem_alias_swaps", "tandem_ota_checks", "tandem_ota_deltas_offered", "tandem_ota_reports",
-    "tandem_ota_health_gate_trips",
+    "tandem_ota_health_gate_trips", "tandem_shed_requests",
 }
 PROCESS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
            "process_open_fds", "process_max_fds", "process_start_time_seconds")
