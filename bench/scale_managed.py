@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,70 +32,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tandem.testing.processes import free_port, stop, until
+from tandem.testing.processes import free_port, stop
+from tandem.testing.ray_nodes import ray_nodes
 from tandem.testing.served import wait_ready
 
 TARGET = 0.15
 BIN = Path(sys.executable).parent
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if fields[0] != "Z" and int(fields[3]) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
 @contextlib.contextmanager
 def ray_head(cpus: int = 2) -> Iterator[tuple[str, str]]:
-    """A Ray head with its dashboard on loopback: (dashboard URL, auth token). Every port free-picked (6379 is
-    Redis's); everything it started is stopped by process id at the end."""
-    import httpx
-
-    temp = Path("/tmp") / f"tbm-{secrets.token_hex(3)}"  # short: Ray's socket paths may not exceed 107 bytes
-    temp.mkdir(mode=0o700)
-    token, dash = secrets.token_hex(16), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    env.update({"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
-    ports = ["--port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
-             "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-             "--metrics-export-port"]
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats", "--num-cpus", str(cpus),
-           "--num-gpus", "0", "--temp-dir", str(temp), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-           "--dashboard-port", str(dash), *[x for flag in ports for x in (flag, str(free_port()))]]
-    log = temp / "head.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        def answers() -> bool:
-            if proc.poll() is not None:
-                raise SystemExit(f"ray start exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/api/version", headers={"authorization": f"Bearer {token}"},
-                                 timeout=2).status_code == 200
-            return False
-
-        until(answers, "the Ray head's dashboard", timeout=180, every=0.5)
-        yield url, token
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        for pid in _session_pids(proc.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        shutil.rmtree(temp, ignore_errors=True)
+    """A Ray head alone with its dashboard (Ray Jobs' API): (dashboard URL, auth token); its jobs run this venv's
+    `python`."""
+    env = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with ray_nodes(0, head_cpus=cpus, pin=False, env=env) as cluster:
+        yield cluster.dashboard, cluster.token
 
 
 def dataset(work: Path, min_faces: int) -> Path:

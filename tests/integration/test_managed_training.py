@@ -9,10 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +21,7 @@ import pytest
 from tandem.protocol.training import SSE, sse_events
 from tandem.registry.registry import Registry
 from tandem.settings import Settings
-from tandem.testing.processes import free_port, until
+from tandem.testing.ray_nodes import RayNodes, ray_nodes
 from tandem.testing.served import Served, serve
 from tests.conftest import make_folder_dataset
 from tests.faults.harness import tmpfs
@@ -38,80 +34,11 @@ VENV_BIN = Path(sys.executable).parent
 TINY = ["--epochs", "1", "--batch-size", "8", "--stem-stride", "2", "--val-fraction", "0.2"]
 
 
-@dataclass
-class RayHead:
-    proc: subprocess.Popen
-    dashboard: str
-    temp: Path
-    token: str  # Ray's token auth: the dashboard (and so Ray Jobs) wants 'Authorization: Bearer TOKEN'
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (what `ray start` and everything it started run in)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if fields[0] != "Z" and int(fields[3]) == sid:
-                    pids.append(int(entry))
-    return pids
-
-
-@contextlib.contextmanager
-def ray_head() -> Iterator[RayHead]:
-    """`ray start --head --block` in a session of its own, every port free-picked (never 6379), 2 CPUs, the
-    dashboard (Ray Jobs' API) on loopback; stopped by signalling its session's processes, never `ray stop`."""
-    temp = Path("/tmp") / f"tmt-{secrets.token_hex(3)}"  # short: Ray's socket paths may not exceed 107 bytes
-    temp.mkdir(mode=0o700)
-    dash = free_port()
-    # As a user with the venv activated starts it: the jobs' `python` is this venv's.
-    token = secrets.token_hex(16)
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    for var in [v for v in env if v.startswith("TANDEM_")]:
-        env.pop(var)
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats", "--port", str(free_port()),
-           "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(temp), "--include-dashboard", "true",
-           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--ray-client-server-port", str(free_port()),
-           "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-           "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-           "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-           "--object-store-memory", str(300 << 20)]
-    log = temp / "head.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    head = RayHead(proc, f"http://127.0.0.1:{dash}", temp, token)
-    try:
-        def answers() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{head.dashboard}/api/version", headers={"authorization": f"Bearer {token}"},
-                                 timeout=2).status_code == 200
-            return False
-
-        until(answers, "the Ray head's dashboard", timeout=180, every=0.5)
-        yield head
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(15)
-        for pid in _session_pids(proc.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        until(lambda: not _session_pids(proc.pid), "the Ray head's processes to end", timeout=15, every=0.05)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)  # reaped
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def head() -> Iterator[RayHead]:
-    with ray_head() as h:
+def head() -> Iterator[RayNodes]:
+    """A Ray head alone (2 CPUs, not pinned), its dashboard serving Ray Jobs; its jobs' `python` is this venv's,
+    as for a user who started it with the venv activated."""
+    with ray_nodes(0, head_cpus=2, pin=False, env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}) as h:
         yield h
 
 
@@ -126,7 +53,7 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(head: RayHead, home: Path, **extra: str) -> Iterator[Service]:
+def service(head: RayNodes, home: Path, **extra: str) -> Iterator[Service]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
     env.update({"TANDEM_HOME": str(home), "TANDEM_RAY_JOBS_ADDRESS": head.dashboard, "TANDEM_RAY_JOBS_TOKEN": head.token,
                 "TANDEM_ACCESS_LOG": "0",
