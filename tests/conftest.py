@@ -61,6 +61,7 @@ def _unit(nodeid: str) -> str:
     return SHARED_UNITS.get(path, path)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `-p no:xdist` must still run the suite
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None

@@ -405,6 +405,35 @@ def test_a_new_request_is_refused_when_the_queue_ahead_would_take_longer_than_th
     assert reasons == [batching.EXPECTED_WAIT] * 5 and not busy
 
 
+def test_requests_that_fit_in_the_next_batch_are_not_refused_however_slow_small_batches_were(clock):
+    """Single-row calls measured at half a budget each (a replica just started on a busy machine): at
+    that speed two queued rows already fill the budget, but eight make one batch that starts when the
+    call in progress ends, so they are let in; the ninth and later would need a second round."""
+
+    async def main():
+        gate = threading.Event()
+        seen = Shed()
+        b = Batcher(Timed(clock, BUDGET_S / 2), max_batch_size=8, max_delay_s=0, observer=seen, max_queue_s=BUDGET_S)
+        await b.submit(rows(1))  # measured: 16 rows/s, one call in flight
+        b._run = Timed(clock, BUDGET_S / 2, gate=gate)
+        held = asyncio.create_task(b.submit(rows(2)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        queued = [asyncio.create_task(b.submit(rows(3))) for _ in range(12)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        refused = [t.done() for t in queued]
+        gate.set()
+        out = await asyncio.gather(held, *queued, return_exceptions=True)
+        await b.close()
+        return refused, out, seen.reasons
+
+    refused, out, reasons = run(main())
+    assert refused == [False] * 8 + [True] * 4
+    assert all(o["y"].item() == 6 for o in out[1:9]) and all(isinstance(o, Unavailable) for o in out[9:])
+    assert reasons == [batching.EXPECTED_WAIT] * 4
+
+
 def test_with_no_budget_nothing_is_shed(clock):
     async def main():
         seen = Shed()

@@ -23,7 +23,9 @@ run in time, until one comes off within the budget again. A request therefore wa
 budgets at most, and under a lasting overload about one. And a new
 request is refused at once (before its body is read, and again when it joins the queue) while the
 rows already queued would take longer than the budget to drain at the model's measured speed (an
-EWMA of recent calls' rows per second, times the calls in flight). The budget is never less than two
+EWMA of recent calls' rows per second, times the calls in flight) — never while they fit in the next
+round of calls: a few requests queued behind a call that ran small batches slowly (a replica just
+started, a busy machine) are one batch, not a backlog. The budget is never less than two
 of the model's own call times: at full concurrency a request may always wait for the call in
 progress and the one it joins, so a model slower than the budget is not refused for being busy. A
 request that finds its model idle never waits and is never refused; until a call has been measured
@@ -152,10 +154,14 @@ class Batcher:
 
     def expected_wait_s(self, rows: int = 0) -> float:
         """How long the queued rows (and ``rows`` more) would take to drain at the measured speed; 0 before
-        any call was measured."""
-        if self._rows_per_s <= 0:
+        any call was measured, and 0 while they fit in the next round of calls (``max_batch_size`` rows
+        each, ``in_flight`` of them): those start once the calls in progress end, which the budget (at least
+        two call times) always allows. The measured rows per second come from the batches seen so far,
+        usually smaller than full ones, so beyond one round the estimate errs towards waiting longer."""
+        queued = self._queued_rows + rows
+        if self._rows_per_s <= 0 or queued <= self.max_batch_size * self.in_flight:
             return 0.0
-        return (self._queued_rows + rows) / (self._rows_per_s * self.in_flight)
+        return queued / (self._rows_per_s * self.in_flight)
 
     def _admit(self, rows: int) -> None:
         """Unavailable when requests are queued and the queue ahead (with ``rows`` more) would take longer
