@@ -31,10 +31,17 @@
     the same (train, export, push): ``submit_to_first_epoch_s``, ``end_to_end_s``, ``overhead_vs_local_train``
     (target 0.15). bench/scale_managed.py says how.
 
+(e) ``--only store``: the artifact store on a local folder against S3 (moto's server on loopback):
+    ``push_mb_s`` and ``pull_mb_s`` of a --store-mb MiB object through the store's own put_file and read
+    (sha256 checked; multipart for S3), and OTA device updates/s through one `tandem serve` worker with the
+    registry on each (``ota_downloads_s``), for S3 also by presigned URLs (``ota_presigned_downloads_s``) and the
+    check alone (bench/ota_direct.py's ways). Targets: S3 push and pull ≥ 50 MB/s, presigned ≥ 5× through the
+    server. bench/scale_store.py says how.
+
 Writes bench/results/scale.json (``train_ips`` = {local, ray1, ray2}, ``serve_rps`` = {plain, ray1,
-ray2}, ``multi_node``, and the detail of every cell) and prints a table; the keys a run does not
-measure are kept from the file as it was (written whole, atomically). The machine may be shared: every
-cell records the load average around it.
+ray2}, ``multi_node``, ``managed_training``, ``store``, and the detail of every cell) and prints a table;
+the keys a run does not measure are kept from the file as it was (written whole, atomically). The machine
+may be shared: every cell records the load average around it.
 
 With --device cuda, (a) runs on the GPU (Ray workers reserve one GPU each) and the results name the
 card; (b) is skipped.
@@ -400,6 +407,32 @@ def write_results(path: Path, result: dict) -> dict:
     return merged
 
 
+def store_table(st: dict, out: Path) -> None:
+    """Part (e)'s figures, and the targets."""
+    cells = st["cells"]
+    table = Table(title=f"bench/scale store on {st['machine']['cpus']} CPUs ({st['object_bytes'] / 2**20:g} MiB "
+                        f"object, OTA model {st['ota_model_bytes'] / 2**20:g} MiB, {st['concurrency']} clients; MB = 10^6 B)")
+    for col in ("store", "push MB/s", "pull MB/s", "bundle push MB/s", "bundle pull MB/s", "OTA via server /s",
+                "OTA presigned /s", "OTA checks alone /s"):
+        table.add_column(col, justify="left" if col == "store" else "right")
+    for b, label in (("local", "local folder"), ("s3", "S3 (moto, loopback)")):
+        fig = st[b]
+        table.add_row(label, f"{fig['push_mb_s']}", f"{fig['pull_mb_s']}", f"{cells[f'{b}_bundle']['push_mb_s']}",
+                      f"{cells[f'{b}_bundle']['pull_mb_s']}", f"{fig['ota_downloads_s']}",
+                      f"{fig.get('ota_presigned_downloads_s', '—')}", f"{fig.get('presigned_server_side_s', '—')}")
+    console.print(table)
+    s3, target = st["s3"], st["targets"]
+
+    def mark(ok: bool) -> str:
+        return "[green]met[/]" if ok else "[red]not met[/]"
+
+    console.print(f"S3 push {s3['push_mb_s']} / pull {s3['pull_mb_s']} MB/s (target ≥ {target['s3_push_mb_s']:g}: "
+                  f"{mark(st['meets']['s3_push_mb_s'] and st['meets']['s3_pull_mb_s'])}); presigned OTA ÷ through the "
+                  f"server: {s3['ratio_server_side']}× server side, {s3['ratio_presigned_end_to_end']}× end to end "
+                  f"with moto serving the bytes (target ≥ {target['ratio_presigned_vs_server']:g}×: server side "
+                  f"{mark(st['meets']['ratio_server_side'])})  →  {out}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer epochs and a shorter load: a smoke run")
@@ -412,13 +445,19 @@ def main() -> None:
                    help="run the three trainings (and servers) this many times, interleaved, keeping each one's best")
     p.add_argument("--bundle", type=Path, help="serve this bundle (default: the one exported from the 2-worker run)")
     p.add_argument("--parts", default="train,serve",
-                   help="train, serve, multi_node, managed_training, comma-separated (serve alone needs --bundle)")
-    p.add_argument("--only", choices=["multi_node", "managed_training"],
+                   help="train, serve, multi_node, managed_training, store, comma-separated (serve alone needs "
+                   "--bundle)")
+    p.add_argument("--only", choices=["multi_node", "managed_training", "store"],
                    help="this part alone (the same as --parts PART)")
     p.add_argument("--managed-epochs", type=int, default=5, help="managed_training: epochs of the compared training")
+    p.add_argument("--store-mb", type=float, default=64.0,
+                   help="store: MiB of the object pushed and pulled (and of the model of the pushed bundle)")
+    p.add_argument("--ota-model-mb", type=float, default=3.6,
+                   help="store: MiB of the model file each OTA update downloads (the celebmatch bundle's: 3.6)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds of load per server")
-    p.add_argument("--out", type=Path, default=RESULTS / "scale.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "scale.json",
+                   help="the results file (merged into; a smoke run: a copy, e.g. /tmp/scale.json)")
     args = p.parse_args()
     if args.quick:
         args.epochs, args.duration = 2, 6.0
@@ -432,10 +471,11 @@ def main() -> None:
         env.pop(var, None)
 
     parts = {args.only} if args.only else set(args.parts.split(","))
-    if unknown := parts - {"train", "serve", "multi_node", "managed_training"}:
-        raise SystemExit(f"--parts: no part {', '.join(sorted(unknown))} (train, serve, multi_node, managed_training)")
+    if unknown := parts - {"train", "serve", "multi_node", "managed_training", "store"}:
+        raise SystemExit(f"--parts: no part {', '.join(sorted(unknown))} (train, serve, multi_node, managed_training, "
+                         "store)")
     if args.device == "cuda":
-        parts -= {"serve", "multi_node", "managed_training"}
+        parts -= {"serve", "multi_node", "managed_training", "store"}
     if "serve" in parts and "train" not in parts and args.bundle is None:
         raise SystemExit("--parts serve needs --bundle (without training there is no run to export)")
     machine = {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
@@ -499,7 +539,20 @@ def main() -> None:
         result["managed_training"] = {"machine": machine, **managed_training(
             WORK / "managed", args.min_faces, 2 if args.quick else args.managed_epochs, args.batch_size, args.rounds,
             env, console.print, args.subset)}
+    if "store" in parts:
+        from scale_store import TRANSFERS, store  # bench/, beside this script
+
+        # --quick: a smoke run (multipart still: 3 parts of 8 MiB), a few seconds a cell.
+        result["store"] = {"machine": machine, **store(
+            WORK / "store", store_mib=20.0 if args.quick else args.store_mb,
+            ota_model_mib=1.0 if args.quick else args.ota_model_mb, rounds=1 if args.quick else args.rounds,
+            transfers=2 if args.quick else TRANSFERS, concurrency=4 if args.quick else args.concurrency,
+            duration=2.0 if args.quick else args.duration, env=env, say=console.print), "quick": args.quick}
     write_results(args.out, result)
+    if "store" in parts:
+        store_table(result["store"], args.out)
+        if not parts & {"train", "serve", "multi_node", "managed_training"}:
+            return
     if "managed_training" in parts:
         mt = result["managed_training"]
         console.print(f"managed_training: first epoch {mt['submit_to_first_epoch_s']} s after submitting, pushed after "
