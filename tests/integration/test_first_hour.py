@@ -92,7 +92,8 @@ def test_serve_on_a_taken_port_fails_at_once_naming_it(tmp_path):
 
 def test_serve_warns_of_an_empty_registry_and_shows_the_page_address(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--log-level", "warning"],
+    proc = subprocess.Popen([sys.executable, "-m", "tandem", "serve", "--port", str(port), "--log-level", "warning",
+                             "--max-queue-ms", "250"],
                             env={**serve_env(tmp_path / "home"), "COLUMNS": "200"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -100,6 +101,7 @@ def test_serve_warns_of_an_empty_registry_and_shows_the_page_address(tmp_path):
     finally:
         out, err = stop(proc, signal.SIGTERM)
     assert f"the browser app: http://127.0.0.1:{port}/app/" in out
+    assert "requests queued over 250 ms answered 503" in out  # --max-queue-ms over TANDEM_MAX_QUEUE_MS
     assert "holds no models yet" in err and "tandem push BUNDLE" in err
 
 

@@ -27,6 +27,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes; each loads the models.")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Dynamic batching: most rows per model call (TANDEM_MAX_BATCH_SIZE).")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(min=0, max=1000, help="Dynamic batching: longest wait for more requests (TANDEM_MAX_DELAY_MS).")] = None,
+    max_queue_ms: Annotated[float | None, typer.Option(min=0, max=600_000, help="The most a request may wait in its model's queue before it is answered 503 + Retry-After instead of late; 0: never shed (TANDEM_MAX_QUEUE_MS, default 100).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
     ray: Annotated[bool, typer.Option("--ray", help="Run the same app as a Ray Serve deployment (needs tandem\\[ray]; docs/scale.md).")] = False,
     replicas: Annotated[int | None, typer.Option(min=1, max=1024, help="With --ray: replicas of the app (default 1).")] = None,
@@ -48,6 +49,8 @@ def serve(
         overrides["max_batch_size"] = max_batch_size
     if max_delay_ms is not None:
         overrides["max_delay_ms"] = max_delay_ms
+    if max_queue_ms is not None:
+        overrides["max_queue_ms"] = max_queue_ms
     settings = get_settings().model_copy(update=overrides)
     if not (ray and (address or settings.ray_address)):
         # Before any model is loaded: a taken port fails at once. On a Ray cluster the port is its
@@ -72,13 +75,20 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     console.print(f"serving the registry at {settings.registry_location} on http://{host}:{port} "
                   f"({workers} worker(s), batches up to {settings.max_batch_size} rows / "
-                  f"{settings.max_delay_ms:g} ms)", highlight=False, markup=False)
+                  f"{settings.max_delay_ms:g} ms, {_queue_budget(settings)})", highlight=False, markup=False,
+                  soft_wrap=True)  # one line, however narrow the terminal: it is read like a log line
     console.print(f"the browser app: {page_url(host, port)}", highlight=False, markup=False)
     try:
         run_uvicorn(settings, host, port, log_level)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _queue_budget(settings: Settings) -> str:
+    if settings.max_queue_ms <= 0:
+        return "no queue budget: nothing shed"
+    return f"requests queued over {settings.max_queue_ms:g} ms answered 503"
 
 
 def run_uvicorn(settings: Settings, host: str, port: int, log_level: str) -> None:
@@ -130,7 +140,8 @@ def _serve_on_ray(settings: Settings, host: str, port: int, workers: int, replic
     how = (f"{scaling.replicas} replica(s)" if scaling.autoscale is None
            else "autoscaling {}..{} replicas at {:g} requests in flight each".format(*scaling.autoscale))
     console.print(f"starting Ray Serve for the registry at {settings.registry_location} ({how}, "
-                  f"batches up to {settings.max_batch_size} rows / {settings.max_delay_ms:g} ms)…", highlight=False)
+                  f"batches up to {settings.max_batch_size} rows / {settings.max_delay_ms:g} ms, "
+                  f"{_queue_budget(settings)})…", highlight=False, soft_wrap=True)
 
     def ready() -> None:
         console.print(f"serving on http://{host}:{port} through Ray Serve; Ctrl-C stops", highlight=False)
