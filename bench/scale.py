@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import proc_cpu
 from rich.console import Console
 from rich.table import Table
 
@@ -168,6 +169,7 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
             before()
         ready_s = time.perf_counter() - t0
         load0 = load()
+        cpu0, lg_t0 = proc_cpu.snapshot(), time.perf_counter()
         lg = subprocess.run([sys.executable, str(LOADGEN), "--requests", str(requests_file(images, port, key, model)),
                              "--port", str(port), "--concurrency", str(args.concurrency), "--duration",
                              str(args.duration), "--warmup", "3"], check=False, capture_output=True,
@@ -175,6 +177,9 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
         if lg.returncode != 0:
             raise SystemExit(f"loadgen failed: {lg.stderr[-2000:]}")
         result = json.loads(lg.stdout.strip().splitlines()[-1])
+        # Warm-up included: the requests are those of the whole run at the measured rate.
+        lg_s = time.perf_counter() - lg_t0
+        cpu = proc_cpu.by_group(cpu0, proc_cpu.snapshot(), lg_s, int(result["rps"] * lg_s))
         load1 = load()
         if then is not None:
             after = then(f"http://127.0.0.1:{port}")
@@ -183,7 +188,7 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
     cell = {"command": " ".join(cmd[1:]), "ready_s": round(ready_s, 1), "rps": result["rps"],
             "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
             "statuses": result["statuses"], "client_cpu_share": result.get("client_cpu_share"),
-            "load_before": load0, "load_after": load1}
+            "load_before": load0, "load_after": load1, "cpu": cpu}
     return {**cell, "then": after} if then is not None else cell
 
 
@@ -583,6 +588,16 @@ def main() -> None:
     ratios = [f"{what} {result[k]}" for what, k in (("training", "train_ratio_ray1_vs_local"),
                                                     ("serving", "serve_ratio_ray1_vs_plain")) if k in result]
     console.print(f"Ray ÷ plain with one worker/replica: {', '.join(ratios)}  →  {args.out}")
+    if any("cpu" in serve.get(m, {}) for m in SERVE_MODES):
+        cpu = Table(title="where the CPU went under the serving load: ms per answered request (cores busy)")
+        cpu.add_column("process")
+        for m in SERVE_MODES:
+            cpu.add_column(m, justify="right")
+        groups = dict.fromkeys(g for m in SERVE_MODES for g in serve.get(m, {}).get("cpu", {}))
+        for g in groups:
+            cells = [serve.get(m, {}).get("cpu", {}).get(g) for m in SERVE_MODES]
+            cpu.add_row(g, *(f"{c['ms_per_request']} ({c['cores']})" if c else "—" for c in cells))
+        console.print(cpu)
 
 
 if __name__ == "__main__":
