@@ -26,7 +26,8 @@ than 2xx, and any broken connection or timeout, is an error. Latency percentiles
 Recorded: requests, errors and shed requests (per kind), p50/p99 per window (a minute; 10 s when the soak is
 shorter than 2 minutes) and p99 drift (last window's p99 over the first's), the server's RSS (the
 `tandem serve` process and all its children, from /proc) every --rss-every seconds: start (after the
-warm-up), end, growth = end/start - 1. Targets: 0 errors, RSS growth <= 10%.
+warm-up), end, growth = end/start - 1. Targets: 0 errors, RSS growth <= 10%, p99 drift <= 1.5 (issue 21;
+also at the top of soak.json as ``p99_drift``).
 
 Writes bench/results/soak.json and bench/results/soak.png (p99 and RSS over time), and merges
 soak_requests, soak_errors, rss_growth, soak_p99_drift, soak_minutes and soak_rps into
@@ -56,6 +57,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tandem import atomic
 from tandem.testing.served import Served, serve
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +67,7 @@ WORK = HERE / "work" / "soak"
 KINDS = ("json", "binary", "image", "ota")
 WEIGHTS = {"json": 3, "binary": 3, "image": 2, "ota": 2}  # out of 10 requests
 TARGET_RSS_GROWTH = 0.10
+TARGET_P99_DRIFT = 1.5  # issue 21: the last minute's p99 within 1.5x the first's
 REQUEST_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 256  # the open loop's connection pool; a request waits for one beyond that
 console = Console(width=110)
@@ -576,7 +579,7 @@ def print_table(res: dict) -> None:
             ("shed (503 with Retry-After)", f"{s['shed']:,} ({s['shed'] / max(s['requests'], 1):.2%})", ""),
             ("requests/s achieved", f"{s['achieved_rps']:.1f}", f"{res['target_rps']:.1f}"),
             ("p50 / p99 ms", f"{s['p50_ms']} / {s['p99_ms']}", ""),
-            (f"p99 drift (last / first {s['window_s']:g} s window)", str(s["p99_drift"]), "~1"),
+            (f"p99 drift (last / first {s['window_s']:g} s window)", str(s["p99_drift"]), f"<= {TARGET_P99_DRIFT:g}"),
             ("server RSS start / end / max MB", f"{r['start_mb']} / {r['end_mb']} / {r['max_mb']}", ""),
             ("RSS growth", f"{r['growth']:+.1%}", f"<= {TARGET_RSS_GROWTH:.0%}"),
             ("cores used: server / load generator", f"{res['cpu_cores_used']['server']} / "
@@ -717,10 +720,13 @@ def main() -> None:
            "workers": args.workers, "image_endpoint": f"/v1/apps/classify/{prep.model}:predict",
            "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "loadavg_end": list(os.getloadavg())}}
+    res["p99_drift"] = res["soak"]["p99_drift"]  # the figure issue 21 names, at the top
+    drift = res["p99_drift"]
     res["targets_met"] = {"zero_errors": res["soak"]["errors"] == 0 and warm.errors == 0,
-                          "rss_growth": res["rss"]["growth"] <= TARGET_RSS_GROWTH}
+                          "rss_growth": res["rss"]["growth"] <= TARGET_RSS_GROWTH,
+                          "p99_drift": drift is not None and drift <= TARGET_P99_DRIFT}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(res, indent=2) + "\n")
+    atomic.write_text(RESULTS / "soak.json", json.dumps(res, indent=2) + "\n")
     if plot(res, RESULTS / "soak.png"):
         console.print("wrote bench/results/soak.json and bench/results/soak.png")
     if not args.no_merge:
