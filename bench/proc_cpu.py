@@ -21,7 +21,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("ray node (raylet, GCS, dashboard, agents)", ("raylet", "gcs_server", "dashboard", "agent", "log_monitor",
                                                    "monitor.py", "ray::", "default_worker", "ray/_private")),
     ("load generator", ("loadgen",)),
-    ("tandem serve", ("tandem serve", "tandem/__main__", "bin/tandem")),
+    ("tandem serve", ("tandem serve", "tandem.__main__ serve")),
 ]
 
 
@@ -61,3 +61,15 @@ def by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, f
         cpu[group] = cpu.get(group, 0.0) + max(0.0, t1 - t0)
     return {g: {"cores": round(s / wall_s, 3), "ms_per_request": round(1e3 * s / max(1, requests), 3)}
             for g, s in sorted(cpu.items(), key=lambda kv: -kv[1])}
+
+
+def top(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float,
+        n: int = 8) -> list[dict[str, object]]:
+    """The ``n`` busiest processes between two snapshots: group, command (shortened) and cores busy."""
+    rows = []
+    for pid, (described, t1) in after.items():
+        t0 = before[pid][1] if pid in before and before[pid][0] == described else 0.0
+        rows.append((max(0.0, t1 - t0), pid, described))
+    rows.sort(reverse=True)
+    return [{"pid": pid, "group": group_of(d), "command": d[:120], "cores": round(s / wall_s, 3)}
+            for s, pid, d in rows[:n] if s > 0]

@@ -169,17 +169,27 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
             before()
         ready_s = time.perf_counter() - t0
         load0 = load()
-        cpu0, lg_t0 = proc_cpu.snapshot(), time.perf_counter()
-        lg = subprocess.run([sys.executable, str(LOADGEN), "--requests", str(requests_file(images, port, key, model)),
-                             "--port", str(port), "--concurrency", str(args.concurrency), "--duration",
-                             str(args.duration), "--warmup", "3"], check=False, capture_output=True,
-                             text=True)
-        if lg.returncode != 0:
-            raise SystemExit(f"loadgen failed: {lg.stderr[-2000:]}")
-        result = json.loads(lg.stdout.strip().splitlines()[-1])
-        # Warm-up included: the requests are those of the whole run at the measured rate.
-        lg_s = time.perf_counter() - lg_t0
-        cpu = proc_cpu.by_group(cpu0, proc_cpu.snapshot(), lg_s, int(result["rps"] * lg_s))
+        # Popen, not run: the CPU snapshots are taken at the load generator's START and END (the measured
+        # phase, with every process, the load generator included, still alive).
+        lg = subprocess.Popen([sys.executable, str(LOADGEN), "--requests", str(requests_file(images, port, key, model)),
+                               "--port", str(port), "--concurrency", str(args.concurrency), "--duration",
+                               str(args.duration), "--warmup", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+        snaps: dict[str, tuple[float, dict]] = {}
+        result = None
+        assert lg.stdout is not None
+        for raw in lg.stdout:
+            line = raw.strip()
+            if line in ("START", "END"):
+                snaps[line] = (time.perf_counter(), proc_cpu.snapshot())
+            elif line.startswith("{"):
+                result = json.loads(line)
+        lg.wait(60)
+        if lg.returncode != 0 or result is None or len(snaps) != 2:
+            raise SystemExit(f"loadgen failed: {lg.stderr.read()[-2000:] if lg.stderr else ''}")
+        measured_s = snaps["END"][0] - snaps["START"][0]
+        cpu = proc_cpu.by_group(snaps["START"][1], snaps["END"][1], measured_s, result["ok"])
+        cpu_top = proc_cpu.top(snaps["START"][1], snaps["END"][1], measured_s)
         load1 = load()
         if then is not None:
             after = then(f"http://127.0.0.1:{port}")
@@ -188,7 +198,7 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
     cell = {"command": " ".join(cmd[1:]), "ready_s": round(ready_s, 1), "rps": result["rps"],
             "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
             "statuses": result["statuses"], "client_cpu_share": result.get("client_cpu_share"),
-            "load_before": load0, "load_after": load1, "cpu": cpu}
+            "load_before": load0, "load_after": load1, "cpu": cpu, "cpu_top": cpu_top}
     return {**cell, "then": after} if then is not None else cell
 
 
