@@ -154,9 +154,10 @@ def requests_file(images: np.ndarray, port: int, key: str, model: str) -> Path:
 
 def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images: np.ndarray, key: str,
                model: str, flags: list[str] | None = None, then: Callable[[str], Any] | None = None,
-               before: Callable[[], Any] | None = None) -> dict:
+               before: Callable[[], Any] | None = None, profile: bool = False) -> dict:
     """``before()``: run once the server answers, before the load; ``then(url)``: run after the load, while the
-    server still runs; its result is the cell's "then"."""
+    server still runs; its result is the cell's "then". ``profile``: py-spy records the process that runs the
+    app (the server; with --ray, the replica) through the load (see profile_start)."""
     port = free_port()
     cmd = [str(TANDEM), "serve", "--port", str(port), "--log-level", "warning",
            *(SERVE_MODES[mode] if flags is None else flags)]
@@ -168,6 +169,7 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
         if before is not None:
             before()
         ready_s = time.perf_counter() - t0
+        spies = profile_start(mode, proc.pid, args.duration + 4) if profile else None
         load0 = load()
         # Popen, not run: the CPU snapshots are taken at the load generator's START and END (the measured
         # phase, with every process, the load generator included, still alive).
@@ -190,6 +192,7 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
         measured_s = snaps["END"][0] - snaps["START"][0]
         cpu = proc_cpu.by_group(snaps["START"][1], snaps["END"][1], measured_s, result["ok"])
         cpu_top = proc_cpu.top(snaps["START"][1], snaps["END"][1], measured_s)
+        profiled = profile_end(spies, cpu) if spies is not None else None
         load1 = load()
         if then is not None:
             after = then(f"http://127.0.0.1:{port}")
@@ -199,7 +202,50 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
             "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
             "statuses": result["statuses"], "client_cpu_share": result.get("client_cpu_share"),
             "load_before": load0, "load_after": load1, "cpu": cpu, "cpu_top": cpu_top}
+    if profiled is not None:
+        cell["profile"] = profiled
     return {**cell, "then": after} if then is not None else cell
+
+
+PYSPY = Path(sys.executable).parent / "py-spy"
+
+
+def profile_start(mode: str, server_pid: int, seconds: float) -> tuple[str, list[subprocess.Popen], Path, Path]:
+    """py-spy on the process that runs the app (plain: `tandem serve` itself, one worker; --ray: the replica,
+    found by its process title), sampling every thread at 200 Hz without pausing it (--nonblocking): a flame
+    graph (bench/results/scale_flame_MODE.svg) and raw stacks, bucketed by bench/serving_profile.py's
+    categories (a "Ray Serve (replica)" one among them)."""
+    pid = server_pid
+    if mode != "plain":
+        replicas = [p for p, (d, _) in proc_cpu.snapshot().items() if proc_cpu.group_of(d) == "replica"]
+        if len(replicas) != 1:
+            raise SystemExit(f"--profile needs one replica to record, found {len(replicas)}")
+        pid = replicas[0]
+    svg, raw = RESULTS / f"scale_flame_{mode}.svg", WORK / "profile" / f"{mode}.raw.txt"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    common = ["--pid", str(pid), "--rate", "200", "--duration", str(int(seconds)), "--nonblocking", "--threads"]
+    spies = [subprocess.Popen([str(PYSPY), "record", "--format", fmt, "-o", str(out), *common],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for fmt, out in (("flamegraph", svg.with_suffix(".svg.tmp")), ("raw", raw))]
+    time.sleep(1.0)  # attached before the load starts
+    return mode, spies, svg, raw
+
+
+def profile_end(spies: tuple[str, list[subprocess.Popen], Path, Path], cpu: dict) -> dict:
+    import serving_profile  # bench/, beside this script
+
+    mode, procs, svg, raw = spies
+    for s in procs:
+        _, err = s.communicate(timeout=120)
+        if s.returncode != 0:
+            raise SystemExit(f"py-spy failed ({s.returncode}): {err[-800:]}")
+    os.replace(svg.with_suffix(".svg.tmp"), svg)
+    summary = serving_profile.summarise(raw)
+    app_ms = cpu.get("tandem serve" if mode == "plain" else "replica", {}).get("ms_per_request", 0.0)
+    return {"flame_graph": str(svg.relative_to(HERE.parent)), "samples": summary["samples"],
+            "share": summary["share"],
+            # Samples are taken of threads on a CPU: a category's share of them is its share of the process's CPU.
+            "ms_per_request": {c: round(v * app_ms, 3) for c, v in summary["share"].items()}}
 
 
 # --- (c) several Ray nodes ----------------------------------------------------------------------------
@@ -451,6 +497,9 @@ def store_table(st: dict, out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer epochs and a shorter load: a smoke run")
+    p.add_argument("--profile", action="store_true",
+                   help="serve part: one more cell each of plain and ray1 with py-spy recording the app's process "
+                        "(flame graphs bench/results/scale_flame_*.svg; where Ray Serve's overhead sits)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--min-faces", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
@@ -540,6 +589,10 @@ def main() -> None:
                 console.print(f"  {cell['rps']} answers/s, p99 {cell['p99_ms']} ms")
         for mode, cells in tries.items():
             serve[mode] = {**max(cells, key=lambda c: c["rps"]), "rounds": [c["rps"] for c in cells]}
+        if args.profile:  # apart from the measured rounds: py-spy takes CPU the server would have had
+            for mode in ("plain", "ray1"):
+                console.print(f"[bold]profiling[/] {mode}…")
+                serve[mode]["profile"] = serve_cell(mode, args, env, images, key, model, profile=True)["profile"]
         result["serve_bundle"] = {"path": str(bundle), "model": model}
         result["serve"] = serve
         result["serve_rps"] = {m: c["rps"] for m, c in serve.items()}

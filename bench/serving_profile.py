@@ -58,6 +58,10 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("batching hand-off", ("tandem/server/batching.py", "concurrent/futures", "threading.py", "queue.py")),
     ("HTTP parsing (uvicorn)", ("uvicorn/", "httptools", "h11", "tandem/server/body.py",
                                 "tandem/server/connections.py")),
+    # Ray Serve's replica around the app (bench/scale.py --profile): its direct-ingress ASGI wrapper,
+    # request metadata, metrics and the core worker's Python.
+    ("Ray Serve (replica)", ("(ray/serve/", "(ray/_private/", "(ray/_raylet", "(ray/util/", "(ray/actor",
+                             "(ray/remote_function", "(ray/_common/")),
     ("routing/middleware", ("starlette/", "tandem/server/", "anyio/")),
     # A main-thread sample whose innermost Python frame is the loop's runner is in uvloop's C code:
     # socket reads and writes, epoll, callback dispatch.
