@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tandem.cli.main import app
 from tandem.errors import ConfigError
+from tandem.ray_cluster import local_cpus
 from tandem.server.ray_serve import Scaling, haproxy_env, replica_settings
 from tandem.settings import Settings
 from tandem.training.distributed import RayOptions
@@ -43,6 +44,8 @@ def test_each_haproxy_ingress_gets_its_own_files_and_ports():
     assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 65 <= 97
     ports = {env[k] for k in env if k.endswith("_PORT")}
     assert len(ports) == 4 and "8404" not in ports
+    # HAProxy's threads: a quarter of this machine's cores, at least one (Ray's 4 only past 16 cores).
+    assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == str(max(1, local_cpus() // 4))
     assert haproxy_env(s.model_copy(update={"ray_haproxy": False})) == {}
 
 
