@@ -150,6 +150,8 @@ def main() -> None:
         entry: dict[str, Any] = {"bytes": bundle.manifest.files[v.file].size, "file": v.file,
                                  "runtime": f"{v.runtime.name} {v.runtime.version}",
                                  "export_seconds": round(seconds.seconds.get(key, float("nan")), 2)}
+        if v.quantization is not None:  # litert-int8: the quantiser's recipe, activations and calibration
+            entry["quantization"] = v.quantization.model_dump()
         if v.parity is None:
             assert v.spec_check is not None
             entry |= {"spec_ok": v.spec_check.spec_ok, "ops": v.spec_check.ops, "op_types": v.spec_check.op_types,

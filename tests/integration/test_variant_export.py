@@ -54,6 +54,13 @@ def test_every_variant_is_written_with_its_manifest_entry(bundle_dir):
     # litert-int8 is the fp32 file quantised by ai-edge-quantizer (litert-torch's own int8 lowering is broken).
     assert (m.variants["litert-fp32"].converter.name, m.variants["litert-int8"].converter.name) == \
         ("litert-torch", "ai-edge-quantizer")
+    # The recipe is named: int8 weights and activations, calibrated on the training photos (8 a person here).
+    q = m.variants["litert-int8"].quantization
+    assert (q.recipe, q.weights, q.activations, q.ranges) == ("static_wi8_ai8", "int8", "int8", "min-max")
+    assert q.calibration_images == m.training["train_images"] and {"CAST", "SOFTMAX"} <= set(q.float_ops)
+    # The stem stays float (the first convolution and the first depthwise one), every other convolution is int8.
+    assert (q.float_ops["CONV_2D"], q.float_ops["DEPTHWISE_CONV_2D"]) == (1, 1)
+    assert m.variants["litert-fp32"].quantization is None
     assert (m.variants["executorch-int8"].runtime.name, m.variants["executorch-int8"].runtime.version[:3]) == ("executorch", "1.5")
     core = m.variants["coreml-fp16"]
     assert (core.runtime.name, core.runtime.version, core.converter.name) == ("coreml", "iOS16", "coremltools")
@@ -69,6 +76,8 @@ def test_the_variants_that_run_here_pass_parity_measured_on_real_photos(bundle_d
         assert fp32.max_abs <= 1e-4 and fp32.top1_agreement == 1.0
         assert int8.max_abs > 0 and int8.top1_agreement >= min(0.99, onnx_int8)
         assert m.files[FILES[f"{fmt}-int8"]].size < 0.4 * m.files[FILES[f"{fmt}-fp32"]].size
+    # The size target: LiteRT int8 is at most 0.3× its fp32 file (its quantisation vectors shared).
+    assert m.files[FILES["litert-int8"]].size <= 0.3 * m.files[FILES["litert-fp32"]].size
     assert m.variants["onnx-fp32"].parity.max_abs == m.metrics["max_abs_onnx_torch"]
 
 

@@ -10,6 +10,7 @@ from tandem.bundle import (
     VARIANTS_SCHEMA,
     Bundle,
     Parity,
+    Quantization,
     Software,
     SpecCheck,
     TensorSpec,
@@ -87,6 +88,20 @@ def test_a_variant_file_the_files_do_not_list_is_refused(variant_bundle):
     (variant_bundle / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match=r"variant file model\.int8\.tflite \(litert-int8\) is not listed"):
         Bundle.load(variant_bundle)
+
+
+def test_an_int8_variant_says_how_it_was_quantised_and_the_others_write_no_such_key(variant_bundle):
+    q = Quantization(recipe="static_wi8_ai8", weights="int8", activations="int16", calibration_images=256,
+                     ranges="min-max", float_ops={"CAST": 1, "SOFTMAX": 1})
+    m = Bundle.load(variant_bundle).manifest
+    write_manifest(variant_bundle, m.model_copy(update={"variants": m.variants | {
+        "litert-int8": m.variants["litert-int8"].model_copy(update={"quantization": q})}}))
+    raw = json.loads((variant_bundle / "manifest.json").read_text())
+    assert raw["variants"]["litert-int8"]["quantization"]["activations"] == "int16"
+    assert "quantization" not in raw["variants"]["litert-fp32"]  # absent, not null: older manifests hash the same
+    assert Bundle.load(variant_bundle).manifest.variants["litert-int8"].quantization == q
+    with pytest.raises(ValueError, match="a fp32 variant cannot have int8 weights"):
+        litert(quantization=q)
 
 
 @pytest.mark.parametrize(("change", "message"), [

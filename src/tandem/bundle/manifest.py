@@ -117,6 +117,19 @@ class SpecCheck(BaseModel):
     not_measured: str = Field(description="why parity was not measured")
 
 
+class Quantization(BaseModel):
+    """How a quantised variant was made (docs/bundle.md, "Variants"): informative, as `converter` is. Its
+    `precision` names the weights; the activations may differ (int16 activations with int8 weights stay int8)."""
+
+    recipe: str = Field(min_length=1, max_length=100, description="the quantiser's own name for its settings")
+    weights: Literal["int8"] = Field(description="symmetric, per output channel")
+    activations: Literal["int8", "int16", "float32"] = Field(description="per tensor, ranges fixed at export")
+    calibration_images: int = Field(ge=1, description="training photos whose activations set the ranges")
+    ranges: Literal["min-max"] = Field(description="each range: the smallest and largest value over those photos")
+    float_ops: dict[str, int] = Field(default_factory=dict,
+                                      description="the file's operations that compute in float32, counted by type")
+
+
 class Variant(BaseModel):
     """One model file in one format and precision (docs/bundle.md, "Variants")."""
 
@@ -135,12 +148,17 @@ class Variant(BaseModel):
     # says what was checked instead.
     parity: Parity | None
     spec_check: SpecCheck | None = Field(default=None, exclude_if=lambda v: v is None)
+    # Written for litert-int8 (absent elsewhere, so manifests from before it read and hash the same).
+    quantization: Quantization | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _checked_somehow(self) -> Variant:
         if self.parity is None and (self.format != "coreml" or self.spec_check is None or not self.spec_check.spec_ok):
             raise ValueError(f"a {self.format} variant needs its parity measured at export (only a Core ML variant, "
                              "which runs on Apple's systems alone, may give a passed spec_check instead)")
+        if self.quantization is not None and self.quantization.weights != self.precision:
+            raise ValueError(f"a {self.precision} variant cannot have {self.quantization.weights} weights: its precision "
+                             "names its weights")
         return self
 
 

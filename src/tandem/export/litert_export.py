@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tandem.bundle import Parity, Software, TensorSpec, Variant
+from tandem.bundle import Parity, Quantization, Software, TensorSpec, Variant
 from tandem.bundle.litert_runtime import LiteRtModel
 from tandem.bundle.preprocess import PreprocessSpec
 from tandem.errors import BundleError
@@ -115,6 +115,9 @@ def export_litert(model: torch.nn.Module, stage: Path, keys: frozenset[str], pyt
                 signature="serving_default", runtime=Software(**report["runtime"]),
                 # int8: the fp32 file quantised by ai-edge-quantizer (litert_convert.quantize_int8).
                 converter=Software(**report["quantizer" if precision == "int8" else "converter"]),
+                # int8: ai-edge-quantizer's recipe as litert_convert.quantize_int8 ran it, and on how many photos.
+                quantization=Quantization(**report["quantization"], calibration_images=len(calibration))
+                if precision == "int8" else None,
                 parity=Parity(images=1, on="test", max_abs=0.0),  # measured next
             )
             got = LiteRtModel(tmp / FILES[precision], variant, spec, labels, label=key).run(photos.pixels)
