@@ -51,14 +51,20 @@ def group_of(described: str) -> str:
     return "other"
 
 
+def _used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> list[tuple[float, int, str]]:
+    """(CPU seconds between the snapshots, pid, described) of every process alive at ``after``; a pid that now
+    describes another process (reused) counts from zero."""
+    return [(max(0.0, t1 - (before[pid][1] if pid in before and before[pid][0] == described else 0.0)), pid, described)
+            for pid, (described, t1) in after.items()]
+
+
 def by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float,
              requests: int) -> dict[str, dict[str, float]]:
     """CPU per group between two snapshots: cores busy on average (``cores``) and milliseconds per request."""
     cpu: dict[str, float] = {}
-    for pid, (described, t1) in after.items():
-        t0 = before[pid][1] if pid in before and before[pid][0] == described else 0.0
+    for seconds, _, described in _used(before, after):
         group = group_of(described)
-        cpu[group] = cpu.get(group, 0.0) + max(0.0, t1 - t0)
+        cpu[group] = cpu.get(group, 0.0) + seconds
     return {g: {"cores": round(s / wall_s, 3), "ms_per_request": round(1e3 * s / max(1, requests), 3)}
             for g, s in sorted(cpu.items(), key=lambda kv: -kv[1])}
 
@@ -66,10 +72,6 @@ def by_group(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, f
 def top(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float,
         n: int = 8) -> list[dict[str, object]]:
     """The ``n`` busiest processes between two snapshots: group, command (shortened) and cores busy."""
-    rows = []
-    for pid, (described, t1) in after.items():
-        t0 = before[pid][1] if pid in before and before[pid][0] == described else 0.0
-        rows.append((max(0.0, t1 - t0), pid, described))
-    rows.sort(reverse=True)
+    rows = sorted(_used(before, after), reverse=True)
     return [{"pid": pid, "group": group_of(d), "command": d[:120], "cores": round(s / wall_s, 3)}
             for s, pid, d in rows[:n] if s > 0]

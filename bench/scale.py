@@ -207,14 +207,13 @@ def serve_cell(mode: str, args: argparse.Namespace, env: dict[str, str], images:
     return {**cell, "then": after} if then is not None else cell
 
 
-PYSPY = Path(sys.executable).parent / "py-spy"
-
-
 def profile_start(mode: str, server_pid: int, seconds: float) -> tuple[str, list[subprocess.Popen], Path, Path]:
-    """py-spy on the process that runs the app (plain: `tandem serve` itself, one worker; --ray: the replica,
-    found by its process title), sampling every thread at 200 Hz without pausing it (--nonblocking): a flame
-    graph (bench/results/scale_flame_MODE.svg) and raw stacks, bucketed by bench/serving_profile.py's
-    categories (a "Ray Serve (replica)" one among them)."""
+    """py-spy (bench/serving_profile.py's record) on the process that runs the app (plain: `tandem serve` itself,
+    one worker; --ray: the replica, found by its process title), every thread at 200 Hz: a flame graph
+    (bench/results/scale_flame_MODE.svg) and raw stacks, bucketed by serving_profile's categories (a "Ray Serve
+    (replica)" one among them)."""
+    import serving_profile  # bench/, beside this script
+
     pid = server_pid
     if mode != "plain":
         replicas = [p for p, (d, _) in proc_cpu.snapshot().items() if proc_cpu.group_of(d) == "replica"]
@@ -222,24 +221,14 @@ def profile_start(mode: str, server_pid: int, seconds: float) -> tuple[str, list
             raise SystemExit(f"--profile needs one replica to record, found {len(replicas)}")
         pid = replicas[0]
     svg, raw = RESULTS / f"scale_flame_{mode}.svg", WORK / "profile" / f"{mode}.raw.txt"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    common = ["--pid", str(pid), "--rate", "200", "--duration", str(int(seconds)), "--nonblocking", "--threads"]
-    spies = [subprocess.Popen([str(PYSPY), "record", "--format", fmt, "-o", str(out), *common],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for fmt, out in (("flamegraph", svg.with_suffix(".svg.tmp")), ("raw", raw))]
-    time.sleep(1.0)  # attached before the load starts
-    return mode, spies, svg, raw
+    return mode, serving_profile.record(pid, seconds, 200, svg, raw), svg, raw
 
 
 def profile_end(spies: tuple[str, list[subprocess.Popen], Path, Path], cpu: dict) -> dict:
     import serving_profile  # bench/, beside this script
 
     mode, procs, svg, raw = spies
-    for s in procs:
-        _, err = s.communicate(timeout=120)
-        if s.returncode != 0:
-            raise SystemExit(f"py-spy failed ({s.returncode}): {err[-800:]}")
-    os.replace(svg.with_suffix(".svg.tmp"), svg)
+    serving_profile.finish(procs, svg)
     summary = serving_profile.summarise(raw)
     app_ms = cpu.get("tandem serve" if mode == "plain" else "replica", {}).get("ms_per_request", 0.0)
     return {"flame_graph": str(svg.relative_to(HERE.parent)), "samples": summary["samples"],

@@ -193,24 +193,35 @@ def stack_figures(run: dict, names: dict[int, str], ort_thread_python: float) ->
     }
 
 
-def profile(srv: Any, reqs: Path, concurrency: int, seconds: float, rate: int, name: str) -> dict:
-    """A loaded run with py-spy recording an SVG flame graph and raw stacks at once."""
-    svg = sb.RESULTS / f"serving_flame_{name}.svg"
-    raw = sb.WORK / "profile" / f"{name}_c{concurrency}.raw.txt"
+def record(pid: int, seconds: float, rate: int, svg: Path, raw: Path, *extra: str) -> list[subprocess.Popen]:
+    """py-spy recording ``pid`` twice at once without pausing it (--nonblocking): an SVG flame graph (written to
+    ``svg`` by finish) and raw stacks at ``raw``; returns once both are attached."""
     raw.parent.mkdir(parents=True, exist_ok=True)
-    common = ["--pid", str(srv.proc.pid), "--rate", str(rate), "--duration", str(int(seconds)),
-              "--subprocesses", "--nonblocking", "--threads"]
-    tmp_svg = svg.with_suffix(".svg.tmp")
+    common = ["--pid", str(pid), "--rate", str(rate), "--duration", str(int(seconds)), "--nonblocking", "--threads",
+              *extra]
     spies = [subprocess.Popen([str(PYSPY), "record", "--format", fmt, "-o", str(out), *common],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for fmt, out in (("flamegraph", tmp_svg), ("raw", raw))]
+             for fmt, out in (("flamegraph", svg.with_suffix(".svg.tmp")), ("raw", raw))]
     time.sleep(1.0)  # py-spy attached before the load starts
-    run = measure(srv, reqs, concurrency, seconds, 0.5)
+    return spies
+
+
+def finish(spies: list[subprocess.Popen], svg: Path) -> None:
+    """Wait for record's two py-spy runs; the flame graph replaces ``svg`` whole."""
     for s in spies:
         _, err = s.communicate(timeout=120)
         if s.returncode != 0:
             raise RuntimeError(f"py-spy failed ({s.returncode}): {err[-800:]}")
-    os.replace(tmp_svg, svg)
+    os.replace(svg.with_suffix(".svg.tmp"), svg)
+
+
+def profile(srv: Any, reqs: Path, concurrency: int, seconds: float, rate: int, name: str) -> dict:
+    """A loaded run with py-spy recording an SVG flame graph and raw stacks at once."""
+    svg = sb.RESULTS / f"serving_flame_{name}.svg"
+    raw = sb.WORK / "profile" / f"{name}_c{concurrency}.raw.txt"
+    spies = record(srv.proc.pid, seconds, rate, svg, raw, "--subprocesses")
+    run = measure(srv, reqs, concurrency, seconds, 0.5)
+    finish(spies, svg)
     return {"flame_graph": str(svg.relative_to(sb.ROOT)), "rps_while_profiled": run["rps"],
             "rate_hz": rate, **summarise(raw)}
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tandem.cli.main import app
 from tandem.errors import ConfigError
-from tandem.ray_cluster import local_cpus
+from tandem.server import ray_serve
 from tandem.server.ray_serve import Scaling, haproxy_env, replica_settings
 from tandem.settings import Settings
 from tandem.training.distributed import RayOptions
@@ -44,9 +44,17 @@ def test_each_haproxy_ingress_gets_its_own_files_and_ports():
     assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 65 <= 97
     ports = {env[k] for k in env if k.endswith("_PORT")}
     assert len(ports) == 4 and "8404" not in ports
-    # HAProxy's threads: a quarter of this machine's cores, at least one (Ray's 4 only past 16 cores).
-    assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == str(max(1, local_cpus() // 4))
     assert haproxy_env(s.model_copy(update={"ray_haproxy": False})) == {}
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (8, "2"), (16, "4"), (64, "16")])
+def test_haproxy_gets_a_quarter_of_the_cores_as_threads_and_the_environment_wins(monkeypatch, cores, threads):
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_NBTHREAD", raising=False)
+    monkeypatch.setattr(ray_serve, "local_cpus", lambda: cores)
+    s = Settings(home=Path("/nonexistent"))
+    assert haproxy_env(s)["RAY_SERVE_HAPROXY_NBTHREAD"] == threads  # Ray's own default is 4 at any size
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_NBTHREAD", "3")
+    assert haproxy_env(s)["RAY_SERVE_HAPROXY_NBTHREAD"] == "3"
 
 
 def test_workers_need_two_images_each_per_batch():
