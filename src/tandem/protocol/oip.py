@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tandem.errors import InvalidRequest, Unavailable, quoted
-from tandem.protocol import activations, classification, jsonbody, tensors
+from tandem.protocol import activations, classification, jsonbody, numeric_json, tensors
 from tandem.protocol.datatypes import DATATYPES, TensorSig, datatype_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -108,7 +108,9 @@ def parse_infer_request(
     are read-only views into ``body``, not copies). ``int8_inputs``: FP32 inputs that may arrive
     int8-encoded (see the module's docstring)."""
     header, binary_start = split_body(body, header_length)
-    req = jsonbody.request(header, "inference request")
+    req = numeric_json.parse_request(header)
+    if req is None:
+        req = jsonbody.request(header, "inference request")
     if not isinstance(req, dict):
         raise InvalidRequest(f"inference request must be a JSON object, got {type(req).__name__}")
     request_id = req.get("id")

@@ -46,13 +46,20 @@ def element_count(shape: tuple[int, ...]) -> int:
 
 
 def from_json_values(sig: TensorSig, data: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A tensor from JSON numbers (flat row-major, or nested lists) of exactly ``shape``."""
+    """A tensor from JSON numbers (flat row-major, or nested lists) of exactly ``shape``; ``data`` may also be
+    a flat numpy array of them (a list tandem.protocol.numeric_json parsed)."""
+    if isinstance(data, np.ndarray):
+        return _values(sig, data, shape)
     if not isinstance(data, list):
         raise InvalidRequest(f"input '{sig.name}': data must be a JSON list of numbers, got {type(data).__name__}")
     try:
         arr = np.asarray(data)
     except ValueError as e:  # ragged nested lists
         raise InvalidRequest(f"input '{sig.name}': data is not a rectangular list of numbers ({e})") from e
+    return _values(sig, arr, shape)
+
+
+def _values(sig: TensorSig, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     expected = element_count(shape)
     if arr.size != expected:
         raise InvalidRequest(
