@@ -129,3 +129,17 @@ def test_what_the_buffer_cannot_hold_goes_the_general_way():
     with _path(fast=True):
         assert numeric_json.parse_request(twice) is None
     same_either_way(twice, None)
+
+
+def test_a_parser_still_holding_a_document_is_replaced_not_given_up():
+    """Each thread reuses its simdjson parser; were an object of the last document still alive (the parser then
+    refuses to parse again), a new parser takes over instead of every later request going orjson's way."""
+    flat = dumps({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": list(range(12))}]})
+    with _path(fast=True):
+        assert numeric_json.parse_request(flat) is not None
+        held = numeric_json._parse(b'{"kept": [1, 2]}')["kept"]  # a live object of the parser's last document
+        before = numeric_json._local.parser
+        doc = numeric_json.parse_request(flat)
+        assert numeric_json._local.parser is not before
+        assert doc is not None and np.array_equal(doc["inputs"][0]["data"], np.arange(12))
+        assert held.as_list() == [1, 2]
