@@ -406,7 +406,8 @@ class ModelThreads:
                 loop.call_soon_threadsafe(outcome[0], future, outcome[1])
 
     def close(self) -> None:
-        """Let every thread end once the call it runs (if any) is over; calls still queued are never run."""
+        """Let every thread end after the calls already queued (whose requests close() answered already: their
+        results are dropped); no call is taken after this."""
         self._closed = True
         for _ in self._started:
             self._work.put(None)
