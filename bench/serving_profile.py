@@ -47,6 +47,12 @@ _spec.loader.exec_module(sb)
 PYSPY = Path(sys.executable).parent / "py-spy"
 TARGET_STACK_MS = 0.4
 
+EVENT_LOOP = "event loop + socket I/O (uvloop)"
+# A thread whose innermost Python frame is Thread.run runs C code its target called directly: in a Ray Serve
+# replica, the event loop (uvloop's run_forever) in the thread Ray gives the app's code. Not a thread hand-off.
+THREAD_RUNNING_C = "Thread.run (threading.py"
+
+
 # (category, substrings of a frame's "function (file:line)"); the innermost frame matching one decides.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("ORT (model)", ("onnxruntime",)),
@@ -65,12 +71,14 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("routing/middleware", ("starlette/", "tandem/server/", "anyio/")),
     # A main-thread sample whose innermost Python frame is the loop's runner is in uvloop's C code:
     # socket reads and writes, epoll, callback dispatch.
-    ("event loop + socket I/O (uvloop)", ("asyncio/", "uvloop", "selectors.py")),
+    (EVENT_LOOP, ("asyncio/", "uvloop", "selectors.py")),
 ]
 OTHER = "other"
 
 
 def categorise(frames: list[str]) -> str:
+    if frames and frames[-1].startswith(THREAD_RUNNING_C):
+        return EVENT_LOOP
     for f in reversed(frames):
         for cat, needles in CATEGORIES:
             if any(n in f for n in needles):
