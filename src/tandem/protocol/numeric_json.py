@@ -51,14 +51,11 @@ def parse_request(raw: bytes | memoryview) -> Any | None:
         if not isinstance(doc, simdjson.Object):
             return None
         req = _request(doc)
-    except _NotHere:
-        return None
-    except Exception:  # malformed or too deep (simdjson's own errors): orjson's path says what is wrong
+    except Exception:  # _NotHere, or malformed or too deep (simdjson's own errors): orjson's path says what is wrong
         return None
     inputs = req.get("inputs")
-    if not isinstance(inputs, list) or not all(isinstance(i, dict) and isinstance(i.get("data"), np.ndarray)
-                                               for i in inputs):
-        return None  # a list the general path must read anyway: it parses the whole text
+    if not isinstance(inputs, list) or not all("data" in i for i in inputs):
+        return None  # no tensor numbers to gain on (binary inputs): nothing for this path
     arrays = _arrays(req)
     return req if arrays is not None and arrays == text.count(b"[") else None
 
@@ -99,7 +96,8 @@ def _parse(text: bytes) -> Any:
 
 
 class _NotHere(Exception):
-    """Something orjson's general path must parse (duplicate keys)."""
+    """Something orjson's general path must parse (duplicate keys, an input's data the buffer cannot hold), found
+    before any of it is converted for nothing."""
 
 
 def _keys(obj: Any) -> list[str]:
@@ -118,25 +116,25 @@ def _request(doc: Any) -> dict[str, Any]:
     return out
 
 
-def _input(item: Any) -> Any:
+def _input(item: Any) -> dict[str, Any]:
     if not isinstance(item, simdjson.Object):
-        return _plain(item)
+        raise _NotHere()
     keys = _keys(item)
     datatype = item["datatype"] if "datatype" in keys else None
     return {k: _numbers(item[k], datatype) if k == "data" else _plain(item[k]) for k in keys}
 
 
-def _numbers(value: Any, datatype: Any) -> Any:
+def _numbers(value: Any, datatype: Any) -> np.ndarray:
     """``value`` as a numpy array when it is a list of numbers of ``datatype``'s kind (nested too: parse_request
-    then refuses it by its count of arrays), else as plain JSON."""
+    then refuses it by its count of arrays); _NotHere else, before a long list is made of it for nothing."""
     kind = _KIND.get(datatype) if isinstance(datatype, str) else None
     if kind is None or not isinstance(value, simdjson.Array):
-        return _plain(value)
+        raise _NotHere()
     of_type, dtype = _BUFFER[kind]
     try:
         return np.frombuffer(value.as_buffer(of_type=of_type), dtype=dtype)
     except (TypeError, ValueError):  # booleans, fractions for an integer type, a number out of range
-        return _plain(value)
+        raise _NotHere() from None
 
 
 def _plain(value: Any) -> Any:
