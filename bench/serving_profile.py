@@ -7,15 +7,19 @@ Starts a real `tandem serve` (one worker) on the serving benchmark's bundle and 
 bench/serving/loadgen.py, once per encoding (OIP binary tensors, OIP JSON):
 
 1. a measured run, nothing attached: the CPU of every thread of the server (/proc/PID/task/*/stat,
-   utime + stime, children included) over the measured phase. The model's own CPU is that of the
-   threads that run ONNX Runtime: the batcher's `ort-*` executor threads (named by `py-spy dump`)
-   plus any thread Python does not know (ONNX Runtime's own pool, the lone-request session's).
+   utime + stime, children included) over the measured phase. The model's own CPU is what the server's
+   `tandem_inference_cpu_seconds_total` counted meanwhile (each ONNX Runtime call's CPU on the thread
+   that made it, read from the thread's clock around the call: batching.ModelThreads) plus the CPU of
+   any thread Python does not know (ONNX Runtime's own pool, the lone-request session's).
    stack_cpu_ms = (server CPU - model CPU) / answered requests.
    Not the inference-duration metric: that is the wall time of the calls, and with two calls in
    flight on two cores it includes every moment a call waited for a core (it exceeds the whole
-   server's CPU at c16). The thread measure is exact to the clock tick (10 ms over ~10 s of CPU)
-   but counts the executor threads' own Python (the call wrapper, GIL hand-over) as model: the
-   profile's share of those threads outside `onnxruntime` frames is reported (`ort_thread_python`).
+   server's CPU at c16). Two other figures bracket it: `stack_cpu_ms_threads_only` counts every CPU
+   second of the model threads as the model's (a lower bound: their hand-over to and from the event
+   loop is the stack's), and `stack_cpu_ms_sampled` splits those threads' CPU by the profile's share
+   of their samples outside `onnxruntime` frames (`ort_thread_python`), as this script did before the
+   metric existed. That overstates the stack: py-spy takes a thread as busy while it is runnable, so
+   a model thread woken from its queue and waiting for a core counts as hand-over CPU.
 2. a profiled run: py-spy records the server twice at once (--nonblocking, so the server is never
    paused): an SVG flame graph (bench/results/serving_flame_<target>.svg) and raw collapsed stacks,
    bucketed here by the files of their frames (the innermost frame that names a category decides).
@@ -46,6 +50,7 @@ _spec.loader.exec_module(sb)
 
 PYSPY = Path(sys.executable).parent / "py-spy"
 TARGET_STACK_MS = 0.4
+MODEL_CPU_METRIC = "tandem_inference_cpu_seconds_total"
 
 EVENT_LOOP = "event loop + socket I/O (uvloop)"
 # A thread whose innermost Python frame is Thread.run runs C code its target called directly: in a Ray Serve
@@ -158,12 +163,14 @@ def measure(srv: Any, reqs: Path, concurrency: int, duration: float, warmup: flo
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     snaps: dict[str, dict[int, float]] = {}
     walls: dict[str, float] = {}
+    model_cpu: dict[str, float] = {}
     result = None
     assert gen.stdout is not None
     for raw in gen.stdout:
         line = raw.strip()
         if line in ("START", "END"):
             snaps[line], walls[line] = thread_cpu(srv.pids()), time.monotonic()
+            model_cpu[line] = sb.scrape(srv).get(MODEL_CPU_METRIC, 0.0)
         elif line.startswith("{"):
             result = json.loads(line)
     gen.wait(60)
@@ -172,17 +179,21 @@ def measure(srv: Any, reqs: Path, concurrency: int, duration: float, warmup: flo
     result["thread_cpu_s"] = {t: snaps["END"].get(t, 0.0) - snaps["START"].get(t, 0.0)
                               for t in snaps["END"]}
     result["wall_measured_s"] = walls["END"] - walls["START"]
+    result["model_call_cpu_s"] = model_cpu["END"] - model_cpu["START"]
     return result
 
 
 def stack_figures(run: dict, names: dict[int, str], ort_thread_python: float) -> dict:
     """CPU per request: the server's, the model's, and the stack's (the rest). ``ort_thread_python``:
-    the profile's share of the executor threads' samples outside ONNX Runtime, charged to the stack."""
+    the profile's share of the executor threads' samples outside ONNX Runtime (for the sampled figure)."""
     cpu = run["thread_cpu_s"]
     server = sum(cpu.values())
     ort_py = sum(v for t, v in cpu.items() if names.get(t, "").startswith("ort-"))
     native = sum(v for t, v in cpu.items() if t not in names)  # ONNX Runtime's own pool threads
-    model = ort_py * (1 - ort_thread_python) + native
+    if run["model_call_cpu_s"] <= 0:
+        raise RuntimeError(f"the server's {MODEL_CPU_METRIC} did not move over the run: is it older than the metric?")
+    model = run["model_call_cpu_s"] + native
+    sampled = ort_py * (1 - ort_thread_python) + native
     n = max(1, run["ok"])
     by_name: dict[str, float] = {}
     for t, v in cpu.items():
@@ -197,6 +208,10 @@ def stack_figures(run: dict, names: dict[int, str], ort_thread_python: float) ->
         "stack_cpu_ms": round((server - model) * 1000 / n, 4),
         # The same with every CPU second of the executor threads counted as the model's (a lower bound).
         "stack_cpu_ms_threads_only": round((server - ort_py - native) * 1000 / n, 4),
+        # ... and with their CPU split by py-spy's samples (overstates the stack: see the module's doc).
+        "stack_cpu_ms_sampled": round((server - sampled) * 1000 / n, 4),
+        # What the model threads did besides the calls: hand-over to and from the event loop.
+        "model_threads_other_cpu_ms": round((ort_py - run["model_call_cpu_s"]) * 1000 / n, 4),
         "thread_cpu_s": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
     }
 
@@ -242,7 +257,8 @@ def print_table(rows: dict) -> None:
     names = [n for n in rows if n.startswith("tandem_")]
     for n in names:
         t.add_column(n, justify="right")
-    for k in ("rps", "server_cpu_ms_per_req", "model_cpu_ms_per_req", "stack_cpu_ms", "stack_cpu_ms_threads_only"):
+    for k in ("rps", "server_cpu_ms_per_req", "model_cpu_ms_per_req", "stack_cpu_ms", "stack_cpu_ms_threads_only",
+              "stack_cpu_ms_sampled", "model_threads_other_cpu_ms"):
         t.add_row(k, *[sb.fmt(rows[n][k], 3) for n in names])
     for c in cats:
         t.add_row(c, *[f"{rows[n]['profile']['share'].get(c, 0.0):.1%} "
@@ -301,7 +317,8 @@ def main() -> None:
             sb.console.print("  profiling with py-spy …")
             prof = profile(srv, reqs, args.concurrency, args.duration, args.rate, name)
             row = {**stack_figures(run, names, prof["ort_thread_python"] or 0.0), "profile": prof}
-            # Samples are taken from threads on a CPU, so a category's share of them is its share of the CPU.
+            # Samples are of threads running or ready to run: a category's share of them is about its share of
+            # the CPU (a thread waiting for a core counts as well).
             prof["ms_per_req"] = {c: round(v * row["server_cpu_ms_per_req"], 3) for c, v in prof["share"].items()}
             rows[name] = row
             sb.console.print(row)
@@ -309,9 +326,9 @@ def main() -> None:
         srv.stop()
     print_table(rows)
     method = ("server CPU: utime+stime of every thread of the tandem serve process tree over the measured "
-              "phase (/proc/PID/task/*/stat), nothing attached; model CPU: the same for the batcher's ort-* "
-              "executor threads (less their profiled share outside onnxruntime frames) and threads Python "
-              "does not know (ONNX Runtime's pools); stack_cpu_ms = "
+              "phase (/proc/PID/task/*/stat), nothing attached; model CPU: the server's "
+              "tandem_inference_cpu_seconds_total over the same phase (each ONNX Runtime call's CPU on its "
+              "thread's clock) plus the CPU of threads Python does not know (ONNX Runtime's pools); stack_cpu_ms = "
               "(server - model) / answered requests; categories: py-spy raw samples of a second run, "
               "innermost frame naming a category (bench/serving_profile.py)")
     out = Path(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -155,7 +156,7 @@ def test_observer_sees_batch_sizes_and_queue_depth():
         def __init__(self):
             self.batches, self.depths = [], []
 
-        def batch(self, rows, requests, seconds):
+        def batch(self, rows, requests, seconds, cpu_seconds):
             self.batches.append((rows, requests))
 
         def queue(self, depth):
@@ -170,6 +171,41 @@ def test_observer_sees_batch_sizes_and_queue_depth():
 
     seen = run(main())
     assert sum(r for r, _ in seen.batches) == 3 and max(seen.depths) >= 1 and seen.depths[-1] == 0
+
+
+def test_observer_is_told_the_cpu_a_call_took_not_its_wall_time():
+    """A call that sleeps takes wall time but hardly any CPU; one that computes takes both."""
+    def sleeps(feeds):
+        time.sleep(0.05)
+        return {"y": feeds["x"]}
+
+    def computes(feeds):
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:
+            pass
+        return {"y": feeds["x"]}
+
+    class Seen:
+        def __init__(self):
+            self.calls = []
+
+        def batch(self, rows, requests, seconds, cpu_seconds):
+            self.calls.append((seconds, cpu_seconds))
+
+        def queue(self, depth):
+            pass
+
+    async def main(fn):
+        seen = Seen()
+        b = Batcher(fn, max_batch_size=8, max_delay_s=0, observer=seen)
+        await b.submit(rows(1))
+        await b.close()
+        return seen.calls
+
+    [(wall, cpu)] = run(main(sleeps))
+    assert wall >= 0.05 and cpu < 0.01
+    [(wall, cpu)] = run(main(computes))
+    assert 0.03 <= cpu <= wall
 
 
 def test_closing_answers_the_requests_of_the_batch_in_flight():
@@ -315,7 +351,7 @@ class Shed:
     def __init__(self) -> None:
         self.reasons: list[str] = []
 
-    def batch(self, rows, requests, seconds):
+    def batch(self, rows, requests, seconds, cpu_seconds):
         pass
 
     def queue(self, depth):

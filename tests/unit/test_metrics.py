@@ -25,7 +25,7 @@ from tandem.testing.processes import stop
 # A new metric about a model goes here, with a `model` and a `version` label.
 ABOUT_A_MODEL = {
     "tandem_requests", "tandem_request_duration_seconds", "tandem_batch_size", "tandem_batch_requests",
-    "tandem_inference_duration_seconds", "tandem_lone_calls", "tandem_queue_depth", "tandem_model_loaded",
+    "tandem_inference_duration_seconds", "tandem_inference_cpu_seconds", "tandem_lone_calls", "tandem_queue_depth", "tandem_model_loaded",
     "tandem_alias_swaps", "tandem_ota_checks", "tandem_ota_deltas_offered", "tandem_ota_reports",
     "tandem_ota_health_gate_trips", "tandem_shed_requests",
 }

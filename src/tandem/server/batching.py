@@ -47,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from time import thread_time  # not time.thread_time: tests stand a clock in for this module's time
 from typing import Protocol
 
 import numpy as np
@@ -59,7 +60,9 @@ Tensors = dict[str, np.ndarray]
 
 
 class BatchObserver(Protocol):
-    def batch(self, rows: int, requests: int, seconds: float) -> None: ...
+    def batch(self, rows: int, requests: int, seconds: float, cpu_seconds: float) -> None:
+        """A model call ran ``rows`` rows of ``requests`` requests in ``seconds`` (wall), taking ``cpu_seconds``
+        of the CPU of the thread that made it (ModelThreads)."""
     def queue(self, depth: int) -> None: ...
     def shed(self, reason: str) -> None: ...
 
@@ -322,7 +325,7 @@ class Batcher:
             if item.started is None:
                 item.started = t0
         try:
-            outputs = await self._threads.run(loop, run, _merge(batch))
+            outputs, cpu = await self._threads.run(loop, run, _merge(batch))
         except Exception as e:
             if len(batch) > 1:
                 # Run them one by one so that only the request that breaks the model fails.
@@ -334,7 +337,7 @@ class Batcher:
         took = time.perf_counter() - t0
         self._measured(rows, took)
         if self._observer is not None:
-            self._observer.batch(rows, len(batch), took)
+            self._observer.batch(rows, len(batch), took, cpu)
         start = 0
         for item in batch:
             item.compute_s = took
@@ -371,10 +374,16 @@ class ModelThreads:
 
     What run_in_executor does, without a ThreadPoolExecutor's concurrent Future, its locks and callbacks and the
     chaining of that Future to an asyncio one: 20-55 us less CPU per model call on this machine (measured
-    around a 0.5 ms stand-in call), a call per request at concurrency 1 and one per batch under load."""
+    around a 0.5 ms stand-in call), a call per request at concurrency 1 and one per batch under load.
+
+    Each answer comes with the CPU time the call took on its thread (``time.thread_time``: two clock reads, under
+    a microsecond, per call): the model's own CPU, which tandem_inference_cpu_seconds reports and bench/
+    serving_profile.py subtracts from the server's to find the stack's. Not the wall time: with calls in flight
+    on every core, that includes each moment a call waited for a core. ONNX Runtime's own pool threads (a
+    session with more than one intra-op thread) are not the calling thread and are not counted."""
 
     def __init__(self, count: int, name: str) -> None:
-        self._work: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Tensors],
+        self._work: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[tuple[Tensors, float]],
                                             Callable[[Tensors], Tensors], Tensors] | None] = queue.SimpleQueue()
         self._count = count
         self._name = name
@@ -382,15 +391,16 @@ class ModelThreads:
         self._closed = False
 
     def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[[Tensors], Tensors],
-            feeds: Tensors) -> asyncio.Future[Tensors]:
-        """``fn(feeds)`` on one of the threads; its result or exception in the future."""
+            feeds: Tensors) -> asyncio.Future[tuple[Tensors, float]]:
+        """``fn(feeds)`` on one of the threads; its result and the CPU seconds it took, or its exception, in the
+        future."""
         if self._closed:
             raise RuntimeError(f"{self._name}: the model's threads were closed")
         if len(self._started) < self._count:
             t = threading.Thread(target=self._serve, name=f"{self._name}_{len(self._started)}", daemon=True)
             t.start()
             self._started.append(t)
-        future: asyncio.Future[Tensors] = loop.create_future()
+        future: asyncio.Future[tuple[Tensors, float]] = loop.create_future()
         self._work.put((loop, future, fn, feeds))
         return future
 
@@ -398,7 +408,10 @@ class ModelThreads:
         while (item := self._work.get()) is not None:
             loop, future, fn, feeds = item
             try:
-                outcome: tuple[Callable[..., object], object] = (_settle, fn(feeds))
+                cpu = thread_time()
+                outputs = fn(feeds)
+                outcome: tuple[Callable[..., object], object] = (_settle, (outputs, thread_time() - cpu))
+                del outputs
             except BaseException as e:  # handed to the awaiting request, which raises it
                 outcome = (_fail_future, e)
             del item, feeds
@@ -413,12 +426,12 @@ class ModelThreads:
             self._work.put(None)
 
 
-def _settle(future: asyncio.Future[Tensors], result: Tensors) -> None:
+def _settle(future: asyncio.Future[tuple[Tensors, float]], result: tuple[Tensors, float]) -> None:
     if not future.done():  # a request cancelled meanwhile (its time limit, a closed connection)
         future.set_result(result)
 
 
-def _fail_future(future: asyncio.Future[Tensors], error: BaseException) -> None:
+def _fail_future(future: asyncio.Future[tuple[Tensors, float]], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 

@@ -70,6 +70,12 @@ class Metrics:
                                         ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("tandem_inference_duration_seconds", "Time of one ONNX Runtime call.",
                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_cpu = Counter("tandem_inference_cpu_seconds", "CPU time of the ONNX Runtime calls, by model "
+                                     "and version: the CPU of the thread that made each call, from its start to its "
+                                     "end (not the wall time, which includes waiting for a core; ONNX Runtime's own "
+                                     "pool threads, of a session with more than one intra-op thread, are not "
+                                     "counted). The server's CPU less this is what serving the calls cost.",
+                                     ["model", "version"], registry=r)
         self.lone_calls = Counter("tandem_lone_calls", "ONNX Runtime calls of a lone request (its model otherwise "
                                   "idle) on the session with every core's threads.", ["model", "version"], registry=r)
         self.queue_depth = Gauge("tandem_queue_depth", "Requests waiting for their model's next batch.",
@@ -139,14 +145,16 @@ class BatchStats:
         self._size = metrics.batch_size.labels(model, version)
         self._requests = metrics.batch_requests.labels(model, version)
         self._seconds = metrics.inference.labels(model, version)
+        self._cpu = metrics.inference_cpu.labels(model, version)
         self._depth = metrics.queue_depth.labels(model, version)
         self._shed = metrics.shed
         self._labels = (model, version)
 
-    def batch(self, rows: int, requests: int, seconds: float) -> None:
+    def batch(self, rows: int, requests: int, seconds: float, cpu_seconds: float) -> None:
         self._size.observe(rows)
         self._requests.observe(requests)
         self._seconds.observe(seconds)
+        self._cpu.inc(cpu_seconds)
 
     def queue(self, depth: int) -> None:
         self._depth.set(depth)

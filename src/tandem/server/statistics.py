@@ -90,9 +90,9 @@ class CountingObserver:
         self.stats = stats
         self.inner = inner
 
-    def batch(self, rows: int, requests: int, seconds: float) -> None:
+    def batch(self, rows: int, requests: int, seconds: float, cpu_seconds: float) -> None:
         self.stats.executed(rows, seconds)
-        self.inner.batch(rows, requests, seconds)
+        self.inner.batch(rows, requests, seconds, cpu_seconds)
 
     def queue(self, depth: int) -> None:
         self.inner.queue(depth)
