@@ -6,7 +6,8 @@ Starts a real `tandem serve` (one worker) on the serving benchmark's bundle and 
 2 ms, one ONNX Runtime thread per call; bench/serving.py), drives it at concurrency 16 with
 bench/serving/loadgen.py, once per encoding (OIP binary tensors, OIP JSON):
 
-1. a measured run, nothing attached: the CPU of every thread of the server (/proc/PID/task/*/stat,
+1. measured runs (--repeats, 3; the median one's figures are kept, all their stack_cpu_ms listed), nothing
+   attached: the CPU of every thread of the server (/proc/PID/task/*/stat,
    utime + stime, children included) over the measured phase. The model's own CPU is what the server's
    `tandem_inference_cpu_seconds_total` counted meanwhile (each ONNX Runtime call's CPU on the thread
    that made it, read from the thread's clock around the call: batching.ModelThreads) plus the CPU of
@@ -283,6 +284,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs per encoding (the median one is kept)")
     p.add_argument("--targets", default="tandem_binary,tandem_json")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-ms", type=float, default=2.0)
@@ -292,7 +294,7 @@ def main() -> None:
     p.add_argument("--out", default=str(sb.RESULTS / "serving.json"), help="JSON the keys are added to")
     args = p.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3.0, 0.5
+        args.duration, args.warmup, args.repeats = 3.0, 0.5, 1
     args.workers, args.swap_versions = 1, 1
     if not PYSPY.exists():
         p.error(f"{PYSPY} missing: pip install -e '.[dev]' (py-spy is in the dev extra)")
@@ -311,12 +313,16 @@ def main() -> None:
             target = all_targets[name]
             reqs = target.write(srv.port)
             sb.validate(target, srv.port, images, expect)
-            sb.console.print(f"{name} c={args.concurrency}: measuring …")
-            run = measure(srv, reqs, args.concurrency, args.duration, args.warmup)
+            sb.console.print(f"{name} c={args.concurrency}: measuring {args.repeats} times …")
+            runs = [measure(srv, reqs, args.concurrency, args.duration, args.warmup) for _ in range(args.repeats)]
             names = python_threads(srv.proc.pid)  # after a loaded run: every executor thread exists
             sb.console.print("  profiling with py-spy …")
             prof = profile(srv, reqs, args.concurrency, args.duration, args.rate, name)
-            row = {**stack_figures(run, names, prof["ort_thread_python"] or 0.0), "profile": prof}
+            figures = sorted((stack_figures(r, names, prof["ort_thread_python"] or 0.0) for r in runs),
+                             key=lambda f: f["stack_cpu_ms"])
+            # The median run's figures: on this shared 2-core machine one 10 s run's stack_cpu_ms varies by ±0.05 ms.
+            row = {**figures[len(figures) // 2], "stack_cpu_ms_runs": [f["stack_cpu_ms"] for f in figures],
+                   "profile": prof}
             # Samples are of threads running or ready to run: a category's share of them is about its share of
             # the CPU (a thread waiting for a core counts as well).
             prof["ms_per_req"] = {c: round(v * row["server_cpu_ms_per_req"], 3) for c, v in prof["share"].items()}
