@@ -75,8 +75,13 @@ def test_static_int8_is_smaller_qdq_and_close(tmp_path):
     quantize_int8(fp32, int8, calib)
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    graph = onnx.load(str(int8)).graph
+    ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "ConvInteger" not in ops
+    # The classifier (the last Gemm) keeps its float weights, so its logits are not quantised; the one before is int8.
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    float_weights = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert gemms[-1].input[1] in float_weights and gemms[0].input[1] not in float_weights
     assert int8.stat().st_size < fp32.stat().st_size
     a = ort.InferenceSession(str(fp32)).run(None, {"pixels": calib})[1]
     b = ort.InferenceSession(str(int8)).run(None, {"pixels": calib})[1]

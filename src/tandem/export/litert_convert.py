@@ -158,6 +158,20 @@ def stem_scopes(fp32: str, convolutions: int = FLOAT_CONVOLUTIONS) -> list[str]:
     return []
 
 
+def classifier_scopes(fp32: str) -> list[str]:
+    """The regular expression naming (as stem_scopes does) the last FULLY_CONNECTED operation of the .tflite at
+    ``fp32``, the classifier, whose logits decide the top class; none when it has none."""
+    import re
+
+    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(fp32)
+    names, graph = _op_names(), model.subgraphs[0]
+    connected = [op for op in graph.operators if _op_name(model, op, names) == "FULLY_CONNECTED"]
+    return ["^" + re.escape(tfl_flatbuffer_utils.get_op_scope(connected[-1], graph.tensors)) + "$"] if connected else []
+
+
 def quantize_int8(fp32: str, out: str, pixels, input_name: str) -> dict:
     """The fp32 .tflite at ``fp32`` → static int8 at ``out`` by Google's ai-edge-quantizer: its ``static_wi8_ai8``
     recipe (weights int8, symmetric, per channel; activations int8, per tensor), each activation's range the
@@ -189,7 +203,7 @@ def quantize_int8(fp32: str, out: str, pixels, input_name: str) -> dict:
     qt = quantizer.Quantizer(fp32, recipe.static_wi8_ai8())
     for op in (recipe.TFLOperationName.OUTPUT, recipe.TFLOperationName.SOFTMAX):
         qt.update_quantization_recipe(".*", op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
-    for scope in stem_scopes(fp32):  # a later, narrower rule wins over ".*"
+    for scope in stem_scopes(fp32) + classifier_scopes(fp32):  # a later, narrower rule wins over ".*"
         qt.update_quantization_recipe(scope, recipe.TFLOperationName.ALL_SUPPORTED,
                                       algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     rules = recipe_manager.RecipeManager()

@@ -56,18 +56,22 @@ class _PixelsReader(CalibrationDataReader):
 
 
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes kept in float: the input cast/normalisation, the first convolution, and everything
-    after the last Gemm (softmax, L2 normalisation).
+    """Nodes kept in float: the input cast/normalisation, the first convolution, and the last Gemm (the
+    classifier) with everything after it (softmax, L2 normalisation).
 
     The first convolution sees 3 channels at full resolution, where int8 kernels gain nothing and
     the quantize/dequantize pair around it costs: keeping it in float took batch-1 latency from
     0.80x to 0.75x of fp32 here, at the same test accuracy. The tail is cheap, and int8 there only
-    costs accuracy.
+    costs accuracy. The classifier's output is what ranks the classes: quantised, its logits come in
+    steps of their range / 255 (~0.05 on bench/formats.py's model), wider than the gap between the two
+    best classes of one photo in ten there. In float it costs its weights at 4 bytes (+16 KB for 62
+    classes), and top-1 agreement with PyTorch on the 1,045 training photos not used for calibration
+    went from 0.946 to 0.962 (on the 369 test photos 0.943 to 0.946).
     """
     nodes = list(model.graph.node)
     first_conv = next((i for i, n in enumerate(nodes) if n.op_type == "Conv"), -1)
-    last_gemm = max((i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul")), default=len(nodes) - 1)
-    return [n.name for n in nodes[: first_conv + 1] + nodes[last_gemm + 1 :]]
+    last_gemm = max((i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul")), default=len(nodes))
+    return [n.name for n in nodes[: first_conv + 1] + nodes[last_gemm:]]
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> None:
