@@ -64,8 +64,8 @@ def _float_nodes(model: onnx.ModelProto) -> list[str]:
     0.80x to 0.75x of fp32 here, at the same test accuracy. The tail is cheap, and int8 there only
     costs accuracy. The classifier's output is what ranks the classes: quantised, its logits come in
     steps of their range / 255 (~0.05 on bench/formats.py's model), wider than the gap between the two
-    best classes of one photo in ten there. In float it costs its weights at 4 bytes (+16 KB for 62
-    classes), and top-1 agreement with PyTorch on the 1,045 training photos not used for calibration
+    best classes of one photo in ten there. In float it costs its weights at 4 bytes (+16 KB on
+    that model), and top-1 agreement with PyTorch on the 1,045 training photos not used for calibration
     went from 0.946 to 0.962 (on the 369 test photos 0.943 to 0.946).
     """
     nodes = list(model.graph.node)
