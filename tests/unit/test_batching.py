@@ -94,6 +94,25 @@ def test_the_batcher_waits_for_a_request_that_is_on_its_way():
     assert calls == [2] and early["y"].ravel().tolist() == [2] and late["y"].ravel().tolist() == [4]
 
 
+def test_a_batch_that_fills_while_more_are_on_their_way_runs_at_once():
+    async def main():
+        model = Doubler()
+        b = Batcher(model, max_batch_size=3, max_delay_s=3600)
+        with b.slot() as late:  # on its way all along
+            first = asyncio.create_task(b.submit(rows(1)))
+            for _ in range(5):
+                await asyncio.sleep(0)  # the batcher has taken it and waits for more
+            assert not first.done()
+            rest = [asyncio.create_task(b.submit(rows(i))) for i in (2, 3)]
+            outs = await asyncio.wait_for(asyncio.gather(first, *rest), 5)  # full: it runs without the late one
+            last = await late.submit(rows(4))
+        await b.close()
+        return model.calls, outs, last
+
+    calls, outs, last = run(main())
+    assert calls == [3, 1] and [o["y"].item() for o in outs] == [2, 4, 6] and last["y"].item() == 8
+
+
 def test_an_announced_request_that_fails_to_arrive_releases_the_batch():
     async def main():
         model = Doubler()
