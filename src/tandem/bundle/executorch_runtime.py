@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from tandem.bundle.manifest import Bundle, Variant
+from tandem.bundle.batch_one import BatchOneModel
+from tandem.bundle.manifest import Variant
 from tandem.bundle.native_output import native_stderr, quiet_loggers
-from tandem.bundle.preprocess import PreprocessSpec, check_pixels
+from tandem.bundle.preprocess import PreprocessSpec
 from tandem.errors import ConfigError, ModelError
 
 RUNTIME = "executorch"
@@ -53,18 +54,15 @@ def set_threads(threads: int) -> None:
     portable_lib._unsafe_reset_threadpool(threads)
 
 
-class ExecuTorchModel:
+class ExecuTorchModel(BatchOneModel):
     """One ExecuTorch variant of a bundle with its preprocessing and labels, ready to run on pixels."""
+
+    FORMAT = "executorch"
+    RUNTIME_NAME = "ExecuTorch"
 
     def __init__(self, source: Path | bytes, variant: Variant, spec: PreprocessSpec, labels: list[str],
                  threads: int | None = None, label: str | None = None):
-        self.path = None if isinstance(source, bytes) else source
-        self.label = label or (self.path.name if self.path is not None else "the ExecuTorch model in memory")
-        self.variant = variant
-        self.precision = variant.precision
-        self.spec = spec
-        self.labels = labels
-        self.output_names = [t.name for t in variant.outputs]
+        super().__init__(source, variant, spec, labels, threads, label)
         said: list[str] = []
         try:
             with native_stderr(said):
@@ -82,25 +80,6 @@ class ExecuTorchModel:
             raise ModelError(f"{self.label}: ExecuTorch cannot load this program ({e}; {' '.join(said)[:500]}); "
                              "re-export the bundle") from e
 
-    @classmethod
-    def open(cls, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
-             label: str | None = None) -> ExecuTorchModel:
-        key = f"executorch-{precision}"
-        path = bundle.variant_path(key)
-        m = bundle.manifest
-        return cls(path, m.variants[key], m.preprocessing, m.labels, threads, label)
-
-    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """``pixels``: N×H×W×3 (or H×W×3) uint8; the outputs by name (the program gives them in the manifest's
-        order), N rows each."""
-        x = check_pixels(pixels, self.spec)
-        rows = []
-        for i in range(len(x)):
-            try:
-                out = self._method.execute([self._torch.from_numpy(np.ascontiguousarray(x[i : i + 1]))])
-            except Exception as e:  # as above
-                raise ModelError(f"{self.label}: ExecuTorch failed on pixels of shape {x[i : i + 1].shape}: {e}") from e
-            rows.append([np.array(t) for t in out])
-        if not rows:
-            return {t.name: np.zeros((0, *t.shape[1:]), np.float32) for t in self.variant.outputs}
-        return {n: np.concatenate([r[k] for r in rows]) for k, n in enumerate(self.output_names)}
+    def _one(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The program gives its outputs in the manifest's order."""
+        return [np.array(t) for t in self._method.execute([self._torch.from_numpy(np.ascontiguousarray(pixels))])]

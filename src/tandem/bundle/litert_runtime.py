@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from tandem.bundle.manifest import Bundle, Variant
+from tandem.bundle.batch_one import BatchOneModel
+from tandem.bundle.manifest import Variant
 from tandem.bundle.native_output import native_stderr
-from tandem.bundle.preprocess import PreprocessSpec, check_pixels
+from tandem.bundle.preprocess import PreprocessSpec
 from tandem.errors import ConfigError, ModelError
 
 RUNTIME = "ai-edge-litert"
@@ -28,18 +29,15 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
-class LiteRtModel:
+class LiteRtModel(BatchOneModel):
     """One LiteRT variant of a bundle with its preprocessing and labels, ready to run on pixels."""
+
+    FORMAT = "litert"
+    RUNTIME_NAME = "LiteRT"
 
     def __init__(self, source: Path | bytes, variant: Variant, spec: PreprocessSpec, labels: list[str],
                  threads: int | None = None, label: str | None = None):
-        self.path = None if isinstance(source, bytes) else source
-        self.label = label or (self.path.name if self.path is not None else "the LiteRT model in memory")
-        self.variant = variant
-        self.precision = variant.precision
-        self.spec = spec
-        self.labels = labels
-        self.output_names = [t.name for t in variant.outputs]
+        super().__init__(source, variant, spec, labels, threads, label)
         interpreter = _interpreter_class()
         said: list[str] = []
         try:
@@ -53,24 +51,6 @@ class LiteRtModel:
             raise ModelError(f"{self.label}: LiteRT cannot load this model ({e}; {' '.join(said)[:500]}); "
                              "re-export the bundle") from e
 
-    @classmethod
-    def open(cls, bundle: Bundle, precision: str = "fp32", threads: int | None = None,
-             label: str | None = None) -> LiteRtModel:
-        key = f"litert-{precision}"
-        path = bundle.variant_path(key)
-        m = bundle.manifest
-        return cls(path, m.variants[key], m.preprocessing, m.labels, threads, label)
-
-    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """``pixels``: N×H×W×3 (or H×W×3) uint8; the outputs by name, N rows each."""
-        x = check_pixels(pixels, self.spec)
-        rows = []
-        for i in range(len(x)):
-            try:
-                out = self._run(**{"pixels": x[i : i + 1]})
-            except Exception as e:  # as above
-                raise ModelError(f"{self.label}: LiteRT failed on pixels of shape {x[i : i + 1].shape}: {e}") from e
-            rows.append(out)
-        if not rows:
-            return {t.name: np.zeros((0, *t.shape[1:]), np.float32) for t in self.variant.outputs}
-        return {n: np.concatenate([np.asarray(r[n]) for r in rows]) for n in self.output_names}
+    def _one(self, pixels: np.ndarray) -> list[np.ndarray]:
+        out = self._run(**{"pixels": pixels})
+        return [np.asarray(out[n]) for n in self.output_names]
