@@ -107,6 +107,31 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def test_phone_variants_are_fixed_at_the_training_size_and_paint_as_onnx_does(run, bundle, lfw_people):
+    from tandem.bundle.executorch_runtime import ExecuTorchModel
+    from tandem.bundle.litert_runtime import LiteRtModel
+
+    out = run.parent / "bundle-phones"
+    manifest = tandem_json("export", run, "--out", out, "--name", "art", "--formats", "onnx,litert-fp32,executorch-fp32")
+    variants = manifest["variants"]
+    assert set(variants) >= {"onnx-fp32", "litert-fp32", "executorch-fp32"}
+    for key in ("litert-fp32", "executorch-fp32"):
+        v = variants[key]
+        assert v["inputs"][0]["shape"] == [1, 64, 64, 3] and [t["name"] for t in v["outputs"]] == ["image", "image_uint8"]
+        assert v["parity"]["max_abs"] <= 1.0 and v["parity"]["on"] == "test"
+    assert variants["onnx-fp32"]["inputs"][0]["shape"] == [-1, -1, -1, 3]
+    b = Bundle.load(out)
+    photo = np.asarray(ImageOps.fit(Image.open(sorted((lfw_people / PEOPLE[0]).glob("*.jpg"))[-1]).convert("RGB"),
+                                    (64, 64)))[None]  # a photo the run never saw
+    want = OnnxModel.open(b, "fp32").infer({"pixels": photo})
+    for runner in (LiteRtModel.open(b), ExecuTorchModel.open(b)):
+        got = runner.run(photo)
+        assert np.abs(got["image"] - want["image"]).max() <= 1e-3
+        assert np.abs(got["image_uint8"].astype(int) - want["image_uint8"].astype(int)).max() <= 1
+    # The default export (no --formats) makes none: the fixed size is for apps that ask for it.
+    assert not json.loads((bundle / "manifest.json").read_text()).get("variants")
+
+
 def test_the_server_paints_a_photo_as_jpeg_or_png_by_accept(tmp_path, bundle, lfw_people):
     settings = test_settings(tmp_path / "home")
     keys = populate(settings, [bundle], production=None)

@@ -130,9 +130,9 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
         parse_formats("onnx,tflite", missing, CLASSIFIER)
     with pytest.raises(ConfigError, match=r"unknown format 'coreml-int8'; .*coreml, coreml-fp16"):
         parse_formats("coreml-int8", missing, CLASSIFIER)
-    with pytest.raises(ConfigError, match=r"--formats executorch: this is an image-to-image model, and Tandem makes no "
-                                          r"variants but ONNX of it so far; export with --formats onnx$"):
-        parse_formats("executorch", missing, IMAGE_TO_IMAGE)
+    with pytest.raises(ConfigError, match=r"--formats coreml: this is an image-to-image model, and Tandem makes only "
+                                          r"executorch-fp32, litert-fp32 of it so far; export with --formats onnx$"):
+        parse_formats("coreml", missing, IMAGE_TO_IMAGE)
     python = tmp_path / "python"
     python.write_text("")
     found = Tools(litert_python=python)
@@ -143,7 +143,11 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
     everything = {"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}
     assert parse_formats(None, found) == everything
     assert parse_formats(None, missing, CLASSIFIER) == everything - {"litert-fp32", "litert-int8"}
+    # An image-to-image model: fp32 LiteRT and ExecuTorch at its training size, when asked for; no int8.
     assert parse_formats(None, found, IMAGE_TO_IMAGE) == frozenset()
+    assert parse_formats("onnx,litert,executorch", found, IMAGE_TO_IMAGE) == {"litert-fp32", "executorch-fp32"}
+    with pytest.raises(ConfigError, match=r"--formats executorch-int8: this is an image-to-image model"):
+        parse_formats("executorch-int8", found, IMAGE_TO_IMAGE)
     # A face embedding: fp32 variants (and Core ML's fp16), when asked for; `litert` names the precisions it gets.
     assert parse_formats(None, found, EMBEDDING) == frozenset()
     assert parse_formats("onnx,litert,executorch,coreml", found, EMBEDDING) == {"litert-fp32", "executorch-fp32",
@@ -240,3 +244,32 @@ def test_a_core_ml_variant_records_its_spec_check_in_place_of_parity(tmp_path):
 def test_a_variant_without_parity_needs_a_passed_spec_check_and_must_be_core_ml(variant):
     with pytest.raises(ValueError, match="needs its parity measured at export"):
         variant()
+
+
+def test_a_variant_may_fix_the_size_an_any_size_bundle_leaves_free_and_nothing_else():
+    any_size = [TensorSpec(name="pixels", dtype="uint8", shape=[-1, -1, -1, 3])]
+    fixed = litert(inputs=[TensorSpec(name="pixels", dtype="uint8", shape=[1, 64, 64, 3])])
+    assert manifest(inputs=any_size, variants={"litert-fp32": fixed}).variants["litert-fp32"] == fixed
+    for shape in ([1, 64, 64, 4], [1, 64, 64], [1, 0, 64, 3]):  # channels are not free; the rank is not; no empty side
+        with pytest.raises(ValueError, match="a -1 there may be fixed"):
+            manifest(inputs=any_size, variants={"litert-fp32": litert(
+                inputs=[TensorSpec(name="pixels", dtype="uint8", shape=shape)])})
+
+
+def test_a_pictures_variant_is_held_to_its_bars_output_by_output_and_uint8_does_not_wrap():
+    import numpy as np
+
+    from tandem.export.variant_parity import ParityPhotos, measure, over_bars
+
+    image = np.full((2, 4, 4, 3), 100.5, np.float32)
+    pixels = np.full((2, 4, 4, 3), 100, np.uint8)
+    photos = ParityPhotos(np.zeros((2, 4, 4, 3), np.uint8), "test", [image, pixels], 0.0,
+                          bars={"image": 1e-3, "image_uint8": 1.0})
+    names = ["image", "image_uint8"]
+    rounded_up = {"image": image + 5e-4, "image_uint8": pixels + 1}  # 100.5 may round either way
+    assert measure({"image": image, "image_uint8": pixels - 1}, photos, names).max_abs == 1.0  # not 255
+    assert over_bars("litert-fp32", rounded_up, photos, names) is None
+    why = over_bars("litert-fp32", {"image": image + 0.01, "image_uint8": pixels + 2}, photos, names)
+    assert why == ("litert-fp32: its outputs differ from PyTorch's on 2 test photos: image by up to 0.01 (at most "
+                   "0.001); image_uint8 by up to 2 (at most 1), so it is not written; export without it: --formats onnx")
+    assert over_bars("litert-fp32", {"image": image * np.nan, "image_uint8": pixels}, photos, names) is not None

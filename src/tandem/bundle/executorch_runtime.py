@@ -81,5 +81,6 @@ class ExecuTorchModel(BatchOneModel):
                              "re-export the bundle") from e
 
     def _one(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """The program gives its outputs in the manifest's order."""
-        return [np.array(t) for t in self._method.execute([self._torch.from_numpy(np.ascontiguousarray(pixels))])]
+        """The program gives its outputs in the manifest's order. A copy of the photo goes in: torch warns about (and
+        may write to) an array numpy keeps read-only, such as one made from a PIL image."""
+        return [np.array(t) for t in self._method.execute([self._torch.from_numpy(np.array(pixels))])]

@@ -229,11 +229,13 @@ class Manifest(BaseModel):
                                  f"'{v.format}-{v.precision}'")
             if v.format == "onnx" and {str(p): f for p, f in self.models.items()}.get(v.precision) != v.file:
                 raise ValueError(f"variant {key}: file {v.file!r} is not models.{v.precision}")
-            # The preprocessing holds for every variant: uint8 pixels in, the same height and width.
-            if ([t.name for t in v.inputs] != ["pixels"] or v.inputs[0].dtype != "uint8"
-                    or v.layout != "NHWC" or v.inputs[0].shape[1:] != pixels.shape[1:]):
+            # The preprocessing holds for every variant: uint8 pixels in, the same height and width; where the
+            # bundle's model takes any height or width (-1: image-to-image), a variant may fix it.
+            if ([t.name for t in v.inputs] != ["pixels"] or v.inputs[0].dtype != "uint8" or v.layout != "NHWC"
+                    or not _fits(v.inputs[0].shape[1:], pixels.shape[1:])):
                 raise ValueError(f"variant {key}: takes {[t.model_dump() for t in v.inputs]} ({v.layout}); every "
-                                 f"variant takes the bundle's input, uint8 'pixels' NHWC {pixels.shape[1:]}")
+                                 f"variant takes the bundle's input, uint8 'pixels' NHWC {pixels.shape[1:]} "
+                                 "(a -1 there may be fixed)")
             got = {t.name: t.dtype for t in v.outputs}
             if got != outputs:
                 raise ValueError(f"variant {key}: outputs {got} are not the bundle's {outputs}")
@@ -245,6 +247,11 @@ class Manifest(BaseModel):
         have = ", ".join(str(s.k) for s in self.splits) or "none"
         raise BundleError(f"{self.name}: no split at k={k} in this bundle (it has: {have}); "
                           f"add one with `tandem split BUNDLE {k}`")
+
+
+def _fits(variant: list[int], bundle: list[int]) -> bool:
+    """A variant's input dimensions (after the batch) against the bundle's: equal, or fixed where the bundle's is -1."""
+    return len(variant) == len(bundle) and all(v == b or (b == -1 and v > 0) for v, b in zip(variant, bundle, strict=True))
 
 
 MAX_PATH_CHARS = 255

@@ -105,10 +105,10 @@ def export_run(run_dir: Path, out: Path, options: ExportOptions = ExportOptions(
     tools = Tools.find(options.litert_python)
     stylize = is_stylize_run(run_dir)
     if stylize:
-        parse_formats(options.formats, tools, IMAGE_TO_IMAGE)  # says so if it asks for what is not made yet
+        keys = parse_formats(options.formats, tools, IMAGE_TO_IMAGE)  # says so if it asks for what is not made
         from tandem.export.stylize_export import export_stylize_run
 
-        return export_stylize_run(run_dir, out, options.name)
+        return export_stylize_run(run_dir, out, options.name, keys, tools, asked=options.formats is not None)
     cfg, data = load_run(run_dir, data_home)
     name = options.name or cfg.name
     net, state = load_net(run_dir)

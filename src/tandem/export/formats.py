@@ -22,7 +22,8 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
 # Per kind of model, the variants (beside ONNX) Tandem makes of it, and whether an export without --formats
 # makes them. A face embedding has no top class, so int8's bar (top-1 agreement) does not fit it: fp32 only so
 # far (Core ML fp16 is checked by its spec, the same as a classifier's). Image-to-image bundles (deep art) take
-# any height and width, which Tandem's fixed-shape variant files do not: none yet.
+# any height and width; their variants are fixed at the size the model was trained at, fp32 (no top class for
+# int8's bar), LiteRT and ExecuTorch (Core ML's ML programs give no uint8 output, which the bundle's image_uint8 is).
 CLASSIFIER_VARIANTS = frozenset(f"{f}-{p}" for f, ps in PRECISIONS.items() if f != "onnx" for p in ps)
 EMBEDDING_VARIANTS = frozenset({"litert-fp32", "executorch-fp32", "coreml-fp16"})
 
@@ -40,7 +41,8 @@ class Supported:
 CLASSIFIER = Supported(CLASSIFIER_VARIANTS, "an image classifier")
 # Opt-in for now (--formats): the demo and celebmatch's exports stay as quick as they were.
 EMBEDDING = Supported(EMBEDDING_VARIANTS, "a face embedding", by_default=False)
-IMAGE_TO_IMAGE = Supported(frozenset(), "an image-to-image model")
+# Opt-in as well: the size is fixed, so a phone app resizes to it (docs/bundle.md).
+IMAGE_TO_IMAGE = Supported(frozenset({"litert-fp32", "executorch-fp32"}), "an image-to-image model", by_default=False)
 
 # Where `make install` puts LiteRT's converter: a venv beside Tandem's own (Makefile, .venv-litert).
 LITERT_VENV = ".venv-litert"

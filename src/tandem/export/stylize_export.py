@@ -23,13 +23,16 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tandem.atomic import staged_dir
-from tandem.bundle import Bundle, Fingerprint, Manifest, Precision, Task, TensorSpec, write_manifest
+from tandem.bundle import Bundle, Fingerprint, Manifest, Precision, Task, TensorSpec, Variant, write_manifest
 from tandem.bundle.preprocess import CropSpec, NormalizeSpec, PreprocessSpec
 from tandem.bundle.runtime import OnnxModel
 from tandem.effects import EFFECTS, psnr, ssim
 from tandem.errors import BundleError, CheckpointError
+from tandem.export.formats import Tools
 from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
+from tandem.export.variant_parity import IMAGE_BARS_FLOAT, IMAGE_BARS_UINT8, ParityPhotos
+from tandem.export.variants import onnx_variants, other_variants
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
 from tandem.training import checkpoint, provenance
 from tandem.training.run import load_history
@@ -92,7 +95,11 @@ def _rounded(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(image, 0, 255)).astype(np.uint8)
 
 
-def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bundle:
+def export_stylize_run(run_dir: Path, out: Path, name: str | None = None, keys: frozenset[str] = frozenset(),
+                       tools: Tools | None = None, asked: bool = False) -> Bundle:
+    """``keys``: the phone variants to write besides ONNX (``litert-fp32``, ``executorch-fp32``: formats.py's
+    IMAGE_TO_IMAGE), at the size the model was trained at; ``asked``: the user named them (--formats), so one that
+    fails its check stops the export instead of being left out with a warning."""
     cfg, data = load_stylize_run(run_dir)
     cfg.out = run_dir  # wherever the run folder is now
     model, state = load_stylizer(run_dir)
@@ -151,6 +158,7 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
         app.update(measured_on=f"{len(held.photos)} held-out photos at {cfg.photo_size}x{cfg.photo_size}",
                    output=OUTPUT, int8=int8_note or "kept")
         any_size = [-1, -1, -1, 3]
+        variants = _variants(model, stage, keys, tools or Tools.find(), spec, held.photos, models, asked) if keys else {}
         try:
             manifest = Manifest(
                 name=name or cfg.name, task=TASK,
@@ -164,6 +172,7 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None) -> Bun
                           "subset": cfg.subset, "train_images": len(train.photos), "photo_size": cfg.photo_size,
                           "crop": cfg.crop, "network": net_cfg.to_dict(), **provenance.manifest_entry(run_dir)},
                 apps={APP: app},
+                variants=variants,
             )
         except ValidationError as e:
             raise BundleError(f"cannot write the manifest: {e}") from e
@@ -193,6 +202,31 @@ def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, me
         return (f"left out: int8 came {loss:.2f} dB below fp32 against the teacher (more than {INT8_MAX_LOSS_DB} dB); "
                 "serve fp32")
     return None
+
+
+def _variants(model: PixelStylizer, stage: Path, keys: frozenset[str], tools: Tools, spec: PreprocessSpec,
+              photos: np.ndarray, models: dict[Precision, str], asked: bool) -> dict[str, Variant]:
+    """The bundle's variants (docs/bundle.md, "Variants"): its ONNX models, which take any size, and the phone files
+    ``keys``, fixed at the training size (spec's height and width: a phone app resizes its picture to it). Each is
+    checked on the held-out ``photos`` against PyTorch: the float picture within IMAGE_BARS_FLOAT (the ONNX
+    model's own bar), its uint8 pixels within one level."""
+    size = [-1, spec.height, spec.width, 3]
+    image = _torch_pixels(model, photos)
+    reference = [image, _rounded(image)]  # the graph rounds half to even, as numpy's rint does
+    check = ParityPhotos(photos, "test", reference, 0.0, bars={OUTPUT: IMAGE_BARS_FLOAT, OUTPUT_UINT8: IMAGE_BARS_UINT8})
+    got: dict[str, dict[str, np.ndarray]] = {}
+    for precision, file in models.items():
+        onnx = OnnxModel(stage / file, spec, [], precision)
+        answers = [onnx.infer({INPUT: photos[i : i + 8]}) for i in range(0, len(photos), 8)]
+        got[precision] = {n: np.concatenate([a[n] for a in answers]) for n in (OUTPUT, OUTPUT_UINT8)}
+    any_size = [-1, -1, -1, 3]
+    variants = onnx_variants([TensorSpec(name=INPUT, dtype="uint8", shape=any_size)],
+                             [TensorSpec(name=OUTPUT, dtype="float32", shape=any_size),
+                              TensorSpec(name=OUTPUT_UINT8, dtype="uint8", shape=any_size)],
+                             {str(p): f for p, f in models.items()}, got, check)
+    fixed = [TensorSpec(name=OUTPUT, dtype="float32", shape=size), TensorSpec(name=OUTPUT_UINT8, dtype="uint8", shape=size)]
+    return variants | other_variants(_WithPixels(model).eval(), stage, keys, tools, spec, [], fixed, photos[:0], check,
+                                     asked=asked)
 
 
 def _sha256_json(obj: object) -> str:

@@ -16,6 +16,10 @@ from tandem.errors import BundleError
 # the photos, or for as many as the int8 ONNX model does (a barely trained model has near ties).
 FP32_MAX_ABS = 1e-4
 INT8_AGREEMENT = 0.99
+# An image-to-image model's fp32 variants (deep art): its float picture (0..255) within the bar its ONNX model
+# must meet (stylize_export), and its rounded uint8 picture within one level (a value at .5 may round either way).
+IMAGE_BARS_FLOAT = 1e-3
+IMAGE_BARS_UINT8 = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,17 +31,36 @@ class ParityPhotos:
     on: Literal["test", "train"]
     reference: list[np.ndarray]
     onnx_int8_agreement: float
+    # The largest |difference| from PyTorch an fp32 variant may have, by output; None: FP32_MAX_ABS on every one.
+    bars: dict[str, float] | None = None
 
 
 def measure(got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]) -> Parity:
     """``got``: the variant's outputs by name on ``photos.pixels``."""
-    max_abs = max(float(np.abs(got[n] - r).max()) for n, r in zip(outputs, photos.reference, strict=True))
+    max_abs = max(_max_abs(got[n], r) for n, r in zip(outputs, photos.reference, strict=True))
     agreement = None
     if "probabilities" in outputs:
         ref = photos.reference[outputs.index("probabilities")]
         agreement = float((got["probabilities"].argmax(1) == ref.argmax(1)).mean())
     return Parity(images=len(photos.pixels), on=photos.on, max_abs=max_abs if np.isfinite(max_abs) else 1e30,
                   top1_agreement=agreement)
+
+
+def _max_abs(got: np.ndarray, reference: np.ndarray) -> float:
+    """In float64: uint8 outputs (a picture's pixels) would wrap around below 0."""
+    return float(np.abs(got.astype(np.float64) - reference.astype(np.float64)).max(initial=0.0))
+
+
+def over_bars(key: str, got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]) -> str | None:
+    """Why the fp32 variant ``key`` fails ``photos.bars`` (output by output), or None."""
+    if photos.bars is None or not key.endswith("fp32"):
+        return None
+    over = [f"{n} by up to {d:.3g} (at most {photos.bars[n]:g})" for n, r in zip(outputs, photos.reference, strict=True)
+            if not (d := _max_abs(got[n], r)) <= photos.bars[n]]  # NaN too
+    if not over:
+        return None
+    return (f"{key}: its outputs differ from PyTorch's on {len(photos.pixels)} {photos.on} photos: {'; '.join(over)}, "
+            "so it is not written; export without it: --formats onnx")
 
 
 def wrong_dtypes(key: str, variant: Variant, got: dict[str, np.ndarray]) -> str | None:
@@ -55,7 +78,7 @@ def wrong_dtypes(key: str, variant: Variant, got: dict[str, np.ndarray]) -> str 
 def failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
     """Why the variant ``key`` (``litert-int8`` …) fails its parity check (so it is not written), or None."""
     fmt = key.partition("-")[0]
-    if key.endswith("fp32") and parity.max_abs > FP32_MAX_ABS:
+    if key.endswith("fp32") and photos.bars is None and parity.max_abs > FP32_MAX_ABS:
         return (f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on {parity.images} "
                 f"{parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not written; export without it: "
                 "--formats onnx")
@@ -75,7 +98,8 @@ def keep(key: str, variant: Variant, got: dict[str, np.ndarray], photos: ParityP
     """``variant`` with its measured parity, or None when it fails the bar and nobody ``asked`` for it (said as a
     warning on ``log``); BundleError when it fails and the user asked for it (--formats)."""
     parity = measure(got, photos, [t.name for t in variant.outputs])
-    why = wrong_dtypes(key, variant, got) or failed(key, parity, photos)
+    why = (wrong_dtypes(key, variant, got) or over_bars(key, got, photos, [t.name for t in variant.outputs])
+           or failed(key, parity, photos))
     if why is not None and asked:
         raise BundleError(why)
     if why is not None:
