@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tandem.apps.deepart import MAX_SIDE
-from tandem.bundle import Bundle
+from tandem.bundle import Bundle, TensorSpec
 from tandem.bundle.runtime import OnnxModel
 from tandem.errors import DataError
 from tandem.export.stylize_export import load_stylizer
@@ -112,13 +112,26 @@ def test_phone_variants_are_fixed_at_the_training_size_and_paint_as_onnx_does(ru
     from tandem.bundle.litert_runtime import LiteRtModel
 
     out = run.parent / "bundle-phones"
-    manifest = tandem_json("export", run, "--out", out, "--name", "art", "--formats", "onnx,litert-fp32,executorch-fp32")
+    manifest = tandem_json("export", run, "--out", out, "--name", "art", "--formats",
+                           "onnx,litert-fp32,executorch-fp32,coreml")
     variants = manifest["variants"]
-    assert set(variants) >= {"onnx-fp32", "litert-fp32", "executorch-fp32"}
-    for key in ("litert-fp32", "executorch-fp32"):
+    assert set(variants) >= {"onnx-fp32", "litert-fp32", "executorch-fp32", "coreml-fp16"}
+    for key in ("litert-fp32", "executorch-fp32", "coreml-fp16"):
         v = variants[key]
         assert v["inputs"][0]["shape"] == [1, 64, 64, 3] and [t["name"] for t in v["outputs"]] == ["image", "image_uint8"]
-        assert v["parity"]["max_abs"] <= 1.0 and v["parity"]["on"] == "test"
+        assert [t["dtype"] for t in v["outputs"]] == ["float32", "uint8"]
+        if key != "coreml-fp16":
+            assert v["parity"]["max_abs"] <= 1.0 and v["parity"]["on"] == "test"
+    # Core ML predicts only on Apple's systems: its program was read back instead, the uint8 picture an RGB image.
+    core = variants["coreml-fp16"]
+    assert core["parity"] is None and core["spec_check"]["spec_ok"]
+    assert "outputs 'image' float32 [1, 64, 64, 3], 'image_uint8' an RGB image 64 wide and 64 high" in core["spec_check"]["checked"]
+    from tandem.export.coreml_export import check_spec
+
+    as_array = [TensorSpec(name=n, dtype="float32", shape=[1, 64, 64, 3]) for n in ("image", "image_uint8")]
+    record, failed = check_spec(out / core["file"], 64, 64, as_array)  # a manifest that wants no picture out
+    assert not record.spec_ok and len(failed) == 1
+    assert "'image_uint8' float32 [1, 64, 64, 3]: found" in failed[0] and "imageType" in failed[0]
     assert variants["onnx-fp32"]["inputs"][0]["shape"] == [-1, -1, -1, 3]
     b = Bundle.load(out)
     photo = np.asarray(ImageOps.fit(Image.open(sorted((lfw_people / PEOPLE[0]).glob("*.jpg"))[-1]).convert("RGB"),

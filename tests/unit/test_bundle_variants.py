@@ -130,9 +130,10 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
         parse_formats("onnx,tflite", missing, CLASSIFIER)
     with pytest.raises(ConfigError, match=r"unknown format 'coreml-int8'; .*coreml, coreml-fp16"):
         parse_formats("coreml-int8", missing, CLASSIFIER)
-    with pytest.raises(ConfigError, match=r"--formats coreml: this is an image-to-image model, and Tandem makes only "
-                                          r"executorch-fp32, litert-fp32 of it so far; export with --formats onnx$"):
-        parse_formats("coreml", missing, IMAGE_TO_IMAGE)
+    with pytest.raises(ConfigError, match=r"--formats litert-int8: this is an image-to-image model, and Tandem makes "
+                                          r"only coreml-fp16, executorch-fp32, litert-fp32 of it so far; export with "
+                                          r"--formats onnx$"):
+        parse_formats("litert-int8", missing, IMAGE_TO_IMAGE)
     python = tmp_path / "python"
     python.write_text("")
     found = Tools(litert_python=python)
@@ -145,7 +146,8 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
     assert parse_formats(None, missing, CLASSIFIER) == everything - {"litert-fp32", "litert-int8"}
     # An image-to-image model: fp32 LiteRT and ExecuTorch at its training size, when asked for; no int8.
     assert parse_formats(None, found, IMAGE_TO_IMAGE) == frozenset()
-    assert parse_formats("onnx,litert,executorch", found, IMAGE_TO_IMAGE) == {"litert-fp32", "executorch-fp32"}
+    assert parse_formats("onnx,litert,executorch,coreml", found, IMAGE_TO_IMAGE) == {"litert-fp32", "executorch-fp32",
+                                                                                    "coreml-fp16"}
     with pytest.raises(ConfigError, match=r"--formats executorch-int8: this is an image-to-image model"):
         parse_formats("executorch-int8", found, IMAGE_TO_IMAGE)
     # A face embedding: fp32 variants (and Core ML's fp16), when asked for; `litert` names the precisions it gets.

@@ -1,12 +1,14 @@
-"""A classifier's Core ML variant: an ML program (``.mlpackage``) at fp16, converted here by coremltools and
+"""A model's Core ML variant: an ML program (``.mlpackage``) at fp16, converted here by coremltools and
 checked by reading its spec, since Core ML predicts only on Apple's systems (docs/bundle.md, "Variants").
 
 Core ML has no uint8 tensor input; its form of 8-bit RGB pixels is an image input (a CVPixelBuffer or
 CGImage, which Vision hands over as it is), which the program sees as floats 0..255 in N×3×H×W. So the
 checkpoint's network is converted as PixelModel behind a transpose to NHWC: the division by 255 and the
-normalisation stay inside the program, as in every variant. An ``.mlpackage`` is a folder; the bundle holds it
-as one file, ``model.mlpackage.zip`` (stored, not deflated: fixed order and timestamps), so hashes, archives,
-OTA and deltas treat it like any model file. Unzipped it is the ``model.mlpackage`` folder Xcode and
+normalisation stay inside the program, as in every variant. Nor has it uint8 outputs: a bundle's uint8
+N×H×W×3 output (a deep-art picture's ``image_uint8``) becomes an RGB image output the same way, the program's
+rounded 0..255 floats transposed to N×3×H×W, which Core ML hands back as a CVPixelBuffer of 8-bit pixels.
+An ``.mlpackage`` is a folder; the bundle holds it as one file, ``model.mlpackage.zip`` (stored, not deflated:
+fixed order and timestamps), so hashes, archives, OTA and deltas treat it like any model file. Unzipped it is the ``model.mlpackage`` folder Xcode and
 ``MLModel.compileModel(at:)`` take.
 """
 
@@ -49,15 +51,25 @@ _LOGGERS = ("coremltools", "torchao", "torch.utils._pytree")
 _NOT_CORE_ML = {"executorch_debug_handle_mapping.json"}
 
 
-class _FromImage(torch.nn.Module):
-    """Core ML's image input (N×3×H×W floats 0..255) into PixelModel's pixels (N×H×W×3)."""
+def _is_picture(t: TensorSpec) -> bool:
+    """A uint8 N×H×W×3 output: 8-bit RGB pixels, which Core ML gives as an image."""
+    return t.dtype == "uint8" and len(t.shape) == 4 and t.shape[-1] == 3
 
-    def __init__(self, model: torch.nn.Module) -> None:
+
+class _FromImage(torch.nn.Module):
+    """Core ML's image input (N×3×H×W floats 0..255) into PixelModel's pixels (N×H×W×3), and ``pictures``' outputs
+    (by position) out as N×3×H×W floats for Core ML's image outputs."""
+
+    def __init__(self, model: torch.nn.Module, pictures: tuple[bool, ...] = ()) -> None:
         super().__init__()
         self.model = model
+        self.pictures = pictures
 
     def forward(self, image: torch.Tensor) -> Any:
-        return self.model(image.permute(0, 2, 3, 1))
+        out = self.model(image.permute(0, 2, 3, 1))
+        if not any(self.pictures):
+            return out
+        return tuple(o.float().permute(0, 3, 1, 2) if picture else o for o, picture in zip(out, self.pictures, strict=True))
 
 
 def _import_coremltools() -> Any:
@@ -69,19 +81,22 @@ def _import_coremltools() -> Any:
     return coremltools
 
 
-def convert(model: torch.nn.Module, height: int, width: int, outputs: list[str], package: Path) -> None:
-    """``model`` (PixelModel) as an fp16 ML program with an RGB image input, saved as the folder ``package``;
-    BundleError with coremltools' words when it cannot."""
+def convert(model: torch.nn.Module, height: int, width: int, outputs: list[TensorSpec], package: Path) -> None:
+    """``model`` (PixelModel) as an fp16 ML program with an RGB image input (and an RGB image output for each
+    uint8 picture of ``outputs``, float32 arrays for the others), saved as the folder ``package``; BundleError
+    with coremltools' words when it cannot."""
     ct = _import_coremltools()
     said = io.StringIO()  # coremltools' progress bars
+    pictures = tuple(_is_picture(t) for t in outputs)
     try:
         with warnings_to_debug_log(log), quiet_loggers(*_LOGGERS), contextlib.redirect_stderr(said), torch.no_grad():
-            program = torch.export.export(_FromImage(model).eval(), (torch.zeros(1, 3, height, width),))
+            program = torch.export.export(_FromImage(model, pictures).eval(), (torch.zeros(1, 3, height, width),))
             mlmodel = ct.convert(
                 program.run_decompositions({}), convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
                 minimum_deployment_target=getattr(ct.target, TARGET),
                 inputs=[ct.ImageType(name=INPUT, shape=(1, 3, height, width), color_layout=ct.colorlayout.RGB)],
-                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in outputs])
+                outputs=[ct.ImageType(name=t.name, color_layout=ct.colorlayout.RGB) if picture
+                         else ct.TensorType(name=t.name, dtype=np.float32) for t, picture in zip(outputs, pictures, strict=True)])
             mlmodel.save(str(package))
     except Exception as e:  # coremltools' own error types; their words name the op
         raise BundleError(f"coremltools could not convert the model: {type(e).__name__}: {str(e)[:2000]}\n"
@@ -101,7 +116,8 @@ def zip_package(package: Path, out: Path) -> None:
 
 def check_spec(zipped: Path, height: int, width: int, outputs: list[TensorSpec]) -> tuple[SpecCheck, list[str]]:
     """Read the ML program back from ``zipped`` and check it takes an RGB image of height×width, gives
-    ``outputs`` as float32 arrays by name, and computes in fp16. Returns the record and what failed."""
+    ``outputs`` by name (float32 arrays, and RGB images of height×width for uint8 pictures), and computes in
+    fp16. Returns the record and what failed."""
     ct = _import_coremltools()
     with tempfile.TemporaryDirectory(prefix="tandem-coreml-") as tmp:
         with zipfile.ZipFile(zipped) as zf:
@@ -124,11 +140,16 @@ def check_spec(zipped: Path, height: int, width: int, outputs: list[TensorSpec])
           and (image.width, image.height, image.colorSpace) == (width, height, ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB),
           f"one input, {INPUT!r}: an RGB image, {width} wide and {height} high",
           [(i.name, str(i.type).replace("\n", " ")) for i in ins])
-    outs = [(o.name, o.type.WhichOneof("Type"), o.type.multiArrayType.dataType, list(o.type.multiArrayType.shape))
+    rgb = ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    outs = [(o.name, "imageType", o.type.imageType.colorSpace, [o.type.imageType.height, o.type.imageType.width])
+            if o.type.WhichOneof("Type") == "imageType" else
+            (o.name, o.type.WhichOneof("Type"), o.type.multiArrayType.dataType, list(o.type.multiArrayType.shape))
             for o in spec.description.output]
-    want = [(t.name, "multiArrayType", ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32, [1, *t.shape[1:]])
+    want = [(t.name, "imageType", rgb, [height, width]) if _is_picture(t) else
+            (t.name, "multiArrayType", ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32, [1, *t.shape[1:]])
             for t in outputs]
-    check(outs == want, "outputs " + ", ".join(f"{n!r} float32 {s}" for n, _, _, s in want), outs)
+    check(outs == want, "outputs " + ", ".join(f"{n!r} an RGB image {s[1]} wide and {s[0]} high" if kind == "imageType"
+                                               else f"{n!r} float32 {s}" for n, kind, _, s in want), outs)
     ops: Counter[str] = Counter()
     compute_dtypes: set[int] = set()
     if kind == "mlProgram":
@@ -155,7 +176,7 @@ def export_coreml(model: torch.nn.Module, stage: Path, height: int, width: int, 
     try:
         with tempfile.TemporaryDirectory(prefix="tandem-coreml-") as tmp:
             package = Path(tmp) / PACKAGE
-            convert(model, height, width, [t.name for t in outputs], package)
+            convert(model, height, width, outputs, package)
             zip_package(package, Path(tmp) / FILE)
             record, failed = check_spec(Path(tmp) / FILE, height, width, outputs)
             if failed:
