@@ -129,6 +129,7 @@ def wait_quiet(limit_s: float, threshold: float = 0.15, exclude: list[int] | Non
         time.sleep(3)
 
 
+UNEVEN = 0.8  # a batch size's images/s below this share of batch 1's: a disturbed measurement (uneven())
 DISTURBED = 0.25  # cores of CPU used by other processes during a cell above which it is flagged
 
 
@@ -491,20 +492,34 @@ def inproc(model_path: Path, images: np.ndarray, threads: int, batch: int, secon
     }
 
 
+def uneven(ip: dict) -> str:
+    """Why an inproc() result cannot be the CPU's capability, or "": a batch that ran well below batch 1's
+    images/s on the same session. Batching never costs ONNX Runtime a fifth of its rate on this model
+    (one thread: 342-345 images/s at every batch size), so such a figure was disturbed, by whatever did it
+    (the reference in stop 28's run gave 389 at batch 8 on two threads against 597 at batch 1, and so made
+    the binary target look met)."""
+    curve = {int(b): v for b, v in ip["images_per_s_by_batch"].items()}
+    low = [b for b, v in curve.items() if b > 1 and v < UNEVEN * curve[1]]
+    return f"batch {low[0]}: {curve[low[0]]:.0f} images/s against batch 1's {curve[1]:.0f}" if low else ""
+
+
 def reference(model_path: Path, images: np.ndarray, threads: int, args: argparse.Namespace, seconds: float) -> dict:
-    """inproc(), measured again (after waiting for quiet) while other work disturbed it; the least
-    disturbed try. A disturbed reference comes out low and would make the targets look easier."""
+    """inproc(), measured again (after waiting for quiet) while other work disturbed it or its rates by batch
+    size are uneven (see uneven()); the least disturbed try. A disturbed reference comes out low and would make
+    the targets look easier."""
     tries: list[dict] = []
     for attempt in range(1 + args.retries):
         if attempt:
-            console.print(f"[yellow]in process ({threads} thread(s)) disturbed (other work used "
-                          f"{tries[-1]['other_cpu_share']:.2f} cores); measuring again[/]")
+            why = uneven(tries[-1]) or f"other work used {tries[-1]['other_cpu_share']:.2f} cores"
+            console.print(f"[yellow]in process ({threads} thread(s)) disturbed ({why}); measuring again[/]")
             wait_quiet(args.wait_quiet / 2)
         tries.append(inproc(model_path, images, threads, args.max_batch, seconds))
-        if tries[-1]["other_cpu_share"] <= DISTURBED:
+        if tries[-1]["other_cpu_share"] <= DISTURBED and not uneven(tries[-1]):
             break
-    best = min(tries, key=lambda t: t["other_cpu_share"])
+    best = min(tries, key=lambda t: (bool(uneven(t)), t["other_cpu_share"]))
     best["attempts"] = len(tries)
+    if uneven(best):
+        best["uneven"] = uneven(best)  # said in the results, not hidden: the targets against it are suspect
     return best
 
 
@@ -1169,7 +1184,7 @@ def main() -> None:
     other = 2 if args.ort_threads == 1 else 1
     alt = reference(model_path, images, other, args, 3.0 if not args.quick else 0.75)
     res["inproc"]["with_other_threads"] = {k: alt[k] for k in ("threads", "b1_ms", "bN_rps", "images_per_s_by_batch",
-                                                               "other_cpu_share", "attempts")}
+                                                               "other_cpu_share", "attempts", "uneven") if k in alt}
     console.print(res["inproc"])
     expect = expected_outputs(model_path, images[:8], args.ort_threads)
     answers: dict[str, list[np.ndarray]] = {}  # each target's answers to the validation photos
