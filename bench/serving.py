@@ -518,8 +518,8 @@ def reference(model_path: Path, images: np.ndarray, threads: int, args: argparse
             break
     best = min(tries, key=lambda t: (bool(uneven(t)), t["other_cpu_share"]))
     best["attempts"] = len(tries)
-    if uneven(best):
-        best["uneven"] = uneven(best)  # said in the results, not hidden: the targets against it are suspect
+    if why := uneven(best):
+        best["uneven"] = why  # said in the results, not hidden: the targets against it are suspect
     return best
 
 

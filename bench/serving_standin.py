@@ -27,11 +27,11 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "serving_standin.json"
@@ -94,36 +94,11 @@ def _serve_bare(port: int) -> None:
     uvloop.run(main())
 
 
-def _cpu_s(pid: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} during start-up")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the server did not listen on {port} within {timeout_s:g} s")
-
-
-def _run(sb: object, proc: subprocess.Popen[bytes], port: int, reqs: Path, log: Path,
-         args: argparse.Namespace) -> dict:
-    """One loaded run: requests/s, errors and the server's CPU a request over the measured phase."""
-    gen = subprocess.Popen([sys.executable, str(sb.APPS / "loadgen.py"), "--requests", str(reqs),  # type: ignore[attr-defined]
-                            "--port", str(port), "--concurrency", str(args.concurrency),
+def _run(sb: Any, srv: Any, reqs: Path, args: argparse.Namespace) -> dict:
+    """One loaded run of ``srv`` (bench/serving.py's Server): requests/s, errors and the server's CPU a request
+    over the measured phase."""
+    gen = subprocess.Popen([sys.executable, str(sb.APPS / "loadgen.py"), "--requests", str(reqs),
+                            "--port", str(srv.port), "--concurrency", str(args.concurrency),
                             "--duration", str(args.duration), "--warmup", str(args.warmup)],
                            stdout=subprocess.PIPE, text=True)
     assert gen.stdout is not None
@@ -132,12 +107,12 @@ def _run(sb: object, proc: subprocess.Popen[bytes], port: int, reqs: Path, log: 
     for raw in gen.stdout:
         line = raw.strip()
         if line in ("START", "END"):
-            snaps[line] = _cpu_s(proc.pid)
+            snaps[line] = sb.cpu_seconds([srv.proc.pid])  # the process's threads, ended ones too
         elif line.startswith("{"):
             result = json.loads(line)
     gen.wait(60)
     if result is None or len(snaps) != 2 or result["ok"] == 0:
-        raise RuntimeError(f"the load generator failed; see {log}")
+        raise RuntimeError(f"the load generator failed against {srv.name}; see {srv.log}")
     return {"rps": round(result["rps"], 1), "errors": result["errors"],
             "server_cpu_ms_per_req": round((snaps["END"] - snaps["START"]) / result["ok"] * 1e3, 4)}
 
@@ -169,35 +144,32 @@ def main() -> None:
     bundle = sb.Bundle.load(bundle_dir)
     images = sb.load_images(bundle, 64)
     home = sb.TandemHome(bundle_dir, settings)
-    outputs = {o.name: [d for d in o.shape[1:]] for o in bundle.manifest.outputs}
+    outputs = {o.name: list(o.shape[1:]) for o in bundle.manifest.outputs}
+    binary = sb.make_targets(images, bundle.manifest.name, home.key)["tandem_binary"]
     variants = [v for v in args.variants.split(",") if v]
-    servers: dict[str, tuple[subprocess.Popen[bytes], int, Path, Path]] = {}
+    servers: dict[str, tuple[Any, Path]] = {}
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     try:
         for variant in variants:
             port = sb.free_port()
-            reqs = sb.make_targets(images, bundle.manifest.name, home.key)["tandem_binary"].write(port)
+            reqs = binary.write(port)  # the requests name the port (Host): one file a server
             reqs = reqs.rename(reqs.with_name(f"standin_{variant}.pkl"))
             env = {**home.env, "STANDIN_OUTPUTS": json.dumps(outputs),
                    "TANDEM_ACCESS_LOG": "0" if variant == "tandem_no_access_log" else "1"}
-            log = sb.WORK / "logs" / f"standin_{variant}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "wb") as f:
-                proc = subprocess.Popen([sys.executable, __file__, "--serve", "bare" if variant == "bare" else "tandem",
-                                         "--port", str(port)], env=env, stdout=f, stderr=subprocess.STDOUT)
-            servers[variant] = (proc, port, reqs, log)
-            _wait_port(port, proc)
+            serve = "bare" if variant == "bare" else "tandem"
+            srv = sb.start(f"standin_{variant}", [sys.executable, __file__, "--serve", serve, "--port", str(port)],
+                           env, port, sb.ROOT)
+            servers[variant] = (srv, reqs)
+            srv.wait_ready("/v2/health/ready" if serve == "tandem" else "/", 120)
         # Round by round, every server once a round: a busy minute of the machine falls on all of them.
         for i in range(args.repeats):
             for variant in variants:
-                proc, port, reqs, log = servers[variant]
+                srv, reqs = servers[variant]
                 sb.console.print(f"round {i + 1} of {args.repeats}: {variant} …")
-                runs[variant].append(_run(sb, proc, port, reqs, log, args))
+                runs[variant].append(_run(sb, srv, reqs, args))
     finally:
-        for proc, *_ in servers.values():
-            proc.terminate()
-        for proc, *_ in servers.values():
-            proc.wait(30)
+        for srv, _ in servers.values():
+            srv.stop()
     rows: dict[str, dict] = {}
     for variant, done in runs.items():
         cpu = [r["server_cpu_ms_per_req"] for r in done]

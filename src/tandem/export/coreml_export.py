@@ -8,8 +8,8 @@ normalisation stay inside the program, as in every variant. Nor has it uint8 out
 N×H×W×3 output (a deep-art picture's ``image_uint8``) becomes an RGB image output the same way, the program's
 rounded 0..255 floats transposed to N×3×H×W, which Core ML hands back as a CVPixelBuffer of 8-bit pixels.
 An ``.mlpackage`` is a folder; the bundle holds it as one file, ``model.mlpackage.zip`` (stored, not deflated:
-fixed order and timestamps), so hashes, archives, OTA and deltas treat it like any model file. Unzipped it is the ``model.mlpackage`` folder Xcode and
-``MLModel.compileModel(at:)`` take.
+fixed order and timestamps), so hashes, archives, OTA and deltas treat it like any model file. Unzipped it is
+the ``model.mlpackage`` folder Xcode and ``MLModel.compileModel(at:)`` take.
 """
 
 from __future__ import annotations
