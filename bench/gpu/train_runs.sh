@@ -14,7 +14,7 @@ pids=(); i=0
 for spec in "$@"; do   # each spec: EPOCHS:SEED
   e=${spec%%:*}; s=${spec##*:}
   lo=$(( i * per )); hi=$(( lo + per - 1 ))
-  timeout "${TRAIN_LIMIT_S:-400}" taskset -c "$lo-$hi" python3 bench/accuracy.py --device cuda --train-only --epochs "$e" --seed "$s" \
+  timeout "${TRAIN_LIMIT_S:-400}" taskset -c "$lo-$hi" python3 bench/accuracy.py --part classify --device cuda --train-only --epochs "$e" --seed "$s" \
     > "$OUT/train-e$e-s$s.log" 2>&1 &   # 2 runs: 4 archives + 2 logs stay within the 8 files that come back
   pids+=($!); i=$(( i + 1 ))
 done
