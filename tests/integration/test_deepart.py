@@ -141,6 +141,15 @@ def test_phone_variants_are_fixed_at_the_training_size_and_paint_as_onnx_does(ru
         got = runner.run(photo)
         assert np.abs(got["image"] - want["image"]).max() <= 1e-3
         assert np.abs(got["image_uint8"].astype(int) - want["image_uint8"].astype(int)).max() <= 1
+    # The device SDK on the LiteRT file: photos of any size, each painted at 64×64 and given back at its own size.
+    from tandem.device import HybridModel
+
+    wide = Image.fromarray(photo[0]).resize((90, 60))
+    painted = HybridModel(out, runtime="litert", policy="only_device").predict([wide, wide.resize((40, 30))])
+    assert painted.pixels().shape == (2, 64, 64, 3)
+    pictures = painted.pictures()
+    assert [p.shape for p in pictures] == [(60, 90, 3), (30, 40, 3)] and pictures[0].dtype == np.uint8
+    assert np.array_equal(pictures[0], np.asarray(Image.fromarray(painted.pixels()[0]).resize((90, 60), Image.BILINEAR)))
     # The default export (no --formats) makes none: the fixed size is for apps that ask for it.
     assert not json.loads((bundle / "manifest.json").read_text()).get("variants")
 
@@ -309,6 +318,7 @@ def test_the_device_sdk_paints_a_photo_at_its_own_size_on_the_device_and_in_the_
     device = HybridModel(bundle, policy="only_device")
     here = device.predict(photo)
     assert here.where == "device" and here.pixels().shape == (1, 60, 90, 3) and here.pixels().dtype == np.uint8
+    assert len(here.pictures()) == 1 and np.array_equal(here.pictures()[0], here.pixels()[0])  # painted at its size
     with pytest.raises(ImageError, match="come in 2 sizes"):
         device.predict([photo, photo.resize((40, 30))])
     with pytest.raises(Exception, match="pixels\\(\\) is for image-to-image models"):

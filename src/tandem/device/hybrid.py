@@ -86,6 +86,7 @@ class Prediction:
     labels: list[str] | None = None
     fallback: str | None = None  # why the other side did not answer, when the policy fell back
     placement: str = ""  # "device", "cloud", "split@K" or "split@K+int8"
+    windows: list[tuple[int, int]] | None = None  # each image's part the model saw (width, height); None for tensors
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -101,6 +102,19 @@ class Prediction:
                                  "pixels() is for image-to-image models")
         pixels: np.ndarray = np.rint(np.clip(out, 0, 255)).astype(np.uint8)
         return pixels
+
+    def pictures(self, output: str = "image") -> list[np.ndarray]:
+        """Each image's picture (deep art) as H×W×3 uint8 RGB at the size of the part of the image the model
+        saw: what ``pixels()`` holds, resized back (Pillow's bilinear filter) where the model paints at a
+        fixed size of its own (a LiteRT variant at its training size) rather than at the image's. A model that
+        paints each image at its own size gives ``pixels()``'s rows as they are. Tensors in, no sizes known:
+        the rows as painted."""
+        pixels = self.pixels(output)
+        if self.windows is None:
+            return list(pixels)
+        return [row if row.shape[1::-1] == size else
+                np.asarray(Image.fromarray(row).resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+                for row, size in zip(pixels, self.windows, strict=True)]
 
     def top_k(self, k: int = 5, output: str = "probabilities") -> list[list[Guess]]:
         probs = self.outputs[output]
@@ -298,12 +312,13 @@ class HybridModel:
         return self._spec
 
     # --- inputs -------------------------------------------------------------------------------
-    def _tensors(self, x: Inputs) -> dict[str, np.ndarray]:
-        """Tensors by input name; images become the batch of the model's only input, under the key ""."""
+    def _tensors(self, x: Inputs) -> tuple[dict[str, np.ndarray], list[tuple[int, int]] | None]:
+        """Tensors by input name; images become the batch of the model's only input, under the key "". With
+        them, each image's window the model sees (width, height): None for tensors."""
         if isinstance(x, dict):
             if not x:
                 raise InvalidRequest("predict got an empty dict of tensors")
-            return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in x.items()}
+            return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in x.items()}, None
         images: Sequence[Image_]
         if isinstance(x, (list, tuple)):
             images = x
@@ -313,10 +328,13 @@ class HybridModel:
             images = [x]  # type: ignore[list-item]
         if not images:
             raise InvalidRequest("predict got no images")
+        decoded = [_decode(i) for i in images]
         if self._takes_any_size():
-            return {"": _same_size([np.asarray(_decode(i), dtype=np.uint8) for i in images])}
+            return {"": _same_size([np.asarray(img, dtype=np.uint8) for img in decoded])}, [d.size for d in decoded]
         spec = self.spec()
-        return {"": np.stack([to_input(_decode(i), spec) for i in images])}
+        boxes = [spec.crop_pixels(img.width, img.height) for img in decoded]
+        return ({"": np.stack([to_input(img, spec, box) for img, box in zip(decoded, boxes, strict=True)])},
+                [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes])
 
     def _takes_any_size(self) -> bool:
         if self._any_size is None:
@@ -347,7 +365,7 @@ class HybridModel:
         deadline = Deadline.after(budget) if budget is not None else None
         if self._updater is not None and self.update_conditions is not None:
             self._keep_updating(self._updater, self.update_conditions)
-        tensors = self._tensors(inputs)
+        tensors, windows = self._tensors(inputs)
         pre_ms = (self.clock() - t0) * 1000
         if "" in tensors:
             tensors = {self._input_name(): tensors.pop("")}
@@ -381,7 +399,7 @@ class HybridModel:
                               Timings(pre_ms, run.network_ms, run.inference_ms, total_ms), chosen.name,
                               self._labels_for(),
                               "; ".join(f"{p}: {e}" for p, e in failures if p not in absent) or None,
-                              placement.name)
+                              placement.name, windows)
         raise _no_side(chosen, failures)
 
     def _not_configured(self, placement: Placement) -> bool:
