@@ -112,16 +112,19 @@ def test_phone_variants_are_fixed_at_the_training_size_and_paint_as_onnx_does(ru
     from tandem.bundle.litert_runtime import LiteRtModel
 
     out = run.parent / "bundle-phones"
-    manifest = tandem_json("export", run, "--out", out, "--name", "art", "--formats",
-                           "onnx,litert-fp32,executorch-fp32,coreml")
+    manifest = tandem_json("export", run, "--out", out, "--name", "art", "--formats", "onnx,litert,executorch,coreml")
     variants = manifest["variants"]
-    assert set(variants) >= {"onnx-fp32", "litert-fp32", "executorch-fp32", "coreml-fp16"}
-    for key in ("litert-fp32", "executorch-fp32", "coreml-fp16"):
+    phones = ("litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16")
+    assert set(variants) >= {"onnx-fp32", *phones}
+    for key in phones:
         v = variants[key]
         assert v["inputs"][0]["shape"] == [1, 64, 64, 3] and [t["name"] for t in v["outputs"]] == ["image", "image_uint8"]
         assert [t["dtype"] for t in v["outputs"]] == ["float32", "uint8"]
-        if key != "coreml-fp16":
-            assert v["parity"]["max_abs"] <= 1.0 and v["parity"]["on"] == "test"
+        if key.endswith("fp32"):
+            assert v["parity"]["max_abs"] <= 1.0 and v["parity"]["on"] == "test" and v["parity"]["psnr_db"] > 50
+        elif key.endswith("int8"):  # no top class: its pictures are its bar
+            assert v["parity"]["psnr_db"] >= 30 and v["parity"]["top1_agreement"] is None
+            assert (out / v["file"]).stat().st_size < (out / variants[key.replace("int8", "fp32")]["file"]).stat().st_size
     # Core ML predicts only on Apple's systems: its program was read back instead, the uint8 picture an RGB image.
     core = variants["coreml-fp16"]
     assert core["parity"] is None and core["spec_check"]["spec_ok"]

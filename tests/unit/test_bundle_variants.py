@@ -130,9 +130,7 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
         parse_formats("onnx,tflite", missing, CLASSIFIER)
     with pytest.raises(ConfigError, match=r"unknown format 'coreml-int8'; .*coreml, coreml-fp16"):
         parse_formats("coreml-int8", missing, CLASSIFIER)
-    with pytest.raises(ConfigError, match=r"--formats litert-int8: this is an image-to-image model, and Tandem makes "
-                                          r"only coreml-fp16, executorch-fp32, litert-fp32 of it so far; export with "
-                                          r"--formats onnx$"):
+    with pytest.raises(ConfigError, match=r"converter's venv is not there"):
         parse_formats("litert-int8", missing, IMAGE_TO_IMAGE)
     python = tmp_path / "python"
     python.write_text("")
@@ -144,12 +142,10 @@ def test_formats_say_what_is_made_and_what_is_missing(tmp_path, monkeypatch):
     everything = {"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}
     assert parse_formats(None, found) == everything
     assert parse_formats(None, missing, CLASSIFIER) == everything - {"litert-fp32", "litert-int8"}
-    # An image-to-image model: fp32 LiteRT and ExecuTorch at its training size, when asked for; no int8.
+    # An image-to-image model: LiteRT and ExecuTorch at its training size, fp32 and int8, when asked for.
     assert parse_formats(None, found, IMAGE_TO_IMAGE) == frozenset()
-    assert parse_formats("onnx,litert,executorch,coreml", found, IMAGE_TO_IMAGE) == {"litert-fp32", "executorch-fp32",
-                                                                                    "coreml-fp16"}
-    with pytest.raises(ConfigError, match=r"--formats executorch-int8: this is an image-to-image model"):
-        parse_formats("executorch-int8", found, IMAGE_TO_IMAGE)
+    assert parse_formats("onnx,litert,executorch,coreml", found, IMAGE_TO_IMAGE) == everything
+    assert parse_formats("onnx,executorch-int8", found, IMAGE_TO_IMAGE) == {"executorch-int8"}
     # A face embedding: fp32 variants (and Core ML's fp16), when asked for; `litert` names the precisions it gets.
     assert parse_formats(None, found, EMBEDDING) == frozenset()
     assert parse_formats("onnx,litert,executorch,coreml", found, EMBEDDING) == {"litert-fp32", "executorch-fp32",
@@ -191,6 +187,11 @@ def test_a_variant_that_fails_parity_is_refused_with_the_numbers():
     # A model without a top class (a face embedding) has no int8 bar to pass: such a file is never written.
     why = failed("litert-int8", Parity(images=10, on="test", max_abs=0.01), photos)
     assert why is not None and re.search(r"no top class to agree on .*--formats onnx,litert-fp32$", why)
+    # An image-to-image model's int8: its pictures' PSNR against PyTorch's is the bar.
+    assert failed("executorch-int8", Parity(images=10, on="test", max_abs=4.0, psnr_db=30.0), photos) is None
+    why = failed("executorch-int8", Parity(images=10, on="test", max_abs=40.0, psnr_db=24.5), photos)
+    assert why == ("executorch-int8: its pictures came 24.5 dB from PyTorch's on 10 test photos (at least 30 dB is "
+                   "needed), so it is not written; export with fp32 only: --formats onnx,executorch-fp32")
 
 
 def test_a_variant_whose_outputs_are_not_the_bundles_dtype_is_refused_though_its_top_class_agrees():
@@ -270,6 +271,10 @@ def test_a_pictures_variant_is_held_to_its_bars_output_by_output_and_uint8_does_
     names = ["image", "image_uint8"]
     rounded_up = {"image": image + 5e-4, "image_uint8": pixels + 1}  # 100.5 may round either way
     assert measure({"image": image, "image_uint8": pixels - 1}, photos, names).max_abs == 1.0  # not 255
+    assert measure({"image": image, "image_uint8": pixels - 1}, photos, names).psnr_db is None  # no picture named
+    pictured = ParityPhotos(photos.pixels, "test", [image, pixels], 0.0, picture="image_uint8")
+    assert measure({"image": image, "image_uint8": pixels - 1}, pictured, names).psnr_db == round(20 * np.log10(255), 2)
+    assert measure({"image": image, "image_uint8": pixels}, pictured, names).psnr_db == 100.0
     assert over_bars("litert-fp32", rounded_up, photos, names) is None
     why = over_bars("litert-fp32", {"image": image + 0.01, "image_uint8": pixels + 2}, photos, names)
     assert why == ("litert-fp32: its outputs differ from PyTorch's on 2 test photos: image by up to 0.01 (at most "

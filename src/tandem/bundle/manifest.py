@@ -104,6 +104,8 @@ class Parity(BaseModel):
     max_abs: float = Field(ge=0, description="largest absolute difference over every output and photo")
     top1_agreement: float | None = Field(default=None, ge=0, le=1,
                                          description="share of photos with the same top class (classifiers)")
+    psnr_db: float | None = Field(default=None, ge=0, description="image-to-image models: PSNR in dB of the "
+                                  "variant's 8-bit pictures against PyTorch's, over every photo (100: identical)")
 
 
 class SpecCheck(BaseModel):

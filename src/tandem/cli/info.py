@@ -79,7 +79,7 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
             mt.add_row(Text(k), f"{v:.4g}" if isinstance(v, float) else Text(str(v)))
         console.print(mt)
     if m.variants:
-        vt = table("variant", "file", "runtime", "max |Δ| vs torch", "top-1 agreement", "photos",
+        vt = table("variant", "file", "runtime", "max |Δ| vs torch", "top-1 agreement / PSNR", "photos",
                    title="variants, each checked against PyTorch at export")
         for key, variant in m.variants.items():
             parity, runtime = variant.parity, escape(f"{variant.runtime.name} {variant.runtime.version}")
@@ -88,7 +88,8 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
                 # A bundle's words are data, never markup.
                 vt.add_row(escape(key), escape(variant.file), runtime, "not run: spec checked", "", f"{ops} ops")
                 continue
-            agree = "" if parity.top1_agreement is None else f"{parity.top1_agreement:.0%}"
+            agree = ("" if parity.top1_agreement is None else f"{parity.top1_agreement:.0%}") or (
+                "" if parity.psnr_db is None else f"{parity.psnr_db:.1f} dB")  # a classifier's, or a picture's
             vt.add_row(escape(key), escape(variant.file), runtime, f"{parity.max_abs:.2g}", agree,
                        f"{parity.images} {parity.on}")
         console.print(vt)

@@ -22,8 +22,9 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
 # Per kind of model, the variants (beside ONNX) Tandem makes of it, and whether an export without --formats
 # makes them. A face embedding has no top class, so int8's bar (top-1 agreement) does not fit it: fp32 only so
 # far (Core ML fp16 is checked by its spec, the same as a classifier's). Image-to-image bundles (deep art) take
-# any height and width; their variants are fixed at the size the model was trained at, fp32 (no top class for
-# int8's bar) and Core ML's fp16 (its image_uint8 an RGB image output: coreml_export.py).
+# any height and width; their variants are fixed at the size the model was trained at: fp32, int8 (its bar a
+# picture's PSNR against PyTorch's, variant_parity.INT8_PICTURE_DB) and Core ML's fp16 (its image_uint8 an RGB
+# image output: coreml_export.py).
 CLASSIFIER_VARIANTS = frozenset(f"{f}-{p}" for f, ps in PRECISIONS.items() if f != "onnx" for p in ps)
 EMBEDDING_VARIANTS = frozenset({"litert-fp32", "executorch-fp32", "coreml-fp16"})
 
@@ -42,7 +43,8 @@ CLASSIFIER = Supported(CLASSIFIER_VARIANTS, "an image classifier")
 # Opt-in for now (--formats): the demo and celebmatch's exports stay as quick as they were.
 EMBEDDING = Supported(EMBEDDING_VARIANTS, "a face embedding", by_default=False)
 # Opt-in as well: the size is fixed, so a phone app resizes to it (docs/bundle.md).
-IMAGE_TO_IMAGE = Supported(frozenset({"litert-fp32", "executorch-fp32", "coreml-fp16"}), "an image-to-image model",
+IMAGE_TO_IMAGE = Supported(frozenset({"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}),
+                           "an image-to-image model",
                            by_default=False)
 
 # Where `make install` puts LiteRT's converter: a venv beside Tandem's own (Makefile, .venv-litert).

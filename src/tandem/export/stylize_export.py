@@ -31,7 +31,7 @@ from tandem.errors import BundleError, CheckpointError
 from tandem.export.formats import Tools
 from tandem.export.onnx_export import INPUT, write_onnx
 from tandem.export.quantize import quantize_int8
-from tandem.export.variant_parity import IMAGE_BARS_FLOAT, IMAGE_BARS_UINT8, ParityPhotos
+from tandem.export.variant_parity import IMAGE_BARS_FLOAT, IMAGE_BARS_UINT8, INT8_PICTURE_DB, ParityPhotos
 from tandem.export.variants import onnx_variants, other_variants
 from tandem.models.stylize import PixelStylizer, StylizeNet, StylizeNetConfig
 from tandem.training import checkpoint, provenance
@@ -54,7 +54,7 @@ OUTPUT_UINT8 = "image_uint8"
 APP = "deepart"
 TASK: Task = "image-to-image"
 INT8_MAX_LOSS_DB = 1.0
-INT8_MIN_DB_VS_FP32 = 30.0
+INT8_MIN_DB_VS_FP32 = INT8_PICTURE_DB  # a neural style's int8 ONNX model, as every int8 phone file of deep art
 STYLE_THUMB = 256  # the longest side of the style picture a bundle carries
 CALIBRATION_PHOTOS = 64
 # The parity check also runs a photo of an odd size, so the dynamic height and width are exercised.
@@ -97,7 +97,7 @@ def _rounded(image: np.ndarray) -> np.ndarray:
 
 def export_stylize_run(run_dir: Path, out: Path, name: str | None = None, keys: frozenset[str] = frozenset(),
                        tools: Tools | None = None, asked: bool = False) -> Bundle:
-    """``keys``: the phone variants to write besides ONNX (``litert-fp32``, ``executorch-fp32``: formats.py's
+    """``keys``: the phone variants to write besides ONNX (``litert-fp32``, ``litert-int8``, ``executorch-fp32`` …: formats.py's
     IMAGE_TO_IMAGE), at the size the model was trained at; ``asked``: the user named them (--formats), so one that
     fails its check stops the export instead of being left out with a warning."""
     cfg, data = load_stylize_run(run_dir)
@@ -158,7 +158,8 @@ def export_stylize_run(run_dir: Path, out: Path, name: str | None = None, keys: 
         app.update(measured_on=f"{len(held.photos)} held-out photos at {cfg.photo_size}x{cfg.photo_size}",
                    output=OUTPUT, int8=int8_note or "kept")
         any_size = [-1, -1, -1, 3]
-        variants = _variants(model, stage, keys, tools or Tools.find(), spec, held.photos, models, asked) if keys else {}
+        variants = (_variants(model, stage, keys, tools or Tools.find(), spec, held.photos, train.photos[:CALIBRATION_PHOTOS],
+                              models, asked) if keys else {})
         try:
             manifest = Manifest(
                 name=name or cfg.name, task=TASK,
@@ -205,15 +206,17 @@ def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, me
 
 
 def _variants(model: PixelStylizer, stage: Path, keys: frozenset[str], tools: Tools, spec: PreprocessSpec,
-              photos: np.ndarray, models: dict[Precision, str], asked: bool) -> dict[str, Variant]:
+              photos: np.ndarray, calibration: np.ndarray, models: dict[Precision, str], asked: bool) -> dict[str, Variant]:
     """The bundle's variants (docs/bundle.md, "Variants"): its ONNX models, which take any size, and the phone files
     ``keys``, fixed at the training size (spec's height and width: a phone app resizes its picture to it). Each is
-    checked on the held-out ``photos`` against PyTorch: the float picture within IMAGE_BARS_FLOAT (the ONNX
-    model's own bar), its uint8 pixels within one level."""
+    checked on the held-out ``photos`` against PyTorch: fp32's float picture within IMAGE_BARS_FLOAT (the ONNX
+    model's own bar), its uint8 pixels within one level; int8's (calibrated on ``calibration``, training photos)
+    8-bit pictures within INT8_PICTURE_DB of PyTorch's."""
     size = [-1, spec.height, spec.width, 3]
     image = _torch_pixels(model, photos)
     reference = [image, _rounded(image)]  # the graph rounds half to even, as numpy's rint does
-    check = ParityPhotos(photos, "test", reference, 0.0, bars={OUTPUT: IMAGE_BARS_FLOAT, OUTPUT_UINT8: IMAGE_BARS_UINT8})
+    check = ParityPhotos(photos, "test", reference, 0.0, bars={OUTPUT: IMAGE_BARS_FLOAT, OUTPUT_UINT8: IMAGE_BARS_UINT8},
+                         picture=OUTPUT_UINT8)
     got: dict[str, dict[str, np.ndarray]] = {}
     for precision, file in models.items():
         onnx = OnnxModel(stage / file, spec, [], precision)
@@ -225,7 +228,7 @@ def _variants(model: PixelStylizer, stage: Path, keys: frozenset[str], tools: To
                               TensorSpec(name=OUTPUT_UINT8, dtype="uint8", shape=any_size)],
                              {str(p): f for p, f in models.items()}, got, check)
     fixed = [TensorSpec(name=OUTPUT, dtype="float32", shape=size), TensorSpec(name=OUTPUT_UINT8, dtype="uint8", shape=size)]
-    return variants | other_variants(_WithPixels(model).eval(), stage, keys, tools, spec, [], fixed, photos[:0], check,
+    return variants | other_variants(_WithPixels(model).eval(), stage, keys, tools, spec, [], fixed, calibration, check,
                                      asked=asked)
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from tandem.bundle import Parity, Variant
+from tandem.effects import psnr
 from tandem.errors import BundleError
 
 # fp32 must match PyTorch as closely as ONNX must (exporter.py); int8 must pick the same class for 99% of
@@ -20,6 +21,9 @@ INT8_AGREEMENT = 0.99
 # must meet (stylize_export), and its rounded uint8 picture within one level (a value at .5 may round either way).
 IMAGE_BARS_FLOAT = 1e-3
 IMAGE_BARS_UINT8 = 1.0
+# An image-to-image model's int8 variants have no top class to agree on: their 8-bit pictures must come within this
+# PSNR (dB) of PyTorch's, the bar the int8 ONNX model of a neural style meets against fp32's (stylize_export).
+INT8_PICTURE_DB = 30.0
 
 
 @dataclass(frozen=True)
@@ -33,17 +37,20 @@ class ParityPhotos:
     onnx_int8_agreement: float
     # The largest |difference| from PyTorch an fp32 variant may have, by output; None: FP32_MAX_ABS on every one.
     bars: dict[str, float] | None = None
+    picture: str | None = None  # an image-to-image model's 8-bit picture output, whose PSNR is int8's bar
 
 
 def measure(got: dict[str, np.ndarray], photos: ParityPhotos, outputs: list[str]) -> Parity:
     """``got``: the variant's outputs by name on ``photos.pixels``."""
     max_abs = max(_max_abs(got[n], r) for n, r in zip(outputs, photos.reference, strict=True))
-    agreement = None
+    agreement = psnr_db = None
     if "probabilities" in outputs:
         ref = photos.reference[outputs.index("probabilities")]
         agreement = float((got["probabilities"].argmax(1) == ref.argmax(1)).mean())
+    if photos.picture is not None and photos.picture in outputs:
+        psnr_db = round(psnr(got[photos.picture], photos.reference[outputs.index(photos.picture)]), 2)
     return Parity(images=len(photos.pixels), on=photos.on, max_abs=max_abs if np.isfinite(max_abs) else 1e30,
-                  top1_agreement=agreement)
+                  top1_agreement=agreement, psnr_db=psnr_db)
 
 
 def _max_abs(got: np.ndarray, reference: np.ndarray) -> float:
@@ -82,7 +89,13 @@ def failed(key: str, parity: Parity, photos: ParityPhotos) -> str | None:
         return (f"{key}: its outputs differ from PyTorch's by up to {parity.max_abs:.3g} on {parity.images} "
                 f"{parity.on} photos (at most {FP32_MAX_ABS:g} is allowed), so it is not written; export without it: "
                 "--formats onnx")
-    if key.endswith("int8") and parity.top1_agreement is None:  # formats.py makes int8 variants of classifiers only
+    if key.endswith("int8") and parity.psnr_db is not None:  # an image-to-image model: its pictures are the bar
+        if parity.psnr_db >= INT8_PICTURE_DB:
+            return None
+        return (f"{key}: its pictures came {parity.psnr_db:.1f} dB from PyTorch's on {parity.images} {parity.on} photos "
+                f"(at least {INT8_PICTURE_DB:g} dB is needed), so it is not written; export with fp32 only: "
+                f"--formats onnx,{fmt}-fp32")
+    if key.endswith("int8") and parity.top1_agreement is None:  # neither a classifier nor a picture: no int8 bar
         return (f"{key}: the model has no top class to agree on (no 'probabilities'), so int8's check does not apply "
                 f"and it is not written; export with fp32 only: --formats onnx,{fmt}-fp32")
     bar = min(INT8_AGREEMENT, photos.onnx_int8_agreement)
