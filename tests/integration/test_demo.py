@@ -21,6 +21,8 @@ def test_demo_trains_exports_enrols_and_matches(tmp_path, data_home):
     assert summary["metrics"]["max_abs_onnx_torch"] <= 1e-4
     assert (tmp_path / "demo" / "bundle" / "gallery.npz").is_file()
     assert (tmp_path / "demo" / "run" / "curves.png").is_file()
-    # Run again: the finished run is picked up, not retrained, and the people-facing text is printed.
+    # Run again: the finished run is picked up, not retrained, its bundle not exported again, and the people-facing
+    # text is printed.
     text = tandem("demo", "--out", tmp_path / "demo", "--epochs", "1", "--subset", "0.12", env=env).stdout
     assert "continuing the run" in text and "found the right person" in text
+    assert "was exported from the run as it is now: kept" in " ".join(text.split())

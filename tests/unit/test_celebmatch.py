@@ -114,3 +114,25 @@ def test_face_finder_finds_tilted_faces_where_they_are(lfw_people):
     # Turning is exact where it should be: a quarter of the way round the centre pixel stays put.
     g = np.arange(100, dtype=np.uint8).reshape(10, 10)
     assert turned(g, 1)[5, 5] == g[5, 5] and turned(g, -1)[5, 5] == g[5, 5]
+
+
+def test_the_demo_keeps_a_bundle_exported_after_the_runs_last_checkpoint_and_whole(tmp_path):
+    import os
+
+    from tandem.apps.celebmatch.demo import _up_to_date
+    from tandem.testing.bundles import make_bundle
+
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    run.mkdir()
+    assert _up_to_date(run, bundle) is None  # nothing trained, nothing exported
+    (run / "best.pt").write_bytes(b"w")
+    make_bundle(bundle, None)
+    manifest = bundle / "manifest.json"
+    os.utime(run / "best.pt", (100, 100))
+    assert _up_to_date(run, bundle) is not None  # exported after the checkpoint
+    (run / "checkpoint.pt").write_bytes(b"w")  # trained on since
+    assert _up_to_date(run, bundle) is None
+    os.utime(run / "checkpoint.pt", (100, 100))
+    (bundle / "model.onnx").write_bytes(b"damaged")  # not the file the manifest hashed
+    os.utime(manifest, (200, 200))
+    assert _up_to_date(run, bundle) is None

@@ -12,16 +12,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from tandem.bundle import Bundle
 
 # The budget (about 3 minutes on 2 cores): each photo is aligned once, then EPOCHS passes at about
 # 16 ms a photo (150×150, forward and backward).
 IMAGES = 1800
 EPOCHS = 1
 ENROL = 5
+
+
+def _up_to_date(run_dir: Path, bundle_dir: Path) -> Bundle | None:
+    """The bundle already exported from the run as it is now, as make decides: written after the run's last
+    checkpoint, and whole (Bundle.load checks every file against its hash); None when it must be exported again."""
+    from tandem.bundle import Bundle
+    from tandem.errors import TandemError
+    from tandem.training import checkpoint
+
+    manifest = bundle_dir / "manifest.json"
+    saved = [p.stat().st_mtime for p in (run_dir / checkpoint.BEST, run_dir / checkpoint.LAST) if p.exists()]
+    if not saved or not manifest.exists() or manifest.stat().st_mtime <= max(saved):
+        return None
+    try:
+        return Bundle.load(bundle_dir)
+    except TandemError:
+        return None
 
 
 def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, subset: float = 1.0,
@@ -57,8 +77,13 @@ def run_demo(out: Path, epochs: int = EPOCHS, photos: int = 6, seed: int = 0, su
                   f"people {result.best_val_acc:.3f} ({kept})")
 
     console.rule("[bold]2. export[/] fp32 + int8 ONNX, landmark network, calibration")
-    with console.status("exporting, quantizing and calibrating…"):
-        bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"), data_home)
+    kept_bundle = _up_to_date(run_dir, bundle_dir)
+    if kept_bundle is not None:
+        bundle = kept_bundle
+        console.print(f"{bundle_dir} was exported from the run as it is now: kept (delete it to export again)")
+    else:
+        with console.status("exporting, quantizing and calibrating…"):
+            bundle = export_run(run_dir, bundle_dir, ExportOptions(name="celebmatch"), data_home)
     m = bundle.manifest.metrics
     console.print(f"LFW pairs of unseen people (folds 9–10): verification fp32 {m.get('lfw_verif_acc_fp32', float('nan')):.3f}, "
                   f"int8 {m.get('lfw_verif_acc_int8', float('nan')):.3f}; max |onnx − torch| {m['max_abs_onnx_torch']:.1e}")
