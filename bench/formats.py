@@ -9,8 +9,10 @@ as the export measured them by running the file), `b1_ms` (median of --calls bat
 timed inside its converter's process). Core ML: `bytes`, `spec_ok`, `ops` and `export_seconds`; Core ML predicts
 only on macOS and iOS, so it has no parity and no latency here.
 
-The run: --run, else one trained here (LFW, --min-faces 20, 5 epochs; --quick: --min-faces 100, a tenth of
-the photos, 1 epoch, stem stride 2). It is exported three times, once per converter (onnx+litert,
+The run: --run; else the accuracy benchmark's 120-epoch classifier when bench/work/accuracy holds it (ACCURACY_RUN:
+a well-trained model, as an app would ship; bench/gpu/train_runs.sh trains it on a GPU); else one trained here (LFW,
+--min-faces 20, 5 epochs: a barely trained model, whose near ties keep int8's top-1 agreement under 0.99; --quick:
+--min-faces 100, a tenth of the photos, 1 epoch, stem stride 2). It is exported three times, once per converter (onnx+litert,
 onnx+executorch, onnx+coreml), so no conversion shares the CPU with another; ONNX's figures are the first
 export's. Timing figures want a quiet machine. Writes bench/results/formats.json (--quick: formats-quick.json).
 """
@@ -43,6 +45,7 @@ from tandem.export.formats import PRECISIONS
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "formats"
+ACCURACY_RUN = HERE / "work" / "accuracy" / "run-e120-v0-s0"  # bench/accuracy.py's default run (120 epochs, seed 0)
 RESULTS = HERE / "results"
 EXPORTS = ("litert", "executorch", "coreml")  # one export each, with ONNX
 THREADS = (1, 2)
@@ -62,7 +65,17 @@ class Seconds(logging.Handler):
             self.seconds.setdefault(pair[0], pair[1])
 
 
+def _history(run: Path) -> list:
+    try:
+        return list(json.loads((run / "history.json").read_text()))
+    except (OSError, ValueError):
+        return []
+
+
 def train(quick: bool) -> Path:
+    if not quick and (ACCURACY_RUN / "best.pt").is_file() and len(_history(ACCURACY_RUN)) >= 120:  # trained to the end
+        print(f"measuring the accuracy benchmark's classifier, {ACCURACY_RUN}", flush=True)
+        return ACCURACY_RUN
     out = WORK / ("run-quick" if quick else "run")
     if (out / "best.pt").is_file() or (out / "checkpoint.pt").is_file():
         return out
@@ -106,7 +119,8 @@ def one_photo(bundle: Bundle, run: Path) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, help="A classifier's run folder (default: train one here).")
+    ap.add_argument("--run", type=Path, help="A classifier's run folder (default: the accuracy benchmark's, else "
+                                             "train one here).")
     ap.add_argument("--calls", type=int, help="Batch-1 calls timed per variant and thread count (default 300; --quick 20).")
     ap.add_argument("--quick", action="store_true", help="Tiny settings: a smoke run, not figures to quote.")
     args = ap.parse_args()
