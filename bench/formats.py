@@ -42,6 +42,7 @@ from tandem.errors import BundleError
 from tandem.export import timing
 from tandem.export.exporter import ExportOptions, export_run
 from tandem.export.formats import PRECISIONS
+from tandem.training.run import load_history
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "formats"
@@ -65,15 +66,8 @@ class Seconds(logging.Handler):
             self.seconds.setdefault(pair[0], pair[1])
 
 
-def _history(run: Path) -> list:
-    try:
-        return list(json.loads((run / "history.json").read_text()))
-    except (OSError, ValueError):
-        return []
-
-
 def train(quick: bool) -> Path:
-    if not quick and (ACCURACY_RUN / "best.pt").is_file() and len(_history(ACCURACY_RUN)) >= 120:  # trained to the end
+    if not quick and (ACCURACY_RUN / "best.pt").is_file() and len(load_history(ACCURACY_RUN)) >= 120:  # trained to the end
         print(f"measuring the accuracy benchmark's classifier, {ACCURACY_RUN}", flush=True)
         return ACCURACY_RUN
     out = WORK / ("run-quick" if quick else "run")

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tandem import atomic
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "serving_standin.json"
 BARE_BODY = 948  # bytes of the OIP binary answer Tandem gives for one photo of the serving bundle
@@ -189,9 +191,7 @@ def main() -> None:
                       "requests, loadgen.py, OIP binary; bare: asyncio + httptools answering a canned reply"), "date": time.strftime("%Y-%m-%d"),
            "servers": rows}
     out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(out)
+    atomic.write_text(out, json.dumps(doc, indent=2) + "\n")
     sb.console.print(f"wrote {out}")
 
 

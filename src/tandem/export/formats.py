@@ -42,10 +42,8 @@ class Supported:
 CLASSIFIER = Supported(CLASSIFIER_VARIANTS, "an image classifier")
 # Opt-in for now (--formats): the demo and celebmatch's exports stay as quick as they were.
 EMBEDDING = Supported(EMBEDDING_VARIANTS, "a face embedding", by_default=False)
-# Opt-in as well: the size is fixed, so a phone app resizes to it (docs/bundle.md).
-IMAGE_TO_IMAGE = Supported(frozenset({"litert-fp32", "litert-int8", "executorch-fp32", "executorch-int8", "coreml-fp16"}),
-                           "an image-to-image model",
-                           by_default=False)
+# Opt-in as well: the size is fixed, so a phone app resizes to it (docs/bundle.md). Every variant a classifier gets.
+IMAGE_TO_IMAGE = Supported(CLASSIFIER_VARIANTS, "an image-to-image model", by_default=False)
 
 # Where `make install` puts LiteRT's converter: a venv beside Tandem's own (Makefile, .venv-litert).
 LITERT_VENV = ".venv-litert"

@@ -5,7 +5,7 @@ fp32 ONNX with a dynamic batch, height and width: uint8 NHWC pixels in, ``image`
 what an OIP client asks for to get uint8 pixels back (a quarter of the bytes). The int8 variant (static QDQ, calibrated on training
 photos) ships only when it keeps its quality: at most INT8_MAX_LOSS_DB below fp32's PSNR against the
 teacher (or the pairs' targets) on the held-out photos — for a neural style, which has no target, at
-least INT8_MIN_DB_VS_FP32 against fp32's own pictures; the manifest says why when it does not.
+least INT8_PICTURE_DB against fp32's own pictures (the bar of every int8 phone file of deep art); the manifest says why when it does not.
 ``apps.deepart`` names the effect, what it learned from, and how close it comes (PSNR and SSIM against
 the targets, or a neural style's style and content losses), measured here; a neural style's bundle
 also holds its style picture (``style.png``, for a picker to show).
@@ -54,7 +54,6 @@ OUTPUT_UINT8 = "image_uint8"
 APP = "deepart"
 TASK: Task = "image-to-image"
 INT8_MAX_LOSS_DB = 1.0
-INT8_MIN_DB_VS_FP32 = INT8_PICTURE_DB  # a neural style's int8 ONNX model, as every int8 phone file of deep art
 STYLE_THUMB = 256  # the longest side of the style picture a bundle carries
 CALIBRATION_PHOTOS = 64
 # The parity check also runs a photo of an odd size, so the dynamic height and width are exercised.
@@ -193,9 +192,9 @@ def _int8(stage: Path, train: Pictures, held: Pictures, spec: PreprocessSpec, me
                                     for i in range(0, len(held.photos), 8)]))
     metrics["psnr_db_int8_vs_fp32"] = psnr(out8, out32)
     if held.teacher is None:  # a neural style: no target to measure against, so int8 must paint as fp32 does
-        if metrics["psnr_db_int8_vs_fp32"] < INT8_MIN_DB_VS_FP32:
+        if metrics["psnr_db_int8_vs_fp32"] < INT8_PICTURE_DB:
             return (f"left out: int8's pictures came {metrics['psnr_db_int8_vs_fp32']:.1f} dB from fp32's (under "
-                    f"{INT8_MIN_DB_VS_FP32} dB); serve fp32")
+                    f"{INT8_PICTURE_DB} dB); serve fp32")
         return None
     metrics["psnr_db_int8"], metrics["ssim_int8"] = psnr(out8, held.teacher), ssim(out8, held.teacher)
     loss = float(metrics["psnr_db_fp32"]) - float(metrics["psnr_db_int8"])
