@@ -5,11 +5,12 @@
 bench/serving_profile.py finds `stack_cpu_ms` by subtracting the model's CPU (2.9-3.2 ms a request) from
 the server's, so a change of 0.02 ms in the stack hides in the model's run-to-run spread (±0.05 ms and more
 on a busy minute). Here every model call is a stand-in that returns zeros of the outputs' shapes at once,
-so all of the server's CPU is the stack's, and a change shows. Three servers, each driven at
+so all of the server's CPU is the stack's, and a change shows. Four servers, each driven at
 concurrency 16 by bench/serving/loadgen.py with the OIP binary requests of bench/serving.py:
 
 - `tandem`: `tandem serve`'s own code path (uvicorn with the guarded protocol, the app, auth, limits,
   metrics, the batcher and its threads) with the access log on, as `tandem serve` runs by default;
+- `tandem_line_at_once`: the same with TANDEM_ACCESS_LOG_FLUSH_MS=0 (each access line written on its own);
 - `tandem_no_access_log`: the same with TANDEM_ACCESS_LOG=0;
 - `bare`: an asyncio protocol with httptools' parser (uvloop) that answers every request with a canned
   reply of the same size: what sockets and parsing alone cost, the floor under any Python server.
@@ -55,7 +56,7 @@ from tandem import atomic
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "serving_standin.json"
 BARE_BODY = 948  # bytes of the OIP binary answer Tandem gives for one photo of the serving bundle
-VARIANTS = ("tandem", "tandem_no_access_log", "bare")
+VARIANTS = ("tandem", "tandem_line_at_once", "tandem_no_access_log", "bare")
 EXPERIMENTS = ("raw", "raw_no_access_log")  # --variants raw,...: what a hot-route server would cost (_serve_raw)
 
 
@@ -327,7 +328,9 @@ def main() -> None:
             reqs = reqs.rename(reqs.with_name(f"standin_{variant}.pkl"))
             env = {**home.env, "STANDIN_OUTPUTS": json.dumps(outputs),
                    "TANDEM_ACCESS_LOG": "0" if variant.endswith("_no_access_log") else "1"}
-            serve = variant.removesuffix("_no_access_log")
+            if variant.endswith("_line_at_once"):
+                env["TANDEM_ACCESS_LOG_FLUSH_MS"] = "0"
+            serve = variant.removesuffix("_no_access_log").removesuffix("_line_at_once")
             if args.model == "real":
                 env.pop("STANDIN_OUTPUTS")
             srv = sb.start(f"standin_{variant}", [sys.executable, __file__, "--serve", serve, "--port", str(port)],

@@ -48,7 +48,7 @@ from tandem.server.auth import Authenticator, FailureGuard
 from tandem.server.dataplane import DataPlane, Limits
 from tandem.server.endpoint import Call, endpoint
 from tandem.server.headers import SecurityHeaders
-from tandem.server.observe import Observe, setup_access_log
+from tandem.server.observe import AccessLines, Observe, setup_access_log
 from tandem.server.ota.mirrors import open_mirrors
 from tandem.server.ota.service import OtaService
 from tandem.server.photos import DecodePool
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     _server_logging()
     if settings.access_log:
         setup_access_log()
+    access_lines = AccessLines(settings.access_log_flush_ms / 1000)
     metrics_scope: Scope | None = None if settings.metrics_public else "admin"
     proxies = settings.proxies()
     networks(proxies)  # a wrong TANDEM_TRUSTED_PROXIES fails here, at start-up
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await limiter.close()
             if registry is None:
                 reg.close()
+            access_lines.flush()
 
     async def metrics_route(request: Request, call: Call) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
@@ -168,7 +170,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                                per_client=settings.max_in_flight_per_client,
                                ota=settings.max_in_flight_ota,
                                refused=metrics.overload.labels("in_flight").inc),
-                    Middleware(Observe, metrics=metrics, log_requests=settings.access_log),
+                    Middleware(Observe, metrics=metrics, log_requests=settings.access_log, lines=access_lines),
                     Middleware(SecurityHeaders, under={webapp.PREFIX: webapp.HEADERS, apidocs.PREFIX: apidocs.HEADERS})],
         exception_handlers={HTTPException: _http_error},
     )
