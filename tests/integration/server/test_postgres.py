@@ -67,22 +67,31 @@ class Proxy:
         self.port = free_port()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        # stop() runs on the test's thread while _accept may be pairing a connection it just took: the
+        # lock makes each new pair either relayed and closed by stop(), or closed at once by _accept.
+        # (A pair missed by both was closed only by the garbage collector, whose ResourceWarning in a
+        # relay thread failed the test that cut the relay.)
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen()
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def stop(self) -> None:
         """Refuse new connections and break the open ones."""
-        for s in [self._listener, *self._sockets]:
+        with self._lock:
+            doomed = [s for s in (self._listener, *self._sockets) if s is not None]
+            self._listener = None
+            self._sockets.clear()
+        for s in doomed:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
-        self._sockets.clear()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -90,8 +99,19 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # stopped
-            server = socket.create_connection(self.upstream)
-            self._sockets += [client, server]
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:  # PostgreSQL itself unreachable: the client sees a closed connection
+                client.close()
+                continue
+            with self._lock:
+                relayed = self._listener is listener
+                if relayed:
+                    self._sockets += [client, server]
+            if not relayed:  # stopped while this pair was made: never relayed
+                client.close()
+                server.close()
+                return
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
