@@ -114,3 +114,21 @@ def test_zero_writes_each_line_at_once(served):
 
     asyncio.run(main())
     assert stderr.getvalue() == _line(1) + "\n"
+
+
+def test_a_stderr_that_cannot_be_written_loses_the_lines_not_the_request(served, monkeypatch, capfd):
+    served()
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sys.stderr", Full())
+
+    async def main() -> None:
+        lines = AccessLines(60)
+        lines.write(_line(3))
+        lines.flush()  # raises nothing: the answer was already sent, the log is what failed
+
+    asyncio.run(main())
+    assert "access lines not written: [Errno 28] No space left on device" in capfd.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import secrets
@@ -85,20 +86,24 @@ class AccessLines:
             self._timer = asyncio.get_running_loop().call_later(self.flush_s, self.flush)
 
     def flush(self) -> None:
-        """Write the gathered lines now."""
+        """Write the gathered lines now (on the event loop's thread: the loop's timer is cancelled)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._write()
+
+    def _write(self) -> None:
         if not self._lines:
             return
         text = "\n".join(self._lines) + "\n"
         self._lines.clear()
-        stream = sys.stderr
         try:
-            stream.write(text)
-            stream.flush()
+            sys.stderr.write(text)
+            sys.stderr.flush()
         except (OSError, ValueError) as e:  # stderr closed or full: as logging.Handler.handleError, not the request's
-            print(f"tandem.access: {len(text):,} bytes of access lines not written: {e}", file=sys.__stderr__)
+            if sys.__stderr__ is not None and sys.__stderr__ is not sys.stderr:
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"tandem.access: {len(text):,} bytes of access lines not written: {e}", file=sys.__stderr__)
 
 
 _WRITERS: weakref.WeakSet[AccessLines] = weakref.WeakSet()
@@ -106,9 +111,10 @@ _WRITERS: weakref.WeakSet[AccessLines] = weakref.WeakSet()
 
 @atexit.register
 def _flush_all() -> None:
-    """A worker stopped without its lifespan's end (create_app flushes there) still writes what it gathered."""
+    """A worker stopped without its lifespan's end (create_app flushes there) still writes what it gathered; its
+    loop is closed or closing by now, so its timers are left alone."""
     for writer in list(_WRITERS):
-        writer.flush()
+        writer._write()
 
 
 class _Ids:
