@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -97,13 +96,13 @@ def _serve_raw(port: int) -> None:
     statistics, the OIP codec, the request metrics and the access log), without uvicorn's ASGI cycle, Starlette
     and the middlewares. An experiment (no limits, no errors, no pipelining, no 100-continue): an upper bound."""
     import httptools
-    import orjson
     import uvloop
 
     from tandem.protocol import oip as oip_codec
     from tandem.server import ratelimit
     from tandem.server.app import create_app
-    from tandem.server.observe import _Ids, access_log, setup_access_log
+    from tandem.server.endpoint import Call
+    from tandem.server.observe import _Ids, access_line, access_log, setup_access_log
     from tandem.settings import get_settings
 
     _stand_in_model()
@@ -158,13 +157,10 @@ def _serve_raw(port: int) -> None:
                     c = children[label] = (metrics.requests.labels(*label, "200"), metrics.latency.labels(*label))
                 c[0].inc()
                 c[1].observe(seconds)
-                if settings.access_log:
-                    access_log.info(orjson.dumps({
-                        "time": datetime.now(UTC).isoformat(timespec="milliseconds"), "request_id": rid,
-                        "client": client, "method": "POST", "path": path, "route": label[0], "status": 200,
-                        "ms": round(seconds * 1000, 2), "bytes_in": len(body), "bytes_out": len(content),
-                        "model": model.name, "version": str(model.version), "key_id": key.key_id,
-                        "error": None}).decode())
+                if settings.access_log:  # a record a line: as `tandem serve` wrote them when this was measured
+                    call = Call(label[0], model.name, str(model.version), key.key_id)
+                    access_log.info(access_line(rid, client, "POST", path, call, 200, seconds, len(body),
+                                                len(content), ""))
 
             ids = _Ids()
 

@@ -88,8 +88,11 @@ def show_bundle(b: Bundle, apps: Apps | None = None) -> None:
                 # A bundle's words are data, never markup.
                 vt.add_row(escape(key), escape(variant.file), runtime, "not run: spec checked", "", f"{ops} ops")
                 continue
-            agree = ("" if parity.top1_agreement is None else f"{parity.top1_agreement:.0%}") or (
-                "" if parity.psnr_db is None else f"{parity.psnr_db:.1f} dB")  # a classifier's, or a picture's
+            agree = ""  # a classifier's top-1 agreement, or a picture's PSNR
+            if parity.top1_agreement is not None:
+                agree = f"{parity.top1_agreement:.0%}"
+            elif parity.psnr_db is not None:
+                agree = f"{parity.psnr_db:.1f} dB"
             vt.add_row(escape(key), escape(variant.file), runtime, f"{parity.max_abs:.2g}", agree,
                        f"{parity.images} {parity.on}")
         console.print(vt)

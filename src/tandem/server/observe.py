@@ -191,19 +191,26 @@ class Observe:
             if error:
                 m.errors.labels(call.route, error).inc()
             if self.log_requests:
-                self.lines.write(orjson.dumps({
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "request_id": rid,
-                    "client": (scope.get("client") or ("", 0))[0],
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": call.route,
-                    "status": status,
-                    "ms": round(seconds * 1000, 2),
-                    "bytes_in": received,
-                    "bytes_out": sent,
-                    "model": call.model or None,
-                    "version": call.version or None,
-                    "key_id": call.key_id or None,
-                    "error": error or None,
-                }).decode())
+                self.lines.write(access_line(rid, (scope.get("client") or ("", 0))[0], scope["method"], scope["path"],
+                                             call, status, seconds, received, sent, error))
+
+
+def access_line(rid: str, client: str, method: str, path: str, call: Call, status: int, seconds: float,
+                received: int, sent: int, error: str) -> str:
+    """One request's access-log line, JSON: the key appears only as its public key id (``call.key_id``)."""
+    return orjson.dumps({
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "request_id": rid,
+        "client": client,
+        "method": method,
+        "path": path,
+        "route": call.route,
+        "status": status,
+        "ms": round(seconds * 1000, 2),
+        "bytes_in": received,
+        "bytes_out": sent,
+        "model": call.model or None,
+        "version": call.version or None,
+        "key_id": call.key_id or None,
+        "error": error or None,
+    }).decode()
